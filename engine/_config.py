@@ -1,0 +1,278 @@
+"""Configuration: frozen attrs classes loaded from TOML.
+
+Every section is a frozen attrs class; unknown keys are refused with their full
+dotted path, and a value of the wrong type or out of range is refused naming the
+file, the key and what was expected. Relative paths are resolved against the
+directory of the config file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from attrs import validators as v
+
+from ._errors import ConfigError
+
+
+class FieldValueError(ValueError):
+    """A cross-field check failed; ``field`` names the key to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_pos = v.gt(0)
+_nonneg = v.ge(0)
+
+
+@attrs.frozen(kw_only=True)
+class EngineSection:
+    """``[engine]``: how the process runs."""
+
+    mode: Literal["replay"] = attrs.field(default="replay", validator=v.in_(("replay",)))
+    live: bool = False
+    seed: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class DataSection:
+    """``[data]``: what to replay."""
+
+    paths: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ReplaySection:
+    """``[replay]``: how the feed cuts the stream into steps."""
+
+    step_ms: int = attrs.field(default=250, validator=_pos)
+    max_step_events: int = attrs.field(default=8192, validator=_pos)
+
+
+@attrs.frozen(kw_only=True)
+class ChannelsSection:
+    """``[channels]``: capacity of each bounded memory channel (in batches)."""
+
+    market: int = attrs.field(default=4, validator=_nonneg)
+    intents: int = attrs.field(default=4, validator=_nonneg)
+    orders: int = attrs.field(default=4, validator=_nonneg)
+    reports: int = attrs.field(default=4, validator=_nonneg)
+    journal: int = attrs.field(default=16, validator=_nonneg)
+
+
+@attrs.frozen(kw_only=True)
+class StrategySection:
+    """``[strategy]``: the baseline EMA-crossover strategy with an RSI filter."""
+
+    kind: Literal["ema_cross"] = attrs.field(default="ema_cross", validator=v.in_(("ema_cross",)))
+    sample_ms: int = attrs.field(default=1000, validator=_pos)
+    fast: int = attrs.field(default=12, validator=_pos)
+    slow: int = attrs.field(default=26, validator=_pos)
+    rsi_period: int = attrs.field(default=14, validator=v.ge(2))
+    rsi_long_max: float = attrs.field(default=70.0, validator=[v.ge(0), v.le(100)])
+    rsi_short_min: float = attrs.field(default=30.0, validator=[v.ge(0), v.le(100)])
+    allow_short: bool = True
+    stop_loss_bps: float = attrs.field(default=15.0, validator=_pos)
+    take_profit_bps: float = attrs.field(default=25.0, validator=_pos)
+    max_hold_ms: int = attrs.field(default=60_000, validator=_pos)
+    order_notional: float = attrs.field(default=1000.0, validator=_pos)
+    qty_step: float = attrs.field(default=0.001, validator=_pos)
+
+    def __attrs_post_init__(self) -> None:
+        if self.fast >= self.slow:
+            raise FieldValueError(
+                "fast", f"must be smaller than slow ({self.slow}), got {self.fast}"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class RiskSection:
+    """``[risk]``: pre-trade limits."""
+
+    max_notional_per_symbol: float = attrs.field(default=5_000.0, validator=_pos)
+    max_notional_total: float = attrs.field(default=20_000.0, validator=_pos)
+    max_orders_per_second: int = attrs.field(default=5, validator=_pos)
+
+
+@attrs.frozen(kw_only=True)
+class VenueSection:
+    """``[venue]``: the simulated venue's latency and fee model."""
+
+    kind: Literal["sim"] = attrs.field(default="sim", validator=v.in_(("sim",)))
+    latency_ms: float = attrs.field(default=5.0, validator=_nonneg)
+    taker_fee_bps: float = attrs.field(default=5.0, validator=_nonneg)
+
+
+@attrs.frozen(kw_only=True)
+class JournalSection:
+    """``[journal]``: where the SQLite journal of a run goes."""
+
+    dir: str = "runs"
+
+
+@attrs.frozen(kw_only=True)
+class LoggingSection:
+    """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level."""
+
+    path: str = "logs/trireme.jsonl"
+    level: Literal["debug", "info", "warning", "error"] = attrs.field(
+        default="info", validator=v.in_(("debug", "info", "warning", "error"))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole configuration."""
+
+    engine: EngineSection = EngineSection()
+    data: DataSection = DataSection()
+    replay: ReplaySection = ReplaySection()
+    channels: ChannelsSection = ChannelsSection()
+    strategy: StrategySection = StrategySection()
+    risk: RiskSection = RiskSection()
+    venue: VenueSection = VenueSection()
+    journal: JournalSection = JournalSection()
+    logging: LoggingSection = LoggingSection()
+    source: str = attrs.field(default="<defaults>", eq=False)
+    base_dir: str = attrs.field(default=".", eq=False)
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(item, inner, source, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {tp}")
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}.{name}"
+        if name not in fields:
+            raise ConfigError(
+                source, key, f"unknown key; expected one of: {', '.join(sorted(fields))}"
+            )
+        kwargs[name] = _convert(value, fields[name].type, source, key)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        bad = _which_field(exc, kwargs)
+        key = f"{prefix}.{bad}" if bad else prefix
+        raise ConfigError(source, key, _validator_message(exc)) from exc
+
+
+_ATTRS_MSG = re.compile(r"^'(?P<field>\w+)' (?P<rest>.*)$")
+
+
+def _which_field(exc: Exception, kwargs: dict[str, Any]) -> str | None:
+    if isinstance(exc, FieldValueError):
+        return exc.field
+    # attrs validators say "'name' must be > 0: -1.0".
+    match = _ATTRS_MSG.match(str(exc.args[0]) if exc.args else "")
+    return match["field"] if match else None
+
+
+def _validator_message(exc: Exception) -> str:
+    match = _ATTRS_MSG.match(str(exc.args[0]) if exc.args else "")
+    if match:
+        return match["rest"].replace(": ", ", got ", 1)
+    return str(exc)
+
+
+for _cls in (
+    EngineSection,
+    DataSection,
+    ReplaySection,
+    ChannelsSection,
+    StrategySection,
+    RiskSection,
+    VenueSection,
+    JournalSection,
+    LoggingSection,
+    Config,
+):
+    attrs.resolve_types(_cls)
+_SECTIONS: dict[str, type] = {f.name: f.type for f in attrs.fields(Config) if attrs.has(f.type)}
+
+
+def config_from_dict(data: dict[str, Any], *, source: str, base_dir: str = ".") -> Config:
+    """Build a :class:`Config` from a parsed TOML document.
+
+    Raises:
+        ConfigError: an unknown section or key, or a bad value.
+    """
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                source, name, f"unknown section; expected one of: {', '.join(sorted(_SECTIONS))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(source, name, "expected a [table]")
+        sections[name] = _build(_SECTIONS[name], table, source, name)
+    return Config(**sections, source=source, base_dir=base_dir)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not TOML, or holds an
+            unknown key or a bad value.
+    """
+    p = Path(path)
+    source = str(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, "", "config file not found") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read config file ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "", f"not valid TOML ({exc})") from exc
+    return config_from_dict(data, source=source, base_dir=str(p.resolve().parent))

@@ -1,0 +1,48 @@
+"""The run summary: a short human text for stdout and the same as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import orjson
+
+from ._supervisor import RunReport
+
+
+def report_json(report: RunReport) -> bytes:
+    """The report as indented JSON (keys in a stable order)."""
+    return orjson.dumps(attrs.asdict(report), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def write_report(report: RunReport, path: Path) -> None:
+    """Write the JSON report atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(report_json(report))
+    tmp.replace(path)
+
+
+def summary_text(report: RunReport) -> str:
+    """A short human summary of a run."""
+    skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "none"
+    denied = ", ".join(f"{k} {v}" for k, v in report.denied.items()) or "none"
+    states = " ".join(f"{k}:{v}" for k, v in report.transitions.items()) or "none"
+    lines = [
+        f"trireme {report.mode}: {len(report.data)} file(s), symbols {', '.join(report.symbols)}",
+        f"  events        {report.events:,} ({report.lines:,} lines; skipped: {skipped})",
+        f"  steps         {report.steps:,}",
+        f"  orders        {report.orders} (denied: {denied}; expired {report.expired})",
+        f"  fills         {report.fills}",
+        f"  round trips   {report.round_trips}",
+        f"  realized PnL  {report.realized_pnl:,.4f}",
+        f"  fees          {report.fees:,.4f}",
+        f"  net PnL       {report.net_pnl:,.4f}",
+        f"  max drawdown  {report.max_drawdown:,.4f}",
+        f"  transitions   {states}",
+        f"  journal       {report.journal_path} ({report.journal_records} records)",
+        f"  journal_sha256 {report.journal_sha256}",
+        f"  wall time     {report.wall_seconds:.3f} s",
+        f"  events/s      {report.events_per_second:,.0f}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""The supervisor: wires the actors with bounded channels and runs a replay.
+
+::
+
+    ReplayFeed --MarketBatch--> SymbolActor (one per symbol) --IntentBatch--> RiskActor
+    ReplayFeed --MarketStep---> ExecutionActor <--OrderBatch-- RiskActor
+    ExecutionActor --ReportBatch--> SymbolActor[s], RiskActor
+    ExecutionActor --JournalBatch--> JournalActor (SQLite, WAL)
+
+Every edge is its own bounded ``trio.open_memory_channel``; actors start in
+dependency order with ``nursery.start`` so each is ready before its producers.
+If any actor fails, the nursery cancels the rest: trading stops (fail closed),
+the journal keeps every complete step, and the error propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import attrs
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from ._config import Config
+from ._errors import ActorFailedError, DataError
+from .actors import ExecutionActor, RiskActor, SymbolActor
+from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
+from .journal import Journal, JournalActor
+from .messages import (
+    IntentBatch,
+    JournalBatch,
+    MarketBatch,
+    MarketStep,
+    OrderBatch,
+    ReportBatch,
+)
+from .venues.sim import SimVenue
+
+
+@attrs.frozen(kw_only=True)
+class SymbolSummary:
+    """One symbol's results."""
+
+    symbol: str
+    ticks: int
+    signals: int
+    transitions: dict[str, int]
+    position_qty: float
+    fills: int
+    round_trips: int
+    realized_pnl: float
+    fees: float
+
+
+@attrs.frozen(kw_only=True)
+class RunReport:
+    """What a replay did; the CLI prints it and ``--report`` writes it as JSON."""
+
+    mode: str
+    data: list[str]
+    symbols: list[str]
+    events: int
+    lines: int
+    skipped: dict[str, int]
+    steps: int
+    first_ts: int | None
+    last_ts: int | None
+    orders: int
+    denied: dict[str, int]
+    fills: int
+    expired: int
+    round_trips: int
+    realized_pnl: float
+    fees: float
+    net_pnl: float
+    max_drawdown: float
+    transitions: dict[str, int]
+    per_symbol: list[SymbolSummary]
+    journal_path: str
+    journal_records: int
+    journal_sha256: str
+    config_sha256: str
+    wall_seconds: float
+    events_per_second: float
+
+
+def config_digest(config: Config) -> str:
+    """sha256 of the effective configuration (what the run depends on)."""
+    body = repr(attrs.evolve(config, source="", base_dir="")).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
+def new_journal_path(config: Config, mode: str) -> Path:
+    """A fresh journal file for this run under ``journal.dir`` (never an existing one)."""
+    directory = config.resolve(config.journal.dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = directory / f"{mode}-{stamp}"
+    path = base.with_suffix(".sqlite")
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}.sqlite")
+    return path
+
+
+def resolve_symbols(config: Config, paths: list[Path]) -> list[str]:
+    """The symbols to run: ``data.symbols`` if set, else every symbol in the data.
+
+    Raises:
+        DataError: no symbol found, or a configured symbol is not in the data.
+    """
+    found = scan_symbols(paths)
+    if not config.data.symbols:
+        if not found:
+            names = ", ".join(str(p) for p in paths)
+            raise DataError(f"{names}: no market events found")
+        return found
+    missing = [s for s in config.data.symbols if s not in found]
+    if missing:
+        raise DataError(
+            f"data.symbols: {', '.join(missing)} not found in the data (found: {', '.join(found)})"
+        )
+    return list(config.data.symbols)
+
+
+async def run_replay(
+    config: Config,
+    *,
+    data: list[str] | None = None,
+    log: FilteringBoundLogger,
+    journal_path: Path | None = None,
+) -> RunReport:
+    """Replay recorded market data through the full actor pipeline.
+
+    Args:
+        config: the engine configuration.
+        data: capture files or directories (default: ``data.paths`` from config).
+        log: the JSON logger.
+        journal_path: where to write the journal (default: a new file under
+            ``journal.dir``).
+
+    Returns:
+        The run's report, with the journal digest.
+
+    Raises:
+        DataError: the data cannot be found or read.
+        ActorFailedError: an actor failed; trading stopped.
+    """
+    raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
+    paths = expand_paths(raw)
+    symbols = resolve_symbols(config, paths)
+    ch = config.channels
+    journal = Journal(journal_path or new_journal_path(config, "replay"))
+    cfg_sha = config_digest(config)
+    journal.set_meta(
+        {"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(map(str, paths))}
+    )
+    log.info(
+        "replay starting", symbols=symbols, data=[str(p) for p in paths], journal=str(journal.path)
+    )
+
+    market_tx: dict[str, trio.MemorySendChannel[MarketBatch]] = {}
+    market_rx: dict[str, trio.MemoryReceiveChannel[MarketBatch]] = {}
+    intent_tx: dict[str, trio.MemorySendChannel[IntentBatch]] = {}
+    intent_rx: dict[str, trio.MemoryReceiveChannel[IntentBatch]] = {}
+    report_tx: dict[str, trio.MemorySendChannel[ReportBatch]] = {}
+    report_rx: dict[str, trio.MemoryReceiveChannel[ReportBatch]] = {}
+    for s in symbols:
+        market_tx[s], market_rx[s] = trio.open_memory_channel[MarketBatch](ch.market)
+        intent_tx[s], intent_rx[s] = trio.open_memory_channel[IntentBatch](ch.intents)
+        report_tx[s], report_rx[s] = trio.open_memory_channel[ReportBatch](ch.reports)
+    step_tx, step_rx = trio.open_memory_channel[MarketStep](ch.market)
+    order_tx, order_rx = trio.open_memory_channel[OrderBatch](ch.orders)
+    risk_report_tx, risk_report_rx = trio.open_memory_channel[ReportBatch](ch.reports)
+    journal_tx, journal_rx = trio.open_memory_channel[JournalBatch](ch.journal)
+
+    venue = SimVenue(
+        latency_ns=int(config.venue.latency_ms * 1e6),
+        taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+    )
+    journal_actor = JournalActor(journal=journal, inbox=journal_rx)
+    execution = ExecutionActor(
+        venue=venue,
+        symbols=symbols,
+        market=step_rx,
+        orders=order_rx,
+        symbol_reports=report_tx,
+        risk_reports=risk_report_tx,
+        journal=journal_tx,
+        log=log.bind(actor="execution"),
+    )
+    risk = RiskActor(
+        config=config.risk,
+        symbols=symbols,
+        intents=intent_rx,
+        reports=risk_report_rx,
+        orders=order_tx,
+        log=log.bind(actor="risk"),
+    )
+    actors = [
+        SymbolActor(
+            symbol=s,
+            config=config.strategy,
+            market=market_rx[s],
+            reports=report_rx[s],
+            intents=intent_tx[s],
+            log=log.bind(actor="symbol"),
+        )
+        for s in symbols
+    ]
+    stats = CaptureStats()
+    feed = ReplayFeed(
+        paths=paths,
+        symbols=symbols,
+        step_ns=config.replay.step_ms * 1_000_000,
+        max_step_events=config.replay.max_step_events,
+        symbol_channels=market_tx,
+        execution_channel=step_tx,
+        stats=stats,
+    )
+
+    started = time.perf_counter()  # wall clock for the events/s metric only
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal_actor.run)
+            await nursery.start(execution.run)
+            await nursery.start(risk.run)
+            for actor in actors:
+                await nursery.start(actor.run)
+            await nursery.start(feed.run)
+    except DataError:
+        raise
+    except Exception as exc:
+        log.error("actor failed; trading halted", error=repr(exc), exc_info=True)
+        raise ActorFailedError(f"replay stopped: {exc!r}") from exc
+    wall = time.perf_counter() - started
+
+    per_symbol = []
+    transitions: dict[str, int] = {}
+    for actor in actors:
+        acct = venue.account(actor.symbol)
+        for state, count in actor.transitions.items():
+            transitions[state] = transitions.get(state, 0) + count
+        per_symbol.append(
+            SymbolSummary(
+                symbol=actor.symbol,
+                ticks=actor.ticks,
+                signals=actor.signals,
+                transitions=dict(sorted(actor.transitions.items())),
+                position_qty=actor.position_qty,
+                fills=acct.fills,
+                round_trips=acct.round_trips,
+                realized_pnl=acct.realized,
+                fees=acct.fees,
+            )
+        )
+    realized = sum(a.realized for a in venue.accounts.values())
+    fees = sum(a.fees for a in venue.accounts.values())
+    report = RunReport(
+        mode="replay",
+        data=[str(p) for p in paths],
+        symbols=symbols,
+        events=stats.events,
+        lines=stats.lines,
+        skipped=dict(sorted(stats.skipped.items())),
+        steps=feed.steps,
+        first_ts=feed.first_ts,
+        last_ts=feed.last_ts,
+        orders=execution.orders_sent + sum(risk.denied.values()),
+        denied=dict(sorted(risk.denied.items())),
+        fills=execution.fills,
+        expired=execution.expired,
+        round_trips=sum(a.round_trips for a in venue.accounts.values()),
+        realized_pnl=realized,
+        fees=fees,
+        net_pnl=realized - fees,
+        max_drawdown=venue.max_drawdown,
+        transitions=dict(sorted(transitions.items())),
+        per_symbol=per_symbol,
+        journal_path=str(journal.path),
+        journal_records=journal.records,
+        journal_sha256=journal.digest(),
+        config_sha256=cfg_sha,
+        wall_seconds=wall,
+        events_per_second=stats.events / wall if wall > 0 else 0.0,
+    )
+    log.info(
+        "replay finished",
+        events=report.events,
+        orders=report.orders,
+        fills=report.fills,
+        journal_sha256=report.journal_sha256,
+        events_per_second=round(report.events_per_second),
+    )
+    return report

@@ -1,0 +1,226 @@
+"""The execution actor: sends approved orders to the venue and reports what happens.
+
+Per step it reads the feed's market step k and risk's order batch k (in that
+order), submits the orders to the venue, lets the venue fill against the step's
+quotes, drives each order's machine (:mod:`fsm` order table), and sends every
+symbol actor and risk a :class:`ReportBatch` for step k, plus one
+:class:`JournalBatch` with the step's records in canonical order
+``(ts_init, source, symbol, seq)``. When the market ends, orders still pending
+expire, and one more round lets the symbol actors journal what that did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import trio
+from structlog.typing import FilteringBoundLogger
+
+import fsm
+
+from ..messages import (
+    JournalBatch,
+    JournalRecord,
+    MarketStep,
+    OrderAccepted,
+    OrderBatch,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionChanged,
+    ReportBatch,
+    SubmitOrder,
+)
+from ..venues.sim import SimVenue
+from ._symbol import ProtocolError
+
+# Who produced a record: orders the tie-break between records stamped the same
+# nanosecond, in causal order (a symbol's intent, then risk's verdict, then the venue).
+_SOURCE_RANK: dict[type, int] = {
+    PositionChanged: 0,
+    SubmitOrder: 0,
+    OrderDenied: 1,
+    OrderSubmitted: 2,
+    OrderAccepted: 2,
+    OrderFilled: 2,
+    OrderRejected: 2,
+    OrderExpired: 2,
+}
+
+
+def record_key(record: JournalRecord) -> tuple[int, int, str, int]:
+    """The canonical order of journal records within a step."""
+    return (record.ts_init, _SOURCE_RANK[type(record)], record.symbol, record.seq)
+
+
+def _order_event(event: OrderEvent) -> object | None:
+    """The order-machine event for a venue event (None: not an order-machine event)."""
+    if isinstance(event, OrderAccepted):
+        return fsm.Accepted()
+    if isinstance(event, OrderFilled):
+        return fsm.Fill(cum_qty=event.cum_qty, qty=event.order_qty)
+    if isinstance(event, OrderRejected):
+        return fsm.Rejected(reason=event.reason)
+    if isinstance(event, OrderExpired):
+        return fsm.Expired()
+    return None
+
+
+class ExecutionActor:
+    """Bridges approved orders to a venue.
+
+    Args:
+        venue: the simulated venue.
+        symbols: the symbols whose actors receive reports.
+        market: market steps from the feed.
+        orders: order batches from risk.
+        symbol_reports: one send channel per symbol actor.
+        risk_reports: the send channel to risk.
+        journal: the send channel to the journal actor.
+        log: a bound structlog logger.
+    """
+
+    def __init__(
+        self,
+        *,
+        venue: SimVenue,
+        symbols: list[str],
+        market: trio.MemoryReceiveChannel[MarketStep],
+        orders: trio.MemoryReceiveChannel[OrderBatch],
+        symbol_reports: dict[str, trio.MemorySendChannel[ReportBatch]],
+        risk_reports: trio.MemorySendChannel[ReportBatch],
+        journal: trio.MemorySendChannel[JournalBatch],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self.venue = venue
+        self._symbols = list(symbols)
+        self._market = market
+        self._orders = orders
+        self._symbol_reports = symbol_reports
+        self._risk_reports = risk_reports
+        self._journal = journal
+        self._log = log
+        self._machines: dict[str, fsm.Machine[fsm.OrderStatus]] = {}
+        self._seq = 0
+        self.orders_sent = 0
+        self.fills = 0
+        self.expired = 0
+        self.last_ts = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Process steps until risk sends its final batch; then close every output.
+
+        Raises:
+            ProtocolError: a message for the wrong step arrived.
+        """
+        with contextlib.ExitStack() as stack:
+            for channel in (self._journal, self._risk_reports, *self._symbol_reports.values()):
+                stack.enter_context(channel)
+            task_status.started()
+            await self._loop()
+
+    async def _loop(self) -> None:
+        step = 0
+        market_done = False
+        while True:
+            market: MarketStep | None = None
+            if not market_done:
+                market = await self._market.receive()
+                if market.step != step:
+                    raise ProtocolError(f"execution: market step {market.step} != {step}")
+                market_done = market.final
+                self.last_ts = max(self.last_ts, market.ts_start)
+            batch = await self._orders.receive()
+            if batch.step != step:
+                raise ProtocolError(f"execution: order step {batch.step} != {step}")
+            records: list[JournalRecord] = list(batch.records)
+            if batch.final:
+                await self._send_journal(step, records)
+                return
+            events: list[OrderEvent] = list(batch.denials)
+            for order in batch.commands:
+                events.extend(self._submit(order))
+            if market is not None:
+                venue_events = self.venue.on_market(market.ticks)
+                if market.final:
+                    venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
+                for event in venue_events:
+                    self._apply(event)
+                events.extend(venue_events)
+            events.sort(key=lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq))
+            records.extend(e for e in events if not isinstance(e, OrderDenied))
+            final = market is not None and market.final
+            await self._send_reports(step, events, final)
+            await self._send_journal(step, records)
+            step += 1
+
+    def _submit(self, order: SubmitOrder) -> list[OrderEvent]:
+        self._seq += 1
+        self.orders_sent += 1
+        self._machines[order.client_order_id] = fsm.new_order()
+        submitted = OrderSubmitted(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            ts_event=order.ts_event,
+            ts_init=order.ts_init,
+            seq=self._seq,
+            correlation_id=order.correlation_id,
+        )
+        self._log.info(
+            "order submitted",
+            symbol=order.symbol,
+            client_order_id=order.client_order_id,
+            side=order.side.name,
+            qty=order.qty,
+            purpose=order.purpose.value,
+            ts_event=order.ts_event,
+        )
+        return [submitted, *self.venue.submit(order)]
+
+    def _apply(self, event: OrderEvent) -> None:
+        machine = self._machines.get(event.client_order_id)
+        order_event = _order_event(event)
+        if machine is None or order_event is None:
+            return
+        t = machine.handle(order_event)
+        if isinstance(event, OrderFilled):
+            self.fills += 1
+            self._log.info(
+                "order filled",
+                symbol=event.symbol,
+                client_order_id=event.client_order_id,
+                side=event.side.name,
+                qty=event.last_qty,
+                price=event.last_price,
+                fee=event.fee,
+                status=t.target.value,
+                ts_event=event.ts_event,
+            )
+        elif isinstance(event, OrderExpired):
+            self.expired += 1
+            self._log.warning(
+                "order expired",
+                symbol=event.symbol,
+                client_order_id=event.client_order_id,
+                reason=event.reason,
+            )
+        if t.target in fsm.TERMINAL_STATUSES:
+            del self._machines[event.client_order_id]
+
+    async def _send_reports(self, step: int, events: list[OrderEvent], final: bool) -> None:
+        per_symbol: dict[str, list[OrderEvent]] = {s: [] for s in self._symbols}
+        for event in events:
+            per_symbol[event.symbol].append(event)
+        for symbol in self._symbols:
+            report = ReportBatch(step=step, events=tuple(per_symbol[symbol]), final=final)
+            await self._symbol_reports[symbol].send(report)
+        await self._risk_reports.send(ReportBatch(step=step, events=tuple(events), final=final))
+
+    async def _send_journal(self, step: int, records: list[JournalRecord]) -> None:
+        if records:
+            records.sort(key=record_key)
+            await self._journal.send(JournalBatch(step=step, records=tuple(records)))

@@ -1,0 +1,362 @@
+"""The per-symbol actor: indicators, strategy and the position machine of one symbol.
+
+Per replay step the actor reads, in this fixed order, its market batch for step
+k and the execution reports of step k-1; it applies the reports to its position
+machine, runs the strategy kernel over the batch (one njit call per stretch of
+ticks between signals) and sends risk one :class:`IntentBatch` for step k with
+its orders and journal records. Reading its inputs in step order is what makes
+the actor's output independent of how Trio schedules tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import trio
+from structlog.typing import FilteringBoundLogger
+
+import fsm
+
+from .._config import StrategySection
+from ..messages import (
+    IntentBatch,
+    JournalRecord,
+    MarketBatch,
+    OrderAccepted,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionChanged,
+    Purpose,
+    ReportBatch,
+    Side,
+    SubmitOrder,
+)
+from ..strategy import _ema_cross as strat
+
+_EXIT_REASONS = {
+    strat.Signal.EXIT_CROSS: "cross",
+    strat.Signal.EXIT_STOP: "stop_loss",
+    strat.Signal.EXIT_TAKE_PROFIT: "take_profit",
+    strat.Signal.EXIT_TIME: "time_limit",
+}
+
+# What the strategy kernel should look for in each position state.
+_KERNEL_MODE = {
+    fsm.PositionState.IDLE: strat.Mode.FLAT,
+    fsm.PositionState.IN_POSITION: strat.Mode.HOLDING,
+    fsm.PositionState.SIGNALED: strat.Mode.WAITING,
+    fsm.PositionState.ORDERING: strat.Mode.WAITING,
+    fsm.PositionState.EXITING: strat.Mode.WAITING,
+}
+
+
+class ProtocolError(RuntimeError):
+    """Messages arrived out of step order: a bug, so the actor fails (closed)."""
+
+
+def round_down(qty: float, step: float) -> float:
+    """``qty`` rounded down to a multiple of ``step`` (a tiny epsilon absorbs 0.1+0.2)."""
+    n = math.floor(qty / step + 1e-9)
+    return round(n * step, 12)
+
+
+class SymbolActor:
+    """Runs one symbol's strategy and position machine.
+
+    Args:
+        symbol: the instrument (``BTCUSDT``).
+        config: the strategy section.
+        market: market batches from the feed.
+        reports: execution reports for this symbol.
+        intents: the send side towards risk (the actor closes it when done).
+        log: a bound structlog logger.
+    """
+
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        config: StrategySection,
+        market: trio.MemoryReceiveChannel[MarketBatch],
+        reports: trio.MemoryReceiveChannel[ReportBatch],
+        intents: trio.MemorySendChannel[IntentBatch],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self.symbol = symbol
+        self._cfg = config
+        self._market = market
+        self._reports = reports
+        self._intents = intents
+        self._log = log.bind(symbol=symbol)
+        self.position = fsm.new_position()
+        self.position_qty = 0.0
+        self.transitions: dict[str, int] = {}
+        self.signals = 0
+        self.ticks = 0
+        self._state = strat.new_state()
+        self._params = strat.make_params(
+            sample_ms=config.sample_ms,
+            rsi_long_max=config.rsi_long_max,
+            rsi_short_min=config.rsi_short_min,
+            allow_short=config.allow_short,
+            stop_loss_bps=config.stop_loss_bps,
+            take_profit_bps=config.take_profit_bps,
+            max_hold_ms=config.max_hold_ms,
+        )
+        self._ema_fast, self._ema_slow, self._rsi = strat.new_indicators(
+            config.fast, config.slow, config.rsi_period
+        )
+        self._seq = 0
+        self._orders = 0
+        self._live_order: SubmitOrder | None = None
+        self._entry_cost = 0.0
+        self._entry_qty = 0.0
+        self._commands: list[SubmitOrder] = []
+        self._records: list[JournalRecord] = []
+        self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
+            OrderDenied: self._on_denied,
+            OrderSubmitted: self._on_submitted,
+            OrderAccepted: self._on_accepted,
+            OrderFilled: self._on_filled,
+            OrderRejected: self._on_failed,
+            OrderExpired: self._on_failed,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Process steps until execution reports the final one.
+
+        On cancellation the actor stops between messages; its position machine is
+        left as it was (the journal holds every transition taken).
+
+        Raises:
+            ProtocolError: a message for the wrong step arrived.
+        """
+        async with self._intents:
+            task_status.started()
+            step = 0
+            now = 0
+            market_open = True
+            while True:
+                batch: MarketBatch | None = None
+                if market_open:
+                    try:
+                        batch = await self._market.receive()
+                    except trio.EndOfChannel:
+                        market_open = False
+                if batch is not None:
+                    if batch.step != step:
+                        raise ProtocolError(f"{self.symbol}: market step {batch.step} != {step}")
+                    now = batch.ts_start
+                    market_open = not batch.final
+                final = False
+                if step > 0:
+                    report = await self._reports.receive()
+                    if report.step != step - 1:
+                        raise ProtocolError(
+                            f"{self.symbol}: report step {report.step} != {step - 1}"
+                        )
+                    for event in report.events:
+                        self._handlers[type(event)](event, now)
+                    final = report.final
+                    if not final:
+                        self._retry_exit(now)
+                if batch is not None and batch.ticks is not None:
+                    self._scan(batch)
+                await self._intents.send(
+                    IntentBatch(
+                        step=step,
+                        symbol=self.symbol,
+                        commands=tuple(self._commands),
+                        records=tuple(self._records),
+                        final=final,
+                    )
+                )
+                self._commands.clear()
+                self._records.clear()
+                if final:
+                    return
+                step += 1
+
+    # -- strategy ---------------------------------------------------------------
+
+    def _scan(self, batch: MarketBatch) -> None:
+        ticks = batch.ticks
+        assert ticks is not None
+        self.ticks += len(ticks)
+        start = 0
+        n = len(ticks)
+        while start < n:
+            self._state[strat.MODE] = _KERNEL_MODE[self.position.state]
+            index, signal = strat.scan(
+                ticks.ts,
+                ticks.kind,
+                ticks.bid,
+                ticks.ask,
+                start,
+                self._state,
+                self._ema_fast,
+                self._ema_slow,
+                self._rsi,
+                self._params,
+            )
+            if signal == strat.Signal.NONE:
+                break
+            self.signals += 1
+            ts = int(ticks.ts[index])
+            if signal in (strat.Signal.ENTER_LONG, strat.Signal.ENTER_SHORT):
+                side = Side.BUY if signal == strat.Signal.ENTER_LONG else Side.SELL
+                self._enter(side, ts)
+            else:
+                self._exit(_EXIT_REASONS[strat.Signal(signal)], ts)
+            start = index + 1
+
+    def _enter(self, side: Side, ts: int) -> None:
+        price = self._state[strat.LAST_ASK] if side is Side.BUY else self._state[strat.LAST_BID]
+        qty = round_down(self._cfg.order_notional / price, self._cfg.qty_step)
+        if qty <= 0.0:
+            self._log.warning("entry skipped: order_notional below one qty_step", price=price)
+            return
+        self._transition(fsm.EntrySignaled(side=int(side)), ts, ts, "signal")
+        self._submit(side, qty, float(price), Purpose.ENTRY, ts)
+
+    def _exit(self, reason: str, ts: int) -> None:
+        self._transition(fsm.ExitSignaled(reason=reason), ts, ts, reason)
+        self._submit_exit(ts)
+
+    def _submit_exit(self, ts: int) -> None:
+        side = Side.SELL if self.position_qty > 0 else Side.BUY
+        price = self._state[strat.LAST_BID] if side is Side.SELL else self._state[strat.LAST_ASK]
+        self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
+
+    def _retry_exit(self, now: int) -> None:
+        if (
+            self.position.state is fsm.PositionState.EXITING
+            and self._live_order is None
+            and self.position_qty != 0.0
+        ):
+            self._log.info("retrying exit", position_qty=self.position_qty)
+            self._submit_exit(now)
+
+    def _submit(self, side: Side, qty: float, price: float, purpose: Purpose, ts: int) -> None:
+        self._orders += 1
+        order = SubmitOrder(
+            client_order_id=f"tr-{self.symbol}-{self._orders}",
+            symbol=self.symbol,
+            side=side,
+            qty=qty,
+            ref_price=price,
+            purpose=purpose,
+            reduce_only=purpose is Purpose.EXIT,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=f"{self.symbol}-{self._orders}",
+        )
+        self._live_order = order
+        self._commands.append(order)
+        self._records.append(order)
+        self._log.info(
+            "order intent",
+            client_order_id=order.client_order_id,
+            side=side.name,
+            qty=qty,
+            ref_price=price,
+            purpose=purpose.value,
+            ts_event=ts,
+        )
+
+    # -- reports ------------------------------------------------------------------
+
+    def _is_live(self, event: OrderEvent) -> bool:
+        live = self._live_order
+        return live is not None and live.client_order_id == event.client_order_id
+
+    def _on_denied(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderDenied)
+        self._live_order = None
+        if event.purpose is Purpose.ENTRY:
+            self._transition(fsm.EntryDenied(reason=event.reason), event.ts_event, now, "denied")
+        else:
+            self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, "denied")
+
+    def _on_submitted(self, event: OrderEvent, now: int) -> None:
+        if event.purpose is Purpose.ENTRY:
+            self._transition(fsm.EntrySubmitted(), event.ts_event, now, "submitted")
+        else:
+            self._transition(fsm.ExitSubmitted(), event.ts_event, now, "submitted")
+
+    def _on_accepted(self, event: OrderEvent, now: int) -> None:
+        self._log.debug("order accepted", client_order_id=event.client_order_id)
+
+    def _on_filled(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderFilled)
+        self.position_qty = round(self.position_qty + int(event.side) * event.last_qty, 12)
+        complete = event.cum_qty >= event.order_qty
+        if complete and self._is_live(event):
+            self._live_order = None
+        if event.purpose is Purpose.ENTRY:
+            self._entry_cost += event.last_qty * event.last_price
+            self._entry_qty += event.last_qty
+            if complete:
+                self._hold(event.ts_event)
+                self._transition(fsm.EntryFilled(), event.ts_event, now, "filled")
+            else:
+                self._transition(fsm.EntryPartiallyFilled(), event.ts_event, now, "partial_fill")
+        elif complete and self.position_qty == 0.0:
+            self._transition(fsm.ExitFilled(), event.ts_event, now, "filled")
+            self._entry_cost = self._entry_qty = 0.0
+        else:
+            self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
+
+    def _on_failed(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderRejected | OrderExpired)
+        if self._is_live(event):
+            self._live_order = None
+        trigger = "rejected" if isinstance(event, OrderRejected) else "expired"
+        if event.purpose is Purpose.EXIT:
+            self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, trigger)
+        elif self.position_qty != 0.0:
+            # Part of the entry filled before the rest failed: hold what we have.
+            self._hold(event.ts_event)
+            self._transition(fsm.EntryFilled(), event.ts_event, now, trigger)
+        else:
+            self._transition(fsm.EntryFailed(reason=event.reason), event.ts_event, now, trigger)
+
+    def _hold(self, ts: int) -> None:
+        self._state[strat.SIDE] = 1.0 if self.position_qty > 0 else -1.0
+        self._state[strat.ENTRY_PRICE] = self._entry_cost / self._entry_qty
+        self._state[strat.ENTRY_TS] = float(ts)
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _transition(self, event: object, ts_event: int, ts_init: int, trigger: str) -> None:
+        t = self.position.handle(event)
+        record = PositionChanged(
+            symbol=self.symbol,
+            source=t.source.value,
+            target=t.target.value,
+            trigger=trigger,
+            position_qty=self.position_qty,
+            ts_event=ts_event,
+            ts_init=ts_init,
+            seq=self._next_seq(),
+            correlation_id=f"{self.symbol}-{self._orders}",
+        )
+        self._records.append(record)
+        self.transitions[t.target.value] = self.transitions.get(t.target.value, 0) + 1
+        self._log.info(
+            "position transition",
+            **{"from": t.source.value, "to": t.target.value},
+            trigger=trigger,
+            position_qty=self.position_qty,
+            ts_event=ts_event,
+        )

@@ -1,0 +1,190 @@
+"""The replay feed: a recorded market, cut into steps, handed out in batches.
+
+Replay advances in steps of ``step_ms`` of market time (or ``max_step_events``
+events, whichever comes first). For step k the feed sends every symbol actor its
+slice of the step (possibly empty: the empty batch tells the actor that step k
+happened) and sends the execution actor the whole step, so the simulated venue
+fills from the same events the strategy saw. Nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from ..messages import EventKind, MarketBatch, MarketStep, Ticks
+from ._capture import (
+    AggTrade,
+    BookTicker,
+    CaptureStats,
+    DepthUpdate,
+    Kline,
+    MarketMessage,
+    Trade,
+    merge_captures,
+)
+
+_NAN = float("nan")
+_QUOTE = int(EventKind.QUOTE)
+_TRADE = int(EventKind.TRADE)
+_DEPTH = int(EventKind.DEPTH)
+_KLINE = int(EventKind.KLINE)
+_MARK = int(EventKind.MARK)
+_N_INT = 5  # ts, ts_exchange, seq, kind, buyer_maker
+_N_FLOAT = 6  # bid, bid_qty, ask, ask_qty, price, qty
+
+
+class _Columns:
+    """Flat row-major buffers for one symbol's step; turned into columns once per step."""
+
+    __slots__ = ("floats", "ints")
+
+    def __init__(self) -> None:
+        self.ints: list[int] = []
+        self.floats: list[float] = []
+
+    def take(self) -> Ticks | None:
+        if not self.ints:
+            return None
+        ints = np.array(self.ints, dtype=np.int64).reshape(-1, _N_INT).T.copy()
+        floats = np.array(self.floats, dtype=np.float64).reshape(-1, _N_FLOAT).T.copy()
+        self.ints.clear()
+        self.floats.clear()
+        ints.flags.writeable = False
+        floats.flags.writeable = False
+        return Ticks(
+            ts=ints[0],
+            ts_exchange=ints[1],
+            seq=ints[2],
+            kind=ints[3].astype(np.int8),
+            buyer_maker=ints[4].astype(np.int8),
+            bid=floats[0],
+            bid_qty=floats[1],
+            ask=floats[2],
+            ask_qty=floats[3],
+            price=floats[4],
+            qty=floats[5],
+        )
+
+
+def _append(cols: _Columns, ts: int, seq: int, msg: MarketMessage) -> None:
+    # An if-chain on the exact type, not a dict of handlers: this runs once per
+    # event and a function call per event would double its cost.
+    kind = type(msg)
+    ex = msg.event_time * 1_000_000
+    if kind is BookTicker:
+        cols.ints.extend((ts, ex, seq, _QUOTE, 0))
+        cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, _NAN, _NAN))
+    elif kind is Trade or kind is AggTrade:
+        cols.ints.extend((ts, ex, seq, _TRADE, 1 if msg.buyer_maker else 0))
+        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.price, msg.qty))
+    elif kind is DepthUpdate:
+        cols.ints.extend((ts, ex, seq, _DEPTH, 0))
+        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, _NAN, _NAN))
+    elif kind is Kline:
+        cols.ints.extend((ts, ex, seq, _KLINE, 0))
+        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.bar.close, msg.bar.volume))
+    else:
+        cols.ints.extend((ts, ex, seq, _MARK, 0))
+        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.mark, _NAN))
+
+
+class ReplayFeed:
+    """Reads captures and sends each step to the symbol actors and the execution actor.
+
+    Args:
+        paths: capture files, merged by replay time.
+        symbols: the symbols to replay, in the order their actors were created.
+        step_ns: market time per step.
+        max_step_events: a step ends early after this many events.
+        symbol_channels: one send channel per symbol (its actor's market inbox).
+        execution_channel: the execution actor's market inbox.
+        stats: counters the feed updates (lines, events, skipped lines by reason).
+
+    Events of symbols not in ``symbols`` are skipped and counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: list[Path],
+        symbols: list[str],
+        step_ns: int,
+        max_step_events: int,
+        symbol_channels: dict[str, trio.MemorySendChannel[MarketBatch]],
+        execution_channel: trio.MemorySendChannel[MarketStep],
+        stats: CaptureStats,
+    ) -> None:
+        self._paths = paths
+        self._symbols = list(symbols)
+        self._step_ns = step_ns
+        self._max_step_events = max_step_events
+        self._symbol_channels = symbol_channels
+        self._execution_channel = execution_channel
+        self.stats = stats
+        self.steps = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+
+    def _events(self) -> Iterator[tuple[int, MarketMessage]]:
+        return merge_captures(self._paths, self.stats, frozenset(self._symbols))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replay every step, then a final empty step, then close the channels.
+
+        Reading and decoding the files is synchronous: it is the replay's own
+        work and there is nothing else for the process to wait on. The feed yields
+        to the actors at every send.
+
+        On cancellation the channels are closed and the replay stops mid-step.
+        """
+        columns = {symbol: _Columns() for symbol in self._symbols}
+        step_ns = self._step_ns
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._execution_channel)
+            for channel in self._symbol_channels.values():
+                stack.enter_context(channel)
+            task_status.started()
+            window_end = -1
+            step_start = 0
+            in_step = 0
+            for seq, (ts, msg) in enumerate(self._events()):
+                if ts >= window_end or in_step >= self._max_step_events:
+                    if in_step:
+                        await self._send_step(step_start, columns)
+                        in_step = 0
+                    if ts >= window_end:
+                        window_end = (ts // step_ns + 1) * step_ns
+                    step_start = ts
+                    if self.first_ts is None:
+                        self.first_ts = ts
+                _append(columns[msg.symbol], ts, seq, msg)
+                in_step += 1
+                self.last_ts = ts
+            if in_step:
+                await self._send_step(step_start, columns)
+            await self._send_final()
+
+    async def _send_step(self, ts_start: int, columns: dict[str, _Columns]) -> None:
+        step = self.steps
+        batches = {symbol: cols.take() for symbol, cols in columns.items()}
+        present = {symbol: ticks for symbol, ticks in batches.items() if ticks is not None}
+        # The venue first: it must hold the step's quotes before any order of the
+        # step can reach it (it reads them in step order regardless).
+        await self._execution_channel.send(MarketStep(step=step, ts_start=ts_start, ticks=present))
+        for symbol in self._symbols:
+            batch = MarketBatch(step=step, ts_start=ts_start, symbol=symbol, ticks=batches[symbol])
+            await self._symbol_channels[symbol].send(batch)
+        self.steps += 1
+
+    async def _send_final(self) -> None:
+        step = self.steps
+        ts = self.last_ts if self.last_ts is not None else 0
+        await self._execution_channel.send(MarketStep(step=step, ts_start=ts, ticks={}, final=True))
+        for symbol in self._symbols:
+            final = MarketBatch(step=step, ts_start=ts, symbol=symbol, ticks=None, final=True)
+            await self._symbol_channels[symbol].send(final)

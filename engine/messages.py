@@ -1,0 +1,264 @@
+"""Every message that crosses a channel: frozen, slotted attrs classes, no behaviour.
+
+Market data crosses channels in batches of columns (:class:`Ticks`), never one
+tick per message. Commands are imperative (:class:`SubmitOrder`), events past
+tense (:class:`OrderFilled`, :class:`OrderDenied`). Every message carries
+``ts_event`` and ``ts_init`` (int nanoseconds, from the replay clock in replay)
+and a ``seq`` unique within its source.
+
+Replay advances in steps: each ``*Batch`` message carries the step number, and an
+actor with several inputs reads them in a fixed order per step, so what it does
+never depends on the order in which Trio runs tasks.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+import numpy as np
+from attrs import validators as v
+
+
+class EventKind(enum.IntEnum):
+    """Kind of a market event in a :class:`Ticks` batch (the ``kind`` column)."""
+
+    QUOTE = 1  # bookTicker: best bid/ask
+    TRADE = 2  # trade / aggTrade
+    DEPTH = 3  # depthUpdate (diff book)
+    KLINE = 4  # kline
+    MARK = 5  # markPriceUpdate
+
+
+class Side(enum.IntEnum):
+    """Order side; the value is the sign of the position change."""
+
+    BUY = 1
+    SELL = -1
+
+
+class Purpose(enum.Enum):
+    """Why an order exists, so a report can drive the right position event."""
+
+    ENTRY = "ENTRY"
+    EXIT = "EXIT"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Ticks:
+    """A batch of one symbol's market events as columns (all of equal length).
+
+    Attributes:
+        ts: replay time of each event, ns (local receive time when recorded).
+        ts_exchange: exchange event time (``E``), ns.
+        seq: position in the merged replay stream.
+        kind: :class:`EventKind` values.
+        bid, bid_qty, ask, ask_qty: best quote (QUOTE rows; NaN elsewhere).
+        price, qty: trade price and size (TRADE), close and volume (KLINE),
+            mark price (MARK); NaN elsewhere.
+        buyer_maker: 1 when the aggressor sold (``m`` true), 0 otherwise.
+    """
+
+    ts: np.ndarray
+    ts_exchange: np.ndarray
+    seq: np.ndarray
+    kind: np.ndarray
+    bid: np.ndarray
+    bid_qty: np.ndarray
+    ask: np.ndarray
+    ask_qty: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    buyer_maker: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+
+@attrs.frozen(kw_only=True)
+class MarketBatch:
+    """Feed -> symbol actor: one step of one symbol's market data (may be empty)."""
+
+    step: int = attrs.field(validator=v.ge(0))
+    ts_start: int
+    symbol: str
+    ticks: Ticks | None
+    final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class MarketStep:
+    """Feed -> execution actor: one step of every symbol's market data."""
+
+    step: int = attrs.field(validator=v.ge(0))
+    ts_start: int
+    ticks: dict[str, Ticks]
+    final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SubmitOrder:
+    """Command: place a market order (symbol actor -> risk -> execution)."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float = attrs.field(validator=v.gt(0))
+    ref_price: float = attrs.field(validator=v.gt(0))
+    purpose: Purpose
+    reduce_only: bool
+    order_type: str = "MARKET"
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderDenied:
+    """Event: risk refused an order; ``reason`` is a stable code."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderSubmitted:
+    """Event: execution sent the order to the venue."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderAccepted:
+    """Event: the venue acknowledged the order (status NEW)."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    venue_order_id: int
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderFilled:
+    """Event: a fill. ``cum_qty`` is the order's total filled so far."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    side: Side
+    last_qty: float
+    last_price: float
+    cum_qty: float
+    order_qty: float
+    fee: float
+    liquidity: str = "TAKER"
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderRejected:
+    """Event: the venue refused the order."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderExpired:
+    """Event: the order expired unfilled (e.g. replay ended before it could fill)."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    cum_qty: float
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class PositionChanged:
+    """Event: a symbol's position machine took a transition."""
+
+    symbol: str
+    source: str
+    target: str
+    trigger: str
+    position_qty: float
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+OrderEvent = (
+    OrderDenied | OrderSubmitted | OrderAccepted | OrderFilled | OrderRejected | OrderExpired
+)
+JournalRecord = SubmitOrder | OrderEvent | PositionChanged
+
+
+@attrs.frozen(kw_only=True)
+class IntentBatch:
+    """Symbol actor -> risk: a step's orders and the symbol's journal records."""
+
+    step: int
+    symbol: str
+    commands: tuple[SubmitOrder, ...] = ()
+    records: tuple[JournalRecord, ...] = ()
+    final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class OrderBatch:
+    """Risk -> execution: approved orders, denials to pass back, journal records."""
+
+    step: int
+    commands: tuple[SubmitOrder, ...] = ()
+    denials: tuple[OrderDenied, ...] = ()
+    records: tuple[JournalRecord, ...] = ()
+    final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ReportBatch:
+    """Execution -> symbol actor / risk: a step's order events, in (ts, seq) order."""
+
+    step: int
+    events: tuple[OrderEvent, ...] = ()
+    final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class JournalBatch:
+    """Execution -> journal: a step's records, already in canonical order."""
+
+    step: int
+    records: tuple[JournalRecord, ...]

@@ -1,0 +1,172 @@
+"""The baseline strategy: EMA crossover on the mid price with an RSI filter.
+
+The mid price is sampled at the close of every ``sample_ms`` bucket (the last mid
+seen in the bucket; a bucket with no quote adds no sample). On each sample the
+fast and slow EMA and the RSI are updated (kernels from :mod:`engine.indicators`).
+Entries (only when the symbol is IDLE): the fast EMA crossing above the slow one
+with RSI below ``rsi_long_max`` buys; crossing below with RSI above
+``rsi_short_min`` sells short. Exits (only when IN_POSITION), checked on every
+quote: stop-loss and take-profit in bps of the entry price (marked at the side
+the position would close at), a maximum holding time, and the opposite crossover.
+
+:func:`scan` runs over a whole batch in one njit call and returns at the first
+event that needs Python (a signal), so Python runs per signal, not per tick.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from numba import njit
+
+from ..indicators import ema_state, ema_update, rsi_state, rsi_update
+
+
+class Signal(enum.IntEnum):
+    """What :func:`scan` stopped for."""
+
+    NONE = 0
+    ENTER_LONG = 1
+    ENTER_SHORT = 2
+    EXIT_CROSS = 3
+    EXIT_STOP = 4
+    EXIT_TAKE_PROFIT = 5
+    EXIT_TIME = 6
+
+
+class Mode(enum.IntEnum):
+    """What the kernel looks for; set by the actor from the position machine."""
+
+    FLAT = 0  # IDLE: look for entries
+    HOLDING = 1  # IN_POSITION: look for exits
+    WAITING = 2  # SIGNALED / ORDERING / EXITING: only update indicators
+
+
+# Strategy state layout (float64 array).
+MODE, BUCKET, LAST_MID, PREV_DIFF, SIDE, ENTRY_PRICE, ENTRY_TS = range(7)
+FAST, SLOW, RSI, LAST_BID, LAST_ASK = range(7, 12)
+STATE_SIZE = 12
+
+# Parameter layout (float64 array).
+P_SAMPLE_NS, P_RSI_LONG_MAX, P_RSI_SHORT_MIN, P_ALLOW_SHORT = range(4)
+P_STOP, P_TAKE, P_MAX_HOLD_NS = range(4, 7)
+PARAMS_SIZE = 7
+
+_QUOTE = 1
+
+
+def new_state() -> np.ndarray:
+    """A fresh strategy state (flat, no samples yet)."""
+    state = np.full(STATE_SIZE, np.nan)
+    state[MODE] = Mode.FLAT
+    state[BUCKET] = -1.0
+    state[SIDE] = 0.0
+    return state
+
+
+def make_params(
+    *,
+    sample_ms: int,
+    rsi_long_max: float,
+    rsi_short_min: float,
+    allow_short: bool,
+    stop_loss_bps: float,
+    take_profit_bps: float,
+    max_hold_ms: int,
+) -> np.ndarray:
+    """Pack the strategy parameters for :func:`scan`."""
+    params = np.zeros(PARAMS_SIZE)
+    params[P_SAMPLE_NS] = sample_ms * 1e6
+    params[P_RSI_LONG_MAX] = rsi_long_max
+    params[P_RSI_SHORT_MIN] = rsi_short_min
+    params[P_ALLOW_SHORT] = 1.0 if allow_short else 0.0
+    params[P_STOP] = stop_loss_bps * 1e-4
+    params[P_TAKE] = take_profit_bps * 1e-4
+    params[P_MAX_HOLD_NS] = max_hold_ms * 1e6
+    return params
+
+
+def new_indicators(fast: int, slow: int, rsi_period: int) -> tuple[np.ndarray, ...]:
+    """The indicator states the strategy reads: fast EMA, slow EMA, RSI."""
+    return ema_state(fast), ema_state(slow), rsi_state(rsi_period)
+
+
+@njit(cache=True, nogil=True)
+def scan(
+    ts: np.ndarray,
+    kind: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    start: int,
+    state: np.ndarray,
+    ema_fast: np.ndarray,
+    ema_slow: np.ndarray,
+    rsi: np.ndarray,
+    params: np.ndarray,
+) -> tuple[int, int]:
+    """Advance the strategy over events ``start..`` of a batch.
+
+    Returns:
+        ``(index, signal)``: the event that raised a signal and the
+        :class:`Signal` code, or ``(len, 0)`` when the batch ran out. The state
+        already includes the event at ``index``; resume at ``index + 1``.
+    """
+    n = ts.shape[0]
+    sample_ns = params[P_SAMPLE_NS]
+    for i in range(start, n):
+        if kind[i] != _QUOTE:
+            continue
+        b = bid[i]
+        a = ask[i]
+        mid = 0.5 * (b + a)
+        state[LAST_BID] = b
+        state[LAST_ASK] = a
+        bucket = np.floor(ts[i] / sample_ns)
+        signal = 0
+        if bucket > state[BUCKET]:
+            closed = state[LAST_MID]
+            state[BUCKET] = bucket
+            if closed == closed:  # not NaN: a bucket closed with a mid in it
+                fast = ema_update(ema_fast, closed)
+                slow = ema_update(ema_slow, closed)
+                r = rsi_update(rsi, closed)
+                state[FAST] = fast
+                state[SLOW] = slow
+                state[RSI] = r
+                if fast == fast and slow == slow:
+                    diff = fast - slow
+                    prev = state[PREV_DIFF]
+                    state[PREV_DIFF] = diff
+                    if prev == prev:
+                        crossed_up = prev <= 0.0 < diff
+                        crossed_down = prev >= 0.0 > diff
+                        mode = state[MODE]
+                        if mode == 0.0 and r == r:
+                            if crossed_up and r < params[P_RSI_LONG_MAX]:
+                                signal = 1
+                            elif (
+                                crossed_down
+                                and params[P_ALLOW_SHORT] > 0.0
+                                and r > params[P_RSI_SHORT_MIN]
+                            ):
+                                signal = 2
+                        elif mode == 1.0:
+                            side = state[SIDE]
+                            if (side > 0.0 and crossed_down) or (side < 0.0 and crossed_up):
+                                signal = 3
+        state[LAST_MID] = mid
+        if signal == 0 and state[MODE] == 1.0:
+            side = state[SIDE]
+            entry = state[ENTRY_PRICE]
+            exit_px = b if side > 0.0 else a
+            ret = side * (exit_px - entry) / entry
+            if ret <= -params[P_STOP]:
+                signal = 4
+            elif ret >= params[P_TAKE]:
+                signal = 5
+            elif ts[i] - state[ENTRY_TS] >= params[P_MAX_HOLD_NS]:
+                signal = 6
+        if signal != 0:
+            return i, signal
+    return n, 0

@@ -1,0 +1,1 @@
+"""Venues: where orders go (the simulated venue; Binance in a later step)."""

@@ -1,0 +1,73 @@
+"""Pure state machines: no I/O, no Trio.
+
+A generic table-driven :class:`Machine`, the per-symbol position machine
+(:data:`POSITION_TABLE`) and the order machine (:data:`ORDER_TABLE`).
+"""
+
+from ._errors import FsmError as FsmError
+from ._errors import InvalidTransitionError as InvalidTransitionError
+from ._errors import TableError as TableError
+from ._machine import Machine as Machine
+from ._machine import Table as Table
+from ._machine import Transition as Transition
+from ._order import ORDER_TABLE as ORDER_TABLE
+from ._order import TERMINAL_STATUSES as TERMINAL_STATUSES
+from ._order import Accepted as Accepted
+from ._order import Canceled as Canceled
+from ._order import Expired as Expired
+from ._order import Fill as Fill
+from ._order import OrderStatus as OrderStatus
+from ._order import Rejected as Rejected
+from ._order import is_complete as is_complete
+from ._order import is_partial as is_partial
+from ._order import new_order as new_order
+from ._order import status_from_exchange as status_from_exchange
+from ._position import POSITION_TABLE as POSITION_TABLE
+from ._position import EntryDenied as EntryDenied
+from ._position import EntryFailed as EntryFailed
+from ._position import EntryFilled as EntryFilled
+from ._position import EntryPartiallyFilled as EntryPartiallyFilled
+from ._position import EntrySignaled as EntrySignaled
+from ._position import EntrySubmitted as EntrySubmitted
+from ._position import ExitFilled as ExitFilled
+from ._position import ExitPartiallyFilled as ExitPartiallyFilled
+from ._position import ExitRejected as ExitRejected
+from ._position import ExitSignaled as ExitSignaled
+from ._position import ExitSubmitted as ExitSubmitted
+from ._position import PositionState as PositionState
+from ._position import new_position as new_position
+
+__all__ = [
+    "ORDER_TABLE",
+    "POSITION_TABLE",
+    "TERMINAL_STATUSES",
+    "Accepted",
+    "Canceled",
+    "EntryDenied",
+    "EntryFailed",
+    "EntryFilled",
+    "EntryPartiallyFilled",
+    "EntrySignaled",
+    "EntrySubmitted",
+    "ExitFilled",
+    "ExitPartiallyFilled",
+    "ExitRejected",
+    "ExitSignaled",
+    "ExitSubmitted",
+    "Expired",
+    "Fill",
+    "FsmError",
+    "InvalidTransitionError",
+    "Machine",
+    "OrderStatus",
+    "PositionState",
+    "Rejected",
+    "Table",
+    "TableError",
+    "Transition",
+    "is_complete",
+    "is_partial",
+    "new_order",
+    "new_position",
+    "status_from_exchange",
+]

@@ -1,0 +1,1 @@
+"""Developer tools: training, samples, benchmarks."""
