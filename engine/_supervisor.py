@@ -148,6 +148,7 @@ async def run_replay(
         DataError: the data cannot be found or read.
         ActorFailedError: an actor failed; trading stopped.
     """
+    started = time.perf_counter()  # wall clock for the events/s metric only
     raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
     paths = expand_paths(raw)
     symbols = resolve_symbols(config, paths)
@@ -221,7 +222,6 @@ async def run_replay(
         stats=stats,
     )
 
-    started = time.perf_counter()  # wall clock for the events/s metric only
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(journal_actor.run)

@@ -118,3 +118,15 @@ def test_journal_is_append_only(tmp_path, sample):
             db.execute("DELETE FROM journal")
     finally:
         db.close()
+
+
+def test_zero_latency_fills_on_the_signal_quote_in_causal_order(tmp_path, sample):
+    # With no latency the fill, the ack and the submission share one timestamp;
+    # the symbol must still see Submitted before Filled.
+    report = run(replay_config(tmp_path, [sample], venue={"latency_ms": 0.0}))
+    assert report.fills > 0
+    rows = journal_rows(report.journal_path)
+    orders = {p["client_order_id"]: p for kind, p in rows if kind == "SubmitOrder"}
+    for kind, p in rows:
+        if kind == "OrderFilled":
+            assert p["ts_event"] == orders[p["client_order_id"]]["ts_event"]

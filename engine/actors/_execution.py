@@ -104,7 +104,7 @@ class ExecutionActor:
         self._journal = journal
         self._log = log
         self._machines: dict[str, fsm.Machine[fsm.OrderStatus]] = {}
-        self._seq = 0
+        self._seq = venue.seq
         self.orders_sent = 0
         self.fills = 0
         self.expired = 0
@@ -158,7 +158,6 @@ class ExecutionActor:
             step += 1
 
     def _submit(self, order: SubmitOrder) -> list[OrderEvent]:
-        self._seq += 1
         self.orders_sent += 1
         self._machines[order.client_order_id] = fsm.new_order()
         submitted = OrderSubmitted(
@@ -167,7 +166,7 @@ class ExecutionActor:
             purpose=order.purpose,
             ts_event=order.ts_event,
             ts_init=order.ts_init,
-            seq=self._seq,
+            seq=next(self._seq),
             correlation_id=order.correlation_id,
         )
         self._log.info(

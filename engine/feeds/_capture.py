@@ -227,11 +227,24 @@ def read_capture(
         DataError: the file cannot be opened or read.
     """
     last_ts = 0
+    envelope = _ENVELOPE.decode
+    decode_error = msgspec.DecodeError
     for line in open_capture(path):
-        parsed = parse_line(line, stats)
-        if parsed is None:
-            continue
-        recv_ns, msg = parsed
+        # Fast path, inlined because it runs once per message: ``<ns> {"stream":...}``.
+        start = line.find(b"{")
+        msg = None
+        if start > 0 and line.startswith(b'{"stream"', start):
+            try:
+                recv_ns: int | None = int(line[:start])
+                msg = envelope(line[start:]).data
+                stats.lines += 1
+            except (ValueError, decode_error):
+                msg = None
+        if msg is None:
+            parsed = parse_line(line, stats)
+            if parsed is None:
+                continue
+            recv_ns, msg = parsed
         if symbols is not None and msg.symbol not in symbols:
             stats.skipped["other_symbol"] += 1
             continue

@@ -24,6 +24,7 @@ from ._capture import (
     DepthUpdate,
     Kline,
     MarketMessage,
+    MarkPrice,
     Trade,
     merge_captures,
 )
@@ -71,26 +72,19 @@ class _Columns:
         )
 
 
-def _append(cols: _Columns, ts: int, seq: int, msg: MarketMessage) -> None:
-    # An if-chain on the exact type, not a dict of handlers: this runs once per
-    # event and a function call per event would double its cost.
-    kind = type(msg)
-    ex = msg.event_time * 1_000_000
-    if kind is BookTicker:
-        cols.ints.extend((ts, ex, seq, _QUOTE, 0))
-        cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, _NAN, _NAN))
-    elif kind is Trade or kind is AggTrade:
-        cols.ints.extend((ts, ex, seq, _TRADE, 1 if msg.buyer_maker else 0))
-        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.price, msg.qty))
-    elif kind is DepthUpdate:
+def _append_other(cols: _Columns, ts: int, ex: int, seq: int, msg: MarketMessage) -> None:
+    """Append the rarer event kinds (depth, kline, mark price)."""
+    if isinstance(msg, DepthUpdate):
         cols.ints.extend((ts, ex, seq, _DEPTH, 0))
         cols.floats.extend((_NAN, _NAN, _NAN, _NAN, _NAN, _NAN))
-    elif kind is Kline:
+    elif isinstance(msg, Kline):
         cols.ints.extend((ts, ex, seq, _KLINE, 0))
         cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.bar.close, msg.bar.volume))
-    else:
+    elif isinstance(msg, MarkPrice):
         cols.ints.extend((ts, ex, seq, _MARK, 0))
         cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.mark, _NAN))
+    else:  # pragma: no cover - the decoder only produces the types above
+        raise TypeError(f"unexpected market message {type(msg).__name__}")
 
 
 class ReplayFeed:
@@ -162,7 +156,20 @@ class ReplayFeed:
                     step_start = ts
                     if self.first_ts is None:
                         self.first_ts = ts
-                _append(columns[msg.symbol], ts, seq, msg)
+                # Appending is inlined (an if-chain on the exact type rather than a
+                # dict of handlers): it runs once per event, and a call per event
+                # would cost as much as the append itself.
+                cols = columns[msg.symbol]
+                kind = type(msg)
+                ex = msg.event_time * 1_000_000
+                if kind is BookTicker:
+                    cols.ints.extend((ts, ex, seq, _QUOTE, 0))
+                    cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, _NAN, _NAN))
+                elif kind is Trade or kind is AggTrade:
+                    cols.ints.extend((ts, ex, seq, _TRADE, 1 if msg.buyer_maker else 0))
+                    cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.price, msg.qty))
+                else:
+                    _append_other(cols, ts, ex, seq, msg)
                 in_step += 1
                 self.last_ts = ts
             if in_step:

@@ -12,7 +12,9 @@ No I/O, no Trio, no wall clock: the same orders and quotes give the same fills.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import attrs
 import numpy as np
@@ -81,22 +83,30 @@ class SimVenue:
     Args:
         latency_ns: time from send to the matching engine.
         taker_fee_rate: fee as a fraction of notional (5 bps = 0.0005).
+        seq: the sequence the venue numbers its events from; execution passes the
+            one it numbers its own events from, so that events stamped the same
+            nanosecond still sort in the order they were made.
     """
 
-    def __init__(self, *, latency_ns: int, taker_fee_rate: float) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ns: int,
+        taker_fee_rate: float,
+        seq: Iterator[int] | None = None,
+    ) -> None:
         self._latency_ns = latency_ns
         self._fee_rate = taker_fee_rate
         self._pending: list[_Pending] = []
         self._next_order_id = 1
-        self._seq = 0
+        self._seq = seq if seq is not None else itertools.count(1)
         self.accounts: dict[str, SymbolAccount] = {}
         self.equity_peak = 0.0
         self.max_drawdown = 0.0
         self.equity = 0.0
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        return next(self._seq)
 
     def account(self, symbol: str) -> SymbolAccount:
         """The symbol's account (created flat on first use)."""
@@ -206,6 +216,11 @@ class SimVenue:
         ]
         self._pending = []
         return out
+
+    @property
+    def seq(self) -> Iterator[int]:
+        """The event sequence shared with the execution actor."""
+        return self._seq
 
     @property
     def pending_orders(self) -> int:
