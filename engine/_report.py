@@ -42,7 +42,8 @@ def summary_text(report: RunReport) -> str:
         f"  transitions   {states}",
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
-        f"  wall time     {report.wall_seconds:.3f} s",
+        f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load)",
+        f"  replay time   {report.wall_seconds:.3f} s",
         f"  events/s      {report.events_per_second:,.0f}",
     ]
     return "\n".join(lines)

@@ -63,8 +63,12 @@ def _json_baseline(data: Path) -> tuple[float, int]:
             continue
         obj = json.loads(line[start:])
         data_obj = obj.get("data", obj)
-        if "e" in data_obj:
-            float(data_obj.get("b", data_obj.get("p", 0.0)))
+        kind = data_obj.get("e")
+        if kind == "bookTicker":
+            float(data_obj["b"]), float(data_obj["a"])
+        elif kind in ("trade", "aggTrade"):
+            float(data_obj["p"]), float(data_obj["q"])
+        if kind:
             n += 1
     return time.perf_counter() - t0, n
 
