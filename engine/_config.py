@@ -94,13 +94,71 @@ class StrategySection:
             )
 
 
+_ACTIONS = ("halt", "reduce", "off")
+Action = Literal["halt", "reduce", "off"]
+
+
+@attrs.frozen(kw_only=True)
+class TriggersSection:
+    """``[risk.triggers]``: automatic moves of the trading machine.
+
+    Each trigger has an action: ``halt`` (no new orders, open orders cancelled),
+    ``reduce`` (only exposure-reducing orders) or ``off``. Times are market time.
+    """
+
+    daily_loss_limit: float = attrs.field(default=500.0, validator=_pos)
+    daily_loss_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    max_drawdown: float = attrs.field(default=1_000.0, validator=_pos)
+    drawdown_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    stale_data_ms: int = attrs.field(default=30_000, validator=_pos)
+    stale_data_action: Action = attrs.field(default="reduce", validator=v.in_(_ACTIONS))
+    max_reconnects: int = attrs.field(default=5, validator=_pos)
+    reconnect_window_ms: int = attrs.field(default=60_000, validator=_pos)
+    reconnect_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    max_execution_errors: int = attrs.field(default=3, validator=_pos)
+    execution_error_window_ms: int = attrs.field(default=60_000, validator=_pos)
+    execution_error_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    rate_limit_ban_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    reconciliation_action: Action = attrs.field(default="halt", validator=v.in_(_ACTIONS))
+    cooldown_ms: int = attrs.field(default=60_000, validator=_nonneg)
+    auto_resume: bool = True
+
+
 @attrs.frozen(kw_only=True)
 class RiskSection:
-    """``[risk]``: pre-trade limits."""
+    """``[risk]``: pre-trade limits and triggers."""
 
+    capital: float = attrs.field(default=10_000.0, validator=_pos)
     max_notional_per_symbol: float = attrs.field(default=5_000.0, validator=_pos)
     max_notional_total: float = attrs.field(default=20_000.0, validator=_pos)
     max_orders_per_second: int = attrs.field(default=5, validator=_pos)
+    max_leverage: float = attrs.field(default=3.0, validator=_pos)
+    max_open_positions: int = attrs.field(default=4, validator=_pos)
+    price_band_bps: float = attrs.field(default=50.0, validator=_pos)
+    min_notional: float = attrs.field(default=5.0, validator=_nonneg)
+    max_correlation: float = attrs.field(default=0.9, validator=[v.gt(0), v.le(1)])
+    correlation_window: int = attrs.field(default=240, validator=v.ge(10))
+    triggers: TriggersSection = TriggersSection()
+
+
+@attrs.frozen(kw_only=True)
+class FaultEvent:
+    """One scheduled fault for replay tests and drills (``[[faults.events]]``)."""
+
+    at_ms: int = attrs.field(validator=_nonneg)
+    kind: Literal["reconnect", "ban", "reject", "reconciliation_failed"] = attrs.field(
+        validator=v.in_(("reconnect", "ban", "reject", "reconciliation_failed"))
+    )
+    symbol: str = ""
+    count: int = attrs.field(default=1, validator=_pos)
+    duration_ms: int = attrs.field(default=0, validator=_nonneg)
+
+
+@attrs.frozen(kw_only=True)
+class FaultsSection:
+    """``[faults]``: faults injected at market-time offsets from the start of the replay."""
+
+    events: tuple[FaultEvent, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +198,7 @@ class Config:
     strategy: StrategySection = StrategySection()
     risk: RiskSection = RiskSection()
     venue: VenueSection = VenueSection()
+    faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()
     logging: LoggingSection = LoggingSection()
     source: str = attrs.field(default="<defaults>", eq=False)
@@ -157,6 +216,8 @@ def _describe(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if attrs.has(tp):
+        return "a table"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         tp, str(tp)
     )
@@ -175,6 +236,10 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         return tuple(_convert(item, inner, source, f"{key}[{i}]") for i, item in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {tp}")
+    if attrs.has(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a table, got {value!r}")
+        return _build(tp, value, source, key)
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -196,6 +261,9 @@ def _build(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:
                 source, key, f"unknown key; expected one of: {', '.join(sorted(fields))}"
             )
         kwargs[name] = _convert(value, fields[name].type, source, key)
+    for name, field in fields.items():
+        if field.default is attrs.NOTHING and name not in kwargs:
+            raise ConfigError(source, f"{prefix}.{name}", "required key is missing")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -222,19 +290,16 @@ def _validator_message(exc: Exception) -> str:
     return str(exc)
 
 
-for _cls in (
-    EngineSection,
-    DataSection,
-    ReplaySection,
-    ChannelsSection,
-    StrategySection,
-    RiskSection,
-    VenueSection,
-    JournalSection,
-    LoggingSection,
-    Config,
-):
-    attrs.resolve_types(_cls)
+def _resolve_all(cls: type) -> None:
+    """Resolve string annotations of ``cls`` and of every attrs class it contains."""
+    attrs.resolve_types(cls)
+    for field in attrs.fields(cls):
+        for tp in (field.type, *typing.get_args(field.type)):
+            if isinstance(tp, type) and attrs.has(tp):
+                _resolve_all(tp)
+
+
+_resolve_all(Config)
 _SECTIONS: dict[str, type] = {f.name: f.type for f in attrs.fields(Config) if attrs.has(f.type)}
 
 

@@ -23,6 +23,15 @@ def write_report(report: RunReport, path: Path) -> None:
     tmp.replace(path)
 
 
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _risk_line(risk: dict[str, object]) -> str:
+    keys = ("var_hist_99", "cvar_hist_99", "sharpe_annualized", "profit_factor")
+    return ", ".join(f"{k} {_fmt(risk.get(k))}" for k in keys)
+
+
 def summary_text(report: RunReport) -> str:
     """A short human summary of a run."""
     skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "none"
@@ -40,6 +49,8 @@ def summary_text(report: RunReport) -> str:
         f"  net PnL       {report.net_pnl:,.4f}",
         f"  max drawdown  {report.max_drawdown:,.4f}",
         f"  transitions   {states}",
+        f"  trading       {report.trading_state} ({len(report.trading_changes)} change(s))",
+        f"  risk          {_risk_line(report.risk)}",
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
         f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load)",

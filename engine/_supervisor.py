@@ -29,6 +29,7 @@ from .actors import ExecutionActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
 from .journal import Journal, JournalActor
 from .messages import (
+    ControlCommand,
     IntentBatch,
     JournalBatch,
     MarketBatch,
@@ -78,6 +79,9 @@ class RunReport:
     net_pnl: float
     max_drawdown: float
     transitions: dict[str, int]
+    trading_state: str
+    trading_changes: list[dict[str, str]]
+    risk: dict[str, object]
     per_symbol: list[SymbolSummary]
     journal_path: str
     journal_records: int
@@ -86,6 +90,15 @@ class RunReport:
     setup_seconds: float
     wall_seconds: float
     events_per_second: float
+
+
+def _risk_summary(risk: RiskActor, venue: SimVenue) -> dict[str, object]:
+    metrics = risk.metrics
+    metrics.exposure = {
+        symbol: abs(acct.qty) * (acct.last_mid if acct.last_mid == acct.last_mid else 0.0)
+        for symbol, acct in venue.accounts.items()
+    }
+    return metrics.summary()
 
 
 def config_digest(config: Config) -> str:
@@ -133,6 +146,7 @@ async def run_replay(
     data: list[str] | None = None,
     log: FilteringBoundLogger,
     journal_path: Path | None = None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
 ) -> RunReport:
     """Replay recorded market data through the full actor pipeline.
 
@@ -142,6 +156,7 @@ async def run_replay(
         log: the JSON logger.
         journal_path: where to write the journal (default: a new file under
             ``journal.dir``).
+        control: operator commands for the risk actor (halt, reduce, resume).
 
     Returns:
         The run's report, with the journal digest.
@@ -193,6 +208,7 @@ async def run_replay(
         risk_reports=risk_report_tx,
         journal=journal_tx,
         log=log.bind(actor="execution"),
+        faults=config.faults.events,
     )
     risk = RiskActor(
         config=config.risk,
@@ -201,6 +217,8 @@ async def run_replay(
         reports=risk_report_rx,
         orders=order_tx,
         log=log.bind(actor="risk"),
+        step_ns=config.replay.step_ms * 1_000_000,
+        control=control,
     )
     actors = [
         SymbolActor(
@@ -283,6 +301,9 @@ async def run_replay(
         net_pnl=realized - fees,
         max_drawdown=venue.max_drawdown,
         transitions=dict(sorted(transitions.items())),
+        trading_state=risk.trading.state.value,
+        trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
+        risk=_risk_summary(risk, venue),
         per_symbol=per_symbol,
         journal_path=str(journal.path),
         journal_records=journal.records,

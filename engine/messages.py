@@ -205,6 +205,82 @@ class OrderExpired:
 
 
 @attrs.frozen(kw_only=True)
+class OrderCanceled:
+    """Event: the order was cancelled (e.g. by a halt) before it filled completely."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    cum_qty: float
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Mark:
+    """The last best quote of a symbol in a step (execution -> risk)."""
+
+    symbol: str
+    ts: int
+    bid: float
+    ask: float
+
+
+@attrs.frozen(kw_only=True)
+class FeedReconnected:
+    """Operational event: a market-data connection was re-established."""
+
+    symbol: str
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitBanned:
+    """Operational event: the venue banned us (HTTP 418) until ``until_ts``."""
+
+    symbol: str
+    until_ts: int
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ReconciliationFailed:
+    """Operational event: local state and the venue disagree and cannot be reconciled."""
+
+    symbol: str
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class TradingStateChanged:
+    """Event: the account-wide trading machine took a transition (``symbol`` is "")."""
+
+    symbol: str
+    source: str
+    target: str
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class PositionChanged:
     """Event: a symbol's position machine took a transition."""
 
@@ -220,17 +296,28 @@ class PositionChanged:
 
 
 OrderEvent = (
-    OrderDenied | OrderSubmitted | OrderAccepted | OrderFilled | OrderRejected | OrderExpired
+    OrderDenied
+    | OrderSubmitted
+    | OrderAccepted
+    | OrderFilled
+    | OrderRejected
+    | OrderExpired
+    | OrderCanceled
 )
-JournalRecord = SubmitOrder | OrderEvent | PositionChanged
+OpsEvent = FeedReconnected | RateLimitBanned | ReconciliationFailed
+JournalRecord = SubmitOrder | OrderEvent | PositionChanged | TradingStateChanged | OpsEvent
 
 
 @attrs.frozen(kw_only=True)
 class IntentBatch:
-    """Symbol actor -> risk: a step's orders and the symbol's journal records."""
+    """Symbol actor -> risk: a step's orders and the symbol's journal records.
+
+    ``ts`` is the step's start on the replay clock.
+    """
 
     step: int
     symbol: str
+    ts: int = 0
     commands: tuple[SubmitOrder, ...] = ()
     records: tuple[JournalRecord, ...] = ()
     final: bool = False
@@ -238,22 +325,43 @@ class IntentBatch:
 
 @attrs.frozen(kw_only=True)
 class OrderBatch:
-    """Risk -> execution: approved orders, denials to pass back, journal records."""
+    """Risk -> execution: approved orders, denials to pass back, journal records.
+
+    ``cancel_all`` asks execution to cancel every open order (trading halted).
+    """
 
     step: int
     commands: tuple[SubmitOrder, ...] = ()
     denials: tuple[OrderDenied, ...] = ()
     records: tuple[JournalRecord, ...] = ()
+    cancel_all: str = ""
     final: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class ReportBatch:
-    """Execution -> symbol actor / risk: a step's order events, in (ts, seq) order."""
+    """Execution -> symbol actor / risk: a step's order events, in (ts, seq) order.
+
+    Risk's copy also carries the step's last quotes (``marks``), the venue's
+    mark-to-market PnL after fees (``equity``), the PnL after fees of trades
+    closed in the step (``trades``) and operational events (``ops``).
+    """
 
     step: int
     events: tuple[OrderEvent, ...] = ()
+    marks: tuple[Mark, ...] = ()
+    equity: float = 0.0
+    trades: tuple[float, ...] = ()
+    ops: tuple[OpsEvent, ...] = ()
     final: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ControlCommand:
+    """Operator -> risk: ``halt``, ``reduce`` or ``resume`` trading, with a reason."""
+
+    action: str = attrs.field(validator=v.in_(("halt", "reduce", "resume")))
+    reason: str = "operator"
 
 
 @attrs.frozen(kw_only=True)

@@ -1,7 +1,8 @@
 """Pure state machines: no I/O, no Trio.
 
 A generic table-driven :class:`Machine`, the per-symbol position machine
-(:data:`POSITION_TABLE`) and the order machine (:data:`ORDER_TABLE`).
+(:data:`POSITION_TABLE`), the order machine (:data:`ORDER_TABLE`) and the
+account-wide trading machine (:data:`TRADING_TABLE`).
 """
 
 from ._errors import FsmError as FsmError
@@ -36,11 +37,18 @@ from ._position import ExitSignaled as ExitSignaled
 from ._position import ExitSubmitted as ExitSubmitted
 from ._position import PositionState as PositionState
 from ._position import new_position as new_position
+from ._trading import TRADING_TABLE as TRADING_TABLE
+from ._trading import HaltRequested as HaltRequested
+from ._trading import ReduceRequested as ReduceRequested
+from ._trading import ResumeRequested as ResumeRequested
+from ._trading import TradingState as TradingState
+from ._trading import new_trading as new_trading
 
 __all__ = [
     "ORDER_TABLE",
     "POSITION_TABLE",
     "TERMINAL_STATUSES",
+    "TRADING_TABLE",
     "Accepted",
     "Canceled",
     "EntryDenied",
@@ -57,17 +65,22 @@ __all__ = [
     "Expired",
     "Fill",
     "FsmError",
+    "HaltRequested",
     "InvalidTransitionError",
     "Machine",
     "OrderStatus",
     "PositionState",
+    "ReduceRequested",
     "Rejected",
+    "ResumeRequested",
     "Table",
     "TableError",
+    "TradingState",
     "Transition",
     "is_complete",
     "is_partial",
     "new_order",
     "new_position",
+    "new_trading",
     "status_from_exchange",
 ]

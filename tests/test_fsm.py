@@ -33,7 +33,9 @@ def test_position_states_are_exactly_the_five():
     ]
 
 
-@pytest.mark.parametrize("table", [fsm.POSITION_TABLE, fsm.ORDER_TABLE], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "table", [fsm.POSITION_TABLE, fsm.ORDER_TABLE, fsm.TRADING_TABLE], ids=lambda t: t.name
+)
 def test_every_state_reachable_and_no_dead_end(table):
     assert table.reachable() == frozenset(table.states)
     assert table.dead_ends() == frozenset()
@@ -148,3 +150,4 @@ def test_readme_diagram_is_generated_from_the_table():
     blocks = re.findall(r"```mermaid\n(.*?)```", readme, flags=re.S)
     assert fsm.POSITION_TABLE.mermaid().strip() in [b.strip() for b in blocks]
     assert fsm.ORDER_TABLE.mermaid().strip() in [b.strip() for b in blocks]
+    assert fsm.TRADING_TABLE.mermaid().strip() in [b.strip() for b in blocks]

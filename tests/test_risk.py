@@ -1,31 +1,36 @@
-"""Pre-trade checks of the risk actor, called directly."""
+"""Pre-trade checks of the risk actor, called directly, one reason code each."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import structlog
 import trio
 
+import fsm
 from engine._config import RiskSection
 from engine.actors import RiskActor
-from engine.messages import Purpose, Side, SubmitOrder
+from engine.messages import Mark, Purpose, Side, SubmitOrder
+
+SEC = 1_000_000_000
 
 
-def make_risk(**limits) -> RiskActor:
-    _tx, rx = trio.open_memory_channel(0)
-    tx2, _rx2 = trio.open_memory_channel(0)
+def make_risk(symbols=("A", "B"), **limits) -> RiskActor:
+    tx, rx = trio.open_memory_channel(0)
     return RiskActor(
         config=RiskSection(**limits),
-        symbols=["A", "B"],
-        intents={"A": rx, "B": rx},
+        symbols=list(symbols),
+        intents=dict.fromkeys(symbols, rx),
         reports=rx,
-        orders=tx2,
+        orders=tx,
         log=structlog.wrap_logger(structlog.ReturnLogger()),
     )
 
 
-def order(symbol: str, side: Side, qty: float, price: float, ts: int, *, exit_: bool = False):
+def order(symbol: str, side: Side, qty: float, price: float, ts: int = 0, *, exit_=False):
     return SubmitOrder(
-        client_order_id=f"{symbol}-{ts}",
+        client_order_id=f"{symbol}-{ts}-{qty}",
         symbol=symbol,
         side=side,
         qty=qty,
@@ -39,23 +44,83 @@ def order(symbol: str, side: Side, qty: float, price: float, ts: int, *, exit_: 
     )
 
 
+def mark(risk: RiskActor, symbol: str, mid: float) -> None:
+    risk.marks[symbol] = Mark(symbol=symbol, ts=0, bid=mid - 0.05, ask=mid + 0.05)
+
+
 def test_per_symbol_and_total_notional():
     risk = make_risk(max_notional_per_symbol=1000.0, max_notional_total=1500.0)
-    assert risk.check(order("A", Side.BUY, 11, 100.0, 1)) == "max_notional_per_symbol"
-    assert risk.check(order("A", Side.BUY, 9, 100.0, 2)) is None
+    assert risk.check(order("A", Side.BUY, 11, 100.0)) == "max_notional_per_symbol"
+    assert risk.check(order("A", Side.BUY, 9, 100.0)) is None
     risk.positions["A"] = 9.0
-    assert risk.check(order("B", Side.SELL, 7, 100.0, 3)) == "max_notional_total"
-    assert risk.check(order("B", Side.SELL, 5, 100.0, 4)) is None
+    assert risk.check(order("B", Side.SELL, 7, 100.0)) == "max_notional_total"
+    assert risk.check(order("B", Side.SELL, 5, 100.0)) is None
 
 
-def test_orders_per_second_window_and_exits_bypass_notional():
-    risk = make_risk(max_orders_per_second=2, max_notional_per_symbol=10.0)
-    sec = 1_000_000_000
-    for ts in (0, sec // 2):
+def test_orders_per_second_window_applies_to_exits_too():
+    risk = make_risk(max_orders_per_second=2)
+    risk.positions["A"] = 10.0
+    for ts in (0, SEC // 2):
         assert risk.check(order("A", Side.SELL, 1, 100.0, ts, exit_=True)) is None
         risk._recent.append(ts)
-    assert risk.check(order("A", Side.SELL, 1, 100.0, sec - 1, exit_=True)) == (
-        "max_orders_per_second"
-    )
+    late = order("A", Side.SELL, 1, 100.0, SEC - 1, exit_=True)
+    assert risk.check(late) == "max_orders_per_second"
     # One second after the first order, a slot is free again.
-    assert risk.check(order("A", Side.SELL, 1, 100.0, sec + 1, exit_=True)) is None
+    assert risk.check(order("A", Side.SELL, 1, 100.0, SEC + 1, exit_=True)) is None
+
+
+def test_reduce_only_must_reduce_and_skips_entry_limits():
+    risk = make_risk(max_notional_per_symbol=10.0)
+    assert risk.check(order("A", Side.SELL, 1, 100.0, exit_=True)) == "not_reducing"
+    risk.positions["A"] = 3.0
+    assert risk.check(order("A", Side.SELL, 3, 100.0, exit_=True)) is None
+    assert risk.check(order("A", Side.SELL, 4, 100.0, exit_=True)) == "not_reducing"
+
+
+def test_min_notional_and_price_band():
+    risk = make_risk(min_notional=5.0, price_band_bps=50.0)
+    assert risk.check(order("A", Side.BUY, 0.04, 100.0)) == "min_notional"
+    mark(risk, "A", 100.0)
+    assert risk.check(order("A", Side.BUY, 1, 100.4)) is None  # 40 bps
+    assert risk.check(order("A", Side.BUY, 1, 100.6)) == "price_band"  # 60 bps fat finger
+
+
+def test_leverage_uses_capital_plus_pnl():
+    risk = make_risk(
+        capital=1000.0, max_leverage=2.0, max_notional_per_symbol=1e9, max_notional_total=1e9
+    )
+    assert risk.check(order("A", Side.BUY, 19, 100.0)) is None
+    assert risk.check(order("A", Side.BUY, 21, 100.0)) == "max_leverage"
+    risk.equity = 500.0  # profits raise the allowance
+    assert risk.check(order("A", Side.BUY, 29, 100.0)) is None
+
+
+def test_max_open_positions():
+    risk = make_risk(symbols=("A", "B", "C"), max_open_positions=2)
+    risk.positions["A"] = 1.0
+    risk.positions["B"] = -1.0
+    assert risk.check(order("C", Side.BUY, 1, 100.0)) == "max_open_positions"
+    assert risk.check(order("A", Side.BUY, 1, 100.0)) is None  # adding to an open one
+
+
+def test_correlation_filter():
+    risk = make_risk(max_correlation=0.8)
+    wave = [math.sin(i / 3.0) * 1e-3 for i in range(60)]
+    risk._returns["A"].extend(wave)
+    risk._returns["B"].extend(w * 2 for w in wave)
+    risk.positions["B"] = 1.0
+    assert risk.correlation("A", "B") == pytest.approx(1.0)
+    assert risk.check(order("A", Side.BUY, 1, 100.0)) == "correlation"
+    risk._returns["A"].clear()
+    risk._returns["A"].extend(math.cos(i * 1.7) * 1e-3 for i in range(60))
+    assert risk.check(order("A", Side.BUY, 1, 100.0)) is None
+
+
+def test_trading_state_gates_orders():
+    risk = make_risk()
+    risk.positions["A"] = 2.0
+    risk.trading = fsm.new_trading(fsm.TradingState.REDUCING)
+    assert risk.check(order("B", Side.BUY, 1, 100.0)) == "trading_reducing"
+    assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) is None
+    risk.trading = fsm.new_trading(fsm.TradingState.HALTED)
+    assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) == "trading_halted"

@@ -14,7 +14,11 @@ from pathlib import Path
 import fsm
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TABLES = {"position": fsm.POSITION_TABLE, "order": fsm.ORDER_TABLE}
+TABLES = {
+    "position": fsm.POSITION_TABLE,
+    "order": fsm.ORDER_TABLE,
+    "trading": fsm.TRADING_TABLE,
+}
 
 
 def render(text: str) -> str:

@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
 
 import fsm
 
+from .._config import FaultEvent
 from ..messages import (
+    EventKind,
+    FeedReconnected,
     JournalBatch,
     JournalRecord,
+    Mark,
     MarketStep,
+    OpsEvent,
     OrderAccepted,
     OrderBatch,
+    OrderCanceled,
     OrderDenied,
     OrderEvent,
     OrderExpired,
@@ -31,8 +38,11 @@ from ..messages import (
     OrderRejected,
     OrderSubmitted,
     PositionChanged,
+    RateLimitBanned,
+    ReconciliationFailed,
     ReportBatch,
     SubmitOrder,
+    TradingStateChanged,
 )
 from ..venues.sim import SimVenue
 from ._symbol import ProtocolError
@@ -43,11 +53,16 @@ _SOURCE_RANK: dict[type, int] = {
     PositionChanged: 0,
     SubmitOrder: 0,
     OrderDenied: 1,
+    TradingStateChanged: 1,
     OrderSubmitted: 2,
     OrderAccepted: 2,
     OrderFilled: 2,
     OrderRejected: 2,
     OrderExpired: 2,
+    OrderCanceled: 2,
+    FeedReconnected: 3,
+    RateLimitBanned: 3,
+    ReconciliationFailed: 3,
 }
 
 
@@ -66,6 +81,8 @@ def _order_event(event: OrderEvent) -> object | None:
         return fsm.Rejected(reason=event.reason)
     if isinstance(event, OrderExpired):
         return fsm.Expired()
+    if isinstance(event, OrderCanceled):
+        return fsm.Canceled()
     return None
 
 
@@ -81,6 +98,8 @@ class ExecutionActor:
         risk_reports: the send channel to risk.
         journal: the send channel to the journal actor.
         log: a bound structlog logger.
+        faults: faults to inject, at market-time offsets from the first event
+            (replay tests and drills).
     """
 
     def __init__(
@@ -94,8 +113,11 @@ class ExecutionActor:
         risk_reports: trio.MemorySendChannel[ReportBatch],
         journal: trio.MemorySendChannel[JournalBatch],
         log: FilteringBoundLogger,
+        faults: tuple[FaultEvent, ...] = (),
     ) -> None:
         self.venue = venue
+        self._faults = sorted(faults, key=lambda f: f.at_ms)
+        self._origin: int | None = None
         self._symbols = list(symbols)
         self._market = market
         self._orders = orders
@@ -140,22 +162,94 @@ class ExecutionActor:
             if batch.final:
                 await self._send_journal(step, records)
                 return
+            now = market.ts_start if market is not None else self.last_ts
+            ops = self._inject_faults(now) if market is not None and not market.final else []
             events: list[OrderEvent] = list(batch.denials)
+            venue_events: list[OrderEvent] = []
+            if batch.cancel_all:
+                venue_events += self.venue.cancel_all(now, batch.cancel_all)
             for order in batch.commands:
-                events.extend(self._submit(order))
+                submitted, *answer = self._submit(order)
+                events.append(submitted)
+                venue_events += answer
+            marks: list[Mark] = []
             if market is not None:
-                venue_events = self.venue.on_market(market.ticks)
+                venue_events += self.venue.on_market(market.ticks)
+                marks = self._marks(market)
                 if market.final:
                     venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
-                for event in venue_events:
-                    self._apply(event)
-                events.extend(venue_events)
+            for event in venue_events:
+                self._apply(event)
+            events.extend(venue_events)
             events.sort(key=lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq))
             records.extend(e for e in events if not isinstance(e, OrderDenied))
+            records.extend(ops)
             final = market is not None and market.final
-            await self._send_reports(step, events, final)
+            await self._send_reports(step, events, marks, ops, final)
             await self._send_journal(step, records)
             step += 1
+
+    def _inject_faults(self, now: int) -> list[OpsEvent]:
+        if self._origin is None:
+            self._origin = now
+        ops: list[OpsEvent] = []
+        while self._faults and self._origin + self._faults[0].at_ms * 1_000_000 <= now:
+            fault = self._faults.pop(0)
+            self._log.warning("fault injected", kind=fault.kind, at_ms=fault.at_ms)
+            if fault.kind == "reconnect":
+                ops.extend(
+                    FeedReconnected(
+                        symbol=fault.symbol,
+                        reason="injected",
+                        ts_event=now,
+                        ts_init=now,
+                        seq=next(self._seq),
+                    )
+                    for _ in range(fault.count)
+                )
+            elif fault.kind == "ban":
+                until = now + fault.duration_ms * 1_000_000
+                self.venue.ban(until)
+                ops.append(
+                    RateLimitBanned(
+                        symbol=fault.symbol,
+                        until_ts=until,
+                        reason="418 injected",
+                        ts_event=now,
+                        ts_init=now,
+                        seq=next(self._seq),
+                    )
+                )
+            elif fault.kind == "reject":
+                self.venue.reject_next(fault.count)
+            else:
+                ops.append(
+                    ReconciliationFailed(
+                        symbol=fault.symbol,
+                        reason="injected",
+                        ts_event=now,
+                        ts_init=now,
+                        seq=next(self._seq),
+                    )
+                )
+        return ops
+
+    @staticmethod
+    def _marks(market: MarketStep) -> list[Mark]:
+        marks = []
+        for symbol, ticks in sorted(market.ticks.items()):
+            quotes = np.flatnonzero(ticks.kind == EventKind.QUOTE)
+            if quotes.shape[0]:
+                j = int(quotes[-1])
+                marks.append(
+                    Mark(
+                        symbol=symbol,
+                        ts=int(ticks.ts[j]),
+                        bid=float(ticks.bid[j]),
+                        ask=float(ticks.ask[j]),
+                    )
+                )
+        return marks
 
     def _submit(self, order: SubmitOrder) -> list[OrderEvent]:
         self.orders_sent += 1
@@ -199,6 +293,13 @@ class ExecutionActor:
                 status=t.target.value,
                 ts_event=event.ts_event,
             )
+        elif isinstance(event, OrderRejected | OrderCanceled):
+            self._log.warning(
+                "order " + ("rejected" if isinstance(event, OrderRejected) else "canceled"),
+                symbol=event.symbol,
+                client_order_id=event.client_order_id,
+                reason=event.reason,
+            )
         elif isinstance(event, OrderExpired):
             self.expired += 1
             self._log.warning(
@@ -210,14 +311,31 @@ class ExecutionActor:
         if t.target in fsm.TERMINAL_STATUSES:
             del self._machines[event.client_order_id]
 
-    async def _send_reports(self, step: int, events: list[OrderEvent], final: bool) -> None:
+    async def _send_reports(
+        self,
+        step: int,
+        events: list[OrderEvent],
+        marks: list[Mark],
+        ops: list[OpsEvent],
+        final: bool,
+    ) -> None:
         per_symbol: dict[str, list[OrderEvent]] = {s: [] for s in self._symbols}
         for event in events:
             per_symbol[event.symbol].append(event)
         for symbol in self._symbols:
             report = ReportBatch(step=step, events=tuple(per_symbol[symbol]), final=final)
             await self._symbol_reports[symbol].send(report)
-        await self._risk_reports.send(ReportBatch(step=step, events=tuple(events), final=final))
+        await self._risk_reports.send(
+            ReportBatch(
+                step=step,
+                events=tuple(events),
+                marks=tuple(marks),
+                equity=self.venue.equity,
+                trades=tuple(self.venue.take_closed_trades()),
+                ops=tuple(ops),
+                final=final,
+            )
+        )
 
     async def _send_journal(self, step: int, records: list[JournalRecord]) -> None:
         if records:

@@ -1,38 +1,70 @@
-"""The risk actor: pre-trade checks between the symbol actors and execution.
+"""The risk actor: the trading machine, automatic triggers and pre-trade checks.
 
-Per step it reads the execution reports of step k-1 (to keep positions current)
-and then every symbol's intents for step k, always in the same symbol order, and
-checks the step's orders sorted by ``(ts_event, symbol, seq)``. An order that
-fails a check becomes an :class:`OrderDenied` event with a reason code; it is not
-an exception. Exits (reduce-only) are only subject to the order-rate limit.
+Per step it reads the execution report of step k-1 (fills, cancels, rejections,
+the step's last quotes, mark-to-market PnL, closed trades, operational events),
+then every symbol's intents for step k in a fixed symbol order. It then applies
+operator commands, evaluates the triggers, moves the trading machine
+(``fsm.TRADING_TABLE``: ACTIVE, REDUCING, HALTED) and checks the step's orders
+sorted by ``(ts_event, symbol, seq)``. A failed check is an :class:`OrderDenied`
+event with a reason code, never an exception. Entering HALTED asks execution to
+cancel every open order.
 
-Checks: notional per symbol (position plus open orders plus this order, at the
-order's reference price), total notional across symbols, and orders per second
-(a sliding one-second window on event time).
+Pre-trade checks, first failure wins (reason codes in brackets):
+trading state [``trading_halted``, ``trading_reducing``], order rate
+[``max_orders_per_second``], reduce-only orders must reduce [``not_reducing``]
+(and skip the rest), min notional [``min_notional``], price band against the mid
+[``price_band``], notional per symbol [``max_notional_per_symbol``], total
+notional [``max_notional_total``], leverage [``max_leverage``], open positions
+[``max_open_positions``], correlation with open positions [``correlation``].
+
+Triggers (each with a configured action ``halt``/``reduce``/``off``):
+``daily_loss`` (realized + unrealized since the UTC day began, replay clock),
+``drawdown`` (from the equity peak), ``stale:<symbol>`` (no quote for
+``stale_data_ms``), ``reconnect_storm``, ``rate_limit_ban`` (until the ban ends),
+``execution_errors`` (venue rejections in a window), ``reconciliation``. With
+``auto_resume`` a trigger clears when its cause is gone (a new day, fresh data,
+a quiet cooldown, the ban's end); drawdown, reconciliation and manual halts
+clear only by an operator ``resume``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Callable
 
+import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
 
+import fsm
+
 from .._config import RiskSection
 from ..messages import (
+    ControlCommand,
+    FeedReconnected,
     IntentBatch,
     JournalRecord,
+    Mark,
     OrderBatch,
+    OrderCanceled,
     OrderDenied,
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    RateLimitBanned,
+    ReconciliationFailed,
     ReportBatch,
     SubmitOrder,
+    TradingStateChanged,
 )
+from ..risk import RiskMetrics
 from ._symbol import ProtocolError
 
 _SECOND_NS = 1_000_000_000
+_MS = 1_000_000
+_DAY_NS = 86_400 * _SECOND_NS
+_MIN_CORRELATION_SAMPLES = 20
 
 
 class RiskActor:
@@ -45,6 +77,8 @@ class RiskActor:
         reports: execution reports (all symbols).
         orders: the send side towards execution (closed when done).
         log: a bound structlog logger.
+        step_ns: market time per step (for annualised metrics).
+        control: operator commands (drained without waiting at each step).
     """
 
     def __init__(
@@ -56,20 +90,48 @@ class RiskActor:
         reports: trio.MemoryReceiveChannel[ReportBatch],
         orders: trio.MemorySendChannel[OrderBatch],
         log: FilteringBoundLogger,
+        step_ns: int = 250 * _MS,
+        control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
     ) -> None:
         self._cfg = config
+        self._trig = config.triggers
         self._symbols = list(symbols)
         self._intents = intents
         self._reports = reports
         self._orders = orders
+        self._control = control
         self._log = log
+        self.trading = fsm.new_trading()
+        self.active: dict[str, tuple[str, str]] = {}  # trigger -> (action, reason)
         self.positions: dict[str, float] = dict.fromkeys(symbols, 0.0)
         self.prices: dict[str, float] = {}
+        self.marks: dict[str, Mark] = {}
+        self.equity = 0.0
+        self.metrics = RiskMetrics(capital=config.capital, step_ns=step_ns)
+        self._returns = {s: deque[float](maxlen=config.correlation_window) for s in symbols}
         self._open: dict[str, SubmitOrder] = {}
         self._recent: deque[int] = deque()
+        self._reconnects: deque[int] = deque()
+        self._errors: deque[int] = deque()
+        self._ban_until = 0
+        self._origin: int | None = None
+        self._day = -1
+        self._day_start_equity = 0.0
         self._seq = 0
         self.approved = 0
         self.denied: dict[str, int] = {}
+        self.state_changes: list[tuple[str, str, str]] = []
+        self._checks: list[tuple[str, Callable[[SubmitOrder], bool]]] = [
+            ("max_orders_per_second", self._rate_ok),
+            ("not_reducing", self._reduces_if_reduce_only),
+            ("min_notional", self._min_notional_ok),
+            ("price_band", self._price_band_ok),
+            ("max_notional_per_symbol", self._symbol_notional_ok),
+            ("max_notional_total", self._total_notional_ok),
+            ("max_leverage", self._leverage_ok),
+            ("max_open_positions", self._open_positions_ok),
+            ("correlation", self._correlation_ok),
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Check each step's orders until the symbols send their final batch.
@@ -85,11 +147,11 @@ class RiskActor:
                     report = await self._reports.receive()
                     if report.step != step - 1:
                         raise ProtocolError(f"risk: report step {report.step} != {step - 1}")
-                    for event in report.events:
-                        self._on_report(event)
+                    self._on_report(report)
                 commands: list[SubmitOrder] = []
                 records: list[JournalRecord] = []
                 final = False
+                now = 0
                 for symbol in self._symbols:
                     batch = await self._intents[symbol].receive()
                     if batch.step != step:
@@ -97,6 +159,10 @@ class RiskActor:
                     commands.extend(batch.commands)
                     records.extend(batch.records)
                     final = final or batch.final
+                    now = max(now, batch.ts)
+                cancel_all = ""
+                if not final:
+                    cancel_all = self._update_trading_state(now, records)
                 commands.sort(key=lambda c: (c.ts_event, c.symbol, c.seq))
                 approved: list[SubmitOrder] = []
                 denials: list[OrderDenied] = []
@@ -117,6 +183,7 @@ class RiskActor:
                         commands=tuple(approved),
                         denials=tuple(denials),
                         records=tuple(records),
+                        cancel_all=cancel_all,
                         final=final,
                     )
                 )
@@ -124,44 +191,269 @@ class RiskActor:
                     return
                 step += 1
 
+    # -- pre-trade checks -----------------------------------------------------------
+
     def check(self, order: SubmitOrder) -> str | None:
         """The reason code to deny ``order``, or None to approve it."""
         self.prices[order.symbol] = order.ref_price
+        state = self.trading.state
+        if state is fsm.TradingState.HALTED:
+            return "trading_halted"
+        if state is fsm.TradingState.REDUCING and not order.reduce_only:
+            return "trading_reducing"
+        for reason, passes in self._checks:
+            if not passes(order):
+                return reason
+            if order.reduce_only and reason == "not_reducing":
+                return None
+        return None
+
+    def _rate_ok(self, order: SubmitOrder) -> bool:
         window_start = order.ts_event - _SECOND_NS
         while self._recent and self._recent[0] <= window_start:
             self._recent.popleft()
-        if len(self._recent) >= self._cfg.max_orders_per_second:
-            return "max_orders_per_second"
-        if order.reduce_only:
-            return None
-        signed = int(order.side) * order.qty
-        exposure = self._exposure(order.symbol) + signed
-        if abs(exposure) * order.ref_price > self._cfg.max_notional_per_symbol:
-            return "max_notional_per_symbol"
-        total = sum(
-            abs(self._exposure(s)) * self.prices.get(s, 0.0)
-            for s in self._symbols
-            if s != order.symbol
+        return len(self._recent) < self._cfg.max_orders_per_second
+
+    def _reduces_if_reduce_only(self, order: SubmitOrder) -> bool:
+        if not order.reduce_only:
+            return True
+        before = self._exposure(order.symbol)
+        after = before + int(order.side) * order.qty
+        # Smaller, and not through flat to the other side.
+        return abs(after) <= abs(before) + 1e-12 and after * before >= 0.0
+
+    def _min_notional_ok(self, order: SubmitOrder) -> bool:
+        return order.qty * order.ref_price >= self._cfg.min_notional
+
+    def _price_band_ok(self, order: SubmitOrder) -> bool:
+        mark = self.marks.get(order.symbol)
+        if mark is None:
+            return True  # no quote seen by risk yet: nothing to compare against
+        mid = 0.5 * (mark.bid + mark.ask)
+        return abs(order.ref_price - mid) / mid * 1e4 <= self._cfg.price_band_bps
+
+    def _symbol_notional_ok(self, order: SubmitOrder) -> bool:
+        after = self._exposure(order.symbol) + int(order.side) * order.qty
+        return abs(after) * order.ref_price <= self._cfg.max_notional_per_symbol
+
+    def _notional_after(self, order: SubmitOrder) -> float:
+        after = self._exposure(order.symbol) + int(order.side) * order.qty
+        others = sum(
+            abs(self._exposure(s)) * self._price(s) for s in self._symbols if s != order.symbol
         )
-        if total + abs(exposure) * order.ref_price > self._cfg.max_notional_total:
-            return "max_notional_total"
-        return None
+        return others + abs(after) * order.ref_price
+
+    def _total_notional_ok(self, order: SubmitOrder) -> bool:
+        return self._notional_after(order) <= self._cfg.max_notional_total
+
+    def _leverage_ok(self, order: SubmitOrder) -> bool:
+        equity = self._cfg.capital + self.equity
+        return equity > 0 and self._notional_after(order) / equity <= self._cfg.max_leverage
+
+    def _open_positions_ok(self, order: SubmitOrder) -> bool:
+        if self._exposure(order.symbol) != 0.0:
+            return True
+        others = sum(1 for s in self._symbols if s != order.symbol and self._exposure(s) != 0.0)
+        return others < self._cfg.max_open_positions
+
+    def _correlation_ok(self, order: SubmitOrder) -> bool:
+        mine = self._returns.get(order.symbol)
+        if mine is None:
+            return True
+        for other in self._symbols:
+            if other == order.symbol or self._exposure(other) == 0.0:
+                continue
+            corr = self.correlation(order.symbol, other)
+            if corr is not None and corr > self._cfg.max_correlation:
+                return False
+        return True
+
+    def correlation(self, a: str, b: str) -> float | None:
+        """Correlation of the two symbols' recent per-step mid returns (None: too little data)."""
+        n = min(len(self._returns[a]), len(self._returns[b]))
+        if n < _MIN_CORRELATION_SAMPLES:
+            return None
+        x = np.fromiter(self._returns[a], float)[-n:]
+        y = np.fromiter(self._returns[b], float)[-n:]
+        if x.std() == 0.0 or y.std() == 0.0:
+            return None
+        return float(np.corrcoef(x, y)[0, 1])
 
     def _exposure(self, symbol: str) -> float:
         """Position plus what open orders would add."""
         pending = sum(int(o.side) * o.qty for o in self._open.values() if o.symbol == symbol)
         return self.positions.get(symbol, 0.0) + pending
 
-    def _on_report(self, event: object) -> None:
-        if isinstance(event, OrderFilled):
-            self.positions[event.symbol] = round(
-                self.positions.get(event.symbol, 0.0) + int(event.side) * event.last_qty, 12
-            )
-            self.prices[event.symbol] = event.last_price
-            if event.cum_qty >= event.order_qty:
+    def _price(self, symbol: str) -> float:
+        mark = self.marks.get(symbol)
+        if mark is not None:
+            return 0.5 * (mark.bid + mark.ask)
+        return self.prices.get(symbol, 0.0)
+
+    # -- reports --------------------------------------------------------------------
+
+    def _on_report(self, report: ReportBatch) -> None:
+        for event in report.events:
+            if isinstance(event, OrderFilled):
+                self.positions[event.symbol] = round(
+                    self.positions.get(event.symbol, 0.0) + int(event.side) * event.last_qty, 12
+                )
+                self.prices[event.symbol] = event.last_price
+                if event.cum_qty >= event.order_qty:
+                    self._open.pop(event.client_order_id, None)
+            elif isinstance(event, OrderRejected | OrderExpired | OrderDenied | OrderCanceled):
                 self._open.pop(event.client_order_id, None)
-        elif isinstance(event, OrderRejected | OrderExpired | OrderDenied):
-            self._open.pop(event.client_order_id, None)
+                if isinstance(event, OrderRejected):
+                    self._errors.append(event.ts_event)
+        for mark in report.marks:
+            prev = self.marks.get(mark.symbol)
+            if prev is not None:
+                old = 0.5 * (prev.bid + prev.ask)
+                new = 0.5 * (mark.bid + mark.ask)
+                self._returns[mark.symbol].append(math.log(new / old))
+            self.marks[mark.symbol] = mark
+        self.equity = report.equity
+        self.metrics.record_equity(report.equity)
+        for pnl in report.trades:
+            self.metrics.record_trade(pnl)
+        for op in report.ops:
+            if isinstance(op, FeedReconnected):
+                self._reconnects.append(op.ts_event)
+            elif isinstance(op, RateLimitBanned):
+                self._ban_until = max(self._ban_until, op.until_ts)
+            elif isinstance(op, ReconciliationFailed):
+                self._activate("reconciliation", self._trig.reconciliation_action, op.reason)
+
+    # -- triggers and the trading machine -------------------------------------------
+
+    def _activate(self, name: str, action: str, reason: str) -> None:
+        if action != "off" and name not in self.active:
+            self.active[name] = (action, reason)
+
+    def _clear(self, name: str) -> None:
+        self.active.pop(name, None)
+
+    def _evaluate_triggers(self, now: int) -> None:
+        t = self._trig
+        auto = t.auto_resume
+        if self._origin is None:
+            self._origin = now
+        day = now // _DAY_NS
+        if day != self._day:
+            self._day = day
+            self._day_start_equity = self.equity
+            if auto:
+                self._clear("daily_loss")
+        loss = self._day_start_equity - self.equity
+        if loss >= t.daily_loss_limit:
+            self._activate("daily_loss", t.daily_loss_action, f"daily loss {loss:.2f}")
+        drawdown = self.metrics.peak - self.equity
+        if drawdown >= t.max_drawdown:
+            self._activate("drawdown", t.drawdown_action, f"drawdown {drawdown:.2f}")
+        for symbol in self._symbols:
+            mark = self.marks.get(symbol)
+            last = mark.ts if mark is not None else self._origin
+            name = f"stale:{symbol}"
+            if now - last >= t.stale_data_ms * _MS:
+                self._activate(name, t.stale_data_action, f"no quote for {symbol}")
+            elif auto:
+                self._clear(name)
+        cooldown = t.cooldown_ms * _MS
+        self._windowed(
+            "reconnect_storm",
+            self._reconnects,
+            now,
+            t.reconnect_window_ms * _MS,
+            t.max_reconnects,
+            t.reconnect_action,
+            cooldown,
+        )
+        self._windowed(
+            "execution_errors",
+            self._errors,
+            now,
+            t.execution_error_window_ms * _MS,
+            t.max_execution_errors,
+            t.execution_error_action,
+            cooldown,
+        )
+        if now < self._ban_until:
+            self._activate("rate_limit_ban", t.rate_limit_ban_action, "venue ban")
+        else:
+            self._clear("rate_limit_ban")  # a ban ends by itself
+
+    def _windowed(
+        self,
+        name: str,
+        times: deque[int],
+        now: int,
+        window: int,
+        limit: int,
+        action: str,
+        cooldown: int,
+    ) -> None:
+        while times and times[0] <= now - max(window, cooldown):
+            times.popleft()
+        in_window = sum(1 for ts in times if ts > now - window)
+        if in_window >= limit:
+            self._activate(name, action, f"{in_window} in {window // _MS} ms")
+        elif (
+            self._trig.auto_resume
+            and name in self.active
+            and (not times or times[-1] <= now - cooldown)
+        ):
+            self._clear(name)
+
+    def _apply_control(self) -> None:
+        if self._control is None:
+            return
+        while True:
+            try:
+                command = self._control.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            self._log.warning("operator command", action=command.action, reason=command.reason)
+            if command.action == "resume":
+                self.active.clear()
+            else:
+                self.active.pop("manual", None)
+                self._activate("manual", command.action, command.reason)
+
+    def _update_trading_state(self, now: int, records: list[JournalRecord]) -> str:
+        """Evaluate triggers and move the machine; returns a cancel-all reason or ""."""
+        self._apply_control()
+        self._evaluate_triggers(now)
+        actions = {action for action, _reason in self.active.values()}
+        if "halt" in actions:
+            target, event_type = fsm.TradingState.HALTED, fsm.HaltRequested
+        elif "reduce" in actions:
+            target, event_type = fsm.TradingState.REDUCING, fsm.ReduceRequested
+        else:
+            target, event_type = fsm.TradingState.ACTIVE, fsm.ResumeRequested
+        if target is self.trading.state:
+            return ""
+        reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(self.active.items())) or "clear"
+        t = self.trading.handle(event_type(reason=reason))
+        self._seq += 1
+        records.append(
+            TradingStateChanged(
+                symbol="",
+                source=t.source.value,
+                target=t.target.value,
+                reason=reason,
+                ts_event=now,
+                ts_init=now,
+                seq=self._seq,
+            )
+        )
+        self.state_changes.append((t.source.value, t.target.value, reason))
+        self._log.warning(
+            "trading state changed",
+            **{"from": t.source.value, "to": t.target.value},
+            reason=reason,
+            ts_event=now,
+        )
+        return reason if t.target is fsm.TradingState.HALTED else ""
 
     def _deny(self, order: SubmitOrder, reason: str) -> OrderDenied:
         self._seq += 1

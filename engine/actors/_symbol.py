@@ -24,6 +24,7 @@ from ..messages import (
     JournalRecord,
     MarketBatch,
     OrderAccepted,
+    OrderCanceled,
     OrderDenied,
     OrderEvent,
     OrderExpired,
@@ -125,6 +126,7 @@ class SymbolActor:
             OrderFilled: self._on_filled,
             OrderRejected: self._on_failed,
             OrderExpired: self._on_failed,
+            OrderCanceled: self._on_failed,
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -171,6 +173,7 @@ class SymbolActor:
                     IntentBatch(
                         step=step,
                         symbol=self.symbol,
+                        ts=now,
                         commands=tuple(self._commands),
                         records=tuple(self._records),
                         final=final,
@@ -314,10 +317,12 @@ class SymbolActor:
             self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
 
     def _on_failed(self, event: OrderEvent, now: int) -> None:
-        assert isinstance(event, OrderRejected | OrderExpired)
+        assert isinstance(event, OrderRejected | OrderExpired | OrderCanceled)
         if self._is_live(event):
             self._live_order = None
-        trigger = "rejected" if isinstance(event, OrderRejected) else "expired"
+        trigger = {OrderRejected: "rejected", OrderExpired: "expired", OrderCanceled: "canceled"}[
+            type(event)
+        ]
         if event.purpose is Purpose.EXIT:
             self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, trigger)
         elif self.position_qty != 0.0:

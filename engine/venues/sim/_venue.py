@@ -22,9 +22,11 @@ import numpy as np
 from ...messages import (
     EventKind,
     OrderAccepted,
+    OrderCanceled,
     OrderEvent,
     OrderExpired,
     OrderFilled,
+    OrderRejected,
     SubmitOrder,
     Ticks,
 )
@@ -41,6 +43,8 @@ class SymbolAccount:
     round_trips: int = 0
     fills: int = 0
     last_mid: float = math.nan
+    closed: list[float] = attrs.Factory(list)
+    _opened_at: float = 0.0  # realized - fees when the position was opened
 
     def unrealized(self) -> float:
         """Mark-to-mid PnL of the open position (0 when flat or never quoted)."""
@@ -50,6 +54,8 @@ class SymbolAccount:
 
     def apply_fill(self, signed_qty: float, price: float, fee: float) -> None:
         """Update position, average price, realized PnL and fees for one fill."""
+        if self.qty == 0.0:
+            self._opened_at = self.realized - self.fees
         self.fees += fee
         self.fills += 1
         old = self.qty
@@ -63,10 +69,13 @@ class SymbolAccount:
                 new = 0.0
                 self.avg_price = 0.0
                 self.round_trips += 1
+                self.closed.append(self.realized - self.fees - self._opened_at)
             elif (new > 0.0) != (old > 0.0):
                 # Flipped through flat: the rest opens a new position at this price.
                 self.avg_price = price
                 self.round_trips += 1
+                self.closed.append(self.realized - self.fees - self._opened_at)
+                self._opened_at = self.realized - self.fees
         self.qty = new
 
 
@@ -100,6 +109,8 @@ class SimVenue:
         self._pending: list[_Pending] = []
         self._next_order_id = 1
         self._seq = seq if seq is not None else itertools.count(1)
+        self._banned_until = 0
+        self._reject_next = 0
         self.accounts: dict[str, SymbolAccount] = {}
         self.equity_peak = 0.0
         self.max_drawdown = 0.0
@@ -115,9 +126,43 @@ class SimVenue:
             acct = self.accounts[symbol] = SymbolAccount()
         return acct
 
+    def ban(self, until_ts: int) -> None:
+        """Refuse every order sent before ``until_ts`` (an HTTP 418 IP ban)."""
+        self._banned_until = max(self._banned_until, until_ts)
+
+    def reject_next(self, count: int) -> None:
+        """Reject the next ``count`` orders (margin insufficient, -2019)."""
+        self._reject_next += count
+
+    def _refusal(self, order: SubmitOrder) -> str | None:
+        if order.ts_event < self._banned_until:
+            return "418 ip banned"
+        if self._reject_next > 0:
+            self._reject_next -= 1
+            return "-2019 margin is insufficient"
+        return None
+
     def submit(self, order: SubmitOrder) -> list[OrderEvent]:
-        """Accept a market order; it fills on a later call to :meth:`on_market`."""
+        """Accept a market order; it fills on a later call to :meth:`on_market`.
+
+        Returns:
+            ``[OrderAccepted]``, or ``[OrderRejected]`` while a fault is injected.
+        """
         due = order.ts_event + self._latency_ns
+        refusal = self._refusal(order)
+        if refusal is not None:
+            return [
+                OrderRejected(
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                    purpose=order.purpose,
+                    reason=refusal,
+                    ts_event=due,
+                    ts_init=due,
+                    seq=self._next_seq(),
+                    correlation_id=order.correlation_id,
+                )
+            ]
         pending = _Pending(order=order, due_ts=due, venue_order_id=self._next_order_id)
         self._next_order_id += 1
         self._pending.append(pending)
@@ -198,6 +243,25 @@ class SimVenue:
         self.equity_peak = max(self.equity_peak, equity)
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
 
+    def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
+        """Cancel every pending order (nothing of them has filled)."""
+        out: list[OrderEvent] = [
+            OrderCanceled(
+                client_order_id=p.order.client_order_id,
+                symbol=p.order.symbol,
+                purpose=p.order.purpose,
+                cum_qty=0.0,
+                reason=reason,
+                ts_event=ts,
+                ts_init=ts,
+                seq=self._next_seq(),
+                correlation_id=p.order.correlation_id,
+            )
+            for p in self._pending
+        ]
+        self._pending = []
+        return out
+
     def expire_all(self, ts: int, reason: str) -> list[OrderEvent]:
         """Expire every pending order (the replay ended before it could fill)."""
         out: list[OrderEvent] = [
@@ -215,6 +279,15 @@ class SimVenue:
             for p in self._pending
         ]
         self._pending = []
+        return out
+
+    def take_closed_trades(self) -> list[float]:
+        """PnL after fees of trades closed since the last call, in symbol order."""
+        out: list[float] = []
+        for symbol in sorted(self.accounts):
+            acct = self.accounts[symbol]
+            out.extend(acct.closed)
+            acct.closed.clear()
         return out
 
     @property
