@@ -34,3 +34,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) logs runs .pytest_cache .ruff_cache
+
+# Operator control of a running engine (needs control.socket in config.toml).
+.PHONY: status halt resume
+status halt resume: $(STAMP)
+	$(PY) -m engine control $@ --config config.toml $(if $(REASON),--reason "$(REASON)")

@@ -178,6 +178,13 @@ class JournalSection:
 
 
 @attrs.frozen(kw_only=True)
+class ControlSection:
+    """``[control]``: the operator's control socket (empty path = no socket)."""
+
+    socket: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class LoggingSection:
     """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level."""
 
@@ -200,6 +207,7 @@ class Config:
     venue: VenueSection = VenueSection()
     faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()
+    control: ControlSection = ControlSection()
     logging: LoggingSection = LoggingSection()
     source: str = attrs.field(default="<defaults>", eq=False)
     base_dir: str = attrs.field(default=".", eq=False)

@@ -24,6 +24,7 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from ._config import Config
+from ._control import ControlState
 from ._errors import ActorFailedError, DataError
 from .actors import ExecutionActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
@@ -147,6 +148,7 @@ async def run_replay(
     log: FilteringBoundLogger,
     journal_path: Path | None = None,
     control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
+    control_state: ControlState | None = None,
 ) -> RunReport:
     """Replay recorded market data through the full actor pipeline.
 
@@ -157,6 +159,7 @@ async def run_replay(
         journal_path: where to write the journal (default: a new file under
             ``journal.dir``).
         control: operator commands for the risk actor (halt, reduce, resume).
+        control_state: filled in with the risk actor, for ``status`` requests.
 
     Returns:
         The run's report, with the journal digest.
@@ -220,6 +223,8 @@ async def run_replay(
         step_ns=config.replay.step_ms * 1_000_000,
         control=control,
     )
+    if control_state is not None:
+        control_state.risk = risk
     actors = [
         SymbolActor(
             symbol=s,

@@ -1,0 +1,73 @@
+"""The operator control socket, driven by the real CLI client."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import structlog
+import trio
+
+import fsm
+from engine._control import ControlError, ControlState, send_control, serve_control
+from engine.messages import ControlCommand
+
+
+class FakeRisk:
+    def __init__(self) -> None:
+        self.trading = fsm.new_trading()
+        self.active = {"stale:BTCUSDT": ("reduce", "no quote for BTCUSDT")}
+        self.approved = 3
+        self.denied = {"price_band": 1}
+
+
+@pytest.fixture
+def sock_path():
+    # AF_UNIX paths are limited to ~107 bytes: keep it short rather than under tmp_path.
+    with tempfile.TemporaryDirectory(prefix="tr") as d:
+        yield Path(d) / "c.sock"
+
+
+async def test_cli_client_queues_commands_and_reads_status(sock_path):
+    send, receive = trio.open_memory_channel[ControlCommand](4)
+    state = ControlState(risk=FakeRisk())
+    log = structlog.wrap_logger(structlog.ReturnLogger())
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, sock_path, send, state, log)
+            cli = [sys.executable, "-m", "engine", "control"]
+            done = await trio.run_process(
+                [*cli, "halt", "--reason", "fat finger", "--socket", str(sock_path)],
+                capture_stdout=True,
+            )
+            assert json.loads(done.stdout) == {"ok": True, "queued": "halt", "reason": "fat finger"}
+            assert receive.receive_nowait() == ControlCommand(action="halt", reason="fat finger")
+            done = await trio.run_process(
+                [*cli, "status", "--socket", str(sock_path)], capture_stdout=True
+            )
+            status = json.loads(done.stdout)
+            assert status["trading_state"] == "ACTIVE"
+            assert status["active"]["stale:BTCUSDT"]["action"] == "reduce"
+            bad = await trio.to_thread.run_sync(send_control, sock_path, "explode", "")
+            assert bad["ok"] is False and "unknown action" in bad["error"]
+            nursery.cancel_scope.cancel()
+    assert not sock_path.exists()  # removed on exit
+
+
+async def test_refuses_a_second_engine_on_the_same_socket(sock_path):
+    send, _receive = trio.open_memory_channel[ControlCommand](4)
+    log = structlog.wrap_logger(structlog.ReturnLogger())
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, sock_path, send, ControlState(), log)
+            with pytest.raises(ControlError, match="another engine is listening"):
+                await serve_control(sock_path, send, ControlState(), log)
+            nursery.cancel_scope.cancel()
+
+
+def test_unreachable_engine_is_a_clear_error(sock_path):
+    with pytest.raises(ControlError, match="no engine is listening"):
+        send_control(sock_path, "status")
