@@ -142,6 +142,27 @@ class RiskSection:
 
 
 @attrs.frozen(kw_only=True)
+class PortfolioSection:
+    """``[portfolio]``: cvxpy sizing of per-symbol exposure limits, on a step timer."""
+
+    enabled: bool = True
+    objective: Literal["min_variance", "mean_variance", "risk_parity", "min_cvar"] = attrs.field(
+        default="min_variance",
+        validator=v.in_(("min_variance", "mean_variance", "risk_parity", "min_cvar")),
+    )
+    every_steps: int = attrs.field(default=40, validator=_pos)
+    apply_after_steps: int = attrs.field(default=2, validator=_pos)
+    lookback: int = attrs.field(default=240, validator=v.ge(10))
+    min_periods: int = attrs.field(default=40, validator=v.ge(10))
+    max_weight: float = attrs.field(default=0.6, validator=[v.gt(0), v.le(1)])
+    leverage: float = attrs.field(default=1.0, validator=v.ge(1))
+    long_only: bool = True
+    risk_aversion: float = attrs.field(default=1.0, validator=_pos)
+    cvar_beta: float = attrs.field(default=0.95, validator=[v.gt(0.5), v.lt(1)])
+    exposure_budget: float = attrs.field(default=10_000.0, validator=_pos)
+
+
+@attrs.frozen(kw_only=True)
 class FaultEvent:
     """One scheduled fault for replay tests and drills (``[[faults.events]]``)."""
 
@@ -204,6 +225,7 @@ class Config:
     channels: ChannelsSection = ChannelsSection()
     strategy: StrategySection = StrategySection()
     risk: RiskSection = RiskSection()
+    portfolio: PortfolioSection = PortfolioSection()
     venue: VenueSection = VenueSection()
     faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()

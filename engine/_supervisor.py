@@ -16,6 +16,7 @@ the journal keeps every complete step, and the error propagates.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from pathlib import Path
 
@@ -31,13 +32,16 @@ from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
 from .journal import Journal, JournalActor
 from .messages import (
     ControlCommand,
+    ExposureLimits,
     IntentBatch,
     JournalBatch,
     MarketBatch,
     MarketStep,
     OrderBatch,
+    PortfolioRequest,
     ReportBatch,
 )
+from .portfolio import PortfolioActor
 from .strategy import _ema_cross as strategy_kernel
 from .venues.sim import SimVenue
 
@@ -83,6 +87,7 @@ class RunReport:
     trading_state: str
     trading_changes: list[dict[str, str]]
     risk: dict[str, object]
+    portfolio: dict[str, object]
     per_symbol: list[SymbolSummary]
     journal_path: str
     journal_records: int
@@ -213,6 +218,21 @@ async def run_replay(
         log=log.bind(actor="execution"),
         faults=config.faults.events,
     )
+    portfolio_actor = None
+    request_tx = answer_rx = None
+    if config.portfolio.enabled and len(symbols) > 1:
+        # Import cvxpy now, in set-up, not in the first solve.
+        importlib.import_module("engine.portfolio._optimize")
+    if config.portfolio.enabled:
+        # One request is outstanding at most, so a capacity of 1 never blocks.
+        request_tx, request_rx = trio.open_memory_channel[PortfolioRequest](1)
+        answer_tx, answer_rx = trio.open_memory_channel[ExposureLimits](1)
+        portfolio_actor = PortfolioActor(
+            config=config.portfolio,
+            requests=request_rx,
+            answers=answer_tx,
+            log=log.bind(actor="portfolio"),
+        )
     risk = RiskActor(
         config=config.risk,
         symbols=symbols,
@@ -222,6 +242,9 @@ async def run_replay(
         log=log.bind(actor="risk"),
         step_ns=config.replay.step_ms * 1_000_000,
         control=control,
+        portfolio=config.portfolio,
+        portfolio_requests=request_tx,
+        portfolio_answers=answer_rx,
     )
     if control_state is not None:
         control_state.risk = risk
@@ -254,6 +277,8 @@ async def run_replay(
         async with trio.open_nursery() as nursery:
             await nursery.start(journal_actor.run)
             await nursery.start(execution.run)
+            if portfolio_actor is not None:
+                await nursery.start(portfolio_actor.run)
             await nursery.start(risk.run)
             for actor in actors:
                 await nursery.start(actor.run)
@@ -309,6 +334,7 @@ async def run_replay(
         trading_state=risk.trading.state.value,
         trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
         risk=_risk_summary(risk, venue),
+        portfolio=portfolio_actor.stats.summary() if portfolio_actor is not None else {},
         per_symbol=per_symbol,
         journal_path=str(journal.path),
         journal_records=journal.records,

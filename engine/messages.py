@@ -364,6 +364,30 @@ class ControlCommand:
     reason: str = "operator"
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class PortfolioRequest:
+    """Risk -> portfolio: per-step returns of every symbol (rows: steps)."""
+
+    step: int
+    symbols: tuple[str, ...]
+    returns: np.ndarray
+
+
+@attrs.frozen(kw_only=True)
+class ExposureLimits:
+    """Portfolio -> risk: per-symbol notional limits from the optimal weights.
+
+    ``limits`` is empty when the solve failed (``status`` says why); risk then
+    keeps the last good limits.
+    """
+
+    step: int
+    limits: dict[str, float]
+    weights: dict[str, float]
+    status: str
+    solve_seconds: float
+
+
 @attrs.frozen(kw_only=True)
 class JournalBatch:
     """Execution -> journal: a step's records, already in canonical order."""

@@ -14,7 +14,8 @@ trading state [``trading_halted``, ``trading_reducing``], order rate
 [``max_orders_per_second``], reduce-only orders must reduce [``not_reducing``]
 (and skip the rest), min notional [``min_notional``], price band against the mid
 [``price_band``], notional per symbol [``max_notional_per_symbol``], total
-notional [``max_notional_total``], leverage [``max_leverage``], open positions
+notional [``max_notional_total``] (after ``portfolio_limit``, the portfolio actor's
+per-symbol exposure limit), leverage [``max_leverage``], open positions
 [``max_open_positions``], correlation with open positions [``correlation``].
 
 Triggers (each with a configured action ``halt``/``reduce``/``off``):
@@ -29,6 +30,7 @@ clear only by an operator ``resume``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
@@ -39,9 +41,10 @@ from structlog.typing import FilteringBoundLogger
 
 import fsm
 
-from .._config import RiskSection
+from .._config import PortfolioSection, RiskSection
 from ..messages import (
     ControlCommand,
+    ExposureLimits,
     FeedReconnected,
     IntentBatch,
     JournalRecord,
@@ -52,6 +55,7 @@ from ..messages import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    PortfolioRequest,
     RateLimitBanned,
     ReconciliationFailed,
     ReportBatch,
@@ -79,6 +83,11 @@ class RiskActor:
         log: a bound structlog logger.
         step_ns: market time per step (for annualised metrics).
         control: operator commands (drained without waiting at each step).
+        portfolio: the portfolio section; with the two channels below, risk asks
+            for exposure limits every ``every_steps`` steps and applies the answer
+            ``apply_after_steps`` later.
+        portfolio_requests: requests to the portfolio actor (closed when done).
+        portfolio_answers: its answers.
     """
 
     def __init__(
@@ -92,6 +101,9 @@ class RiskActor:
         log: FilteringBoundLogger,
         step_ns: int = 250 * _MS,
         control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
+        portfolio: PortfolioSection | None = None,
+        portfolio_requests: trio.MemorySendChannel[PortfolioRequest] | None = None,
+        portfolio_answers: trio.MemoryReceiveChannel[ExposureLimits] | None = None,
     ) -> None:
         self._cfg = config
         self._trig = config.triggers
@@ -121,12 +133,19 @@ class RiskActor:
         self.approved = 0
         self.denied: dict[str, int] = {}
         self.state_changes: list[tuple[str, str, str]] = []
+        self._portfolio = portfolio if portfolio_requests is not None else None
+        self._portfolio_requests = portfolio_requests
+        self._portfolio_answers = portfolio_answers
+        self._portfolio_due: int | None = None
+        self.exposure_limits: dict[str, float] = {}
+        self._mids: dict[str, float] = {}
         self._checks: list[tuple[str, Callable[[SubmitOrder], bool]]] = [
             ("max_orders_per_second", self._rate_ok),
             ("not_reducing", self._reduces_if_reduce_only),
             ("min_notional", self._min_notional_ok),
             ("price_band", self._price_band_ok),
             ("max_notional_per_symbol", self._symbol_notional_ok),
+            ("portfolio_limit", self._portfolio_limit_ok),
             ("max_notional_total", self._total_notional_ok),
             ("max_leverage", self._leverage_ok),
             ("max_open_positions", self._open_positions_ok),
@@ -139,7 +158,9 @@ class RiskActor:
         Raises:
             ProtocolError: a message for the wrong step arrived.
         """
-        async with self._orders:
+        async with self._orders, contextlib.AsyncExitStack() as stack:
+            if self._portfolio_requests is not None:
+                await stack.enter_async_context(self._portfolio_requests)
             task_status.started()
             step = 0
             while True:
@@ -162,6 +183,7 @@ class RiskActor:
                     now = max(now, batch.ts)
                 cancel_all = ""
                 if not final:
+                    await self._exchange_with_portfolio(step)
                     cancel_all = self._update_trading_state(now, records)
                 commands.sort(key=lambda c: (c.ts_event, c.symbol, c.seq))
                 approved: list[SubmitOrder] = []
@@ -236,6 +258,13 @@ class RiskActor:
         after = self._exposure(order.symbol) + int(order.side) * order.qty
         return abs(after) * order.ref_price <= self._cfg.max_notional_per_symbol
 
+    def _portfolio_limit_ok(self, order: SubmitOrder) -> bool:
+        limit = self.exposure_limits.get(order.symbol)
+        if limit is None:
+            return True
+        after = self._exposure(order.symbol) + int(order.side) * order.qty
+        return abs(after) * order.ref_price <= limit
+
     def _notional_after(self, order: SubmitOrder) -> float:
         after = self._exposure(order.symbol) + int(order.side) * order.qty
         others = sum(
@@ -306,12 +335,18 @@ class RiskActor:
                 if isinstance(event, OrderRejected):
                     self._errors.append(event.ts_event)
         for mark in report.marks:
-            prev = self.marks.get(mark.symbol)
-            if prev is not None:
-                old = 0.5 * (prev.bid + prev.ask)
-                new = 0.5 * (mark.bid + mark.ask)
-                self._returns[mark.symbol].append(math.log(new / old))
             self.marks[mark.symbol] = mark
+        # One return per symbol per step (0 when it was not quoted), so the rows
+        # of different symbols line up for correlations and the portfolio.
+        for symbol in self._symbols:
+            mark = self.marks.get(symbol)
+            if mark is None:
+                continue
+            mid = 0.5 * (mark.bid + mark.ask)
+            old = self._mids.get(symbol)
+            if old is not None:
+                self._returns[symbol].append(math.log(mid / old))
+            self._mids[symbol] = mid
         self.equity = report.equity
         self.metrics.record_equity(report.equity)
         for pnl in report.trades:
@@ -323,6 +358,38 @@ class RiskActor:
                 self._ban_until = max(self._ban_until, op.until_ts)
             elif isinstance(op, ReconciliationFailed):
                 self._activate("reconciliation", self._trig.reconciliation_action, op.reason)
+
+    # -- portfolio ------------------------------------------------------------------
+
+    def returns_matrix(self, rows: int) -> np.ndarray | None:
+        """The last ``rows`` (or fewer) aligned per-step returns, or None if too few."""
+        if any(len(self._returns[s]) == 0 for s in self._symbols):
+            return None
+        m = min(rows, *(len(self._returns[s]) for s in self._symbols))
+        cols = [np.fromiter(self._returns[s], float)[-m:] for s in self._symbols]
+        return np.column_stack(cols)
+
+    async def _exchange_with_portfolio(self, step: int) -> None:
+        cfg = self._portfolio
+        if cfg is None:
+            return
+        assert self._portfolio_requests is not None and self._portfolio_answers is not None
+        if self._portfolio_due == step:
+            # Wait here, at a fixed step, so the solve time cannot change the results.
+            answer = await self._portfolio_answers.receive()
+            self._portfolio_due = None
+            if answer.limits:
+                self.exposure_limits = dict(answer.limits)
+            else:
+                self._log.warning(
+                    "portfolio solve failed; keeping last limits", status=answer.status
+                )
+        if self._portfolio_due is None and step > 0 and step % cfg.every_steps == 0:
+            matrix = self.returns_matrix(min(cfg.lookback, self._cfg.correlation_window))
+            if matrix is not None and matrix.shape[0] >= cfg.min_periods:
+                request = PortfolioRequest(step=step, symbols=tuple(self._symbols), returns=matrix)
+                self._portfolio_requests.send_nowait(request)
+                self._portfolio_due = step + cfg.apply_after_steps
 
     # -- triggers and the trading machine -------------------------------------------
 
