@@ -18,6 +18,8 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
+from hardware import HardwareConfig
+
 from ._errors import ConfigError
 
 
@@ -230,6 +232,7 @@ class Config:
     faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()
     control: ControlSection = ControlSection()
+    hardware: HardwareConfig = attrs.field(factory=HardwareConfig)
     logging: LoggingSection = LoggingSection()
     source: str = attrs.field(default="<defaults>", eq=False)
     base_dir: str = attrs.field(default=".", eq=False)

@@ -24,10 +24,12 @@ import attrs
 import trio
 from structlog.typing import FilteringBoundLogger
 
+import hardware
+
 from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, DataError
-from .actors import ExecutionActor, RiskActor, SymbolActor
+from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
 from .journal import Journal, JournalActor
 from .messages import (
@@ -88,6 +90,7 @@ class RunReport:
     trading_changes: list[dict[str, str]]
     risk: dict[str, object]
     portfolio: dict[str, object]
+    hardware: dict[str, object]
     per_symbol: list[SymbolSummary]
     journal_path: str
     journal_records: int
@@ -96,6 +99,36 @@ class RunReport:
     setup_seconds: float
     wall_seconds: float
     events_per_second: float
+
+
+async def _run_actors(
+    journal_actor: JournalActor,
+    execution: ExecutionActor,
+    portfolio_actor: PortfolioActor | None,
+    risk: RiskActor,
+    actors: list[SymbolActor],
+    feed: ReplayFeed,
+) -> None:
+    """Start the actors in dependency order and wait until the replay has drained."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal_actor.run)
+        await nursery.start(execution.run)
+        if portfolio_actor is not None:
+            await nursery.start(portfolio_actor.run)
+        await nursery.start(risk.run)
+        for actor in actors:
+            await nursery.start(actor.run)
+        await nursery.start(feed.run)
+
+
+def _hardware_summary(actor: HardwareActor) -> dict[str, object]:
+    applied = actor.applied
+    return {
+        "affinity": list(applied.affinity) if applied is not None else [],
+        "worker_cpus": list(applied.plan.worker_cpus) if applied is not None else [],
+        "refused": [f"{r.setting}: {r.reason}" for r in applied.refused] if applied else [],
+        "loop_lag_ms": actor.lag.summary(),
+    }
 
 
 def _risk_summary(risk: RiskActor, venue: SimVenue) -> dict[str, object]:
@@ -270,19 +303,23 @@ async def run_replay(
         stats=stats,
     )
 
-    strategy_kernel.warm_up()
-    started = time.perf_counter()
-    setup = started - setup_started
+    warmed_up = trio.Event()
+    hardware_actor = HardwareActor(
+        config=config.hardware, log=log.bind(actor="hardware"), warmed_up=warmed_up
+    )
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal_actor.run)
-            await nursery.start(execution.run)
-            if portfolio_actor is not None:
-                await nursery.start(portfolio_actor.run)
-            await nursery.start(risk.run)
-            for actor in actors:
-                await nursery.start(actor.run)
-            await nursery.start(feed.run)
+        async with trio.open_nursery() as outer:
+            # First, so that the threads started later inherit the plan's CPUs.
+            await outer.start(hardware_actor.run)
+            if portfolio_actor is not None and hardware_actor.plan is not None:
+                plan = hardware_actor.plan
+                portfolio_actor.set_thread_setup(lambda: hardware.setup_worker_thread(plan))
+            strategy_kernel.warm_up()
+            warmed_up.set()
+            started = time.perf_counter()
+            setup = started - setup_started
+            await _run_actors(journal_actor, execution, portfolio_actor, risk, actors, feed)
+            outer.cancel_scope.cancel()
     except DataError:
         raise
     except Exception as exc:
@@ -335,6 +372,7 @@ async def run_replay(
         trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
         risk=_risk_summary(risk, venue),
         portfolio=portfolio_actor.stats.summary() if portfolio_actor is not None else {},
+        hardware=_hardware_summary(hardware_actor),
         per_symbol=per_symbol,
         journal_path=str(journal.path),
         journal_records=journal.records,

@@ -10,6 +10,7 @@ reason; risk keeps the last good ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -54,6 +55,8 @@ class PortfolioActor:
         requests: requests from risk (the actor stops when risk closes it).
         answers: the send side back to risk.
         log: a bound structlog logger.
+        thread_setup: called first in the worker thread of every solve (pins it to
+            the worker CPUs of the hardware plan).
     """
 
     def __init__(
@@ -63,13 +66,19 @@ class PortfolioActor:
         requests: trio.MemoryReceiveChannel[PortfolioRequest],
         answers: trio.MemorySendChannel[ExposureLimits],
         log: FilteringBoundLogger,
+        thread_setup: Callable[[], object] | None = None,
     ) -> None:
         self._cfg = config
         self._requests = requests
         self._answers = answers
         self._log = log
         self._optimizers: dict[tuple[int, int], Any] = {}
+        self._thread_setup = thread_setup
         self.stats = PortfolioStats()
+
+    def set_thread_setup(self, setup: Callable[[], object]) -> None:
+        """Set what every solve's worker thread calls first (see ``thread_setup``)."""
+        self._thread_setup = setup
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Answer requests until risk closes the channel.
@@ -85,6 +94,8 @@ class PortfolioActor:
 
     def solve(self, request: PortfolioRequest) -> ExposureLimits:
         """Solve one request (runs in a worker thread)."""
+        if self._thread_setup is not None:
+            self._thread_setup()
         cfg = self._cfg
         symbols = request.symbols
         n = len(symbols)
