@@ -127,6 +127,24 @@ class TriggersSection:
 
 
 @attrs.frozen(kw_only=True)
+class SizingSection:
+    """``[sizing]``: how big an entry is (see :mod:`engine.risk._sizing`)."""
+
+    mode: Literal["fixed", "volatility", "kelly"] = attrs.field(
+        default="fixed", validator=v.in_(("fixed", "volatility", "kelly"))
+    )
+    risk_per_trade: float = attrs.field(default=0.005, validator=[v.gt(0), v.le(1)])
+    atr_period: int = attrs.field(default=14, validator=_pos)
+    atr_stop_mult: float = attrs.field(default=2.0, validator=_pos)
+    kelly_fraction: float = attrs.field(default=0.5, validator=[v.gt(0), v.le(1)])
+    kelly_cap: float = attrs.field(default=0.25, validator=[v.gt(0), v.le(1)])
+    kelly_min_trades: int = attrs.field(default=10, validator=v.ge(2))
+    kelly_window: int = attrs.field(default=50, validator=v.ge(2))
+    scale_by_strength: bool = False
+    min_scale: float = attrs.field(default=0.25, validator=[v.gt(0), v.le(1)])
+
+
+@attrs.frozen(kw_only=True)
 class RiskSection:
     """``[risk]``: pre-trade limits and triggers."""
 
@@ -226,6 +244,7 @@ class Config:
     replay: ReplaySection = ReplaySection()
     channels: ChannelsSection = ChannelsSection()
     strategy: StrategySection = StrategySection()
+    sizing: SizingSection = SizingSection()
     risk: RiskSection = RiskSection()
     portfolio: PortfolioSection = PortfolioSection()
     venue: VenueSection = VenueSection()

@@ -289,6 +289,9 @@ async def run_replay(
             reports=report_rx[s],
             intents=intent_tx[s],
             log=log.bind(actor="symbol"),
+            sizing=config.sizing,
+            capital=config.risk.capital,
+            max_notional=config.risk.max_notional_per_symbol,
         )
         for s in symbols
     ]

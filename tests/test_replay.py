@@ -97,9 +97,10 @@ def test_same_digest_under_different_scheduler_seeds(tmp_path, data, request):
 
 
 def test_risk_denial_sends_the_symbol_back_to_idle(tmp_path, sample):
-    config = replay_config(tmp_path, [sample], risk={"max_notional_per_symbol": 500.0})
+    # (The per-symbol limit also caps sizing, so the total limit is the one to trip.)
+    config = replay_config(tmp_path, [sample], risk={"max_notional_total": 500.0})
     report = run(config)
-    assert report.denied == {"max_notional_per_symbol": report.orders}
+    assert report.denied == {"max_notional_total": report.orders}
     assert report.fills == 0
     rows = journal_rows(report.journal_path)
     changes = [(p["source"], p["target"]) for kind, p in rows if kind == "PositionChanged"]
@@ -130,3 +131,19 @@ def test_zero_latency_fills_on_the_signal_quote_in_causal_order(tmp_path, sample
     for kind, p in rows:
         if kind == "OrderFilled":
             assert p["ts_event"] == orders[p["client_order_id"]]["ts_event"]
+
+
+# The digest of the bundled sample with the shipped config. A change here means the
+# engine's decisions changed: if that was intended, update it (and the README example).
+SAMPLE_DIGEST = "94d120ecc51cb45625f83dcadeb2b85e7c5c1431ce006a5892bf4dd4e3045841"
+
+
+def test_shipped_config_on_the_sample_gives_the_recorded_digest(tmp_path):
+    from pathlib import Path
+
+    from engine import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "config.toml")
+    report = run(replay_config(tmp_path, [root / config.data.paths[0]]))
+    assert report.journal_sha256 == SAMPLE_DIGEST

@@ -323,7 +323,12 @@ class ExecutionActor:
         for event in events:
             per_symbol[event.symbol].append(event)
         for symbol in self._symbols:
-            report = ReportBatch(step=step, events=tuple(per_symbol[symbol]), final=final)
+            report = ReportBatch(
+                step=step,
+                events=tuple(per_symbol[symbol]),
+                equity=self.venue.equity,
+                final=final,
+            )
             await self._symbol_reports[symbol].send(report)
         await self._risk_reports.send(
             ReportBatch(

@@ -11,6 +11,7 @@ the actor's output independent of how Trio schedules tasks.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -18,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 import fsm
 
-from .._config import StrategySection
+from .._config import SizingSection, StrategySection
 from ..messages import (
     IntentBatch,
     JournalRecord,
@@ -37,6 +38,7 @@ from ..messages import (
     Side,
     SubmitOrder,
 )
+from ..risk import SizingInputs, size_notional
 from ..strategy import _ema_cross as strat
 
 _EXIT_REASONS = {
@@ -76,6 +78,9 @@ class SymbolActor:
         reports: execution reports for this symbol.
         intents: the send side towards risk (the actor closes it when done).
         log: a bound structlog logger.
+        sizing: how entries are sized (default: fixed ``order_notional``).
+        capital: starting equity (sizing adds the venue's PnL to it).
+        max_notional: the per-symbol risk limit; sizes are capped at it.
     """
 
     def __init__(
@@ -87,9 +92,17 @@ class SymbolActor:
         reports: trio.MemoryReceiveChannel[ReportBatch],
         intents: trio.MemorySendChannel[IntentBatch],
         log: FilteringBoundLogger,
+        sizing: SizingSection | None = None,
+        capital: float = 10_000.0,
+        max_notional: float = float("inf"),
     ) -> None:
         self.symbol = symbol
         self._cfg = config
+        self._sizing = sizing or SizingSection()
+        self._capital = capital
+        self._max_notional = max_notional
+        self._equity = 0.0
+        self._trade_returns: deque[float] = deque(maxlen=self._sizing.kelly_window)
         self._market = market
         self._reports = reports
         self._intents = intents
@@ -109,12 +122,13 @@ class SymbolActor:
             take_profit_bps=config.take_profit_bps,
             max_hold_ms=config.max_hold_ms,
         )
-        self._ema_fast, self._ema_slow, self._rsi = strat.new_indicators(
-            config.fast, config.slow, config.rsi_period
+        self._ema_fast, self._ema_slow, self._rsi, self._atr = strat.new_indicators(
+            config.fast, config.slow, config.rsi_period, self._sizing.atr_period
         )
         self._seq = 0
         self._orders = 0
         self._live_order: SubmitOrder | None = None
+        self._sizing_basis = "fixed"
         self._entry_cost = 0.0
         self._entry_qty = 0.0
         self._commands: list[SubmitOrder] = []
@@ -162,6 +176,7 @@ class SymbolActor:
                         raise ProtocolError(
                             f"{self.symbol}: report step {report.step} != {step - 1}"
                         )
+                    self._equity = report.equity
                     for event in report.events:
                         self._handlers[type(event)](event, now)
                     final = report.final
@@ -205,6 +220,7 @@ class SymbolActor:
                 self._ema_fast,
                 self._ema_slow,
                 self._rsi,
+                self._atr,
                 self._params,
             )
             if signal == strat.Signal.NONE:
@@ -219,11 +235,34 @@ class SymbolActor:
             start = index + 1
 
     def _enter(self, side: Side, ts: int) -> None:
-        price = self._state[strat.LAST_ASK] if side is Side.BUY else self._state[strat.LAST_BID]
-        qty = round_down(self._cfg.order_notional / price, self._cfg.qty_step)
+        price = float(
+            self._state[strat.LAST_ASK] if side is Side.BUY else self._state[strat.LAST_BID]
+        )
+        sz = self._sizing
+        notional, basis = size_notional(
+            SizingInputs(
+                price=price,
+                equity=self._capital + self._equity,
+                atr=float(self._state[strat.ATR]),
+                strength=float(self._state[strat.STRENGTH]),
+                trade_returns=list(self._trade_returns),
+            ),
+            mode=sz.mode,
+            order_notional=self._cfg.order_notional,
+            max_notional=self._max_notional,
+            risk_per_trade=sz.risk_per_trade,
+            atr_stop_mult=sz.atr_stop_mult,
+            kelly_fraction_scale=sz.kelly_fraction,
+            kelly_cap=sz.kelly_cap,
+            kelly_min_trades=sz.kelly_min_trades,
+            scale_by_strength=sz.scale_by_strength,
+            min_scale=sz.min_scale,
+        )
+        qty = round_down(notional / price, self._cfg.qty_step)
         if qty <= 0.0:
-            self._log.warning("entry skipped: order_notional below one qty_step", price=price)
+            self._log.info("entry skipped", reason=basis, notional=notional, price=price)
             return
+        self._sizing_basis = basis
         self._transition(fsm.EntrySignaled(side=int(side)), ts, ts, "signal")
         self._submit(side, qty, float(price), Purpose.ENTRY, ts)
 
@@ -270,6 +309,7 @@ class SymbolActor:
             qty=qty,
             ref_price=price,
             purpose=purpose.value,
+            sizing=self._sizing_basis if purpose is Purpose.ENTRY else "close position",
             ts_event=ts,
         )
 
@@ -312,9 +352,18 @@ class SymbolActor:
                 self._transition(fsm.EntryPartiallyFilled(), event.ts_event, now, "partial_fill")
         elif complete and self.position_qty == 0.0:
             self._transition(fsm.ExitFilled(), event.ts_event, now, "filled")
+            self._record_trade(event)
             self._entry_cost = self._entry_qty = 0.0
         else:
             self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
+
+    def _record_trade(self, exit_fill: OrderFilled) -> None:
+        """A closed trade's return on its entry notional, for Kelly sizing."""
+        if self._entry_qty <= 0.0:
+            return
+        entry = self._entry_cost / self._entry_qty
+        side = 1.0 if exit_fill.side is Side.SELL else -1.0  # selling closes a long
+        self._trade_returns.append(side * (exit_fill.last_price - entry) / entry)
 
     def _on_failed(self, event: OrderEvent, now: int) -> None:
         assert isinstance(event, OrderRejected | OrderExpired | OrderCanceled)

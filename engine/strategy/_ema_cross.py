@@ -8,6 +8,8 @@ with RSI below ``rsi_long_max`` buys; crossing below with RSI above
 ``rsi_short_min`` sells short. Exits (only when IN_POSITION), checked on every
 quote: stop-loss and take-profit in bps of the entry price (marked at the side
 the position would close at), a maximum holding time, and the opposite crossover.
+Each bucket is also a bar (high, low and close of the mid) for an ATR, and a
+signal's strength is the EMA gap over the ATR (capped at 1), for position sizing.
 
 :func:`scan` runs over a whole batch in one njit call and returns at the first
 event that needs Python (a signal), so Python runs per signal, not per tick.
@@ -20,7 +22,7 @@ import enum
 import numpy as np
 from numba import njit
 
-from ..indicators import ema_state, ema_update, rsi_state, rsi_update
+from ..indicators import atr_state, atr_update, ema_state, ema_update, rsi_state, rsi_update
 
 
 class Signal(enum.IntEnum):
@@ -46,7 +48,8 @@ class Mode(enum.IntEnum):
 # Strategy state layout (float64 array).
 MODE, BUCKET, LAST_MID, PREV_DIFF, SIDE, ENTRY_PRICE, ENTRY_TS = range(7)
 FAST, SLOW, RSI, LAST_BID, LAST_ASK = range(7, 12)
-STATE_SIZE = 12
+BAR_HIGH, BAR_LOW, ATR, STRENGTH = range(12, 16)
+STATE_SIZE = 16
 
 # Parameter layout (float64 array).
 P_SAMPLE_NS, P_RSI_LONG_MAX, P_RSI_SHORT_MIN, P_ALLOW_SHORT = range(4)
@@ -87,9 +90,11 @@ def make_params(
     return params
 
 
-def new_indicators(fast: int, slow: int, rsi_period: int) -> tuple[np.ndarray, ...]:
-    """The indicator states the strategy reads: fast EMA, slow EMA, RSI."""
-    return ema_state(fast), ema_state(slow), rsi_state(rsi_period)
+def new_indicators(
+    fast: int, slow: int, rsi_period: int, atr_period: int = 14
+) -> tuple[np.ndarray, ...]:
+    """The indicator states the strategy reads: fast EMA, slow EMA, RSI, ATR."""
+    return ema_state(fast), ema_state(slow), rsi_state(rsi_period), atr_state(atr_period)
 
 
 @njit(cache=True, nogil=True)
@@ -103,6 +108,7 @@ def scan(
     ema_fast: np.ndarray,
     ema_slow: np.ndarray,
     rsi: np.ndarray,
+    atr: np.ndarray,
     params: np.ndarray,
 ) -> tuple[int, int]:
     """Advance the strategy over events ``start..`` of a batch.
@@ -131,11 +137,14 @@ def scan(
                 fast = ema_update(ema_fast, closed)
                 slow = ema_update(ema_slow, closed)
                 r = rsi_update(rsi, closed)
+                state[ATR] = atr_update(atr, state[BAR_HIGH], state[BAR_LOW], closed)
                 state[FAST] = fast
                 state[SLOW] = slow
                 state[RSI] = r
                 if fast == fast and slow == slow:
                     diff = fast - slow
+                    atr_now = state[ATR]
+                    state[STRENGTH] = min(1.0, abs(diff) / atr_now) if atr_now > 0.0 else 1.0
                     prev = state[PREV_DIFF]
                     state[PREV_DIFF] = diff
                     if prev == prev:
@@ -155,7 +164,13 @@ def scan(
                             side = state[SIDE]
                             if (side > 0.0 and crossed_down) or (side < 0.0 and crossed_up):
                                 signal = 3
+            state[BAR_HIGH] = mid
+            state[BAR_LOW] = mid
         state[LAST_MID] = mid
+        if mid > state[BAR_HIGH] or state[BAR_HIGH] != state[BAR_HIGH]:
+            state[BAR_HIGH] = mid
+        if mid < state[BAR_LOW] or state[BAR_LOW] != state[BAR_LOW]:
+            state[BAR_LOW] = mid
         if signal == 0 and state[MODE] == 1.0:
             side = state[SIDE]
             entry = state[ENTRY_PRICE]
