@@ -1,0 +1,69 @@
+"""Decoding depth levels and REST snapshots with msgspec.
+
+A diff's levels reach the book as the raw JSON of ``DepthUpdate.bids``/``asks``
+(``msgspec.Raw``), ``[["61800.20","2.909"], ...]``. They are decoded in one call
+into ``(price_text, qty)`` pairs: the price stays a string (turned into exact
+ticks by the book), the quantity is parsed to a float in C (``strict=False``
+accepts a number in a string).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from ._errors import BookDecodeError
+
+#: Levels as they may be given: raw JSON, or already-decoded ``(price, qty)`` pairs.
+LevelsInput = msgspec.Raw | bytes | bytearray | memoryview | Sequence[Sequence[str | float]]
+
+_RAW = (msgspec.Raw, bytes, bytearray, memoryview)
+_LEVELS = msgspec.json.Decoder(list[tuple[str, float]], strict=False)
+
+
+class DepthSnapshot(msgspec.Struct, frozen=True):
+    """A ``GET /fapi/v1/depth`` reply; the levels stay raw JSON until a book loads them."""
+
+    last_update_id: int = msgspec.field(name="lastUpdateId")
+    bids: msgspec.Raw = msgspec.field(default=msgspec.Raw(b"[]"))
+    asks: msgspec.Raw = msgspec.field(default=msgspec.Raw(b"[]"))
+    event_time: int = msgspec.field(name="E", default=0)
+    tx_time: int = msgspec.field(name="T", default=0)
+
+
+_SNAPSHOT = msgspec.json.Decoder(DepthSnapshot)
+
+
+def decode_levels(levels: LevelsInput) -> list[tuple[str, float]]:
+    """Depth levels as ``(price_text, qty)`` pairs.
+
+    Raises:
+        BookDecodeError: not a JSON array of ``[price_string, qty]`` pairs.
+    """
+    if isinstance(levels, _RAW):
+        try:
+            return _LEVELS.decode(levels)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise BookDecodeError(f"depth levels: {exc}") from exc
+    out: list[tuple[str, float]] = []
+    try:
+        for price, qty in levels:
+            if not isinstance(price, str):
+                raise TypeError(f"price {price!r} is not a string")
+            out.append((price, float(qty)))
+    except (TypeError, ValueError) as exc:
+        raise BookDecodeError(f"depth levels: {exc}") from exc
+    return out
+
+
+def decode_snapshot(data: bytes | str) -> DepthSnapshot:
+    """Decode the JSON body of a ``/fapi/v1/depth`` reply.
+
+    Raises:
+        BookDecodeError: not JSON, or no integer ``lastUpdateId``.
+    """
+    try:
+        return _SNAPSHOT.decode(data)
+    except msgspec.DecodeError as exc:
+        raise BookDecodeError(f"depth snapshot: {exc}") from exc
