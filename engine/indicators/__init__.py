@@ -1,21 +1,276 @@
-"""Indicator kernels: TA-Lib-compatible batch functions and O(1) incremental updates."""
+"""Indicator kernels: TA-Lib-compatible batch functions and O(1) incremental updates.
 
-from ._ema_rsi import EMA_STATE_SIZE as EMA_STATE_SIZE
-from ._ema_rsi import RSI_STATE_SIZE as RSI_STATE_SIZE
-from ._ema_rsi import ema as ema
-from ._ema_rsi import ema_state as ema_state
-from ._ema_rsi import ema_update as ema_update
-from ._ema_rsi import rsi as rsi
-from ._ema_rsi import rsi_state as rsi_state
-from ._ema_rsi import rsi_update as rsi_update
+Every indicator ``x`` comes in three parts:
+
+* ``x(...)``: a batch function over numpy arrays. For the TA-Lib indicators it has
+  TA-Lib's lowercase name, parameters, defaults, output order and NaN warm-up.
+* ``x_state(...)``: allocates the indicator's state, one float64 array.
+* ``x_update(state, ...)``: ``@njit``, consumes one tick or bar without allocating,
+  returns the new value (or writes multiple outputs into an ``out`` array). After each
+  tick it equals the batch function at that row. O(1) per tick, except CCI
+  (O(timeperiod): its mean absolute deviation has no exact recurrence), the market
+  profile (O(price bins spanned by the window)) and VPIN (O(buckets a trade fills)).
+
+:class:`IndicatorSet` fuses a symbol's indicators into one state array updated by one
+compiled call per tick or per batch of ticks (:func:`update_batch`).
+
+NaN inputs: a tick whose inputs hold a NaN is skipped (NaN out, state untouched), so
+``f(x)[ok]`` equals ``f(x[ok])`` on the NaN-free rows ``ok``.
+
+Nothing else in the engine computes indicators: strategies and model feature rows read
+them from here (usually from :attr:`IndicatorSet.values`).
+"""
+
+from pathlib import Path as _Path
+
+from ._common import drop_stale_kernel_cache as _drop_stale_kernel_cache
+from ._levels import ichimoku as ichimoku
+from ._levels import ichimoku_state as ichimoku_state
+from ._levels import ichimoku_update as ichimoku_update
+from ._levels import market_profile as market_profile
+from ._levels import market_profile_state as market_profile_state
+from ._levels import market_profile_update as market_profile_update
+from ._micro import book_imbalance as book_imbalance
+from ._micro import book_imbalance_n as book_imbalance_n
+from ._micro import book_imbalance_n_state as book_imbalance_n_state
+from ._micro import book_imbalance_n_update as book_imbalance_n_update
+from ._micro import book_imbalance_state as book_imbalance_state
+from ._micro import book_imbalance_update as book_imbalance_update
+from ._micro import realized_vol as realized_vol
+from ._micro import realized_vol_state as realized_vol_state
+from ._micro import realized_vol_update as realized_vol_update
+from ._micro import rolling_vwap as rolling_vwap
+from ._micro import rolling_vwap_state as rolling_vwap_state
+from ._micro import rolling_vwap_update as rolling_vwap_update
+from ._micro import spread_bps as spread_bps
+from ._micro import spread_bps_state as spread_bps_state
+from ._micro import spread_bps_update as spread_bps_update
+from ._micro import tick_momentum as tick_momentum
+from ._micro import tick_momentum_state as tick_momentum_state
+from ._micro import tick_momentum_update as tick_momentum_update
+from ._micro import trade_ofi as trade_ofi
+from ._micro import trade_ofi_state as trade_ofi_state
+from ._micro import trade_ofi_update as trade_ofi_update
+from ._micro import twap as twap
+from ._micro import twap_state as twap_state
+from ._micro import twap_update as twap_update
+from ._micro import velocity as velocity
+from ._micro import velocity_state as velocity_state
+from ._micro import velocity_update as velocity_update
+from ._micro import vpin as vpin
+from ._micro import vpin_state as vpin_state
+from ._micro import vpin_update as vpin_update
+from ._micro import vwap as vwap
+from ._micro import vwap_state as vwap_state
+from ._micro import vwap_update as vwap_update
+from ._momentum import RSI_STATE_SIZE as RSI_STATE_SIZE
+from ._momentum import aroon as aroon
+from ._momentum import aroon_state as aroon_state
+from ._momentum import aroon_update as aroon_update
+from ._momentum import cci as cci
+from ._momentum import cci_state as cci_state
+from ._momentum import cci_update as cci_update
+from ._momentum import macd as macd
+from ._momentum import macd_state as macd_state
+from ._momentum import macd_update as macd_update
+from ._momentum import mfi as mfi
+from ._momentum import mfi_state as mfi_state
+from ._momentum import mfi_update as mfi_update
+from ._momentum import mom as mom
+from ._momentum import mom_state as mom_state
+from ._momentum import mom_update as mom_update
+from ._momentum import roc as roc
+from ._momentum import roc_state as roc_state
+from ._momentum import roc_update as roc_update
+from ._momentum import rsi as rsi
+from ._momentum import rsi_state as rsi_state
+from ._momentum import rsi_update as rsi_update
+from ._momentum import stoch as stoch
+from ._momentum import stoch_state as stoch_state
+from ._momentum import stoch_update as stoch_update
+from ._momentum import stochrsi as stochrsi
+from ._momentum import stochrsi_state as stochrsi_state
+from ._momentum import stochrsi_update as stochrsi_update
+from ._momentum import trix as trix
+from ._momentum import trix_state as trix_state
+from ._momentum import trix_update as trix_update
+from ._momentum import willr as willr
+from ._momentum import willr_state as willr_state
+from ._momentum import willr_update as willr_update
+from ._overlap import EMA_STATE_SIZE as EMA_STATE_SIZE
+from ._overlap import bbands as bbands
+from ._overlap import bbands_state as bbands_state
+from ._overlap import bbands_update as bbands_update
+from ._overlap import ema as ema
+from ._overlap import ema_state as ema_state
+from ._overlap import ema_update as ema_update
+from ._overlap import sma as sma
+from ._overlap import sma_state as sma_state
+from ._overlap import sma_update as sma_update
+from ._overlap import wma as wma
+from ._overlap import wma_state as wma_state
+from ._overlap import wma_update as wma_update
+from ._set import EVENT_DEPTH as EVENT_DEPTH
+from ._set import EVENT_QUOTE as EVENT_QUOTE
+from ._set import EVENT_TRADE as EVENT_TRADE
+from ._set import INDICATOR_NAMES as INDICATOR_NAMES
+from ._set import IndicatorSet as IndicatorSet
+from ._set import IndicatorSpec as IndicatorSpec
+from ._set import default_specs as default_specs
+from ._set import outputs_of as outputs_of
+from ._set import parameters_of as parameters_of
+from ._set import record_batch as record_batch
+from ._set import spec as spec
+from ._set import update_batch as update_batch
+from ._set import update_depth as update_depth
+from ._set import update_quote as update_quote
+from ._set import update_trade as update_trade
+from ._volatility import adx as adx
+from ._volatility import adx_state as adx_state
+from ._volatility import adx_update as adx_update
+from ._volatility import atr as atr
+from ._volatility import atr_state as atr_state
+from ._volatility import atr_update as atr_update
+from ._volatility import minus_di as minus_di
+from ._volatility import minus_di_state as minus_di_state
+from ._volatility import minus_di_update as minus_di_update
+from ._volatility import natr as natr
+from ._volatility import natr_state as natr_state
+from ._volatility import natr_update as natr_update
+from ._volatility import plus_di as plus_di
+from ._volatility import plus_di_state as plus_di_state
+from ._volatility import plus_di_update as plus_di_update
+from ._volume import ad as ad
+from ._volume import ad_state as ad_state
+from ._volume import ad_update as ad_update
+from ._volume import obv as obv
+from ._volume import obv_state as obv_state
+from ._volume import obv_update as obv_update
+
+# Kernels compile (or load from cache) lazily, at first call: checking here is early enough.
+_drop_stale_kernel_cache(_Path(__file__).parent)
 
 __all__ = [
     "EMA_STATE_SIZE",
+    "EVENT_DEPTH",
+    "EVENT_QUOTE",
+    "EVENT_TRADE",
+    "INDICATOR_NAMES",
     "RSI_STATE_SIZE",
+    "IndicatorSet",
+    "IndicatorSpec",
+    "ad",
+    "ad_state",
+    "ad_update",
+    "adx",
+    "adx_state",
+    "adx_update",
+    "aroon",
+    "aroon_state",
+    "aroon_update",
+    "atr",
+    "atr_state",
+    "atr_update",
+    "bbands",
+    "bbands_state",
+    "bbands_update",
+    "book_imbalance",
+    "book_imbalance_n",
+    "book_imbalance_n_state",
+    "book_imbalance_n_update",
+    "book_imbalance_state",
+    "book_imbalance_update",
+    "cci",
+    "cci_state",
+    "cci_update",
+    "default_specs",
     "ema",
     "ema_state",
     "ema_update",
+    "ichimoku",
+    "ichimoku_state",
+    "ichimoku_update",
+    "macd",
+    "macd_state",
+    "macd_update",
+    "market_profile",
+    "market_profile_state",
+    "market_profile_update",
+    "mfi",
+    "mfi_state",
+    "mfi_update",
+    "minus_di",
+    "minus_di_state",
+    "minus_di_update",
+    "mom",
+    "mom_state",
+    "mom_update",
+    "natr",
+    "natr_state",
+    "natr_update",
+    "obv",
+    "obv_state",
+    "obv_update",
+    "outputs_of",
+    "parameters_of",
+    "plus_di",
+    "plus_di_state",
+    "plus_di_update",
+    "realized_vol",
+    "realized_vol_state",
+    "realized_vol_update",
+    "record_batch",
+    "roc",
+    "roc_state",
+    "roc_update",
+    "rolling_vwap",
+    "rolling_vwap_state",
+    "rolling_vwap_update",
     "rsi",
     "rsi_state",
     "rsi_update",
+    "sma",
+    "sma_state",
+    "sma_update",
+    "spec",
+    "spread_bps",
+    "spread_bps_state",
+    "spread_bps_update",
+    "stoch",
+    "stoch_state",
+    "stoch_update",
+    "stochrsi",
+    "stochrsi_state",
+    "stochrsi_update",
+    "tick_momentum",
+    "tick_momentum_state",
+    "tick_momentum_update",
+    "trade_ofi",
+    "trade_ofi_state",
+    "trade_ofi_update",
+    "trix",
+    "trix_state",
+    "trix_update",
+    "twap",
+    "twap_state",
+    "twap_update",
+    "update_batch",
+    "update_depth",
+    "update_quote",
+    "update_trade",
+    "velocity",
+    "velocity_state",
+    "velocity_update",
+    "vpin",
+    "vpin_state",
+    "vpin_update",
+    "vwap",
+    "vwap_state",
+    "vwap_update",
+    "willr",
+    "willr_state",
+    "willr_update",
+    "wma",
+    "wma_state",
+    "wma_update",
 ]

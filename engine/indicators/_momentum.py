@@ -1,0 +1,1125 @@
+"""Momentum oscillators: RSI, MACD, ROC, MOM, TRIX, STOCH, STOCHRSI, WILLR, CCI, AROON, MFI.
+
+TA-Lib compatible batch functions plus O(1) incremental updates (CCI excepted: see
+:func:`cci_update`). The arithmetic follows the TA-Lib 0.8 C sources operation for
+operation: RSI, ROC, MOM, TRIX, CCI, AROON, MFI and STOCHRSI's %K agree with TA-Lib 0.8.1
+to the last bit; STOCH, WILLR and MACD's signal within ~1e-15 (re-anchored moving
+averages, an ulp in a division). Where TA-Lib's definition is unusual the docstring says
+so. Batch loops and updates share their arithmetic, and agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._common import (
+    as_f64,
+    block_suffix,
+    check_int,
+    deque_expire,
+    deque_front,
+    deque_front_seq,
+    deque_push,
+    deque_size,
+    has_nan,
+    is_zero_scaled,
+    run_batch,
+)
+from ._overlap import EMA_STATE_SIZE, ema_state, ema_update, ma_into, ma_state, ma_update
+
+# --- RSI ------------------------------------------------------------------------------
+# [period, count, prev, avg_gain, avg_loss, value]
+_RSI_N, _RSI_COUNT, _RSI_PREV, _RSI_GAIN, _RSI_LOSS, _RSI_VALUE = range(6)
+RSI_STATE_SIZE = 6
+
+
+def rsi_state(period: int) -> np.ndarray:
+    """Allocate the state of an incremental RSI (Wilder smoothing).
+
+    Args:
+        period: look-back in samples (TA-Lib default 14, range 2..100000).
+
+    Returns:
+        A float64 array to pass to :func:`rsi_update`.
+    """
+    n = check_int("period", period, 2)
+    state = np.zeros(RSI_STATE_SIZE, dtype=np.float64)
+    state[_RSI_N] = n
+    state[_RSI_PREV] = np.nan
+    state[_RSI_VALUE] = np.nan
+    return state
+
+
+@njit(nogil=True)
+def rsi_update(state: np.ndarray, x: float) -> float:
+    """Feed one sample to an RSI; returns the new value (NaN during warm-up).
+
+    Matches TA-Lib: the first average gain/loss is the simple mean of the first
+    ``period`` changes (value available at index ``period``), then Wilder's smoothing
+    ``avg = (avg * (period - 1) + change) * (1 / period)`` (TA-Lib 0.8's reciprocal). The RSI is
+    ``100 * (gain / (gain + loss))``, and 0 once both averages are exactly 0 (TA-Lib 0.8.1:
+    over a flat stretch the last ratio holds until the averages underflow). A NaN sample
+    is skipped.
+    """
+    if x != x:
+        return np.nan
+    n = state[_RSI_N]
+    count = state[_RSI_COUNT]
+    state[_RSI_COUNT] = count + 1.0
+    prev = state[_RSI_PREV]
+    state[_RSI_PREV] = x
+    if count == 0.0:
+        return np.nan
+    diff = x - prev
+    gain = diff if diff > 0.0 else 0.0
+    loss = -diff if diff < 0.0 else 0.0
+    if count < n:
+        state[_RSI_GAIN] += gain
+        state[_RSI_LOSS] += loss
+        return np.nan
+    # TA-Lib 0.8 multiplies by the reciprocal of the period rather than dividing.
+    inv = 1.0 / n
+    if count == n:
+        avg_gain = (state[_RSI_GAIN] + gain) * inv
+        avg_loss = (state[_RSI_LOSS] + loss) * inv
+    else:
+        avg_gain = (state[_RSI_GAIN] * (n - 1.0) + gain) * inv
+        avg_loss = (state[_RSI_LOSS] * (n - 1.0) + loss) * inv
+    state[_RSI_GAIN] = avg_gain
+    state[_RSI_LOSS] = avg_loss
+    total = avg_gain + avg_loss
+    value = 100.0 * (avg_gain / total) if total != 0.0 else 0.0
+    state[_RSI_VALUE] = value
+    return value
+
+
+@njit(cache=True, nogil=True)
+def _rsi_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    if has_nan(x):
+        return False
+    m = x.shape[0]
+    fn = float(n)
+    nm1 = fn - 1.0
+    for i in range(min(n, m)):
+        out[0, i] = np.nan
+    if m <= n:
+        return True
+    g = 0.0
+    lo = 0.0
+    for i in range(1, n + 1):
+        d = x[i] - x[i - 1]
+        g += d if d > 0.0 else 0.0
+        lo += -d if d < 0.0 else 0.0
+    inv = 1.0 / fn
+    g *= inv
+    lo *= inv
+    t = g + lo
+    out[0, n] = 100.0 * (g / t) if t != 0.0 else 0.0
+    for i in range(n + 1, m):
+        d = x[i] - x[i - 1]
+        g = (g * nm1 + (d if d > 0.0 else 0.0)) * inv
+        lo = (lo * nm1 + (-d if d < 0.0 else 0.0)) * inv
+        t = g + lo
+        out[0, i] = 100.0 * (g / t) if t != 0.0 else 0.0
+    return True
+
+
+def rsi(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Relative strength index, TA-Lib ``RSI``.
+
+    Wilder smoothing seeded with the plain mean of the first ``timeperiod`` changes, so
+    the first value is at row ``timeperiod``. Reads 0 (not 50) on a series flat from the
+    start; after a move, a flat stretch keeps the last value.
+    """
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_rsi_fast, (real,), 1, (n,))[0]
+
+
+# --- MACD -----------------------------------------------------------------------------
+# [fast, slow, signal, count, fast_ema[5], slow_ema[5], signal_ema[5]]
+_MACD_FAST, _MACD_SLOW, _MACD_SIGNAL, _MACD_COUNT = range(4)
+_MACD_E1 = 4
+_MACD_E2 = _MACD_E1 + EMA_STATE_SIZE
+_MACD_E3 = _MACD_E2 + EMA_STATE_SIZE
+
+
+def _macd_periods(fast: int, slow: int, signal: int) -> tuple[int, int, int]:
+    fast = check_int("fastperiod", fast, 2)
+    slow = check_int("slowperiod", slow, 2)
+    signal = check_int("signalperiod", signal, 1)
+    # TA-Lib swaps the periods rather than rejecting them.
+    return (slow, fast, signal) if slow < fast else (fast, slow, signal)
+
+
+def macd_state(fastperiod: int = 12, slowperiod: int = 26, signalperiod: int = 9) -> np.ndarray:
+    """Allocate the state of an incremental MACD (see :func:`macd`)."""
+    fast, slow, signal = _macd_periods(fastperiod, slowperiod, signalperiod)
+    st = np.zeros(_MACD_E3 + EMA_STATE_SIZE, dtype=np.float64)
+    st[_MACD_FAST] = fast
+    st[_MACD_SLOW] = slow
+    st[_MACD_SIGNAL] = signal
+    st[_MACD_E1:_MACD_E2] = ema_state(fast)
+    st[_MACD_E2:_MACD_E3] = ema_state(slow)
+    st[_MACD_E3:] = ema_state(signal)
+    return st
+
+
+@njit(nogil=True)
+def macd_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
+    """Feed one sample; writes ``(macd, macdsignal, macdhist)`` into ``out[:3]``."""
+    if x != x:
+        out[0] = out[1] = out[2] = np.nan
+        return
+    count = state[_MACD_COUNT] + 1.0
+    state[_MACD_COUNT] = count
+    slow_v = ema_update(state[_MACD_E2:_MACD_E3], x)
+    fast_v = np.nan
+    # TA-Lib starts the fast EMA where the slow one becomes valid, not at sample 0.
+    if count > state[_MACD_SLOW] - state[_MACD_FAST]:
+        fast_v = ema_update(state[_MACD_E1:_MACD_E2], x)
+    if slow_v != slow_v:
+        out[0] = out[1] = out[2] = np.nan
+        return
+    line = fast_v - slow_v
+    sig = ema_update(state[_MACD_E3 : _MACD_E3 + EMA_STATE_SIZE], line)
+    if sig != sig:
+        out[0] = out[1] = out[2] = np.nan
+        return
+    out[0] = line
+    out[1] = sig
+    out[2] = line - sig
+
+
+@njit(cache=True, nogil=True)
+def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray) -> bool:
+    if has_nan(x):
+        return False
+    m = x.shape[0]
+    for r in range(3):
+        for i in range(min(slow + signal - 2, m)):
+            out[r, i] = np.nan
+    if m < slow + signal - 1:
+        return True
+    kf = 2.0 / (fast + 1.0)
+    ks = 2.0 / (slow + 1.0)
+    kg = 2.0 / (signal + 1.0)
+    ss = 0.0
+    for i in range(slow):
+        ss += x[i]
+    es = ss / slow
+    sf = 0.0
+    for i in range(slow - fast, slow):
+        sf += x[i]
+    ef = sf / fast
+    # Seed the signal with the mean of the first `signal` MACD values.
+    sg = ef - es
+    for i in range(slow, slow + signal - 1):
+        v = x[i]
+        es = es + ks * (v - es)
+        ef = ef + kf * (v - ef)
+        sg += ef - es
+    i0 = slow + signal - 2
+    eg = sg / signal
+    line = ef - es
+    out[0, i0] = line
+    out[1, i0] = eg
+    out[2, i0] = line - eg
+    for i in range(i0 + 1, m):
+        v = x[i]
+        es = es + ks * (v - es)
+        ef = ef + kf * (v - ef)
+        line = ef - es
+        eg = eg + kg * (line - eg)
+        out[0, i] = line
+        out[1, i] = eg
+        out[2, i] = line - eg
+    return True
+
+
+def macd(
+    real: np.ndarray, fastperiod: int = 12, slowperiod: int = 26, signalperiod: int = 9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MACD, TA-Lib ``MACD``: ``(macd, macdsignal, macdhist)``.
+
+    TA-Lib oddity reproduced: the *fast* EMA is seeded with the mean of the ``fastperiod``
+    samples ending where the slow EMA's seed ends (row ``slowperiod - 1``), not with the
+    first ``fastperiod`` samples, so its value differs from ``ema(real, fastperiod)`` for
+    a while. The signal is an EMA of the MACD line seeded with its first
+    ``signalperiod`` values; all three outputs start at row
+    ``slowperiod + signalperiod - 2``. Periods are swapped if ``slowperiod < fastperiod``.
+    """
+    fast, slow, signal = _macd_periods(fastperiod, slowperiod, signalperiod)
+    out = run_batch(_macd_fast, (real,), 3, (fast, slow, signal))
+    return out[0], out[1], out[2]
+
+
+# --- ROC and MOM ----------------------------------------------------------------------
+# [period, count, pos, ring[period]]
+_LAG_N, _LAG_COUNT, _LAG_POS = range(3)
+_LAG_RING = 3
+
+
+def _lag_state(n: int) -> np.ndarray:
+    st = np.zeros(_LAG_RING + n, dtype=np.float64)
+    st[_LAG_N] = n
+    return st
+
+
+@njit(nogil=True)
+def _lag_push(state: np.ndarray, x: float) -> float:
+    """Store ``x``; return the sample ``period`` ticks back (NaN before there is one)."""
+    count = state[_LAG_COUNT] + 1.0
+    state[_LAG_COUNT] = count
+    pos = int(state[_LAG_POS])
+    slot = _LAG_RING + pos
+    prev = state[slot] if count > state[_LAG_N] else np.nan
+    state[slot] = x
+    pos += 1
+    if pos == int(state[_LAG_N]):
+        pos = 0
+    state[_LAG_POS] = pos
+    return prev
+
+
+def roc_state(timeperiod: int = 10) -> np.ndarray:
+    """Allocate the state of an incremental ROC."""
+    return _lag_state(check_int("timeperiod", timeperiod, 1))
+
+
+@njit(nogil=True)
+def _roc_value(x: float, prev: float) -> float:
+    return ((x / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
+
+
+@njit(nogil=True)
+def roc_update(state: np.ndarray, x: float) -> float:
+    """Rate of change ``(x / x[-n] - 1) * 100``; 0 when ``x[-n]`` is 0, as in TA-Lib."""
+    if x != x:
+        return np.nan
+    prev = _lag_push(state, x)
+    if prev != prev:
+        return np.nan
+    return _roc_value(x, prev)
+
+
+@njit(cache=True, nogil=True)
+def _roc_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    m = x.shape[0]
+    row = out[0]
+    for i in range(min(n, m)):
+        row[i] = np.nan
+    if m <= n:
+        return not has_nan(x)
+    # Offset views rather than x[i - n]: non-negative indices let LLVM vectorize.
+    cur = x[n:]
+    prev = x[: m - n]
+    dst = row[n:]
+    bad = 0
+    for i in range(m - n):
+        p = prev[i]
+        c = cur[i]
+        dst[i] = ((c / p) - 1.0) * 100.0 if p != 0.0 else 0.0
+        bad |= (c != c) | (p != p)
+    return bad == 0
+
+
+def roc(real: np.ndarray, timeperiod: int = 10) -> np.ndarray:
+    """Rate of change, TA-Lib ``ROC``: ``(real / real[-n] - 1) * 100``, 0 on a 0 base."""
+    n = check_int("timeperiod", timeperiod, 1)
+    return run_batch(_roc_fast, (real,), 1, (n,))[0]
+
+
+def mom_state(timeperiod: int = 10) -> np.ndarray:
+    """Allocate the state of an incremental MOM."""
+    return _lag_state(check_int("timeperiod", timeperiod, 1))
+
+
+@njit(nogil=True)
+def mom_update(state: np.ndarray, x: float) -> float:
+    """Momentum ``x - x[-n]``."""
+    if x != x:
+        return np.nan
+    return x - _lag_push(state, x)
+
+
+@njit(cache=True, nogil=True)
+def _mom_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    m = x.shape[0]
+    row = out[0]
+    for i in range(min(n, m)):
+        row[i] = np.nan
+    if m <= n:
+        return not has_nan(x)
+    # Offset views rather than x[i - n]: non-negative indices let LLVM vectorize.
+    cur = x[n:]
+    prev = x[: m - n]
+    dst = row[n:]
+    bad = 0
+    for i in range(m - n):
+        d = cur[i] - prev[i]
+        dst[i] = d
+        bad |= d != d
+    # A NaN difference may also come from inf - inf; run_batch then checks the inputs.
+    return bad == 0
+
+
+def mom(real: np.ndarray, timeperiod: int = 10) -> np.ndarray:
+    """Momentum, TA-Lib ``MOM``: ``real - real[-timeperiod]``."""
+    n = check_int("timeperiod", timeperiod, 1)
+    return run_batch(_mom_fast, (real,), 1, (n,))[0]
+
+
+# --- TRIX -----------------------------------------------------------------------------
+# [period, prev_ema3, ema1[5], ema2[5], ema3[5]]
+_TRIX_N, _TRIX_PREV = range(2)
+_TRIX_E1 = 2
+_TRIX_E2 = _TRIX_E1 + EMA_STATE_SIZE
+_TRIX_E3 = _TRIX_E2 + EMA_STATE_SIZE
+
+
+def trix_state(timeperiod: int = 30) -> np.ndarray:
+    """Allocate the state of an incremental TRIX."""
+    n = check_int("timeperiod", timeperiod, 1)
+    st = np.zeros(_TRIX_E3 + EMA_STATE_SIZE, dtype=np.float64)
+    st[_TRIX_N] = n
+    st[_TRIX_PREV] = np.nan
+    for at in (_TRIX_E1, _TRIX_E2, _TRIX_E3):
+        st[at : at + EMA_STATE_SIZE] = ema_state(n)
+    return st
+
+
+@njit(nogil=True)
+def trix_update(state: np.ndarray, x: float) -> float:
+    """One-period ROC of a triple EMA, each EMA seeded TA-Lib style (SMA of its input)."""
+    if x != x:
+        return np.nan
+    e = ema_update(state[_TRIX_E1:_TRIX_E2], x)
+    if e != e:
+        return np.nan
+    e = ema_update(state[_TRIX_E2:_TRIX_E3], e)
+    if e != e:
+        return np.nan
+    e = ema_update(state[_TRIX_E3 : _TRIX_E3 + EMA_STATE_SIZE], e)
+    if e != e:
+        return np.nan
+    prev = state[_TRIX_PREV]
+    state[_TRIX_PREV] = e
+    if prev != prev:
+        return np.nan
+    return _roc_value(e, prev)
+
+
+@njit(cache=True, nogil=True)
+def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    if has_nan(x):
+        return False
+    m = x.shape[0]
+    lb = 3 * (n - 1) + 1
+    for i in range(min(lb, m)):
+        out[0, i] = np.nan
+    if m <= lb:
+        return True
+    k = 2.0 / (n + 1.0)
+    fn = float(n)
+    # Each stage seeds with the mean of its first n inputs, then runs as an EMA.
+    s1 = 0.0
+    for i in range(n):
+        s1 += x[i]
+    e1 = s1 / fn
+    s2 = e1
+    for i in range(n, 2 * n - 1):
+        e1 = e1 + k * (x[i] - e1)
+        s2 += e1
+    e2 = s2 / fn
+    s3 = e2
+    for i in range(2 * n - 1, 3 * n - 2):
+        e1 = e1 + k * (x[i] - e1)
+        e2 = e2 + k * (e1 - e2)
+        s3 += e2
+    e3 = s3 / fn
+    for i in range(3 * n - 2, m):
+        e1 = e1 + k * (x[i] - e1)
+        e2 = e2 + k * (e1 - e2)
+        prev = e3
+        e3 = e3 + k * (e2 - e3)
+        out[0, i] = _roc_value(e3, prev)
+    return True
+
+
+def trix(real: np.ndarray, timeperiod: int = 30) -> np.ndarray:
+    """TRIX, TA-Lib ``TRIX``: 1-period rate of change (in %) of EMA(EMA(EMA(real))).
+
+    Each of the three EMAs is seeded TA-Lib style with the SMA of its first
+    ``timeperiod`` inputs, so the first value is at row ``3 * (timeperiod - 1) + 1``.
+    """
+    n = check_int("timeperiod", timeperiod, 1)
+    return run_batch(_trix_fast, (real,), 1, (n,))[0]
+
+
+# --- Stochastics ----------------------------------------------------------------------
+# STOCH/STOCHF: [fastk, p1, t1, p2, t2, count, len1, len2, max_deque, min_deque,
+#  ma1[len1], ma2[len2]]; STOCH smooths fast %K twice (slow %K, slow %D), STOCHF once.
+(
+    _ST_K,
+    _ST_P1,
+    _ST_T1,
+    _ST_P2,
+    _ST_T2,
+    _ST_COUNT,
+    _ST_LEN1,
+    _ST_LEN2,
+) = range(8)
+_ST_DQ = 8
+
+
+def _stoch_build(fastk: int, p1: int, t1: int, p2: int, t2: int) -> np.ndarray:
+    ma1 = ma_state(p1, t1)
+    ma2 = ma_state(p2, t2)
+    ma_at = _ST_DQ + 2 * deque_size(fastk)
+    st = np.zeros(ma_at + ma1.shape[0] + ma2.shape[0], dtype=np.float64)
+    st[_ST_K] = fastk
+    st[_ST_P1] = p1
+    st[_ST_T1] = t1
+    st[_ST_P2] = p2
+    st[_ST_T2] = t2
+    st[_ST_LEN1] = ma1.shape[0]
+    st[_ST_LEN2] = ma2.shape[0]
+    st[ma_at : ma_at + ma1.shape[0]] = ma1
+    st[ma_at + ma1.shape[0] :] = ma2
+    return st
+
+
+@njit(nogil=True)
+def _fast_k(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """Raw %K over the last ``fastk`` bars; NaN before it exists.
+
+    TA-Lib 0.8: 0 when the range is within ``1e-14`` of its own extremes (a machine-flat
+    window), else ``(close - LL) / (HH - LL) * 100``.
+    """
+    n = int(state[_ST_K])
+    count = state[_ST_COUNT] + 1.0
+    state[_ST_COUNT] = count
+    hi_at = _ST_DQ
+    lo_at = _ST_DQ + 2 + 2 * n
+    # Expire first: the deque has room for exactly one window.
+    oldest = count - n + 1.0
+    deque_expire(state, hi_at, n, oldest)
+    deque_expire(state, lo_at, n, oldest)
+    deque_push(state, hi_at, n, high, count, True)
+    deque_push(state, lo_at, n, low, count, False)
+    if count < n:
+        return np.nan
+    lowest = deque_front(state, lo_at, n)
+    highest = deque_front(state, hi_at, n)
+    rng = highest - lowest
+    if is_zero_scaled(rng, abs(highest) + abs(lowest)):
+        return 0.0
+    return ((close - lowest) / rng) * 100.0
+
+
+@njit(nogil=True)
+def _stoch_step(state: np.ndarray, high: float, low: float, close: float, out: np.ndarray) -> None:
+    k = _fast_k(state, high, low, close)
+    ma_at = _ST_DQ + 2 * (2 + 2 * int(state[_ST_K]))
+    l1 = int(state[_ST_LEN1])
+    l2 = int(state[_ST_LEN2])
+    v1 = np.nan
+    if k == k:
+        v1 = ma_update(state[ma_at : ma_at + l1], int(state[_ST_T1]), k)
+    v2 = np.nan
+    if v1 == v1:
+        v2 = ma_update(state[ma_at + l1 : ma_at + l1 + l2], int(state[_ST_T2]), v1)
+    if v2 == v2:
+        out[0] = v1
+        out[1] = v2
+    else:
+        out[0] = out[1] = np.nan
+
+
+def stoch_state(
+    fastk_period: int = 5,
+    slowk_period: int = 3,
+    slowk_matype: int = 0,
+    slowd_period: int = 3,
+    slowd_matype: int = 0,
+) -> np.ndarray:
+    """Allocate the state of an incremental STOCH (see :func:`stoch`)."""
+    fk = check_int("fastk_period", fastk_period, 1)
+    sk = check_int("slowk_period", slowk_period, 1)
+    sd = check_int("slowd_period", slowd_period, 1)
+    return _stoch_build(fk, sk, slowk_matype, sd, slowd_matype)
+
+
+@njit(nogil=True)
+def stoch_update(state: np.ndarray, high: float, low: float, close: float, out: np.ndarray) -> None:
+    """Feed one bar; writes ``(slowk, slowd)`` into ``out[:2]`` (NaN until slowd exists)."""
+    if high != high or low != low or close != close:
+        out[0] = out[1] = np.nan
+        return
+    _stoch_step(state, high, low, close, out)
+
+
+_OSC_FASTK, _OSC_WILLR = 0, 1
+
+
+@njit(nogil=True)
+def _hl_oscillator(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, mode: int, out: np.ndarray
+) -> None:
+    """Fast %K (mode 0) or Williams' %R (mode 1) of every row ``>= w - 1`` into ``out``.
+
+    The rolling extremes come from a van Herk / Gil-Werman block walk (see ``_common``)
+    fused with the formula, so no full-length scratch array is needed.
+    """
+    m = close.shape[0]
+    for i in range(min(w - 1, m)):
+        out[i] = np.nan
+    suf_h = np.empty(w, dtype=np.float64)
+    suf_l = np.empty(w, dtype=np.float64)
+    for bs in range(0, m, w):
+        be = min(bs + w, m)
+        ph = high[bs]
+        pl = low[bs]
+        for i in range(bs, be):
+            ph = max(ph, high[i])
+            pl = min(pl, low[i])
+            j = i - w + 1
+            if j < 0:
+                continue
+            if j < bs:
+                hh = max(suf_h[j - bs + w], ph)
+                ll = min(suf_l[j - bs + w], pl)
+            else:
+                hh = ph
+                ll = pl
+            if mode == _OSC_FASTK:
+                rng = hh - ll
+                if is_zero_scaled(rng, abs(hh) + abs(ll)):
+                    out[i] = 0.0
+                else:
+                    out[i] = ((close[i] - ll) / rng) * 100.0
+            else:
+                diff = (hh - ll) / (-100.0)
+                out[i] = (hh - close[i]) / diff if diff != 0.0 else 0.0
+        if be - bs == w:
+            block_suffix(high, low, bs, be, suf_h, suf_l)
+
+
+@njit(nogil=True)
+def _fast_k_into(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, start: int, n: int, out: np.ndarray
+) -> None:
+    """Raw %K of rows ``start:`` into ``out`` (NaN before ``start + n - 1``)."""
+    m = close.shape[0]
+    for i in range(min(start, m)):
+        out[i] = np.nan
+    if start < m:
+        _hl_oscillator(high[start:], low[start:], close[start:], n, _OSC_FASTK, out[start:])
+
+
+@njit(nogil=True)
+def _stoch_into(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    start: int,
+    fk: int,
+    p1: int,
+    t1: int,
+    p2: int,
+    t2: int,
+    out: np.ndarray,
+) -> None:
+    # fast %K, its MA, and the MA of that; both outputs start where the last one does.
+    k = np.empty(close.shape[0], dtype=np.float64)
+    _fast_k_into(high, low, close, start, fk, k)
+    ma_into(k, start + fk - 1, p1, t1, out[0])
+    first = start + fk - 1 + p1 - 1
+    ma_into(out[0], first, p2, t2, out[1])
+    for i in range(min(first + p2 - 1, close.shape[0])):
+        out[0, i] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _stoch_fast(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    fk: int,
+    p1: int,
+    t1: int,
+    p2: int,
+    t2: int,
+    out: np.ndarray,
+) -> bool:
+    if has_nan(high) or has_nan(low) or has_nan(close):
+        return False
+    _stoch_into(high, low, close, 0, fk, p1, t1, p2, t2, out)
+    return True
+
+
+def stoch(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    fastk_period: int = 5,
+    slowk_period: int = 3,
+    slowk_matype: int = 0,
+    slowd_period: int = 3,
+    slowd_matype: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slow stochastic, TA-Lib ``STOCH``: ``(slowk, slowd)``.
+
+    Fast %K is ``(close - LL) / (HH - LL) * 100`` over ``fastk_period`` bars (0 when the
+    range is machine-flat), slow %K its ``slowk_period`` MA and slow %D the
+    ``slowd_period`` MA of slow %K. As in TA-Lib both outputs start together, where slow %D
+    becomes valid. MA types: 0 SMA (default), 1 EMA, 2 WMA.
+    """
+    st = stoch_state(fastk_period, slowk_period, slowk_matype, slowd_period, slowd_matype)
+    params = (
+        int(st[_ST_K]),
+        int(st[_ST_P1]),
+        int(st[_ST_T1]),
+        int(st[_ST_P2]),
+        int(st[_ST_T2]),
+    )
+    out = run_batch(_stoch_fast, (high, low, close), 2, params)
+    return out[0], out[1]
+
+
+# STOCHRSI: [rsi[6], stochf[...]]
+_SRSI_RSI = 0
+
+
+def stochrsi_state(
+    timeperiod: int = 14, fastk_period: int = 5, fastd_period: int = 3, fastd_matype: int = 0
+) -> np.ndarray:
+    """Allocate the state of an incremental STOCHRSI (see :func:`stochrsi`)."""
+    r = rsi_state(check_int("timeperiod", timeperiod, 2))
+    fk = check_int("fastk_period", fastk_period, 1)
+    fd = check_int("fastd_period", fastd_period, 1)
+    # STOCHF: fast %K straight (an MA of period 1 is a copy), then fast %D.
+    sf = _stoch_build(fk, 1, 0, fd, fastd_matype)
+    st = np.zeros(_SRSI_RSI + RSI_STATE_SIZE + sf.shape[0], dtype=np.float64)
+    st[_SRSI_RSI : _SRSI_RSI + RSI_STATE_SIZE] = r
+    st[_SRSI_RSI + RSI_STATE_SIZE :] = sf
+    return st
+
+
+@njit(nogil=True)
+def stochrsi_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
+    """Feed one sample; writes ``(fastk, fastd)`` into ``out[:2]``."""
+    if x != x:
+        out[0] = out[1] = np.nan
+        return
+    r = rsi_update(state[_SRSI_RSI : _SRSI_RSI + RSI_STATE_SIZE], x)
+    if r != r:
+        out[0] = out[1] = np.nan
+        return
+    _stoch_step(state[_SRSI_RSI + RSI_STATE_SIZE :], r, r, r, out)
+
+
+@njit(cache=True, nogil=True)
+def _stochrsi_fast(x: np.ndarray, n: int, fk: int, fd: int, td: int, out: np.ndarray) -> bool:
+    r = np.empty((1, x.shape[0]), dtype=np.float64)
+    if not _rsi_fast(x, n, r):
+        return False
+    rsi_row = r[0]
+    _stoch_into(rsi_row, rsi_row, rsi_row, min(n, x.shape[0]), fk, 1, 0, fd, td, out)
+    return True
+
+
+def stochrsi(
+    real: np.ndarray,
+    timeperiod: int = 14,
+    fastk_period: int = 5,
+    fastd_period: int = 3,
+    fastd_matype: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic RSI, TA-Lib ``STOCHRSI``: ``(fastk, fastd)``.
+
+    TA-Lib's definition: ``STOCHF`` applied to ``RSI(real, timeperiod)`` used as high, low
+    and close, i.e. fast %K of the RSI over ``fastk_period`` and its ``fastd_period`` MA.
+    """
+    stochrsi_state(timeperiod, fastk_period, fastd_period, fastd_matype)  # validates
+    params = (int(timeperiod), int(fastk_period), int(fastd_period), int(fastd_matype))
+    out = run_batch(_stochrsi_fast, (real,), 2, params)
+    return out[0], out[1]
+
+
+# --- WILLR ----------------------------------------------------------------------------
+# [period, count, max_deque, min_deque]
+_WR_N, _WR_COUNT = range(2)
+_WR_DQ = 2
+
+
+def willr_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental WILLR."""
+    n = check_int("timeperiod", timeperiod, 2)
+    st = np.zeros(_WR_DQ + 2 * deque_size(n), dtype=np.float64)
+    st[_WR_N] = n
+    return st
+
+
+@njit(nogil=True)
+def willr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """Williams' %R: ``(HH - close) / ((HH - LL) / -100)`` over ``timeperiod`` bars."""
+    if high != high or low != low or close != close:
+        return np.nan
+    n = int(state[_WR_N])
+    count = state[_WR_COUNT] + 1.0
+    state[_WR_COUNT] = count
+    hi_at = _WR_DQ
+    lo_at = _WR_DQ + 2 + 2 * n
+    # Expire first: the deque has room for exactly one window.
+    oldest = count - n + 1.0
+    deque_expire(state, hi_at, n, oldest)
+    deque_expire(state, lo_at, n, oldest)
+    deque_push(state, hi_at, n, high, count, True)
+    deque_push(state, lo_at, n, low, count, False)
+    if count < n:
+        return np.nan
+    highest = deque_front(state, hi_at, n)
+    diff = (highest - deque_front(state, lo_at, n)) / (-100.0)
+    return (highest - close) / diff if diff != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _willr_fast(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray
+) -> bool:
+    if has_nan(high) or has_nan(low) or has_nan(close):
+        return False
+    _hl_oscillator(high, low, close, n, _OSC_WILLR, out[0])
+    return True
+
+
+def willr(high: np.ndarray, low: np.ndarray, close: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Williams' %R, TA-Lib ``WILLR`` (range -100..0; 0 when ``HH == LL``)."""
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_willr_fast, (high, low, close), 1, (n,))[0]
+
+
+# --- CCI ------------------------------------------------------------------------------
+# [period, count, pos, ring[period]]
+_CCI_N, _CCI_COUNT, _CCI_POS = range(3)
+_CCI_RING = 3
+
+
+def cci_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental CCI."""
+    n = check_int("timeperiod", timeperiod, 2)
+    st = np.zeros(_CCI_RING + n, dtype=np.float64)
+    st[_CCI_N] = n
+    return st
+
+
+@njit(nogil=True)
+def _cci_value(tp: float, avg: float, mad: float) -> float:
+    t = tp - avg
+    scale = abs(avg)
+    if not is_zero_scaled(t, scale) and not is_zero_scaled(mad, scale):
+        return t / (0.015 * mad)
+    return 0.0
+
+
+@njit(nogil=True)
+def cci_update(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """Commodity channel index of one more bar.
+
+    ``(tp - mean) / (0.015 * mean|tp - mean|)`` with ``tp = (h + l + c) / 3``, where the
+    sums run over the ring in storage order exactly as TA-Lib's circular buffer does, and
+    0 when either difference is within ``1e-14 * |mean|`` (a flat window; TA-Lib 0.8).
+    This is the one O(timeperiod) update of the package: the mean absolute deviation
+    about a moving mean has no exact O(1) recurrence (TA-Lib does the same two passes).
+    """
+    if high != high or low != low or close != close:
+        return np.nan
+    n = int(state[_CCI_N])
+    count = state[_CCI_COUNT] + 1.0
+    state[_CCI_COUNT] = count
+    pos = int(state[_CCI_POS])
+    tp = (high + low + close) / 3.0
+    state[_CCI_RING + pos] = tp
+    pos += 1
+    if pos == n:
+        pos = 0
+    state[_CCI_POS] = pos
+    if count < n:
+        return np.nan
+    avg = 0.0
+    for j in range(n):
+        avg += state[_CCI_RING + j]
+    avg /= n
+    mad = 0.0
+    for j in range(n):
+        mad += abs(state[_CCI_RING + j] - avg)
+    return _cci_value(tp, avg, mad / n)
+
+
+@njit(cache=True, nogil=True)
+def _cci_fast(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray
+) -> bool:
+    if has_nan(high) or has_nan(low) or has_nan(close):
+        return False
+    m = close.shape[0]
+    tp = np.empty(m, dtype=np.float64)
+    for i in range(m):
+        tp[i] = (high[i] + low[i] + close[i]) / 3.0
+    row = out[0]
+    for i in range(min(n - 1, m)):
+        row[i] = np.nan
+    # Ring slot j holds the latest row congruent to j mod n; the sums run in slot order,
+    # as cci_update (and TA-Lib's circular buffer) does. Rows i and i + 1 see the same
+    # slots except slot (i + 1) mod n, so they are summed together: two independent
+    # chains, each in its own exact order, which doubles the throughput.
+    for i in range(n - 1, m, 2):
+        r = i % n
+        base = i - r
+        pair = i + 1 < m
+        k = (i + 1) % n
+        nxt = tp[i + 1] if pair else 0.0
+        avg_a = 0.0
+        avg_b = 0.0
+        for j in range(n):
+            v = tp[base + j] if j <= r else tp[base - n + j]
+            avg_a += v
+            avg_b += nxt if j == k else v
+        avg_a /= n
+        avg_b /= n
+        mad_a = 0.0
+        mad_b = 0.0
+        for j in range(n):
+            v = tp[base + j] if j <= r else tp[base - n + j]
+            mad_a += abs(v - avg_a)
+            mad_b += abs((nxt if j == k else v) - avg_b)
+        row[i] = _cci_value(tp[i], avg_a, mad_a / n)
+        if pair:
+            row[i + 1] = _cci_value(nxt, avg_b, mad_b / n)
+    return True
+
+
+def cci(high: np.ndarray, low: np.ndarray, close: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Commodity channel index, TA-Lib ``CCI`` (constant 0.015, mean absolute deviation).
+
+    0 when the typical price or the deviation is within ``1e-14 * |mean|`` of 0.
+    """
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_cci_fast, (high, low, close), 1, (n,))[0]
+
+
+# --- AROON ----------------------------------------------------------------------------
+# [period, count, max_deque(cap period+1), min_deque(cap period+1)]
+_AR_N, _AR_COUNT = range(2)
+_AR_DQ = 2
+
+
+def aroon_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental AROON."""
+    n = check_int("timeperiod", timeperiod, 2)
+    st = np.zeros(_AR_DQ + 2 * deque_size(n + 1), dtype=np.float64)
+    st[_AR_N] = n
+    return st
+
+
+@njit(nogil=True)
+def aroon_update(state: np.ndarray, high: float, low: float, out: np.ndarray) -> None:
+    """Feed one bar; writes ``(aroondown, aroonup)`` into ``out[:2]``.
+
+    The window is ``timeperiod + 1`` bars (TA-Lib); on ties the most recent extreme counts.
+    """
+    if high != high or low != low:
+        out[0] = out[1] = np.nan
+        return
+    n = int(state[_AR_N])
+    cap = n + 1
+    count = state[_AR_COUNT] + 1.0
+    state[_AR_COUNT] = count
+    hi_at = _AR_DQ
+    lo_at = _AR_DQ + 2 + 2 * cap
+    oldest = count - n
+    deque_expire(state, hi_at, cap, oldest)
+    deque_expire(state, lo_at, cap, oldest)
+    deque_push(state, hi_at, cap, high, count, True)
+    deque_push(state, lo_at, cap, low, count, False)
+    if count <= n:
+        out[0] = out[1] = np.nan
+        return
+    factor = 100.0 / n
+    out[0] = factor * float(n - int(count - deque_front_seq(state, lo_at, cap)))
+    out[1] = factor * float(n - int(count - deque_front_seq(state, hi_at, cap)))
+
+
+@njit(cache=True, nogil=True)
+def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, out: np.ndarray) -> bool:
+    if has_nan(high) or has_nan(low):
+        return False
+    # The index form of _hl_oscillator's block walk, over a window of n + 1 rows; values
+    # ride along with their indices to keep the loads off the comparison chain.
+    m = high.shape[0]
+    w = n + 1
+    factor = 100.0 / n
+    for i in range(min(n, m)):
+        out[0, i] = out[1, i] = np.nan
+    suf_hi = np.empty(w, dtype=np.int64)
+    suf_li = np.empty(w, dtype=np.int64)
+    suf_hv = np.empty(w, dtype=np.float64)
+    suf_lv = np.empty(w, dtype=np.float64)
+    down = out[0]
+    up = out[1]
+    for bs in range(0, m, w):
+        be = min(bs + w, m)
+        ph = bs
+        pl = bs
+        phv = high[bs]
+        plv = low[bs]
+        for i in range(bs, be):
+            h = high[i]
+            lo = low[i]
+            if h >= phv:
+                ph = i
+                phv = h
+            if lo <= plv:
+                pl = i
+                plv = lo
+            j = i - w + 1
+            if j < 0:
+                continue
+            hi_at = ph
+            lo_at = pl
+            if j < bs:
+                k = j - bs + w
+                if suf_hv[k] > phv:
+                    hi_at = suf_hi[k]
+                if suf_lv[k] < plv:
+                    lo_at = suf_li[k]
+            down[i] = factor * float(n - (i - lo_at))
+            up[i] = factor * float(n - (i - hi_at))
+        if be - bs == w:
+            ih = be - 1
+            il = be - 1
+            hv = high[ih]
+            lv = low[il]
+            for i in range(be - 1, bs - 1, -1):
+                # Strict comparisons: scanning leftwards, a tie keeps the later index.
+                if high[i] > hv:
+                    ih = i
+                    hv = high[i]
+                if low[i] < lv:
+                    il = i
+                    lv = low[i]
+                suf_hi[i - bs] = ih
+                suf_hv[i - bs] = hv
+                suf_li[i - bs] = il
+                suf_lv[i - bs] = lv
+    return True
+
+
+def aroon(high: np.ndarray, low: np.ndarray, timeperiod: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """Aroon, TA-Lib ``AROON``: ``(aroondown, aroonup)``, first value at row ``timeperiod``.
+
+    The window is ``timeperiod + 1`` bars; on ties the most recent extreme counts.
+    """
+    n = check_int("timeperiod", timeperiod, 2)
+    out = run_batch(_aroon_fast, (high, low), 2, (n,))
+    return out[0], out[1]
+
+
+# --- MFI ------------------------------------------------------------------------------
+# [period, count, pos, prev_tp, pos_sum, neg_sum, null_run, pos_ring[n], neg_ring[n]]
+_MFI_N, _MFI_COUNT, _MFI_POS, _MFI_PREV, _MFI_PSUM, _MFI_NSUM, _MFI_NULL = range(7)
+_MFI_RING = 7
+
+
+def mfi_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental MFI."""
+    n = check_int("timeperiod", timeperiod, 2)
+    st = np.zeros(_MFI_RING + 2 * n, dtype=np.float64)
+    st[_MFI_N] = n
+    return st
+
+
+@njit(nogil=True)
+def mfi_update(state: np.ndarray, high: float, low: float, close: float, volume: float) -> float:
+    """Money flow index of one more bar (TA-Lib 0.8 arithmetic).
+
+    A bar's money flow ``tp * volume`` counts as positive when the typical price rose,
+    negative when it fell, and not at all when it moved by less than ``1e-14`` of its
+    magnitude. After ``timeperiod`` empty bars the running sums are reset to exactly 0,
+    the numerator is clamped into ``[0, total]`` and an empty window reads 0, all as
+    TA-Lib does.
+    """
+    if high != high or low != low or close != close or volume != volume:
+        return np.nan
+    n = int(state[_MFI_N])
+    count = state[_MFI_COUNT] + 1.0
+    state[_MFI_COUNT] = count
+    tp = (high + low + close) / 3.0
+    if count == 1.0:
+        state[_MFI_PREV] = tp
+        return np.nan
+    pos = int(state[_MFI_POS])
+    pslot = _MFI_RING + pos
+    nslot = pslot + n
+    psum = state[_MFI_PSUM] - state[pslot]
+    nsum = state[_MFI_NSUM] - state[nslot]
+    prev = state[_MFI_PREV]
+    diff = tp - prev
+    scale = abs(tp) + abs(prev)
+    state[_MFI_PREV] = tp
+    flow = tp * volume
+    money = 0.0 if abs(diff) <= 1e-14 * scale else flow
+    pflow = 0.0 if diff < 0.0 else money
+    nflow = money if diff < 0.0 else 0.0
+    state[pslot] = pflow
+    state[nslot] = nflow
+    psum += pflow
+    nsum += nflow
+    null_run = state[_MFI_NULL] + 1.0 if money == 0.0 else 0.0
+    if null_run >= n:
+        null_run = n
+        psum = 0.0
+        nsum = 0.0
+    state[_MFI_NULL] = null_run
+    state[_MFI_PSUM] = psum
+    state[_MFI_NSUM] = nsum
+    pos += 1
+    if pos == n:
+        pos = 0
+    state[_MFI_POS] = pos
+    if count <= n:
+        return np.nan
+    total = psum + nsum
+    clamped = 0.0 if psum < 0.0 else (total if psum > total else psum)
+    return 100.0 * (clamped / total) if total > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _mfi_run(
+    state: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    for i in range(close.shape[0]):
+        out[0, i] = mfi_update(state, high[i], low[i], close[i], volume[i])
+
+
+def mfi(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    timeperiod: int = 14,
+) -> np.ndarray:
+    """Money flow index, TA-Lib ``MFI`` (first value at row ``timeperiod``)."""
+    arrays = [as_f64(a) for a in (high, low, close, volume)]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError("input arrays must have the same length")
+    out = np.empty((1, arrays[0].shape[0]), dtype=np.float64)
+    _mfi_run(mfi_state(timeperiod), *arrays, out)
+    return out[0]

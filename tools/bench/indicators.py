@@ -1,0 +1,287 @@
+"""Indicator kernels: batch ns/element next to TA-Lib, incremental ns/update, fused set.
+
+``python -m tools.bench indicators [--size N] [--repeat N]`` prints JSON with, for every
+indicator:
+
+- ``incremental_ns``: ns per update, called the way the symbol actor calls it: a
+  one-indicator :class:`~engine.indicators.IndicatorSet` fed ``size`` trades (or quotes)
+  in one ``update_batch`` call, so the figure includes the set's dispatch. Bar-fed
+  indicators get one bar per trade.
+- ``batch_ns`` / ``talib_ns``: ns per element of our batch function and TA-Lib's on the
+  same ``size``-element random walk, and their ratio (TA-Lib indicators only).
+
+plus ``fused_default_set``: the default set of a symbol fed the BTCUSDT capture (or a
+synthetic stream of the same mix when the capture is absent), per event, per trade, and
+per single-trade call from Python. Every figure is the median over ``--repeat`` runs,
+after one untimed run that compiles or loads the kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import engine.indicators as ind
+
+try:  # TA-Lib is a test-only dependency; without it the comparison columns are null.
+    import talib
+except ImportError:  # pragma: no cover - depends on the environment
+    talib = None
+
+CAPTURE = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared/data/external/hftbacktest/btcusdt_20240808.gz"
+)
+
+# name -> (input series, params); TA-Lib's function is the upper-case name.
+_SHARED: dict[str, tuple[str, dict[str, Any]]] = {
+    "sma": ("c", {"timeperiod": 30}),
+    "ema": ("c", {"timeperiod": 30}),
+    "wma": ("c", {"timeperiod": 30}),
+    "rsi": ("c", {"timeperiod": 14}),
+    "macd": ("c", {}),
+    "bbands": ("c", {"timeperiod": 20}),
+    "atr": ("hlc", {"timeperiod": 14}),
+    "natr": ("hlc", {"timeperiod": 14}),
+    "stoch": ("hlc", {}),
+    "stochrsi": ("c", {}),
+    "willr": ("hlc", {"timeperiod": 14}),
+    "cci": ("hlc", {"timeperiod": 14}),
+    "roc": ("c", {"timeperiod": 10}),
+    "mom": ("c", {"timeperiod": 10}),
+    "trix": ("c", {"timeperiod": 30}),
+    "obv": ("cv", {}),
+    "adx": ("hlc", {"timeperiod": 14}),
+    "plus_di": ("hlc", {"timeperiod": 14}),
+    "minus_di": ("hlc", {"timeperiod": 14}),
+    "aroon": ("hl", {"timeperiod": 14}),
+    "mfi": ("hlcv", {"timeperiod": 14}),
+    "ad": ("hlcv", {}),
+}
+
+# Indicators TA-Lib lacks: params for the one-indicator set (incremental figure only).
+_OWN: dict[str, dict[str, Any]] = {
+    "realized_vol": {"timeperiod": 100},
+    "ichimoku": {},
+    "market_profile": {"bin_size": 1.0, "timeperiod": 500},
+    "vwap": {},
+    "rolling_vwap": {"timeperiod": 100},
+    "twap": {"timeperiod": 100},
+    "tick_momentum": {"timeperiod": 50},
+    "velocity": {"timeperiod": 20},
+    "trade_ofi": {"timeperiod": 100},
+    "vpin": {"bucket_volume": 50.0, "timeperiod": 50},
+    "book_imbalance": {},
+    "spread_bps": {},
+    "book_imbalance_n": {"levels": 5},
+}
+
+
+def _series(size: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(20240808)
+    c = 60_000.0 + np.cumsum(rng.standard_normal(size))
+    spread = np.abs(rng.standard_normal(size))
+    v = rng.lognormal(0.0, 1.0, size)
+    ts = 1_723_161_255_000_000_000 + np.cumsum(rng.integers(0, 20_000_000, size))
+    return {
+        "c": c,
+        "h": c + 0.5 * spread,
+        "l": c - 0.5 * spread,
+        "v": v,
+        "ts": ts.astype(np.int64),
+        "side": np.where(rng.random(size) < 0.5, 1, -1).astype(np.int8),
+        "bid_depth": np.abs(rng.standard_normal((size, 5))),
+        "ask_depth": np.abs(rng.standard_normal((size, 5))),
+    }
+
+
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _per_element(fn: Callable[[], object], repeat: int, size: int) -> float:
+    return _median_time(fn, repeat) / size * 1e9
+
+
+def _events(kind: int, s: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Event arrays of one kind over the series (quotes: bid/ask around the close)."""
+    n = s["c"].shape[0]
+    half = 0.05 + 0.0 * s["c"]
+    return (
+        np.full(n, kind, dtype=np.int8),
+        s["ts"],
+        s["c"],
+        s["v"],
+        s["side"],
+        s["c"] - half,
+        s["c"] + half,
+        s["v"],
+        s["v"][::-1].copy(),
+        s["bid_depth"],
+        s["ask_depth"],
+    )
+
+
+def _incremental_ns(
+    name: str, params: dict[str, Any], s: dict[str, np.ndarray], repeat: int
+) -> float:
+    iset = ind.IndicatorSet([ind.spec(name, **params)])
+    source = {"book_imbalance": ind.EVENT_QUOTE, "spread_bps": ind.EVENT_QUOTE}
+    kind = source.get(name, ind.EVENT_DEPTH if name == "book_imbalance_n" else ind.EVENT_TRADE)
+    events = _events(kind, s)
+
+    def once() -> None:
+        iset.reset()
+        iset.update_batch(*events)
+
+    return _median_time(once, repeat) / s["c"].shape[0] * 1e9
+
+
+def _capture_events(limit: int) -> tuple[np.ndarray, ...] | None:
+    if not CAPTURE.exists():
+        return None
+    rows: list[tuple[int, int, float, float, int, float, float, float, float]] = []
+    with gzip.open(CAPTURE, "rt") as f:
+        for line in f:
+            sp = line.find(" ")
+            head = line[sp : sp + 40]
+            ts = int(line[:sp])
+            if "@trade" in head:
+                d = json.loads(line[sp + 1 :])["data"]
+                side = -1 if d["m"] else 1
+                trade = (float(d["p"]), float(d["q"]), side)
+                rows.append((ts, ind.EVENT_TRADE, *trade, 0.0, 0.0, 0.0, 0.0))
+            elif "@bookTicker" in head:
+                d = json.loads(line[sp + 1 :])["data"]
+                quote = (float(d["b"]), float(d["a"]), float(d["B"]), float(d["A"]))
+                rows.append((ts, ind.EVENT_QUOTE, 0.0, 0.0, 0, *quote))
+            if len(rows) >= limit:
+                break
+    cols = list(zip(*rows, strict=True))
+    return (
+        np.array(cols[1], dtype=np.int8),
+        np.array(cols[0], dtype=np.int64),
+        *(np.array(c, dtype=np.float64) for c in cols[2:4]),
+        np.array(cols[4], dtype=np.int8),
+        *(np.array(c, dtype=np.float64) for c in cols[5:]),
+    )
+
+
+def _synthetic_events(s: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
+    # The capture's mix: about one trade per three top-of-book updates.
+    kind = np.where(np.arange(n) % 4 == 0, ind.EVENT_TRADE, ind.EVENT_QUOTE).astype(np.int8)
+    e = _events(ind.EVENT_TRADE, {k: v[:n] for k, v in s.items()})
+    return (kind, *e[1:9])
+
+
+def _fused(s: dict[str, np.ndarray], repeat: int) -> dict[str, Any]:
+    events = _capture_events(10**9)
+    source = "btcusdt_20240808 capture"
+    if events is None:
+        events = _synthetic_events(s, min(s["c"].shape[0], 100_000))
+        source = "synthetic (capture absent)"
+    specs = ind.default_specs(bin_size=1.0, bucket_volume=5.0)
+    iset = ind.IndicatorSet(specs)
+    kind = events[0]
+    n_events = kind.shape[0]
+    n_trades = int((kind == ind.EVENT_TRADE).sum())
+
+    def batch() -> None:
+        iset.reset()
+        iset.update_batch(*events)
+
+    per_event = _median_time(batch, repeat) / n_events * 1e9
+    trades = tuple(a[kind == ind.EVENT_TRADE] for a in events)
+
+    def batch_trades() -> None:
+        iset.reset()
+        iset.update_batch(*trades)
+
+    per_trade = _median_time(batch_trades, repeat) / n_trades * 1e9
+    ts, px, qty, side = (
+        trades[1].tolist(),
+        trades[2].tolist(),
+        trades[3].tolist(),
+        trades[4].tolist(),
+    )
+    calls = min(n_trades, 20_000)
+    update = ind.update_trade
+    arrays = iset.arrays
+
+    def python_calls() -> None:
+        iset.reset()
+        for i in range(calls):
+            update(*arrays, ts[i], px[i], qty[i], side[i])
+
+    per_call = _median_time(python_calls, repeat) / calls * 1e9
+    return {
+        "source": source,
+        "indicators": len(specs),
+        "values": len(iset.names),
+        "events": n_events,
+        "trades": n_trades,
+        "ns_per_event_in_batch": per_event,
+        "ns_per_trade_in_batch": per_trade,
+        "ns_per_trade_python_call": per_call,
+        "target_ns": 2000,
+    }
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Run the benchmark and return its JSON-able result."""
+    parser = argparse.ArgumentParser(prog="python -m tools.bench indicators")
+    parser.add_argument("--size", type=int, default=1_000_000, help="series length")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
+    args = parser.parse_args(argv)
+    if args.size < 1000 or args.repeat < 1:
+        parser.error("--size must be >= 1000 and --repeat >= 1")
+    s = _series(args.size)
+    size = args.size
+    out: dict[str, Any] = {
+        "benchmark": "indicators",
+        "size": size,
+        "repeat": args.repeat,
+        "unit": "ns",
+        "talib_version": None if talib is None else talib.__ta_version__.decode(),
+        "indicators": {},
+    }
+    table = out["indicators"]
+    for name, (inputs, params) in _SHARED.items():
+        data = [s[k] for k in inputs]
+        ours = getattr(ind, name)
+        row: dict[str, Any] = {
+            "incremental_ns": _incremental_ns(name, params, s, args.repeat),
+            "batch_ns": _per_element(
+                lambda f=ours, d=data, p=params: f(*d, **p), args.repeat, size
+            ),
+        }
+        if talib is not None:
+            theirs = getattr(talib, name.upper())
+            row["talib_ns"] = _per_element(
+                lambda f=theirs, d=data, p=params: f(*d, **p), args.repeat, size
+            )
+            row["batch_vs_talib"] = row["batch_ns"] / row["talib_ns"]
+        table[name] = row
+    for name, params in _OWN.items():
+        table[name] = {"incremental_ns": _incremental_ns(name, params, s, args.repeat)}
+    shared = {k: r["batch_vs_talib"] for k, r in table.items() if "batch_vs_talib" in r}
+    if shared:
+        out["batch_vs_talib_max"] = max(shared.values())
+        out["batch_within_1_5x"] = [k for k, r in shared.items() if r <= 1.5]
+        out["batch_over_1_5x"] = [k for k, r in shared.items() if r > 1.5]
+    out["fused_default_set"] = _fused(s, args.repeat)
+    return out
