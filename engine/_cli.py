@@ -1,7 +1,10 @@
 """Command-line interface: ``python -m engine --config config.toml [...]``.
 
 ``python -m engine control ACTION (--socket PATH | --config PATH)`` sends an
-operator command (status, halt, reduce, resume) to a running engine.
+operator command (status, halt, reduce, resume) to a running engine;
+``python -m engine sim-exchange --data CAPTURE`` serves a capture as a
+Binance-compatible exchange; ``python -m engine record --config C --out DIR``
+records live streams.
 
 Exit codes: 0 done, 1 the run failed (an actor died; see the log), 2 bad usage,
 config or data (one line on stderr naming the file, key and what was expected).
@@ -10,11 +13,14 @@ config or data (one line on stderr naming the file, key and what was expected).
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import attrs
 import orjson
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -24,8 +30,12 @@ from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError
 from ._logging import make_logger
 from ._report import summary_text, write_report
-from ._supervisor import RunReport, run_replay
+from ._supervisor import RunReport, run_paper, run_replay
+from .feeds._record import record
+from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
+from .venues.sim._recorded import load_recording
+from .venues.sim._stream_server import ServerSettings, StreamServer, parse_faults
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,11 +66,141 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="PATH", help="write the summary as JSON")
     parser.add_argument(
         "--mode",
-        choices=["replay"],
+        choices=["replay", "paper"],
         default=None,
-        help="run mode (only replay in this version; paper and live come with the live venues)",
+        help="replay recorded data, or paper-trade live streams on the simulated venue "
+        "(overrides engine.mode; live trading comes with the Binance venue)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="paper mode: stop after this long (default feeds.duration_s; 0 = until Ctrl-C)",
     )
     return parser
+
+
+def build_sim_exchange_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m engine sim-exchange``."""
+    parser = _Parser(
+        prog="python -m engine sim-exchange",
+        description="Serve a capture as a Binance USD-M compatible market-data exchange.",
+    )
+    parser.add_argument("--data", action="append", required=True, metavar="PATH")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9443, help="websocket port")
+    parser.add_argument("--rest-port", type=int, default=9080, help="REST port")
+    parser.add_argument("--speed", type=float, default=1.0, help="x recorded pace; 0 = flat out")
+    parser.add_argument("--ping-interval", type=float, default=180.0, metavar="SECONDS")
+    parser.add_argument("--pong-timeout", type=float, default=600.0, metavar="SECONDS")
+    parser.add_argument(
+        "--max-connection",
+        type=float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="close connections after this long (Binance: 24 h)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND@SECONDS[:ARG]",
+        help="drop@S, stall@S:SECONDS, gap@S, garbage@S (repeatable)",
+    )
+    parser.add_argument("--log", default="-", help="JSON log file, or - for stderr")
+    return parser
+
+
+def sim_exchange_main(argv: Sequence[str]) -> int:
+    """``python -m engine sim-exchange``: serve until interrupted."""
+    args = build_sim_exchange_parser().parse_args(argv)
+    try:
+        faults = parse_faults(args.fault)
+    except ValueError as exc:
+        sys.stderr.write(f"error: --fault: {exc}\n")
+        return EXIT_USAGE
+    try:
+        recording = load_recording(args.data)
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    if not recording.messages:
+        sys.stderr.write(f"error: {', '.join(args.data)}: no stream messages found\n")
+        return EXIT_USAGE
+    log, log_file = make_logger(args.log, "info")
+    settings = ServerSettings(
+        speed=args.speed,
+        ping_interval_s=args.ping_interval,
+        pong_timeout_s=args.pong_timeout,
+        max_connection_s=args.max_connection,
+        faults=faults,
+    )
+    server = StreamServer(recording, settings, log.bind(actor="sim-exchange"))
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(
+                server.serve, args.host, args.port, args.rest_port
+            )
+            sys.stdout.write(
+                f"sim-exchange: ws://{args.host}:{ws_port}  http://{args.host}:{rest_port}"
+                f"  ({len(recording.messages)} messages, symbols {', '.join(recording.symbols)})\n"
+            )
+            sys.stdout.flush()
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _sig in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(serve)
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot listen: {exc}\n")
+        return EXIT_FAILED
+    finally:
+        if log_file is not None:
+            log_file.close()
+    return EXIT_OK
+
+
+def build_record_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m engine record``."""
+    parser = _Parser(
+        prog="python -m engine record",
+        description="Record live market streams to gzip captures the replay feed reads.",
+    )
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
+    parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--rotate-mb", type=float, default=256.0)
+    parser.add_argument("--rotate-s", type=float, default=3600.0)
+    return parser
+
+
+def record_main(argv: Sequence[str]) -> int:
+    """``python -m engine record``: 0 done, 2 bad usage or config."""
+    args = build_record_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if not config.data.symbols:
+            raise ConfigError(str(args.config), "data.symbols", "recording needs the symbols")
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    log, log_file = make_logger(
+        config.logging.path, config.logging.level, base_dir=Path(config.base_dir)
+    )
+    writer = CaptureWriter(
+        args.out, rotate_bytes=int(args.rotate_mb * (1 << 20)), rotate_s=args.rotate_s
+    )
+    try:
+        lines = trio.run(record, config, writer, log, args.duration)
+    finally:
+        writer.close()
+        if log_file is not None:
+            log_file.close()
+    sys.stdout.write(f"recorded {lines} messages to {len(writer.files)} file(s) in {args.out}\n")
+    return EXIT_OK
 
 
 def build_control_parser() -> argparse.ArgumentParser:
@@ -101,30 +241,69 @@ def control_main(argv: Sequence[str]) -> int:
     return EXIT_OK if answer.get("ok") else EXIT_FAILED
 
 
-async def _run(config: Config, data: list[str] | None, log: FilteringBoundLogger) -> RunReport:
-    """The replay, with the control socket served beside it when configured."""
-    if not config.control.socket:
-        return await run_replay(config, data=data, log=log)
+async def _stop_on_signal_or_time(stop: trio.Event, duration: float) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.move_on_after(duration if duration > 0 else math.inf):
+            async for _sig in signals:
+                break
+    stop.set()
+
+
+async def _run(
+    config: Config, data: list[str] | None, log: FilteringBoundLogger, duration: float | None
+) -> RunReport:
+    """The run, with the control socket served beside it when configured."""
     send, receive = trio.open_memory_channel[ControlCommand](16)
     state = ControlState()
-    path = config.resolve(config.control.socket)
+    control = receive if config.control.socket else None
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_control, path, send, state, log.bind(actor="control"))
-        report = await run_replay(config, data=data, log=log, control=receive, control_state=state)
+        if config.control.socket:
+            path = config.resolve(config.control.socket)
+            await nursery.start(serve_control, path, send, state, log.bind(actor="control"))
+        if config.engine.mode == "paper":
+            stop = trio.Event()
+            limit = config.feeds.duration_s if duration is None else duration
+            nursery.start_soon(_stop_on_signal_or_time, stop, limit)
+            report = await run_paper(
+                config, log=log, stop=stop, control=control, control_state=state
+            )
+        else:
+            report = await run_replay(
+                config, data=data, log=log, control=control, control_state=state
+            )
         nursery.cancel_scope.cancel()
     return report
+
+
+def _trio_run(*args: Any) -> Any:
+    """``trio.run``, re-raising the error itself when a nursery wrapped just one."""
+    try:
+        return trio.run(*args)
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        todo: list[BaseException] = [group]
+        while todo:
+            exc = todo.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                todo.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) == 1:
+            raise leaves[0] from group
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["control"]:
-        return control_main(argv[1:])
+    commands = {"control": control_main, "sim-exchange": sim_exchange_main, "record": record_main}
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        if args.mode is not None and args.mode != config.engine.mode:
-            raise ConfigError("--mode", "", f"{args.mode!r} conflicts with engine.mode")
+        if args.mode is not None:
+            config = attrs.evolve(config, engine=attrs.evolve(config.engine, mode=args.mode))
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
@@ -132,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.logging.path, config.logging.level, base_dir=Path(config.base_dir)
     )
     try:
-        report = trio.run(_run, config, args.data, log)
+        report = _trio_run(_run, config, args.data, log, args.duration)
     except (DataError, JournalError, ControlError) as exc:
         log.error("cannot start", error=str(exc))
         sys.stderr.write(f"error: {exc}\n")

@@ -39,7 +39,9 @@ _nonneg = v.ge(0)
 class EngineSection:
     """``[engine]``: how the process runs."""
 
-    mode: Literal["replay"] = attrs.field(default="replay", validator=v.in_(("replay",)))
+    mode: Literal["replay", "paper"] = attrs.field(
+        default="replay", validator=v.in_(("replay", "paper"))
+    )
     live: bool = False
     seed: int = 0
 
@@ -50,6 +52,27 @@ class DataSection:
 
     paths: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class FeedsSection:
+    """``[feeds]``: live market data (paper mode) and the recorder."""
+
+    ws_url: str = "wss://fstream.binance.com"
+    rest_url: str = "https://fapi.binance.com"
+    streams: tuple[str, ...] = ("bookTicker", "aggTrade", "depth@100ms")
+    connection: Literal["per_symbol", "combined"] = attrs.field(
+        default="per_symbol", validator=v.in_(("per_symbol", "combined"))
+    )
+    backoff_initial_ms: int = attrs.field(default=250, validator=_pos)
+    backoff_max_ms: int = attrs.field(default=30_000, validator=_pos)
+    jitter: float = attrs.field(default=0.2, validator=[v.ge(0), v.le(1)])
+    stale_ms: int = attrs.field(default=10_000, validator=_pos)
+    planned_reconnect_s: float = attrs.field(default=85_800.0, validator=v.gt(0))
+    snapshot_limit: int = attrs.field(
+        default=1000, validator=v.in_((5, 10, 20, 50, 100, 500, 1000))
+    )
+    duration_s: float = attrs.field(default=0.0, validator=_nonneg)
 
 
 @attrs.frozen(kw_only=True)
@@ -241,6 +264,7 @@ class Config:
 
     engine: EngineSection = EngineSection()
     data: DataSection = DataSection()
+    feeds: FeedsSection = FeedsSection()
     replay: ReplaySection = ReplaySection()
     channels: ChannelsSection = ChannelsSection()
     strategy: StrategySection = StrategySection()

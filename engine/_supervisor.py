@@ -15,12 +15,15 @@ the journal keeps every complete step, and the error propagates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import httpx
 import trio
 from structlog.typing import FilteringBoundLogger
 
@@ -28,9 +31,10 @@ import hardware
 
 from ._config import Config
 from ._control import ControlState
-from ._errors import ActorFailedError, DataError
+from ._errors import ActorFailedError, ConfigError, DataError
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
+from .feeds._live import FeedSettings, LiveFeed
 from .journal import Journal, JournalActor
 from .messages import (
     ControlCommand,
@@ -73,6 +77,7 @@ class RunReport:
     events: int
     lines: int
     skipped: dict[str, int]
+    feed: dict[str, object]
     steps: int
     first_ts: int | None
     last_ts: int | None
@@ -210,15 +215,141 @@ async def run_replay(
     raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
     paths = expand_paths(raw)
     symbols = resolve_symbols(config, paths)
+    stats = CaptureStats()
+
+    def make_feed(
+        market_tx: dict[str, trio.MemorySendChannel[MarketBatch]],
+        step_tx: trio.MemorySendChannel[MarketStep],
+    ) -> ReplayFeed:
+        return ReplayFeed(
+            paths=paths,
+            symbols=symbols,
+            step_ns=config.replay.step_ms * 1_000_000,
+            max_step_events=config.replay.max_step_events,
+            symbol_channels=market_tx,
+            execution_channel=step_tx,
+            stats=stats,
+        )
+
+    return await _run_pipeline(
+        config,
+        mode="replay",
+        symbols=symbols,
+        data=[str(p) for p in paths],
+        make_feed=make_feed,
+        log=log,
+        setup_started=setup_started,
+        journal_path=journal_path,
+        control=control,
+        control_state=control_state,
+        capture_stats=stats,
+    )
+
+
+async def run_paper(
+    config: Config,
+    *,
+    log: FilteringBoundLogger,
+    stop: trio.Event,
+    http: httpx.AsyncClient | None = None,
+    journal_path: Path | None = None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
+    control_state: ControlState | None = None,
+) -> RunReport:
+    """Trade live (or loopback) market data against the simulated venue.
+
+    Args:
+        config: the engine configuration (``data.symbols`` and ``[feeds]``).
+        log: the JSON logger.
+        stop: set it to end the run: the feed sends a final step and the
+            pipeline drains.
+        http: the REST client (default: a pooled client on ``feeds.rest_url``).
+        journal_path: where to write the journal.
+        control: operator commands for the risk actor.
+        control_state: filled in with the risk actor, for ``status`` requests.
+
+    Raises:
+        ConfigError: no symbols configured.
+        ActorFailedError: an actor failed; trading stopped.
+    """
+    setup_started = time.perf_counter()
+    if not config.data.symbols:
+        raise ConfigError(config.source, "data.symbols", "paper mode needs the symbols to trade")
+    symbols = list(config.data.symbols)
+    f = config.feeds
+    settings = FeedSettings(
+        ws_url=f.ws_url,
+        rest_url=f.rest_url,
+        streams=f.streams,
+        connection=f.connection,
+        backoff_initial_ms=f.backoff_initial_ms,
+        backoff_max_ms=f.backoff_max_ms,
+        jitter=f.jitter,
+        stale_ms=f.stale_ms,
+        planned_reconnect_s=f.planned_reconnect_s,
+        snapshot_limit=f.snapshot_limit,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=f.rest_url, timeout=httpx.Timeout(10.0))
+            )
+        live: list[LiveFeed] = []
+
+        def make_feed(
+            market_tx: dict[str, trio.MemorySendChannel[MarketBatch]],
+            step_tx: trio.MemorySendChannel[MarketStep],
+        ) -> LiveFeed:
+            assert http is not None
+            feed = LiveFeed(
+                settings=settings,
+                symbols=symbols,
+                step_ns=config.replay.step_ms * 1_000_000,
+                symbol_channels=market_tx,
+                execution_channel=step_tx,
+                http=http,
+                log=log.bind(actor="feed"),
+                stop=stop,
+                seed=config.engine.seed,
+            )
+            live.append(feed)
+            return feed
+
+        return await _run_pipeline(
+            config,
+            mode="paper",
+            symbols=symbols,
+            data=[f.ws_url],
+            make_feed=make_feed,
+            log=log,
+            setup_started=setup_started,
+            journal_path=journal_path,
+            control=control,
+            control_state=control_state,
+            live_feeds=live,
+        )
+
+
+async def _run_pipeline(
+    config: Config,
+    *,
+    mode: str,
+    symbols: list[str],
+    data: list[str],
+    make_feed: Callable[..., ReplayFeed | LiveFeed],
+    log: FilteringBoundLogger,
+    setup_started: float,
+    journal_path: Path | None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None,
+    control_state: ControlState | None,
+    capture_stats: CaptureStats | None = None,
+    live_feeds: list[LiveFeed] | None = None,
+) -> RunReport:
     ch = config.channels
-    journal = Journal(journal_path or new_journal_path(config, "replay"))
+    journal = Journal(journal_path or new_journal_path(config, mode))
     cfg_sha = config_digest(config)
-    journal.set_meta(
-        {"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(map(str, paths))}
-    )
-    log.info(
-        "replay starting", symbols=symbols, data=[str(p) for p in paths], journal=str(journal.path)
-    )
+    journal.set_meta({"mode": mode, "config_sha256": cfg_sha, "data": "\n".join(data)})
+    log.info(f"{mode} starting", symbols=symbols, data=data, journal=str(journal.path))
 
     market_tx: dict[str, trio.MemorySendChannel[MarketBatch]] = {}
     market_rx: dict[str, trio.MemoryReceiveChannel[MarketBatch]] = {}
@@ -295,16 +426,7 @@ async def run_replay(
         )
         for s in symbols
     ]
-    stats = CaptureStats()
-    feed = ReplayFeed(
-        paths=paths,
-        symbols=symbols,
-        step_ns=config.replay.step_ms * 1_000_000,
-        max_step_events=config.replay.max_step_events,
-        symbol_channels=market_tx,
-        execution_channel=step_tx,
-        stats=stats,
-    )
+    feed = make_feed(market_tx, step_tx)
 
     warmed_up = trio.Event()
     hardware_actor = HardwareActor(
@@ -327,7 +449,7 @@ async def run_replay(
         raise
     except Exception as exc:
         log.error("actor failed; trading halted", error=repr(exc), exc_info=True)
-        raise ActorFailedError(f"replay stopped: {exc!r}") from exc
+        raise ActorFailedError(f"{mode} stopped: {exc!r}") from exc
     wall = time.perf_counter() - started
 
     per_symbol = []
@@ -351,14 +473,27 @@ async def run_replay(
         )
     realized = sum(a.realized for a in venue.accounts.values())
     fees = sum(a.fees for a in venue.accounts.values())
+    events = sum(actor.ticks for actor in actors)
+    if capture_stats is not None:
+        lines, skipped = capture_stats.lines, dict(sorted(capture_stats.skipped.items()))
+        feed_summary: dict[str, object] = {}
+    else:
+        live_summary = live_feeds[0].summary() if live_feeds else {}
+        lines = int(live_summary.get("messages", 0))
+        skipped = {
+            "malformed": int(live_summary.get("malformed", 0)),
+            "unknown": int(live_summary.get("unknown", 0)),
+        }
+        feed_summary = live_summary
     report = RunReport(
-        mode="replay",
-        data=[str(p) for p in paths],
+        mode=mode,
+        data=data,
         symbols=symbols,
-        events=stats.events,
-        lines=stats.lines,
-        skipped=dict(sorted(stats.skipped.items())),
-        steps=feed.steps,
+        events=events,
+        lines=lines,
+        skipped=skipped,
+        feed=feed_summary,
+        steps=feed.steps if isinstance(feed, ReplayFeed) else feed.stats.steps,
         first_ts=feed.first_ts,
         last_ts=feed.last_ts,
         orders=execution.orders_sent + sum(risk.denied.values()),
@@ -383,10 +518,10 @@ async def run_replay(
         config_sha256=cfg_sha,
         setup_seconds=setup,
         wall_seconds=wall,
-        events_per_second=stats.events / wall if wall > 0 else 0.0,
+        events_per_second=events / wall if wall > 0 else 0.0,
     )
     log.info(
-        "replay finished",
+        f"{mode} finished",
         events=report.events,
         orders=report.orders,
         fills=report.fills,

@@ -14,6 +14,7 @@ never depends on the order in which Trio runs tasks.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import attrs
 import numpy as np
@@ -88,11 +89,15 @@ class MarketBatch:
 
 @attrs.frozen(kw_only=True)
 class MarketStep:
-    """Feed -> execution actor: one step of every symbol's market data."""
+    """Feed -> execution actor: one step of every symbol's market data.
+
+    ``ops`` carries the feed's operational events (reconnects) on to risk.
+    """
 
     step: int = attrs.field(validator=v.ge(0))
     ts_start: int
     ticks: dict[str, Ticks]
+    ops: tuple[Any, ...] = ()
     final: bool = False
 
 

@@ -164,6 +164,8 @@ class ExecutionActor:
                 return
             now = market.ts_start if market is not None else self.last_ts
             ops = self._inject_faults(now) if market is not None and not market.final else []
+            if market is not None:
+                ops.extend(market.ops)
             events: list[OrderEvent] = list(batch.denials)
             venue_events: list[OrderEvent] = []
             if batch.cancel_all:

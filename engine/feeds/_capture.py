@@ -37,6 +37,7 @@ class BookTicker(msgspec.Struct, tag_field="e", tag="bookTicker"):
     ask_qty: float = msgspec.field(name="A")
     event_time: int = msgspec.field(name="E", default=0)
     tx_time: int = msgspec.field(name="T", default=0)
+    update_id: int = msgspec.field(name="u", default=-1)
 
 
 class Trade(msgspec.Struct, tag_field="e", tag="trade"):
@@ -48,6 +49,7 @@ class Trade(msgspec.Struct, tag_field="e", tag="trade"):
     buyer_maker: bool = msgspec.field(name="m")
     event_time: int = msgspec.field(name="E", default=0)
     tx_time: int = msgspec.field(name="T", default=0)
+    trade_id: int = msgspec.field(name="t", default=-1)
 
 
 class AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade"):
@@ -59,6 +61,7 @@ class AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade"):
     buyer_maker: bool = msgspec.field(name="m")
     event_time: int = msgspec.field(name="E", default=0)
     tx_time: int = msgspec.field(name="T", default=0)
+    trade_id: int = msgspec.field(name="a", default=-1)
 
 
 class DepthUpdate(msgspec.Struct, tag_field="e", tag="depthUpdate"):

@@ -13,78 +13,11 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import trio
 
-from ..messages import EventKind, MarketBatch, MarketStep, Ticks
-from ._capture import (
-    AggTrade,
-    BookTicker,
-    CaptureStats,
-    DepthUpdate,
-    Kline,
-    MarketMessage,
-    MarkPrice,
-    Trade,
-    merge_captures,
-)
-
-_NAN = float("nan")
-_QUOTE = int(EventKind.QUOTE)
-_TRADE = int(EventKind.TRADE)
-_DEPTH = int(EventKind.DEPTH)
-_KLINE = int(EventKind.KLINE)
-_MARK = int(EventKind.MARK)
-_N_INT = 5  # ts, ts_exchange, seq, kind, buyer_maker
-_N_FLOAT = 6  # bid, bid_qty, ask, ask_qty, price, qty
-
-
-class _Columns:
-    """Flat row-major buffers for one symbol's step; turned into columns once per step."""
-
-    __slots__ = ("floats", "ints")
-
-    def __init__(self) -> None:
-        self.ints: list[int] = []
-        self.floats: list[float] = []
-
-    def take(self) -> Ticks | None:
-        if not self.ints:
-            return None
-        ints = np.array(self.ints, dtype=np.int64).reshape(-1, _N_INT).T.copy()
-        floats = np.array(self.floats, dtype=np.float64).reshape(-1, _N_FLOAT).T.copy()
-        self.ints.clear()
-        self.floats.clear()
-        ints.flags.writeable = False
-        floats.flags.writeable = False
-        return Ticks(
-            ts=ints[0],
-            ts_exchange=ints[1],
-            seq=ints[2],
-            kind=ints[3].astype(np.int8),
-            buyer_maker=ints[4].astype(np.int8),
-            bid=floats[0],
-            bid_qty=floats[1],
-            ask=floats[2],
-            ask_qty=floats[3],
-            price=floats[4],
-            qty=floats[5],
-        )
-
-
-def _append_other(cols: _Columns, ts: int, ex: int, seq: int, msg: MarketMessage) -> None:
-    """Append the rarer event kinds (depth, kline, mark price)."""
-    if isinstance(msg, DepthUpdate):
-        cols.ints.extend((ts, ex, seq, _DEPTH, 0))
-        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, _NAN, _NAN))
-    elif isinstance(msg, Kline):
-        cols.ints.extend((ts, ex, seq, _KLINE, 0))
-        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.bar.close, msg.bar.volume))
-    elif isinstance(msg, MarkPrice):
-        cols.ints.extend((ts, ex, seq, _MARK, 0))
-        cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.mark, _NAN))
-    else:  # pragma: no cover - the decoder only produces the types above
-        raise TypeError(f"unexpected market message {type(msg).__name__}")
+from ..messages import MarketBatch, MarketStep
+from ._capture import AggTrade, BookTicker, CaptureStats, MarketMessage, Trade, merge_captures
+from ._columns import NAN, QUOTE, TRADE, Columns, append_other
 
 
 class ReplayFeed:
@@ -136,7 +69,7 @@ class ReplayFeed:
 
         On cancellation the channels are closed and the replay stops mid-step.
         """
-        columns = {symbol: _Columns() for symbol in self._symbols}
+        columns = {symbol: Columns() for symbol in self._symbols}
         step_ns = self._step_ns
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._execution_channel)
@@ -163,20 +96,20 @@ class ReplayFeed:
                 kind = type(msg)
                 ex = msg.event_time * 1_000_000
                 if kind is BookTicker:
-                    cols.ints.extend((ts, ex, seq, _QUOTE, 0))
-                    cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, _NAN, _NAN))
+                    cols.ints.extend((ts, ex, seq, QUOTE, 0))
+                    cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, NAN, NAN))
                 elif kind is Trade or kind is AggTrade:
-                    cols.ints.extend((ts, ex, seq, _TRADE, 1 if msg.buyer_maker else 0))
-                    cols.floats.extend((_NAN, _NAN, _NAN, _NAN, msg.price, msg.qty))
+                    cols.ints.extend((ts, ex, seq, TRADE, 1 if msg.buyer_maker else 0))
+                    cols.floats.extend((NAN, NAN, NAN, NAN, msg.price, msg.qty))
                 else:
-                    _append_other(cols, ts, ex, seq, msg)
+                    append_other(cols, ts, ex, seq, msg)
                 in_step += 1
                 self.last_ts = ts
             if in_step:
                 await self._send_step(step_start, columns)
             await self._send_final()
 
-    async def _send_step(self, ts_start: int, columns: dict[str, _Columns]) -> None:
+    async def _send_step(self, ts_start: int, columns: dict[str, Columns]) -> None:
         step = self.steps
         batches = {symbol: cols.take() for symbol, cols in columns.items()}
         present = {symbol: ticks for symbol, ticks in batches.items() if ticks is not None}

@@ -1,0 +1,76 @@
+"""The recorder's run loop: the live feed with a capture writer and no trading."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import httpx
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from .._config import Config
+from ..messages import MarketBatch, MarketStep
+from ._live import FeedSettings, LiveFeed
+from ._recorder import CaptureWriter
+
+
+async def record(
+    config: Config, writer: CaptureWriter, log: FilteringBoundLogger, duration: float = 0.0
+) -> int:
+    """Record ``data.symbols`` from ``[feeds]`` until Ctrl-C or ``duration`` seconds.
+
+    Returns:
+        The number of messages written.
+    """
+    f = config.feeds
+    symbols = list(config.data.symbols)
+    stop = trio.Event()
+    settings = FeedSettings(
+        ws_url=f.ws_url,
+        rest_url=f.rest_url,
+        streams=f.streams,
+        connection=f.connection,
+        backoff_initial_ms=f.backoff_initial_ms,
+        backoff_max_ms=f.backoff_max_ms,
+        jitter=f.jitter,
+        stale_ms=f.stale_ms,
+        planned_reconnect_s=f.planned_reconnect_s,
+        snapshot_limit=f.snapshot_limit,
+    )
+    async with httpx.AsyncClient(base_url=f.rest_url, timeout=10.0) as http:
+        market = {s: trio.open_memory_channel[MarketBatch](16) for s in symbols}
+        step_tx, step_rx = trio.open_memory_channel[MarketStep](16)
+        feed = LiveFeed(
+            settings=settings,
+            symbols=symbols,
+            step_ns=config.replay.step_ms * 1_000_000,
+            symbol_channels={s: tx for s, (tx, _rx) in market.items()},
+            execution_channel=step_tx,
+            http=http,
+            log=log.bind(actor="recorder"),
+            stop=stop,
+            seed=config.engine.seed,
+            record=writer.write,
+        )
+
+        async def drain(channel: trio.MemoryReceiveChannel[object]) -> None:
+            async for _ in channel:
+                pass
+
+        async def stopper() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with trio.move_on_after(duration if duration > 0 else math.inf):
+                    async for _sig in signals:
+                        break
+            stop.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain, step_rx)
+            for _tx, rx in market.values():
+                nursery.start_soon(drain, rx)
+            nursery.start_soon(stopper)
+            await feed.run()
+            nursery.cancel_scope.cancel()
+    log.info("recording finished", lines=writer.lines, files=[str(p) for p in writer.files])
+    return writer.lines
