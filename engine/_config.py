@@ -73,6 +73,7 @@ class FeedsSection:
         default=1000, validator=v.in_((5, 10, 20, 50, 100, 500, 1000))
     )
     duration_s: float = attrs.field(default=0.0, validator=_nonneg)
+    min_step_ms: float = attrs.field(default=5.0, validator=_nonneg)
 
 
 @attrs.frozen(kw_only=True)

@@ -288,6 +288,7 @@ async def run_paper(
         stale_ms=f.stale_ms,
         planned_reconnect_s=f.planned_reconnect_s,
         snapshot_limit=f.snapshot_limit,
+        min_step_ms=f.min_step_ms,
     )
     async with contextlib.AsyncExitStack() as stack:
         if http is None:

@@ -13,8 +13,9 @@ resynced after any gap or reconnect. Every message is stamped with its receive
 time (``time.time_ns``) and its exchange-to-local latency (``E`` to receive) goes
 to the stats. Malformed or unknown messages are counted and logged.
 
-Every ``step_ms`` of wall time the feed sends what arrived as one step, exactly
-like the replay feed, so the same actors run behind it.
+Whatever has arrived goes out as one step as soon as the pipeline takes it (the
+same step messages as replay, so the same actors run behind it); with nothing
+arriving, an empty step every ``step_ms`` keeps time-driven risk checks going.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class FeedSettings:
     stale_ms: int
     planned_reconnect_s: float
     snapshot_limit: int
+    min_step_ms: float = 5.0
 
 
 class _Handover:
@@ -152,7 +154,7 @@ class LiveFeed:
     Args:
         settings: connection settings.
         symbols: the symbols, in the order their actors were created.
-        step_ns: wall time per step.
+        step_ns: the longest wall time between steps when nothing arrives.
         symbol_channels: one send channel per symbol actor.
         execution_channel: the execution actor's market inbox.
         http: a pooled ``httpx.AsyncClient`` for REST (snapshots, trade backfill).
@@ -189,6 +191,7 @@ class LiveFeed:
         self._rng = random.Random(seed)
         self._record = record
         self._columns = {s: Columns() for s in symbols}
+        self._data = trio.Event()
         self._ops: list[OpsEvent] = []
         self._seq = 0
         self._ops_seq = 0
@@ -399,6 +402,7 @@ class LiveFeed:
             state.trade_ids.append(msg.trade_id)
         self._seq += 1
         append_message(self._columns[state.symbol], ts, self._seq, msg)
+        self._data.set()
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
@@ -480,7 +484,7 @@ class LiveFeed:
     # -- steps ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, then send a step every ``step_ms`` until ``stop`` is set.
+        """Connect, then send steps (see :meth:`_step_loop`) until ``stop`` is set.
 
         On ``stop`` the feed sends what it has as a last step, then the final
         step, closes its channels and the connections. On cancellation it stops
@@ -500,15 +504,30 @@ class LiveFeed:
                 for group in self._groups():
                     nursery.start_soon(self._connection_loop, group, nursery)
                 task_status.started()
-                step_s = self._step_ns / 1e9
-                next_at = trio.current_time() + step_s
-                while not self._stop.is_set():
-                    with trio.move_on_at(next_at):
-                        await self._stop.wait()
-                    next_at += step_s
-                    await self._send_step(final=False)
+                await self._step_loop()
                 await self._send_step(final=True)
                 nursery.cancel_scope.cancel()
+
+    async def _step_loop(self) -> None:
+        """Send whatever has arrived as a step, at once; never wait to fill a batch.
+
+        While the pipeline is busy with a step, new messages gather in the buffers
+        and go out together as the next one: the batching comes from backpressure,
+        not from a timer. With nothing arriving, an empty step goes out every
+        ``step_ms`` so time-driven risk checks (stale data) keep running.
+        """
+        heartbeat_s = self._step_ns / 1e9
+        min_step_s = self._cfg.min_step_ms / 1000
+        while not self._stop.is_set():
+            with trio.move_on_after(heartbeat_s):
+                await self._data.wait()
+            self._data = trio.Event()
+            sent_at = trio.current_time()
+            await self._send_step(final=False)
+            if min_step_s > 0:
+                # Bound the per-step overhead (a dozen channel hops) when messages
+                # arrive faster than the pipeline turns steps around.
+                await trio.sleep_until(sent_at + min_step_s)
 
     async def _send_step(self, *, final: bool) -> None:
         step = self.stats.steps
