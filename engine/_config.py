@@ -74,6 +74,9 @@ class FeedsSection:
     )
     duration_s: float = attrs.field(default=0.0, validator=_nonneg)
     min_step_ms: float = attrs.field(default=5.0, validator=_nonneg)
+    transport: Literal["wsproto", "trio-websocket"] = attrs.field(
+        default="wsproto", validator=v.in_(("wsproto", "trio-websocket"))
+    )
 
 
 @attrs.frozen(kw_only=True)

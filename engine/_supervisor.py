@@ -289,6 +289,7 @@ async def run_paper(
         planned_reconnect_s=f.planned_reconnect_s,
         snapshot_limit=f.snapshot_limit,
         min_step_ms=f.min_step_ms,
+        transport=f.transport,
     )
     async with contextlib.AsyncExitStack() as stack:
         if http is None:

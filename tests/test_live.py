@@ -97,8 +97,12 @@ def check_trades_complete(report, recording):
     assert sym["trades"] == len([i for i in ids if i >= ids[-1] - sym["trades"] + 1])
 
 
-async def test_clean_run_sees_every_message(tmp_path, recording):
-    report, _server = await paper_run(tmp_path, recording)
+TRANSPORTS = pytest.mark.parametrize("transport", ["wsproto", "trio-websocket"])
+
+
+@TRANSPORTS
+async def test_clean_run_sees_every_message(tmp_path, recording, transport):
+    report, _server = await paper_run(tmp_path, recording, transport=transport)
     feed = report.feed
     assert feed["connects"] == 1 and feed["reconnects"] == 0
     assert feed["messages"] == len(recording.messages)
@@ -107,8 +111,10 @@ async def test_clean_run_sees_every_message(tmp_path, recording):
     assert report.orders > 0 and report.fills > 0
 
 
-async def test_dropped_connection_reconnects_backfills_and_resyncs(tmp_path, recording):
-    report, _server = await paper_run(tmp_path, recording, [Fault(kind="drop", at_s=2.0)])
+@TRANSPORTS
+async def test_dropped_connection_reconnects_backfills_and_resyncs(tmp_path, recording, transport):
+    faults = [Fault(kind="drop", at_s=2.0)]
+    report, _server = await paper_run(tmp_path, recording, faults, transport=transport)
     feed = report.feed
     sym = feed["symbols"]["BTCUSDT"]
     assert feed["reconnects"] >= 1
@@ -138,8 +144,11 @@ async def test_garbage_is_counted_not_fatal(tmp_path, recording):
     check_trades_complete(report, recording)
 
 
-async def test_planned_reconnect_overlaps_with_no_gap(tmp_path, recording):
-    report, _server = await paper_run(tmp_path, recording, planned_reconnect_s=2.0)
+@TRANSPORTS
+async def test_planned_reconnect_overlaps_with_no_gap(tmp_path, recording, transport):
+    report, _server = await paper_run(
+        tmp_path, recording, planned_reconnect_s=2.0, transport=transport
+    )
     feed = report.feed
     assert feed["planned_reconnects"] >= 1
     assert feed["reconnects"] == 0  # a hand-over, not a failure

@@ -1,6 +1,7 @@
 """The live feed: Binance USD-M websocket streams into the engine's step pipeline.
 
-One trio-websocket connection per symbol by default (``/stream?streams=`` with
+One websocket connection per symbol by default (wsproto on a Trio stream, or
+trio-websocket: :mod:`engine.feeds._transport`) (``/stream?streams=`` with
 that symbol's streams), or one combined connection for all (at most 1024 streams
 each). Per connection: reconnect with capped exponential backoff and jitter;
 reconnect when no message arrived for ``stale_ms``; a planned reconnect before
@@ -35,13 +36,13 @@ import msgspec
 import numpy as np
 import orjson
 import trio
-import trio_websocket
 from structlog.typing import FilteringBoundLogger
 
 from ..book import ApplyResult, BookSync, OrderBook, decode_snapshot
 from ..messages import FeedReconnected, MarketBatch, MarketStep, OpsEvent
 from ._capture import _BARE, _ENVELOPE, AggTrade, BookTicker, DepthUpdate, MarketMessage, Trade
 from ._columns import Columns, append_message
+from ._transport import MessageStream, TransportError, open_transport
 
 _MS = 1_000_000
 _MAX_STREAMS = 1024
@@ -63,6 +64,7 @@ class FeedSettings:
     planned_reconnect_s: float
     snapshot_limit: int
     min_step_ms: float = 5.0
+    transport: str = "wsproto"
 
 
 class _Handover:
@@ -248,7 +250,7 @@ class LiveFeed:
         """
         url = self._url(group)
         try:
-            async with trio_websocket.open_websocket_url(url, message_queue_size=4096) as ws:
+            async with open_transport(self._cfg.transport, url) as ws:
                 try:
                     self.stats.connects += 1
                     if reconnect:
@@ -258,20 +260,12 @@ class LiveFeed:
                 finally:
                     if predecessor is not None:
                         predecessor.caught_up.set()  # never leave the old one waiting
-                    if ws.closed is not None:
-                        # trio-websocket 0.12: after the peer aborted the TCP stream,
-                        # aclose() returns early and never closes our socket.
-                        await trio.aclose_forcefully(ws._stream)
-        except trio_websocket.HandshakeError as exc:
-            return f"handshake failed: {exc!r}"
-        except trio_websocket.ConnectionClosed as exc:
-            return f"closed: {exc.reason}"
-        except OSError as exc:
-            return f"connection error: {exc!r}"
+        except TransportError as exc:
+            return str(exc)
 
     async def _pump(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: MessageStream,
         group: list[str],
         nursery: trio.Nursery,
         predecessor: _Handover | None,

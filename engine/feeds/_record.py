@@ -38,6 +38,7 @@ async def record(
         planned_reconnect_s=f.planned_reconnect_s,
         snapshot_limit=f.snapshot_limit,
         min_step_ms=f.min_step_ms,
+        transport=f.transport,
     )
     async with httpx.AsyncClient(base_url=f.rest_url, timeout=10.0) as http:
         market = {s: trio.open_memory_channel[MarketBatch](16) for s in symbols}

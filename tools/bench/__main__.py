@@ -40,7 +40,14 @@ def _portfolio(argv: list[str]) -> Mapping[str, Any]:
     return portfolio.run(argv)
 
 
+def _feed(argv: list[str]) -> Mapping[str, Any]:
+    from . import feed
+
+    return feed.run(argv)
+
+
 BENCHMARKS: Mapping[str, Benchmark] = {
+    "feed": _feed,
     "book": _book,
     "indicators": _indicators,
     "portfolio": _portfolio,

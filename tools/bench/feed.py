@@ -1,0 +1,204 @@
+"""Live-feed throughput and latency against the loopback exchange.
+
+``python -m tools.bench feed [--repeat N]`` prints JSON:
+
+- ``receive_msgs_per_s``: a bare client of each transport (wsproto, trio-websocket)
+  reading the bundled BTCUSDT sample from ``python -m engine sim-exchange
+  --speed 0`` running in another process (median of repeats);
+- ``pipeline_events_per_s``: the same, through the whole paper-mode pipeline
+  into the symbol actors (decode, de-duplicate, book, steps, actors);
+- ``latency_ms``: from the server handing a message to its socket to the symbol
+  actor processing the batch that holds it (p50, p99), at 2x recorded pace, with
+  server and engine in one process so both read the same clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import trio
+
+from engine import config_from_dict
+from engine.actors import _symbol
+from engine.feeds._transport import TransportClosedError, open_transport
+from engine.venues.sim._recorded import load_recording
+from engine.venues.sim._stream_server import ServerSettings, StreamServer
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
+STREAMS = "btcusdt@bookTicker/btcusdt@trade/btcusdt@depth@0ms"
+QUIET = structlog.wrap_logger(
+    structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(50)
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """``python -m engine sim-exchange`` in a subprocess, flat out."""
+
+    def __enter__(self) -> _Server:
+        self.ws, self.rest = _free_port(), _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "sim-exchange", "--data", str(SAMPLE),
+             "--port", str(self.ws), "--rest-port", str(self.rest), "--speed", "0",
+             "--log", "/dev/null"],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "sim-exchange: ws://..." once listening
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _config(tmp: Path, server: _Server, transport: str, **extra: Any) -> Any:
+    return config_from_dict(
+        {
+            "engine": {"mode": "paper"},
+            "data": {"symbols": ["BTCUSDT"]},
+            "journal": {"dir": str(tmp / "runs")},
+            "logging": {"path": str(tmp / "log.jsonl")},
+            "feeds": {
+                "ws_url": f"ws://127.0.0.1:{server.ws}",
+                "rest_url": f"http://127.0.0.1:{server.rest}",
+                "streams": ["bookTicker", "trade", "depth@0ms"],
+                "transport": transport,
+                **extra,
+            },
+            "hardware": {"enabled": False},
+        },
+        source="<bench>",
+        base_dir=str(tmp),
+    )
+
+
+async def _receive(transport: str, total: int) -> float:
+    with _Server() as server:
+        url = f"ws://127.0.0.1:{server.ws}/stream?streams={STREAMS}"
+        async with open_transport(transport, url) as ws:
+            await ws.get_message()
+            t0 = time.perf_counter()
+            n = 1
+            try:
+                while n < total:
+                    await ws.get_message()
+                    n += 1
+            except TransportClosedError:
+                pass
+            return n / (time.perf_counter() - t0)
+
+
+async def _pipeline(transport: str, total: int) -> float:
+    from engine._supervisor import run_paper
+
+    with _Server() as server, tempfile.TemporaryDirectory() as tmp:
+        config = _config(Path(tmp), server, transport, min_step_ms=0.0)
+        stop = trio.Event()
+        seen = {"n": 0, "t0": 0.0, "t1": 0.0}
+        original = _symbol.SymbolActor._scan
+
+        def counting(self: Any, batch: Any) -> None:
+            if not seen["n"]:
+                seen["t0"] = time.perf_counter()
+            seen["n"] += len(batch.ticks)
+            seen["t1"] = time.perf_counter()
+            if seen["n"] >= total - 5:
+                stop.set()
+            original(self, batch)
+
+        _symbol.SymbolActor._scan = counting  # type: ignore[method-assign]
+        try:
+            with trio.move_on_after(120):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_stop_later, stop, 110)
+                    await run_paper(config, log=QUIET, stop=stop)
+                    nursery.cancel_scope.cancel()
+        finally:
+            _symbol.SymbolActor._scan = original  # type: ignore[method-assign]
+        return seen["n"] / (seen["t1"] - seen["t0"])
+
+
+async def _stop_later(stop: trio.Event, seconds: float) -> None:
+    await trio.sleep(seconds)
+    stop.set()
+
+
+async def _latency(transport: str, seconds: float) -> dict[str, float]:
+    from engine._supervisor import run_paper
+
+    recording = load_recording([SAMPLE])
+    server = StreamServer(recording, ServerSettings(speed=2.0), QUIET)
+    arrivals: list[tuple[float, np.ndarray]] = []
+    original = _symbol.SymbolActor._scan
+
+    def stamping(self: Any, batch: Any) -> None:
+        arrivals.append((trio.current_time(), np.array(batch.ticks.seq)))
+        original(self, batch)
+
+    _symbol.SymbolActor._scan = stamping  # type: ignore[method-assign]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with trio.open_nursery() as nursery:
+                ws, rest = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+
+                class _Ports:
+                    pass
+
+                ports = _Ports()
+                ports.ws, ports.rest = ws, rest  # type: ignore[attr-defined]
+                config = _config(Path(tmp), ports, transport)  # type: ignore[arg-type]
+                stop = trio.Event()
+                nursery.start_soon(_stop_later, stop, seconds)
+                await run_paper(config, log=QUIET, stop=stop)
+                nursery.cancel_scope.cancel()
+    finally:
+        _symbol.SymbolActor._scan = original  # type: ignore[method-assign]
+    sent = dict(server.send_times)  # k-th message on the connection -> send time
+    lat = [(at - sent[int(k)]) * 1e3 for at, seqs in arrivals for k in seqs if int(k) in sent]
+    a = np.asarray(lat)
+    return {"samples": int(a.size), "p50": float(np.median(a)), "p99": float(np.percentile(a, 99))}
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Run the benchmark and return its JSON-able result."""
+    parser = argparse.ArgumentParser(prog="python -m tools.bench feed")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    total = len(load_recording([SAMPLE]).messages)
+    out: dict[str, Any] = {"benchmark": "feed", "messages": total, "repeat": args.repeat}
+    for transport in ("wsproto", "trio-websocket"):
+        recv = [trio.run(_receive, transport, total) for _ in range(args.repeat)]
+        pipe = [trio.run(_pipeline, transport, total) for _ in range(args.repeat)]
+        out[transport] = {
+            "receive_msgs_per_s": statistics.median(recv),
+            "pipeline_events_per_s": statistics.median(pipe),
+            "latency_ms": trio.run(_latency, transport, args.latency_seconds),
+        }
+    out["receive_ratio_wsproto_over_trio_websocket"] = (
+        out["wsproto"]["receive_msgs_per_s"] / out["trio-websocket"]["receive_msgs_per_s"]
+    )
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1:]), indent=2))
