@@ -265,8 +265,13 @@ def scan_symbols(paths: Iterable[Path]) -> list[str]:
     A byte-level scan (no JSON decoding), so finding the symbols before the replay
     starts costs a fraction of the replay itself.
     """
+    from ._csv import csv_symbol, is_csv_source  # _csv builds on this module
+
     found: set[bytes] = set()
     for path in paths:
+        if is_csv_source(path):
+            found.add(csv_symbol(path).encode())
+            continue
         tail = b""
         try:
             for chunk in _chunks(path):
@@ -328,10 +333,21 @@ def _keyed(
 def merge_captures(
     paths: list[Path], stats: CaptureStats, symbols: frozenset[str] | None = None
 ) -> Iterator[tuple[int, MarketMessage]]:
-    """Events of several captures merged by replay time (ties: file order, then line)."""
+    """Events of several sources merged by replay time (ties: file order, then line).
+
+    Sources are websocket captures or Binance public-data CSV files
+    (:mod:`engine.feeds._csv`), told apart by the file name.
+    """
+    from ._csv import is_csv_source, read_csv_source  # _csv builds on this module
+
+    def reader(path: Path) -> Iterator[tuple[int, MarketMessage]]:
+        if is_csv_source(path):
+            return read_csv_source(path, stats, symbols)
+        return read_capture(path, stats, symbols)
+
     if len(paths) == 1:
-        yield from read_capture(paths[0], stats, symbols)
+        yield from reader(paths[0])
         return
-    streams = [_keyed(read_capture(p, stats, symbols), i) for i, p in enumerate(paths)]
+    streams = [_keyed(reader(p), i) for i, p in enumerate(paths)]
     for ts, _i, _n, msg in heapq.merge(*streams):
         yield ts, msg

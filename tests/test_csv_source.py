@@ -1,0 +1,91 @@
+"""Binance public-data CSV files as a replay source (plain or zipped, header or not)."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import trio
+
+from engine.feeds import CaptureStats, expand_paths, merge_captures, scan_symbols
+from engine.feeds._capture import AggTrade, BookTicker, Kline, Trade
+from engine.testing import replay, replay_config
+
+AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+BOOK_HEADER = (
+    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time"
+)
+AGG = [
+    "26129,61800.30,0.006,51200,51200,1723161256322,false",
+    "26130,61800.20,0.010,51201,51202,1723161256410,true",
+]
+BOOK = [
+    "5123107839020,61800.20,2.507,61800.30,2.510,1723161256313,1723161256313",
+    "5123107839100,61800.10,1.000,61800.30,2.000,1723161256400,1723161256401",
+]
+KLINE = ["1723161240000,61790,61810,61780,61800.5,12.5,1723161299999,772500,800,6,370000,0"]
+TRADES = ["5266583935,61800.30,0.006,370.8018,1723161256322,false"]
+
+
+def write(path, lines, *, header=None, zipped=False):
+    text = "\n".join(([header] if header else []) + lines) + "\n"
+    if zipped:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(path.stem + ".csv", text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+@pytest.mark.parametrize("header", [True, False])
+def test_each_kind_decodes(tmp_path, zipped, header):
+    ext = ".zip" if zipped else ".csv"
+    agg_header = AGG_HEADER if header else None
+    book_header = BOOK_HEADER if header else None
+    files = [
+        write(
+            tmp_path / f"BTCUSDT-aggTrades-2024-08-08{ext}", AGG, header=agg_header, zipped=zipped
+        ),
+        write(
+            tmp_path / f"BTCUSDT-bookTicker-2024-08-08{ext}",
+            BOOK,
+            header=book_header,
+            zipped=zipped,
+        ),
+        write(tmp_path / f"BTCUSDT-1m-2024-08-08{ext}", KLINE, zipped=zipped),
+        write(tmp_path / f"ETHUSDT-trades-2024-08-08{ext}", TRADES, zipped=zipped),
+    ]
+    stats = CaptureStats()
+    events = list(merge_captures(expand_paths(files), stats))
+    kinds = [type(m) for _ts, m in events]
+    assert sorted(k.__name__ for k in kinds) == sorted(
+        ["AggTrade", "AggTrade", "BookTicker", "BookTicker", "Kline", "Trade"]
+    )
+    assert [ts for ts, _m in events] == sorted(ts for ts, _m in events)  # merged by time
+    agg = [m for _ts, m in events if isinstance(m, AggTrade)]
+    assert (agg[0].trade_id, agg[0].price, agg[0].buyer_maker) == (26129, 61800.3, False)
+    book = next(m for _ts, m in events if isinstance(m, BookTicker))
+    assert (book.bid, book.ask, book.update_id) == (61800.2, 61800.3, 5123107839020)
+    kline = next(m for _ts, m in events if isinstance(m, Kline))
+    assert kline.bar.close == 61800.5 and kline.bar.closed
+    assert next(m for _ts, m in events if isinstance(m, Trade)).symbol == "ETHUSDT"
+    assert stats.skipped.get("header", 0) == (2 if header else 0)
+    assert scan_symbols(expand_paths(files)) == ["BTCUSDT", "ETHUSDT"]
+
+
+def test_bad_rows_are_counted(tmp_path):
+    bad = "26131,not-a-price,0.1,1,1,1723161256500,false"
+    path = write(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", [*AGG, bad, ""])
+    stats = CaptureStats()
+    assert len(list(merge_captures([path], stats))) == 2
+    assert stats.skipped["bad_row"] == 1
+
+
+def test_replay_runs_on_csv_files(tmp_path):
+    files = [
+        write(tmp_path / "BTCUSDT-bookTicker-2024-08-08.csv", BOOK, header=BOOK_HEADER),
+        write(tmp_path / "BTCUSDT-aggTrades-2024-08-08.zip", AGG, zipped=True),
+    ]
+    report = trio.run(replay, replay_config(tmp_path, files))
+    assert report.symbols == ["BTCUSDT"] and report.events == 4
