@@ -38,7 +38,9 @@ def summary_text(report: RunReport) -> str:
     denied = ", ".join(f"{k} {v}" for k, v in report.denied.items()) or "none"
     states = " ".join(f"{k}:{v}" for k, v in report.transitions.items()) or "none"
     lines = [
-        f"trireme {report.mode}: {len(report.data)} file(s), symbols {', '.join(report.symbols)}",
+        f"trireme {report.mode}: "
+        + (f"{len(report.data)} file(s)" if report.mode == "replay" else ", ".join(report.data))
+        + f", symbols {', '.join(report.symbols)}",
         f"  events        {report.events:,} ({report.lines:,} lines; skipped: {skipped})",
         f"  steps         {report.steps:,}",
         f"  orders        {report.orders} (denied: {denied}; expired {report.expired})",
@@ -54,7 +56,7 @@ def summary_text(report: RunReport) -> str:
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
         f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load)",
-        f"  replay time   {report.wall_seconds:.3f} s",
+        f"  run time      {report.wall_seconds:.3f} s",
         f"  events/s      {report.events_per_second:,.0f}",
     ]
     return "\n".join(lines)
