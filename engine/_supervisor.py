@@ -277,20 +277,7 @@ async def run_paper(
         raise ConfigError(config.source, "data.symbols", "paper mode needs the symbols to trade")
     symbols = list(config.data.symbols)
     f = config.feeds
-    settings = FeedSettings(
-        ws_url=f.ws_url,
-        rest_url=f.rest_url,
-        streams=f.streams,
-        connection=f.connection,
-        backoff_initial_ms=f.backoff_initial_ms,
-        backoff_max_ms=f.backoff_max_ms,
-        jitter=f.jitter,
-        stale_ms=f.stale_ms,
-        planned_reconnect_s=f.planned_reconnect_s,
-        snapshot_limit=f.snapshot_limit,
-        min_step_ms=f.min_step_ms,
-        transport=f.transport,
-    )
+    settings = FeedSettings.from_section(f)
     async with contextlib.AsyncExitStack() as stack:
         if http is None:
             http = await stack.enter_async_context(

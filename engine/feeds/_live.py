@@ -66,6 +66,24 @@ class FeedSettings:
     min_step_ms: float = 5.0
     transport: str = "wsproto"
 
+    @classmethod
+    def from_section(cls, f: Any) -> FeedSettings:
+        """The settings of a ``[feeds]`` config section."""
+        return cls(
+            ws_url=f.ws_url,
+            rest_url=f.rest_url,
+            streams=f.streams,
+            connection=f.connection,
+            backoff_initial_ms=f.backoff_initial_ms,
+            backoff_max_ms=f.backoff_max_ms,
+            jitter=f.jitter,
+            stale_ms=f.stale_ms,
+            planned_reconnect_s=f.planned_reconnect_s,
+            snapshot_limit=f.snapshot_limit,
+            min_step_ms=f.min_step_ms,
+            transport=f.transport,
+        )
+
 
 class _Handover:
     """A planned reconnect in progress: the successor's first message and backlog."""

@@ -26,20 +26,7 @@ async def record(
     f = config.feeds
     symbols = list(config.data.symbols)
     stop = trio.Event()
-    settings = FeedSettings(
-        ws_url=f.ws_url,
-        rest_url=f.rest_url,
-        streams=f.streams,
-        connection=f.connection,
-        backoff_initial_ms=f.backoff_initial_ms,
-        backoff_max_ms=f.backoff_max_ms,
-        jitter=f.jitter,
-        stale_ms=f.stale_ms,
-        planned_reconnect_s=f.planned_reconnect_s,
-        snapshot_limit=f.snapshot_limit,
-        min_step_ms=f.min_step_ms,
-        transport=f.transport,
-    )
+    settings = FeedSettings.from_section(f)
     async with httpx.AsyncClient(base_url=f.rest_url, timeout=10.0) as http:
         market = {s: trio.open_memory_channel[MarketBatch](16) for s in symbols}
         step_tx, step_rx = trio.open_memory_channel[MarketStep](16)

@@ -245,27 +245,17 @@ class SimVenue:
 
     def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
         """Cancel every pending order (nothing of them has filled)."""
-        out: list[OrderEvent] = [
-            OrderCanceled(
-                client_order_id=p.order.client_order_id,
-                symbol=p.order.symbol,
-                purpose=p.order.purpose,
-                cum_qty=0.0,
-                reason=reason,
-                ts_event=ts,
-                ts_init=ts,
-                seq=self._next_seq(),
-                correlation_id=p.order.correlation_id,
-            )
-            for p in self._pending
-        ]
-        self._pending = []
-        return out
+        return self._end_pending(OrderCanceled, ts, reason)
 
     def expire_all(self, ts: int, reason: str) -> list[OrderEvent]:
         """Expire every pending order (the replay ended before it could fill)."""
+        return self._end_pending(OrderExpired, ts, reason)
+
+    def _end_pending(
+        self, event: type[OrderCanceled] | type[OrderExpired], ts: int, reason: str
+    ) -> list[OrderEvent]:
         out: list[OrderEvent] = [
-            OrderExpired(
+            event(
                 client_order_id=p.order.client_order_id,
                 symbol=p.order.symbol,
                 purpose=p.order.purpose,
