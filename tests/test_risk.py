@@ -113,6 +113,7 @@ def test_correlation_filter():
     assert risk.check(order("A", Side.BUY, 1, 100.0)) == "correlation"
     risk._returns["A"].clear()
     risk._returns["A"].extend(math.cos(i * 1.7) * 1e-3 for i in range(60))
+    risk._corr = None  # what a new step's report does
     assert risk.check(order("A", Side.BUY, 1, 100.0)) is None
 
 

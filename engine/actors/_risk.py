@@ -139,6 +139,7 @@ class RiskActor:
         self._portfolio_due: int | None = None
         self.exposure_limits: dict[str, float] = {}
         self._mids: dict[str, float] = {}
+        self._corr: dict[tuple[str, str], float] | None = None
         self._checks: list[tuple[str, Callable[[SubmitOrder], bool]]] = [
             ("max_orders_per_second", self._rate_ok),
             ("not_reducing", self._reduces_if_reduce_only),
@@ -298,15 +299,33 @@ class RiskActor:
         return True
 
     def correlation(self, a: str, b: str) -> float | None:
-        """Correlation of the two symbols' recent per-step mid returns (None: too little data)."""
-        n = min(len(self._returns[a]), len(self._returns[b]))
-        if n < _MIN_CORRELATION_SAMPLES:
-            return None
-        x = np.fromiter(self._returns[a], float)[-n:]
-        y = np.fromiter(self._returns[b], float)[-n:]
-        if x.std() == 0.0 or y.std() == 0.0:
-            return None
-        return float(np.corrcoef(x, y)[0, 1])
+        """Correlation of the two symbols' recent per-step mid returns (None: too little data).
+
+        The matrix of all symbols is computed once per step (returns change only
+        when a report arrives) and reused by every order of the step.
+        """
+        if self._corr is None:
+            self._corr = self._correlations()
+        value = self._corr.get((a, b))
+        return None if value is None or value != value else value
+
+    def _correlations(self) -> dict[tuple[str, str], float]:
+        started = [s for s in self._symbols if len(self._returns[s]) >= _MIN_CORRELATION_SAMPLES]
+        if len(started) < 2:
+            return {}
+        n = min(len(self._returns[s]) for s in started)
+        matrix = np.column_stack([np.fromiter(self._returns[s], float)[-n:] for s in started])
+        flat = matrix.std(axis=0) == 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(matrix, rowvar=False)
+        corr[flat, :] = np.nan
+        corr[:, flat] = np.nan
+        return {
+            (x, y): float(corr[i, j])
+            for i, x in enumerate(started)
+            for j, y in enumerate(started)
+            if i != j
+        }
 
     def _exposure(self, symbol: str) -> float:
         """Position plus what open orders would add."""
@@ -322,6 +341,7 @@ class RiskActor:
     # -- reports --------------------------------------------------------------------
 
     def _on_report(self, report: ReportBatch) -> None:
+        self._corr = None  # returns move on: recompute correlations when next needed
         for event in report.events:
             if isinstance(event, OrderFilled):
                 self.positions[event.symbol] = round(
