@@ -47,6 +47,9 @@ class ControlState:
             "active": {name: {"action": a, "reason": r} for name, (a, r) in risk.active.items()},
             "approved": risk.approved,
             "denied": dict(risk.denied),
+            "equity": risk.equity,
+            "exposure_limits": dict(risk.exposure_limits),
+            "metrics": risk.metrics.summary(),
         }
 
 

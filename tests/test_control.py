@@ -18,10 +18,17 @@ from engine.messages import ControlCommand
 
 class FakeRisk:
     def __init__(self) -> None:
+        from engine.risk import RiskMetrics
+
         self.trading = fsm.new_trading()
         self.active = {"stale:BTCUSDT": ("reduce", "no quote for BTCUSDT")}
         self.approved = 3
         self.denied = {"price_band": 1}
+        self.equity = -2.5
+        self.exposure_limits = {"BTCUSDT": 5000.0}
+        self.metrics = RiskMetrics(capital=10_000.0, step_ns=250_000_000)
+        for e in (0.0, 1.0, -2.5):
+            self.metrics.record_equity(e)
 
 
 @pytest.fixture
@@ -51,6 +58,7 @@ async def test_cli_client_queues_commands_and_reads_status(sock_path):
             status = json.loads(done.stdout)
             assert status["trading_state"] == "ACTIVE"
             assert status["active"]["stale:BTCUSDT"]["action"] == "reduce"
+            assert status["metrics"]["max_drawdown"] == 3.5  # live, not only in the report
             bad = await trio.to_thread.run_sync(send_control, sock_path, "explode", "")
             assert bad["ok"] is False and "unknown action" in bad["error"]
             nursery.cancel_scope.cancel()

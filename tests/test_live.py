@@ -24,7 +24,7 @@ from engine.venues.sim._recorded import load_recording
 from engine.venues.sim._stream_server import Fault, ServerSettings, StreamServer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/sample/btcusdt_20240808_180s.gz"
-SPEED = 30.0
+SPEED = 20.0
 QUIET = structlog.wrap_logger(
     structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(50)
 )
@@ -51,7 +51,7 @@ def paper_config(tmp_path: Path, ws_port: int, rest_port: int, **feeds):
                 "stale_ms": 1500,
                 **feeds,
             },
-            # Wall-clock buckets: at 30x pace 20 ms is about 0.6 s of recorded market.
+            # Wall-clock buckets: at 20x pace 20 ms is 0.4 s of recorded market.
             "strategy": {"sample_ms": 20, "fast": 3, "slow": 8, "rsi_period": 5},
             "hardware": {"enabled": False},
         },
@@ -230,3 +230,13 @@ async def test_recorder_writes_what_replay_reads(tmp_path, recording):
         for line in gzip.decompress(path.read_bytes()).splitlines()
     ]
     assert all(r in sent for r in recorded)  # byte for byte what the exchange sent
+
+
+def test_partial_depth_streams_never_reach_the_diff_book():
+    from engine.feeds._live import _is_partial_depth
+
+    assert _is_partial_depth("btcusdt@depth5")
+    assert _is_partial_depth("btcusdt@depth20@100ms")
+    assert not _is_partial_depth("btcusdt@depth@100ms")
+    assert not _is_partial_depth("btcusdt@depth")
+    assert not _is_partial_depth("btcusdt@bookTicker")

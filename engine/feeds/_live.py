@@ -350,8 +350,16 @@ class LiveFeed:
         ts = time.time_ns()
         raw = text.encode() if isinstance(text, str) else text
         self.stats.messages += 1
+        partial_depth = False
         try:
-            msg = _ENVELOPE.decode(raw).data if raw.startswith(b'{"stream"') else _BARE.decode(raw)
+            if raw.startswith(b'{"stream"'):
+                envelope = _ENVELOPE.decode(raw)
+                msg = envelope.data
+                # depth5/10/20 are top-of-book snapshots sent as "depthUpdate" too;
+                # they must not reach the diff book.
+                partial_depth = _is_partial_depth(envelope.stream)
+            else:
+                msg = _BARE.decode(raw)
         except msgspec.ValidationError:
             self.stats.unknown += 1
             self._log.debug("unknown message", head=raw[:120].decode(errors="replace"))
@@ -366,6 +374,9 @@ class LiveFeed:
             return
         if msg.event_time:
             self.latency.record((ts - msg.event_time * _MS) / 1e6)
+        if partial_depth:
+            self._append(state, ts, msg, raw)
+            return
         verdict = self._classify(state, msg, raw)
         if verdict is _NEW:
             self._append(state, ts, msg, raw)
@@ -579,6 +590,12 @@ class LiveFeed:
             "latency": self.latency.summary(),
             "symbols": per_symbol,
         }
+
+
+def _is_partial_depth(stream: str) -> bool:
+    """``btcusdt@depth5``, ``@depth10@100ms``, ``@depth20@500ms``: partial book streams."""
+    _sym, _, kind = stream.partition("@depth")
+    return bool(kind) and kind[0].isdigit()
 
 
 def _stream_line(trade: Trade | AggTrade) -> bytes:

@@ -43,7 +43,6 @@ from ...feeds._capture import DepthUpdate
 from ._recorded import Recording
 
 _MS = 1_000_000
-_QUEUE = 8192
 
 
 @attrs.frozen(kw_only=True)
@@ -80,14 +79,15 @@ class ServerSettings:
     pong_timeout_s: float = 600.0
     max_connection_s: float = 86_400.0
     faults: tuple[Fault, ...] = ()
+    client_queue: int = 65_536  # messages queued per client before it is dropped as slow
 
 
 class _Connection:
-    def __init__(self, ws: trio_websocket.WebSocketConnection, combined: bool) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, combined: bool, queue: int) -> None:
         self.ws = ws
         self.combined = combined
         self.streams: set[str] = set()
-        self.send, self.receive = trio.open_memory_channel[str](_QUEUE)
+        self.send, self.receive = trio.open_memory_channel[str](queue)
         self.sent = 0
 
 
@@ -221,7 +221,7 @@ class StreamServer:
                 conn.send.send_nowait(text)
             except trio.WouldBlock:
                 # Binance drops clients that cannot keep up; so do we.
-                self._log.warning("slow client dropped", queued=_QUEUE)
+                self._log.warning("slow client dropped", queued=self.settings.client_queue)
                 self._conns.discard(conn)
                 conn.send.close()
             except trio.ClosedResourceError:
@@ -280,7 +280,7 @@ class StreamServer:
             await request.reject(400, body=b'{"code":-1,"msg":"too many streams"}')
             return
         ws = await request.accept()
-        conn = _Connection(ws, combined)
+        conn = _Connection(ws, combined, self.settings.client_queue)
         conn.streams.update(streams)
         self._conns.add(conn)
         self.connections += 1
