@@ -18,6 +18,7 @@ The entry signal's direction is a feature too (``side``, +1 long / -1 short), gi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,8 +28,8 @@ import attrs
 import msgspec
 import numpy as np
 
-from ..book import BookSync, DepthSnapshot, OrderBook, decode_snapshot
 from ..book import BookError as _BookError
+from ..book import BookSync, DepthSnapshot, OrderBook, decode_snapshot
 from ..feeds._capture import (
     AggTrade,
     BookTicker,
@@ -183,9 +184,7 @@ def _feature_table(ix: Mapping[str, int]) -> Mapping[str, Callable[[_State], flo
 #: Every feature a builder knows, in the default order.
 FEATURE_NAMES: tuple[str, ...] = (
     "side",
-    *_feature_table(
-        {n: 0 for n in IndicatorSet(_indicator_specs(1.0)).names}
-    ).keys(),
+    *_feature_table({n: 0 for n in IndicatorSet(_indicator_specs(1.0)).names}).keys(),
 )
 
 
@@ -244,9 +243,7 @@ class FeatureBuilder:
         self._state = _State(self.indicators.values, self.book)
         table = _feature_table(self.indicators.index)
         self._side_at = spec.names.index("side") if "side" in spec.names else -1
-        self._fns = tuple(
-            (i, table[n]) for i, n in enumerate(spec.names) if n != "side"
-        )
+        self._fns = tuple((i, table[n]) for i, n in enumerate(spec.names) if n != "side")
         self._dtype = np.dtype(spec.dtype)
         self._seen_trade = False
         self._handlers: Mapping[type, Callable[[int, object], None]] = {
@@ -298,10 +295,9 @@ class FeatureBuilder:
             self._trade(ts, msg.price, msg.qty, msg.buyer_maker)
 
     def _on_depth(self, ts: int, msg: DepthUpdate) -> None:
-        try:
+        # On a bad diff the book stays unsynced until the next snapshot: depth features go NaN.
+        with contextlib.suppress(_BookError):
             self._sync.on_diff(msg)
-        except _BookError:
-            pass  # the book is unsynced until the next snapshot; depth features go NaN
 
     def _on_snapshot(self, ts: int, msg: DepthSnapshot) -> None:
         if self._sync.needs_snapshot:

@@ -46,10 +46,17 @@ def _feed(argv: list[str]) -> Mapping[str, Any]:
     return feed.run(argv)
 
 
+def _models(argv: list[str]) -> Mapping[str, Any]:
+    from . import models
+
+    return models.run(argv)
+
+
 BENCHMARKS: Mapping[str, Benchmark] = {
     "feed": _feed,
     "book": _book,
     "indicators": _indicators,
+    "models": _models,
     "portfolio": _portfolio,
     "replay": _replay,
 }

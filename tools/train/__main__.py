@@ -1,0 +1,90 @@
+"""``python -m tools.train [train] --data PATH... --out DIR`` / ``python -m tools.train evaluate``.
+
+Prints a JSON summary on stdout. Exit 1 when an export fails its parity check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._labels import StrategyConfig
+from ._train import MODEL_KINDS, ExportParityError, evaluate, train_all
+
+
+def _strategy_args(p: argparse.ArgumentParser) -> None:
+    d = StrategyConfig()
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="capture files")
+    p.add_argument("--sample-ms", type=int, default=d.sample_ms)
+    p.add_argument("--fast", type=int, default=d.fast)
+    p.add_argument("--slow", type=int, default=d.slow)
+    p.add_argument("--take-profit-bps", type=float, default=d.take_profit_bps)
+    p.add_argument("--stop-loss-bps", type=float, default=d.stop_loss_bps)
+    p.add_argument("--max-hold-ms", type=int, default=d.max_hold_ms)
+    p.add_argument("--fee-bps", type=float, default=d.fee_bps, help="per leg")
+    p.add_argument("--threshold", type=float, default=0.3)
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--embargo-ms", type=int, default=5_000)
+
+
+def _cfg(a: argparse.Namespace) -> StrategyConfig:
+    return StrategyConfig(
+        sample_ms=a.sample_ms,
+        fast=a.fast,
+        slow=a.slow,
+        take_profit_bps=a.take_profit_bps,
+        stop_loss_bps=a.stop_loss_bps,
+        max_hold_ms=a.max_hold_ms,
+        fee_bps=a.fee_bps,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run, print JSON; returns the exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = "train"
+    if args and args[0] in ("train", "evaluate"):
+        command = args.pop(0)
+    p = argparse.ArgumentParser(prog=f"python -m tools.train {command}")
+    _strategy_args(p)
+    if command == "train":
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+        p.add_argument("--seed", type=int, default=7)
+    else:
+        p.add_argument(
+            "--model", nargs="+", type=Path, default=sorted(Path("models/onnx").glob("*.onnx"))
+        )
+    a = p.parse_args(args)
+    try:
+        if command == "train":
+            result = train_all(
+                a.data,
+                a.out,
+                _cfg(a),
+                kinds=a.models,
+                seed=a.seed,
+                test_fraction=a.test_fraction,
+                embargo_ms=a.embargo_ms,
+                threshold=a.threshold,
+            )
+        else:
+            result = evaluate(
+                a.data,
+                a.model,
+                _cfg(a),
+                threshold=a.threshold,
+                test_fraction=a.test_fraction,
+                embargo_ms=a.embargo_ms,
+            )
+    except ExportParityError as exc:
+        print(f"error: export parity: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
