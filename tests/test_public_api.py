@@ -7,7 +7,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["engine", "fsm", "hardware", "engine.testing", "engine.book", "engine.models"])
+@pytest.mark.parametrize(
+    "name", ["engine", "fsm", "hardware", "engine.testing", "engine.book", "engine.models"]
+)
 def test_all_is_the_public_surface(name):
     module = importlib.import_module(name)
     public = {
