@@ -430,6 +430,7 @@ async def _run_pipeline(
                 portfolio_actor.set_thread_setup(lambda: hardware.setup_worker_thread(plan))
             strategy_kernel.warm_up()
             warmed_up.set()
+            await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
             started = time.perf_counter()
             setup = started - setup_started
             await _run_actors(journal_actor, execution, portfolio_actor, risk, actors, feed)

@@ -58,6 +58,8 @@ class HardwareActor:
             the model actor ``hardware.configure_onnx_session(options, actor.plan)``.
         applied: what was applied, read back, once started.
         frozen_objects: how many objects ``gc.freeze()`` froze; 0 until then.
+        settled: set when the post-warm-up work is done (at once if there is none),
+            so a supervisor can start trading after the GC freeze, not during it.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class HardwareActor:
         self.plan: PinningPlan | None = None
         self.applied: AppliedSettings | None = None
         self.frozen_objects = 0
+        self.settled = trio.Event()  # set once the post-warm-up work (GC freeze) is done
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the plan, report started, then sample loop lag until cancelled.
@@ -94,6 +97,8 @@ class HardwareActor:
             async with trio.open_nursery() as nursery:
                 if self._warmed_up is not None and self.plan.enabled and self.plan.gc_freeze:
                     nursery.start_soon(self._freeze_after, self._warmed_up)
+                else:
+                    self.settled.set()
                 task_status.started()
                 await self._sample_lag()
         finally:
@@ -105,6 +110,7 @@ class HardwareActor:
     async def _freeze_after(self, warmed_up: trio.Event) -> None:
         await warmed_up.wait()
         self.frozen_objects = freeze_gc()
+        self.settled.set()
         self._log.info("gc frozen after warm-up", frozen_objects=self.frozen_objects)
 
     async def _sample_lag(self) -> None:
