@@ -1,0 +1,254 @@
+"""A thin Binance USD-M REST client on one injected ``httpx.AsyncClient``.
+
+Every request goes through the :class:`RateLimiter` (with its weight and
+priority), is signed with the :class:`ServerClock`'s timestamp when the
+endpoint needs it, runs under a Trio cancel scope (``trio.fail_after``) and has
+its failure translated here, once, to a :class:`BinanceError`:
+
+* no response in time, or the connection broke after sending:
+  :class:`UnknownOrderStateError` (the order may exist);
+* the connection could not be opened: :class:`ServiceUnavailableError`
+  (nothing was sent);
+* an error response: :func:`error_from_response`; a 429 or 418 also tells the
+  limiter, and a -1021 re-syncs the clock and resends once with a fresh
+  timestamp (a -1021 request was not executed, so resending is safe).
+
+Parameters travel in the query string for every method, so the string signed
+is exactly the string sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+import trio
+
+from ._clock import ServerClock
+from ._errors import (
+    BinanceError,
+    IpBannedError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    TimestampSkewError,
+    UnknownOrderStateError,
+    error_from_response,
+)
+from ._ratelimit import Priority, RateLimiter
+from ._signing import Credentials
+from ._templates import PreparedOrder
+
+BASE_URL = "https://fapi.binance.com"
+
+
+def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -> str:
+    if client_order_id is None and order_id is None:
+        raise ValueError("give client_order_id or order_id")
+    ref = f"symbol={quote(symbol, safe='')}"
+    if order_id is not None:
+        ref += f"&orderId={int(order_id)}"
+    if client_order_id is not None:
+        ref += f"&origClientOrderId={quote(client_order_id, safe='')}"
+    return ref
+
+
+class BinanceRestClient:
+    """Signed REST calls to Binance USD-M futures.
+
+    Args:
+        http: the shared ``httpx.AsyncClient`` (keep-alive pool); tests pass one
+            on an ``httpx.MockTransport``.
+        credentials: API key and secret; ``None`` allows public endpoints only.
+        limiter: the rate limiter for this IP and account.
+        clock: the server-time estimate used for ``timestamp``.
+        base_url: the REST root (the loopback server's in tests and paper).
+        recv_window_ms: ``recvWindow`` sent with signed requests.
+        timeout_s: the deadline for one HTTP exchange (limiter wait excluded).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        credentials: Credentials | None,
+        limiter: RateLimiter,
+        clock: ServerClock,
+        base_url: str = BASE_URL,
+        recv_window_ms: int | None = 5000,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._key_headers = credentials.headers if credentials is not None else {}
+        self._limiter = limiter
+        self._clock = clock
+        self._base = base_url.rstrip("/")
+        self._recv_window_ms = recv_window_ms
+        self._timeout_s = timeout_s
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: str = "",
+        *,
+        signed: bool = False,
+        api_key: bool = False,
+        weight: int = 1,
+        orders: int = 0,
+        priority: Priority = Priority.QUERY,
+        order_endpoint: bool = False,
+    ) -> Any:
+        if (signed or api_key) and self._credentials is None:
+            raise BinanceError(f"{method} {path} needs credentials")
+        retried = False
+        while True:
+            await self._limiter.acquire(weight, orders=orders, priority=priority)
+            generation = self._clock.generation
+            query = params
+            if signed:
+                assert self._credentials is not None
+                query = self._credentials.sign_query(
+                    params, timestamp_ms=self._clock.now_ms(), recv_window_ms=self._recv_window_ms
+                )
+            url = f"{self._base}{path}?{query}" if query else f"{self._base}{path}"
+            headers = self._key_headers if (signed or api_key) else None
+            what = f"{method} {path}"
+            try:
+                with trio.fail_after(self._timeout_s):
+                    response = await self._http.request(method, url, headers=headers)
+            except trio.TooSlowError as exc:
+                raise UnknownOrderStateError(f"{what}: no response in {self._timeout_s} s") from exc
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise ServiceUnavailableError(f"{what}: cannot connect: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                raise UnknownOrderStateError(f"{what}: transport failed: {exc!r}") from exc
+
+            status = response.status_code
+            self._limiter.on_response(status, response.headers)
+            if status < 400:
+                try:
+                    return orjson.loads(response.content) if response.content else None
+                except orjson.JSONDecodeError as exc:
+                    raise UnknownOrderStateError(f"{what}: unreadable body", status=status) from exc
+            err = error_from_response(
+                status, response.content, response.headers, order_endpoint=order_endpoint
+            )
+            if isinstance(err, RateLimitedError):
+                self._limiter.on_rate_limited(err.retry_after)
+            elif isinstance(err, IpBannedError):
+                seconds = err.retry_after
+                if seconds is None and err.banned_until_ms is not None:
+                    seconds = err.banned_until_ms / 1000 - self._clock.now()
+                self._limiter.on_banned(seconds)
+            elif isinstance(err, TimestampSkewError) and signed and not retried:
+                retried = True
+                await self._clock.resync_after_skew(self.server_time, generation)
+                continue
+            raise err
+
+    async def server_time(self) -> int:
+        """``GET /fapi/v1/time``: the server time in epoch ms (weight 1)."""
+        data = await self._request("GET", "/fapi/v1/time", priority=Priority.CANCEL)
+        return int(data["serverTime"])
+
+    async def sync_time(self, *, samples: int = 3) -> float:
+        """Measure the server-time offset now; returns it in seconds."""
+        return await self._clock.sync(self.server_time, samples=samples)
+
+    async def exchange_info(self) -> dict[str, Any]:
+        """``GET /fapi/v1/exchangeInfo`` (weight 1)."""
+        return await self._request("GET", "/fapi/v1/exchangeInfo")
+
+    async def new_order(
+        self, order: PreparedOrder, *, priority: Priority | None = None
+    ) -> dict[str, Any]:
+        """``POST /fapi/v1/order``: place a prepared order; returns Binance's response.
+
+        Args:
+            order: from :meth:`OrderTemplate.prepare`.
+            priority: defaults to ``CLOSE`` for reduce-only orders, else ``NEW_ORDER``.
+
+        Raises:
+            OrderRejectedError: refused; nothing was placed.
+            UnknownOrderStateError: the order may or may not exist; find out by
+                ``query_order(symbol, client_order_id=...)``, never assume it failed.
+            BinanceError: any other failure.
+
+        On cancellation after sending, the order's state is unknown as well.
+        """
+        if priority is None:
+            priority = Priority.CLOSE if order.reduce_only else Priority.NEW_ORDER
+        return await self._request(
+            "POST",
+            "/fapi/v1/order",
+            order.params,
+            signed=True,
+            weight=0,  # new orders count against the order limits, not the IP weight
+            orders=1,
+            priority=priority,
+            order_endpoint=True,
+        )
+
+    async def cancel_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> dict[str, Any]:
+        """``DELETE /fapi/v1/order`` by client order id or order id (weight 1)."""
+        return await self._request(
+            "DELETE",
+            "/fapi/v1/order",
+            _order_ref(symbol, client_order_id, order_id),
+            signed=True,
+            priority=Priority.CANCEL,
+            order_endpoint=True,
+        )
+
+    async def cancel_all(self, symbol: str) -> dict[str, Any]:
+        """``DELETE /fapi/v1/allOpenOrders`` for one symbol (weight 1)."""
+        return await self._request(
+            "DELETE",
+            "/fapi/v1/allOpenOrders",
+            f"symbol={quote(symbol, safe='')}",
+            signed=True,
+            priority=Priority.CANCEL,
+            order_endpoint=True,
+        )
+
+    async def query_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /fapi/v1/order`` by client order id or order id (weight 1)."""
+        return await self._request(
+            "GET", "/fapi/v1/order", _order_ref(symbol, client_order_id, order_id), signed=True
+        )
+
+    async def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/openOrders`` (weight 1 for a symbol, 40 for all)."""
+        params = f"symbol={quote(symbol, safe='')}" if symbol else ""
+        return await self._request(
+            "GET", "/fapi/v1/openOrders", params, signed=True, weight=1 if symbol else 40
+        )
+
+    async def position_risk(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v2/positionRisk`` (weight 5)."""
+        params = f"symbol={quote(symbol, safe='')}" if symbol else ""
+        return await self._request("GET", "/fapi/v2/positionRisk", params, signed=True, weight=5)
+
+    async def create_listen_key(self) -> str:
+        """``POST /fapi/v1/listenKey``: open (or extend) the user-data stream key."""
+        data = await self._request(
+            "POST", "/fapi/v1/listenKey", api_key=True, priority=Priority.NEW_ORDER
+        )
+        return str(data["listenKey"])
+
+    async def keepalive_listen_key(self) -> None:
+        """``PUT /fapi/v1/listenKey``: extend the key by 60 minutes."""
+        await self._request("PUT", "/fapi/v1/listenKey", api_key=True, priority=Priority.NEW_ORDER)
+
+    async def close_listen_key(self) -> None:
+        """``DELETE /fapi/v1/listenKey``: close the user-data stream."""
+        await self._request(
+            "DELETE", "/fapi/v1/listenKey", api_key=True, priority=Priority.NEW_ORDER
+        )

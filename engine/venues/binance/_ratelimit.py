@@ -1,0 +1,361 @@
+"""A weight- and priority-aware rate limiter for the Binance USD-M REST API.
+
+Binance counts request weight per IP and new orders per account in fixed
+windows (``X-MBX-USED-WEIGHT-1M``, ``X-MBX-ORDER-COUNT-10S``, ``-1M``) and
+answers 429 when one is exceeded, then 418 (an IP ban of 2 minutes to 3 days)
+to clients that keep going. Each limit here is a :class:`_Meter` with two parts:
+
+* a fixed-window counter, aligned to the server's clock and raised to the
+  ``X-MBX-*`` header values seen in responses: the hard guard, it never lets a
+  window exceed the limit (minus a reserve, below);
+* a token bucket (refill ``limit / interval``, small burst) that spreads load
+  over the window instead of spending it all in the first second.
+
+Priorities (:class:`Priority`): waiting requests are served strictly in
+priority order (FIFO within one). ``CLOSE`` (reduce-only orders) and
+``CANCEL`` requests may also use the last ``reserve`` fraction of every
+window and skip the smoothing bucket, so a flood of queries can never hold a
+position open for the rest of a minute.
+
+After a 429 nothing is sent until ``Retry-After`` (or an exponential backoff)
+has passed; during a 418 ban :meth:`RateLimiter.acquire` raises
+:class:`IpBannedError` at once, since nothing can succeed and the engine must
+know. Time comes from an injected clock (seconds on the server's timeline; by
+default Trio's clock), and waiting is Trio sleeps, so tests under
+``autojump_clock`` finish at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from ._errors import IpBannedError
+
+_EPS = 1e-6
+_INTERVAL_LETTER = {
+    "SECOND": ("S", 1),
+    "MINUTE": ("M", 60),
+    "HOUR": ("H", 3600),
+    "DAY": ("D", 86400),
+}
+
+
+class Priority(enum.IntEnum):
+    """Who goes first when requests wait; lower values first."""
+
+    CLOSE = 0  # reduce-only / closing orders
+    CANCEL = 1
+    NEW_ORDER = 2
+    QUERY = 3
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """One Binance rate limit.
+
+    Attributes:
+        kind: ``"REQUEST_WEIGHT"`` (counted in request weight) or ``"ORDERS"``
+            (counted in new orders).
+        interval_s: the window length in seconds.
+        limit: the most units per window.
+        header: the response header that reports the window's use.
+    """
+
+    kind: str = attrs.field(validator=attrs.validators.in_({"REQUEST_WEIGHT", "ORDERS"}))
+    interval_s: float = attrs.field(validator=attrs.validators.gt(0))
+    limit: int = attrs.field(validator=attrs.validators.gt(0))
+    header: str
+
+
+def _header_name(kind: str, num: int, letter: str) -> str:
+    stem = "X-MBX-USED-WEIGHT" if kind == "REQUEST_WEIGHT" else "X-MBX-ORDER-COUNT"
+    return f"{stem}-{num}{letter}"
+
+
+def rate_limits_from_exchange_info(info: Mapping[str, Any]) -> tuple[RateLimit, ...]:
+    """Read the ``rateLimits`` of a parsed ``exchangeInfo`` (RAW_REQUESTS is skipped)."""
+    out = []
+    for item in info.get("rateLimits", ()):
+        kind = item["rateLimitType"]
+        if kind not in ("REQUEST_WEIGHT", "ORDERS"):
+            continue
+        letter, seconds = _INTERVAL_LETTER[item["interval"]]
+        num = int(item["intervalNum"])
+        out.append(
+            RateLimit(
+                kind=kind,
+                interval_s=float(num * seconds),
+                limit=int(item["limit"]),
+                header=_header_name(kind, num, letter),
+            )
+        )
+    return tuple(out)
+
+
+DEFAULT_LIMITS: tuple[RateLimit, ...] = (
+    RateLimit(kind="REQUEST_WEIGHT", interval_s=60.0, limit=2400, header="X-MBX-USED-WEIGHT-1M"),
+    RateLimit(kind="ORDERS", interval_s=10.0, limit=300, header="X-MBX-ORDER-COUNT-10S"),
+    RateLimit(kind="ORDERS", interval_s=60.0, limit=1200, header="X-MBX-ORDER-COUNT-1M"),
+)
+"""USD-M futures limits as published in ``exchangeInfo`` (prefer the live values)."""
+
+
+class _Meter:
+    """One limit: a fixed-window counter (the guard) plus a token bucket (the pacing)."""
+
+    __slots__ = (
+        "capacity",
+        "header_keys",
+        "interval",
+        "limit",
+        "rate",
+        "rate_limit",
+        "stamp",
+        "tokens",
+        "used",
+        "window",
+        "working_limit",
+    )
+
+    def __init__(self, rate_limit: RateLimit, *, reserve: float, burst: float, now: float) -> None:
+        self.rate_limit = rate_limit
+        self.limit = rate_limit.limit
+        self.working_limit = max(1, math.floor(rate_limit.limit * (1.0 - reserve)))
+        self.interval = rate_limit.interval_s
+        self.rate = rate_limit.limit / rate_limit.interval_s
+        self.capacity = max(1.0, rate_limit.limit * burst)
+        self.tokens = self.capacity
+        self.stamp = now
+        self.window = math.floor(now / self.interval)
+        self.used = 0
+        h = rate_limit.header
+        self.header_keys = (h, h.lower())
+
+    def roll(self, now: float) -> None:
+        window = math.floor(now / self.interval)
+        if window != self.window:
+            self.window = window
+            self.used = 0
+        if now > self.stamp:
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_time(self, now: float, amount: int, privileged: bool) -> float:
+        if amount <= 0:
+            return 0.0
+        self.roll(now)
+        cap = self.limit if privileged else self.working_limit
+        # A request bigger than the whole allowance may go alone in a fresh window.
+        if self.used + amount > cap and self.used > 0:
+            return (self.window + 1) * self.interval - now + _EPS
+        if privileged:
+            return 0.0
+        need = min(float(amount), self.capacity)
+        if self.tokens + _EPS < need:
+            return (need - self.tokens) / self.rate + _EPS
+        return 0.0
+
+    def take(self, amount: int) -> None:
+        self.used += amount
+        self.tokens -= amount  # may go negative: privileged requests borrow
+
+    def sync(self, headers: Mapping[str, str]) -> None:
+        for key in self.header_keys:
+            raw = headers.get(key)
+            if raw is not None:
+                try:
+                    reported = int(raw)
+                except ValueError:
+                    return
+                # The server's count includes other clients of this IP/account;
+                # ours includes requests still in flight: keep the larger.
+                self.used = max(self.used, reported)
+                return
+
+
+@attrs.define(order=True)
+class _Ticket:
+    priority: int
+    seq: int
+    weight: int = attrs.field(order=False)
+    orders: int = attrs.field(order=False)
+
+
+class RateLimiter:
+    """Paces requests under Binance's limits; one per IP (weight) and account (orders).
+
+    Args:
+        limits: the limits to honour (:func:`rate_limits_from_exchange_info`).
+        clock: seconds on the server's timeline (``ServerClock.now``), so windows
+            line up with Binance's; Trio's clock by default.
+        reserve: fraction of each window kept for ``CLOSE`` and ``CANCEL``.
+        burst: token-bucket size as a fraction of the limit.
+        backoff_s: first wait after a 429 without ``Retry-After``; doubles per
+            consecutive 429, up to ``max_backoff_s``.
+        max_backoff_s: the cap on that backoff.
+        default_ban_s: ban length assumed for a 418 that says nothing.
+    """
+
+    def __init__(
+        self,
+        limits: Iterable[RateLimit] = DEFAULT_LIMITS,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        reserve: float = 0.1,
+        burst: float = 0.05,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        default_ban_s: float = 120.0,
+    ) -> None:
+        self._clock = clock
+        now = clock()
+        self._meters = [_Meter(r, reserve=reserve, burst=burst, now=now) for r in limits]
+        self._weight = [m for m in self._meters if m.rate_limit.kind == "REQUEST_WEIGHT"]
+        self._orders = [m for m in self._meters if m.rate_limit.kind == "ORDERS"]
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._default_ban_s = default_ban_s
+        self._queue: list[_Ticket] = []
+        self._seq = itertools.count()
+        self._changed = trio.Event()
+        self._consecutive_429 = 0
+        self.blocked_until = -math.inf
+        """Clock time before which nothing is sent (after a 429)."""
+        self.banned_until = -math.inf
+        """Clock time at which the current 418 ban ends."""
+
+    def used(self) -> dict[str, int]:
+        """Units used in each current window, keyed by header name (for metrics)."""
+        now = self._clock()
+        for meter in self._meters:
+            meter.roll(now)
+        return {m.rate_limit.header: m.used for m in self._meters}
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in :meth:`acquire` now."""
+        return len(self._queue)
+
+    async def acquire(
+        self, weight: int = 1, *, orders: int = 0, priority: Priority = Priority.QUERY
+    ) -> None:
+        """Wait until a request may be sent, then count it.
+
+        Args:
+            weight: the request's IP weight.
+            orders: how many new orders it places (1 for ``POST /fapi/v1/order``).
+            priority: its :class:`Priority`.
+
+        Raises:
+            IpBannedError: the IP is banned (418) now or becomes banned while
+                waiting; nothing is counted.
+
+        On cancellation nothing is counted and the queue moves on.
+        """
+        await trio.lowlevel.checkpoint()
+        self._check_ban(self._clock())
+        ticket = _Ticket(int(priority), next(self._seq), weight, orders)
+        heapq.heappush(self._queue, ticket)
+        granted = False
+        try:
+            while True:
+                now = self._clock()
+                self._check_ban(now)
+                delay = math.inf
+                if self._queue[0] is ticket:
+                    delay = self._delay(ticket, now)
+                    if delay <= 0.0:
+                        heapq.heappop(self._queue)
+                        for meter in self._weight:
+                            meter.take(weight)
+                        for meter in self._orders:
+                            meter.take(orders)
+                        granted = True
+                        return
+                changed = self._changed
+                with trio.move_on_after(delay):
+                    await changed.wait()
+        finally:
+            if not granted:
+                self._queue.remove(ticket)
+                heapq.heapify(self._queue)
+            self._notify()
+
+    def _check_ban(self, now: float) -> None:
+        if now < self.banned_until:
+            raise IpBannedError(
+                f"IP banned for another {self.banned_until - now:.0f} s; nothing sent",
+                retry_after=self.banned_until - now,
+            )
+
+    def _delay(self, ticket: _Ticket, now: float) -> float:
+        if now < self.blocked_until:
+            return self.blocked_until - now
+        privileged = ticket.priority <= Priority.CANCEL
+        delay = 0.0
+        for meter in self._weight:
+            delay = max(delay, meter.wait_time(now, ticket.weight, privileged))
+        for meter in self._orders:
+            delay = max(delay, meter.wait_time(now, ticket.orders, privileged))
+        return delay
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def on_response(self, status: int, headers: Mapping[str, str]) -> None:
+        """Bring the counters in step with a response's ``X-MBX-*`` headers.
+
+        Args:
+            status: the HTTP status (a success resets the 429 backoff).
+            headers: the response headers (``httpx.Headers`` or a plain mapping).
+        """
+        now = self._clock()
+        for meter in self._meters:
+            meter.roll(now)
+            meter.sync(headers)
+        if status < 400:
+            self._consecutive_429 = 0
+        self._notify()
+
+    def on_rate_limited(self, retry_after: float | None) -> float:
+        """Stop sending after a 429.
+
+        Args:
+            retry_after: the ``Retry-After`` seconds, or ``None`` for the
+                exponential backoff.
+
+        Returns:
+            The seconds nothing will be sent.
+        """
+        if retry_after is None:
+            retry_after = min(self._max_backoff_s, self._backoff_s * 2**self._consecutive_429)
+        self._consecutive_429 += 1
+        self.blocked_until = max(self.blocked_until, self._clock() + retry_after)
+        self._notify()
+        return retry_after
+
+    def on_banned(self, seconds: float | None) -> float:
+        """Stop sending during a 418 ban; waiting requests raise :class:`IpBannedError`.
+
+        Args:
+            seconds: the ban's remaining length, or ``None`` for ``default_ban_s``.
+
+        Returns:
+            The ban length used.
+        """
+        if seconds is None or seconds <= 0:
+            seconds = self._default_ban_s
+        until = self._clock() + seconds
+        self.banned_until = max(self.banned_until, until)
+        self.blocked_until = max(self.blocked_until, until)
+        self._notify()
+        return seconds
