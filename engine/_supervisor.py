@@ -34,7 +34,7 @@ from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
-from .feeds._live import FeedSettings, LiveFeed
+from .feeds._live import LiveFeed
 from .journal import Journal, JournalActor
 from .messages import (
     ControlCommand,
@@ -277,7 +277,6 @@ async def run_paper(
         raise ConfigError(config.source, "data.symbols", "paper mode needs the symbols to trade")
     symbols = list(config.data.symbols)
     f = config.feeds
-    settings = FeedSettings.from_section(f)
     async with contextlib.AsyncExitStack() as stack:
         if http is None:
             http = await stack.enter_async_context(
@@ -291,7 +290,7 @@ async def run_paper(
         ) -> LiveFeed:
             assert http is not None
             feed = LiveFeed(
-                settings=settings,
+                settings=f,
                 symbols=symbols,
                 step_ns=config.replay.step_ms * 1_000_000,
                 symbol_channels=market_tx,

@@ -38,6 +38,7 @@ import orjson
 import trio
 from structlog.typing import FilteringBoundLogger
 
+from .._config import FeedsSection
 from ..book import ApplyResult, BookSync, OrderBook, decode_snapshot
 from ..messages import FeedReconnected, MarketBatch, MarketStep, OpsEvent
 from ._capture import _BARE, _ENVELOPE, AggTrade, BookTicker, DepthUpdate, MarketMessage, Trade
@@ -47,42 +48,6 @@ from ._transport import MessageStream, TransportError, open_transport
 _MS = 1_000_000
 _MAX_STREAMS = 1024
 _NEW, _DUPLICATE, _HELD = object(), object(), object()
-
-
-@attrs.frozen(kw_only=True)
-class FeedSettings:
-    """How the live feed connects (the ``[feeds]`` config section)."""
-
-    ws_url: str
-    rest_url: str
-    streams: tuple[str, ...]
-    connection: str
-    backoff_initial_ms: int
-    backoff_max_ms: int
-    jitter: float
-    stale_ms: int
-    planned_reconnect_s: float
-    snapshot_limit: int
-    min_step_ms: float = 5.0
-    transport: str = "wsproto"
-
-    @classmethod
-    def from_section(cls, f: Any) -> FeedSettings:
-        """The settings of a ``[feeds]`` config section."""
-        return cls(
-            ws_url=f.ws_url,
-            rest_url=f.rest_url,
-            streams=f.streams,
-            connection=f.connection,
-            backoff_initial_ms=f.backoff_initial_ms,
-            backoff_max_ms=f.backoff_max_ms,
-            jitter=f.jitter,
-            stale_ms=f.stale_ms,
-            planned_reconnect_s=f.planned_reconnect_s,
-            snapshot_limit=f.snapshot_limit,
-            min_step_ms=f.min_step_ms,
-            transport=f.transport,
-        )
 
 
 class _Handover:
@@ -172,7 +137,7 @@ class LiveFeed:
     """Connects to the exchange's streams and sends steps into the pipeline.
 
     Args:
-        settings: connection settings.
+        settings: the ``[feeds]`` config section.
         symbols: the symbols, in the order their actors were created.
         step_ns: the longest wall time between steps when nothing arrives.
         symbol_channels: one send channel per symbol actor.
@@ -189,7 +154,7 @@ class LiveFeed:
     def __init__(
         self,
         *,
-        settings: FeedSettings,
+        settings: FeedsSection,
         symbols: list[str],
         step_ns: int,
         symbol_channels: dict[str, trio.MemorySendChannel[MarketBatch]],

@@ -11,7 +11,7 @@ from structlog.typing import FilteringBoundLogger
 
 from .._config import Config
 from ..messages import MarketBatch, MarketStep
-from ._live import FeedSettings, LiveFeed
+from ._live import LiveFeed
 from ._recorder import CaptureWriter
 
 
@@ -26,12 +26,11 @@ async def record(
     f = config.feeds
     symbols = list(config.data.symbols)
     stop = trio.Event()
-    settings = FeedSettings.from_section(f)
     async with httpx.AsyncClient(base_url=f.rest_url, timeout=10.0) as http:
         market = {s: trio.open_memory_channel[MarketBatch](16) for s in symbols}
         step_tx, step_rx = trio.open_memory_channel[MarketStep](16)
         feed = LiveFeed(
-            settings=settings,
+            settings=f,
             symbols=symbols,
             step_ns=config.replay.step_ms * 1_000_000,
             symbol_channels={s: tx for s, (tx, _rx) in market.items()},
