@@ -13,8 +13,6 @@ config or data (one line on stderr naming the file, key and what was expected).
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError
 from ._logging import make_logger
 from ._report import summary_text, write_report
+from ._signals import wait_for_stop
 from ._supervisor import RunReport, run_paper, run_replay
 from .feeds._record import record
 from .feeds._recorder import CaptureWriter
@@ -147,10 +146,8 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
                 f"  ({len(recording.messages)} messages, symbols {', '.join(recording.symbols)})\n"
             )
             sys.stdout.flush()
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _sig in signals:
-                    nursery.cancel_scope.cancel()
-                    break
+            await wait_for_stop()
+            nursery.cancel_scope.cancel()
 
     try:
         trio.run(serve)
@@ -242,10 +239,7 @@ def control_main(argv: Sequence[str]) -> int:
 
 
 async def _stop_on_signal_or_time(stop: trio.Event, duration: float) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        with trio.move_on_after(duration if duration > 0 else math.inf):
-            async for _sig in signals:
-                break
+    await wait_for_stop(duration)
     stop.set()
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import signal
-
 import httpx
 import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import Config
+from .._signals import wait_for_stop
 from ..messages import MarketBatch, MarketStep
 from ._live import LiveFeed
 from ._recorder import CaptureWriter
@@ -47,10 +45,7 @@ async def record(
                 pass
 
         async def stopper() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                with trio.move_on_after(duration if duration > 0 else math.inf):
-                    async for _sig in signals:
-                        break
+            await wait_for_stop(duration)
             stop.set()
 
         async with trio.open_nursery() as nursery:
