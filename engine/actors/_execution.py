@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
 
@@ -21,7 +20,6 @@ import fsm
 
 from .._config import FaultEvent
 from ..messages import (
-    EventKind,
     FeedReconnected,
     JournalBatch,
     JournalRecord,
@@ -177,7 +175,7 @@ class ExecutionActor:
             marks: list[Mark] = []
             if market is not None:
                 venue_events += self.venue.on_market(market.ticks)
-                marks = self._marks(market)
+                marks = self._marks()
                 if market.final:
                     venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
             for event in venue_events:
@@ -236,22 +234,12 @@ class ExecutionActor:
                 )
         return ops
 
-    @staticmethod
-    def _marks(market: MarketStep) -> list[Mark]:
-        marks = []
-        for symbol, ticks in sorted(market.ticks.items()):
-            quotes = np.flatnonzero(ticks.kind == EventKind.QUOTE)
-            if quotes.shape[0]:
-                j = int(quotes[-1])
-                marks.append(
-                    Mark(
-                        symbol=symbol,
-                        ts=int(ticks.ts[j]),
-                        bid=float(ticks.bid[j]),
-                        ask=float(ticks.ask[j]),
-                    )
-                )
-        return marks
+    def _marks(self) -> list[Mark]:
+        """The step's last quote per symbol, as the venue saw it filling."""
+        return [
+            Mark(symbol=symbol, ts=ts, bid=bid, ask=ask)
+            for symbol, (ts, bid, ask) in sorted(self.venue.step_quotes.items())
+        ]
 
     def _submit(self, order: SubmitOrder) -> list[OrderEvent]:
         self.orders_sent += 1

@@ -111,6 +111,8 @@ class SimVenue:
         self._seq = seq if seq is not None else itertools.count(1)
         self._banned_until = 0
         self._reject_next = 0
+        # The last quote (ts, bid, ask) of each symbol quoted in the latest step.
+        self.step_quotes: dict[str, tuple[int, float, float]] = {}
         self.accounts: dict[str, SymbolAccount] = {}
         self.equity_peak = 0.0
         self.max_drawdown = 0.0
@@ -204,9 +206,12 @@ class SimVenue:
             else:
                 fills.append(filled)
         self._pending = still
+        self.step_quotes = {}
         for symbol, q in quotes.items():
             if q[0].shape[0]:
-                self.account(symbol).last_mid = 0.5 * (float(q[1][-1]) + float(q[2][-1]))
+                last = (int(q[0][-1]), float(q[1][-1]), float(q[2][-1]))
+                self.step_quotes[symbol] = last
+                self.account(symbol).last_mid = 0.5 * (last[1] + last[2])
         self._mark()
         fills.sort(key=lambda e: (e.ts_event, e.seq))
         return fills
