@@ -101,8 +101,8 @@ class StreamServer:
 
     Attributes:
         sent: messages sent, all connections together.
-        send_times: ``(recorded ts, trio time when handed to the socket)`` of the
-            first connection's messages, for latency measurements.
+        send_times: ``(n, trio time when handed to the socket)`` for the n-th
+            message (1-based) of the first connection, for latency measurements.
     """
 
     def __init__(
@@ -131,6 +131,7 @@ class StreamServer:
         self.sent = 0
         self.connections = 0
         self.send_times: list[tuple[int, float]] = []
+        self._timed_conn: _Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -158,13 +159,6 @@ class StreamServer:
     def finished(self) -> trio.Event:
         """Set when the whole capture has been played."""
         return self._finished
-
-    def playback_ts(self) -> int:
-        """The recorder's clock at the playback position, ns."""
-        messages = self.recording.messages
-        if not messages:
-            return 0
-        return messages[min(self._index, len(messages) - 1)].ts
 
     def exchange_ms(self) -> int:
         """The exchange's clock (the events' ``E``) at the playback position, ms."""
@@ -303,7 +297,9 @@ class StreamServer:
                 await ws.aclose()
 
     async def _sender(self, conn: _Connection, scope: trio.CancelScope) -> None:
-        first = not self.send_times and len(self._conns) >= 1
+        timed = self._timed_conn is None  # only the first connection is timed
+        if timed:
+            self._timed_conn = conn
         async for text in conn.receive:
             if trio.current_time() < self._stalled_until:
                 await trio.sleep_until(self._stalled_until)
@@ -313,7 +309,7 @@ class StreamServer:
                 break
             conn.sent += 1
             self.sent += 1
-            if first:
+            if timed:
                 self.send_times.append((conn.sent, trio.current_time()))
         scope.cancel()
 
