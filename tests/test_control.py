@@ -8,12 +8,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
 
 import fsm
 from engine._control import ControlError, ControlState, send_control, serve_control
 from engine.messages import ControlCommand
+from engine.testing import quiet_logger
 
 
 class FakeRisk:
@@ -41,7 +41,7 @@ def sock_path():
 async def test_cli_client_queues_commands_and_reads_status(sock_path):
     send, receive = trio.open_memory_channel[ControlCommand](4)
     state = ControlState(risk=FakeRisk())
-    log = structlog.wrap_logger(structlog.ReturnLogger())
+    log = quiet_logger()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_control, sock_path, send, state, log)
@@ -67,7 +67,7 @@ async def test_cli_client_queues_commands_and_reads_status(sock_path):
 
 async def test_refuses_a_second_engine_on_the_same_socket(sock_path):
     send, _receive = trio.open_memory_channel[ControlCommand](4)
-    log = structlog.wrap_logger(structlog.ReturnLogger())
+    log = quiet_logger()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_control, sock_path, send, ControlState(), log)

@@ -13,21 +13,19 @@ import threading
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
 
 from engine import config_from_dict
 from engine.feeds import CaptureStats, read_capture
 from engine.feeds._record import record
 from engine.feeds._recorder import CaptureWriter
+from engine.testing import quiet_logger
 from engine.venues.sim._recorded import load_recording
 from engine.venues.sim._stream_server import Fault, ServerSettings, StreamServer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/sample/btcusdt_20240808_180s.gz"
 SPEED = 20.0
-QUIET = structlog.wrap_logger(
-    structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(50)
-)
+QUIET = quiet_logger()
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-import structlog
 import trio
 
 import fsm
 from engine._config import RiskSection
 from engine.actors import RiskActor
 from engine.messages import Mark, Purpose, Side, SubmitOrder
+from engine.testing import quiet_logger
 
 SEC = 1_000_000_000
 
@@ -24,7 +24,7 @@ def make_risk(symbols=("A", "B"), **limits) -> RiskActor:
         intents=dict.fromkeys(symbols, rx),
         reports=rx,
         orders=tx,
-        log=structlog.wrap_logger(structlog.ReturnLogger()),
+        log=quiet_logger(),
     )
 
 

@@ -6,23 +6,20 @@ import sqlite3
 
 import orjson
 import pytest
-import structlog
 import trio
 
 import fsm
 from engine._config import RiskSection, TriggersSection
 from engine.actors import RiskActor
 from engine.messages import ControlCommand, FeedReconnected, ReportBatch
-from engine.testing import replay, replay_config
+from engine.testing import quiet_logger, replay, replay_config
 
 
 def run(config, control=None):
     async def main():
         from engine._supervisor import run_replay
 
-        log = structlog.wrap_logger(
-            structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(50)
-        )
+        log = quiet_logger()
         if control is None:
             return await replay(config)
         return await run_replay(config, log=log, control=control)
@@ -198,7 +195,7 @@ def test_operator_resume_clears_triggers():
         intents={"A": rx},
         reports=rx,
         orders=tx,
-        log=structlog.wrap_logger(structlog.ReturnLogger()),
+        log=quiet_logger(),
         control=ctl_rx,
     )
     sec = 1_000_000_000

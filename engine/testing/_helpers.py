@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from .._config import Config, config_from_dict
 from .._supervisor import RunReport, run_replay
@@ -34,13 +35,17 @@ def replay_config(tmp_dir: Path, data: list[str | Path], **sections: dict[str, A
     return config_from_dict(doc, source="<test>", base_dir=str(tmp_dir))
 
 
-async def replay(config: Config, *, data: list[str] | None = None) -> RunReport:
-    """Run a replay with a logger that drops everything (tests read the journal)."""
-    log = structlog.wrap_logger(
+def quiet_logger() -> FilteringBoundLogger:
+    """A logger that drops everything below CRITICAL and writes nothing."""
+    return structlog.wrap_logger(
         structlog.ReturnLogger(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
     )
-    return await run_replay(config, data=data, log=log)
+
+
+async def replay(config: Config, *, data: list[str] | None = None) -> RunReport:
+    """Run a replay with a quiet logger (tests read the journal)."""
+    return await run_replay(config, data=data, log=quiet_logger())
 
 
 @contextlib.contextmanager

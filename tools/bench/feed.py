@@ -26,21 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 import trio
 
 from engine import config_from_dict
 from engine.actors import _symbol
 from engine.feeds._transport import TransportClosedError, open_transport
+from engine.testing import quiet_logger
 from engine.venues.sim._recorded import load_recording
 from engine.venues.sim._stream_server import ServerSettings, StreamServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
 STREAMS = "btcusdt@bookTicker/btcusdt@trade/btcusdt@depth@0ms"
-QUIET = structlog.wrap_logger(
-    structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(50)
-)
+QUIET = quiet_logger()
 
 
 def _free_port() -> int:

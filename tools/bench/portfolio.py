@@ -21,13 +21,13 @@ import time
 from typing import Any
 
 import numpy as np
-import structlog
 import trio
 
 from engine._config import RiskSection
 from engine.actors import RiskActor
 from engine.messages import Mark, Purpose, Side, SubmitOrder
 from engine.portfolio import Constraints, Objective, Optimizer
+from engine.testing import quiet_logger
 
 PERIODS = 500
 
@@ -63,7 +63,7 @@ def _risk_check_us(repeat: int) -> dict[str, float]:
         intents=dict.fromkeys(symbols, rx),
         reports=rx,
         orders=tx,
-        log=structlog.wrap_logger(structlog.ReturnLogger()),
+        log=quiet_logger(),
     )
     rng = np.random.default_rng(0)
     for s in symbols:
