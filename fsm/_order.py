@@ -1,6 +1,8 @@
 """The order machine, with Binance's order statuses.
 
-``SUBMITTED`` is local: the request is on its way and the venue has not answered.
+``SUBMITTED`` is local: the request is on its way and the venue has not answered
+(a live venue keeps an order whose answer timed out, state UNKNOWN at the
+exchange, in ``SUBMITTED`` until the user stream or a query says what it is).
 Everything else is the exchange's own status, so a status string from a REST reply
 or an ``ORDER_TRADE_UPDATE`` maps onto it with :func:`status_from_exchange`.
 """
@@ -110,6 +112,9 @@ ORDER_TABLE: Table[OrderStatus] = Table(
         # A market order's fill can arrive before (or instead of) its ack.
         (_O.SUBMITTED, Fill): _FILL,
         (_O.SUBMITTED, Expired): _O.EXPIRED,
+        # A live order cancelled before its ack arrived (halt while the answer
+        # is outstanding or UNKNOWN), or never sent at all.
+        (_O.SUBMITTED, Canceled): _O.CANCELED,
         (_O.NEW, Fill): _FILL,
         (_O.NEW, Canceled): _O.CANCELED,
         (_O.NEW, Expired): _O.EXPIRED,

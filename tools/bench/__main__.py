@@ -46,6 +46,12 @@ def _feed(argv: list[str]) -> Mapping[str, Any]:
     return feed.run(argv)
 
 
+def _orders(argv: list[str]) -> Mapping[str, Any]:
+    from . import orders
+
+    return orders.run(argv)
+
+
 def _models(argv: list[str]) -> Mapping[str, Any]:
     from . import models
 
@@ -57,6 +63,7 @@ BENCHMARKS: Mapping[str, Benchmark] = {
     "book": _book,
     "indicators": _indicators,
     "models": _models,
+    "orders": _orders,
     "portfolio": _portfolio,
     "replay": _replay,
 }

@@ -14,7 +14,10 @@ its failure translated here, once, to a :class:`BinanceError`:
   timestamp (a -1021 request was not executed, so resending is safe).
 
 Parameters travel in the query string for every method, so the string signed
-is exactly the string sent.
+is exactly the string sent. The bytes go out through an :class:`OrderTransport`
+(:mod:`._transport`): the httpx one for everything by default; order placement
+and cancels can take a separate, leaner one (``order_transport``), and both
+send the same query and have their answers read here, by the same code.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from ._errors import (
     BinanceError,
     IpBannedError,
     RateLimitedError,
-    ServiceUnavailableError,
     TimestampSkewError,
     UnknownOrderStateError,
     error_from_response,
@@ -39,6 +41,7 @@ from ._errors import (
 from ._ratelimit import Priority, RateLimiter
 from ._signing import Credentials
 from ._templates import PreparedOrder
+from ._transport import HttpxTransport, OrderTransport
 
 BASE_URL = "https://fapi.binance.com"
 
@@ -58,19 +61,21 @@ class BinanceRestClient:
     """Signed REST calls to Binance USD-M futures.
 
     Args:
-        http: the shared ``httpx.AsyncClient`` (keep-alive pool); tests pass one
-            on an ``httpx.MockTransport``.
+        http: the shared ``httpx.AsyncClient`` (keep-alive pool; tests pass one
+            on an ``httpx.MockTransport``), or any :class:`OrderTransport`.
         credentials: API key and secret; ``None`` allows public endpoints only.
         limiter: the rate limiter for this IP and account.
         clock: the server-time estimate used for ``timestamp``.
         base_url: the REST root (the loopback server's in tests and paper).
         recv_window_ms: ``recvWindow`` sent with signed requests.
         timeout_s: the deadline for one HTTP exchange (limiter wait excluded).
+        order_transport: the transport for new orders and cancels (for example a
+            :class:`LeanTransport`); ``http``'s by default.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | OrderTransport,
         *,
         credentials: Credentials | None,
         limiter: RateLimiter,
@@ -78,13 +83,16 @@ class BinanceRestClient:
         base_url: str = BASE_URL,
         recv_window_ms: int | None = 5000,
         timeout_s: float = 5.0,
+        order_transport: OrderTransport | None = None,
     ) -> None:
-        self._http = http
+        self._transport: OrderTransport = (
+            HttpxTransport(http, base_url) if isinstance(http, httpx.AsyncClient) else http
+        )
+        self._order_transport = order_transport if order_transport is not None else self._transport
         self._credentials = credentials
         self._key_headers = credentials.headers if credentials is not None else {}
         self._limiter = limiter
         self._clock = clock
-        self._base = base_url.rstrip("/")
         self._recv_window_ms = recv_window_ms
         self._timeout_s = timeout_s
 
@@ -113,28 +121,29 @@ class BinanceRestClient:
                 query = self._credentials.sign_query(
                     params, timestamp_ms=self._clock.now_ms(), recv_window_ms=self._recv_window_ms
                 )
-            url = f"{self._base}{path}?{query}" if query else f"{self._base}{path}"
+            target = f"{path}?{query}" if query else path
             headers = self._key_headers if (signed or api_key) else None
-            what = f"{method} {path}"
+            transport = self._order_transport if order_endpoint else self._transport
             try:
                 with trio.fail_after(self._timeout_s):
-                    response = await self._http.request(method, url, headers=headers)
+                    response = await transport.request(method, target, headers)
             except trio.TooSlowError as exc:
-                raise UnknownOrderStateError(f"{what}: no response in {self._timeout_s} s") from exc
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise ServiceUnavailableError(f"{what}: cannot connect: {exc!r}") from exc
-            except httpx.TransportError as exc:
-                raise UnknownOrderStateError(f"{what}: transport failed: {exc!r}") from exc
+                raise UnknownOrderStateError(
+                    f"{method} {path}: no response in {self._timeout_s} s"
+                ) from exc
+            # ServiceUnavailableError / UnknownOrderStateError from the transport pass through.
 
-            status = response.status_code
+            status = response.status
             self._limiter.on_response(status, response.headers)
             if status < 400:
                 try:
-                    return orjson.loads(response.content) if response.content else None
+                    return orjson.loads(response.body) if response.body else None
                 except orjson.JSONDecodeError as exc:
-                    raise UnknownOrderStateError(f"{what}: unreadable body", status=status) from exc
+                    raise UnknownOrderStateError(
+                        f"{method} {path}: unreadable body", status=status
+                    ) from exc
             err = error_from_response(
-                status, response.content, response.headers, order_endpoint=order_endpoint
+                status, response.body, response.headers, order_endpoint=order_endpoint
             )
             if isinstance(err, RateLimitedError):
                 self._limiter.on_rate_limited(err.retry_after)
@@ -235,6 +244,34 @@ class BinanceRestClient:
         """``GET /fapi/v2/positionRisk`` (weight 5)."""
         params = f"symbol={quote(symbol, safe='')}" if symbol else ""
         return await self._request("GET", "/fapi/v2/positionRisk", params, signed=True, weight=5)
+
+    async def user_trades(
+        self,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        start_time_ms: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades``: the account's trades of one symbol (weight 5).
+
+        Args:
+            symbol: the symbol.
+            order_id: only this order's trades.
+            start_time_ms: trades at or after this time (Binance serves 7 days at most).
+            from_id: trades with this id and later.
+            limit: at most this many (Binance's cap is 1000).
+        """
+        params = f"symbol={quote(symbol, safe='')}"
+        if order_id is not None:
+            params += f"&orderId={int(order_id)}"
+        if start_time_ms is not None:
+            params += f"&startTime={int(start_time_ms)}"
+        if from_id is not None:
+            params += f"&fromId={int(from_id)}"
+        params += f"&limit={int(limit)}"
+        return await self._request("GET", "/fapi/v1/userTrades", params, signed=True, weight=5)
 
     async def create_listen_key(self) -> str:
         """``POST /fapi/v1/listenKey``: open (or extend) the user-data stream key."""

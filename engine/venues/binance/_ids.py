@@ -80,3 +80,24 @@ class ClientOrderIds:
             and bool(tail)
             and all(c in _DIGITS for c in head[1:] + tail)
         )
+
+
+def venue_client_order_id(symbol: str, engine_order_id: str, ts_event: int, seq: int) -> str:
+    """The ``newClientOrderId`` the live venue sends for one engine order.
+
+    The engine numbers its orders per run (``tr-BTCUSDT-1`` again after a
+    restart), which Binance would refuse as a duplicate or, worse, confuse with
+    the last run's order. The venue id is an engine id of a "run" named after
+    the order itself: symbol, engine id and decision time (wall-clock ns, never
+    repeated across restarts), numbered by the order's ``seq``. It is therefore
+    the same on every resend (idempotent), new after a restart, and recomputed
+    from a journaled :class:`~engine.messages.SubmitOrder` alone, which is how
+    reconciliation finds an order whose answer never came.
+
+    Args:
+        symbol: the order's symbol.
+        engine_order_id: the engine's ``client_order_id``.
+        ts_event: the order's ``ts_event`` (ns).
+        seq: the order's ``seq``.
+    """
+    return ClientOrderIds(f"{symbol}|{engine_order_id}|{ts_event}").make(seq)

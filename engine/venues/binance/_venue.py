@@ -1,0 +1,1103 @@
+"""The live Binance venue, driven by the execution actor like the simulated one.
+
+:class:`BinanceVenue` offers :class:`~engine.venues.sim.SimVenue`'s synchronous
+interface (``submit``, ``on_market``, ``cancel_all``, ``expire_all``,
+``step_quotes``, ``equity``, ``take_closed_trades``, ``seq``) over background
+tasks that do the I/O. It does not offer SimVenue's fault drills (``ban``,
+``reject_next``): a live venue's faults are real. What the actor must do:
+
+1. ``await nursery.start(venue.run)`` before the actor starts: syncs the clock,
+   loads ``exchangeInfo`` (order templates, rate limits), connects the user-data
+   stream, reconciles with the journal when given one (see
+   :mod:`._reconcile`), then reports started. A failure there (credentials,
+   connection, :class:`ReconciliationError`) propagates: nothing was traded.
+2. Per step, exactly as with SimVenue: ``cancel_all`` when halting, ``submit``
+   per approved order, ``on_market(ticks)`` with the step's market data, and
+   ``expire_all`` on the final step.
+3. Per step, ``take_ops()``: the venue's operational events (a 418 ban as
+   :class:`RateLimitBanned`, a position the exchange reports differently as
+   :class:`ReconciliationFailed`), to journal and pass to risk like the feed's.
+
+``submit`` checks the order against the symbol's filters and returns at once:
+``[]`` (queued for the sender task) or ``[OrderRejected]`` (a filter refused it,
+reason ``filter:<REASON>``; nothing was sent). The REST answers and user-data
+events become :class:`OrderAccepted`, :class:`OrderFilled` (one per trade, with
+``cum_qty``), :class:`OrderCanceled`, :class:`OrderExpired` and
+:class:`OrderRejected`, queued as they arrive and handed out by the next
+``on_market`` in ``(exchange time, arrival)`` order, numbered from the shared
+``seq`` only then. Each order's events are kept in causal order (its times are
+made non-decreasing) and checked against the order machine, so the actor's
+machine never sees an impossible sequence; a duplicate (the same trade from the
+stream and from a query) is dropped by its cumulative quantity.
+
+Failure handling, per order:
+
+* no answer in time, a broken connection, a 5xx or "Unknown error" 503: the
+  order is UNKNOWN (it may exist). It stays ``SUBMITTED`` for the actor until
+  the user stream reports it, or until a query by ``clientOrderId`` after
+  ``unknown_grace_s`` (which exceeds ``recvWindow``: the exchange refuses a
+  request older than that, so a later "-2013 does not exist" is final) says
+  what it is: found, its status and fills (exact trades from ``userTrades``);
+  -2013 after the grace period, :class:`OrderRejected` ``not_placed``;
+* -1021 (timestamp outside ``recvWindow``): the client re-syncs the clock and
+  resends once with a new timestamp and the same ``clientOrderId``; a duplicate
+  id answer (-4116) means the first one was placed and the order is queried;
+* 429: the limiter stops sending until ``Retry-After``; the order is resent
+  (same id) unless older than ``max_order_age_s``, then rejected ``stale``;
+* 418: the order is rejected ``418 ip banned``, a :class:`RateLimitBanned`
+  op is emitted once per ban, and every order until the ban ends is rejected
+  without being sent;
+* a refusal (-2019 margin, -4164 notional, ...): :class:`OrderRejected` with
+  ``"<code> <msg>"``;
+* the user stream dropped: after it reconnects every open or unknown order is
+  queried (and its missing trades fetched), so no fill is lost.
+
+Orders are placed with priorities: reduce-only (closing) orders before new
+ones, cancels before both (the rate limiter's :class:`Priority`).
+
+Positions and PnL are kept from the fills, marked to the mid of the step's
+quotes (``equity``: realized - fees + unrealized since start, as in SimVenue).
+``ACCOUNT_UPDATE`` positions are kept in :attr:`exchange_positions`; when one
+disagrees with the fills while no order of the symbol is in flight, a
+:class:`ReconciliationFailed` op says so.
+
+Credentials come only from :func:`credentials_from_env`; they are never logged
+and not in any repr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import numpy as np
+import trio
+from structlog.typing import FilteringBoundLogger
+
+import fsm
+
+from ...messages import (
+    EventKind,
+    OpsEvent,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    RateLimitBanned,
+    ReconciliationFailed,
+    SubmitOrder,
+    Ticks,
+)
+from ..sim import SymbolAccount
+from ._client import BinanceRestClient
+from ._clock import ServerClock
+from ._errors import (
+    BinanceError,
+    FilterError,
+    IpBannedError,
+    OrderRejectedError,
+    RateLimitedError,
+    RequestRejectedError,
+    ServiceUnavailableError,
+    TimestampSkewError,
+    UnknownOrderStateError,
+)
+from ._ids import venue_client_order_id
+from ._ratelimit import DEFAULT_LIMITS, Priority, RateLimiter, rate_limits_from_exchange_info
+from ._reconcile import JournalView, ReconcilePlan, journal_view_from_file, reconcile
+from ._signing import Credentials
+from ._templates import OrderTemplate, OrderType, PreparedOrder, templates_from_exchange_info
+from ._transport import LeanTransport, OrderTransport
+from ._userstream import (
+    AccountUpdate,
+    Connector,
+    OrderTradeUpdate,
+    StreamGap,
+    StreamSignal,
+    UserStream,
+)
+
+_ZERO = Decimal(0)
+_NOT_FOUND = -2013
+_DUPLICATE_ID = -4116
+_FEE_ASSETS = frozenset({"USDT", "USDC", "BUSD", ""})
+
+_O = fsm.OrderStatus
+
+
+class _State:
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    UNKNOWN = "UNKNOWN"
+    OPEN = "OPEN"
+    DONE = "DONE"
+
+
+@attrs.define(eq=False)
+class _Live:
+    """One order the venue tracks."""
+
+    order: SubmitOrder
+    prepared: PreparedOrder
+    venue_id: str
+    queued_at: float
+    machine: fsm.Machine[fsm.OrderStatus] = attrs.Factory(fsm.new_order)
+    state: str = _State.QUEUED
+    venue_order_id: int | None = None
+    cum_qty: Decimal = _ZERO
+    quote_qty: Decimal = _ZERO  # sum(qty * price) of the fills seen
+    sent_at: float = math.inf
+    next_check: float = math.inf
+    checking: bool = False
+    cancel_requested: bool = False
+    last_ts: int = 0
+
+    @property
+    def priority(self) -> Priority:
+        return Priority.CLOSE if self.prepared.reduce_only else Priority.NEW_ORDER
+
+    @property
+    def terminal(self) -> bool:
+        return self.machine.state in fsm.TERMINAL_STATUSES
+
+
+@attrs.define
+class _Queued:
+    ts: int
+    arrival: int
+    cls: type | None  # None: an adopted order's fill, accounted without an event
+    fields: dict[str, Any]
+    fill: tuple[str, float, float, float] | None = None  # symbol, signed qty, price, fee
+
+
+class BinanceVenue:
+    """A live Binance USD-M venue with SimVenue's synchronous interface.
+
+    Args:
+        base_url: the REST root (``https://fapi.binance.com`` or the loopback's).
+        ws_url: the websocket root (``wss://fstream.binance.com`` or the loopback's).
+        credentials: from :func:`credentials_from_env`.
+        symbols: the symbols the engine trades.
+        log: a bound structlog logger.
+        order_transport: ``"httpx"`` or ``"lean"`` (h11 on raw sockets; see
+            :mod:`._transport`) for placing and cancelling orders.
+        ws_transport: the user stream's websocket transport (``wsproto`` or
+            ``trio-websocket``).
+        pool_size: the lean transport's connections.
+        timeout_s: the deadline of one REST exchange; an order past it is UNKNOWN.
+        recv_window_ms: ``recvWindow`` of signed requests.
+        unknown_grace_s: how long after sending an UNKNOWN order is first queried;
+            ``None``: ``recv_window_ms`` + 1 s, after which a missing order cannot
+            appear any more.
+        check_interval_s: how often the resolver looks for orders to query.
+        open_check_s: an open order not heard of for this long is queried.
+        max_order_age_s: an order not sent this long after ``submit`` (rate limit,
+            unavailable venue) is rejected ``stale`` instead of sent late.
+        keepalive_s: listen key keep-alive period.
+        fee_rate_estimate: fee rate assumed for a fill whose trade could not be
+            fetched (its quantity and average price come from the order).
+        journal: a journal file to reconcile with at start (or a :class:`JournalView`).
+        reconcile_policy: ``"adopt"`` or ``"cancel"`` open orders the journal
+            does not account for (see :mod:`._reconcile`).
+        cancel_on_exit: cancel open orders (shielded, 5 s) when :meth:`run` ends.
+        seq: the event sequence shared with the actor (as SimVenue's).
+        now_ns: wall clock for ``ts_init`` and local events, ns.
+        http: an ``httpx.AsyncClient`` to use (tests inject a mock); one is
+            made (and closed) by :meth:`run` otherwise.
+        ws_connect: the user stream's websocket connector seam (see
+            :class:`UserStream`); ``ws_transport``'s by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        ws_url: str,
+        credentials: Credentials,
+        symbols: list[str] | tuple[str, ...],
+        log: FilteringBoundLogger,
+        order_transport: str = "httpx",
+        ws_transport: str = "wsproto",
+        pool_size: int = 4,
+        timeout_s: float = 5.0,
+        recv_window_ms: int = 5000,
+        unknown_grace_s: float | None = None,
+        check_interval_s: float = 0.25,
+        open_check_s: float = 30.0,
+        max_order_age_s: float = 5.0,
+        keepalive_s: float = 1800.0,
+        fee_rate_estimate: float = 0.0005,
+        journal: Path | JournalView | None = None,
+        reconcile_policy: str = "cancel",
+        cancel_on_exit: bool = True,
+        seq: Iterator[int] | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
+        http: httpx.AsyncClient | None = None,
+        ws_connect: Connector | None = None,
+    ) -> None:
+        if order_transport not in ("httpx", "lean"):
+            raise ValueError(f"order_transport must be 'httpx' or 'lean', not {order_transport!r}")
+        if reconcile_policy not in ("adopt", "cancel"):
+            raise ValueError(
+                f"reconcile_policy must be 'adopt' or 'cancel', not {reconcile_policy!r}"
+            )
+        self._base_url = base_url
+        self._ws_url = ws_url
+        self._credentials = credentials
+        self.symbols = tuple(symbols)
+        self._log = log
+        self._order_transport_kind = order_transport
+        self._ws_transport = ws_transport
+        self._pool_size = pool_size
+        self._timeout_s = timeout_s
+        self._recv_window_ms = recv_window_ms
+        self._grace_s = (
+            unknown_grace_s if unknown_grace_s is not None else recv_window_ms / 1000 + 1.0
+        )
+        self._check_interval_s = check_interval_s
+        self._open_check_s = open_check_s
+        self._max_order_age_s = max_order_age_s
+        self._keepalive_s = keepalive_s
+        self._fee_rate = fee_rate_estimate
+        self._journal = journal
+        self._policy = reconcile_policy
+        self._cancel_on_exit = cancel_on_exit
+        self._seq = seq if seq is not None else itertools.count(1)
+        self._now_ns = now_ns
+        self._http = http
+        self._ws_connect = ws_connect
+        self._clock_resync_s = 300.0
+
+        self._templates: dict[str, OrderTemplate] = {}
+        self._client: BinanceRestClient | None = None
+        self._limiter: RateLimiter | None = None
+        self._server_clock: ServerClock | None = None
+        self._nursery: trio.Nursery | None = None
+        self._adopted: dict[str, Decimal] = {}  # venue id -> cum qty, orders adopted at start
+        self._adopted_symbols: dict[str, str] = {}  # venue id -> symbol
+        self._outbox_send, self._outbox = trio.open_memory_channel[_Live](1024)
+        self._orders: dict[str, _Live] = {}  # by venue client order id
+        self._queue: list[_Queued] = []
+        self._arrival = itertools.count()
+        self._ops: list[tuple[int, int, type, dict[str, Any]]] = []
+        self._bans_reported: set[float] = set()
+        self._drift_reported: dict[str, float] = {}
+        self._fee_assets_warned: set[str] = set()
+        self._ready = False
+
+        self.step_quotes: dict[str, tuple[int, float, float]] = {}
+        self.accounts: dict[str, SymbolAccount] = {}
+        self.equity = 0.0
+        self.equity_peak = 0.0
+        self.max_drawdown = 0.0
+        self.exchange_positions: dict[str, tuple[float, float]] = {}
+        """Per symbol ``(position amount, entry price)`` from the latest ACCOUNT_UPDATE."""
+        self.wallet_balances: dict[str, float] = {}
+        """Per asset wallet balance from the latest ACCOUNT_UPDATE."""
+        self.reconciliation: ReconcilePlan | None = None
+        """What start-up reconciliation found and did (``None`` without a journal)."""
+        self.stream: UserStream | None = None
+
+    def __repr__(self) -> str:
+        return f"BinanceVenue(base_url={self._base_url!r}, symbols={self.symbols!r})"
+
+    # -- the synchronous interface ------------------------------------------------
+
+    @property
+    def seq(self) -> Iterator[int]:
+        """The event sequence shared with the execution actor."""
+        return self._seq
+
+    @property
+    def pending_orders(self) -> int:
+        """Orders not yet in a final state (queued, in flight, unknown or open)."""
+        return sum(1 for live in self._orders.values() if not live.terminal)
+
+    def unknown_orders(self) -> list[str]:
+        """Engine ids of orders whose state at the exchange is UNKNOWN now."""
+        return sorted(
+            live.order.client_order_id
+            for live in self._orders.values()
+            if live.state == _State.UNKNOWN
+        )
+
+    def account(self, symbol: str) -> SymbolAccount:
+        """The symbol's account (created flat on first use)."""
+        acct = self.accounts.get(symbol)
+        if acct is None:
+            acct = self.accounts[symbol] = SymbolAccount()
+        return acct
+
+    def submit(self, order: SubmitOrder) -> list[OrderEvent]:
+        """Check an order against its symbol's filters and queue it for sending.
+
+        Returns:
+            ``[]`` when queued (its events come from later :meth:`on_market`
+            calls), or ``[OrderRejected]`` when it was refused here; nothing
+            was sent then.
+        """
+        template = self._templates.get(order.symbol)
+        reason = ""
+        prepared: PreparedOrder | None = None
+        venue_id = venue_client_order_id(
+            order.symbol, order.client_order_id, order.ts_event, order.seq
+        )
+        if not self._ready:
+            reason = "venue_not_ready"
+        elif template is None:
+            reason = "filter:UNKNOWN_SYMBOL"
+        else:
+            try:
+                prepared = template.prepare(
+                    order.side,
+                    order.qty,
+                    client_order_id=venue_id,
+                    order_type=OrderType(order.order_type),
+                    reduce_only=order.reduce_only,
+                    ref_price=order.ref_price,
+                )
+            except FilterError as exc:
+                reason = f"filter:{exc.reason}"
+            except ValueError:
+                reason = f"filter:ORDER_TYPE_{order.order_type}"
+        if prepared is None:
+            now = self._now_ns()
+            self._log.warning(
+                "order refused before sending",
+                symbol=order.symbol,
+                client_order_id=order.client_order_id,
+                reason=reason,
+            )
+            return [self._local_rejection(order, reason, now)]
+        live = _Live(
+            order=order, prepared=prepared, venue_id=venue_id, queued_at=trio.current_time()
+        )
+        try:
+            self._outbox_send.send_nowait(live)
+        except trio.WouldBlock:
+            return [self._local_rejection(order, "venue_queue_full", self._now_ns())]
+        self._orders[venue_id] = live
+        return []
+
+    def _local_rejection(self, order: SubmitOrder, reason: str, now: int) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            reason=reason,
+            ts_event=now,
+            ts_init=now,
+            seq=next(self._seq),
+            correlation_id=order.correlation_id,
+        )
+
+    def on_market(self, ticks: dict[str, Ticks]) -> list[OrderEvent]:
+        """Hand out the order events that arrived since the last call; mark the accounts.
+
+        Args:
+            ticks: the step's market events per symbol (QUOTE rows give the marks).
+
+        Returns:
+            The events in ``(exchange time, arrival)`` order.
+        """
+        events = self._drain()
+        self.step_quotes = {}
+        for symbol, batch in ticks.items():
+            mask = batch.kind == EventKind.QUOTE
+            if not np.any(mask):
+                continue
+            ts, bid, ask = batch.ts[mask], batch.bid[mask], batch.ask[mask]
+            last = (int(ts[-1]), float(bid[-1]), float(ask[-1]))
+            self.step_quotes[symbol] = last
+            self.account(symbol).last_mid = 0.5 * (last[1] + last[2])
+        self._mark()
+        self._check_drift()
+        return events
+
+    def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
+        """Cancel every order not yet final.
+
+        Orders not sent yet are cancelled here (returned now); for the others a
+        cancel goes to the exchange (priority CANCEL, per symbol) and their
+        :class:`OrderCanceled` (or fills, if they filled first) come later.
+        """
+        out: list[OrderEvent] = []
+        symbols: set[str] = set()
+        for live in self._orders.values():
+            if live.terminal or live.cancel_requested:
+                continue
+            live.cancel_requested = True
+            if live.state == _State.QUEUED:
+                out.extend(self._local_cancel(live, ts, reason))
+            else:
+                symbols.add(live.order.symbol)
+                live.next_check = min(live.next_check, trio.current_time() + 1.0)
+        for symbol in sorted(symbols):
+            self._log.warning("cancelling open orders", symbol=symbol, reason=reason)
+            self._spawn(self._cancel_symbol, symbol)
+        return out
+
+    def expire_all(self, ts: int, reason: str) -> list[OrderEvent]:
+        """The market ended: cancel what is still open (live orders cannot expire locally)."""
+        return self.cancel_all(ts, reason)
+
+    def take_closed_trades(self) -> list[float]:
+        """PnL after fees of trades closed since the last call, in symbol order."""
+        out: list[float] = []
+        for symbol in sorted(self.accounts):
+            acct = self.accounts[symbol]
+            out.extend(acct.closed)
+            acct.closed.clear()
+        return out
+
+    def take_ops(self) -> list[OpsEvent]:
+        """Operational events since the last call (:class:`RateLimitBanned`,
+        :class:`ReconciliationFailed`), in time order; journal them and pass them to
+        risk with the step's other ops."""
+        self._ops.sort(key=lambda item: (item[0], item[1]))
+        out = [cls(**fields, seq=next(self._seq)) for _ts, _n, cls, fields in self._ops]
+        self._ops.clear()
+        return out
+
+    # -- background ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, reconcile, then send orders and follow them until cancelled.
+
+        Raises:
+            BinanceError: start-up failed (credentials, exchange info, user stream).
+            ReconciliationError: the journal and the exchange disagree in a way
+                that cannot be explained; nothing was traded.
+
+        On cancellation, open orders are cancelled (shielded, 5 s at most) when
+        ``cancel_on_exit``, and the listen key is closed.
+        """
+        async with _maybe_client(self._http) as http:
+            lean: OrderTransport | None = None
+            if self._order_transport_kind == "lean":
+                lean = LeanTransport(self._base_url, pool_size=self._pool_size)
+            try:
+                await self._run(http, lean, task_status)
+            finally:
+                if lean is not None:
+                    with trio.CancelScope(shield=True):
+                        await lean.aclose()
+
+    async def _run(
+        self,
+        http: httpx.AsyncClient,
+        lean: OrderTransport | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        clock = ServerClock()
+        limiter = RateLimiter(DEFAULT_LIMITS, clock=clock.now)
+        client = self._make_client(http, lean, limiter, clock)
+        await client.sync_time()
+        info = await client.exchange_info()
+        limits = rate_limits_from_exchange_info(info)
+        if limits:
+            limiter = RateLimiter(limits, clock=clock.now)
+            client = self._make_client(http, lean, limiter, clock)
+        self._limiter = limiter
+        self._server_clock = clock
+        self._client = client
+        self._templates = {
+            s: t for s, t in templates_from_exchange_info(info).items() if s in self.symbols
+        }
+        missing = sorted(set(self.symbols) - set(self._templates))
+        if missing:
+            raise BinanceError(f"exchangeInfo lists no {', '.join(missing)}")
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.stream = UserStream(
+                client,
+                self._ws_url,
+                log=self._log,
+                transport=self._ws_transport,
+                keepalive_s=self._keepalive_s,
+                connect=self._ws_connect,
+            )
+            await nursery.start(self.stream.run, self._on_stream)
+            nursery.start_soon(self._resync_clock, client)
+            if self._journal is not None:
+                view = (
+                    self._journal
+                    if isinstance(self._journal, JournalView)
+                    else journal_view_from_file(self._journal)
+                )
+                plan = await reconcile(
+                    client, view, symbols=self.symbols, policy=self._policy, log=self._log
+                )
+                self.reconciliation = plan
+                for symbol, (qty, price) in plan.positions.items():
+                    acct = self.account(symbol)
+                    acct.qty, acct.avg_price = float(qty), float(price)
+                for adopted in plan.adopt:
+                    self._adopted[adopted.client_order_id] = adopted.executed_qty
+                    self._adopted_symbols[adopted.client_order_id] = adopted.symbol
+            self._ready = True
+            nursery.start_soon(self._sender)
+            nursery.start_soon(self._resolver)
+            self._log.info(
+                "binance venue ready",
+                symbols=list(self.symbols),
+                order_transport=self._order_transport_kind,
+            )
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._ready = False
+                if self._cancel_on_exit:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await self._cancel_everything()
+
+    async def _resync_clock(self, client: BinanceRestClient) -> None:
+        # Not ServerClock.run: its first sync would propagate an error (a 418 ban).
+        while True:
+            await trio.sleep(self._clock_resync_s)
+            try:
+                await client.sync_time()
+            except BinanceError as exc:
+                self._log.warning("server time sync failed", error=str(exc))
+
+    def _make_client(
+        self,
+        http: httpx.AsyncClient,
+        lean: OrderTransport | None,
+        limiter: RateLimiter,
+        clock: ServerClock,
+    ) -> BinanceRestClient:
+        return BinanceRestClient(
+            http,
+            credentials=self._credentials,
+            limiter=limiter,
+            clock=clock,
+            base_url=self._base_url,
+            recv_window_ms=self._recv_window_ms,
+            timeout_s=self._timeout_s,
+            order_transport=lean,
+        )
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _cancel_everything(self) -> None:
+        symbols = sorted({o.order.symbol for o in self._orders.values() if not o.terminal})
+        for symbol in symbols:
+            await self._cancel_symbol(symbol)
+
+    async def _cancel_symbol(self, symbol: str) -> None:
+        assert self._client is not None
+        try:
+            await self._client.cancel_all(symbol)
+        except BinanceError as exc:
+            self._log.error("cancel of open orders failed", symbol=symbol, error=str(exc))
+
+    async def _sender(self) -> None:
+        async with trio.open_nursery() as nursery:
+            async for live in self._outbox:
+                batch = [live]
+                while True:
+                    try:
+                        batch.append(self._outbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                # Closing orders first; the limiter keeps that order when it must wait.
+                batch.sort(key=lambda item: (item.priority, item.order.seq))
+                for item in batch:
+                    nursery.start_soon(self._send, item)
+
+    async def _send(self, live: _Live) -> None:
+        assert self._client is not None
+        order = live.order
+        attempts = 0
+        while True:
+            if live.cancel_requested:
+                self._queue_cancel_local(live, "canceled before sending")
+                return
+            age = trio.current_time() - live.queued_at
+            if age > self._max_order_age_s:
+                self._reject(live, f"stale: not sent within {self._max_order_age_s} s")
+                return
+            attempts += 1
+            live.state = _State.SENDING
+            live.sent_at = trio.current_time()
+            try:
+                answer = await self._client.new_order(live.prepared)
+            except UnknownOrderStateError as exc:
+                self._unknown(live, str(exc))
+                return
+            except IpBannedError as exc:
+                self._banned(live, exc)
+                self._reject(live, "418 ip banned")
+                return
+            except RateLimitedError:
+                live.state = _State.QUEUED
+                continue  # the limiter holds the next attempt until Retry-After
+            except ServiceUnavailableError as exc:
+                live.state = _State.QUEUED
+                if attempts >= 3:
+                    self._reject(live, f"unavailable: {exc.msg}")
+                    return
+                await trio.sleep(0.2 * attempts)
+                continue
+            except TimestampSkewError as exc:
+                self._reject(live, f"-1021 {exc.msg}")
+                return
+            except OrderRejectedError as exc:
+                if exc.code == _DUPLICATE_ID:
+                    # An earlier attempt with this id was placed: find out what it is.
+                    self._unknown(live, "duplicate clientOrderId", delay=0.0)
+                    return
+                self._reject(live, f"{exc.code} {exc.msg}")
+                return
+            except BinanceError as exc:
+                self._reject(live, f"{exc.code} {exc.msg}" if exc.code else exc.msg)
+                return
+            self._log.info(
+                "order placed",
+                symbol=order.symbol,
+                client_order_id=order.client_order_id,
+                venue_client_order_id=live.venue_id,
+                latency_ms=round((trio.current_time() - live.sent_at) * 1000, 3),
+            )
+            self._on_snapshot(live, answer, from_query=False)
+            if live.cancel_requested and not live.terminal:
+                self._spawn(self._cancel_symbol, order.symbol)
+            return
+
+    async def _resolver(self) -> None:
+        while True:
+            await trio.sleep(self._check_interval_s)
+            now = trio.current_time()
+            for live in list(self._orders.values()):
+                if live.terminal:
+                    del self._orders[live.venue_id]
+                    continue
+                if not live.checking and live.next_check <= now:
+                    live.checking = True
+                    self._spawn(self._check, live)
+
+    async def _check(self, live: _Live) -> None:
+        assert self._client is not None
+        try:
+            data = await self._client.query_order(live.order.symbol, client_order_id=live.venue_id)
+        except RequestRejectedError as exc:
+            if exc.code == _NOT_FOUND and live.state == _State.UNKNOWN:
+                if trio.current_time() - live.sent_at >= self._grace_s:
+                    self._reject(live, "not_placed: unknown order not found after grace period")
+                else:
+                    live.next_check = live.sent_at + self._grace_s
+            else:
+                self._log.warning("order query refused", venue_id=live.venue_id, error=str(exc))
+                live.next_check = trio.current_time() + self._open_check_s
+            return
+        except BinanceError as exc:
+            self._log.warning("order query failed", venue_id=live.venue_id, error=str(exc))
+            live.next_check = trio.current_time() + max(1.0, self._check_interval_s)
+            return
+        finally:
+            live.checking = False
+        executed = Decimal(str(data.get("executedQty", "0")))
+        if executed > live.cum_qty and data.get("orderId") is not None:
+            live.venue_order_id = int(data["orderId"])
+            placed_ms = data.get("time") or data.get("updateTime")
+            self._accept(live, int(placed_ms or self._now_ns() // 1_000_000))
+            await self._recover_trades(live, live.venue_order_id)
+        self._on_snapshot(live, data, from_query=True)
+
+    async def _recover_trades(self, live: _Live, order_id: int) -> None:
+        assert self._client is not None
+        try:
+            trades = await self._client.user_trades(live.order.symbol, order_id=order_id)
+        except BinanceError as exc:
+            self._log.warning("trades not fetched", venue_id=live.venue_id, error=str(exc))
+            return
+        cum = _ZERO
+        for trade in sorted(trades, key=lambda t: int(t.get("id", 0))):
+            if int(trade.get("orderId", order_id)) != order_id:
+                continue
+            qty = Decimal(str(trade["qty"]))
+            cum += qty
+            if cum <= live.cum_qty:
+                continue
+            fresh = min(qty, cum - live.cum_qty)
+            self._fill(
+                live,
+                cum,
+                fresh,
+                Decimal(str(trade["price"])),
+                Decimal(str(trade.get("commission", "0"))),
+                str(trade.get("commissionAsset", "USDT")),
+                int(trade.get("time", 0)),
+                "MAKER" if trade.get("maker") else "TAKER",
+            )
+
+    # -- order state --------------------------------------------------------------
+
+    def _unknown(self, live: _Live, why: str, *, delay: float | None = None) -> None:
+        live.state = _State.UNKNOWN
+        wait = self._grace_s if delay is None else delay
+        live.next_check = min(live.next_check, trio.current_time() + wait)
+        self._log.warning(
+            "order state unknown",
+            symbol=live.order.symbol,
+            client_order_id=live.order.client_order_id,
+            venue_client_order_id=live.venue_id,
+            reason=why,
+            query_in_s=wait,
+        )
+
+    def _banned(self, live: _Live, exc: IpBannedError) -> None:
+        limiter, clock = self._limiter, self._server_clock
+        if limiter is None or clock is None or not math.isfinite(limiter.banned_until):
+            return
+        if limiter.banned_until in self._bans_reported:
+            return  # this ban was reported already
+        self._bans_reported.add(limiter.banned_until)
+        now = self._now_ns()
+        until_ns = now + int(max(0.0, limiter.banned_until - clock.now()) * 1e9)
+        self._log.error("ip banned (418)", until_ts=until_ns, error=exc.msg)
+        self._ops.append(
+            (
+                now,
+                next(self._arrival),
+                RateLimitBanned,
+                {
+                    "symbol": live.order.symbol,
+                    "until_ts": until_ns,
+                    "reason": f"418 {exc.msg}",
+                    "ts_event": now,
+                    "ts_init": now,
+                },
+            )
+        )
+
+    def _reject(self, live: _Live, reason: str) -> None:
+        self._log.warning(
+            "order rejected",
+            symbol=live.order.symbol,
+            client_order_id=live.order.client_order_id,
+            reason=reason,
+        )
+        self._transition(
+            live, fsm.Rejected(reason=reason), self._now_ns(), OrderRejected, reason=reason
+        )
+
+    def _queue_cancel_local(self, live: _Live, reason: str) -> None:
+        self._transition(
+            live, fsm.Canceled(), self._now_ns(), OrderCanceled, cum_qty=0.0, reason=reason
+        )
+
+    def _local_cancel(self, live: _Live, ts: int, reason: str) -> list[OrderEvent]:
+        """Cancel an order never sent; the event is returned now (not queued)."""
+        live.machine.handle(fsm.Canceled())
+        live.state = _State.DONE
+        order = live.order
+        return [
+            OrderCanceled(
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                purpose=order.purpose,
+                cum_qty=0.0,
+                reason=reason,
+                ts_event=ts,
+                ts_init=ts,
+                seq=next(self._seq),
+                correlation_id=order.correlation_id,
+            )
+        ]
+
+    def _transition(self, live: _Live, event: object, ts_ns: int, cls: type, **fields: Any) -> bool:
+        """Queue ``cls`` when the order machine takes ``event``; False if it cannot."""
+        if fsm.ORDER_TABLE.resolve(live.machine.state, event) is None:
+            return False
+        live.machine.handle(event)
+        if live.terminal:
+            live.state = _State.DONE
+        elif live.state in (_State.UNKNOWN, _State.SENDING, _State.QUEUED):
+            live.state = _State.OPEN
+        ts_ns = max(ts_ns, live.last_ts)
+        live.last_ts = ts_ns
+        order = live.order
+        fill = fields.pop("_fill", None)
+        self._queue.append(
+            _Queued(
+                ts=ts_ns,
+                arrival=next(self._arrival),
+                cls=cls,
+                fields={
+                    "client_order_id": order.client_order_id,
+                    "symbol": order.symbol,
+                    "purpose": order.purpose,
+                    "ts_event": ts_ns,
+                    "ts_init": self._now_ns(),
+                    "correlation_id": order.correlation_id,
+                    **fields,
+                },
+                fill=fill,
+            )
+        )
+        return True
+
+    def _accept(self, live: _Live, ts_ms: int) -> None:
+        if live.venue_order_id is None:
+            return
+        if live.machine.state is _O.SUBMITTED:
+            self._transition(
+                live, fsm.Accepted(), ts_ms * 1_000_000, OrderAccepted,
+                venue_order_id=live.venue_order_id,
+            )  # fmt: skip
+
+    def _fill(
+        self,
+        live: _Live,
+        cum: Decimal,
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        fee_asset: str,
+        ts_ms: int,
+        liquidity: str,
+    ) -> None:
+        if cum <= live.cum_qty or qty <= 0:
+            return  # seen already (stream and query both report it)
+        order_qty = float(live.prepared.quantity)
+        fee_value = float(fee)
+        if fee_asset not in _FEE_ASSETS:
+            if fee_asset not in self._fee_assets_warned:
+                self._fee_assets_warned.add(fee_asset)
+                self._log.warning("fee not in a USD asset; not counted", asset=fee_asset)
+            fee_value = 0.0
+        event = fsm.Fill(cum_qty=float(cum), qty=order_qty)
+        if fsm.ORDER_TABLE.resolve(live.machine.state, event) is None:
+            self._log.error("fill for a finished order", venue_id=live.venue_id, cum=str(cum))
+            return
+        live.cum_qty = cum
+        live.quote_qty += qty * price
+        side = live.order.side
+        self._transition(
+            live,
+            event,
+            ts_ms * 1_000_000,
+            OrderFilled,
+            side=side,
+            last_qty=float(qty),
+            last_price=float(price),
+            cum_qty=float(cum),
+            order_qty=order_qty,
+            fee=fee_value,
+            liquidity=liquidity,
+            _fill=(live.order.symbol, int(side) * float(qty), float(price), fee_value),
+        )
+
+    def _synthetic_fill(self, live: _Live, cum: Decimal, avg: Decimal, ts_ms: int) -> None:
+        """Fill the part of ``cum`` no trade was seen for, at the price the average implies."""
+        qty = cum - live.cum_qty
+        if qty <= 0:
+            return
+        price = (avg * cum - live.quote_qty) / qty if avg > 0 else _ZERO
+        if price <= 0:
+            price = avg
+        fee = qty * price * Decimal(str(self._fee_rate))
+        self._log.warning(
+            "fill recovered from the order's totals",
+            venue_id=live.venue_id,
+            qty=str(qty),
+            price=str(price),
+        )
+        self._fill(live, cum, qty, price, fee, "USDT", ts_ms, "TAKER")
+
+    def _on_snapshot(self, live: _Live, data: dict[str, Any], *, from_query: bool) -> None:
+        """Apply an order as REST reports it (new order answer, query)."""
+        if data.get("orderId") is not None:
+            live.venue_order_id = int(data["orderId"])
+        ts_ms = int(data.get("updateTime") or data.get("time") or self._now_ns() // 1_000_000)
+        status = str(data.get("status", "NEW"))
+        try:
+            target = fsm.status_from_exchange(status)
+        except ValueError:
+            self._log.error("unknown order status", status=status, venue_id=live.venue_id)
+            return
+        executed = Decimal(str(data.get("executedQty", "0")))
+        if target is not _O.REJECTED:
+            self._accept(live, ts_ms)
+        if executed > live.cum_qty:
+            if from_query:
+                self._synthetic_fill(live, executed, Decimal(str(data.get("avgPrice", "0"))), ts_ms)
+            else:
+                # The answer has no trades; the stream will, else a query soon.
+                live.next_check = min(live.next_check, trio.current_time() + 1.0)
+        self._finish(live, target, ts_ms, executed)
+        if not live.terminal and live.state != _State.UNKNOWN:
+            live.next_check = trio.current_time() + self._open_check_s
+
+    def _finish(
+        self,
+        live: _Live,
+        target: fsm.OrderStatus,
+        ts_ms: int,
+        executed: Decimal,
+    ) -> None:
+        ts = ts_ms * 1_000_000
+        cum = float(live.cum_qty)
+        if executed > live.cum_qty:
+            return  # fills still to come; the final status waits for them
+        if target is _O.CANCELED:
+            self._transition(
+                live, fsm.Canceled(), ts, OrderCanceled, cum_qty=cum, reason="canceled"
+            )
+        elif target is _O.EXPIRED:
+            self._transition(live, fsm.Expired(), ts, OrderExpired, cum_qty=cum, reason="expired")
+        elif target is _O.REJECTED:
+            self._transition(
+                live, fsm.Rejected(reason="rejected"), ts, OrderRejected, reason="rejected"
+            )
+
+    def _on_stream(self, signal: StreamSignal) -> None:
+        if isinstance(signal, OrderTradeUpdate):
+            self._on_order_update(signal)
+        elif isinstance(signal, AccountUpdate):
+            for pos in signal.account.positions:
+                if pos.position_side in ("BOTH", ""):
+                    self.exchange_positions[pos.symbol] = (
+                        float(pos.position_amount),
+                        float(pos.entry_price),
+                    )
+            for bal in signal.account.balances:
+                self.wallet_balances[bal.asset] = float(bal.wallet_balance)
+        elif isinstance(signal, StreamGap):
+            now = trio.current_time()
+            self._log.warning(
+                "user stream gap; querying open orders", reason=signal.reason, down_s=signal.down_s
+            )
+            for live in self._orders.values():
+                if not live.terminal and live.state != _State.QUEUED:
+                    live.next_check = now
+
+    def _on_order_update(self, update: OrderTradeUpdate) -> None:
+        o = update.order
+        live = self._orders.get(o.client_order_id)
+        if live is None:
+            self._on_adopted_update(update)
+            return
+        live.venue_order_id = o.order_id
+        ts_ms = o.trade_time_ms or update.transaction_time_ms or update.event_time_ms
+        try:
+            target = fsm.status_from_exchange(o.status)
+        except ValueError:
+            self._log.error("unknown order status", status=o.status, venue_id=live.venue_id)
+            return
+        if target is not _O.REJECTED:
+            self._accept(live, ts_ms)
+        if o.cum_qty > live.cum_qty:
+            if o.cum_qty - live.cum_qty == o.last_qty and o.last_qty > 0:
+                self._fill(
+                    live, o.cum_qty, o.last_qty, o.last_price, o.commission,
+                    o.commission_asset, ts_ms, "MAKER" if o.maker else "TAKER",
+                )  # fmt: skip
+            else:
+                # A trade before this one was missed: fill the difference at the
+                # price the average implies, then let a query confirm.
+                self._synthetic_fill(live, o.cum_qty, o.avg_price, ts_ms)
+        self._finish(live, target, ts_ms, o.cum_qty)
+        if not live.terminal:
+            live.next_check = trio.current_time() + self._open_check_s
+
+    def _on_adopted_update(self, update: OrderTradeUpdate) -> None:
+        """An order reconciliation adopted: its fills count, but no order events."""
+        o = update.order
+        seen = self._adopted.get(o.client_order_id)
+        if seen is None:
+            return  # not ours
+        if o.cum_qty > seen:
+            qty = o.cum_qty - seen
+            price = o.last_price if qty == o.last_qty else o.avg_price
+            sign = 1.0 if o.side == "BUY" else -1.0
+            fee = float(o.commission) if o.commission_asset in _FEE_ASSETS else 0.0
+            self._queue.append(
+                _Queued(
+                    ts=(o.trade_time_ms or update.event_time_ms) * 1_000_000,
+                    arrival=next(self._arrival),
+                    cls=None,
+                    fields={},
+                    fill=(o.symbol, sign * float(qty), float(price), fee),
+                )
+            )
+            self._adopted[o.client_order_id] = o.cum_qty
+        if fsm.status_from_exchange(o.status) in fsm.TERMINAL_STATUSES:
+            del self._adopted[o.client_order_id]
+            self._adopted_symbols.pop(o.client_order_id, None)
+
+    # -- accounting ---------------------------------------------------------------
+
+    def _drain(self) -> list[OrderEvent]:
+        queued, self._queue = self._queue, []
+        queued.sort(key=lambda q: (q.ts, q.arrival))
+        out: list[OrderEvent] = []
+        for item in queued:
+            if item.cls is not None:
+                out.append(item.cls(**item.fields, seq=next(self._seq)))
+            if item.fill is not None:
+                symbol, signed_qty, price, fee = item.fill
+                self.account(symbol).apply_fill(signed_qty, price, fee)
+        return out
+
+    def _mark(self) -> None:
+        equity = sum(a.realized - a.fees + a.unrealized() for a in self.accounts.values())
+        self.equity = equity
+        self.equity_peak = max(self.equity_peak, equity)
+        self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
+
+    def _check_drift(self) -> None:
+        busy = {live.order.symbol for live in self._orders.values() if not live.terminal}
+        if self._adopted:
+            busy.update(self._adopted_symbols.values())
+        for symbol, (amount, _entry) in self.exchange_positions.items():
+            if symbol not in self.symbols or symbol in busy:
+                continue
+            ours = self.account(symbol).qty
+            if abs(amount - ours) <= 1e-9:
+                self._drift_reported.pop(symbol, None)
+                continue
+            if self._drift_reported.get(symbol) == amount:
+                continue
+            self._drift_reported[symbol] = amount
+            now = self._now_ns()
+            reason = f"position: fills say {ours}, exchange says {amount}"
+            self._log.error("position drift", symbol=symbol, ours=ours, exchange=amount)
+            self._ops.append(
+                (
+                    now,
+                    next(self._arrival),
+                    ReconciliationFailed,
+                    {"symbol": symbol, "reason": reason, "ts_event": now, "ts_init": now},
+                )
+            )
+
+
+@contextlib.asynccontextmanager
+async def _maybe_client(http: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    """The injected client as is, or a new one, closed at the end."""
+    if http is not None:
+        yield http
+        return
+    # Deadlines are the client's cancel scopes, not httpx's.
+    own = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_keepalive_connections=8))
+    try:
+        yield own
+    finally:
+        with trio.CancelScope(shield=True):
+            await own.aclose()
