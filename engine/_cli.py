@@ -13,6 +13,7 @@ config or data (one line on stderr naming the file, key and what was expected).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,11 @@ from ._supervisor import RunReport, run_paper, run_replay
 from .feeds._record import record
 from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
+from .models import ModelError
+from .venues.sim._exchange_limits import LimitSettings
 from .venues.sim._recorded import load_recording
-from .venues.sim._stream_server import ServerSettings, StreamServer, parse_faults
+from .venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings, split_faults
+from .venues.sim._trading import AccountSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="PATH", help="write the summary as JSON")
     parser.add_argument(
         "--mode",
-        choices=["replay", "paper"],
+        choices=["replay", "paper", "live"],
         default=None,
-        help="replay recorded data, or paper-trade live streams on the simulated venue "
-        "(overrides engine.mode; live trading comes with the Binance venue)",
+        help="replay recorded data, paper-trade live streams on the simulated venue, or "
+        "trade live on the Binance venue (overrides engine.mode)",
+    )
+    parser.add_argument(
+        "--i-understand-live",
+        action="store_true",
+        help="live mode only: confirm that real orders will be sent (also needs "
+        "engine.live = true in the config)",
     )
     parser.add_argument(
         "--duration",
@@ -83,7 +93,8 @@ def build_sim_exchange_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m engine sim-exchange``."""
     parser = _Parser(
         prog="python -m engine sim-exchange",
-        description="Serve a capture as a Binance USD-M compatible market-data exchange.",
+        description="Serve a capture as a Binance USD-M compatible exchange: market data, "
+        "signed trading endpoints matched against the replayed book, user-data streams.",
     )
     parser.add_argument("--data", action="append", required=True, metavar="PATH")
     parser.add_argument("--host", default="127.0.0.1")
@@ -103,8 +114,40 @@ def build_sim_exchange_parser() -> argparse.ArgumentParser:
         "--fault",
         action="append",
         default=[],
-        metavar="KIND@SECONDS[:ARG]",
-        help="drop@S, stall@S:SECONDS, gap@S, garbage@S (repeatable)",
+        metavar="SPEC",
+        help="playback faults drop@S, stall@S:SECONDS, gap@S, garbage@S, drop_user_stream@S; "
+        "request faults KIND[:ARG][*COUNT][@METHOD/PATH] armed from the start, KIND one of "
+        "429 (ARG Retry-After s), 418 (ARG ban ms), 503-executed, 503-lost, 503-unavailable, "
+        "-1021, -2019, -4164, slow (ARG delay ms), drop_user_stream (repeatable)",
+    )
+    trading = parser.add_argument_group("trading")
+    trading.add_argument(
+        "--api-key-env",
+        default="SIM_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the accepted API key (default SIM_API_KEY)",
+    )
+    trading.add_argument(
+        "--api-secret-env",
+        default="SIM_API_SECRET",
+        metavar="VAR",
+        help="environment variable holding its secret (default SIM_API_SECRET)",
+    )
+    trading.add_argument("--balance", type=float, default=10_000.0, help="starting USDT wallet")
+    trading.add_argument("--maker-fee-bps", type=float, default=2.0)
+    trading.add_argument("--taker-fee-bps", type=float, default=5.0)
+    trading.add_argument("--leverage", type=int, default=20, help="initial leverage per symbol")
+    trading.add_argument("--weight-limit", type=int, default=2400, help="request weight per minute")
+    trading.add_argument("--orders-10s", type=int, default=300, help="orders per 10 seconds")
+    trading.add_argument("--orders-1m", type=int, default=1200, help="orders per minute")
+    trading.add_argument(
+        "--ban-after", type=int, default=3, help="requests sent while rate limited before a 418"
+    )
+    trading.add_argument(
+        "--ban-seconds", type=float, default=120.0, help="first IP ban; doubles on repeats"
+    )
+    trading.add_argument(
+        "--listen-key-ttl", type=float, default=3600.0, metavar="SECONDS", help="listenKey life"
     )
     parser.add_argument("--log", default="-", help="JSON log file, or - for stderr")
     return parser
@@ -114,10 +157,35 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
     """``python -m engine sim-exchange``: serve until interrupted."""
     args = build_sim_exchange_parser().parse_args(argv)
     try:
-        faults = parse_faults(args.fault)
+        faults, request_faults = split_faults(args.fault)
+        trading = TradingSettings(
+            account=AccountSettings(
+                balance=str(args.balance),
+                maker_fee_bps=str(args.maker_fee_bps),
+                taker_fee_bps=str(args.taker_fee_bps),
+                leverage=args.leverage,
+            ),
+            limits=LimitSettings(
+                weight_per_minute=args.weight_limit,
+                orders_per_10s=args.orders_10s,
+                orders_per_minute=args.orders_1m,
+                ban_after=args.ban_after,
+                ban_s=args.ban_seconds,
+            ),
+            faults=request_faults,
+            listen_key_ttl_s=args.listen_key_ttl,
+        )
     except ValueError as exc:
-        sys.stderr.write(f"error: --fault: {exc}\n")
+        sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
+    api_key = os.environ.get(args.api_key_env, "").strip()
+    api_secret = os.environ.get(args.api_secret_env, "").strip()
+    api_keys = {api_key: api_secret} if api_key and api_secret else {}
+    if not api_keys:
+        sys.stderr.write(
+            f"warning: {args.api_key_env}/{args.api_secret_env} not set: "
+            "signed endpoints will answer -2015\n"
+        )
     try:
         recording = load_recording(args.data)
     except DataError as exc:
@@ -134,7 +202,13 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
         max_connection_s=args.max_connection,
         faults=faults,
     )
-    server = StreamServer(recording, settings, log.bind(actor="sim-exchange"))
+    server = StreamServer(
+        recording,
+        settings,
+        log.bind(actor="sim-exchange"),
+        trading=trading,
+        api_keys=api_keys,
+    )
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -243,6 +317,29 @@ async def _stop_on_signal_or_time(stop: trio.Event, duration: float) -> None:
     stop.set()
 
 
+def check_live_consent(config: Config, *, confirmed: bool) -> None:
+    """Refuse live mode unless the config and the command line both ask for it.
+
+    Raises:
+        ConfigError: live mode without ``engine.live = true``, without the
+            ``--i-understand-live`` flag, or without the Binance venue.
+    """
+    if config.engine.mode != "live":
+        return
+    if not config.engine.live:
+        raise ConfigError(
+            config.source, "engine.live", "live mode sends real orders: set live = true"
+        )
+    if not confirmed:
+        raise ConfigError(
+            config.source,
+            "engine.mode",
+            "live mode sends real orders: pass --i-understand-live to confirm",
+        )
+    if config.venue.kind != "binance":
+        raise ConfigError(config.source, "venue.kind", 'live mode needs kind = "binance"')
+
+
 async def _run(
     config: Config, data: list[str] | None, log: FilteringBoundLogger, duration: float | None
 ) -> RunReport:
@@ -298,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.mode is not None:
             config = attrs.evolve(config, engine=attrs.evolve(config.engine, mode=args.mode))
+        check_live_consent(config, confirmed=args.i_understand_live)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
@@ -306,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         report = _trio_run(_run, config, args.data, log, args.duration)
-    except (DataError, JournalError, ControlError) as exc:
+    except (DataError, JournalError, ControlError, ModelError) as exc:
         log.error("cannot start", error=str(exc))
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE

@@ -39,8 +39,8 @@ _nonneg = v.ge(0)
 class EngineSection:
     """``[engine]``: how the process runs."""
 
-    mode: Literal["replay", "paper"] = attrs.field(
-        default="replay", validator=v.in_(("replay", "paper"))
+    mode: Literal["replay", "paper", "live"] = attrs.field(
+        default="replay", validator=v.in_(("replay", "paper", "live"))
     )
     live: bool = False
     seed: int = 0
@@ -231,11 +231,80 @@ class FaultsSection:
 
 @attrs.frozen(kw_only=True)
 class VenueSection:
-    """``[venue]``: the simulated venue's latency and fee model."""
+    """``[venue]``: the simulated venue's latency and fee model, or the Binance venue."""
 
-    kind: Literal["sim"] = attrs.field(default="sim", validator=v.in_(("sim",)))
+    kind: Literal["sim", "binance"] = attrs.field(
+        default="sim", validator=v.in_(("sim", "binance"))
+    )
     latency_ms: float = attrs.field(default=5.0, validator=_nonneg)
     taker_fee_bps: float = attrs.field(default=5.0, validator=_nonneg)
+    # The Binance venue (live mode): REST and user-data stream endpoints, credentials by
+    # the NAMES of the environment variables that hold them (never the keys themselves).
+    rest_url: str = "https://fapi.binance.com"
+    ws_url: str = "wss://fstream.binance.com"
+    api_key_env: str = "TRIREME_API_KEY"
+    api_secret_env: str = "TRIREME_API_SECRET"
+    order_transport: Literal["lean", "httpx"] = attrs.field(
+        default="lean", validator=v.in_(("lean", "httpx"))
+    )
+    recv_window_ms: int = attrs.field(default=5000, validator=[v.gt(0), v.le(60_000)])
+    request_timeout_ms: float = attrs.field(default=5000.0, validator=v.gt(0))
+    unknown_grace_ms: float = attrs.field(default=2000.0, validator=v.gt(0))
+    reconcile: Literal["adopt", "cancel"] = attrs.field(
+        default="cancel", validator=v.in_(("adopt", "cancel"))
+    )
+
+
+_DEFAULT_MODELS = (
+    "models/onnx/entry_filter_gbdt.onnx",
+    "models/onnx/entry_filter_rf.onnx",
+    "models/onnx/entry_filter_mlp.onnx",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ModelSection:
+    """``[model]``: the ML entry filter (ONNX ensemble, regimes, online retraining).
+
+    Off unless configured (the shipped ``config.toml`` turns it on): a library user's
+    default config needs no model files.
+    """
+
+    enabled: bool = False
+    paths: tuple[str, ...] = _DEFAULT_MODELS
+    weights: tuple[float, ...] = ()
+    threads: int = attrs.field(default=1, validator=_pos)
+    threshold: float = attrs.field(default=0.3, validator=[v.ge(0), v.le(1)])
+    threshold_min: float = attrs.field(default=0.2, validator=[v.ge(0), v.le(1)])
+    threshold_max: float = attrs.field(default=0.45, validator=[v.ge(0), v.le(1)])
+    vol_high_scale: float = attrs.field(default=1.1, validator=_pos)
+    vol_low_scale: float = attrs.field(default=1.0, validator=_pos)
+    range_scale: float = attrs.field(default=1.05, validator=_pos)
+    trend_scale: float = attrs.field(default=0.95, validator=_pos)
+    volume_low_scale: float = attrs.field(default=1.05, validator=_pos)
+    volume_high_scale: float = attrs.field(default=1.0, validator=_pos)
+    target_win_rate: float = attrs.field(default=0.5, validator=[v.ge(0), v.le(1)])
+    adapt_window: int = attrs.field(default=20, validator=_pos)
+    adapt_gain: float = attrs.field(default=0.2, validator=_nonneg)
+    cache_size: int = attrs.field(default=4096, validator=_pos)
+    cache_quantum: float = attrs.field(default=1e-3, validator=v.gt(0))
+    label_fee_bps: float = attrs.field(default=2.0, validator=_nonneg)
+    retrain: bool = True
+    retrain_every_events: int = attrs.field(default=50_000, validator=_pos)
+    retrain_every_s: float = attrs.field(default=3600.0, validator=v.gt(0))
+    retrain_window: int = attrs.field(default=2000, validator=_pos)
+    retrain_min_samples: int = attrs.field(default=60, validator=_pos)
+    validation_fraction: float = attrs.field(default=0.3, validator=[v.gt(0), v.lt(1)])
+    min_auc_gain: float = attrs.field(default=0.0, validator=v.ge(-1))
+    apply_after_steps: int = attrs.field(default=4, validator=_pos)
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled and not self.paths:
+            raise FieldValueError("paths", "an enabled filter needs at least one model")
+        if self.weights and len(self.weights) != len(self.paths):
+            raise FieldValueError("weights", "one weight per model path (or none)")
+        if not self.threshold_min <= self.threshold <= self.threshold_max:
+            raise FieldValueError("threshold", "must lie within [threshold_min, threshold_max]")
 
 
 @attrs.frozen(kw_only=True)
@@ -276,6 +345,7 @@ class Config:
     risk: RiskSection = RiskSection()
     portfolio: PortfolioSection = PortfolioSection()
     venue: VenueSection = VenueSection()
+    model: ModelSection = ModelSection()
     faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()
     control: ControlSection = ControlSection()

@@ -32,6 +32,16 @@ def _risk_line(risk: dict[str, object]) -> str:
     return ", ".join(f"{k} {_fmt(risk.get(k))}" for k in keys)
 
 
+def _model_line(model: dict[str, object]) -> str:
+    if not model.get("enabled"):
+        return "off"
+    return (
+        f"{model.get('model')}: {model.get('requests')} scored, cache hit rate "
+        f"{_fmt(model.get('cache_hit_rate'))}, inference p50 {_fmt(model.get('inference_us_p50'))}"
+        f" us, retrains {model.get('retrains')} (swapped {model.get('swaps')})"
+    )
+
+
 def summary_text(report: RunReport) -> str:
     """A short human summary of a run."""
     skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "none"
@@ -53,6 +63,7 @@ def summary_text(report: RunReport) -> str:
         f"  transitions   {states}",
         f"  trading       {report.trading_state} ({len(report.trading_changes)} change(s))",
         f"  risk          {_risk_line(report.risk)}",
+        f"  model filter  {_model_line(report.model)}",
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
         f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load)",

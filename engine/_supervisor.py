@@ -6,6 +6,7 @@
     ReplayFeed --MarketStep---> ExecutionActor <--OrderBatch-- RiskActor
     ExecutionActor --ReportBatch--> SymbolActor[s], RiskActor
     ExecutionActor --JournalBatch--> JournalActor (SQLite, WAL)
+    SymbolActor[s] --ScoreBatch--> ModelActor --ScoreReply--> SymbolActor[s]   ([model] enabled)
 
 Every edge is its own bounded ``trio.open_memory_channel``; actors start in
 dependency order with ``nursery.start`` so each is ready before its producers.
@@ -21,6 +22,7 @@ import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
@@ -46,10 +48,17 @@ from .messages import (
     OrderBatch,
     PortfolioRequest,
     ReportBatch,
+    ScoreBatch,
+    ScoreReply,
 )
 from .portfolio import PortfolioActor
 from .strategy import _ema_cross as strategy_kernel
 from .venues.sim import SimVenue
+
+if TYPE_CHECKING:
+    from .actors._filter import EntryFilter
+    from .actors._model import ModelActor
+    from .venues.binance import BinanceVenue
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +104,7 @@ class RunReport:
     trading_changes: list[dict[str, str]]
     risk: dict[str, object]
     portfolio: dict[str, object]
+    model: dict[str, object]
     hardware: dict[str, object]
     per_symbol: list[SymbolSummary]
     journal_path: str
@@ -110,9 +120,10 @@ async def _run_actors(
     journal_actor: JournalActor,
     execution: ExecutionActor,
     portfolio_actor: PortfolioActor | None,
+    model_actor: ModelActor | None,
     risk: RiskActor,
     actors: list[SymbolActor],
-    feed: ReplayFeed,
+    feed: ReplayFeed | LiveFeed,
 ) -> None:
     """Start the actors in dependency order and wait until the replay has drained."""
     async with trio.open_nursery() as nursery:
@@ -120,10 +131,77 @@ async def _run_actors(
         await nursery.start(execution.run)
         if portfolio_actor is not None:
             await nursery.start(portfolio_actor.run)
+        if model_actor is not None:
+            await nursery.start(model_actor.run)
         await nursery.start(risk.run)
         for actor in actors:
             await nursery.start(actor.run)
         await nursery.start(feed.run)
+
+
+def _model_wiring(
+    config: Config, symbols: list[str], mode: str, log: FilteringBoundLogger
+) -> tuple[
+    ModelActor | None,
+    dict[str, EntryFilter],
+    dict[str, tuple[trio.MemorySendChannel[ScoreBatch], trio.MemoryReceiveChannel[ScoreReply]]],
+]:
+    """The model actor, each symbol's filter and their channels (nothing when disabled).
+
+    Raises:
+        ModelError: a configured model is missing or does not match the feature spec.
+    """
+    cfg = config.model
+    if not cfg.enabled:
+        return None, {}, {}
+    # Imported here: onnxruntime and scikit-learn load only when the filter is on.
+    from .actors._filter import EntryFilter
+    from .actors._model import ModelActor, load_ensemble
+    from .models import FeatureBuilder, default_feature_spec, retrain
+
+    spec = default_feature_spec()
+    FeatureBuilder.warm_up()  # compile (or load) the feature kernels now, not at a signal
+    ensemble = load_ensemble(cfg, spec, config.resolve)
+    requests: dict[str, trio.MemoryReceiveChannel[ScoreBatch]] = {}
+    replies: dict[str, trio.MemorySendChannel[ScoreReply]] = {}
+    channels = {}
+    filters = {}
+    for s in symbols:
+        request_tx, requests[s] = trio.open_memory_channel[ScoreBatch](1)
+        replies[s], reply_rx = trio.open_memory_channel[ScoreReply](1)
+        channels[s] = (request_tx, reply_rx)
+        filters[s] = EntryFilter(
+            symbol=s, spec=spec, model=cfg, strategy=config.strategy, venue=config.venue
+        )
+    actor = ModelActor(
+        config=cfg,
+        ensemble=ensemble,
+        symbols=symbols,
+        requests=requests,
+        replies=replies,
+        log=log,
+        deterministic=mode == "replay",
+        retrain_fn=retrain,
+    )
+    log.info(
+        "model filter loaded",
+        model=actor.model_id,
+        members=[m.name for m in ensemble.models],
+        weights=[round(float(w), 6) for w in ensemble.weights],
+        features=len(spec.names),
+    )
+    return actor, filters, channels
+
+
+def _model_summary(actor: ModelActor | None, filters: dict[str, EntryFilter]) -> dict[str, object]:
+    if actor is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        **actor.summary(),
+        "not_ready": sum(f.not_ready for f in filters.values()),
+        "thresholds": {s: round(f.threshold.current, 4) for s, f in filters.items()},
+    }
 
 
 def _hardware_summary(actor: HardwareActor) -> dict[str, object]:
@@ -272,9 +350,135 @@ async def run_paper(
         ConfigError: no symbols configured.
         ActorFailedError: an actor failed; trading stopped.
     """
+    return await _run_streaming(
+        config,
+        mode="paper",
+        venue=None,
+        log=log,
+        stop=stop,
+        http=http,
+        journal_path=journal_path,
+        control=control,
+        control_state=control_state,
+    )
+
+
+async def run_live(
+    config: Config,
+    *,
+    log: FilteringBoundLogger,
+    stop: trio.Event,
+    http: httpx.AsyncClient | None = None,
+    journal_path: Path | None = None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
+    control_state: ControlState | None = None,
+) -> RunReport:
+    """Trade live: market data from ``[feeds]``, real orders on the Binance venue.
+
+    Before any actor starts, the venue syncs the server clock, builds order templates
+    from ``exchangeInfo``, opens the user-data stream and reconciles the exchange with
+    the last live journal in ``journal.dir`` (positions found there are adopted by the
+    symbol actors; unknown open orders are cancelled or adopted per
+    ``venue.reconcile``). If it cannot reconcile, nothing trades.
+
+    Args: as :func:`run_paper`.
+
+    Raises:
+        ConfigError: no symbols, a missing credential variable, or a simulated-venue
+            drill in ``[faults]``.
+        ReconciliationError: the journal and the exchange disagree unexplainably.
+        ActorFailedError: an actor failed; trading stopped (open orders are
+            cancelled on the way out).
+    """
+    from .venues.binance import BinanceVenue, MissingCredentialsError, credentials_from_env
+
+    v = config.venue
+    for i, fault in enumerate(config.faults.events):
+        if fault.kind in ("ban", "reject"):
+            raise ConfigError(
+                config.source,
+                f"faults.events[{i}].kind",
+                f"{fault.kind!r} is a simulated-venue drill; not in live mode",
+            )
+    try:
+        credentials = credentials_from_env(v.api_key_env, v.api_secret_env)
+    except MissingCredentialsError as exc:
+        raise ConfigError(config.source, "venue.api_key_env", str(exc)) from None
+    previous = last_journal(config, "live")
+    venue = BinanceVenue(
+        base_url=v.rest_url,
+        ws_url=v.ws_url,
+        credentials=credentials,
+        symbols=list(config.data.symbols),
+        log=log.bind(actor="venue"),
+        order_transport=v.order_transport,
+        ws_transport=config.feeds.transport,
+        timeout_s=v.request_timeout_ms / 1000,
+        recv_window_ms=v.recv_window_ms,
+        unknown_grace_s=v.unknown_grace_ms / 1000,
+        journal=previous,
+        reconcile_policy=v.reconcile,
+    )
+    log.info(
+        "live venue",
+        rest_url=v.rest_url,
+        ws_url=v.ws_url,
+        order_transport=v.order_transport,
+        reconcile_journal=str(previous) if previous else None,
+    )
+    return await _run_streaming(
+        config,
+        mode="live",
+        venue=venue,
+        log=log,
+        stop=stop,
+        http=http,
+        journal_path=journal_path,
+        control=control,
+        control_state=control_state,
+    )
+
+
+def _adopt_positions(
+    venue: BinanceVenue, actors: list[SymbolActor], log: FilteringBoundLogger
+) -> None:
+    """Start the symbol actors from the positions reconciliation found at the exchange."""
+    plan = venue.reconciliation
+    if plan is None:
+        return
+    for actor in actors:
+        qty, entry = plan.positions.get(actor.symbol, (0, 0))
+        if qty:
+            actor.adopt_position(float(qty), float(entry))
+            log.warning(
+                "position adopted from the exchange",
+                symbol=actor.symbol,
+                qty=float(qty),
+                entry_price=float(entry),
+            )
+
+
+def last_journal(config: Config, mode: str) -> Path | None:
+    """The newest journal of ``mode`` in ``journal.dir`` (None: there is none)."""
+    found = sorted(config.resolve(config.journal.dir).glob(f"{mode}-*.sqlite"))
+    return found[-1] if found else None
+
+
+async def _run_streaming(
+    config: Config,
+    *,
+    mode: str,
+    venue: BinanceVenue | None,
+    log: FilteringBoundLogger,
+    stop: trio.Event,
+    http: httpx.AsyncClient | None,
+    journal_path: Path | None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None,
+    control_state: ControlState | None,
+) -> RunReport:
     setup_started = time.perf_counter()
     if not config.data.symbols:
-        raise ConfigError(config.source, "data.symbols", "paper mode needs the symbols to trade")
+        raise ConfigError(config.source, "data.symbols", f"{mode} mode needs the symbols to trade")
     symbols = list(config.data.symbols)
     f = config.feeds
     async with contextlib.AsyncExitStack() as stack:
@@ -305,7 +509,7 @@ async def run_paper(
 
         return await _run_pipeline(
             config,
-            mode="paper",
+            mode=mode,
             symbols=symbols,
             data=[f.ws_url],
             make_feed=make_feed,
@@ -315,6 +519,7 @@ async def run_paper(
             control=control,
             control_state=control_state,
             live_feeds=live,
+            venue=venue,
         )
 
 
@@ -332,6 +537,7 @@ async def _run_pipeline(
     control_state: ControlState | None,
     capture_stats: CaptureStats | None = None,
     live_feeds: list[LiveFeed] | None = None,
+    venue: SimVenue | BinanceVenue | None = None,
 ) -> RunReport:
     ch = config.channels
     journal = Journal(journal_path or new_journal_path(config, mode))
@@ -354,10 +560,11 @@ async def _run_pipeline(
     risk_report_tx, risk_report_rx = trio.open_memory_channel[ReportBatch](ch.reports)
     journal_tx, journal_rx = trio.open_memory_channel[JournalBatch](ch.journal)
 
-    venue = SimVenue(
-        latency_ns=int(config.venue.latency_ms * 1e6),
-        taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
-    )
+    if venue is None:
+        venue = SimVenue(
+            latency_ns=int(config.venue.latency_ms * 1e6),
+            taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+        )
     journal_actor = JournalActor(journal=journal, inbox=journal_rx)
     execution = ExecutionActor(
         venue=venue,
@@ -400,6 +607,7 @@ async def _run_pipeline(
     )
     if control_state is not None:
         control_state.risk = risk
+    model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
     actors = [
         SymbolActor(
             symbol=s,
@@ -411,6 +619,8 @@ async def _run_pipeline(
             sizing=config.sizing,
             capital=config.risk.capital,
             max_notional=config.risk.max_notional_per_symbol,
+            entry_filter=filters.get(s),
+            scores=score_channels.get(s),
         )
         for s in symbols
     ]
@@ -427,12 +637,18 @@ async def _run_pipeline(
             if portfolio_actor is not None and hardware_actor.plan is not None:
                 plan = hardware_actor.plan
                 portfolio_actor.set_thread_setup(lambda: hardware.setup_worker_thread(plan))
+            if not isinstance(venue, SimVenue):
+                # Connected, templates built, reconciled: only then may anything trade.
+                await outer.start(venue.run)
+                _adopt_positions(venue, actors, log)
             strategy_kernel.warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
             started = time.perf_counter()
             setup = started - setup_started
-            await _run_actors(journal_actor, execution, portfolio_actor, risk, actors, feed)
+            await _run_actors(
+                journal_actor, execution, portfolio_actor, model_actor, risk, actors, feed
+            )
             outer.cancel_scope.cancel()
     except DataError:
         raise
@@ -499,6 +715,7 @@ async def _run_pipeline(
         trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
         risk=_risk_summary(risk, venue),
         portfolio=portfolio_actor.stats.summary() if portfolio_actor is not None else {},
+        model=_model_summary(model_actor, filters),
         hardware=_hardware_summary(hardware_actor),
         per_symbol=per_symbol,
         journal_path=str(journal.path),

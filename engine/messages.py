@@ -310,7 +310,138 @@ OrderEvent = (
     | OrderCanceled
 )
 OpsEvent = FeedReconnected | RateLimitBanned | ReconciliationFailed
-JournalRecord = SubmitOrder | OrderEvent | PositionChanged | TradingStateChanged | OpsEvent
+# -- model ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ScoreRequest:
+    """Command: score one entry signal (symbol actor -> model actor).
+
+    ``row`` is the feature row at the signal (the engine's feature spec, float32).
+    """
+
+    correlation_id: str
+    symbol: str
+    side: Side
+    row: np.ndarray
+    ts_event: int
+
+
+@attrs.frozen(kw_only=True)
+class Score:
+    """Event: the model's P(entry pays) for a request, and the model that said it."""
+
+    correlation_id: str
+    score: float
+    model: str
+    cached: bool
+
+
+@attrs.frozen(kw_only=True)
+class EntryScored:
+    """Event: a symbol's entry signal met the filter; ``taken`` says whether it passed.
+
+    ``features`` is the row the model saw (NaN journaled as null), so the journal alone
+    holds what online retraining learns from.
+    """
+
+    symbol: str
+    side: Side
+    score: float
+    threshold: float
+    regime: str
+    model: str
+    taken: bool
+    features: tuple[float, ...]
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class DecisionLabeled:
+    """Event: a scored entry's outcome is known (triple barrier on later quotes only).
+
+    ``label`` is 1 when the entry would have paid after fees; ``ret_bps`` its net return.
+    """
+
+    symbol: str
+    label: int
+    ret_bps: float
+    ts_decision: int
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ModelRetrained:
+    """Event: an online retrain finished; ``swapped`` says whether the new model took over.
+
+    AUCs are on the same most recent validation slice; ``reason`` says why a model was
+    not swapped in (worse, too few samples, one class, export parity).
+    """
+
+    symbol: str
+    previous: str
+    candidate: str
+    swapped: bool
+    reason: str
+    samples: int
+    auc_previous: float
+    auc_candidate: float
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+ModelRecord = EntryScored | DecisionLabeled | ModelRetrained
+
+
+@attrs.frozen(kw_only=True)
+class LabeledDecision:
+    """A decision's features with its label (symbol actor -> model actor, for retraining)."""
+
+    correlation_id: str
+    row: np.ndarray = attrs.field(eq=False)
+    label: int
+    ts_decision: int
+    ts_resolved: int
+
+
+@attrs.frozen(kw_only=True)
+class ScoreBatch:
+    """Symbol actor -> model actor: a step's requests and newly labelled decisions.
+
+    Every symbol sends one per step (possibly empty), so the model actor can batch a
+    step's requests across symbols in a fixed order. ``events`` counts the step's market
+    events (the replay's retraining clock).
+    """
+
+    step: int
+    symbol: str
+    ts: int
+    events: int = 0
+    requests: tuple[ScoreRequest, ...] = ()
+    labeled: tuple[LabeledDecision, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ScoreReply:
+    """Model actor -> symbol actor: the step's scores (and, for the first symbol, the model
+    actor's own journal records, so they join the step's records in canonical order)."""
+
+    step: int
+    scores: tuple[Score, ...] = ()
+    records: tuple[ModelRecord, ...] = ()
+
+
+JournalRecord = (
+    SubmitOrder | OrderEvent | PositionChanged | TradingStateChanged | OpsEvent | ModelRecord
+)
 
 
 @attrs.frozen(kw_only=True)

@@ -90,7 +90,18 @@ def test_logs_to_stderr_with_dash(tmp_path):
     ("args", "extra", "expected"),
     [
         (["--bogus"], "", "unrecognized arguments: --bogus"),
-        (["--mode", "live"], "", "invalid choice: 'live'"),
+        (["--mode", "live"], "", "engine.live: live mode sends real orders: set live = true"),
+        (
+            ["--mode", "live"],
+            "[engine]\nlive = true",
+            "engine.mode: live mode sends real orders: pass --i-understand-live",
+        ),
+        (
+            ["--mode", "live", "--i-understand-live"],
+            "[engine]\nlive = true",
+            'venue.kind: live mode needs kind = "binance"',
+        ),
+        (["--mode", "bogus"], "", "invalid choice: 'bogus'"),
         ([], "[risk]\nmax_notional = 5", "risk.max_notional: unknown key"),
         ([], "[strategy]\nfast = -1", "strategy.fast: must be > 0, got -1"),
         (["--data", "/nonexistent/x.gz"], "", "/nonexistent/x.gz: no such market data"),

@@ -30,7 +30,7 @@ def test_empty_document_gives_defaults():
         ({"risk": {"max_notional_total": -5}}, "risk.max_notional_total", "must be > 0"),
         ({"strategy": {"fast": "12"}}, "strategy.fast", "expected an integer"),
         ({"strategy": {"fast": 40}}, "strategy.fast", "must be smaller than slow"),
-        ({"engine": {"mode": "live"}}, "engine.mode", "expected one of 'replay'"),
+        ({"engine": {"mode": "backtest"}}, "engine.mode", "expected one of 'replay'"),
         ({"data": {"paths": "x.gz"}}, "data.paths", "expected a list of a string"),
         ({"data": {"paths": [3]}}, "data.paths[0]", "expected a string"),
         ({"venue": {"latency_ms": True}}, "venue.latency_ms", "expected a number"),

@@ -1,4 +1,4 @@
-"""engine.models: features without look-ahead, checked ONNX loading, iobinding, cache."""
+"""engine.models: Ticks features without look-ahead, checked ONNX loading, iobinding, cache."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import json
 import shutil
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
 from engine import EngineError
-from engine.feeds._capture import BookTicker, Trade
+from engine.feeds import CaptureStats, merge_captures
+from engine.feeds._columns import Columns, append_message
+from engine.messages import EventKind, Ticks
 from engine.models import (
+    DEPTH_FEATURES,
     FEATURE_NAMES,
     Ensemble,
     FeatureBuilder,
@@ -22,7 +26,10 @@ from engine.models import (
     default_feature_spec,
     features_at,
     read_events,
+    ticks_of,
+    training_rows,
 )
+from engine.models._features import events_features_at
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "onnx"
@@ -36,13 +43,28 @@ def spec() -> FeatureSpec:
 
 @pytest.fixture(scope="session")
 def sample_events():
-    """The first 60 s of the bundled sample (enough to warm every feature)."""
+    """The bundled sample's first 90 s as decoded messages (the replay feed's reader)."""
     events = []
-    for ts, msg in read_events([SAMPLE]):
-        if events and ts - events[0][0] > 60e9:
+    for ts, msg in merge_captures([SAMPLE], CaptureStats()):
+        if events and ts - events[0][0] > 90e9:
             break
         events.append((ts, msg))
     return events
+
+
+def _columns(events) -> Ticks:
+    cols = Columns()
+    for seq, (ts, msg) in enumerate(events):
+        append_message(cols, ts, seq, msg)
+    ticks = cols.take()
+    assert ticks is not None
+    return ticks
+
+
+@pytest.fixture(scope="session")
+def sample_ticks(sample_events) -> Ticks:
+    """The same events as the columns the replay feed builds."""
+    return _columns(sample_events)
 
 
 @pytest.fixture(scope="session")
@@ -60,47 +82,113 @@ def test_public_surface():
     assert issubclass(ModelError, EngineError)
 
 
-def test_spec_has_the_features(spec):
-    assert spec.names == FEATURE_NAMES
-    assert len(spec.names) >= 18
+def test_default_spec_is_every_ticks_feature(spec):
+    assert spec.names == tuple(n for n in FEATURE_NAMES if n not in DEPTH_FEATURES)
+    assert not spec.needs_depth
+    assert {"regime_vol", "regime_volume", "regime_trend"} <= set(spec.names)
+    assert set(DEPTH_FEATURES) <= set(FEATURE_NAMES)
+    assert len(spec.names) >= 20
     with pytest.raises(ValueError, match="unknown feature"):
         FeatureSpec(names=("side", "nope"))
 
 
-def test_features_warm_up_and_are_finite(sample_events, spec):
-    rows = features_at(sample_events, {len(sample_events) - 1: -1.0}, spec)
+def test_ticks_of_builds_the_feed_columns(sample_ticks):
+    ticks = ticks_of([SAMPLE])
+    n = len(sample_ticks)
+    assert ticks.ts[0] == sample_ticks.ts[0]
+    for field in ("ts", "kind", "bid", "ask", "price", "qty", "buyer_maker"):
+        np.testing.assert_array_equal(getattr(ticks, field)[:n], getattr(sample_ticks, field))
+    assert set(np.unique(ticks.kind)) <= {int(k) for k in EventKind}
+
+
+def test_features_warm_up_and_are_finite(sample_ticks, spec):
+    rows = features_at(sample_ticks, {len(sample_ticks) - 1: -1.0}, spec)
     assert rows.dtype == np.float32
     assert np.isfinite(rows).all(), dict(zip(spec.names, rows[0], strict=True))
     assert rows[0, spec.names.index("side")] == -1.0
 
 
-def _perturb_after(events, t):
-    """Events after ``t`` replaced by wild prices, sizes and sides (times kept)."""
+def _rows64(builder: FeatureBuilder) -> np.ndarray:
+    return builder.row(1.0, np.empty(builder.n_features, dtype=np.float64))
+
+
+def test_on_ticks_equals_on_event(sample_events, sample_ticks):
+    """Same quotes and trades, two ways in: the same rows, in float64, at many points."""
+    spec = FeatureSpec(names=FEATURE_NAMES)
+    by_event, by_ticks = FeatureBuilder(spec), FeatureBuilder(spec)
+    checks = 0
+    pos = 0
+    step = 997
+    ticks_cols = [n for n in spec.names if n not in DEPTH_FEATURES]
+    keep = [spec.names.index(n) for n in ticks_cols]
+    for i, (ts, msg) in enumerate(sample_events):
+        by_event.on_event(ts, msg)
+        if i % step == step - 1 or i == len(sample_events) - 1:
+            by_ticks.on_ticks(sample_ticks, pos, i + 1)
+            pos = i + 1
+            a, b = _rows64(by_event)[keep], _rows64(by_ticks)[keep]
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=0.0)
+            assert by_event.regime() == by_ticks.regime()
+            checks += np.isfinite(a).all()
+    assert checks > 10
+
+
+def test_chunking_does_not_matter(sample_ticks, spec):
+    rng = np.random.default_rng(5)
+    whole, chunked = FeatureBuilder(spec), FeatureBuilder(spec)
+    whole.on_ticks(sample_ticks, 0, len(sample_ticks))
+    cuts = np.sort(rng.choice(len(sample_ticks), 300, replace=False))
+    pos = 0
+    for c in [*cuts.tolist(), len(sample_ticks)]:
+        chunked.on_ticks(sample_ticks, pos, c)
+        chunked.on_ticks(sample_ticks, c, c)  # empty range: nothing
+        pos = c
+    np.testing.assert_array_equal(_rows64(chunked), _rows64(whole))
+    np.testing.assert_array_equal(chunked.indicators.state, whole.indicators.state)
+
+
+def test_other_rows_are_ignored(sample_ticks, spec):
+    """DEPTH, KLINE and MARK rows change nothing: same rows as without them."""
+    rng = np.random.default_rng(6)
+    n = len(sample_ticks)
+    other = rng.random(n) < 0.2
+    kind = sample_ticks.kind.copy()
+    kind[other] = rng.choice([EventKind.DEPTH, EventKind.KLINE, EventKind.MARK], other.sum())
+    noisy = attrs.evolve(sample_ticks, kind=kind)
+    kept = Ticks(**{f.name: getattr(sample_ticks, f.name)[~other] for f in attrs.fields(Ticks)})
+    a, b = FeatureBuilder(spec), FeatureBuilder(spec)
+    a.on_ticks(noisy)
+    b.on_ticks(kept)
+    np.testing.assert_array_equal(_rows64(a), _rows64(b))
+
+
+def _perturb_after(ticks: Ticks, t: int) -> Ticks:
+    """Rows after ``t`` replaced by wild prices, sizes, sides and later times."""
     rng = np.random.default_rng(0)
-    out = list(events[: t + 1])
-    for ts, msg in events[t + 1 :]:
-        if isinstance(msg, BookTicker):
-            f = float(rng.uniform(0.5, 1.5))
-            msg = BookTicker(
-                symbol=msg.symbol, bid=msg.bid * f, ask=msg.ask * f, bid_qty=9.0, ask_qty=0.1
-            )
-        elif isinstance(msg, Trade):
-            msg = Trade(
-                symbol=msg.symbol,
-                price=msg.price * float(rng.uniform(0.5, 1.5)),
-                qty=50.0,
-                buyer_maker=not msg.buyer_maker,
-            )
-        out.append((ts, msg))
-    return out
+    n = len(ticks)
+    after = np.arange(n) > t
+    f = np.where(after, rng.uniform(0.5, 1.5, n), 1.0)
+    shift = np.where(after, np.cumsum(rng.integers(0, 3_000_000_000, n)), 0)
+    return attrs.evolve(
+        ticks,
+        ts=ticks.ts + shift,
+        bid=ticks.bid * f,
+        ask=ticks.ask * f,
+        bid_qty=np.where(after, 9.0, ticks.bid_qty),
+        ask_qty=np.where(after, 0.1, ticks.ask_qty),
+        price=ticks.price * f,
+        qty=np.where(after, 50.0, ticks.qty),
+        buyer_maker=np.where(after, 1 - ticks.buyer_maker, ticks.buyer_maker).astype(np.int8),
+    )
 
 
-def test_no_look_ahead(sample_events, spec):
-    n = len(sample_events)
-    at = {t: 1.0 for t in (n // 2, n // 2 + 7, (3 * n) // 4)}
-    base = features_at(sample_events, at, spec)
+def test_no_look_ahead(sample_ticks, spec):
+    n = len(sample_ticks)
+    at = {t: 1.0 for t in (n // 2, n // 2 + 7, (3 * n) // 4, n - 2)}
+    base = features_at(sample_ticks, at, spec)
+    assert np.isfinite(base).all()
     for t in at:
-        changed = _perturb_after(sample_events, t)
+        changed = _perturb_after(sample_ticks, t)
         rows = features_at(changed, at, spec)
         k = sorted(at).index(t)
         np.testing.assert_array_equal(rows[: k + 1], base[: k + 1])
@@ -109,26 +197,49 @@ def test_no_look_ahead(sample_events, spec):
             assert not np.array_equal(rows[k + 1 :], base[k + 1 :])
 
 
-def test_builder_row_is_features_at(sample_events, spec):
+def test_builder_row_is_features_at(sample_ticks, spec):
     b = FeatureBuilder(spec)
-    for ts, msg in sample_events:
-        b.on_event(ts, msg)
+    b.on_ticks(sample_ticks, 0, len(sample_ticks))
     out = np.empty(b.n_features, dtype=np.float32)
     b.row(1.0, out)
-    ref = features_at(sample_events, {len(sample_events) - 1: 1.0}, spec)[0]
+    ref = features_at(sample_ticks, [(len(sample_ticks) - 1, 1.0)], spec)[0]
     np.testing.assert_array_equal(out, ref)
     assert b.ready(out)
+
+
+def test_regime_features_are_the_regime(sample_ticks, spec):
+    b = FeatureBuilder(spec)
+    seen = set()
+    for stop in range(2000, len(sample_ticks), 1500):
+        b.on_ticks(sample_ticks, stop - 1500 if stop > 2000 else 0, stop)
+        row = b.row(1.0)
+        r = b.regime()
+        got = [row[spec.names.index(f"regime_{c}")] for c in ("vol", "volume", "trend")]
+        want = [r.vol, r.volume, r.trend]
+        assert [(-1 if np.isnan(g) else int(g)) for g in got] == want
+        seen.add(r.key)
+    assert any("unknown" not in k for k in seen)
+
+
+def test_depth_features_need_the_event_path(sample_events, sample_ticks):
+    """The book comes from depth messages and snapshots, which Ticks rows do not carry."""
+    spec = FeatureSpec(names=("side", *DEPTH_FEATURES))
+    events = list(read_events([SAMPLE]))[:20_000]
+    rows = events_features_at(events, {len(events) - 1: 1.0}, spec)
+    assert np.isfinite(rows).all()
+    assert np.isnan(features_at(sample_ticks, {len(sample_ticks) - 1: 1.0}, spec)[0, 1:]).all()
 
 
 # -- shipped models: no ../shared needed -------------------------------------------------
 
 
-def test_shipped_models_load_and_score(shipped, spec, sample_events):
-    row = features_at(sample_events, {len(sample_events) - 1: 1.0}, spec)[0]
+def test_shipped_models_load_and_score(shipped, spec, sample_ticks):
+    row = features_at(sample_ticks, {len(sample_ticks) - 1: 1.0}, spec)[0]
     for path in shipped:
         side = json.loads(path.with_suffix(".json").read_text())
         assert side["ir_version"] == 9
         assert side["feature_names"] == list(spec.names)
+        assert side["feature_spec_version"] == spec.version
         assert path.stat().st_size < 1_000_000
         model = OnnxModel.load(path, spec)
         p = model.predict_one(row)
@@ -145,6 +256,17 @@ def test_iobinding_equals_session_run(shipped, spec):
         np.testing.assert_allclose(
             model.predict_batch(rows), [model.predict_one_run(r) for r in rows], atol=1e-6
         )
+
+
+def test_from_bytes_checks_like_load(shipped, spec):
+    path = shipped[0]
+    blob = path.read_bytes()
+    side = json.loads(path.with_suffix(".json").read_text())
+    row = np.linspace(-1, 1, len(spec.names)).astype(np.float32)
+    model = OnnxModel.from_bytes(blob, side, spec)
+    assert model.predict_one(row) == OnnxModel.load(path, spec).predict_one(row)
+    with pytest.raises(ModelError, match="onnx_sha256"):
+        OnnxModel.from_bytes(blob + b"\0", side, spec)
 
 
 def _copy(shipped: list[Path], tmp_path: Path) -> Path:
@@ -221,3 +343,17 @@ def test_cache_hits_on_quantized_rows(shipped, spec):
     assert len(cache) == 2
     cache.predict_one(row)
     assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_training_rows_find_signals_by_time(spec):
+    ticks = ticks_of([SAMPLE])
+    quotes = np.flatnonzero(ticks.kind == EventKind.QUOTE)
+    picks = [int(quotes[k]) for k in (30_000, 12_000, 20_000)]
+    # The first quote at a time: step back over quotes sharing it.
+    picks = [int(quotes[np.searchsorted(ticks.ts[quotes], ticks.ts[i])]) for i in picks]
+    signals = [(int(ticks.ts[i]), side) for i, side in zip(picks, (1, -1, 1), strict=True)]
+    got = training_rows([SAMPLE], "BTCUSDT", signals, spec)
+    for row, i, (_t, side) in zip(got, picks, signals, strict=True):
+        np.testing.assert_array_equal(row, features_at(ticks, {i: float(side)}, spec)[0])
+    with pytest.raises(ValueError, match="no quote"):
+        training_rows([SAMPLE], "BTCUSDT", [(int(ticks.ts[0]) - 1, 1)], spec)

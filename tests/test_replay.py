@@ -135,15 +135,26 @@ def test_zero_latency_fills_on_the_signal_quote_in_causal_order(tmp_path, sample
 
 # The digest of the bundled sample with the shipped config. A change here means the
 # engine's decisions changed: if that was intended, update it (and the README example).
-SAMPLE_DIGEST = "94d120ecc51cb45625f83dcadeb2b85e7c5c1431ce006a5892bf4dd4e3045841"
+SAMPLE_DIGEST = "62aebd5e185511a77a4029e7d625742a50a71817afc6eadbb08c49f31cceaa47"
 
 
-def test_shipped_config_on_the_sample_gives_the_recorded_digest(tmp_path):
+def shipped_config(tmp_path):
+    """config.toml as shipped (ML filter on), with the journal and log under tmp_path."""
     from pathlib import Path
+
+    import attrs
 
     from engine import load_config
 
-    root = Path(__file__).resolve().parents[1]
-    config = load_config(root / "config.toml")
-    report = run(replay_config(tmp_path, [root / config.data.paths[0]]))
+    config = load_config(Path(__file__).resolve().parents[1] / "config.toml")
+    return attrs.evolve(
+        config,
+        journal=attrs.evolve(config.journal, dir=str(tmp_path / "runs")),
+        logging=attrs.evolve(config.logging, path=str(tmp_path / "engine.jsonl")),
+    )
+
+
+def test_shipped_config_on_the_sample_gives_the_recorded_digest(tmp_path):
+    report = run(shipped_config(tmp_path))
+    assert report.model["enabled"] is True
     assert report.journal_sha256 == SAMPLE_DIGEST

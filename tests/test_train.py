@@ -10,25 +10,26 @@ import pytest
 
 pytest.importorskip("skl2onnx")
 
-from engine.models import OnnxModel, default_feature_spec
-from tools.train.__main__ import main
-from tools.train._labels import (
-    Quotes,
-    StrategyConfig,
-    backtest,
-    holdout,
-    purged_split,
-    triple_barrier,
-    walk_forward,
-)
-from tools.train._train import (
+from engine.models import OnnxModel, default_feature_spec, features_at
+from engine.models._labels import Quotes, triple_barrier
+from engine.models._training import (
     MODEL_KINDS,
     ExportParityError,
-    build_dataset,
     check_parity,
     fit_calibrated,
     to_onnx,
 )
+from engine.strategy._ema_cross import Signal, new_indicators, new_state, scan
+from tools.train.__main__ import main
+from tools.train._labels import (
+    StrategyConfig,
+    backtest,
+    entry_signals,
+    holdout,
+    purged_split,
+    walk_forward,
+)
+from tools.train._train import build_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "btcusdt_20240808_180s.gz"
@@ -112,10 +113,40 @@ def test_dataset_from_the_sample():
     assert ds.X.shape[1] == len(default_feature_spec().names)
     assert len(ds.y) > 5 and np.isfinite(ds.X).all()
     assert (ds.labels.t1 > ds.labels.t0).all()
-    res = backtest(ds.quotes, StrategyConfig())
+    res = backtest(ds.ticks, StrategyConfig())
     assert res["trades"] > 0
-    none = backtest(ds.quotes, StrategyConfig(), take=lambda i, side: False)
+    none = backtest(ds.ticks, StrategyConfig(), take=lambda i, side: False)
     assert none["trades"] == 0 and none["skipped_by_filter"] > 0
+
+
+def _engine_signals(ticks, cfg: StrategyConfig, step: int) -> list[tuple[int, int]]:
+    """Entry signals as the symbol actor meets them: ``scan`` batch by batch, always flat."""
+    state = new_state()
+    inds = new_indicators(cfg.fast, cfg.slow, cfg.rsi_period)
+    params = cfg.params()
+    out = []
+    for lo in range(0, len(ticks), step):
+        hi = min(lo + step, len(ticks))
+        cols = (ticks.ts[lo:hi], ticks.kind[lo:hi], ticks.bid[lo:hi], ticks.ask[lo:hi])
+        i = 0
+        while i < hi - lo:
+            i, sig = scan(*cols, i, state, *inds, params)
+            if sig in (Signal.ENTER_LONG, Signal.ENTER_SHORT):
+                out.append((lo + i, 1 if sig == Signal.ENTER_LONG else -1))
+            i += 1
+    return out
+
+
+def test_training_rows_are_the_engine_rows():
+    """Signals and rows of the data set equal those of a batch-by-batch engine-style pass."""
+    cfg = StrategyConfig()
+    spec = default_feature_spec()
+    ds = build_dataset([SAMPLE], cfg)
+    signals = _engine_signals(ds.ticks, cfg, step=777)
+    assert signals == entry_signals(ds.ticks, cfg)
+    rows = features_at(ds.ticks, signals, spec)
+    kept = {i: k for k, (i, _side) in enumerate(signals)}
+    np.testing.assert_array_equal(ds.X, rows[[kept[i] for i in ds.signal_index]])
 
 
 @pytest.mark.skipif(not BTC.exists(), reason="../shared/data is not beside the repository")

@@ -12,6 +12,7 @@ expire, and one more round lets the symbol actors journal what that did.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -20,11 +21,14 @@ import fsm
 
 from .._config import FaultEvent
 from ..messages import (
+    DecisionLabeled,
+    EntryScored,
     FeedReconnected,
     JournalBatch,
     JournalRecord,
     Mark,
     MarketStep,
+    ModelRetrained,
     OpsEvent,
     OrderAccepted,
     OrderBatch,
@@ -43,6 +47,9 @@ from ..messages import (
     TradingStateChanged,
 )
 from ..venues.sim import SimVenue
+
+if TYPE_CHECKING:
+    from ..venues.binance import BinanceVenue
 from ._symbol import ProtocolError
 
 # Who produced a record: orders the tie-break between records stamped the same
@@ -50,6 +57,9 @@ from ._symbol import ProtocolError
 _SOURCE_RANK: dict[type, int] = {
     PositionChanged: 0,
     SubmitOrder: 0,
+    EntryScored: 0,
+    DecisionLabeled: 0,
+    ModelRetrained: 0,
     OrderDenied: 1,
     TradingStateChanged: 1,
     OrderSubmitted: 2,
@@ -88,7 +98,8 @@ class ExecutionActor:
     """Bridges approved orders to a venue.
 
     Args:
-        venue: the simulated venue.
+        venue: the simulated venue, or the live :class:`~engine.venues.binance.BinanceVenue`
+            (same synchronous interface; its requests run in its own tasks).
         symbols: the symbols whose actors receive reports.
         market: market steps from the feed.
         orders: order batches from risk.
@@ -103,7 +114,7 @@ class ExecutionActor:
     def __init__(
         self,
         *,
-        venue: SimVenue,
+        venue: SimVenue | BinanceVenue,
         symbols: list[str],
         market: trio.MemoryReceiveChannel[MarketStep],
         orders: trio.MemoryReceiveChannel[OrderBatch],
@@ -164,6 +175,7 @@ class ExecutionActor:
             ops = self._inject_faults(now) if market is not None and not market.final else []
             if market is not None:
                 ops.extend(market.ops)
+                ops.extend(self.venue.take_ops())
             events: list[OrderEvent] = list(batch.denials)
             venue_events: list[OrderEvent] = []
             if batch.cancel_all:

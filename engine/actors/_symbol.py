@@ -10,9 +10,11 @@ the actor's output independent of how Trio schedules tasks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -21,6 +23,7 @@ import fsm
 
 from .._config import SizingSection, StrategySection
 from ..messages import (
+    EntryScored,
     IntentBatch,
     JournalRecord,
     MarketBatch,
@@ -35,11 +38,17 @@ from ..messages import (
     PositionChanged,
     Purpose,
     ReportBatch,
+    Score,
+    ScoreBatch,
+    ScoreReply,
     Side,
     SubmitOrder,
 )
 from ..risk import SizingInputs, size_notional
 from ..strategy import _ema_cross as strat
+
+if TYPE_CHECKING:
+    from ._filter import EntryFilter, PendingEntry
 
 _EXIT_REASONS = {
     strat.Signal.EXIT_CROSS: "cross",
@@ -81,6 +90,10 @@ class SymbolActor:
         sizing: how entries are sized (default: fixed ``order_notional``).
         capital: starting equity (sizing adds the venue's PnL to it).
         max_notional: the per-symbol risk limit; sizes are capped at it.
+        entry_filter: the ML filter's per-symbol side (features, threshold, labels);
+            None trades every signal.
+        scores: ``(requests, replies)`` channels to the model actor (with ``entry_filter``):
+            every step the actor sends its entry signals and waits for their scores.
     """
 
     def __init__(
@@ -95,8 +108,15 @@ class SymbolActor:
         sizing: SizingSection | None = None,
         capital: float = 10_000.0,
         max_notional: float = float("inf"),
+        entry_filter: EntryFilter | None = None,
+        scores: tuple[trio.MemorySendChannel[ScoreBatch], trio.MemoryReceiveChannel[ScoreReply]]
+        | None = None,
     ) -> None:
+        if (entry_filter is None) != (scores is None):
+            raise ValueError("entry_filter and scores go together")
         self.symbol = symbol
+        self._filter = entry_filter
+        self._scores = scores
         self._cfg = config
         self._sizing = sizing or SizingSection()
         self._capital = capital
@@ -131,6 +151,7 @@ class SymbolActor:
         self._sizing_basis = "fixed"
         self._entry_cost = 0.0
         self._entry_qty = 0.0
+        self._entry_fees = 0.0
         self._commands: list[SubmitOrder] = []
         self._records: list[JournalRecord] = []
         self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
@@ -152,7 +173,10 @@ class SymbolActor:
         Raises:
             ProtocolError: a message for the wrong step arrived.
         """
-        async with self._intents:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._intents)
+            if self._scores is not None:
+                await stack.enter_async_context(self._scores[0])
             task_status.started()
             step = 0
             now = 0
@@ -184,6 +208,8 @@ class SymbolActor:
                         self._retry_exit(now)
                 if batch is not None and batch.ticks is not None:
                     self._scan(batch)
+                if self._scores is not None:
+                    await self._ask_model(step, now, batch)
                 await self._intents.send(
                     IntentBatch(
                         step=step,
@@ -208,6 +234,9 @@ class SymbolActor:
         self.ticks += len(ticks)
         start = 0
         n = len(ticks)
+        flt = self._filter
+        if flt is not None:
+            flt.begin(ticks)
         while start < n:
             self._state[strat.MODE] = _KERNEL_MODE[self.position.state]
             index, signal = strat.scan(
@@ -229,10 +258,14 @@ class SymbolActor:
             ts = int(ticks.ts[index])
             if signal in (strat.Signal.ENTER_LONG, strat.Signal.ENTER_SHORT):
                 side = Side.BUY if signal == strat.Signal.ENTER_LONG else Side.SELL
+                if flt is not None:
+                    flt.advance(index + 1)  # features as of the signal's tick, no later
                 self._enter(side, ts)
             else:
                 self._exit(_EXIT_REASONS[strat.Signal(signal)], ts)
             start = index + 1
+        if flt is not None:
+            flt.advance(n)
 
     def _enter(self, side: Side, ts: int) -> None:
         price = float(
@@ -264,7 +297,81 @@ class SymbolActor:
             return
         self._sizing_basis = basis
         self._transition(fsm.EntrySignaled(side=int(side)), ts, ts, "signal")
-        self._submit(side, qty, float(price), Purpose.ENTRY, ts)
+        if self._filter is None:
+            self._submit(side, qty, float(price), Purpose.ENTRY, ts)
+            return
+        pending = self._filter.propose(side, qty, float(price), ts)
+        if pending is None:  # features not warm yet: no score, no entry (fail closed)
+            self._transition(
+                fsm.EntryDenied(reason="features_not_ready"), ts, ts, "features_not_ready"
+            )
+
+    async def _ask_model(self, step: int, now: int, batch: MarketBatch | None) -> None:
+        """Send the step's entry signals to the model actor and act on the scores."""
+        assert self._filter is not None and self._scores is not None
+        flt = self._filter
+        ticks = batch.ticks if batch is not None else None
+        requests, labeled, records = flt.take_step(ticks, self._next_seq)
+        send, receive = self._scores
+        await send.send(
+            ScoreBatch(
+                step=step,
+                symbol=self.symbol,
+                ts=now,
+                events=len(ticks) if ticks is not None else 0,
+                requests=requests,
+                labeled=labeled,
+            )
+        )
+        reply = await receive.receive()
+        if reply.step != step:
+            raise ProtocolError(f"{self.symbol}: score step {reply.step} != {step}")
+        self._records.extend(reply.records)
+        self._records.extend(records)
+        for score in reply.scores:
+            self._decide(flt.resolve(score), score, now)
+
+    def _decide(self, pending: PendingEntry, score: Score, now: int) -> None:
+        taken = score.score >= pending.threshold
+        self._records.append(
+            EntryScored(
+                symbol=self.symbol,
+                side=pending.side,
+                score=score.score,
+                threshold=pending.threshold,
+                regime=pending.regime,
+                model=score.model,
+                taken=taken,
+                features=tuple(float(x) for x in pending.row),
+                ts_event=pending.ts,
+                ts_init=pending.ts,
+                seq=self._next_seq(),
+                correlation_id=pending.correlation_id,
+            )
+        )
+        self._log.info(
+            "entry scored",
+            correlation_id=pending.correlation_id,
+            side=pending.side.name,
+            score=round(score.score, 6),
+            threshold=round(pending.threshold, 6),
+            regime=pending.regime,
+            model=score.model,
+            cached=score.cached,
+            taken=taken,
+            ts_event=pending.ts,
+        )
+        if taken:
+            self._submit(
+                pending.side,
+                pending.qty,
+                pending.price,
+                Purpose.ENTRY,
+                pending.ts,
+                correlation_id=pending.correlation_id,
+            )
+        else:
+            self._transition(fsm.EntryDenied(reason="model_filter"), pending.ts, now, "filtered")
 
     def _exit(self, reason: str, ts: int) -> None:
         self._transition(fsm.ExitSignaled(reason=reason), ts, ts, reason)
@@ -284,7 +391,16 @@ class SymbolActor:
             self._log.info("retrying exit", position_qty=self.position_qty)
             self._submit_exit(now)
 
-    def _submit(self, side: Side, qty: float, price: float, purpose: Purpose, ts: int) -> None:
+    def _submit(
+        self,
+        side: Side,
+        qty: float,
+        price: float,
+        purpose: Purpose,
+        ts: int,
+        *,
+        correlation_id: str = "",
+    ) -> None:
         self._orders += 1
         order = SubmitOrder(
             client_order_id=f"tr-{self.symbol}-{self._orders}",
@@ -297,7 +413,7 @@ class SymbolActor:
             ts_event=ts,
             ts_init=ts,
             seq=self._next_seq(),
-            correlation_id=f"{self.symbol}-{self._orders}",
+            correlation_id=correlation_id or f"{self.symbol}-{self._orders}",
         )
         self._live_order = order
         self._commands.append(order)
@@ -345,6 +461,7 @@ class SymbolActor:
         if event.purpose is Purpose.ENTRY:
             self._entry_cost += event.last_qty * event.last_price
             self._entry_qty += event.last_qty
+            self._entry_fees += event.fee
             if complete:
                 self._hold(event.ts_event)
                 self._transition(fsm.EntryFilled(), event.ts_event, now, "filled")
@@ -353,7 +470,7 @@ class SymbolActor:
         elif complete and self.position_qty == 0.0:
             self._transition(fsm.ExitFilled(), event.ts_event, now, "filled")
             self._record_trade(event)
-            self._entry_cost = self._entry_qty = 0.0
+            self._entry_cost = self._entry_qty = self._entry_fees = 0.0
         else:
             self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
 
@@ -364,6 +481,9 @@ class SymbolActor:
         entry = self._entry_cost / self._entry_qty
         side = 1.0 if exit_fill.side is Side.SELL else -1.0  # selling closes a long
         self._trade_returns.append(side * (exit_fill.last_price - entry) / entry)
+        if self._filter is not None:
+            net = side * (exit_fill.last_price - entry) * self._entry_qty
+            self._filter.record_outcome(net - self._entry_fees - exit_fill.fee > 0.0)
 
     def _on_failed(self, event: OrderEvent, now: int) -> None:
         assert isinstance(event, OrderRejected | OrderExpired | OrderCanceled)

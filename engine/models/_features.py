@@ -2,17 +2,30 @@
 
 Every feature is a scale-free number read from a symbol's :class:`~engine.indicators.IndicatorSet`
 (returns, RSI, MACD histogram, Bollinger %b, ATR, realized volatility, spread, top-of-book
-imbalance, order-flow imbalance, VPIN, tick momentum, velocity and acceleration, ...), from the
-local order book (N-level imbalance via :meth:`~engine.book.OrderBook.imbalance`) or from a little
-trade state (time-decayed volume and trade counts). No indicator is computed here: the builder
-only feeds events to the indicator set and reads its ``values``.
+imbalance, order-flow imbalance, VPIN, tick momentum, velocity and acceleration, ...), from a
+little trade state (time-decayed volume and trade counts), from the market regime
+(:mod:`engine.models._regime`) or, for the two depth features only, from a local order book. No
+indicator is computed here: the builder only feeds events to the indicator set and reads its
+``values``.
 
-:class:`FeatureBuilder` consumes events one at a time, in replay order, and :meth:`row` writes the
-current feature row. Training calls the same builder over history (:func:`features_at`) and
-inference calls it on the live stream, so the two cannot drift apart; and because a row at
-event ``t`` is written before event ``t + 1`` is consumed, no feature can see the future.
+One builder, two ways in:
 
-The entry signal's direction is a feature too (``side``, +1 long / -1 short), given to
+* :meth:`FeatureBuilder.on_ticks` consumes rows of a :class:`~engine.messages.Ticks` batch,
+  the columns the replay feed sends the symbol actor, in one compiled call per range. This is
+  the engine's path *and* the training path: :func:`ticks_of` builds the same columns from
+  captures with the feed's own column code, :func:`features_at` takes rows from them, and
+  ``tools.train`` finds entry signals by running the strategy's ``scan`` over those columns.
+* :meth:`FeatureBuilder.on_event` consumes decoded capture messages (and REST depth
+  snapshots) one at a time. It goes through the same compiled quote and trade steps, so it
+  gives the same rows for the same quotes and trades; it also keeps an order book, which
+  the Ticks path cannot (DEPTH rows carry no book content).
+
+Depth features (:data:`DEPTH_FEATURES`: ``book_imbalance_5``, ``book_imbalance_20``) are
+therefore computed by :meth:`on_event` only; they stay NaN on the Ticks path, and
+:func:`default_feature_spec` leaves them out.
+
+A row at event ``t`` is written before event ``t + 1`` is consumed, so no feature can see the
+future. The entry signal's direction is a feature too (``side``, +1 long / -1 short), given to
 :meth:`FeatureBuilder.row` by the caller: the model answers "will *this* entry pay".
 """
 
@@ -27,7 +40,9 @@ from types import MappingProxyType
 import attrs
 import msgspec
 import numpy as np
+from numba import njit
 
+from .._errors import DataError
 from ..book import BookError as _BookError
 from ..book import BookSync, DepthSnapshot, OrderBook, decode_snapshot
 from ..feeds._capture import (
@@ -37,15 +52,26 @@ from ..feeds._capture import (
     DepthUpdate,
     MarketMessage,
     Trade,
+    merge_captures,
     open_capture,
     parse_line,
+    scan_symbols,
 )
+from ..feeds._columns import Columns, append_message
 from ..indicators import IndicatorSet, IndicatorSpec, spec
+from ..indicators._set import update_quote, update_trade
+from ..messages import EventKind, Ticks
+from ._regime import UNKNOWN, Regime, RegimeDetector
 
 _SECOND = 1_000_000_000
+_QUOTE = int(EventKind.QUOTE)
+_TRADE = int(EventKind.TRADE)
 
-#: Event types a :class:`FeatureBuilder` consumes (others are ignored).
+#: Event types :meth:`FeatureBuilder.on_event` consumes (others are ignored).
 FeatureEvent = MarketMessage | DepthSnapshot
+
+#: Features that need the depth book: computed by :meth:`FeatureBuilder.on_event` only.
+DEPTH_FEATURES: tuple[str, ...] = ("book_imbalance_5", "book_imbalance_20")
 
 
 def _indicator_specs(bucket_volume: float) -> tuple[IndicatorSpec, ...]:
@@ -72,47 +98,189 @@ def _indicator_specs(bucket_volume: float) -> tuple[IndicatorSpec, ...]:
     )
 
 
-class _State:
-    """What the feature functions read: indicator values, quote, book and trade state."""
+# -- the compiled quote / trade steps (one definition for both ways in) --------------------
 
-    __slots__ = (
-        "ask",
-        "ask_qty",
-        "bid",
-        "bid_qty",
-        "book",
-        "last_trade",
-        "n_fast",
-        "n_slow",
-        "t_decay",
-        "v",
-        "vol_fast",
-        "vol_slow",
-    )
-
-    def __init__(self, v: np.ndarray, book: OrderBook) -> None:
-        self.v = v
-        self.book = book
-        self.bid = self.ask = self.bid_qty = self.ask_qty = math.nan
-        self.last_trade = math.nan
-        self.vol_fast = self.vol_slow = self.n_fast = self.n_slow = 0.0
-        self.t_decay = -1
-
-
+# Slots of the float64 trade/quote state.
+(
+    _F_BID,
+    _F_ASK,
+    _F_BID_QTY,
+    _F_ASK_QTY,
+    _F_LAST_TRADE,
+    _F_VOL_FAST,
+    _F_VOL_SLOW,
+    _F_N_FAST,
+    _F_N_SLOW,
+    _F_RVOL_LEVEL,
+) = range(10)
+_N_FLOAT_STATE = 10
 # Half-lives of the decayed trade volume / count (seconds).
 _FAST_S = 5.0
 _SLOW_S = 60.0
 
 
+def _new_float_state() -> np.ndarray:
+    fs = np.zeros(_N_FLOAT_STATE, dtype=np.float64)
+    fs[[_F_BID, _F_ASK, _F_BID_QTY, _F_ASK_QTY, _F_LAST_TRADE, _F_RVOL_LEVEL]] = np.nan
+    return fs
+
+
+@njit(cache=True, nogil=True)
+def _quote_step(
+    fs: np.ndarray,
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    bar_ns: np.ndarray,
+    bar_state: np.ndarray,
+    values: np.ndarray,
+    bid: float,
+    ask: float,
+    bid_qty: float,
+    ask_qty: float,
+) -> None:
+    fs[_F_BID] = bid
+    fs[_F_ASK] = ask
+    fs[_F_BID_QTY] = bid_qty
+    fs[_F_ASK_QTY] = ask_qty
+    update_quote(spec_table, state, bar_ns, bar_state, values, bid, ask, bid_qty, ask_qty)
+
+
+@njit(cache=True, nogil=True)
+def _trade_step(
+    fs: np.ndarray,
+    t_last: np.ndarray,
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    bar_ns: np.ndarray,
+    bar_state: np.ndarray,
+    values: np.ndarray,
+    rvol_at: int,
+    level_half_life_s: float,
+    ts: int,
+    price: float,
+    qty: float,
+    side: float,
+) -> None:
+    # Same rule as the indicator set: a trade with a NaN field is dropped whole.
+    if price != price or qty != qty:
+        return
+    level_keep = 0.0
+    if t_last[0] >= 0:
+        dt = (ts - t_last[0]) / 1e9
+        ff = 0.5 ** (dt / _FAST_S)
+        fsl = 0.5 ** (dt / _SLOW_S)
+        fs[_F_VOL_FAST] *= ff
+        fs[_F_N_FAST] *= ff
+        fs[_F_VOL_SLOW] *= fsl
+        fs[_F_N_SLOW] *= fsl
+        level_keep = 0.5 ** (dt / level_half_life_s)
+    t_last[0] = ts
+    fs[_F_VOL_FAST] += qty
+    fs[_F_VOL_SLOW] += qty
+    fs[_F_N_FAST] += 1.0
+    fs[_F_N_SLOW] += 1.0
+    fs[_F_LAST_TRADE] = price
+    update_trade(spec_table, state, bar_ns, bar_state, values, ts, price, qty, side)
+    # The slow realized-vol level the volatility regime compares against: a time-weighted
+    # EMA of the realized vol, seeded with its first value.
+    rv = values[rvol_at]
+    if rv == rv:
+        level = fs[_F_RVOL_LEVEL]
+        if level != level:
+            fs[_F_RVOL_LEVEL] = rv
+        else:
+            fs[_F_RVOL_LEVEL] = level * level_keep + rv * (1.0 - level_keep)
+
+
+@njit(cache=True, nogil=True)
+def _consume_ticks(
+    fs: np.ndarray,
+    t_last: np.ndarray,
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    bar_ns: np.ndarray,
+    bar_state: np.ndarray,
+    values: np.ndarray,
+    rvol_at: int,
+    level_half_life_s: float,
+    ts: np.ndarray,
+    kind: np.ndarray,
+    bid: np.ndarray,
+    bid_qty: np.ndarray,
+    ask: np.ndarray,
+    ask_qty: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    buyer_maker: np.ndarray,
+    start: int,
+    stop: int,
+) -> None:
+    for i in range(start, stop):
+        k = kind[i]
+        if k == _QUOTE:
+            _quote_step(
+                fs,
+                spec_table,
+                state,
+                bar_ns,
+                bar_state,
+                values,
+                bid[i],
+                ask[i],
+                bid_qty[i],
+                ask_qty[i],
+            )
+        elif k == _TRADE:
+            _trade_step(
+                fs,
+                t_last,
+                spec_table,
+                state,
+                bar_ns,
+                bar_state,
+                values,
+                rvol_at,
+                level_half_life_s,
+                ts[i],
+                price[i],
+                qty[i],
+                -1.0 if buyer_maker[i] else 1.0,
+            )
+
+
+# -- the feature table -----------------------------------------------------------------
+
+
+class _State:
+    """What the feature functions read: indicator values, quote/trade state and the book."""
+
+    __slots__ = ("book", "fs", "v")
+
+    def __init__(self, v: np.ndarray, fs: np.ndarray, book: OrderBook) -> None:
+        self.v = v
+        self.fs = fs
+        self.book = book
+
+
 def _mid(s: _State) -> float:
-    return 0.5 * (s.bid + s.ask)
+    return 0.5 * (s.fs[_F_BID] + s.fs[_F_ASK])
 
 
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0.0 else math.nan
 
 
-def _feature_table(ix: Mapping[str, int]) -> Mapping[str, Callable[[_State], float]]:
+def _volume_ratio(s: _State) -> float:
+    return _ratio(s.fs[_F_VOL_FAST] / _FAST_S, s.fs[_F_VOL_SLOW] / _SLOW_S)
+
+
+def _as_feature(level: int) -> float:
+    return math.nan if level == UNKNOWN else float(level)
+
+
+def _feature_table(
+    ix: Mapping[str, int], detector: RegimeDetector
+) -> Mapping[str, Callable[[_State], float]]:
     """Feature name -> how to read it from the state (``ix`` maps indicator value names)."""
 
     def val(name: str, scale: float = 1.0) -> Callable[[_State], float]:
@@ -124,17 +292,18 @@ def _feature_table(ix: Mapping[str, int]) -> Mapping[str, Callable[[_State], flo
         return lambda s: s.v[i] / _mid(s) * 1e4
 
     bb_up, bb_lo = ix["bb.upperband"], ix["bb.lowerband"]
-    rvwap = ix["rvwap"]
+    rvwap, rvol, adx = ix["rvwap"], ix["rvol"], ix["adx"]
 
     def bb_pctb(s: _State) -> float:
         width = s.v[bb_up] - s.v[bb_lo]
-        return (s.last_trade - s.v[bb_lo]) / width if width > 0.0 else 0.5
+        return (s.fs[_F_LAST_TRADE] - s.v[bb_lo]) / width if width > 0.0 else 0.5
 
     def microprice_bps(s: _State) -> float:
-        total = s.bid_qty + s.ask_qty
+        fs = s.fs
+        total = fs[_F_BID_QTY] + fs[_F_ASK_QTY]
         if not total > 0.0:
             return math.nan
-        micro = (s.bid * s.ask_qty + s.ask * s.bid_qty) / total
+        micro = (fs[_F_BID] * fs[_F_ASK_QTY] + fs[_F_ASK] * fs[_F_BID_QTY]) / total
         return (micro / _mid(s) - 1.0) * 1e4
 
     def signed_log_bps(name: str) -> Callable[[_State], float]:
@@ -175,16 +344,21 @@ def _feature_table(ix: Mapping[str, int]) -> Mapping[str, Callable[[_State], flo
             "book_imbalance_20": depth_imbalance(20),
             "spread_bps": val("spread"),
             "microprice_bps": microprice_bps,
-            "volume_ratio": lambda s: _ratio(s.vol_fast / _FAST_S, s.vol_slow / _SLOW_S),
-            "trade_rate_log": lambda s: math.log1p(s.n_fast / _FAST_S),
+            "volume_ratio": _volume_ratio,
+            "trade_rate_log": lambda s: math.log1p(s.fs[_F_N_FAST] / _FAST_S),
+            "regime_vol": lambda s: _as_feature(detector.vol(s.v[rvol], s.fs[_F_RVOL_LEVEL])),
+            "regime_volume": lambda s: _as_feature(detector.volume(_volume_ratio(s))),
+            "regime_trend": lambda s: _as_feature(detector.trend(s.v[adx])),
         }
     )
 
 
-#: Every feature a builder knows, in the default order.
+#: Every feature a builder knows, in the default order (depth features included).
 FEATURE_NAMES: tuple[str, ...] = (
     "side",
-    *_feature_table({n: 0 for n in IndicatorSet(_indicator_specs(1.0)).names}).keys(),
+    *_feature_table(
+        {n: 0 for n in IndicatorSet(_indicator_specs(1.0)).names}, RegimeDetector()
+    ).keys(),
 )
 
 
@@ -197,13 +371,17 @@ class FeatureSpec:
             ``side`` is the entry direction given to :meth:`FeatureBuilder.row`).
         dtype: numpy dtype of the model input.
         bucket_volume: VPIN bucket size in base units.
+        regime: the thresholds of the ``regime_*`` features.
         version: bumped whenever a feature's definition changes (sidecars record it).
     """
 
     names: tuple[str, ...] = attrs.field(converter=tuple)
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(["float32"]))
     bucket_volume: float = attrs.field(default=2.0, validator=attrs.validators.gt(0.0))
-    version: int = 1
+    regime: RegimeDetector = attrs.field(
+        factory=RegimeDetector, validator=attrs.validators.instance_of(RegimeDetector)
+    )
+    version: int = 2
 
     @names.validator
     def _check_names(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -218,21 +396,33 @@ class FeatureSpec:
         """The indicators the builder feeds."""
         return _indicator_specs(self.bucket_volume)
 
+    @property
+    def needs_depth(self) -> bool:
+        """Whether a feature of the spec needs the depth book (:data:`DEPTH_FEATURES`)."""
+        return any(n in DEPTH_FEATURES for n in self.names)
+
 
 def default_feature_spec() -> FeatureSpec:
-    """The engine's feature spec: every feature in :data:`FEATURE_NAMES` order."""
-    return FeatureSpec(names=FEATURE_NAMES)
+    """The engine's feature spec: :data:`FEATURE_NAMES` without :data:`DEPTH_FEATURES`.
+
+    Every feature of it is computable from :class:`~engine.messages.Ticks` columns.
+    """
+    return FeatureSpec(names=tuple(n for n in FEATURE_NAMES if n not in DEPTH_FEATURES))
 
 
 class FeatureBuilder:
     """Consumes one symbol's events in replay order and writes the current feature row.
+
+    Feed it either with :meth:`on_ticks` (the engine and training) or with :meth:`on_event`
+    (decoded messages, depth book included), not both.
 
     Args:
         spec: which features, in which order.
 
     Attributes:
         indicators: the :class:`IndicatorSet` fed by the events.
-        book: the local order book (depth features are NaN while it is not synced).
+        book: the local order book (synced by :meth:`on_event` only; depth features are NaN
+            while it is not synced).
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
@@ -240,8 +430,15 @@ class FeatureBuilder:
         self.indicators = IndicatorSet(spec.indicator_specs)
         self.book = OrderBook()
         self._sync = BookSync(self.book)
-        self._state = _State(self.indicators.values, self.book)
-        table = _feature_table(self.indicators.index)
+        self._fs = _new_float_state()
+        self._t_last = np.full(1, -1, dtype=np.int64)
+        self._state = _State(self.indicators.values, self._fs, self.book)
+        ix = self.indicators.index
+        self._rvol_at = ix["rvol"]
+        self._adx_at = ix["adx"]
+        self._half_life = float(spec.regime.level_half_life_s)
+        self._detector = spec.regime
+        table = _feature_table(ix, spec.regime)
         self._side_at = spec.names.index("side") if "side" in spec.names else -1
         self._fns = tuple((i, table[n]) for i, n in enumerate(spec.names) if n != "side")
         self._dtype = np.dtype(spec.dtype)
@@ -254,36 +451,91 @@ class FeatureBuilder:
             Trade: self._on_trade,
         }
 
-    # -- events --------------------------------------------------------------
+    # -- Ticks ---------------------------------------------------------------
+
+    @staticmethod
+    def warm_up() -> None:
+        """Load (or compile) the :meth:`on_ticks` and :meth:`on_event` kernels now.
+
+        For the replay feed's read-only columns. numba loads cached kernels in a fraction
+        of a second; compiling them from scratch takes several seconds, which the first
+        signal would otherwise pay.
+        """
+        cols = Columns()
+        cols.ints.extend((1, 1, 0, _QUOTE, 0, 2, 2, 1, _TRADE, 1))
+        nan = math.nan
+        cols.floats.extend((99.0, 1.0, 101.0, 1.0, nan, nan, nan, nan, nan, nan, 100.0, 0.5))
+        ticks = cols.take()
+        assert ticks is not None
+        b = FeatureBuilder(default_feature_spec())
+        b.on_ticks(ticks, 0, len(ticks))
+        b._trade(3, 100.0, 0.5, False)
+        b.row(1.0)
+
+    def on_ticks(self, ticks: Ticks, start: int = 0, stop: int | None = None) -> None:
+        """Consume rows ``[start, stop)`` of a batch in one compiled call.
+
+        QUOTE and TRADE rows are consumed exactly as :meth:`on_event` consumes the
+        :class:`BookTicker` and trade messages they were built from; other rows are ignored.
+        Every TRADE row counts: unlike :meth:`on_event`, rows cannot tell a raw trade from an
+        aggregate one, so a feed should carry one trade stream per symbol.
+
+        Args:
+            ticks: the batch (its columns are only read).
+            start: first row.
+            stop: one past the last row (None: the end of the batch).
+        """
+        n = len(ticks)
+        stop = n if stop is None else min(stop, n)
+        if start >= stop:
+            return
+        ind = self.indicators
+        _consume_ticks(
+            self._fs,
+            self._t_last,
+            ind.spec_table,
+            ind.state,
+            ind.bar_ns,
+            ind.bar_state,
+            ind.values,
+            self._rvol_at,
+            self._half_life,
+            ticks.ts,
+            ticks.kind,
+            ticks.bid,
+            ticks.bid_qty,
+            ticks.ask,
+            ticks.ask_qty,
+            ticks.price,
+            ticks.qty,
+            ticks.buyer_maker,
+            start,
+            stop,
+        )
+
+    # -- messages ------------------------------------------------------------
 
     def on_event(self, ts: int, msg: object) -> None:
-        """Consume one event (other message types are ignored)."""
+        """Consume one decoded event (other message types are ignored)."""
         handler = self._handlers.get(type(msg))
         if handler is not None:
             handler(ts, msg)
 
     def _on_quote(self, ts: int, msg: BookTicker) -> None:
-        s = self._state
-        s.bid, s.ask, s.bid_qty, s.ask_qty = msg.bid, msg.ask, msg.bid_qty, msg.ask_qty
-        self.indicators.update_quote(msg.bid, msg.ask, msg.bid_qty, msg.ask_qty)
+        _quote_step(self._fs, *self.indicators.arrays, msg.bid, msg.ask, msg.bid_qty, msg.ask_qty)
 
     def _trade(self, ts: int, price: float, qty: float, buyer_maker: bool) -> None:
-        s = self._state
-        if s.t_decay >= 0:
-            dt = (ts - s.t_decay) / _SECOND
-            ff = 0.5 ** (dt / _FAST_S)
-            fs = 0.5 ** (dt / _SLOW_S)
-            s.vol_fast *= ff
-            s.n_fast *= ff
-            s.vol_slow *= fs
-            s.n_slow *= fs
-        s.t_decay = ts
-        s.vol_fast += qty
-        s.vol_slow += qty
-        s.n_fast += 1.0
-        s.n_slow += 1.0
-        s.last_trade = price
-        self.indicators.update_trade(ts, price, qty, -1 if buyer_maker else 1)
+        _trade_step(
+            self._fs,
+            self._t_last,
+            *self.indicators.arrays,
+            self._rvol_at,
+            self._half_life,
+            ts,
+            price,
+            qty,
+            -1.0 if buyer_maker else 1.0,
+        )
 
     def _on_trade(self, ts: int, msg: Trade) -> None:
         self._seen_trade = True
@@ -335,14 +587,133 @@ class FeatureBuilder:
         """Whether every feature of ``row`` is finite (the indicators are warm)."""
         return bool(np.isfinite(row).all())
 
+    def regime(self) -> Regime:
+        """The market regime as of the last event (what the ``regime_*`` features encode)."""
+        v, fs = self.indicators.values, self._fs
+        return self._detector.classify(
+            float(v[self._rvol_at]),
+            float(fs[_F_RVOL_LEVEL]),
+            _volume_ratio(self._state),
+            float(v[self._adx_at]),
+        )
 
-# -- reading captures for training -------------------------------------------------------
+
+# -- history for training ----------------------------------------------------------------
+
+
+def ticks_of(paths: Sequence[Path], symbol: str | None = None) -> Ticks:
+    """One symbol's whole history as the :class:`Ticks` columns the replay feed sends.
+
+    Events are read by the feed's :func:`~engine.feeds.merge_captures` and appended by its
+    column code (:func:`engine.feeds._columns.append_message`), so training sees the very
+    columns the symbol actor sees in a replay of the same files (``seq`` counts this symbol's
+    events only).
+
+    Args:
+        paths: capture (or public-data CSV) files.
+        symbol: the symbol; None when the files hold exactly one.
+
+    Raises:
+        DataError: unreadable files, several symbols and none chosen, or no events.
+    """
+    paths = [Path(p) for p in paths]
+    if symbol is None:
+        found = scan_symbols(paths)
+        if len(found) != 1:
+            raise DataError(f"the data holds symbols {found}: choose one")
+        symbol = found[0]
+    cols = Columns()
+    stats = CaptureStats()
+    for seq, (ts, msg) in enumerate(merge_captures(paths, stats, frozenset({symbol}))):
+        append_message(cols, ts, seq, msg)
+    ticks = cols.take()
+    if ticks is None:
+        raise DataError(f"no {symbol} events in {[str(p) for p in paths]}")
+    return ticks
+
+
+def features_at(
+    ticks: Ticks,
+    at: Mapping[int, float] | Sequence[tuple[int, float]],
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """Feature rows at given row indices of ``ticks``, as the symbol actor computes them.
+
+    One :class:`FeatureBuilder` consumes the rows with :meth:`~FeatureBuilder.on_ticks` up to
+    and including each wanted index, then writes the row (the calls the engine makes at a
+    signal).
+
+    Args:
+        ticks: the columns (see :func:`ticks_of`).
+        at: ``{row_index: side}`` (or pairs): the row after event ``row_index``.
+        spec: the feature spec.
+
+    Returns:
+        ``(len(at), n_features)`` rows in ascending index order.
+    """
+    wanted = dict(at)
+    order = sorted(wanted)
+    builder = FeatureBuilder(spec)
+    rows = np.full((len(order), len(spec.names)), np.nan, dtype=np.dtype(spec.dtype))
+    pos = 0
+    for k, i in enumerate(order):
+        if not 0 <= i < len(ticks):
+            raise IndexError(f"row {i} is outside the {len(ticks)} ticks")
+        builder.on_ticks(ticks, pos, i + 1)
+        pos = i + 1
+        builder.row(wanted[i], rows[k])
+    return rows
+
+
+def signal_rows(ticks: Ticks, ts_events: Iterable[int]) -> np.ndarray:
+    """The row index of each signal time: the first QUOTE row at exactly that time.
+
+    The strategy raises entries on the first quote of a new sample bucket, and bucket edges
+    are times, so that quote is the first one stamped ``ts_event``.
+
+    Raises:
+        ValueError: no quote at one of the times.
+    """
+    quotes = np.flatnonzero(ticks.kind == _QUOTE)
+    qts = ticks.ts[quotes]
+    want = np.asarray(list(ts_events), dtype=np.int64)
+    pos = np.searchsorted(qts, want, side="left")
+    bad = (pos >= qts.shape[0]) | (qts[np.minimum(pos, qts.shape[0] - 1)] != want)
+    if bad.any():
+        raise ValueError(f"no quote at ts {want[bad][:5].tolist()} (of {int(bad.sum())})")
+    return quotes[pos]
+
+
+def training_rows(
+    paths: Sequence[Path],
+    symbol: str | None,
+    signals: Sequence[tuple[int, float]],
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """Feature rows of signals given by time, as training computes them.
+
+    The captures' :class:`Ticks` columns (:func:`ticks_of`), each ``(ts_event, side)`` placed
+    at its row (:func:`signal_rows`) and the rows computed by :func:`features_at`: what
+    ``tools.train`` does, for checking the engine's journaled rows against it.
+
+    Returns:
+        ``(len(signals), n_features)`` rows in the order given.
+    """
+    ticks = ticks_of(paths, symbol)
+    index = signal_rows(ticks, [int(t) for t, _side in signals])
+    unique = sorted({int(i) for i in index})
+    rows = features_at(ticks, {i: 0.0 for i in unique}, spec)
+    out = rows[np.searchsorted(unique, index)]
+    if "side" in spec.names:
+        # ``side`` is only a column: it does not change the others.
+        out[:, spec.names.index("side")] = [side for _t, side in signals]
+    return out
 
 
 def read_events(
     paths: Sequence[Path], symbol: str | None = None
 ) -> Iterator[tuple[int, FeatureEvent]]:
-    """Events of captures in file order, REST depth snapshots included.
+    """Events of captures in file order, REST depth snapshots included (for :meth:`on_event`).
 
     Like :func:`engine.feeds.read_capture` (same decoding and monotonic replay time), but a
     recorded ``/depth`` snapshot is yielded as a :class:`~engine.book.DepthSnapshot` so that a
@@ -376,20 +747,15 @@ def read_events(
             yield ts, msg
 
 
-def features_at(
+def events_features_at(
     events: Iterable[tuple[int, object]],
     at: Mapping[int, float] | Sequence[tuple[int, float]],
     spec: FeatureSpec,
 ) -> np.ndarray:
-    """Feature rows at given event indices, computed by a :class:`FeatureBuilder`.
+    """Like :func:`features_at` over decoded events through :meth:`FeatureBuilder.on_event`.
 
-    Args:
-        events: ``(ts_ns, message)`` in replay order.
-        at: ``{event_index: side}`` (or pairs): the row after event ``event_index``.
-        spec: the feature spec.
-
-    Returns:
-        ``(len(at), n_features)`` rows in ascending event-index order.
+    The path for specs with :data:`DEPTH_FEATURES` (research only: the engine cannot
+    compute them).
     """
     wanted = dict(at)
     order = sorted(wanted)

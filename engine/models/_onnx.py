@@ -104,7 +104,14 @@ def check_sidecar(onnx_path: Path, blob: bytes, sidecar: dict[str, Any], spec: F
 class OnnxModel:
     """One checked model: P(entry pays) for feature rows.
 
-    Build with :meth:`load`. Not thread-safe: :meth:`predict_one` reuses its buffers.
+    Build with :meth:`load` or :meth:`from_bytes`. Not thread-safe: :meth:`predict_one`
+    reuses its buffers.
+
+    Attributes:
+        path: the file (or the name given to :meth:`from_bytes`).
+        blob: the ONNX bytes (what :func:`~engine.models.retrain` compares against).
+        sidecar: the sidecar's JSON object.
+        spec: the feature spec it was checked against.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = path
+        self.blob = blob
         self.sidecar = sidecar
         self.spec = spec
         opts = ort.SessionOptions()
@@ -168,6 +176,33 @@ class OnnxModel:
         sidecar = read_sidecar(path)
         check_sidecar(path, blob, sidecar, spec)
         return cls(path, blob, sidecar, spec, threads)
+
+    @classmethod
+    def from_bytes(
+        cls,
+        blob: bytes,
+        sidecar: dict[str, Any],
+        spec: FeatureSpec,
+        *,
+        threads: int = 1,
+        name: str = "<retrained>.onnx",
+    ) -> OnnxModel:
+        """A model from memory (e.g. :attr:`RetrainResult.blob` and its sidecar), checked
+        against ``spec`` as :meth:`load` checks files.
+
+        Args:
+            blob: the ONNX bytes.
+            sidecar: the sidecar's JSON object.
+            spec: the engine's feature spec.
+            threads: onnxruntime intra-op threads.
+            name: a file name to report in errors (nothing is read or written).
+
+        Raises:
+            ModelError: sidecar mismatch, hash mismatch, or onnxruntime refuses it.
+        """
+        path = Path(name)
+        check_sidecar(path, blob, sidecar, spec)
+        return cls(path, blob, dict(sidecar), spec, threads)
 
     @property
     def name(self) -> str:
@@ -262,20 +297,33 @@ class ScoreCache:
             q = np.rint(np.asarray(row, dtype=np.float64) * self._inv)
         return q.tobytes()
 
+    def get(self, key: bytes) -> float | None:
+        """The cached score under ``key`` (from :meth:`key`), None on a miss; counts either."""
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is None:
+            self.misses += 1
+            return None
+        cache.move_to_end(key)
+        self.hits += 1
+        return hit
+
+    def put(self, key: bytes, value: float) -> None:
+        """Store a score computed elsewhere (e.g. in a batch), evicting the oldest entry."""
+        cache = self._cache
+        cache[key] = value
+        cache.move_to_end(key)
+        if len(cache) > self.maxsize:
+            cache.popitem(last=False)
+
     def predict_one(self, row: np.ndarray) -> float:
         """The cached score of the row's grid point, computing it on a miss."""
         k = self.key(row)
-        cache = self._cache
-        hit = cache.get(k)
+        hit = self.get(k)
         if hit is not None:
-            cache.move_to_end(k)
-            self.hits += 1
             return hit
-        self.misses += 1
         value = self.model.predict_one(row)
-        cache[k] = value
-        if len(cache) > self.maxsize:
-            cache.popitem(last=False)
+        self.put(k, value)
         return value
 
     def __len__(self) -> int:

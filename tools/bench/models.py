@@ -1,9 +1,16 @@
-"""Single-row scoring latency of the entry-filter models: ``python -m tools.bench models``.
+"""Entry-filter costs: ``python -m tools.bench models``.
 
-For each model kind, in one process, the median over ``--repeat`` calls of: onnxruntime
-``session.run``, onnxruntime ``run_with_iobinding`` on pre-bound buffers (:class:`OnnxModel`)
-and scikit-learn ``predict_proba`` of the same (calibrated) model. The models are fitted here on
-random rows (latency does not depend on what they learned), with the shipped sizes.
+Scoring: for each model kind, in one process, the median over ``--repeat`` calls of:
+onnxruntime ``session.run``, onnxruntime ``run_with_iobinding`` on pre-bound buffers
+(:class:`OnnxModel`) and scikit-learn ``predict_proba`` of the same (calibrated) model. The
+models are fitted here on random rows (latency does not depend on what they learned), with the
+shipped sizes.
+
+Features (``features``): ns per event of keeping a :class:`FeatureBuilder` current over the
+bundled sample, median over ``--passes`` passes: :meth:`FeatureBuilder.on_ticks` over the
+replay feed's columns in ranges of ``--chunks`` rows (the symbol actor calls it once per batch
+or per stretch between signals), against :meth:`FeatureBuilder.on_event` per decoded message.
+Also the cost of one :meth:`FeatureBuilder.row` and of :func:`retrain` on ``--retrain-rows``.
 """
 
 from __future__ import annotations
@@ -32,15 +39,82 @@ def _median_us(fn: Callable[[], object], repeat: int) -> float:
     return float(np.median(times) / 1e3)
 
 
+_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "btcusdt_20240808_180s.gz"
+
+
+def _features(passes: int, chunks: list[int], retrain_rows: list[int]) -> dict[str, Any]:
+    from engine.feeds import CaptureStats, merge_captures
+    from engine.models import FeatureBuilder, default_feature_spec, retrain, ticks_of
+
+    spec = default_feature_spec()
+    ticks = ticks_of([_SAMPLE])
+    events = list(merge_captures([_SAMPLE], CaptureStats()))
+    n = len(ticks)
+    clock = time.perf_counter_ns
+
+    def per_tick(feed: Callable[[FeatureBuilder], None]) -> float:
+        feed(FeatureBuilder(spec))  # compile / warm up
+        runs = []
+        for _ in range(passes):
+            b = FeatureBuilder(spec)
+            t = clock()
+            feed(b)
+            runs.append((clock() - t) / n)
+        return float(np.median(runs))
+
+    def by_events(b: FeatureBuilder) -> None:
+        on_event = b.on_event
+        for ts, msg in events:
+            on_event(ts, msg)
+
+    def by_ticks(size: int) -> Callable[[FeatureBuilder], None]:
+        def feed(b: FeatureBuilder) -> None:
+            for lo in range(0, n, size):
+                b.on_ticks(ticks, lo, lo + size)
+
+        return feed
+
+    b = FeatureBuilder(spec)
+    b.on_ticks(ticks)
+    out_row = np.empty(len(spec.names), dtype=np.float32)
+    res: dict[str, Any] = {
+        "events": n,
+        "on_event_ns_per_tick": per_tick(by_events),
+        "on_ticks_ns_per_tick": {str(c): per_tick(by_ticks(c)) for c in chunks},
+        "row_us": _median_us(lambda: b.row(1.0, out_row), 2000),
+        "regime_us": _median_us(b.regime, 2000),
+        "retrain_s": {},
+    }
+    rng = np.random.default_rng(0)
+    for rows in [0, *retrain_rows]:  # 0: a first, untimed call imports scikit-learn & co.
+        warm_up = rows == 0
+        rows = rows or 200
+        X = rng.normal(size=(rows, len(spec.names))).astype(np.float32)
+        y = (X[:, 1] + rng.normal(size=rows) > 0.5).astype(np.int8)
+        ts = np.arange(rows, dtype=np.int64) * 1_000_000_000
+        t = clock()
+        r = retrain(X, y, ts, current=None, spec=spec, min_samples=50)
+        if warm_up:
+            continue
+        res["retrain_s"][str(rows)] = {"gbdt": (clock() - t) / 1e9, "accepted": r.accepted}
+    return res
+
+
 def run(argv: list[str]) -> dict[str, Any]:
-    """Benchmark each model kind; returns medians in microseconds."""
+    """Benchmark each model kind and the feature path; returns medians."""
     from engine.models import OnnxModel, default_feature_spec
-    from tools.train._train import MODEL_KINDS, TARGET_OPSET, fit_calibrated, to_onnx
+    from engine.models._training import MODEL_KINDS, TARGET_OPSET, fit_calibrated, to_onnx
 
     p = argparse.ArgumentParser(prog="python -m tools.bench models")
     p.add_argument("--repeat", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--chunks", type=int, nargs="+", default=[1, 16, 256, 1 << 30])
+    p.add_argument("--retrain-rows", type=int, nargs="*", default=[200, 2000])
+    p.add_argument("--only", choices=["scoring", "features"], default=None)
     a = p.parse_args(argv)
+    if a.only == "features":
+        return {"features": _features(a.passes, a.chunks, a.retrain_rows)}
     spec = default_feature_spec()
     n = len(spec.names)
     rng = np.random.default_rng(0)
@@ -74,4 +148,6 @@ def run(argv: list[str]) -> dict[str, Any]:
                     lambda model=model: model.predict_proba(row64), max(50, a.repeat // 20)
                 ),
             }
+    if a.only is None:
+        out["features"] = _features(a.passes, a.chunks, a.retrain_rows)
     return out

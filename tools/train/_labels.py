@@ -1,13 +1,12 @@
 """Meta-labels for the strategy's own entry signals, and purged walk-forward splits.
 
 The strategy (:mod:`engine.strategy._ema_cross`, its own :func:`scan` kernel) proposes entries;
-the model only says which of them to take. Each candidate entry is labelled by a triple barrier
-that uses *only prices after the signal*: it is filled at the opposite best quote of the first
-quote at least ``latency_ms`` after the signal (as the simulated venue fills), then marked at the
-side it would close at on every later quote until the take-profit, the stop-loss or the time
-limit is hit. The label is 1 when the round trip's return net of fees (taker fee on both legs)
-is positive. Features come from the event stream *up to* the signal (see
-:mod:`engine.models`); the label's future window is never seen by them.
+the model only says which of them to take. Signals come from ``scan`` run over the very
+:class:`~engine.messages.Ticks` columns the replay feed sends the symbol actor
+(:func:`engine.models.ticks_of`). Each candidate entry is labelled by the triple barrier of
+:mod:`engine.models._labels` (shared with the engine's online labeler), which uses *only prices
+after the signal*; features come from the columns *up to* the signal (see
+:mod:`engine.models`), so the label's future window is never seen by them.
 
 Splits are in time, with the training samples whose label window ``[t0, t1]`` reaches into the
 test window (plus an embargo) purged, so no training label overlaps its test window.
@@ -15,11 +14,12 @@ test window (plus an embargo) purged, so no training label overlaps its test win
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import attrs
 import numpy as np
 
+from engine.models._labels import Labels, QuoteColumns, Quotes, fill_index, triple_barrier
 from engine.strategy._ema_cross import (
     ENTRY_PRICE,
     ENTRY_TS,
@@ -34,7 +34,18 @@ from engine.strategy._ema_cross import (
 )
 
 _MS = 1_000_000
-_QUOTE = 1
+
+__all__ = [
+    "Labels",
+    "Quotes",
+    "StrategyConfig",
+    "backtest",
+    "entry_signals",
+    "holdout",
+    "purged_split",
+    "triple_barrier",
+    "walk_forward",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -75,33 +86,7 @@ class StrategyConfig:
         )
 
 
-@attrs.frozen
-class Quotes:
-    """Event columns the strategy reads (every event; only quotes carry bid/ask)."""
-
-    ts: np.ndarray  # int64 ns
-    kind: np.ndarray  # int8, 1 = quote
-    bid: np.ndarray
-    ask: np.ndarray
-
-
-def quotes_of(events: Sequence[tuple[int, object]]) -> Quotes:
-    """Columns of ``events`` for :func:`scan` (non-quote events get kind 0)."""
-    n = len(events)
-    ts = np.empty(n, dtype=np.int64)
-    kind = np.zeros(n, dtype=np.int8)
-    bid = np.full(n, np.nan)
-    ask = np.full(n, np.nan)
-    for i, (t, msg) in enumerate(events):
-        ts[i] = t
-        if type(msg).__name__ == "BookTicker":
-            kind[i] = _QUOTE
-            bid[i] = msg.bid  # type: ignore[attr-defined]
-            ask[i] = msg.ask  # type: ignore[attr-defined]
-    return Quotes(ts, kind, bid, ask)
-
-
-def entry_signals(q: Quotes, cfg: StrategyConfig) -> list[tuple[int, int]]:
+def entry_signals(q: QuoteColumns, cfg: StrategyConfig) -> list[tuple[int, int]]:
     """Every entry the strategy would propose if it were always flat.
 
     The crossover state does not depend on the position, so the entries of a real run are a
@@ -124,72 +109,6 @@ def entry_signals(q: Quotes, cfg: StrategyConfig) -> list[tuple[int, int]]:
             out.append((i, -1))
         i += 1
     return out
-
-
-@attrs.frozen
-class Labels:
-    """Triple-barrier outcome per signal (arrays aligned with the signals)."""
-
-    label: np.ndarray  # int8: 1 when the net return is positive
-    net_bps: np.ndarray  # return after fees, bps
-    t0: np.ndarray  # signal time, ns
-    t1: np.ndarray  # time the label was decided (barrier hit), ns
-    reason: np.ndarray  # 'tp', 'sl', 'time', 'end' (data ran out)
-
-
-def _fill_index(q: Quotes, i: int, latency_ns: float) -> int:
-    """First quote at or after ``ts[i] + latency`` strictly after event ``i`` (-1: none)."""
-    t_send = q.ts[i] + latency_ns
-    j = i + 1
-    n = q.ts.shape[0]
-    while j < n and (q.kind[j] != _QUOTE or q.ts[j] < t_send):
-        j += 1
-    return j if j < n else -1
-
-
-def triple_barrier(q: Quotes, signals: Sequence[tuple[int, int]], cfg: StrategyConfig) -> Labels:
-    """Label each signal from the quotes after it (see module docstring)."""
-    m = len(signals)
-    label = np.zeros(m, dtype=np.int8)
-    net = np.zeros(m)
-    t0 = np.zeros(m, dtype=np.int64)
-    t1 = np.zeros(m, dtype=np.int64)
-    reason = np.empty(m, dtype=object)
-    tp, sl = cfg.take_profit_bps * 1e-4, cfg.stop_loss_bps * 1e-4
-    hold = cfg.max_hold_ms * _MS
-    fee = 2.0 * cfg.fee_bps
-    n = q.ts.shape[0]
-    for k, (i, side) in enumerate(signals):
-        t0[k] = q.ts[i]
-        j = _fill_index(q, i, cfg.latency_ms * _MS)
-        if j < 0:
-            t1[k], reason[k], net[k] = q.ts[-1], "end", -fee
-            continue
-        entry = q.ask[j] if side > 0 else q.bid[j]
-        t_entry = q.ts[j]
-        ret = 0.0
-        why = "end"
-        last = j
-        for u in range(j + 1, n):
-            if q.kind[u] != _QUOTE:
-                continue
-            last = u
-            px = q.bid[u] if side > 0 else q.ask[u]
-            ret = side * (px - entry) / entry
-            if ret <= -sl:
-                why = "sl"
-                break
-            if ret >= tp:
-                why = "tp"
-                break
-            if q.ts[u] - t_entry >= hold:
-                why = "time"
-                break
-        t1[k] = q.ts[last]
-        reason[k] = why
-        net[k] = ret * 1e4 - fee
-        label[k] = 1 if net[k] > 0.0 else 0
-    return Labels(label, net, t0, t1, reason)
 
 
 # -- splits ----------------------------------------------------------------------------
@@ -240,7 +159,7 @@ def holdout(
 
 
 def backtest(
-    q: Quotes,
+    q: QuoteColumns,
     cfg: StrategyConfig,
     take: Callable[[int, int], bool] | None = None,
     start_ns: int = 0,
@@ -268,7 +187,7 @@ def backtest(
             if take is not None and not take(i, side):
                 skipped += 1
             else:
-                j = _fill_index(q, i, cfg.latency_ms * _MS)
+                j = fill_index(q, i, cfg.latency_ms * _MS)
                 if j < 0:
                     break
                 # Up to the fill the kernel only updates its indicators.

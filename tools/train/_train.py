@@ -1,10 +1,12 @@
 """Build the data set, fit calibrated models, export them to ONNX with sidecars, evaluate.
 
-Models (scikit-learn, fixed seed): gradient boosting, random forest and an MLP
-(standardized inputs), each wrapped in :class:`~sklearn.calibration.CalibratedClassifierCV`
-(sigmoid, time-ordered folds). skl2onnx converts the calibrated wrapper whole, so calibration
-is inside the ``.onnx`` (no post-processing). Export fails unless onnxruntime reproduces
-``predict_proba`` within 1e-5 on the held-out rows.
+The data set is what the engine sees: :func:`engine.models.ticks_of` builds the replay feed's
+:class:`~engine.messages.Ticks` columns from the captures, the strategy's ``scan`` finds the
+entry signals on them (:func:`~tools.train._labels.entry_signals`) and
+:func:`engine.models.features_at` computes each signal's row with
+:meth:`~engine.models.FeatureBuilder.on_ticks`, as the symbol actor does. Fitting, calibration,
+export, the parity check and the metrics are :mod:`engine.models._training`'s, shared with the
+engine's online :func:`~engine.models.retrain`.
 """
 
 from __future__ import annotations
@@ -18,27 +20,43 @@ from typing import Any
 import attrs
 import numpy as np
 
-from engine.models import FeatureBuilder, FeatureSpec, default_feature_spec, read_events
-
-from ._labels import (
-    Labels,
-    Quotes,
-    StrategyConfig,
-    backtest,
-    entry_signals,
-    holdout,
-    quotes_of,
-    triple_barrier,
+from engine.messages import Ticks
+from engine.models import FeatureSpec, default_feature_spec, features_at, ticks_of
+from engine.models._training import (
+    IR_VERSION,
+    MODEL_KINDS,
+    TARGET_OPSET,
+    ExportParityError,
+    check_parity,
+    fit_calibrated,
+    make_model,
+    make_sidecar,
+    metrics,
+    onnx_proba,
+    span,
+    to_onnx,
 )
+from engine.models._training import iso as _iso
 
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-IR_VERSION = 9  # onnxruntime 1.31 refuses the IR 14 that onnx 1.23 writes by default
-PARITY_TOL = 1e-5
-MODEL_KINDS = ("gbdt", "rf", "mlp")
+from ._labels import Labels, StrategyConfig, backtest, entry_signals, holdout, triple_barrier
 
-
-class ExportParityError(RuntimeError):
-    """onnxruntime's probabilities differ from scikit-learn's beyond the tolerance."""
+__all__ = [
+    "IR_VERSION",
+    "MODEL_KINDS",
+    "TARGET_OPSET",
+    "Dataset",
+    "ExportParityError",
+    "build_dataset",
+    "check_parity",
+    "evaluate",
+    "file_digest",
+    "fit_calibrated",
+    "make_model",
+    "metrics",
+    "onnx_proba",
+    "to_onnx",
+    "train_all",
+]
 
 
 @attrs.frozen
@@ -48,9 +66,9 @@ class Dataset:
     X: np.ndarray  # (n, n_features) float32
     y: np.ndarray  # (n,) int8
     labels: Labels  # aligned with the rows
-    signal_index: np.ndarray  # event index of each row's signal
+    signal_index: np.ndarray  # tick row of each row's signal
     side: np.ndarray
-    quotes: Quotes  # every event, for backtests
+    ticks: Ticks  # every event, for backtests
     dropped_not_warm: int
     digest: str  # sha256 over the input files
 
@@ -71,29 +89,18 @@ def build_dataset(
     spec: FeatureSpec | None = None,
     symbol: str | None = None,
 ) -> Dataset:
-    """Events -> strategy signals -> triple-barrier labels and feature rows.
+    """Captures -> Ticks columns -> strategy signals -> triple-barrier labels and feature rows.
 
-    Feature rows come from one :class:`FeatureBuilder` pass, the row of a signal being taken
-    right after the signal's event (the same call inference makes).
+    A signal's row is taken right after the signal's tick (the call the symbol actor makes).
+    Rows are kept only when every feature is warm and a barrier decided the label.
     """
     spec = spec or default_feature_spec()
-    events = list(read_events(paths, symbol))
-    q = quotes_of(events)
-    signals = entry_signals(q, cfg)
-    labels = triple_barrier(q, signals, cfg)
-    builder = FeatureBuilder(spec)
-    X = np.full((len(signals), len(spec.names)), np.nan, dtype=np.float32)
-    k = 0
-    for i, (ts, msg) in enumerate(events):
-        if k >= len(signals):
-            break
-        builder.on_event(ts, msg)
-        while k < len(signals) and signals[k][0] == i:
-            builder.row(signals[k][1], X[k])
-            k += 1
-    # Rows are kept only when every feature is warm and the label was decided by a barrier.
-    keep = np.isfinite(X).all(axis=1) & (labels.reason != "end")
-    idx = np.flatnonzero(keep)
+    ticks = ticks_of(paths, symbol)
+    signals = entry_signals(ticks, cfg)
+    labels = triple_barrier(ticks, signals, cfg)
+    X = features_at(ticks, signals, spec)
+    warm = np.isfinite(X).all(axis=1)
+    idx = np.flatnonzero(warm & (labels.reason != "end"))
     sel = Labels(*(getattr(labels, f.name)[idx] for f in attrs.fields(Labels)))
     return Dataset(
         X=X[idx],
@@ -101,141 +108,10 @@ def build_dataset(
         labels=sel,
         signal_index=np.array([s[0] for s in signals], dtype=np.int64)[idx],
         side=np.array([s[1] for s in signals], dtype=np.int8)[idx],
-        quotes=q,
-        dropped_not_warm=int((~np.isfinite(X).all(axis=1)).sum()),
+        ticks=ticks,
+        dropped_not_warm=int((~warm).sum()),
         digest=file_digest(paths),
     )
-
-
-def make_model(kind: str, seed: int, *, small: bool = False) -> Any:
-    """An uncalibrated estimator of ``kind`` (``small``: fewer, shallower trees for tests)."""
-    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "gbdt":
-        # Not HistGradientBoosting: skl2onnx 1.20 cannot convert scikit-learn 1.9's (it writes
-        # booleans into an ints attribute of TreeEnsembleClassifier).
-        return GradientBoostingClassifier(
-            n_estimators=10 if small else 60,
-            max_depth=2,
-            learning_rate=0.1,
-            subsample=0.8,
-            min_samples_leaf=3,
-            random_state=seed,
-        )
-    if kind == "rf":
-        return RandomForestClassifier(
-            n_estimators=10 if small else 100,
-            max_depth=4,
-            min_samples_leaf=3,
-            random_state=seed,
-            n_jobs=1,
-        )
-    if kind == "mlp":
-        return make_pipeline(
-            StandardScaler(),
-            MLPClassifier(
-                hidden_layer_sizes=(16,),
-                alpha=1e-2,
-                max_iter=200 if small else 1000,
-                random_state=seed,
-            ),
-        )
-    raise ValueError(f"unknown model kind {kind!r}; known: {MODEL_KINDS}")
-
-
-def fit_calibrated(kind: str, X: np.ndarray, y: np.ndarray, seed: int, small: bool = False) -> Any:
-    """Fit ``kind`` wrapped in sigmoid calibration over time-ordered folds."""
-    import warnings
-
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import TimeSeriesSplit
-
-    model = CalibratedClassifierCV(
-        make_model(kind, seed, small=small), method="sigmoid", cv=TimeSeriesSplit(n_splits=3)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X.astype(np.float64), y)
-    return model
-
-
-def to_onnx(model: Any, n_features: int, name: str = "entry_filter") -> bytes:
-    """Convert with skl2onnx at :data:`TARGET_OPSET`, probabilities as a plain tensor, IR 9.
-
-    The graph is named ``name`` (skl2onnx draws a random one), so that the same seed and
-    data give byte-identical files.
-    """
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    onx = convert_sklearn(
-        model,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
-        target_opset=TARGET_OPSET,
-        options={id(model): {"zipmap": False}},
-    )
-    onx.ir_version = IR_VERSION
-    onx.graph.name = name
-    return onx.SerializeToString()
-
-
-def onnx_proba(blob: bytes, X: np.ndarray) -> np.ndarray:
-    """P(label 1) from an ONNX blob on float32 rows."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    out = sess.run(["probabilities"], {"input": np.ascontiguousarray(X, dtype=np.float32)})[0]
-    return out[:, 1]
-
-
-def check_parity(model: Any, blob: bytes, X: np.ndarray) -> float:
-    """Max |onnx - sklearn| of P(1) on ``X``.
-
-    Raises:
-        ExportParityError: above :data:`PARITY_TOL`.
-    """
-    ref = model.predict_proba(X.astype(np.float32).astype(np.float64))[:, 1]
-    diff = float(np.max(np.abs(onnx_proba(blob, X) - ref))) if len(X) else 0.0
-    if not diff <= PARITY_TOL:
-        raise ExportParityError(f"onnxruntime differs from scikit-learn by {diff:.3g}")
-    return diff
-
-
-def metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
-    """AUC (None with one class), precision and recall at ``threshold``, base rate."""
-    from sklearn.metrics import precision_score, recall_score, roc_auc_score
-
-    pred = (p >= threshold).astype(int)
-    both = len(np.unique(y)) == 2
-    return {
-        "n": len(y),
-        "positives": int(np.sum(y)),
-        "base_rate": float(np.mean(y)) if len(y) else None,
-        "auc": float(roc_auc_score(y, p)) if both else None,
-        "threshold": threshold,
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "selected": int(pred.sum()),
-    }
-
-
-def _iso(ns: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _span(t: np.ndarray) -> dict[str, Any]:
-    return {
-        "first_ts_ns": int(t.min()),
-        "last_ts_ns": int(t.max()),
-        "first": _iso(int(t.min())),
-        "last": _iso(int(t.max())),
-    }
 
 
 def train_all(
@@ -272,40 +148,25 @@ def train_all(
         p_train = onnx_proba(blob, ds.X[train])
         onnx_path = out_dir / f"entry_filter_{kind}.onnx"
         onnx_path.write_bytes(blob)
-        sidecar = {
-            "model": f"entry_filter_{kind}",
-            "estimator": type(model.estimator).__name__
-            if kind != "mlp"
-            else "Pipeline(StandardScaler, MLPClassifier)",
-            "calibration": "CalibratedClassifierCV(method='sigmoid', cv=TimeSeriesSplit(3)), "
-            "inside the ONNX graph",
-            "feature_names": list(spec.names),
-            "feature_spec_version": spec.version,
-            "input_name": "input",
-            "input_dtype": spec.dtype,
-            "output_name": "probabilities",
-            "positive_class_column": 1,
-            "opset": TARGET_OPSET,
-            "ir_version": IR_VERSION,
-            "onnx_sha256": hashlib.sha256(blob).hexdigest(),
-            "onnx_bytes": len(blob),
-            "training_data": {
-                "files": [Path(p).name for p in paths],
-                "sha256": ds.digest,
-            },
-            "strategy": attrs.asdict(cfg),
-            "seed": seed,
-            "splits": {
+        sidecar = make_sidecar(
+            name=f"entry_filter_{kind}",
+            kind=kind,
+            blob=blob,
+            spec=spec,
+            seed=seed,
+            training_data={"files": [Path(p).name for p in paths], "sha256": ds.digest},
+            strategy=attrs.asdict(cfg),
+            splits={
                 "embargo_ms": embargo_ms,
-                "train": _span(ds.labels.t0[train]) | {"n": len(train)},
-                "test": (_span(ds.labels.t0[test]) | {"n": len(test)}) if len(test) else None,
+                "train": span(ds.labels.t0[train]) | {"n": len(train)},
+                "test": (span(ds.labels.t0[test]) | {"n": len(test)}) if len(test) else None,
             },
-            "metrics": {
+            metrics={
                 "train": metrics(ds.y[train], p_train, threshold),
                 "test": metrics(ds.y[test], p_test, threshold),
             },
-            "parity_max_abs_diff": parity,
-        }
+            parity=parity,
+        )
         onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
         summary[kind] = {"path": str(onnx_path), "bytes": len(blob), **sidecar["metrics"]}
     return summary
@@ -334,7 +195,7 @@ def evaluate(
         "samples": len(ds.y),
         "test": len(test),
         "test_start": _iso(start_ns) if start_ns else None,
-        "strategy_unfiltered": backtest(ds.quotes, cfg, None, start_ns),
+        "strategy_unfiltered": backtest(ds.ticks, cfg, None, start_ns),
         "models": {},
     }
     for mp in model_paths:
@@ -348,6 +209,6 @@ def evaluate(
 
         out["models"][Path(mp).stem] = {
             "test": metrics(ds.y[test], p_all[test], threshold),
-            "strategy_filtered": backtest(ds.quotes, cfg, take, start_ns),
+            "strategy_filtered": backtest(ds.ticks, cfg, take, start_ns),
         }
     return out

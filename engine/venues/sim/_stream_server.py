@@ -15,18 +15,27 @@ REST (h11 on a second port): ``/fapi/v1/ping``, ``/fapi/v1/historicalTrades`` an
 ``/fapi/v1/depth`` (the book rebuilt from the capture's snapshot and diffs at the
 playback position).
 
+Trading (same REST port): the signed order, account and listen-key endpoints of
+:mod:`._exchange_api`, matched by :mod:`._trading` against the replayed book and
+trades; user-data events go to ``/ws/<listenKey>`` and ``/stream?streams=<listenKey>``
+on the websocket port. HTTP/1.1 keep-alive, form bodies on POST/PUT/DELETE.
+
 Playback follows the recorded timestamps divided by ``speed`` (0: as fast as the
-clients take it), starting when the first client connects. Faults, each once at a
-playback offset in seconds: ``drop`` (abort every connection's TCP stream),
-``stall:<s>`` (send nothing, pings included, for a while), ``gap`` (skip one depth
-update per symbol: a broken ``pu`` chain), ``garbage`` (a non-JSON text frame).
+clients take it), starting when the first market-data client connects; with
+``autoplay=False`` it moves only when a test calls :meth:`StreamServer.advance`.
+Faults, each once at a playback offset in seconds: ``drop`` (abort every
+connection's TCP stream), ``stall:<s>`` (send nothing, pings included, for a
+while), ``gap`` (skip one depth update per symbol: a broken ``pu`` chain),
+``garbage`` (a non-JSON text frame), ``drop_user_stream`` (close every user-data
+connection). Request faults (:class:`RequestFault`) are armed with
+:meth:`StreamServer.arm_fault` or ``TradingSettings.faults``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +49,13 @@ from structlog.typing import FilteringBoundLogger
 
 from ...book import BookSync, OrderBook, Side, decode_snapshot
 from ...feeds._capture import DepthUpdate
+from ._exchange_api import ExchangeApi, HttpReply
+from ._exchange_faults import REQUEST_FAULT_KINDS, FaultBox, RequestFault
+from ._exchange_limits import LimitSettings, ServerRateLimiter
 from ._recorded import Recording
+from ._trading import AccountSettings, MatchingEngine, rules_from_exchange_info
+from ._trading_format import listen_key_expired
+from ._userdata import ListenKeys
 
 _MS = 1_000_000
 
@@ -49,13 +64,15 @@ _MS = 1_000_000
 class Fault:
     """One scheduled fault: ``kind`` at ``at_s`` seconds of playback (``arg``: stall length)."""
 
-    kind: str = attrs.field(validator=attrs.validators.in_(("drop", "stall", "gap", "garbage")))
+    kind: str = attrs.field(
+        validator=attrs.validators.in_(("drop", "stall", "gap", "garbage", "drop_user_stream"))
+    )
     at_s: float = attrs.field(validator=attrs.validators.ge(0))
     arg: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> Fault:
-        """``drop@5``, ``stall@10:3``, ``gap@7``, ``garbage@4``.
+        """``drop@5``, ``stall@10:3``, ``gap@7``, ``garbage@4``, ``drop_user_stream@9``.
 
         Raises:
             ValueError: the text is not of that form.
@@ -66,7 +83,8 @@ class Fault:
             return cls(kind=kind, at_s=float(at), arg=float(arg) if arg else 0.0)
         except (ValueError, TypeError) as exc:
             raise ValueError(
-                f"bad fault {text!r}: expected drop@S, stall@S:SECONDS, gap@S or garbage@S"
+                f"bad fault {text!r}: expected drop@S, stall@S:SECONDS, gap@S, garbage@S, "
+                "drop_user_stream@S, or a request fault KIND[:ARG][*COUNT][@METHOD/PATH]"
             ) from exc
 
 
@@ -80,6 +98,20 @@ class ServerSettings:
     max_connection_s: float = 86_400.0
     faults: tuple[Fault, ...] = ()
     client_queue: int = 65_536  # messages queued per client before it is dropped as slow
+    autoplay: bool = True  # False: playback moves only on StreamServer.advance()
+
+
+@attrs.frozen(kw_only=True)
+class TradingSettings:
+    """The trading side: account, limits, request faults, listen-key lifetime.
+
+    API keys are not here (they are secrets): pass them to :class:`StreamServer`.
+    """
+
+    account: AccountSettings = attrs.Factory(AccountSettings)
+    limits: LimitSettings = attrs.Factory(LimitSettings)
+    faults: tuple[RequestFault, ...] = ()
+    listen_key_ttl_s: float = attrs.field(default=3600.0, validator=attrs.validators.gt(0))
 
 
 class _Connection:
@@ -89,27 +121,54 @@ class _Connection:
         self.streams: set[str] = set()
         self.send, self.receive = trio.open_memory_channel[str](queue)
         self.sent = 0
+        self.user = False  # subscribed to a listen key
+        self.scope: trio.CancelScope | None = None
+        self.abort = False  # end with a TCP abort, not a close handshake
+
+    def cut(self, *, abort: bool) -> None:
+        """End the connection from synchronous code (its handler does the closing)."""
+        self.abort = abort
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class StreamServer:
-    """Serves one recording to any number of websocket and REST clients.
+    """Serves one recording to websocket and REST clients, and trades against it.
 
     Args:
         recording: the capture, loaded with :func:`load_recording`.
-        settings: pace, pings, connection lifetime and faults.
-        log: a bound structlog logger.
+        settings: pace, pings, connection lifetime and market-data faults.
+        log: a bound structlog logger (API secrets are never logged).
+        trading: account, fees, limits, request faults of the trading side.
+        api_keys: API key -> secret accepted on signed endpoints.
+        exchange_info: an ``exchangeInfo`` body to serve (default: the one in
+            the recording, else one derived from the data).
 
     Attributes:
         sent: messages sent, all connections together.
         send_times: ``(n, trio time when handed to the socket)`` for the n-th
             message (1-based) of the first connection, for latency measurements.
+        engine: the matching engine and account, for inspection
+            (``orders()``, ``open_orders()``, ``fills()``, ``positions()``,
+            ``wallet``, ``available_balance()``).
+        api: the REST protocol layer (``api.limiter``, ``api.faults.fired``).
+        user_events: every user-data event produced, in order, whether or not
+            a stream was connected to receive it.
     """
 
     def __init__(
-        self, recording: Recording, settings: ServerSettings, log: FilteringBoundLogger
+        self,
+        recording: Recording,
+        settings: ServerSettings,
+        log: FilteringBoundLogger,
+        *,
+        trading: TradingSettings | None = None,
+        api_keys: Mapping[str, str] | None = None,
+        exchange_info: bytes | None = None,
     ) -> None:
         self.recording = recording
         self.settings = settings
+        self.trading = trading if trading is not None else TradingSettings()
         self._log = log
         self._conns: set[_Connection] = set()
         self._started = trio.Event()
@@ -122,16 +181,50 @@ class StreamServer:
             s: BookSync(OrderBook(symbol=s)) for s in recording.symbols
         }
         self._snapshots = list(recording.snapshots)
-        self._weight: list[tuple[float, int]] = []
         self._trades: dict[str, list[tuple[int, int, dict[str, Any], bool]]] = {}
         for index, msg in enumerate(recording.messages):
             if msg.stream.endswith(("@trade", "@aggTrade")):
                 row, trade_id, aggregated = _rest_trade(msg.data)
                 self._trades.setdefault(msg.symbol, []).append((index, trade_id, row, aggregated))
+        # Resting orders fill on @trade prints, or on @aggTrade where there are no @trade.
+        self._fill_stream = {
+            s: "@trade" if any(not agg for *_x, agg in rows) else "@aggTrade"
+            for s, rows in self._trades.items()
+        }
+        self.exchange_info = (
+            exchange_info
+            or recording.exchange_info
+            or _derived_exchange_info(recording, self.trading.limits)
+        )
+        self._marks: dict[str, Decimal] = {}
+        self._last_trade: dict[str, Decimal] = {}
         self.sent = 0
         self.connections = 0
         self.send_times: list[tuple[int, float]] = []
         self._timed_conn: _Connection | None = None
+        self.user_events: list[dict[str, Any]] = []
+        self._conn_added = trio.Event()
+        self._clock_t: float | None = None  # manual playback: the clock's last anchor
+        self._clock_ms = 0
+        self.engine = MatchingEngine(
+            rules_from_exchange_info(self.exchange_info), self, self.trading.account
+        )
+        self._price_places = {s: _places(r.tick) for s, r in self.engine.rules.items()}
+        self._qty_places = {s: _places(r.step) for s, r in self.engine.rules.items()}
+        faults = FaultBox()
+        for fault in self.trading.faults:
+            faults.arm(fault)
+        self.api = ExchangeApi(
+            engine=self.engine,
+            api_keys=api_keys or {},
+            limiter=ServerRateLimiter(self.trading.limits),
+            faults=faults,
+            listen_keys=ListenKeys(self.trading.listen_key_ttl_s),
+            sink=self,
+            public=self._route,
+            clock_ms=self.exchange_ms,
+            now=trio.current_time,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -149,8 +242,10 @@ class StreamServer:
                 trio_websocket.serve_websocket, self._on_websocket, host, ws_port, None
             )
             listeners = await nursery.start(trio.serve_tcp, self._on_http, rest_port)
-            nursery.start_soon(self._playback)
-            nursery.start_soon(self._fault_clock)
+            if self.settings.autoplay:
+                nursery.start_soon(self._playback)
+                nursery.start_soon(self._fault_clock)
+            nursery.start_soon(self._listen_key_clock)
             rest = listeners[0].socket.getsockname()[1]
             self._log.info("sim exchange listening", ws_port=ws_server.port, rest_port=rest)
             task_status.started((ws_server.port, rest))
@@ -161,11 +256,159 @@ class StreamServer:
         return self._finished
 
     def exchange_ms(self) -> int:
-        """The exchange's clock (the events' ``E``) at the playback position, ms."""
+        """The exchange's clock, ms: the events' ``E`` at the playback position.
+
+        With ``autoplay=False`` it also runs on in real time between calls to
+        :meth:`advance` (never backwards), as a real exchange's clock does, so a
+        client that synced with ``/fapi/v1/time`` stays inside ``recvWindow``.
+        """
         messages = self.recording.messages
         if not messages:
             return 0
-        return messages[min(self._index, len(messages) - 1)].event_time
+        recorded = messages[min(self._index, len(messages) - 1)].event_time
+        if self.settings.autoplay:
+            return recorded
+        now = trio.current_time()
+        if self._clock_t is None:
+            self._clock_t, self._clock_ms = now, recorded
+        return max(recorded, self._clock_ms + int((now - self._clock_t) * 1000))
+
+    # -- test controls ---------------------------------------------------------------
+
+    def advance(self, messages: int | None = None, *, until_ms: int | None = None) -> int:
+        """Play the next messages now (``autoplay=False``); returns how many were played.
+
+        Args:
+            messages: play this many.
+            until_ms: play every message whose ``E`` is at most this.
+
+        Raises:
+            RuntimeError: the server plays by itself (``autoplay=True``).
+        """
+        if self.settings.autoplay:
+            raise RuntimeError("advance() needs ServerSettings(autoplay=False)")
+        self._started.set()
+        recorded = self.recording.messages
+        end = len(recorded)
+        if messages is not None:
+            end = min(end, self._index + messages)
+        if until_ms is not None:
+            stop = self._index
+            while stop < end and recorded[stop].event_time <= until_ms:
+                stop += 1
+            end = stop
+        before = self.exchange_ms()
+        played = 0
+        while self._index < end:
+            msg = recorded[self._index]
+            self._apply_snapshots(msg.ts)
+            self._deliver(msg)
+            self._index += 1
+            played += 1
+        if self._index >= len(recorded):
+            self._finished.set()
+        self._clock_t, self._clock_ms = trio.current_time(), before
+        self._clock_ms = self.exchange_ms()  # at least the new position's E
+        return played
+
+    def book_ready(self, symbol: str) -> bool:
+        """Whether the replayed book of ``symbol`` is synced (orders can match)."""
+        sync = self._books.get(symbol)
+        return sync is not None and sync.book.synced
+
+    def arm_fault(self, fault: RequestFault | str) -> None:
+        """Arm a request fault (or its text form) on the next matching requests."""
+        self.api.faults.arm(RequestFault.parse(fault) if isinstance(fault, str) else fault)
+
+    def order_by_client_id(self, client_order_id: str) -> Any:
+        """The newest order with this client order id (any symbol), or ``None``."""
+        for order in reversed(self.engine.orders()):
+            if order.client_order_id == client_order_id:
+                return order
+        return None
+
+    @property
+    def user_connections(self) -> int:
+        """User-data websocket connections now open."""
+        return sum(1 for c in self._conns if c.user)
+
+    async def wait_user_connections(self, n: int) -> None:
+        """Wait until at least ``n`` user-data connections are registered (tests)."""
+        while self.user_connections < n:
+            await self._conn_added.wait()
+
+    def expire_listen_key(self) -> str | None:
+        """Expire the active listen key now: its streams get ``listenKeyExpired``."""
+        key = self.api.listen_keys.expire_now()
+        if key is not None:
+            self._key_expired(key)
+        return key
+
+    # -- market view for the matching engine -------------------------------------------
+
+    def levels(self, symbol: str, side: str) -> Iterator[tuple[Decimal, Decimal]]:
+        """The replayed book, best first (``side``: ``"bids"`` or ``"asks"``)."""
+        sync = self._books.get(symbol)
+        if sync is None or not sync.book.synced:
+            return
+        pp, qp = self._price_places.get(symbol, 8), self._qty_places.get(symbol, 8)
+        prices, qtys = sync.book.levels(Side.BID if side == "bids" else Side.ASK, 1000)
+        for price, qty in zip(prices, qtys, strict=True):
+            yield Decimal(f"{price:.{pp}f}"), Decimal(f"{qty:.{qp}f}")
+
+    def mark_price(self, symbol: str) -> Decimal:
+        """markPrice stream if recorded, else the book's mid, else the last trade."""
+        mark = self._marks.get(symbol)
+        if mark is not None:
+            return mark
+        sync = self._books.get(symbol)
+        if sync is not None and sync.book.synced:
+            bid, ask = sync.book.best_bid(), sync.book.best_ask()
+            if bid is not None and ask is not None:
+                pp = self._price_places.get(symbol, 8)
+                return (Decimal(f"{bid[0]:.{pp}f}") + Decimal(f"{ask[0]:.{pp}f}")) / 2
+        return self._last_trade.get(symbol, Decimal(0))
+
+    # -- user-data sink (called by the API) --------------------------------------------
+
+    def publish(self, events: Iterable[dict[str, Any]]) -> None:
+        """Send user-data events to the active listen key's streams."""
+        key = self.api.listen_keys.active
+        for event in events:
+            self.user_events.append(event)
+            if key is None:
+                continue
+            data = orjson.dumps(event)
+            envelope = orjson.dumps({"stream": key, "data": event})
+            self._fan_out(key, data, envelope)
+
+    def drop_user_streams(self) -> None:
+        """Close every user-data connection (events meanwhile reach no stream)."""
+        for conn in [c for c in self._conns if c.user]:
+            self._log.warning("fault: user-data stream dropped")
+            self._conns.discard(conn)
+            conn.cut(abort=True)
+
+    def listen_key_closed(self, key: str) -> None:
+        """The key was closed by ``DELETE /fapi/v1/listenKey``: close its streams."""
+        for conn in [c for c in self._conns if key in c.streams]:
+            self._conns.discard(conn)
+            conn.cut(abort=False)
+
+    def _key_expired(self, key: str) -> None:
+        event = listen_key_expired(key, self.exchange_ms())
+        self.user_events.append(event)
+        self._fan_out(key, orjson.dumps(event), orjson.dumps({"stream": key, "data": event}))
+        for conn in self._conns:
+            conn.streams.discard(key)
+
+    async def _listen_key_clock(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            key = self.api.listen_keys.expire_due(trio.current_time())
+            if key is not None:
+                self._log.info("listen key expired")
+                self._key_expired(key)
 
     # -- playback --------------------------------------------------------------------
 
@@ -184,18 +427,38 @@ class StreamServer:
                 await trio.sleep_until(self._stalled_until)
             else:
                 await trio.lowlevel.checkpoint()
-            self._apply_depth(msg)
-            if msg.first_id >= 0 and msg.symbol in self._skip_depth:
-                self._skip_depth.discard(msg.symbol)
-                self._log.warning("fault: depth update skipped", symbol=msg.symbol, u=msg.last_id)
-                continue
             if speed > 0:
-                self._fan_out(msg.stream, msg.data, msg.envelope)
+                self._deliver(msg)
             else:
-                await self._fan_out_waiting(msg.stream, msg.data, msg.envelope)
+                await self._deliver_waiting(msg)
         self._index = len(messages)
         self._finished.set()
         self._log.info("sim exchange: capture played", messages=len(messages), sent=self.sent)
+
+    def _deliver(self, msg: Any) -> None:
+        if self._apply_depth(msg):
+            self._fan_out(msg.stream, msg.data, msg.envelope)
+        self._trade_input(msg)
+
+    async def _deliver_waiting(self, msg: Any) -> None:
+        if self._apply_depth(msg):
+            await self._fan_out_waiting(msg.stream, msg.data, msg.envelope)
+        self._trade_input(msg)
+
+    def _trade_input(self, msg: Any) -> None:
+        """Feed trades and mark prices to the matching engine."""
+        stream = msg.stream
+        if stream.endswith("@markPrice") or "@markPrice@" in stream:
+            self._marks[msg.symbol] = Decimal(orjson.loads(msg.data)["p"])
+            return
+        fill_stream = self._fill_stream.get(msg.symbol)
+        if fill_stream is None or not stream.endswith(fill_stream):
+            return
+        ev = orjson.loads(msg.data)
+        price = Decimal(ev["p"])
+        self._last_trade[msg.symbol] = price
+        if msg.symbol in self.engine.rules:
+            self.publish(self.engine.on_trade(msg.symbol, price, Decimal(ev["q"]), ev["E"]))
 
     async def _fan_out_waiting(self, stream: str, data: bytes, envelope: bytes) -> None:
         # As fast as the clients take it: the slowest subscriber sets the pace.
@@ -227,15 +490,25 @@ class StreamServer:
             book = self._books.get(snap.symbol)
             if book is not None:
                 book.on_snapshot(decode_snapshot(snap.body))
+                self.engine.on_book_reset(snap.symbol)
 
-    def _apply_depth(self, msg: Any) -> None:
+    def _apply_depth(self, msg: Any) -> bool:
+        """Apply a depth diff to the book; False when a ``gap`` fault swallows it."""
         if msg.first_id < 0:
-            return
+            return True
         book = self._books.get(msg.symbol)
-        if book is None:
-            return
-        diff = _DEPTH.decode(msg.data)
-        book.on_diff(diff)
+        if book is not None:
+            diff = _DEPTH.decode(msg.data)
+            book.on_diff(diff)
+            if self.engine.has_taken:
+                for side, raw in (("bids", diff.bids), ("asks", diff.asks)):
+                    prices = (Decimal(p) for p, _q in orjson.loads(raw))
+                    self.engine.on_levels_changed(msg.symbol, side, prices)
+        if msg.symbol in self._skip_depth:
+            self._skip_depth.discard(msg.symbol)
+            self._log.warning("fault: depth update skipped", symbol=msg.symbol, u=msg.last_id)
+            return False
+        return True
 
     async def _fault_clock(self) -> None:
         await self._started.wait()
@@ -250,6 +523,8 @@ class StreamServer:
                 for conn in list(self._conns):
                     with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
                         conn.send.send_nowait("garbage{{not json")
+            elif fault.kind == "drop_user_stream":
+                self.drop_user_streams()
             else:
                 for conn in list(self._conns):
                     # Abort the TCP stream, no close handshake: what a dead link looks like.
@@ -273,17 +548,25 @@ class StreamServer:
         if len(streams) > 1024:
             await request.reject(400, body=b'{"code":-1,"msg":"too many streams"}')
             return
+        keys = [s for s in streams if _is_listen_key(s)]
+        if any(k != self.api.listen_keys.active for k in keys):
+            await request.reject(400, body=b'{"code":-1125,"msg":"This listenKey does not exist."}')
+            return
         ws = await request.accept()
         conn = _Connection(ws, combined, self.settings.client_queue)
         conn.streams.update(streams)
+        conn.user = bool(keys)
         self._conns.add(conn)
+        self._conn_added.set()
+        self._conn_added = trio.Event()
         self.connections += 1
-        if not self._started.is_set():
+        if len(keys) < len(streams) and not self._started.is_set() and self.settings.autoplay:
             # Playback and the fault clock both start from here.
             self._t0 = trio.current_time()
             self._started.set()
         try:
             async with trio.open_nursery() as nursery:
+                conn.scope = nursery.cancel_scope
                 nursery.start_soon(self._sender, conn, nursery.cancel_scope)
                 nursery.start_soon(self._reader, conn, nursery.cancel_scope)
                 nursery.start_soon(self._pinger, conn, nursery.cancel_scope)
@@ -294,10 +577,15 @@ class StreamServer:
         finally:
             self._conns.discard(conn)
             with contextlib.suppress(Exception):
-                await ws.aclose()
+                if conn.abort:
+                    # A dead link: no close handshake (trio-websocket clients also
+                    # leak their socket on a server-initiated close handshake).
+                    await ws._close_stream()
+                else:
+                    await ws.aclose()
 
     async def _sender(self, conn: _Connection, scope: trio.CancelScope) -> None:
-        timed = self._timed_conn is None  # only the first connection is timed
+        timed = self._timed_conn is None and not conn.user  # only the first connection is timed
         if timed:
             self._timed_conn = conn
         async for text in conn.receive:
@@ -364,65 +652,67 @@ class StreamServer:
     # -- REST ------------------------------------------------------------------------
 
     async def _on_http(self, stream: trio.SocketStream) -> None:
+        """One HTTP/1.1 connection: any number of requests (keep-alive), bodies read whole."""
         conn = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = bytearray()
         with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     data = await stream.receive_some(65536)
                     conn.receive_data(data)
-                    if not data:
+                    if not data and conn.their_state is not h11.DONE:
                         return
                     continue
-                if isinstance(event, h11.ConnectionClosed):
+                if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return
                 if isinstance(event, h11.Request):
-                    status, body = self._route(event.target.decode())
-                    headers = [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"x-mbx-used-weight-1m", str(self._used_weight()).encode()),
-                    ]
-                    await stream.send_all(
-                        conn.send(h11.Response(status_code=status, headers=headers))
+                    request, body = event, bytearray()
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage) and request is not None:
+                    reply = self.api.handle(
+                        request.method.decode(),
+                        request.target.decode(),
+                        bytes(body),
+                        {k.decode().lower(): v.decode() for k, v in request.headers},
                     )
-                    await stream.send_all(conn.send(h11.Data(data=body)))
-                    await stream.send_all(conn.send(h11.EndOfMessage()))
-                elif isinstance(event, h11.EndOfMessage):
+                    await self._send_reply(stream, conn, reply)
                     if conn.our_state is h11.MUST_CLOSE:
                         return
                     conn.start_next_cycle()
+                    request = None
 
-    def _used_weight(self) -> int:
-        now = trio.current_time()
-        self._weight = [(t, w) for t, w in self._weight if t > now - 60]
-        return sum(w for _t, w in self._weight)
+    async def _send_reply(
+        self, stream: trio.SocketStream, conn: h11.Connection, reply: HttpReply
+    ) -> None:
+        if reply.delay_s > 0:
+            await trio.sleep(reply.delay_s)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(reply.body)).encode()),
+            *((k.encode(), v.encode()) for k, v in reply.headers),
+        ]
+        await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+        await stream.send_all(conn.send(h11.Data(data=reply.body)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
 
-    def _route(self, target: str) -> tuple[int, bytes]:
-        url = urllib.parse.urlsplit(target)
-        query = dict(urllib.parse.parse_qsl(url.query))
-        now = trio.current_time()
-        if url.path == "/fapi/v1/ping":
-            self._weight.append((now, 1))
+    def _route(self, path: str, query: Mapping[str, str]) -> tuple[int, bytes]:
+        """The public market-data endpoints (weights and limits are the API's)."""
+        if path == "/fapi/v1/ping":
             return 200, b"{}"
-        if url.path == "/fapi/v1/time":
-            self._weight.append((now, 1))
+        if path == "/fapi/v1/time":
             return 200, orjson.dumps({"serverTime": self.exchange_ms()})
-        if url.path == "/fapi/v1/exchangeInfo":
-            self._weight.append((now, 1))
-            return 200, self.recording.exchange_info or _derived_exchange_info(self.recording)
-        if url.path in ("/fapi/v1/historicalTrades", "/fapi/v1/aggTrades"):
-            self._weight.append((now, 20))
-            return self._trade_history(url.path.endswith("aggTrades"), query)
-        if url.path == "/fapi/v1/depth":
-            limit = int(query.get("limit", "500"))
-            self._weight.append(
-                (now, 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20)
-            )
-            return self._depth(query.get("symbol", "").upper(), limit)
-        return 404, orjson.dumps({"code": -1, "msg": f"unknown endpoint {url.path}"})
+        if path == "/fapi/v1/exchangeInfo":
+            return 200, self.exchange_info
+        if path in ("/fapi/v1/historicalTrades", "/fapi/v1/aggTrades"):
+            return self._trade_history(path.endswith("aggTrades"), query)
+        if path == "/fapi/v1/depth":
+            return self._depth(query.get("symbol", "").upper(), int(query.get("limit", "500")))
+        return 404, orjson.dumps({"code": -1, "msg": f"unknown endpoint {path}"})
 
-    def _trade_history(self, aggregated: bool, query: dict[str, str]) -> tuple[int, bytes]:
+    def _trade_history(self, aggregated: bool, query: Mapping[str, str]) -> tuple[int, bytes]:
         symbol = query.get("symbol", "").upper()
         if symbol not in self._books:
             return 400, orjson.dumps({"code": -1121, "msg": "Invalid symbol."})
@@ -488,34 +778,144 @@ def _rest_trade(data: bytes) -> tuple[dict[str, Any], int, bool]:
     return row, int(ev["t"]), False
 
 
-def _derived_exchange_info(rec: Recording) -> bytes:
-    """A minimal exchangeInfo for the capture's symbols (tick size from price decimals)."""
-    decimals: dict[str, int] = {}
+def _derived_exchange_info(rec: Recording, limits: LimitSettings) -> bytes:
+    """An exchangeInfo for the capture's symbols, shaped like Binance's.
+
+    Tick size from the prices' decimals and step size from the quantities'
+    (book ticker and trades); the other filters take BTCUSDT's real values.
+    """
+    price_decimals: dict[str, int] = {}
+    qty_decimals: dict[str, int] = {}
     for msg in rec.messages:
-        if msg.stream.endswith("@bookTicker") and msg.symbol not in decimals:
+        if msg.stream.endswith(("@bookTicker", "@trade", "@aggTrade")):
             head = orjson.loads(msg.data)
-            decimals[msg.symbol] = len(head["b"].partition(".")[2])
+            price, qty = (head["b"], head["B"]) if "b" in head else (head["p"], head["q"])
+            if msg.symbol not in price_decimals:
+                price_decimals[msg.symbol] = len(price.partition(".")[2])
+            qty_decimals[msg.symbol] = max(
+                qty_decimals.get(msg.symbol, 0), len(qty.rstrip("0").partition(".")[2])
+            )
     symbols = []
     for symbol in rec.symbols:
-        d = decimals.get(symbol, 2)
+        d = price_decimals.get(symbol, 2)
+        q = qty_decimals.get(symbol, 3)
+        tick = f"{10.0**-d:.{d}f}" if d else "1"
+        step = f"{10.0**-q:.{q}f}" if q else "1"
+        base = symbol.removesuffix("USDT")
         symbols.append(
             {
                 "symbol": symbol,
-                "status": "TRADING",
+                "pair": symbol,
                 "contractType": "PERPETUAL",
-                "baseAsset": symbol.removesuffix("USDT"),
+                "deliveryDate": 4133404800000,
+                "onboardDate": 1569398400000,
+                "status": "TRADING",
+                "maintMarginPercent": "2.5000",
+                "requiredMarginPercent": "5.0000",
+                "baseAsset": base,
                 "quoteAsset": "USDT",
+                "marginAsset": "USDT",
                 "pricePrecision": d,
+                "quantityPrecision": q,
+                "baseAssetPrecision": 8,
+                "quotePrecision": 8,
+                "underlyingType": "COIN",
+                "underlyingSubType": [],
+                "settlePlan": 0,
+                "triggerProtect": "0.0500",
+                "liquidationFee": "0.012500",
+                "marketTakeBound": "0.05",
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "tickSize": f"{10.0**-d:.{d}f}"},
-                    {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001"},
-                    {"filterType": "MIN_NOTIONAL", "notional": "5"},
+                    {
+                        "minPrice": tick,
+                        "maxPrice": "4529764",
+                        "filterType": "PRICE_FILTER",
+                        "tickSize": tick,
+                    },
+                    {"stepSize": step, "filterType": "LOT_SIZE", "maxQty": "1000", "minQty": step},
+                    {
+                        "stepSize": step,
+                        "filterType": "MARKET_LOT_SIZE",
+                        "maxQty": "120",
+                        "minQty": step,
+                    },
+                    {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
+                    {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
+                    {"notional": "100", "filterType": "MIN_NOTIONAL"},
+                    {
+                        "multiplierDown": "0.9500",
+                        "multiplierUp": "1.0500",
+                        "multiplierDecimal": "4",
+                        "filterType": "PERCENT_PRICE",
+                    },
                 ],
+                "orderTypes": ["LIMIT", "MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
             }
         )
-    return orjson.dumps({"timezone": "UTC", "serverTime": 0, "rateLimits": [], "symbols": symbols})
+    return orjson.dumps(
+        {
+            "timezone": "UTC",
+            "serverTime": rec.messages[0].event_time if rec.messages else 0,
+            "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": limits.weight_per_minute,
+                },
+                {
+                    "rateLimitType": "ORDERS",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": limits.orders_per_minute,
+                },
+                {
+                    "rateLimitType": "ORDERS",
+                    "interval": "SECOND",
+                    "intervalNum": 10,
+                    "limit": limits.orders_per_10s,
+                },
+            ],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": symbols,
+        }
+    )
+
+
+def _places(step: Decimal) -> int:
+    return max(0, -int(step.normalize().as_tuple().exponent))
+
+
+def _is_listen_key(stream: str) -> bool:
+    # Market streams are "<symbol>@<kind>" or "!<kind>..."; a listen key is neither.
+    return "@" not in stream and not stream.startswith("!")
 
 
 def parse_faults(texts: Iterable[str]) -> tuple[Fault, ...]:
-    """Parse ``--fault`` arguments."""
+    """Parse market-data ``--fault`` arguments."""
     return tuple(Fault.parse(t) for t in texts)
+
+
+def split_faults(texts: Iterable[str]) -> tuple[tuple[Fault, ...], tuple[RequestFault, ...]]:
+    """Parse ``--fault`` arguments of both kinds: (playback faults, request faults).
+
+    ``KIND@SECONDS[:ARG]`` with a number after ``@`` is a playback fault; a
+    request-fault kind (``503-executed``, ``429:2*3@GET/fapi/v1/depth``...) is
+    a request fault armed from the start.
+
+    Raises:
+        ValueError: a text is neither.
+    """
+    timed: list[Fault] = []
+    requests: list[RequestFault] = []
+    for text in texts:
+        kind, _, rest = text.partition("@")
+        base = kind.partition(":")[0].partition("*")[0]
+        if base in REQUEST_FAULT_KINDS and not (rest[:1].isdigit() or rest[:1] == "."):
+            requests.append(RequestFault.parse(text))
+        else:
+            timed.append(Fault.parse(text))
+    return tuple(timed), tuple(requests)

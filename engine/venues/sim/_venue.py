@@ -21,6 +21,7 @@ import numpy as np
 
 from ...messages import (
     EventKind,
+    OpsEvent,
     OrderAccepted,
     OrderCanceled,
     OrderEvent,
@@ -284,6 +285,11 @@ class SimVenue:
             out.extend(acct.closed)
             acct.closed.clear()
         return out
+
+    def take_ops(self) -> list[OpsEvent]:
+        """Operational events since the last call (the simulated venue has none of its own:
+        its drills are injected by the execution actor)."""
+        return []
 
     @property
     def seq(self) -> Iterator[int]:

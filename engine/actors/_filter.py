@@ -1,0 +1,178 @@
+"""A symbol's side of the ML entry filter: features, adaptive threshold, outcome labels.
+
+The symbol actor feeds the step's ticks to :meth:`EntryFilter.advance` as its strategy
+kernel scans them, so a signal's feature row is computed from the ticks up to and
+including the signal's own (never later). :meth:`propose` turns a signal into a scoring
+request with the regime-scaled, win-rate-adapted threshold of that moment; the model
+actor's :class:`~engine.messages.Score` comes back in the same step and :meth:`resolve`
+hands the pending entry back for the decision.
+
+Every scored signal is also given to an :class:`~engine.models.OnlineLabeler`, which
+labels it from later quotes only (triple barrier: the strategy's exits and fees); the
+labels feed online retraining and are journaled (:class:`DecisionLabeled`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import numpy as np
+
+from .._config import ModelSection, StrategySection, VenueSection
+from ..messages import DecisionLabeled, LabeledDecision, Score, ScoreRequest, Side, Ticks
+from ..models import AdaptiveThreshold, FeatureBuilder, FeatureSpec, OnlineLabeler
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class PendingEntry:
+    """An entry signal waiting for its score."""
+
+    correlation_id: str
+    side: Side
+    qty: float
+    price: float
+    ts: int
+    threshold: float
+    regime: str
+    row: np.ndarray
+
+
+def regime_scales(cfg: ModelSection) -> dict[str, float]:
+    """The threshold multipliers per regime component, from ``[model]``."""
+    return {
+        "vol=high": cfg.vol_high_scale,
+        "vol=low": cfg.vol_low_scale,
+        "trend=range": cfg.range_scale,
+        "trend=trend": cfg.trend_scale,
+        "volume=low": cfg.volume_low_scale,
+        "volume=high": cfg.volume_high_scale,
+    }
+
+
+class EntryFilter:
+    """Features, threshold and labels of one symbol's entry signals.
+
+    Args:
+        symbol: the instrument.
+        spec: the feature spec the models were trained on.
+        model: the ``[model]`` section (threshold, adaptation, label fee).
+        strategy: the strategy's exits (the labels' barriers).
+        venue: the simulated venue's latency (when an entry would fill).
+    """
+
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        spec: FeatureSpec,
+        model: ModelSection,
+        strategy: StrategySection,
+        venue: VenueSection,
+    ) -> None:
+        self.symbol = symbol
+        self.builder = FeatureBuilder(spec)
+        self.threshold = AdaptiveThreshold(
+            base=model.threshold,
+            lo=model.threshold_min,
+            hi=model.threshold_max,
+            regime_scale=regime_scales(model),
+            target_win_rate=model.target_win_rate,
+            window=model.adapt_window,
+            gain=model.adapt_gain,
+        )
+        self.labeler = OnlineLabeler(
+            take_profit_bps=strategy.take_profit_bps,
+            stop_loss_bps=strategy.stop_loss_bps,
+            max_hold_ms=strategy.max_hold_ms,
+            fee_bps=model.label_fee_bps,
+            latency_ms=venue.latency_ms,
+        )
+        self._ticks: Ticks | None = None
+        self._fed = 0
+        self._decisions = 0
+        self._requests: list[ScoreRequest] = []
+        self._pending: dict[str, PendingEntry] = {}
+        self.not_ready = 0
+
+    def begin(self, ticks: Ticks) -> None:
+        """Start a step's batch (the strategy kernel is about to scan it)."""
+        self._ticks = ticks
+        self._fed = 0
+
+    def advance(self, stop: int) -> None:
+        """Feed the batch's ticks up to ``stop`` (exclusive) to the features."""
+        if self._ticks is not None and stop > self._fed:
+            self.builder.on_ticks(self._ticks, self._fed, stop)
+            self._fed = stop
+
+    def propose(self, side: Side, qty: float, price: float, ts: int) -> PendingEntry | None:
+        """A scoring request for an entry signal (None: features not warm yet)."""
+        row = self.builder.row(float(int(side)))
+        if not self.builder.ready(row):
+            self.not_ready += 1
+            return None
+        regime = self.builder.regime()
+        self._decisions += 1
+        pending = PendingEntry(
+            correlation_id=f"{self.symbol}-d{self._decisions}",
+            side=side,
+            qty=qty,
+            price=price,
+            ts=ts,
+            threshold=self.threshold.value(regime),
+            regime=regime.key,
+            row=row.copy(),
+        )
+        self._pending[pending.correlation_id] = pending
+        self._requests.append(
+            ScoreRequest(
+                correlation_id=pending.correlation_id,
+                symbol=self.symbol,
+                side=side,
+                row=pending.row,
+                ts_event=ts,
+            )
+        )
+        self.labeler.add(pending.correlation_id, ts, int(side), pending.row)
+        return pending
+
+    def take_step(
+        self, ticks: Ticks | None, next_seq: Callable[[], int]
+    ) -> tuple[tuple[ScoreRequest, ...], tuple[LabeledDecision, ...], list[DecisionLabeled]]:
+        """The step's requests, the decisions labelled by its ticks, and their records."""
+        requests = tuple(self._requests)
+        self._requests.clear()
+        resolved = self.labeler.on_ticks(ticks, 0, len(ticks)) if ticks is not None else []
+        labeled = tuple(
+            LabeledDecision(
+                correlation_id=r.key,
+                row=r.row,
+                label=int(r.label),
+                ts_decision=r.ts_decision,
+                ts_resolved=r.ts_resolved,
+            )
+            for r in resolved
+        )
+        records = [
+            DecisionLabeled(
+                symbol=self.symbol,
+                label=int(r.label),
+                ret_bps=round(float(r.ret_bps), 6),
+                ts_decision=r.ts_decision,
+                ts_event=r.ts_resolved,
+                ts_init=r.ts_resolved,
+                seq=next_seq(),
+                correlation_id=r.key,
+            )
+            for r in resolved
+        ]
+        return requests, labeled, records
+
+    def resolve(self, score: Score) -> PendingEntry:
+        """The pending entry a score answers."""
+        return self._pending.pop(score.correlation_id)
+
+    def record_outcome(self, win: bool) -> None:
+        """A closed trade's result (after fees), for the threshold's win-rate adaptation."""
+        self.threshold.record(win)

@@ -1,0 +1,366 @@
+"""The model actor: scores entry signals with the ONNX ensemble and retrains it online.
+
+Per step it reads one :class:`ScoreBatch` from every symbol actor, in the fixed symbol
+order, scores the step's requests together (cached rows first, the rest in one batch
+through the ensemble) and answers each symbol with a :class:`ScoreReply` in the same step.
+Labelled decisions that came with the batches are kept, in step order, as the training
+window for online retraining.
+
+Retraining runs on a schedule (market events in replay, market time live) in a worker
+thread (:func:`trio.to_thread.run_sync`): fit on the older part of the window, validate
+on the most recent slice, export to ONNX, and swap the candidate in only if it beats
+the model it replaces on that slice. The answer is applied at a fixed step,
+``apply_after_steps`` after the request; in replay the actor waits for the thread there,
+so the swap lands at the same step whatever the machine's speed and the journal digest
+stays deterministic. Live, a result not ready yet is applied at the first step after
+it is (trading never waits for a fit). Every retrain is logged and journaled
+(:class:`ModelRetrained`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from .._config import ModelSection
+from ..messages import LabeledDecision, ModelRetrained, Score, ScoreBatch, ScoreReply
+from ..models import Ensemble, FeatureSpec, OnnxModel, ScoreCache
+from ._symbol import ProtocolError
+
+_SECOND = 1_000_000_000
+
+
+def ensemble_id(ensemble: Ensemble) -> str:
+    """A short, stable name of an ensemble: its members' ONNX hashes and weights."""
+    h = hashlib.sha256()
+    for model, weight in zip(ensemble.models, ensemble.weights, strict=True):
+        h.update(str(model.sidecar.get("onnx_sha256", model.name)).encode())
+        h.update(f":{weight:.6f};".encode())
+    return h.hexdigest()[:12]
+
+
+def load_ensemble(
+    config: ModelSection, spec: FeatureSpec, resolve: Callable[[str], Any]
+) -> Ensemble:
+    """The configured ensemble, every member checked against ``spec``.
+
+    Raises:
+        ModelError: a model file or its sidecar is missing, corrupt or does not match.
+    """
+    models = [OnnxModel.load(resolve(p), spec, threads=config.threads) for p in config.paths]
+    ensemble = Ensemble(models, config.weights or None)
+    # One run each: onnxruntime's first call allocates; do that in set-up, not at a signal.
+    ensemble.predict_one(np.zeros(len(spec.names), dtype=np.dtype(spec.dtype)))
+    return ensemble
+
+
+@attrs.define
+class ModelStats:
+    """What the report and the status command show about the filter."""
+
+    requests: int = 0
+    batches: int = 0
+    retrains: int = 0
+    swaps: int = 0
+    latency_us: list[float] = attrs.field(factory=list)
+
+    def summary(self, cache: ScoreCache) -> dict[str, Any]:
+        lat = np.asarray(self.latency_us) if self.latency_us else np.zeros(1)
+        lookups = cache.hits + cache.misses
+        return {
+            "requests": self.requests,
+            "batches": self.batches,
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+            "cache_hit_rate": round(cache.hits / lookups, 4) if lookups else 0.0,
+            "inference_us_p50": round(float(np.percentile(lat, 50)), 1),
+            "inference_us_p99": round(float(np.percentile(lat, 99)), 1),
+            "retrains": self.retrains,
+            "swaps": self.swaps,
+        }
+
+
+@attrs.frozen
+class _Job:
+    """A retrain in flight: where its answer lands and when it must be applied."""
+
+    request_step: int
+    apply_step: int
+    samples: int
+    done: trio.Event
+    result: list[Any]
+
+
+class ModelActor:
+    """Scores every symbol's entry signals; retrains and hot-swaps the ensemble.
+
+    Args:
+        config: the ``[model]`` section.
+        ensemble: the loaded ensemble (:func:`load_ensemble`).
+        symbols: the symbol actors, in the order their batches are read.
+        requests: one receive channel per symbol.
+        replies: one send channel per symbol.
+        log: a bound structlog logger.
+        deterministic: replay: wait for a retrain at its apply step (digest stays the same
+            run after run); live: apply whenever it is ready.
+        retrain_fn: the pure retrain function (``engine.models.retrain``), run in a thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ModelSection,
+        ensemble: Ensemble,
+        symbols: Sequence[str],
+        requests: dict[str, trio.MemoryReceiveChannel[ScoreBatch]],
+        replies: dict[str, trio.MemorySendChannel[ScoreReply]],
+        log: FilteringBoundLogger,
+        deterministic: bool = True,
+        retrain_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        self._cfg = config
+        self._symbols = list(symbols)
+        self._requests = requests
+        self._replies = replies
+        self._log = log.bind(actor="model")
+        self._deterministic = deterministic
+        self._retrain_fn = retrain_fn
+        self._set_ensemble(ensemble)
+        self.stats = ModelStats()
+        self._window: deque[LabeledDecision] = deque(maxlen=config.retrain_window)
+        self._events_since = 0
+        self._last_retrain_ts: int | None = None
+        self._job: _Job | None = None
+        self._seq = 0
+        self._labeled_total = 0
+
+    def _set_ensemble(self, ensemble: Ensemble) -> None:
+        self.ensemble = ensemble
+        self.model_id = ensemble_id(ensemble)
+        old = getattr(self, "cache", None)
+        self.cache = ScoreCache(
+            ensemble, maxsize=self._cfg.cache_size, quantum=self._cfg.cache_quantum
+        )
+        if old is not None:  # keep the hit-rate counters across swaps
+            self.cache.hits, self.cache.misses = old.hits, old.misses
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for the run report."""
+        return {"model": self.model_id, **self.stats.summary(self.cache)}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve steps until every symbol actor has closed its request channel.
+
+        Raises:
+            ProtocolError: a batch for the wrong step arrived.
+        """
+        with contextlib.ExitStack() as stack:
+            for channel in self._replies.values():
+                stack.enter_context(channel)
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                step = 0
+                while True:
+                    batches: list[ScoreBatch] = []
+                    for symbol in self._symbols:
+                        try:
+                            batch = await self._requests[symbol].receive()
+                        except trio.EndOfChannel:
+                            continue
+                        if batch.step != step:
+                            raise ProtocolError(f"model: {symbol} step {batch.step} != {step}")
+                        batches.append(batch)
+                    if not batches:
+                        break
+                    records = await self._maybe_swap(step, max(b.ts for b in batches))
+                    scores = self._score(batches)
+                    self._learn(step, batches, nursery)
+                    for i, batch in enumerate(batches):
+                        reply = ScoreReply(
+                            step=step,
+                            scores=scores[batch.symbol],
+                            records=tuple(records) if i == 0 else (),
+                        )
+                        await self._replies[batch.symbol].send(reply)
+                    step += 1
+                nursery.cancel_scope.cancel()
+
+    # -- scoring ------------------------------------------------------------------
+
+    def _score(self, batches: list[ScoreBatch]) -> dict[str, tuple[Score, ...]]:
+        out: dict[str, list[Score]] = {b.symbol: [] for b in batches}
+        requests = [r for b in batches for r in b.requests]
+        if not requests:
+            return {k: () for k in out}
+        t0 = time.perf_counter()
+        cache = self.cache
+        keys = [cache.key(r.row) for r in requests]
+        values: list[float | None] = [cache.get(k) for k in keys]
+        missing = [i for i, value in enumerate(values) if value is None]
+        if len(missing) == 1:
+            i = missing[0]
+            values[i] = self.ensemble.predict_one(requests[i].row)
+        elif missing:
+            rows = np.stack([requests[i].row for i in missing])
+            for i, value in zip(missing, self.ensemble.predict_batch(rows), strict=True):
+                values[i] = float(value)
+        for i in missing:
+            cache.put(keys[i], values[i])  # type: ignore[arg-type]
+        elapsed_us = (time.perf_counter() - t0) * 1e6 / len(requests)
+        self.stats.requests += len(requests)
+        self.stats.batches += 1
+        self.stats.latency_us.append(elapsed_us)
+        hits = set(range(len(requests))) - set(missing)
+        for i, request in enumerate(requests):
+            out[request.symbol].append(
+                Score(
+                    correlation_id=request.correlation_id,
+                    score=float(values[i]),  # type: ignore[arg-type]
+                    model=self.model_id,
+                    cached=i in hits,
+                )
+            )
+        return {k: tuple(v) for k, v in out.items()}
+
+    # -- online learning ------------------------------------------------------------
+
+    def _learn(self, step: int, batches: list[ScoreBatch], nursery: trio.Nursery) -> None:
+        cfg = self._cfg
+        ts = max(b.ts for b in batches)
+        for batch in batches:
+            self._window.extend(batch.labeled)
+            self._labeled_total += len(batch.labeled)
+            self._events_since += batch.events
+        if not cfg.retrain or self._retrain_fn is None or self._job is not None:
+            return
+        if self._deterministic:
+            due = self._events_since >= cfg.retrain_every_events
+        else:
+            if self._last_retrain_ts is None:
+                self._last_retrain_ts = ts
+            due = ts - self._last_retrain_ts >= cfg.retrain_every_s * _SECOND
+        if not due:
+            return
+        self._events_since = 0
+        self._last_retrain_ts = ts
+        window = sorted(self._window, key=lambda d: (d.ts_decision, d.correlation_id))
+        job = _Job(
+            request_step=step,
+            apply_step=step + cfg.apply_after_steps,
+            samples=len(window),
+            done=trio.Event(),
+            result=[],
+        )
+        self._job = job
+        self.stats.retrains += 1
+        self._log.info("retrain started", step=step, samples=len(window), model=self.model_id)
+        nursery.start_soon(self._retrain, job, window)
+
+    async def _retrain(self, job: _Job, window: list[LabeledDecision]) -> None:
+        assert self._retrain_fn is not None
+        cfg = self._cfg
+        member = self.ensemble.models[0]
+        X = (
+            np.stack([d.row for d in window]).astype(np.float32)
+            if window
+            else np.zeros((0, len(member.spec.names)), dtype=np.float32)
+        )
+        y = np.asarray([d.label for d in window], dtype=np.int64)
+        t = np.asarray([d.ts_decision for d in window], dtype=np.int64)
+        blob = member.blob
+        fn = self._retrain_fn
+
+        def work() -> Any:
+            return fn(
+                X,
+                y,
+                t,
+                current=blob,
+                spec=member.spec,
+                seed=0,
+                validation_fraction=cfg.validation_fraction,
+                min_samples=cfg.retrain_min_samples,
+                min_auc_gain=cfg.min_auc_gain,
+            )
+
+        try:
+            job.result.append(await trio.to_thread.run_sync(work))
+        except Exception as exc:  # a failed fit keeps the current model, loudly
+            self._log.error("retrain failed", error=repr(exc))
+            job.result.append(exc)
+        finally:
+            job.done.set()
+
+    async def _maybe_swap(self, step: int, ts: int) -> list[ModelRetrained]:
+        job = self._job
+        if job is None or step < job.apply_step:
+            return []
+        if self._deterministic:
+            await job.done.wait()
+        elif not job.done.is_set():
+            return []
+        self._job = None
+        result = job.result[0]
+        previous = self.model_id
+        member = self.ensemble.models[0]
+        if isinstance(result, Exception):
+            swapped, reason, auc_prev, auc_new, candidate = (
+                False,
+                f"error: {result!r}",
+                math.nan,
+                math.nan,
+                "",
+            )
+        else:
+            swapped, reason = bool(result.accepted), str(result.reason)
+            auc_prev = float(result.metrics_current.get("auc", math.nan))
+            auc_new = float(result.metrics_candidate.get("auc", math.nan))
+            candidate = str(result.sidecar.get("onnx_sha256", ""))[:12] if result.blob else ""
+            if swapped:
+                new_member = OnnxModel.from_bytes(
+                    result.blob,
+                    result.sidecar,
+                    member.spec,
+                    threads=self._cfg.threads,
+                    name=f"online-{job.request_step}",
+                )
+                members = (new_member, *self.ensemble.models[1:])
+                self._set_ensemble(Ensemble(members, self.ensemble.weights))
+                self.stats.swaps += 1
+        self._seq += 1
+        record = ModelRetrained(
+            symbol="",
+            previous=previous,
+            candidate=candidate,
+            swapped=swapped,
+            reason=reason,
+            samples=job.samples,
+            auc_previous=auc_prev,
+            auc_candidate=auc_new,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._seq,
+        )
+        log = self._log.info if swapped else self._log.warning
+        log(
+            "model swapped" if swapped else "model kept",
+            previous=previous,
+            model=self.model_id,
+            candidate=candidate,
+            reason=reason,
+            samples=job.samples,
+            auc_previous=auc_prev,
+            auc_candidate=auc_new,
+            step=step,
+        )
+        return [record]
