@@ -30,7 +30,7 @@ from ._errors import ActorFailedError, ConfigError, DataError, JournalError
 from ._logging import make_logger
 from ._report import summary_text, write_report
 from ._signals import wait_for_stop
-from ._supervisor import RunReport, run_paper, run_replay
+from ._supervisor import RunReport, run_live, run_paper, run_replay
 from .feeds._record import record
 from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
@@ -351,13 +351,12 @@ async def _run(
         if config.control.socket:
             path = config.resolve(config.control.socket)
             await nursery.start(serve_control, path, send, state, log.bind(actor="control"))
-        if config.engine.mode == "paper":
+        if config.engine.mode in ("paper", "live"):
             stop = trio.Event()
             limit = config.feeds.duration_s if duration is None else duration
             nursery.start_soon(_stop_on_signal_or_time, stop, limit)
-            report = await run_paper(
-                config, log=log, stop=stop, control=control, control_state=state
-            )
+            runner = run_live if config.engine.mode == "live" else run_paper
+            report = await runner(config, log=log, stop=stop, control=control, control_state=state)
         else:
             report = await run_replay(
                 config, data=data, log=log, control=control, control_state=state

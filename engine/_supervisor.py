@@ -449,7 +449,7 @@ def _adopt_positions(
     for actor in actors:
         qty, entry = plan.positions.get(actor.symbol, (0, 0))
         if qty:
-            actor.adopt_position(float(qty), float(entry))
+            actor.adopt_position(float(qty), float(entry), time.time_ns())
             log.warning(
                 "position adopted from the exchange",
                 symbol=actor.symbol,

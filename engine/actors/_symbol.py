@@ -226,6 +226,19 @@ class SymbolActor:
                     return
                 step += 1
 
+    def adopt_position(self, qty: float, entry_price: float, ts: int = 0) -> None:
+        """Start from a position found at the exchange (live restart, after reconciliation).
+
+        The machine starts IN_POSITION with the exchange's quantity and entry price, so the
+        strategy's exits (stop, take-profit, time limit from ``ts``) manage it; without
+        this a restarted engine would think itself flat and could enter again.
+        """
+        self.position = fsm.new_position(fsm.PositionState.IN_POSITION)
+        self.position_qty = qty
+        self._entry_qty = abs(qty)
+        self._entry_cost = abs(qty) * entry_price
+        self._hold(ts)
+
     # -- strategy ---------------------------------------------------------------
 
     def _scan(self, batch: MarketBatch) -> None:
