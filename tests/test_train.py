@@ -159,6 +159,7 @@ def test_cli_trains_exports_and_evaluates(tmp_path, capsys):
     assert side["ir_version"] == 9 and side["parity_max_abs_diff"] <= 1e-5
     assert side["splits"]["train"]["last_ts_ns"] < side["splits"]["test"]["first_ts_ns"]
     OnnxModel.load(onnx, default_feature_spec())
-    assert main(["evaluate", "--data", str(BTC), "--model", str(onnx)]) == 0
+    assert main(["evaluate", "--data", str(BTC), "--model", str(onnx), "--no-replay"]) == 0
     ev = json.loads(capsys.readouterr().out)
-    assert "strategy_unfiltered" in ev and "entry_filter_rf" in ev["models"]
+    assert ev["out_of_sample"] is False and ev["models"] == [str(onnx.resolve())]
+    assert set(ev["metrics"]["all_signals"]) == {"ensemble", "entry_filter_rf"}

@@ -1,6 +1,9 @@
 """``python -m tools.train [train] --data PATH... --out DIR`` / ``python -m tools.train evaluate``.
 
-Prints a JSON summary on stdout. Exit 1 when an export fails its parity check.
+``train`` fits and exports the models; ``evaluate --data PATH... [--config FILE]`` scores the
+configured ensemble on the data's entry signals and replays the data with the engine with
+and without the filter (``--no-replay``: the signal metrics only). Both print a JSON summary
+on stdout. Exit 1 when an export fails its parity check, 2 on bad arguments, config or data.
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+from engine import EngineError
+
 from ._labels import StrategyConfig
-from ._train import MODEL_KINDS, ExportParityError, evaluate, train_all
+from ._train import MODEL_KINDS, ExportParityError, train_all
+
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _strategy_args(p: argparse.ArgumentParser) -> None:
@@ -27,6 +34,20 @@ def _strategy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--embargo-ms", type=int, default=5_000)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="capture files or dirs")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=_ROOT / "config.toml",
+        help="strategy, venue and [model] settings (default: the repository's config.toml)",
+    )
+    p.add_argument("--model", nargs="+", type=Path, help="ensemble members (default: config's)")
+    p.add_argument("--threshold", type=float, help="default: the config's model.threshold")
+    p.add_argument("--no-replay", action="store_true", help="signal metrics only")
+    p.add_argument("--journal-dir", type=Path, help="keep the replays' journals and logs here")
 
 
 def _cfg(a: argparse.Namespace) -> StrategyConfig:
@@ -48,15 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("train", "evaluate"):
         command = args.pop(0)
     p = argparse.ArgumentParser(prog=f"python -m tools.train {command}")
-    _strategy_args(p)
     if command == "train":
+        _strategy_args(p)
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=MODEL_KINDS)
         p.add_argument("--seed", type=int, default=7)
     else:
-        p.add_argument(
-            "--model", nargs="+", type=Path, default=sorted(Path("models/onnx").glob("*.onnx"))
-        )
+        _evaluate_args(p)
     a = p.parse_args(args)
     try:
         if command == "train":
@@ -71,17 +90,22 @@ def main(argv: list[str] | None = None) -> int:
                 threshold=a.threshold,
             )
         else:
+            from ._evaluate import evaluate
+
             result = evaluate(
                 a.data,
-                a.model,
-                _cfg(a),
+                a.config,
+                model_paths=a.model,
                 threshold=a.threshold,
-                test_fraction=a.test_fraction,
-                embargo_ms=a.embargo_ms,
+                replay=not a.no_replay,
+                journal_dir=a.journal_dir,
             )
     except ExportParityError as exc:
         print(f"error: export parity: {exc}", file=sys.stderr)
         return 1
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,4 +1,4 @@
-"""Build the data set, fit calibrated models, export them to ONNX with sidecars, evaluate.
+"""Build the data set, fit calibrated models, export them to ONNX with sidecars.
 
 The data set is what the engine sees: :func:`engine.models.ticks_of` builds the replay feed's
 :class:`~engine.messages.Ticks` columns from the captures, the strategy's ``scan`` finds the
@@ -36,9 +36,8 @@ from engine.models._training import (
     span,
     to_onnx,
 )
-from engine.models._training import iso as _iso
 
-from ._labels import Labels, StrategyConfig, backtest, entry_signals, holdout, triple_barrier
+from ._labels import Labels, StrategyConfig, entry_signals, holdout, triple_barrier
 
 __all__ = [
     "IR_VERSION",
@@ -48,7 +47,6 @@ __all__ = [
     "ExportParityError",
     "build_dataset",
     "check_parity",
-    "evaluate",
     "file_digest",
     "fit_calibrated",
     "make_model",
@@ -170,45 +168,3 @@ def train_all(
         onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
         summary[kind] = {"path": str(onnx_path), "bytes": len(blob), **sidecar["metrics"]}
     return summary
-
-
-def evaluate(
-    paths: Sequence[Path],
-    model_paths: Sequence[Path],
-    cfg: StrategyConfig,
-    *,
-    threshold: float = 0.3,
-    test_fraction: float = 0.3,
-    embargo_ms: int = 5_000,
-) -> dict[str, Any]:
-    """Score shipped models on ``paths``: metrics on the held-out tail and a backtest of the
-    strategy with and without each model as entry filter, on entries after the split only."""
-    from engine.models import OnnxModel
-
-    spec = default_feature_spec()
-    ds = build_dataset(paths, cfg, spec)
-    embargo_ns = embargo_ms * 1_000_000
-    _train, test = holdout(ds.labels.t0, ds.labels.t1, test_fraction, embargo_ns)
-    start_ns = int(ds.labels.t0[test].min()) if len(test) else 0
-    out: dict[str, Any] = {
-        "data_sha256": ds.digest,
-        "samples": len(ds.y),
-        "test": len(test),
-        "test_start": _iso(start_ns) if start_ns else None,
-        "strategy_unfiltered": backtest(ds.ticks, cfg, None, start_ns),
-        "models": {},
-    }
-    for mp in model_paths:
-        model = OnnxModel.load(mp, spec)
-        p_all = model.predict_batch(ds.X)
-        prob = dict(zip(ds.signal_index.tolist(), p_all.tolist(), strict=True))
-
-        def take(i: int, side: int, prob: dict[int, float] = prob) -> bool:
-            # A signal the model cannot score (indicators not warm) passes unfiltered.
-            return prob.get(i, 1.0) >= threshold
-
-        out["models"][Path(mp).stem] = {
-            "test": metrics(ds.y[test], p_all[test], threshold),
-            "strategy_filtered": backtest(ds.ticks, cfg, take, start_ns),
-        }
-    return out
