@@ -66,7 +66,7 @@ def summary_text(report: RunReport) -> str:
         f"  model filter  {_model_line(report.model)}",
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
-        f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load)",
+        f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load, model load)",
         f"  run time      {report.wall_seconds:.3f} s",
         f"  events/s      {report.events_per_second:,.0f}",
     ]

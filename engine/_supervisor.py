@@ -43,6 +43,7 @@ from .messages import (
     ExposureLimits,
     IntentBatch,
     JournalBatch,
+    JournalRecord,
     MarketBatch,
     MarketStep,
     OrderBatch,
@@ -439,17 +440,81 @@ async def run_live(
     )
 
 
-def _adopt_positions(
-    venue: BinanceVenue, actors: list[SymbolActor], log: FilteringBoundLogger
+def _adopt_reconciliation(
+    venue: BinanceVenue,
+    actors: list[SymbolActor],
+    execution: ExecutionActor,
+    log: FilteringBoundLogger,
 ) -> None:
-    """Start the symbol actors from the positions reconciliation found at the exchange."""
+    """Start from what live reconciliation found: positions to the symbol actors, and
+    the recovered fills and order outcomes into the new journal's first step."""
+    from .messages import FillRecovered, OrderReconciled
+
     plan = venue.reconciliation
     if plan is None:
         return
+    now = time.time_ns()
+    seq = venue.seq
+    records: list[JournalRecord] = [
+        FillRecovered(
+            symbol=f.symbol,
+            client_order_id=f.client_order_id,
+            venue_client_order_id=f.venue_client_order_id,
+            side=f.side,
+            qty=float(f.qty),
+            price=float(f.price),
+            fee=float(f.commission),
+            trade_id=-1 if f.trade_id is None else f.trade_id,
+            ts_event=f.time_ms * 1_000_000,
+            ts_init=now,
+            seq=next(seq),
+        )
+        for f in plan.fills
+    ]
+    for action, refs in (("canceled", plan.cancel), ("adopted", plan.adopt)):
+        records.extend(
+            OrderReconciled(
+                symbol=r.symbol,
+                client_order_id=r.client_order_id,
+                action=action,
+                status="OPEN",
+                executed_qty=float(r.executed_qty),
+                reason="not in the journal",
+                ts_event=now,
+                ts_init=now,
+                seq=next(seq),
+            )
+            for r in refs
+        )
+    records.extend(
+        OrderReconciled(
+            symbol=r.symbol,
+            client_order_id=r.client_order_id,
+            action="resolved",
+            status=r.status.value,
+            executed_qty=float(r.executed_qty),
+            reason=r.reason,
+            ts_event=now,
+            ts_init=now,
+            seq=next(seq),
+        )
+        for r in plan.resolutions
+    )
+    execution.startup_records = records
+    for note in plan.notes:
+        log.warning("reconciliation note", note=note)
+    log.info(
+        "reconciled with the exchange",
+        recovered_fills=len(plan.fills),
+        resolved=len(plan.resolutions),
+        canceled=len(plan.cancel),
+        adopted=len(plan.adopt),
+        positions={s: float(q) for s, (q, _e) in plan.positions.items()},
+    )
     for actor in actors:
         qty, entry = plan.positions.get(actor.symbol, (0, 0))
         if qty:
-            actor.adopt_position(float(qty), float(entry), time.time_ns())
+            actor.adopt_position(float(qty), float(entry), now)
             log.warning(
                 "position adopted from the exchange",
                 symbol=actor.symbol,
@@ -640,7 +705,7 @@ async def _run_pipeline(
             if not isinstance(venue, SimVenue):
                 # Connected, templates built, reconciled: only then may anything trade.
                 await outer.start(venue.run)
-                _adopt_positions(venue, actors, log)
+                _adopt_reconciliation(venue, actors, execution, log)
             strategy_kernel.warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading

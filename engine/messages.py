@@ -401,6 +401,54 @@ class ModelRetrained:
 ModelRecord = EntryScored | DecisionLabeled | ModelRetrained
 
 
+# -- reconciliation (live start) -------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FillRecovered:
+    """Event: a fill the last journal missed, found at the exchange on a live start.
+
+    ``trade_id`` is -1 when no trade was found and the fill was made from the order's
+    executed quantity and average price.
+    """
+
+    symbol: str
+    client_order_id: str
+    venue_client_order_id: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    trade_id: int
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class OrderReconciled:
+    """Event: what start-up reconciliation did with an order.
+
+    ``action``: ``resolved`` (a journal order's final status found), ``canceled`` or
+    ``adopted`` (open at the exchange, unknown to the journal).
+    """
+
+    symbol: str
+    client_order_id: str
+    action: str
+    status: str
+    executed_qty: float
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+ReconcileRecord = FillRecovered | OrderReconciled
+
+
 @attrs.frozen(kw_only=True)
 class LabeledDecision:
     """A decision's features with its label (symbol actor -> model actor, for retraining)."""
@@ -440,7 +488,13 @@ class ScoreReply:
 
 
 JournalRecord = (
-    SubmitOrder | OrderEvent | PositionChanged | TradingStateChanged | OpsEvent | ModelRecord
+    SubmitOrder
+    | OrderEvent
+    | PositionChanged
+    | TradingStateChanged
+    | OpsEvent
+    | ModelRecord
+    | ReconcileRecord
 )
 
 

@@ -24,6 +24,7 @@ from ..messages import (
     DecisionLabeled,
     EntryScored,
     FeedReconnected,
+    FillRecovered,
     JournalBatch,
     JournalRecord,
     Mark,
@@ -37,6 +38,7 @@ from ..messages import (
     OrderEvent,
     OrderExpired,
     OrderFilled,
+    OrderReconciled,
     OrderRejected,
     OrderSubmitted,
     PositionChanged,
@@ -71,6 +73,8 @@ _SOURCE_RANK: dict[type, int] = {
     FeedReconnected: 3,
     RateLimitBanned: 3,
     ReconciliationFailed: 3,
+    FillRecovered: 3,
+    OrderReconciled: 3,
 }
 
 
@@ -125,6 +129,8 @@ class ExecutionActor:
         faults: tuple[FaultEvent, ...] = (),
     ) -> None:
         self.venue = venue
+        self.startup_records: list[JournalRecord] = []
+        """Records to journal with the first step (what live reconciliation found)."""
         self._faults = sorted(faults, key=lambda f: f.at_ms)
         self._origin: int | None = None
         self._symbols = list(symbols)
@@ -168,6 +174,9 @@ class ExecutionActor:
             if batch.step != step:
                 raise ProtocolError(f"execution: order step {batch.step} != {step}")
             records: list[JournalRecord] = list(batch.records)
+            if self.startup_records:
+                records.extend(self.startup_records)
+                self.startup_records = []
             if batch.final:
                 await self._send_journal(step, records)
                 return

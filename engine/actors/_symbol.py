@@ -238,6 +238,20 @@ class SymbolActor:
         self._entry_qty = abs(qty)
         self._entry_cost = abs(qty) * entry_price
         self._hold(ts)
+        self.transitions["IN_POSITION"] = self.transitions.get("IN_POSITION", 0) + 1
+        self._records.append(  # journaled with the first step
+            PositionChanged(
+                symbol=self.symbol,
+                source=fsm.PositionState.IDLE.value,
+                target=fsm.PositionState.IN_POSITION.value,
+                trigger="adopted",
+                position_qty=qty,
+                ts_event=ts,
+                ts_init=ts,
+                seq=self._next_seq(),
+                correlation_id=f"{self.symbol}-adopted",
+            )
+        )
 
     # -- strategy ---------------------------------------------------------------
 

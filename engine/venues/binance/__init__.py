@@ -30,6 +30,7 @@ from ._errors import IpBannedError as IpBannedError
 from ._errors import OrderRejectedError as OrderRejectedError
 from ._errors import RateLimitedError as RateLimitedError
 from ._errors import RequestRejectedError as RequestRejectedError
+from ._errors import SendDeadlineError as SendDeadlineError
 from ._errors import ServiceUnavailableError as ServiceUnavailableError
 from ._errors import TimestampSkewError as TimestampSkewError
 from ._errors import UnknownOrderStateError as UnknownOrderStateError
@@ -123,6 +124,7 @@ __all__ = [
     "ReconciliationError",
     "RecoveredFill",
     "RequestRejectedError",
+    "SendDeadlineError",
     "ServerClock",
     "ServiceUnavailableError",
     "StreamConnected",

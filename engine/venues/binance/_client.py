@@ -22,6 +22,7 @@ send the same query and have their answers read here, by the same code.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from ._errors import (
     BinanceError,
     IpBannedError,
     RateLimitedError,
+    SendDeadlineError,
     TimestampSkewError,
     UnknownOrderStateError,
     error_from_response,
@@ -108,12 +110,16 @@ class BinanceRestClient:
         orders: int = 0,
         priority: Priority = Priority.QUERY,
         order_endpoint: bool = False,
+        send_by: float | None = None,
     ) -> Any:
         if (signed or api_key) and self._credentials is None:
             raise BinanceError(f"{method} {path} needs credentials")
         retried = False
         while True:
-            await self._limiter.acquire(weight, orders=orders, priority=priority)
+            with trio.move_on_at(math.inf if send_by is None else send_by) as queued:
+                await self._limiter.acquire(weight, orders=orders, priority=priority)
+            if queued.cancelled_caught:
+                raise SendDeadlineError(f"{method} {path}: not sent by its deadline (rate limit)")
             generation = self._clock.generation
             query = params
             if signed:
@@ -172,15 +178,22 @@ class BinanceRestClient:
         return await self._request("GET", "/fapi/v1/exchangeInfo")
 
     async def new_order(
-        self, order: PreparedOrder, *, priority: Priority | None = None
+        self,
+        order: PreparedOrder,
+        *,
+        priority: Priority | None = None,
+        send_by: float | None = None,
     ) -> dict[str, Any]:
         """``POST /fapi/v1/order``: place a prepared order; returns Binance's response.
 
         Args:
             order: from :meth:`OrderTemplate.prepare`.
             priority: defaults to ``CLOSE`` for reduce-only orders, else ``NEW_ORDER``.
+            send_by: Trio time by which the request must have left the rate
+                limiter's queue; ``None``: no deadline.
 
         Raises:
+            SendDeadlineError: still queued at ``send_by``; nothing was sent.
             OrderRejectedError: refused; nothing was placed.
             UnknownOrderStateError: the order may or may not exist; find out by
                 ``query_order(symbol, client_order_id=...)``, never assume it failed.
@@ -199,6 +212,7 @@ class BinanceRestClient:
             orders=1,
             priority=priority,
             order_endpoint=True,
+            send_by=send_by,
         )
 
     async def cancel_order(

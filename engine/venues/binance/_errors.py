@@ -10,6 +10,8 @@ Tree::
         ├── AuthenticationError      401, -1022, -2014, -2015: key, signature or permissions
         ├── ServiceUnavailableError  the request was NOT executed (503 "Service Unavailable.",
         │                            -1008 overloaded, connection refused); safe to resend
+        ├── SendDeadlineError        the request was NOT sent: the rate limiter held it
+        │                            past its deadline
         ├── UnknownOrderStateError   the request MAY have been executed (timeout, 5xx,
         │                            503 "Unknown error...", -1007): state is UNKNOWN
         ├── RequestRejectedError     any other 4xx with a Binance code: nothing was executed
@@ -102,6 +104,14 @@ class AuthenticationError(BinanceError):
 
 class ServiceUnavailableError(BinanceError):
     """The venue did not execute the request (overloaded, unavailable, not connected)."""
+
+
+class SendDeadlineError(BinanceError):
+    """A request was not sent by its deadline (it waited for the rate limiter).
+
+    Nothing reached the exchange. The venue rejects an order ``stale`` with it
+    rather than placing a market order decided long ago.
+    """
 
 
 class UnknownOrderStateError(BinanceError):

@@ -622,6 +622,18 @@ async def reconcile(
         plan = attrs.evolve(again, cancel=plan.cancel + again.cancel)
     for note in plan.notes:
         log.warning("reconciliation note", note=note)
+    for fill in plan.fills:
+        # The journal of the run that placed these never saw them: say each one.
+        log.warning(
+            "fill recovered by reconciliation",
+            symbol=fill.symbol,
+            client_order_id=fill.client_order_id,
+            venue_client_order_id=fill.venue_client_order_id,
+            side=fill.side.name,
+            qty=str(fill.qty),
+            price=str(fill.price),
+            trade_id=fill.trade_id,
+        )
     log.info(
         "reconciled",
         resolved=len(plan.resolutions),

@@ -43,7 +43,8 @@ Failure handling, per order:
   resends once with a new timestamp and the same ``clientOrderId``; a duplicate
   id answer (-4116) means the first one was placed and the order is queried;
 * 429: the limiter stops sending until ``Retry-After``; the order is resent
-  (same id) unless older than ``max_order_age_s``, then rejected ``stale``;
+  (same id) unless older than ``max_order_age_s``, then rejected ``stale``
+  (also when the limiter holds it in its queue past that age: nothing was sent);
 * 418: the order is rejected ``418 ip banned``, a :class:`RateLimitBanned`
   op is emitted once per ban, and every order until the ban ends is rejected
   without being sent;
@@ -57,8 +58,9 @@ ones, cancels before both (the rate limiter's :class:`Priority`).
 
 Positions and PnL are kept from the fills, marked to the mid of the step's
 quotes (``equity``: realized - fees + unrealized since start, as in SimVenue).
-``ACCOUNT_UPDATE`` positions are kept in :attr:`exchange_positions`; when one
-disagrees with the fills while no order of the symbol is in flight, a
+``ACCOUNT_UPDATE`` positions are kept in :attr:`exchange_positions` (refreshed
+from ``positionRisk`` after a user-stream gap); when one disagrees with the fills
+for ``drift_grace_s`` while no order of the symbol is in flight, a
 :class:`ReconciliationFailed` op says so.
 
 Credentials come only from :func:`credentials_from_env`; they are never logged
@@ -108,6 +110,7 @@ from ._errors import (
     OrderRejectedError,
     RateLimitedError,
     RequestRejectedError,
+    SendDeadlineError,
     ServiceUnavailableError,
     TimestampSkewError,
     UnknownOrderStateError,
@@ -206,6 +209,11 @@ class BinanceVenue:
         keepalive_s: listen key keep-alive period.
         fee_rate_estimate: fee rate assumed for a fill whose trade could not be
             fetched (its quantity and average price come from the order).
+        drift_grace_s: how long the exchange's position and the fills' must
+            disagree, unchanged and with no order of the symbol in flight, before
+            a :class:`ReconciliationFailed` is raised. The ``ACCOUNT_UPDATE`` of a
+            fill may arrive after its ``ORDER_TRADE_UPDATE`` (a separate message):
+            comparing at once raised false drifts in live runs.
         journal: a journal file to reconcile with at start (or a :class:`JournalView`).
         reconcile_policy: ``"adopt"`` or ``"cancel"`` open orders the journal
             does not account for (see :mod:`._reconcile`).
@@ -237,6 +245,7 @@ class BinanceVenue:
         max_order_age_s: float = 5.0,
         keepalive_s: float = 1800.0,
         fee_rate_estimate: float = 0.0005,
+        drift_grace_s: float = 1.0,
         journal: Path | JournalView | None = None,
         reconcile_policy: str = "cancel",
         cancel_on_exit: bool = True,
@@ -269,6 +278,7 @@ class BinanceVenue:
         self._max_order_age_s = max_order_age_s
         self._keepalive_s = keepalive_s
         self._fee_rate = fee_rate_estimate
+        self._drift_grace_s = drift_grace_s
         self._journal = journal
         self._policy = reconcile_policy
         self._cancel_on_exit = cancel_on_exit
@@ -292,6 +302,8 @@ class BinanceVenue:
         self._ops: list[tuple[int, int, type, dict[str, Any]]] = []
         self._bans_reported: set[float] = set()
         self._drift_reported: dict[str, float] = {}
+        self._drift_seen: dict[str, tuple[tuple[float, float], float]] = {}
+        self._position_updates: dict[str, int] = {}  # symbol -> ACCOUNT_UPDATEs seen
         self._fee_assets_warned: set[str] = set()
         self._ready = False
 
@@ -635,7 +647,14 @@ class BinanceVenue:
             live.state = _State.SENDING
             live.sent_at = trio.current_time()
             try:
-                answer = await self._client.new_order(live.prepared)
+                answer = await self._client.new_order(
+                    live.prepared, send_by=live.queued_at + self._max_order_age_s
+                )
+            except SendDeadlineError:
+                # Held by the rate limiter: a decision this old is not sent late.
+                live.state = _State.QUEUED
+                self._reject(live, f"stale: not sent within {self._max_order_age_s} s")
+                return
             except UnknownOrderStateError as exc:
                 self._unknown(live, str(exc))
                 return
@@ -976,6 +995,9 @@ class BinanceVenue:
                         float(pos.position_amount),
                         float(pos.entry_price),
                     )
+                    self._position_updates[pos.symbol] = (
+                        self._position_updates.get(pos.symbol, 0) + 1
+                    )
             for bal in signal.account.balances:
                 self.wallet_balances[bal.asset] = float(bal.wallet_balance)
         elif isinstance(signal, StreamGap):
@@ -986,6 +1008,10 @@ class BinanceVenue:
             for live in self._orders.values():
                 if not live.terminal and live.state != _State.QUEUED:
                     live.next_check = now
+            # ACCOUNT_UPDATEs of the gap are lost: what we hold is stale until refreshed.
+            self.exchange_positions.clear()
+            self._drift_seen.clear()
+            self._spawn(self._refresh_positions, dict(self._position_updates))
 
     def _on_order_update(self, update: OrderTradeUpdate) -> None:
         o = update.order
@@ -1041,6 +1067,28 @@ class BinanceVenue:
             del self._adopted[o.client_order_id]
             self._adopted_symbols.pop(o.client_order_id, None)
 
+    async def _refresh_positions(self, seen: dict[str, int]) -> None:
+        """Positions from ``positionRisk`` after a stream gap.
+
+        A symbol that got an ``ACCOUNT_UPDATE`` meanwhile keeps that (newer) one.
+        """
+        assert self._client is not None
+        try:
+            rows = await self._client.position_risk()
+        except BinanceError as exc:
+            self._log.warning("positions not refreshed after stream gap", error=str(exc))
+            return
+        for row in rows:
+            symbol = str(row.get("symbol", ""))
+            if row.get("positionSide", "BOTH") not in ("BOTH", ""):
+                continue
+            if self._position_updates.get(symbol, 0) != seen.get(symbol, 0):
+                continue
+            self.exchange_positions[symbol] = (
+                float(row.get("positionAmt", 0.0)),
+                float(row.get("entryPrice", 0.0)),
+            )
+
     # -- accounting ---------------------------------------------------------------
 
     def _drain(self) -> list[OrderEvent]:
@@ -1065,12 +1113,22 @@ class BinanceVenue:
         busy = {live.order.symbol for live in self._orders.values() if not live.terminal}
         if self._adopted:
             busy.update(self._adopted_symbols.values())
+        now_t = trio.current_time()
         for symbol, (amount, _entry) in self.exchange_positions.items():
             if symbol not in self.symbols or symbol in busy:
+                self._drift_seen.pop(symbol, None)
                 continue
             ours = self.account(symbol).qty
             if abs(amount - ours) <= 1e-9:
                 self._drift_reported.pop(symbol, None)
+                self._drift_seen.pop(symbol, None)
+                continue
+            seen = self._drift_seen.get(symbol)
+            if seen is None or seen[0] != (ours, amount):
+                # A disagreement may be a report still on its way: wait for it to last.
+                self._drift_seen[symbol] = ((ours, amount), now_t)
+                continue
+            if now_t - seen[1] < self._drift_grace_s:
                 continue
             if self._drift_reported.get(symbol) == amount:
                 continue

@@ -204,7 +204,7 @@ class StreamServer:
         self._timed_conn: _Connection | None = None
         self.user_events: list[dict[str, Any]] = []
         self._conn_added = trio.Event()
-        self._clock_t: float | None = None  # manual playback: the clock's last anchor
+        self._clock_t: float | None = None  # the exchange clock's anchor (trio time)
         self._clock_ms = 0
         self.engine = MatchingEngine(
             rules_from_exchange_info(self.exchange_info), self, self.trading.account
@@ -256,22 +256,34 @@ class StreamServer:
         return self._finished
 
     def exchange_ms(self) -> int:
-        """The exchange's clock, ms: the events' ``E`` at the playback position.
+        """The exchange's clock, ms: what ``/fapi/v1/time`` says and signed requests
+        are checked against.
 
-        With ``autoplay=False`` it also runs on in real time between calls to
-        :meth:`advance` (never backwards), as a real exchange's clock does, so a
-        client that synced with ``/fapi/v1/time`` stays inside ``recvWindow``.
+        It starts at the capture's first ``E`` and runs in real time from the first
+        call, whatever the playback ``speed``: a client that synced with
+        ``/fapi/v1/time`` stays inside ``recvWindow`` although recorded event times
+        move ``speed`` times faster (a clock following them drifted clients into
+        -1021 at ``speed`` > 1). With ``autoplay=False`` it also never falls behind
+        the ``E`` of the playback position (:meth:`advance` moves it forward, never
+        backwards).
         """
         messages = self.recording.messages
         if not messages:
             return 0
-        recorded = messages[min(self._index, len(messages) - 1)].event_time
-        if self.settings.autoplay:
-            return recorded
         now = trio.current_time()
         if self._clock_t is None:
-            self._clock_t, self._clock_ms = now, recorded
-        return max(recorded, self._clock_ms + int((now - self._clock_t) * 1000))
+            self._clock_t, self._clock_ms = now, messages[0].event_time
+        running = self._clock_ms + int((now - self._clock_t) * 1000)
+        if self.settings.autoplay:
+            return running
+        return max(self.playback_ms(), running)
+
+    def playback_ms(self) -> int:
+        """``E`` of the message at the playback position (recorded time, ms)."""
+        messages = self.recording.messages
+        if not messages:
+            return 0
+        return messages[min(self._index, len(messages) - 1)].event_time
 
     # -- test controls ---------------------------------------------------------------
 
@@ -502,7 +514,8 @@ class StreamServer:
             book.on_diff(diff)
             if self.engine.has_taken:
                 for side, raw in (("bids", diff.bids), ("asks", diff.asks)):
-                    prices = (Decimal(p) for p, _q in orjson.loads(raw))
+                    # msgspec.Raw is a buffer, not bytes: orjson takes it as a memoryview.
+                    prices = (Decimal(p) for p, _q in orjson.loads(memoryview(raw)))
                     self.engine.on_levels_changed(msg.symbol, side, prices)
         if msg.symbol in self._skip_depth:
             self._skip_depth.discard(msg.symbol)
