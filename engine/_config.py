@@ -115,6 +115,7 @@ class StrategySection:
     max_hold_ms: int = attrs.field(default=60_000, validator=_pos)
     order_notional: float = attrs.field(default=1000.0, validator=_pos)
     qty_step: float = attrs.field(default=0.001, validator=_pos)
+    exit_retry_ms: int = attrs.field(default=250, validator=_nonneg)
 
     def __attrs_post_init__(self) -> None:
         if self.fast >= self.slow:

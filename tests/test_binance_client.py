@@ -24,6 +24,7 @@ from engine.venues.binance import (
     OrderType,
     RateLimitedError,
     RateLimiter,
+    SendDeadlineError,
     ServerClock,
     ServiceUnavailableError,
     TimestampSkewError,
@@ -230,6 +231,27 @@ async def test_429_and_418_reach_the_limiter(autojump_clock: trio.testing.MockCl
     assert limiter.banned_until == pytest.approx(trio.current_time() + 300, abs=0.01)
     with pytest.raises(IpBannedError):
         await client.exchange_info()  # refused locally: nothing more is sent
+
+
+async def test_order_held_by_the_limiter_past_its_deadline_is_not_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        return json_response(200, {"orderId": 1, "status": "NEW"})
+
+    client, limiter, _ = make_client(handler)
+    limiter.on_rate_limited(30.0)  # nothing may be sent for 30 s
+    order = BTC.prepare(Side.BUY, 0.01, client_order_id="tdeadline-1")
+    start = trio.current_time()
+    with pytest.raises(SendDeadlineError):
+        await client.new_order(order, send_by=start + 5.0)
+    assert trio.current_time() == pytest.approx(start + 5.0)
+    assert sent == [] and limiter.waiting == 0
+    await client.new_order(order, send_by=trio.current_time() + 60.0)  # waits, then goes
+    assert sent == ["/fapi/v1/order"]
 
 
 async def test_endpoints_methods_and_parameters(autojump_clock: trio.testing.MockClock) -> None:

@@ -626,3 +626,22 @@ async def test_binance_rest_client_against_the_loopback(exchange):
     found = await client.query_order("BTCUSDT", client_order_id="own-3")
     assert found["status"] == "FILLED"
     assert ex.server.engine.position("BTCUSDT").amount == 0
+
+
+async def test_depth_diffs_after_a_taker_fill_update_the_taken_levels(exchange):
+    """Regression: a depth diff played while taken liquidity was remembered
+    crashed the server (``orjson.loads`` given a ``msgspec.Raw``)."""
+    ex = exchange
+    ex.ready()
+    best = ex.best("asks")
+    r = await ex.call(
+        "POST", "/fapi/v1/order", symbol="BTCUSDT", side="BUY", type="MARKET",
+        quantity="0.002", newClientOrderId="mkt-depth-1",
+    )  # fmt: skip
+    assert r.status_code == 200
+    assert ex.server.engine.has_taken
+    played = 0
+    while ex.server.engine.has_taken and played < 5000:
+        played += ex.server.advance(50)  # depth diffs rewrite the levels taken
+    assert not ex.server.engine.has_taken  # the diff that rewrote `best` was applied
+    assert ex.server.book_ready("BTCUSDT") and best > 0

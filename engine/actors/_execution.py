@@ -129,6 +129,8 @@ class ExecutionActor:
         faults: tuple[FaultEvent, ...] = (),
     ) -> None:
         self.venue = venue
+        self.drain_s = 5.0
+        """How long the last step waits for a live venue's pending orders to end."""
         self.startup_records: list[JournalRecord] = []
         """Records to journal with the first step (what live reconciliation found)."""
         self._faults = sorted(faults, key=lambda f: f.at_ms)
@@ -199,6 +201,7 @@ class ExecutionActor:
                 marks = self._marks()
                 if market.final:
                     venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
+                    venue_events += await self._drain_venue()
             for event in venue_events:
                 self._apply(event)
             events.extend(venue_events)
@@ -209,6 +212,22 @@ class ExecutionActor:
             await self._send_reports(step, events, marks, ops, final)
             await self._send_journal(step, records)
             step += 1
+
+    async def _drain_venue(self) -> list[OrderEvent]:
+        """At the end, wait (at most ``drain_s``) for a live venue's last answers.
+
+        A live venue cancels what is still open asynchronously, and fills of orders in
+        flight may still arrive: they are journaled before the run ends. The simulated
+        venue has nothing pending after ``expire_all``, so replay never waits here.
+        """
+        events: list[OrderEvent] = []
+        with trio.move_on_after(self.drain_s):
+            while self.venue.pending_orders:
+                await trio.sleep(0.05)
+                events += self.venue.on_market({})
+        if self.venue.pending_orders:
+            self._log.error("orders still pending at the end", pending=self.venue.pending_orders)
+        return events
 
     def _inject_faults(self, now: int) -> list[OpsEvent]:
         if self._origin is None:

@@ -152,6 +152,7 @@ class SymbolActor:
         self._entry_cost = 0.0
         self._entry_qty = 0.0
         self._entry_fees = 0.0
+        self._last_exit_ts = -(2**62)
         self._commands: list[SubmitOrder] = []
         self._records: list[JournalRecord] = []
         self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
@@ -405,6 +406,7 @@ class SymbolActor:
         self._submit_exit(ts)
 
     def _submit_exit(self, ts: int) -> None:
+        self._last_exit_ts = ts
         side = Side.SELL if self.position_qty > 0 else Side.BUY
         price = self._state[strat.LAST_BID] if side is Side.SELL else self._state[strat.LAST_ASK]
         self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
@@ -414,6 +416,9 @@ class SymbolActor:
             self.position.state is fsm.PositionState.EXITING
             and self._live_order is None
             and self.position_qty != 0.0
+            # Spaced out: live steps come every few ms, and a denied exit retried at each
+            # would only be denied again (order rate) and flood the journal.
+            and now - self._last_exit_ts >= self._cfg.exit_retry_ms * 1_000_000
         ):
             self._log.info("retrying exit", position_qty=self.position_qty)
             self._submit_exit(now)

@@ -52,6 +52,12 @@ def _orders(argv: list[str]) -> Mapping[str, Any]:
     return orders.run(argv)
 
 
+def _live(argv: list[str]) -> Mapping[str, Any]:
+    from . import live
+
+    return live.run(argv)
+
+
 def _models(argv: list[str]) -> Mapping[str, Any]:
     from . import models
 
@@ -62,6 +68,7 @@ BENCHMARKS: Mapping[str, Benchmark] = {
     "feed": _feed,
     "book": _book,
     "indicators": _indicators,
+    "live": _live,
     "models": _models,
     "orders": _orders,
     "portfolio": _portfolio,
