@@ -101,6 +101,7 @@ from ...messages import (
     Ticks,
 )
 from ..sim import SymbolAccount
+from ..sim._venue import take_closed_trades
 from ._client import BinanceRestClient
 from ._clock import ServerClock
 from ._errors import (
@@ -465,12 +466,7 @@ class BinanceVenue:
 
     def take_closed_trades(self) -> list[float]:
         """PnL after fees of trades closed since the last call, in symbol order."""
-        out: list[float] = []
-        for symbol in sorted(self.accounts):
-            acct = self.accounts[symbol]
-            out.extend(acct.closed)
-            acct.closed.clear()
-        return out
+        return take_closed_trades(self.accounts)
 
     def take_ops(self) -> list[OpsEvent]:
         """Operational events since the last call (:class:`RateLimitBanned`,

@@ -87,6 +87,17 @@ class _Pending:
     venue_order_id: int
 
 
+def take_closed_trades(accounts: dict[str, SymbolAccount]) -> list[float]:
+    """PnL after fees of the accounts' trades closed since the last call, in symbol order
+    (shared by the simulated and the live venue)."""
+    out: list[float] = []
+    for symbol in sorted(accounts):
+        acct = accounts[symbol]
+        out.extend(acct.closed)
+        acct.closed.clear()
+    return out
+
+
 class SimVenue:
     """Deterministic matcher and account for replay and paper trading.
 
@@ -279,12 +290,7 @@ class SimVenue:
 
     def take_closed_trades(self) -> list[float]:
         """PnL after fees of trades closed since the last call, in symbol order."""
-        out: list[float] = []
-        for symbol in sorted(self.accounts):
-            acct = self.accounts[symbol]
-            out.extend(acct.closed)
-            acct.closed.clear()
-        return out
+        return take_closed_trades(self.accounts)
 
     def take_ops(self) -> list[OpsEvent]:
         """Operational events since the last call (the simulated venue has none of its own:
