@@ -49,6 +49,7 @@ from engine.venues.binance import venue_client_order_id
 from engine.venues.sim._exchange_faults import RequestFault
 from engine.venues.sim._recorded import Recording, load_recording
 from engine.venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings
+from engine.venues.sim._trading import AccountSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
@@ -196,19 +197,23 @@ async def live_run(
     recording: Recording,
     *,
     faults: tuple[RequestFault, ...] = (),
+    overrides: dict[str, dict[str, Any]] | None = None,
+    account: AccountSettings | None = None,
     **venue: Any,
 ) -> tuple[RunReport, StreamServer, Journal]:
     server = StreamServer(
         recording,
         ServerSettings(speed=SPEED),
         QUIET,
-        trading=TradingSettings(faults=faults),
+        trading=TradingSettings(faults=faults, account=account or AccountSettings()),
         api_keys={KEY: SECRET},
     )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
             doc = live_doc(tmp_path, ws_port, rest_port, **venue)
+            for section, table in (overrides or {}).items():
+                doc.setdefault(section, {}).update(table)
             config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
             stop = trio.Event()
 
@@ -243,6 +248,30 @@ async def test_clean_run_books_agree(tmp_path, recording, credentials, transport
     assert report.fills >= 4  # the strategy traded both ways
     assert len(server.engine.fills()) == len(journal.of("OrderFilled"))
     assert server.api.limiter.rejected_429 == server.api.limiter.rejected_418 == 0
+
+
+async def test_orders_bigger_than_the_top_level_fill_in_parts(tmp_path, recording, credentials):
+    # 8 BTC per order walks several levels of the replayed book: several fills per order.
+    big = {
+        "strategy": {**STRATEGY, "order_notional": 500_000.0},
+        "risk": {
+            "capital": 1_000_000.0,
+            "max_notional_per_symbol": 1_000_000.0,
+            "max_notional_total": 1_000_000.0,
+            "max_leverage": 10.0,
+        },
+        "portfolio": {"enabled": False},
+    }
+    account = AccountSettings(balance=1_000_000)
+    report, _server, journal = await live_run(tmp_path, recording, overrides=big, account=account)
+    parts = [n for n, _qty in journal.fills().values()]
+    assert max(parts) > 1, "no order filled in parts"
+    for f in journal.of("OrderFilled"):
+        assert 0 < f["cum_qty"] <= f["order_qty"] + 1e-12
+    assert "PARTIALLY_FILLED" not in {p["target"] for p in journal.of("PositionChanged")}
+    # check_books (in live_run) compared every part with the exchange's fills and the
+    # final position with the exchange's.
+    assert report.fills == len(journal.of("OrderFilled"))
 
 
 async def test_429_waits_for_retry_after_and_resends(tmp_path, recording, credentials):
