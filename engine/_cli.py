@@ -35,6 +35,7 @@ from .feeds._record import record
 from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
 from .models import ModelError
+from .venues.binance import ReconciliationError
 from .venues.sim._exchange_limits import LimitSettings
 from .venues.sim._recorded import load_recording
 from .venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings, split_faults
@@ -383,6 +384,17 @@ def _trio_run(*args: Any) -> Any:
         raise
 
 
+# Errors that mean the run could not start (nothing traded): exit 2 with one line.
+_CANNOT_START = (
+    ConfigError,
+    DataError,
+    JournalError,
+    ControlError,
+    ModelError,
+    ReconciliationError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -403,7 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         report = _trio_run(_run, config, args.data, log, args.duration)
-    except (DataError, JournalError, ControlError, ModelError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        JournalError,
+        ControlError,
+        ModelError,
+        ReconciliationError,
+    ) as exc:
         log.error("cannot start", error=str(exc))
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE

@@ -54,6 +54,7 @@ from .messages import (
 )
 from .portfolio import PortfolioActor
 from .strategy import _ema_cross as strategy_kernel
+from .venues.binance import ReconciliationError
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
@@ -404,7 +405,10 @@ async def run_live(
     try:
         credentials = credentials_from_env(v.api_key_env, v.api_secret_env)
     except MissingCredentialsError as exc:
-        raise ConfigError(config.source, "venue.api_key_env", str(exc)) from None
+        key = "venue.api_key_env" if exc.variable == v.api_key_env else "venue.api_secret_env"
+        raise ConfigError(
+            config.source, key, f"environment variable {exc.variable} is not set or empty"
+        ) from None
     previous = last_journal(config, "live")
     venue = BinanceVenue(
         base_url=v.rest_url,
@@ -521,6 +525,13 @@ def _adopt_reconciliation(
                 qty=float(qty),
                 entry_price=float(entry),
             )
+
+
+def _single_cause(exc: BaseException) -> BaseException:
+    """The one error inside nested single-error exception groups (else ``exc``)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def last_journal(config: Config, mode: str) -> Path | None:
@@ -715,11 +726,14 @@ async def _run_pipeline(
                 journal_actor, execution, portfolio_actor, model_actor, risk, actors, feed
             )
             outer.cancel_scope.cancel()
-    except DataError:
-        raise
     except Exception as exc:
-        log.error("actor failed; trading halted", error=repr(exc), exc_info=True)
-        raise ActorFailedError(f"{mode} stopped: {exc!r}") from exc
+        cause = _single_cause(exc)
+        if isinstance(cause, DataError | ReconciliationError):
+            # Could not start (bad data; exchange and journal disagree): nothing traded.
+            log.error("cannot start", error=str(cause))
+            raise cause from exc
+        log.error("actor failed; trading halted", error=repr(cause), exc_info=True)
+        raise ActorFailedError(f"{mode} stopped: {cause!r}") from exc
     wall = time.perf_counter() - started
 
     per_symbol = []

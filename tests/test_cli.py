@@ -101,6 +101,12 @@ def test_logs_to_stderr_with_dash(tmp_path):
             "[engine]\nlive = true",
             'venue.kind: live mode needs kind = "binance"',
         ),
+        (
+            ["--mode", "live", "--i-understand-live"],
+            '[engine]\nlive = true\n[venue]\nkind = "binance"\n'
+            'api_key_env = "TRIREME_TEST_UNSET_KEY"\napi_secret_env = "TRIREME_TEST_UNSET_SECRET"',
+            "venue.api_key_env: environment variable TRIREME_TEST_UNSET_KEY is not set",
+        ),
         (["--mode", "bogus"], "", "invalid choice: 'bogus'"),
         ([], "[risk]\nmax_notional = 5", "risk.max_notional: unknown key"),
         ([], "[strategy]\nfast = -1", "strategy.fast: must be > 0, got -1"),
