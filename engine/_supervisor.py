@@ -392,7 +392,12 @@ async def run_live(
         ActorFailedError: an actor failed; trading stopped (open orders are
             cancelled on the way out).
     """
-    from .venues.binance import BinanceVenue, MissingCredentialsError, credentials_from_env
+    from .venues.binance import (
+        BinanceVenue,
+        JournalView,
+        MissingCredentialsError,
+        credentials_from_env,
+    )
 
     v = config.venue
     for i, fault in enumerate(config.faults.events):
@@ -421,7 +426,8 @@ async def run_live(
         timeout_s=v.request_timeout_ms / 1000,
         recv_window_ms=v.recv_window_ms,
         unknown_grace_s=v.unknown_grace_ms / 1000,
-        journal=previous,
+        # No journal yet is an empty one: what the exchange holds is still reconciled.
+        journal=previous if previous is not None else JournalView(),
         reconcile_policy=v.reconcile,
     )
     log.info(

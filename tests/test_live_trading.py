@@ -33,7 +33,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,13 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio_websocket
 
 from engine import config_from_dict
 from engine._supervisor import RunReport, run_live
 from engine.testing import quiet_logger
 from engine.venues.binance import venue_client_order_id
+from engine.venues.sim._exchange_api import sign
 from engine.venues.sim._exchange_faults import RequestFault
 from engine.venues.sim._recorded import Recording, load_recording
 from engine.venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings
@@ -169,13 +173,21 @@ def exchange_fills(server: StreamServer, venue_ids: dict[str, str]) -> dict[str,
     return out
 
 
-def check_books(journals: Iterable[Journal], server: StreamServer, position: float) -> None:
-    """The invariants of the module docstring, over one or more runs' journals."""
+def check_books(
+    journals: Iterable[Journal],
+    server: StreamServer,
+    position: float,
+    foreign: frozenset[str] = frozenset(),
+) -> None:
+    """The invariants of the module docstring, over one or more runs' journals
+    (``foreign``: ids of orders placed at the exchange by someone else)."""
     journals = list(journals)
     venue_ids: dict[str, str] = {}
     for j in journals:
         venue_ids.update(j.venue_ids())
-    placed = collections.Counter(o.client_order_id for o in server.engine.orders())
+    placed = collections.Counter(
+        o.client_order_id for o in server.engine.orders() if o.client_order_id not in foreign
+    )
     assert set(placed) <= set(venue_ids), "an exchange order no engine order explains"
     assert max(placed.values(), default=1) == 1, "one engine order placed twice"
     journal_fills: dict[str, tuple[int, float]] = {}
@@ -199,6 +211,8 @@ async def live_run(
     faults: tuple[RequestFault, ...] = (),
     overrides: dict[str, dict[str, Any]] | None = None,
     account: AccountSettings | None = None,
+    prepare: Callable[[StreamServer, int, int], Awaitable[None]] | None = None,
+    foreign: frozenset[str] = frozenset(),
     **venue: Any,
 ) -> tuple[RunReport, StreamServer, Journal]:
     server = StreamServer(
@@ -211,6 +225,8 @@ async def live_run(
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            if prepare is not None:
+                await prepare(server, ws_port, rest_port)
             doc = live_doc(tmp_path, ws_port, rest_port, **venue)
             for section, table in (overrides or {}).items():
                 doc.setdefault(section, {}).update(table)
@@ -227,7 +243,7 @@ async def live_run(
             nursery.cancel_scope.cancel()
     journal = Journal.read(report.journal_path)
     (summary,) = report.per_symbol
-    check_books([journal], server, summary.position_qty)
+    check_books([journal], server, summary.position_qty, foreign)
     assert server.engine.orders(), "no order reached the exchange"
     return report, server, journal
 
@@ -272,6 +288,57 @@ async def test_orders_bigger_than_the_top_level_fill_in_parts(tmp_path, recordin
     # check_books (in live_run) compared every part with the exchange's fills and the
     # final position with the exchange's.
     assert report.fills == len(journal.of("OrderFilled"))
+
+
+async def place_foreign_order(server: StreamServer, ws_port: int, rest_port: int) -> None:
+    """A resting limit order placed by someone else before the engine starts."""
+    # A market-data client starts the playback; read until the book is there.
+    url = f"ws://127.0.0.1:{ws_port}/ws/btcusdt@bookTicker"
+    async with trio_websocket.open_websocket_url(url) as ws:
+        while not server.book_ready("BTCUSDT"):
+            await ws.get_message()
+    best_bid = next(iter(server.levels("BTCUSDT", "bids")))[0]
+    price = (best_bid * Decimal("0.98")).quantize(Decimal("0.1"))
+    query = urllib.parse.urlencode(
+        {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "timeInForce": "GTC",
+            "quantity": "0.010",
+            "price": str(price),
+            "newClientOrderId": "manual-1",
+            "timestamp": str(server.exchange_ms()),
+        }
+    )
+    body = query + "&signature=" + sign(SECRET, query)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
+        r = await http.post(
+            "/fapi/v1/order",
+            content=body,
+            headers={"X-MBX-APIKEY": KEY, "content-type": "application/x-www-form-urlencoded"},
+        )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("policy", ["cancel", "adopt"])
+async def test_first_start_reconciles_what_the_exchange_already_holds(
+    tmp_path, recording, credentials, policy
+):
+    # No journal yet: the foreign open order is still found, and cancelled or adopted.
+    _report, server, journal = await live_run(
+        tmp_path,
+        recording,
+        prepare=place_foreign_order,
+        foreign=frozenset({"manual-1"}),
+        reconcile=policy,
+    )
+    (record,) = [r for r in journal.of("OrderReconciled") if r["client_order_id"] == "manual-1"]
+    assert record["action"] == ("canceled" if policy == "cancel" else "adopted")
+    order = server.order_by_client_id("manual-1")
+    assert order is not None
+    # Cancelled at start; or adopted, followed and left standing (it is not the engine's).
+    assert order.status == ("CANCELED" if policy == "cancel" else "NEW")
 
 
 async def test_429_waits_for_retry_after_and_resends(tmp_path, recording, credentials):
@@ -521,11 +588,17 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
         exchange.stdout.close()
         proxy.close()
 
-    (reconciled,) = log_events(log_path, "reconciled")
-    assert reconciled["resolved"] >= 1  # the order in flight at the kill
+    # Both starts reconcile (the first against an empty journal); the restart finds the
+    # order that was in flight at the kill.
+    first_start, reconciled = log_events(log_path, "reconciled")
+    assert first_start["resolved"] == 0
+    assert reconciled["resolved"] >= 1
     journals = sorted(journal_dir.glob("live-*.sqlite"))
     assert len(journals) == 2 and journals[0] == first_journal
     old, new = Journal.read(journals[0]), Journal.read(journals[1])
+    # The restart journaled what it found: the resolved order and its recovered fill.
+    assert {r["action"] for r in new.of("OrderReconciled")} >= {"resolved"}
+    assert new.of("FillRecovered")
     venue_ids = {**old.venue_ids(), **new.venue_ids()}
     # Nothing placed twice, nothing foreign.
     placed = collections.Counter(o["clientOrderId"] for o in books["orders"])
