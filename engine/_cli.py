@@ -26,7 +26,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ._config import Config, load_config
 from ._control import ControlError, ControlState, send_control, serve_control
-from ._errors import ActorFailedError, ConfigError, DataError, JournalError
+from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
 from ._report import summary_text, write_report
 from ._signals import wait_for_stop
@@ -371,16 +371,9 @@ def _trio_run(*args: Any) -> Any:
     try:
         return trio.run(*args)
     except BaseExceptionGroup as group:
-        leaves: list[BaseException] = []
-        todo: list[BaseException] = [group]
-        while todo:
-            exc = todo.pop()
-            if isinstance(exc, BaseExceptionGroup):
-                todo.extend(exc.exceptions)
-            else:
-                leaves.append(exc)
-        if len(leaves) == 1:
-            raise leaves[0] from group
+        cause = single_cause(group)
+        if cause is not group:
+            raise cause from group
         raise
 
 

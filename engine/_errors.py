@@ -43,3 +43,20 @@ class JournalError(EngineError):
 
 class ActorFailedError(EngineError):
     """An actor failed; the engine halted trading and stopped."""
+
+
+def single_cause(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups that hold just one, else ``exc``.
+
+    Trio's nurseries wrap every error in an :class:`ExceptionGroup`; when a single task
+    failed, that task's error is what a user should see.
+    """
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, BaseExceptionGroup):
+            todo.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    return leaves[0] if len(leaves) == 1 else exc

@@ -33,7 +33,7 @@ import hardware
 
 from ._config import Config
 from ._control import ControlState
-from ._errors import ActorFailedError, ConfigError, DataError
+from ._errors import ActorFailedError, ConfigError, DataError, single_cause
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
 from .feeds._live import LiveFeed
@@ -533,13 +533,6 @@ def _adopt_reconciliation(
             )
 
 
-def _single_cause(exc: BaseException) -> BaseException:
-    """The one error inside nested single-error exception groups (else ``exc``)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def last_journal(config: Config, mode: str) -> Path | None:
     """The newest journal of ``mode`` in ``journal.dir`` (None: there is none)."""
     found = sorted(config.resolve(config.journal.dir).glob(f"{mode}-*.sqlite"))
@@ -733,7 +726,7 @@ async def _run_pipeline(
             )
             outer.cancel_scope.cancel()
     except Exception as exc:
-        cause = _single_cause(exc)
+        cause = single_cause(exc)
         if isinstance(cause, DataError | ReconciliationError):
             # Could not start (bad data; exchange and journal disagree): nothing traded.
             log.error("cannot start", error=str(cause))
