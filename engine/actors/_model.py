@@ -142,7 +142,6 @@ class ModelActor:
         self._last_retrain_ts: int | None = None
         self._job: _Job | None = None
         self._seq = 0
-        self._labeled_total = 0
 
     def _set_ensemble(self, ensemble: Ensemble) -> None:
         self.ensemble = ensemble
@@ -220,14 +219,14 @@ class ModelActor:
         self.stats.requests += len(requests)
         self.stats.batches += 1
         self.stats.latency_us.append(elapsed_us)
-        hits = set(range(len(requests))) - set(missing)
+        computed = set(missing)
         for i, request in enumerate(requests):
             out[request.symbol].append(
                 Score(
                     correlation_id=request.correlation_id,
                     score=float(values[i]),  # type: ignore[arg-type]
                     model=self.model_id,
-                    cached=i in hits,
+                    cached=i not in computed,
                 )
             )
         return {k: tuple(v) for k, v in out.items()}
@@ -239,7 +238,6 @@ class ModelActor:
         ts = max(b.ts for b in batches)
         for batch in batches:
             self._window.extend(batch.labeled)
-            self._labeled_total += len(batch.labeled)
             self._events_since += batch.events
         if not cfg.retrain or self._retrain_fn is None or self._job is not None:
             return

@@ -239,19 +239,13 @@ class SymbolActor:
         self._entry_qty = abs(qty)
         self._entry_cost = abs(qty) * entry_price
         self._hold(ts)
-        self.transitions["IN_POSITION"] = self.transitions.get("IN_POSITION", 0) + 1
-        self._records.append(  # journaled with the first step
-            PositionChanged(
-                symbol=self.symbol,
-                source=fsm.PositionState.IDLE.value,
-                target=fsm.PositionState.IN_POSITION.value,
-                trigger="adopted",
-                position_qty=qty,
-                ts_event=ts,
-                ts_init=ts,
-                seq=self._next_seq(),
-                correlation_id=f"{self.symbol}-adopted",
-            )
+        self._record_transition(  # journaled with the first step
+            fsm.PositionState.IDLE,
+            fsm.PositionState.IN_POSITION,
+            "adopted",
+            ts,
+            ts,
+            f"{self.symbol}-adopted",
         )
 
     # -- strategy ---------------------------------------------------------------
@@ -546,22 +540,37 @@ class SymbolActor:
 
     def _transition(self, event: object, ts_event: int, ts_init: int, trigger: str) -> None:
         t = self.position.handle(event)
-        record = PositionChanged(
-            symbol=self.symbol,
-            source=t.source.value,
-            target=t.target.value,
-            trigger=trigger,
-            position_qty=self.position_qty,
-            ts_event=ts_event,
-            ts_init=ts_init,
-            seq=self._next_seq(),
-            correlation_id=f"{self.symbol}-{self._orders}",
+        self._record_transition(
+            t.source, t.target, trigger, ts_event, ts_init, f"{self.symbol}-{self._orders}"
         )
-        self._records.append(record)
-        self.transitions[t.target.value] = self.transitions.get(t.target.value, 0) + 1
+
+    def _record_transition(
+        self,
+        source: fsm.PositionState,
+        target: fsm.PositionState,
+        trigger: str,
+        ts_event: int,
+        ts_init: int,
+        correlation_id: str,
+    ) -> None:
+        """Journal, count and log a position transition."""
+        self._records.append(
+            PositionChanged(
+                symbol=self.symbol,
+                source=source.value,
+                target=target.value,
+                trigger=trigger,
+                position_qty=self.position_qty,
+                ts_event=ts_event,
+                ts_init=ts_init,
+                seq=self._next_seq(),
+                correlation_id=correlation_id,
+            )
+        )
+        self.transitions[target.value] = self.transitions.get(target.value, 0) + 1
         self._log.info(
             "position transition",
-            **{"from": t.source.value, "to": t.target.value},
+            **{"from": source.value, "to": target.value},
             trigger=trigger,
             position_qty=self.position_qty,
             ts_event=ts_event,
