@@ -41,12 +41,14 @@ from .journal import Journal, JournalActor
 from .messages import (
     ControlCommand,
     ExposureLimits,
+    FillRecovered,
     IntentBatch,
     JournalBatch,
     JournalRecord,
     MarketBatch,
     MarketStep,
     OrderBatch,
+    OrderReconciled,
     PortfolioRequest,
     ReportBatch,
     ScoreBatch,
@@ -458,8 +460,6 @@ def _adopt_reconciliation(
 ) -> None:
     """Start from what live reconciliation found: positions to the symbol actors, and
     the recovered fills and order outcomes into the new journal's first step."""
-    from .messages import FillRecovered, OrderReconciled
-
     plan = venue.reconciliation
     if plan is None:
         return

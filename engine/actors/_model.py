@@ -72,7 +72,8 @@ class ModelStats:
     batches: int = 0
     retrains: int = 0
     swaps: int = 0
-    latency_us: list[float] = attrs.field(factory=list)
+    # Per scored batch, the most recent ones (a live run must not grow without bound).
+    latency_us: deque[float] = attrs.field(factory=lambda: deque(maxlen=100_000))
 
     def summary(self, cache: ScoreCache) -> dict[str, Any]:
         lat = np.asarray(self.latency_us) if self.latency_us else np.zeros(1)
