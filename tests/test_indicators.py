@@ -129,7 +129,7 @@ def ohlcv(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
     if request.param == "btc_ticks":
         b = request.getfixturevalue("btc")
         p = b["t_price"]
-        return {"high": p, "low": p, "close": p, "volume": b["t_qty"]}
+        return {"open": p, "high": p, "low": p, "close": p, "volume": b["t_qty"]}
     return request.getfixturevalue("btc_bars" if request.param == "btc_1s" else "ada_bars")
 
 
@@ -150,15 +150,25 @@ def assert_close(ours: Any, ref: Any, floor: float = 0.0, rtol: float = RTOL) ->
 
 
 LEVEL, PERCENT, DIFF, VOLUME = "level", "percent", "diff", "volume"
+# VAR is in squared price units; DRIFT and SLOPE are explained at TALIB_CASES.
+VARIANCE, DRIFT, SLOPE, ANGLE = "variance", "drift", "slope", "angle"
 
 
-def floor_of(kind: str, d: dict[str, np.ndarray]) -> float:
+def floor_of(kind: str, d: dict[str, np.ndarray], timeperiod: int = 14) -> float:
+    level = float(np.median(np.abs(d["close"])))
     if kind == PERCENT:
         return 1.0
     if kind == DIFF:
-        return 1e-6 * float(np.median(np.abs(d["close"])))
+        return 1e-6 * level
     if kind == VOLUME:
         return 1e-6 * float(np.median(np.abs(d["volume"])))
+    if kind == VARIANCE:
+        return (1e-6 * level) ** 2
+    if kind == DRIFT:
+        return 1e-4 * level
+    if kind in (SLOPE, ANGLE):
+        # TA-Lib's n sum(t y) - sum(t) sum(y) of raw prices keeps ~n * 1e-15 of the level.
+        return 1e-5 * timeperiod * level * (180.0 / np.pi if kind == ANGLE else 1.0)
     return 0.0
 
 
@@ -173,6 +183,7 @@ def _call(fn: Callable[..., Any], inputs: str, d: dict[str, np.ndarray], p: dict
         HLCV: (d["high"], d["low"], d["close"], d["volume"]),
         "hl": (d["high"], d["low"]),
         "cv": (d["close"], d["volume"]),
+        "ohlc": (d["open"], d["high"], d["low"], d["close"]),
     }[inputs]
     return fn(*args, **p)
 
@@ -214,6 +225,49 @@ TALIB_CASES: list[tuple[str, str, str, list[dict[str, Any]], str]] = [
     ("aroon", "AROON", "hl", [{}, {"timeperiod": 5}], PERCENT),
     ("mfi", "MFI", HLCV, [{}, {"timeperiod": 5}], PERCENT),
     ("ad", "AD", HLCV, [{}], VOLUME),
+    # The rest of TA-Lib's common functions.
+    ("dema", "DEMA", C, [{}, {"timeperiod": 2}, {"timeperiod": 1}], LEVEL),
+    ("tema", "TEMA", C, [{}, {"timeperiod": 2}, {"timeperiod": 1}], LEVEL),
+    (
+        "t3",
+        "T3",
+        C,
+        [{}, {"timeperiod": 3, "vfactor": 0.0}, {"timeperiod": 8, "vfactor": 1.0}],
+        LEVEL,
+    ),
+    ("kama", "KAMA", C, [{}, {"timeperiod": 2}, {"timeperiod": 1}], LEVEL),
+    ("ht_trendline", "HT_TRENDLINE", C, [{}], LEVEL),
+    (
+        "sar",
+        "SAR",
+        "hl",
+        [{}, {"acceleration": 0.05, "maximum": 0.1}, {"acceleration": 0.3}],
+        LEVEL,
+    ),
+    ("var", "VAR", C, [{}, {"timeperiod": 1}, {"timeperiod": 20, "nbdev": 3.0}], VARIANCE),
+    ("stddev", "STDDEV", C, [{}, {"timeperiod": 2}, {"timeperiod": 20, "nbdev": -2.0}], DIFF),
+    ("linearreg", "LINEARREG", C, [{}, {"timeperiod": 2}], LEVEL),
+    ("linearreg_intercept", "LINEARREG_INTERCEPT", C, [{}, {"timeperiod": 2}], LEVEL),
+    ("tsf", "TSF", C, [{}, {"timeperiod": 2}], LEVEL),
+    ("linearreg_slope", "LINEARREG_SLOPE", C, [{}], SLOPE),
+    ("linearreg_angle", "LINEARREG_ANGLE", C, [{}], ANGLE),
+    # APO/PPO over an EMA (TA-Lib 0.8's default) are exact; over SMA/WMA, TA-Lib's sums
+    # run from the first sample and drift by ~1e-14 of the price level (ours re-anchor).
+    ("apo", "APO", C, [{}, {"fastperiod": 26, "slowperiod": 5}], DIFF),
+    ("apo", "APO", C, [{"matype": 0}, {"matype": 2, "fastperiod": 3, "slowperiod": 9}], DRIFT),
+    ("ppo", "PPO", C, [{}, {"matype": 0}, {"matype": 2, "fastperiod": 5}], PERCENT),
+    ("cmo", "CMO", C, [{}, {"timeperiod": 2}], PERCENT),
+    (
+        "ultosc",
+        "ULTOSC",
+        HLC,
+        [{}, {"timeperiod1": 9, "timeperiod2": 2, "timeperiod3": 4}],
+        PERCENT,
+    ),
+    ("aroonosc", "AROONOSC", "hl", [{}, {"timeperiod": 5}], PERCENT),
+    ("bop", "BOP", "ohlc", [{}], PERCENT),
+    ("dx", "DX", HLC, [{}, {"timeperiod": 2}], PERCENT),
+    ("adxr", "ADXR", HLC, [{}, {"timeperiod": 2}], PERCENT),
 ]
 TALIB_PARAMS = [
     pytest.param(name, ta, inputs, p, kind, id=f"{name}-{i}-{'-'.join(map(str, p.values()))}")
@@ -226,7 +280,7 @@ TALIB_PARAMS = [
 def test_matches_talib_on_real_data(ohlcv, name, ta, inputs, params, kind):
     ours = _call(getattr(ind, name), inputs, ohlcv, params)
     ref = _call(getattr(talib, ta), inputs, ohlcv, params)
-    assert_close(ours, ref, floor_of(kind, ohlcv))
+    assert_close(ours, ref, floor_of(kind, ohlcv, params.get("timeperiod", 14)))
 
 
 def test_talib_parity_is_exact_where_the_arithmetic_is_talibs(ohlcv):
@@ -243,6 +297,20 @@ def test_talib_parity_is_exact_where_the_arithmetic_is_talibs(ohlcv):
         (ind.mfi(d["high"], d["low"], d["close"], d["volume"]),
          talib.MFI(d["high"], d["low"], d["close"], d["volume"])),
         (ind.obv(d["close"], d["volume"]), talib.OBV(d["close"], d["volume"])),
+        (ind.macd(d["close"]), talib.MACD(d["close"])),
+        (ind.dema(d["close"]), talib.DEMA(d["close"])),
+        (ind.tema(d["close"]), talib.TEMA(d["close"])),
+        (ind.t3(d["close"]), talib.T3(d["close"])),
+        (ind.ht_trendline(d["close"]), talib.HT_TRENDLINE(d["close"])),
+        (ind.sar(d["high"], d["low"]), talib.SAR(d["high"], d["low"])),
+        (ind.apo(d["close"]), talib.APO(d["close"])),
+        (ind.ppo(d["close"]), talib.PPO(d["close"])),
+        (ind.cmo(d["close"]), talib.CMO(d["close"])),
+        (ind.aroonosc(d["high"], d["low"]), talib.AROONOSC(d["high"], d["low"])),
+        (ind.bop(d["open"], d["high"], d["low"], d["close"]),
+         talib.BOP(d["open"], d["high"], d["low"], d["close"])),
+        (ind.dx(d["high"], d["low"], d["close"]), talib.DX(d["high"], d["low"], d["close"])),
+        (ind.adxr(d["high"], d["low"], d["close"]), talib.ADXR(d["high"], d["low"], d["close"])),
     ]:  # fmt: skip
         np.testing.assert_array_equal(ours, ref)
 
@@ -253,6 +321,11 @@ BATCH_OF: dict[str, Callable[..., Any]] = {
     "realized_vol": lambda b, p: ind.realized_vol(b["close"], **p),
     "ichimoku": lambda b, p: ind.ichimoku(b["high"], b["low"], b["close"], **p),
     "market_profile": lambda b, p: ind.market_profile(b["close"], b["volume"], **p),
+    "ichimoku_cloud": lambda b, p: ind.ichimoku_cloud(b["high"], b["low"], b["close"], **p),
+    "vwma": lambda b, p: ind.vwma(b["close"], b["volume"], **p),
+    "vpt": lambda b, p: ind.vpt(b["close"], b["volume"], **p),
+    "garch": lambda b, p: ind.garch(b["close"], **p),
+    "volvol": lambda b, p: ind.volvol(b["close"], **p),
 }
 for _name, _ta, _inputs, _plist, _kind in TALIB_CASES:
     BATCH_OF.setdefault(_name, lambda b, p, f=_name, i=_inputs: _call(getattr(ind, f), i, b, p))
@@ -265,6 +338,17 @@ SET_PARAMS: dict[str, dict[str, Any]] = {
     "realized_vol": {"timeperiod": 30},
     "ichimoku": {"tenkan_period": 5, "kijun_period": 11, "senkou_period": 23, "displacement": 7},
     "market_profile": {"bin_size": 1.0, "timeperiod": 60},
+    "ichimoku_cloud": {
+        "tenkan_period": 4,
+        "kijun_period": 9,
+        "senkou_period": 15,
+        "displacement": 5,
+    },
+    "vwma": {"timeperiod": 12},
+    "vpt": {},
+    "garch": {"omega": 1e-9, "alpha": 0.05, "beta": 0.9},
+    "volvol": {"timeperiod": 10, "vol_period": 7},
+    "apo": {"matype": 2, "fastperiod": 3, "slowperiod": 9},
 }
 
 
@@ -292,9 +376,8 @@ def test_incremental_equals_batch_per_trade(btc, name):
     _s, rows = _record([ind.spec(name, **SET_PARAMS[name])], btc)
     trade = btc["kind"] == ind.EVENT_TRADE
     p = btc["t_price"]
-    ref = np.atleast_2d(
-        BATCH_OF[name]({"high": p, "low": p, "close": p, "volume": btc["t_qty"]}, SET_PARAMS[name])
-    )
+    bars = {"open": p, "high": p, "low": p, "close": p, "volume": btc["t_qty"]}
+    ref = np.atleast_2d(BATCH_OF[name](bars, SET_PARAMS[name]))
     np.testing.assert_array_equal(rows[trade].T, ref)
 
 
@@ -324,6 +407,14 @@ TRADE_FED = {
     "vpin": (
         lambda e, p: ind.vpin(e["t_qty"], e["t_side"], **p),
         {"bucket_volume": 2.0, "timeperiod": 20},
+    ),
+    "cvd": (
+        lambda e, p: ind.cvd(e["t_ts"], e["t_qty"], e["t_side"], **p),
+        {"session_ns": 60 * SECOND},
+    ),
+    "kyle_lambda": (
+        lambda e, p: ind.kyle_lambda(e["t_price"], e["t_qty"], e["t_side"], **p),
+        {"timeperiod": 50},
     ),
 }
 QUOTE_FED = {

@@ -62,7 +62,8 @@ def bars(draw: st.DrawFn, min_size: int = 30, max_size: int = 200) -> dict[str, 
         close, high, low = (np.round(a / grid) * grid for a in (close, high, low))
         high, low = np.maximum(high, close), np.minimum(low, close)
     volume = rng.lognormal(0.0, 1.0, n) * (rng.random(n) > 0.1)
-    return {"high": high, "low": low, "close": close, "volume": volume}
+    open_ = np.r_[close[0], close[:-1]]  # each bar opens at the previous close
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
 
 
 def assert_close(ours: Any, ref: Any, floor: float = 0.0, rtol: float = RTOL) -> None:
@@ -104,6 +105,29 @@ CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
     ("aroon", "AROON", "hl", {"timeperiod": 5}, "percent"),
     ("mfi", "MFI", "hlcv", {"timeperiod": 5}, "percent"),
     ("ad", "AD", "hlcv", {}, "volume"),
+    ("dema", "DEMA", "c", {"timeperiod": 5}, "level"),
+    ("tema", "TEMA", "c", {"timeperiod": 4}, "level"),
+    ("t3", "T3", "c", {"timeperiod": 3}, "level"),
+    ("kama", "KAMA", "c", {"timeperiod": 6}, "level"),
+    ("ht_trendline", "HT_TRENDLINE", "c", {}, "level"),
+    ("sar", "SAR", "hl", {}, "level"),
+    ("sar", "SAR", "hl", {"acceleration": 0.1, "maximum": 0.3}, "level"),
+    ("var", "VAR", "c", {"timeperiod": 4}, "variance"),
+    ("stddev", "STDDEV", "c", {"timeperiod": 6, "nbdev": 1.5}, "diff"),
+    ("linearreg", "LINEARREG", "c", {"timeperiod": 6}, "level"),
+    ("linearreg_intercept", "LINEARREG_INTERCEPT", "c", {"timeperiod": 6}, "level"),
+    ("tsf", "TSF", "c", {"timeperiod": 6}, "level"),
+    ("linearreg_slope", "LINEARREG_SLOPE", "c", {"timeperiod": 6}, "slope"),
+    ("linearreg_angle", "LINEARREG_ANGLE", "c", {"timeperiod": 6}, "angle"),
+    ("apo", "APO", "c", {"fastperiod": 3, "slowperiod": 7}, "diff"),
+    ("apo", "APO", "c", {"fastperiod": 3, "slowperiod": 7, "matype": 0}, "drift"),
+    ("ppo", "PPO", "c", {"fastperiod": 4, "slowperiod": 6, "matype": 2}, "percent"),
+    ("cmo", "CMO", "c", {"timeperiod": 5}, "percent"),
+    ("ultosc", "ULTOSC", "hlc", {"timeperiod1": 2, "timeperiod2": 4, "timeperiod3": 8}, "percent"),
+    ("aroonosc", "AROONOSC", "hl", {"timeperiod": 5}, "percent"),
+    ("bop", "BOP", "ohlc", {}, "percent"),
+    ("dx", "DX", "hlc", {"timeperiod": 5}, "percent"),
+    ("adxr", "ADXR", "hlc", {"timeperiod": 4}, "percent"),
 ]
 OWN: list[tuple[str, str, dict[str, Any]]] = [
     ("realized_vol", "c", {"timeperiod": 10}),
@@ -115,10 +139,20 @@ OWN: list[tuple[str, str, dict[str, Any]]] = [
     ("market_profile", "cv", {"bin_size": 1.0, "timeperiod": 20, "lot_size": 1e-3}),
     ("rolling_vwap", "cv", {"timeperiod": 10}),
     ("tick_momentum", "cv", {"timeperiod": 10}),
+    ("vwma", "cv", {"timeperiod": 7}),
+    ("vpt", "cv", {}),
+    ("garch", "c", {"omega": 1e-7, "alpha": 0.1, "beta": 0.8}),
+    ("volvol", "c", {"timeperiod": 5, "vol_period": 4}),
+    (
+        "ichimoku_cloud",
+        "hlc",
+        {"tenkan_period": 3, "kijun_period": 5, "senkou_period": 9, "displacement": 4},
+    ),
 ]
 
 INPUTS = {"c": ("close",), "hlc": ("high", "low", "close"), "hl": ("high", "low")}
 INPUTS |= {"cv": ("close", "volume"), "hlcv": ("high", "low", "close", "volume")}
+INPUTS |= {"ohlc": ("open", "high", "low", "close")}
 
 
 def args_of(b: dict[str, np.ndarray], inputs: str) -> list[np.ndarray]:
@@ -126,10 +160,16 @@ def args_of(b: dict[str, np.ndarray], inputs: str) -> list[np.ndarray]:
 
 
 def floor_of(kind: str, b: dict[str, np.ndarray]) -> float:
+    """The floors of ``test_indicators.floor_of`` (see there), for generated series."""
+    level = float(np.median(np.abs(b["close"])))
     return {
         "percent": 1.0,
-        "diff": 1e-6 * float(np.median(np.abs(b["close"]))),
+        "diff": 1e-6 * level,
         "volume": 1e-6 * float(np.sum(b["volume"])),
+        "variance": (1e-6 * level) ** 2,
+        "drift": 1e-4 * level,
+        "slope": 1e-4 * level,
+        "angle": 1e-4 * level * 180.0 / np.pi,
     }.get(kind, 0.0)
 
 
@@ -233,7 +273,7 @@ def test_fused_set_reproduces_batch_row_by_row(case, b):
     name, inputs, params = case
     s = ind.IndicatorSet([ind.spec(name, **params)])
     rows = s.record_batch(*trade_events(b))
-    p = {"high": b["close"], "low": b["close"], "close": b["close"], "volume": b["volume"]}
+    p = {k: b["close"] for k in ("open", "high", "low", "close")} | {"volume": b["volume"]}
     ref = np.atleast_2d(np.array(getattr(ind, name)(*args_of(p, inputs), **params)))
     np.testing.assert_array_equal(rows.T, ref)
 
@@ -360,7 +400,6 @@ def test_set_depth_events():
     ("specs", "error"),
     [
         ([ind.IndicatorSpec(name="rsi", params={"timeperiod": 1})], "period"),
-        ([ind.IndicatorSpec(name="rsi", params={"window": 3})], "bad parameters for rsi"),
         ([ind.spec("vwap", bar_ns=10)], "bar_ns must be 0"),
         ([ind.spec("ema"), ind.spec("ema")], "duplicate value names"),
         ([], "at least one"),

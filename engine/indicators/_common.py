@@ -244,6 +244,70 @@ def ring_sum_anchor(st: np.ndarray, total: int) -> None:
     st[total + 1] = 0.0
 
 
+# --- windows of re-anchored ring sums ---------------------------------------------------
+#
+# Header ``[n, count, pos, A, A', B, B', C, C']`` then one ring of ``n`` per sum.
+
+
+@njit(nogil=True)
+def window_push1(state: np.ndarray, ring: int, a: float) -> bool:
+    """One re-anchored ring sum; header ``[n, count, pos, A, A']``. Returns window full."""
+    n = int(state[0])
+    count = state[1] + 1.0
+    state[1] = count
+    pos = int(state[2])
+    ring_sum_push(state, 3, ring, n, pos, count > n, a)
+    pos += 1
+    if pos == n:
+        pos = 0
+        ring_sum_anchor(state, 3)
+    state[2] = pos
+    return count >= n
+
+
+@njit(nogil=True)
+def window_push2(state: np.ndarray, hdr: int, ring: int, a: float, b: float) -> bool:
+    """Push ``(a, b)`` into two re-anchored ring sums; header ``[n, count, pos, A, A', B, B']``.
+
+    Returns whether the window is full.
+    """
+    n = int(state[hdr])
+    count = state[hdr + 1] + 1.0
+    state[hdr + 1] = count
+    pos = int(state[hdr + 2])
+    full = count > n
+    ring_sum_push(state, hdr + 3, ring, n, pos, full, a)
+    ring_sum_push(state, hdr + 5, ring + n, n, pos, full, b)
+    pos += 1
+    if pos == n:
+        pos = 0
+        ring_sum_anchor(state, hdr + 3)
+        ring_sum_anchor(state, hdr + 5)
+    state[hdr + 2] = pos
+    return count >= n
+
+
+@njit(nogil=True)
+def window_push3(state: np.ndarray, ring: int, a: float, b: float, c: float) -> bool:
+    """:func:`window_push2` with a third sum (header at 0, third sums at 7 and 8)."""
+    n = int(state[0])
+    count = state[1] + 1.0
+    state[1] = count
+    pos = int(state[2])
+    full = count > n
+    ring_sum_push(state, 3, ring, n, pos, full, a)
+    ring_sum_push(state, 5, ring + n, n, pos, full, b)
+    ring_sum_push(state, 7, ring + 2 * n, n, pos, full, c)
+    pos += 1
+    if pos == n:
+        pos = 0
+        ring_sum_anchor(state, 3)
+        ring_sum_anchor(state, 5)
+        ring_sum_anchor(state, 7)
+    state[2] = pos
+    return count >= n
+
+
 # --- monotonic deques -----------------------------------------------------------------
 #
 # Layout at ``base``: [head, size, values[cap], seqs[cap]]. Entries are kept in strictly

@@ -154,10 +154,12 @@ def ichimoku(
 
 
 # --- market profile -------------------------------------------------------------------
-# [n, bin_size, lot_size, value_area, n_bins, count, pos, total_lots,
-#  bin_ring[n], lot_ring[n], max_deque, min_deque, hist[n_bins]]
-_MP_N, _MP_BIN, _MP_LOT, _MP_VA, _MP_NB, _MP_COUNT, _MP_POS, _MP_TOTAL = range(8)
-_MP_RING = 8
+# [n, bin_size, lot_size, value_area, n_bins, count, pos, total_lots, hist_mask,
+#  bin_ring[n], lot_ring[n], max_deque, min_deque, hist[hist_mask + 1]]
+# The histogram is a ring of a power-of-two size >= n_bins, indexed by bin & mask (a
+# modulo by any n_bins would cost an integer division per bin scanned).
+_MP_N, _MP_BIN, _MP_LOT, _MP_VA, _MP_NB, _MP_COUNT, _MP_POS, _MP_TOTAL, _MP_MASK = range(9)
+_MP_RING = 9
 
 
 def market_profile_state(
@@ -183,7 +185,9 @@ def market_profile_state(
         raise ValueError("bin_size and lot_size must be > 0")
     if not 0.0 < value_area <= 1.0:
         raise ValueError(f"value_area must be in (0, 1], got {value_area!r}")
-    st = np.zeros(_MP_RING + 2 * n + 2 * deque_size(n) + nb, dtype=np.float64)
+    size = 1 << (nb - 1).bit_length()
+    st = np.zeros(_MP_RING + 2 * n + 2 * deque_size(n) + size, dtype=np.float64)
+    st[_MP_MASK] = size - 1
     st[_MP_N] = n
     st[_MP_BIN] = bin_size
     st[_MP_LOT] = lot_size
@@ -200,6 +204,7 @@ def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.n
         return
     n = int(state[_MP_N])
     nb = int(state[_MP_NB])
+    mask = np.int64(state[_MP_MASK])
     bin_size = state[_MP_BIN]
     b = np.floor(price / bin_size + 0.5)
     lots = np.floor(qty / state[_MP_LOT] + 0.5) if qty > 0.0 else 0.0
@@ -213,9 +218,9 @@ def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.n
     if count > n:
         old_b = np.int64(state[_MP_RING + pos])
         old_lots = state[_MP_RING + n + pos]
-        state[hist + old_b % nb] -= old_lots
+        state[hist + (old_b & mask)] -= old_lots
         total -= old_lots
-    state[hist + np.int64(b) % nb] += lots
+    state[hist + (np.int64(b) & mask)] += lots
     total += lots
     state[_MP_TOTAL] = total
     state[_MP_RING + pos] = b
@@ -239,7 +244,7 @@ def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.n
     poc = lo
     best = -1.0
     for k in range(lo, hi + 1):
-        v = state[hist + k % nb]
+        v = state[hist + (k & mask)]
         if v > best or (v == best and abs(2 * k - mid2) < abs(2 * poc - mid2)):
             best = v
             poc = k
@@ -248,8 +253,8 @@ def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.n
     va_lo = poc
     va_hi = poc
     while acc < target:
-        up = state[hist + (va_hi + 1) % nb] if va_hi < hi else -1.0
-        down = state[hist + (va_lo - 1) % nb] if va_lo > lo else -1.0
+        up = state[hist + ((va_hi + 1) & mask)] if va_hi < hi else -1.0
+        down = state[hist + ((va_lo - 1) & mask)] if va_lo > lo else -1.0
         if up < 0.0 and down < 0.0:
             break
         if up >= down:
@@ -285,3 +290,77 @@ def market_profile(
     out = np.empty((3, p.shape[0]), dtype=np.float64)
     _mp_run(market_profile_state(bin_size, timeperiod, value_area, lot_size, n_bins), p, q, out)
     return out[0], out[1], out[2]
+
+
+# --- Ichimoku cloud position ----------------------------------------------------------
+# [scratch[5], ichimoku state[...]]
+_CL_OUT = 5
+
+
+def ichimoku_cloud_state(
+    tenkan_period: int = 9,
+    kijun_period: int = 26,
+    senkou_period: int = 52,
+    displacement: int = 26,
+) -> np.ndarray:
+    """Allocate the state of an incremental Ichimoku cloud position."""
+    ic = ichimoku_state(tenkan_period, kijun_period, senkou_period, displacement)
+    return np.concatenate((np.zeros(_CL_OUT), ic))
+
+
+@njit(nogil=True)
+def ichimoku_cloud_update(
+    state: np.ndarray, high: float, low: float, close: float, out: np.ndarray
+) -> None:
+    """Feed one bar; writes ``(position, thickness)`` of the close against today's cloud.
+
+    The cloud that applies now is senkou spans A and B computed ``displacement`` bars ago
+    (see :func:`ichimoku`). ``position`` is +1 when the close is above both spans, -1
+    below both, 0 inside the cloud or on its edge; ``thickness`` is ``span_a - span_b``
+    (positive: a rising, "bullish" cloud). NaN until both spans exist.
+    """
+    if high != high or low != low or close != close:
+        out[0] = out[1] = np.nan
+        return
+    lines = state[:_CL_OUT]
+    ichimoku_update(state[_CL_OUT:], high, low, close, lines)
+    a = lines[2]
+    b = lines[3]
+    if a != a or b != b:
+        out[0] = out[1] = np.nan
+        return
+    top = max(a, b)
+    bottom = min(a, b)
+    out[0] = 1.0 if close > top else (-1.0 if close < bottom else 0.0)
+    out[1] = a - b
+
+
+@njit(cache=True, nogil=True)
+def _cloud_run(
+    state: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
+) -> None:
+    for i in range(close.shape[0]):
+        ichimoku_cloud_update(state, high[i], low[i], close[i], out[:, i])
+
+
+def ichimoku_cloud(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    tenkan_period: int = 9,
+    kijun_period: int = 26,
+    senkou_period: int = 52,
+    displacement: int = 26,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position of the close against the Ichimoku cloud: ``(position, thickness)``.
+
+    See :func:`ichimoku_cloud_update`; the first value is at row
+    ``senkou_period - 1 + displacement``.
+    """
+    h, lo, c = as_f64(high), as_f64(low), as_f64(close)
+    if not h.shape == lo.shape == c.shape:
+        raise ValueError("input arrays must have the same length")
+    out = np.empty((2, c.shape[0]), dtype=np.float64)
+    st = ichimoku_cloud_state(tenkan_period, kijun_period, senkou_period, displacement)
+    _cloud_run(st, h, lo, c, out)
+    return out[0], out[1]

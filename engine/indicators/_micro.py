@@ -57,7 +57,16 @@ import math
 import numpy as np
 from numba import njit
 
-from ._common import NS_PER_S, as_f64, check_int, get_ts, put_ts, ring_sum_anchor, ring_sum_push
+from ._common import (
+    NS_PER_S,
+    as_f64,
+    check_int,
+    get_ts,
+    put_ts,
+    window_push1,
+    window_push2,
+    window_push3,
+)
 
 _DEFAULT_SESSION_NS = 86_400_000_000_000
 
@@ -160,33 +169,11 @@ def rolling_vwap_state(timeperiod: int = 100) -> np.ndarray:
 
 
 @njit(nogil=True)
-def _window_push2(state: np.ndarray, hdr: int, ring: int, a: float, b: float) -> bool:
-    """Push ``(a, b)`` into two re-anchored ring sums; header ``[n, count, pos, A, A', B, B']``.
-
-    Returns whether the window is full.
-    """
-    n = int(state[hdr])
-    count = state[hdr + 1] + 1.0
-    state[hdr + 1] = count
-    pos = int(state[hdr + 2])
-    full = count > n
-    ring_sum_push(state, hdr + 3, ring, n, pos, full, a)
-    ring_sum_push(state, hdr + 5, ring + n, n, pos, full, b)
-    pos += 1
-    if pos == n:
-        pos = 0
-        ring_sum_anchor(state, hdr + 3)
-        ring_sum_anchor(state, hdr + 5)
-    state[hdr + 2] = pos
-    return count >= n
-
-
-@njit(nogil=True)
 def rolling_vwap_update(state: np.ndarray, price: float, qty: float) -> float:
     """VWAP of the last ``timeperiod`` trades (NaN until there are that many)."""
     if price != price or qty != qty:
         return np.nan
-    if not _window_push2(state, 0, _RV_RING, price * qty, qty):
+    if not window_push2(state, 0, _RV_RING, price * qty, qty):
         return np.nan
     v = state[_RV_V]
     return state[_RV_PV] / v if v > 0.0 else price
@@ -224,27 +211,6 @@ def twap_state(timeperiod: int = 100) -> np.ndarray:
 
 
 @njit(nogil=True)
-def _window_push3(state: np.ndarray, ring: int, a: float, b: float, c: float) -> bool:
-    """:func:`_window_push2` with a third sum (header at 0, third sums at 7 and 8)."""
-    n = int(state[0])
-    count = state[1] + 1.0
-    state[1] = count
-    pos = int(state[2])
-    full = count > n
-    ring_sum_push(state, 3, ring, n, pos, full, a)
-    ring_sum_push(state, 5, ring + n, n, pos, full, b)
-    ring_sum_push(state, 7, ring + 2 * n, n, pos, full, c)
-    pos += 1
-    if pos == n:
-        pos = 0
-        ring_sum_anchor(state, 3)
-        ring_sum_anchor(state, 5)
-        ring_sum_anchor(state, 7)
-    state[2] = pos
-    return count >= n
-
-
-@njit(nogil=True)
 def twap_update(state: np.ndarray, ts: int, price: float) -> float:
     """TWAP after one more trade; a time stamp going backwards counts as no time."""
     if price != price:
@@ -263,7 +229,7 @@ def twap_update(state: np.ndarray, ts: int, price: float) -> float:
     prev_p = state[_TW_PREVP]
     state[_TW_PREVT] = t
     state[_TW_PREVP] = price
-    if not _window_push3(state, _TW_RING, prev_p * dt, dt, prev_p):
+    if not window_push3(state, _TW_RING, prev_p * dt, dt, prev_p):
         return np.nan
     span = state[5]
     return state[3] / span if span > 0.0 else state[_TW_P] / state[0]
@@ -301,22 +267,6 @@ def realized_vol_state(timeperiod: int = 100) -> np.ndarray:
 
 
 @njit(nogil=True)
-def _window_push1(state: np.ndarray, ring: int, a: float) -> bool:
-    """One re-anchored ring sum; header ``[n, count, pos, A, A']``. Returns window full."""
-    n = int(state[0])
-    count = state[1] + 1.0
-    state[1] = count
-    pos = int(state[2])
-    ring_sum_push(state, 3, ring, n, pos, count > n, a)
-    pos += 1
-    if pos == n:
-        pos = 0
-        ring_sum_anchor(state, 3)
-    state[2] = pos
-    return count >= n
-
-
-@njit(nogil=True)
 def realized_vol_update(state: np.ndarray, x: float) -> float:
     """Realized volatility after one more price; non-positive prices are skipped like NaN."""
     if not x > 0.0:
@@ -327,7 +277,7 @@ def realized_vol_update(state: np.ndarray, x: float) -> float:
         return np.nan
     r = math.log(x / state[_RVOL_PREV])
     state[_RVOL_PREV] = x
-    if not _window_push1(state, _RVOL_RING, r * r):
+    if not window_push1(state, _RVOL_RING, r * r):
         return np.nan
     s = state[3]
     return math.sqrt(s) if s > 0.0 else 0.0
@@ -379,7 +329,7 @@ def tick_momentum_update(state: np.ndarray, price: float, qty: float) -> float:
         sign = -1.0
     state[_TM_SIGN] = sign
     state[_TM_PREV] = price
-    if not _window_push2(state, 0, _TM_RING, sign * qty, qty):
+    if not window_push2(state, 0, _TM_RING, sign * qty, qty):
         return np.nan
     v = state[5]
     # The two sums round separately; keep the ratio in its [-1, 1] range.
@@ -488,7 +438,7 @@ def trade_ofi_update(state: np.ndarray, qty: float, side: float, out: np.ndarray
     if qty != qty or side != side:
         out[0] = out[1] = np.nan
         return
-    if not _window_push2(state, 0, _OFI_RING, side * qty, qty):
+    if not window_push2(state, 0, _OFI_RING, side * qty, qty):
         out[0] = out[1] = np.nan
         return
     net = state[3]
@@ -671,7 +621,7 @@ def vpin_update(state: np.ndarray, qty: float, side: float) -> float:
         else:
             state[_VP_SELL] += room
         rest -= room
-        _window_push1(state, _VP_RING, abs(state[_VP_SELL] - state[_VP_BUY]))
+        window_push1(state, _VP_RING, abs(state[_VP_SELL] - state[_VP_BUY]))
         state[_VP_FILLED] = 0.0
         state[_VP_BUY] = 0.0
         state[_VP_SELL] = 0.0

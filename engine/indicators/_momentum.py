@@ -2,10 +2,12 @@
 
 TA-Lib compatible batch functions plus O(1) incremental updates (CCI excepted: see
 :func:`cci_update`). The arithmetic follows the TA-Lib 0.8 C sources operation for
-operation: RSI, ROC, MOM, TRIX, CCI, AROON, MFI and STOCHRSI's %K agree with TA-Lib 0.8.1
-to the last bit; STOCH, WILLR and MACD's signal within ~1e-15 (re-anchored moving
-averages, an ulp in a division). Where TA-Lib's definition is unusual the docstring says
-so. Batch loops and updates share their arithmetic, and agree bit for bit.
+operation: RSI, ROC, MOM, TRIX, MACD, CCI, AROON, MFI and STOCHRSI's %K agree with TA-Lib
+0.8.1 to the last bit (its build rounds an EMA step through one FMA: so do we, see
+``_overlap.ema_step``); STOCH and WILLR within ~1e-15 (re-anchored moving averages;
+WILLR takes one division where TA-Lib takes two). Where TA-Lib's definition is unusual
+the docstring says so. Batch loops and updates share their arithmetic, and agree bit for
+bit.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from ._common import (
     is_zero_scaled,
     run_batch,
 )
-from ._overlap import EMA_STATE_SIZE, ema_state, ema_update, ma_into, ma_state, ma_update
+from ._overlap import (
+    EMA_STATE_SIZE,
+    ema_state,
+    ema_step,
+    ema_update,
+    ma_into,
+    ma_state,
+    ma_update,
+)
 
 # --- RSI ------------------------------------------------------------------------------
 # [period, count, prev, avg_gain, avg_loss, value]
@@ -96,19 +106,20 @@ def rsi_update(state: np.ndarray, x: float) -> float:
 
 @njit(cache=True, nogil=True)
 def _rsi_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
-    if has_nan(x):
-        return False
     m = x.shape[0]
     fn = float(n)
     nm1 = fn - 1.0
     for i in range(min(n, m)):
         out[0, i] = np.nan
     if m <= n:
-        return True
+        return not has_nan(x)
+    # A NaN change adds to neither sum: the NaN check rides along (bad), no pass of its own.
+    bad = 0
     g = 0.0
     lo = 0.0
     for i in range(1, n + 1):
         d = x[i] - x[i - 1]
+        bad |= d != d
         g += d if d > 0.0 else 0.0
         lo += -d if d < 0.0 else 0.0
     inv = 1.0 / fn
@@ -118,11 +129,12 @@ def _rsi_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     out[0, n] = 100.0 * (g / t) if t != 0.0 else 0.0
     for i in range(n + 1, m):
         d = x[i] - x[i - 1]
+        bad |= d != d
         g = (g * nm1 + (d if d > 0.0 else 0.0)) * inv
         lo = (lo * nm1 + (-d if d < 0.0 else 0.0)) * inv
         t = g + lo
         out[0, i] = 100.0 * (g / t) if t != 0.0 else 0.0
-    return True
+    return bad == 0
 
 
 def rsi(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
@@ -193,14 +205,14 @@ def macd_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray) -> bool:
-    if has_nan(x):
-        return False
+    # Every sample feeds the slow EMA, so a NaN leaves it NaN to the end: that is the
+    # NaN check, with no pass of its own.
     m = x.shape[0]
     for r in range(3):
         for i in range(min(slow + signal - 2, m)):
             out[r, i] = np.nan
     if m < slow + signal - 1:
-        return True
+        return not has_nan(x)
     kf = 2.0 / (fast + 1.0)
     ks = 2.0 / (slow + 1.0)
     kg = 2.0 / (signal + 1.0)
@@ -216,8 +228,8 @@ def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray
     sg = ef - es
     for i in range(slow, slow + signal - 1):
         v = x[i]
-        es = es + ks * (v - es)
-        ef = ef + kf * (v - ef)
+        es = ema_step(es, ks, v)
+        ef = ema_step(ef, kf, v)
         sg += ef - es
     i0 = slow + signal - 2
     eg = sg / signal
@@ -227,14 +239,14 @@ def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray
     out[2, i0] = line - eg
     for i in range(i0 + 1, m):
         v = x[i]
-        es = es + ks * (v - es)
-        ef = ef + kf * (v - ef)
+        es = ema_step(es, ks, v)
+        ef = ema_step(ef, kf, v)
         line = ef - es
-        eg = eg + kg * (line - eg)
+        eg = ema_step(eg, kg, line)
         out[0, i] = line
         out[1, i] = eg
         out[2, i] = line - eg
-    return True
+    return es == es
 
 
 def macd(
@@ -412,14 +424,13 @@ def trix_update(state: np.ndarray, x: float) -> float:
 
 @njit(cache=True, nogil=True)
 def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
-    if has_nan(x):
-        return False
+    # A NaN sample leaves the first EMA NaN to the end: the NaN check (as _macd_fast).
     m = x.shape[0]
     lb = 3 * (n - 1) + 1
     for i in range(min(lb, m)):
         out[0, i] = np.nan
     if m <= lb:
-        return True
+        return not has_nan(x)
     k = 2.0 / (n + 1.0)
     fn = float(n)
     # Each stage seeds with the mean of its first n inputs, then runs as an EMA.
@@ -429,22 +440,22 @@ def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     e1 = s1 / fn
     s2 = e1
     for i in range(n, 2 * n - 1):
-        e1 = e1 + k * (x[i] - e1)
+        e1 = ema_step(e1, k, x[i])
         s2 += e1
     e2 = s2 / fn
     s3 = e2
     for i in range(2 * n - 1, 3 * n - 2):
-        e1 = e1 + k * (x[i] - e1)
-        e2 = e2 + k * (e1 - e2)
+        e1 = ema_step(e1, k, x[i])
+        e2 = ema_step(e2, k, e1)
         s3 += e2
     e3 = s3 / fn
     for i in range(3 * n - 2, m):
-        e1 = e1 + k * (x[i] - e1)
-        e2 = e2 + k * (e1 - e2)
+        e1 = ema_step(e1, k, x[i])
+        e2 = ema_step(e2, k, e1)
         prev = e3
-        e3 = e3 + k * (e2 - e3)
+        e3 = ema_step(e3, k, e2)
         out[0, i] = _roc_value(e3, prev)
-    return True
+    return e1 == e1
 
 
 def trix(real: np.ndarray, timeperiod: int = 30) -> np.ndarray:
@@ -566,44 +577,72 @@ _OSC_FASTK, _OSC_WILLR = 0, 1
 @njit(nogil=True)
 def _hl_oscillator(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, mode: int, out: np.ndarray
-) -> None:
+) -> bool:
     """Fast %K (mode 0) or Williams' %R (mode 1) of every row ``>= w - 1`` into ``out``.
 
     The rolling extremes come from a van Herk / Gil-Werman block walk (see ``_common``)
-    fused with the formula, so no full-length scratch array is needed.
+    fused with the formula, so no full-length scratch array is needed. Returns False if
+    an input holds a NaN (checked on the way).
     """
     m = close.shape[0]
+    bad = 0
     for i in range(min(w - 1, m)):
         out[i] = np.nan
-    suf_h = np.empty(w, dtype=np.float64)
-    suf_l = np.empty(w, dtype=np.float64)
-    for bs in range(0, m, w):
+    # Suffix extremes of the previous block; slot w is a neutral sentinel, so that the
+    # window ending a block (which starts with it) needs no branch.
+    suf_h = np.empty(w + 1, dtype=np.float64)
+    suf_l = np.empty(w + 1, dtype=np.float64)
+    suf_h[w] = -np.inf
+    suf_l[w] = np.inf
+    ph = high[0] if m else 0.0
+    pl = low[0] if m else 0.0
+    for i in range(min(w, m)):
+        h = high[i]
+        lo = low[i]
+        bad |= (h != h) | (lo != lo) | (close[i] != close[i])
+        ph = max(ph, h)
+        pl = min(pl, lo)
+    if m >= w:
+        out[w - 1] = _hl_value(ph, pl, close[w - 1], mode)
+        block_suffix(high, low, 0, w, suf_h, suf_l)
+    for bs in range(w, m, w):
         be = min(bs + w, m)
         ph = high[bs]
         pl = low[bs]
         for i in range(bs, be):
-            ph = max(ph, high[i])
-            pl = min(pl, low[i])
-            j = i - w + 1
-            if j < 0:
-                continue
-            if j < bs:
-                hh = max(suf_h[j - bs + w], ph)
-                ll = min(suf_l[j - bs + w], pl)
-            else:
-                hh = ph
-                ll = pl
-            if mode == _OSC_FASTK:
-                rng = hh - ll
-                if is_zero_scaled(rng, abs(hh) + abs(ll)):
-                    out[i] = 0.0
-                else:
-                    out[i] = ((close[i] - ll) / rng) * 100.0
-            else:
-                diff = (hh - ll) / (-100.0)
-                out[i] = (hh - close[i]) / diff if diff != 0.0 else 0.0
+            h = high[i]
+            lo = low[i]
+            c = close[i]
+            bad |= (h != h) | (lo != lo) | (c != c)
+            ph = max(ph, h)
+            pl = min(pl, lo)
+            # The window starts at row i - w + 1, slot i - bs + 1 of the previous block.
+            k = i - bs + 1
+            out[i] = _hl_value(max(suf_h[k], ph), min(suf_l[k], pl), c, mode)
         if be - bs == w:
             block_suffix(high, low, bs, be, suf_h, suf_l)
+    return bad == 0
+
+
+@njit(nogil=True)
+def _hl_value(hh: float, ll: float, close: float, mode: int) -> float:
+    if mode == _OSC_FASTK:
+        rng = hh - ll
+        if is_zero_scaled(rng, abs(hh) + abs(ll)):
+            return 0.0
+        return ((close - ll) / rng) * 100.0
+    return _willr_value(hh, ll, close)
+
+
+@njit(nogil=True)
+def _willr_value(hh: float, ll: float, close: float) -> float:
+    """``-100 (HH - close) / (HH - LL)``, 0 on a flat window.
+
+    One division where TA-Lib's ``(HH - close) / ((HH - LL) / -100)`` takes two (they
+    agree to ~1e-16 relative).
+    """
+    rng = hh - ll
+    return ((hh - close) / rng) * (-100.0) if rng != 0.0 else 0.0
 
 
 @njit(nogil=True)
@@ -764,7 +803,7 @@ def willr_state(timeperiod: int = 14) -> np.ndarray:
 
 @njit(nogil=True)
 def willr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
-    """Williams' %R: ``(HH - close) / ((HH - LL) / -100)`` over ``timeperiod`` bars."""
+    """Williams' %R ``-100 (HH - close) / (HH - LL)`` over ``timeperiod`` bars (0 if flat)."""
     if high != high or low != low or close != close:
         return np.nan
     n = int(state[_WR_N])
@@ -780,19 +819,14 @@ def willr_update(state: np.ndarray, high: float, low: float, close: float) -> fl
     deque_push(state, lo_at, n, low, count, False)
     if count < n:
         return np.nan
-    highest = deque_front(state, hi_at, n)
-    diff = (highest - deque_front(state, lo_at, n)) / (-100.0)
-    return (highest - close) / diff if diff != 0.0 else 0.0
+    return _willr_value(deque_front(state, hi_at, n), deque_front(state, lo_at, n), close)
 
 
 @njit(cache=True, nogil=True)
 def _willr_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray
 ) -> bool:
-    if has_nan(high) or has_nan(low) or has_nan(close):
-        return False
-    _hl_oscillator(high, low, close, n, _OSC_WILLR, out[0])
-    return True
+    return _hl_oscillator(high, low, close, n, _OSC_WILLR, out[0])
 
 
 def willr(high: np.ndarray, low: np.ndarray, close: np.ndarray, timeperiod: int = 14) -> np.ndarray:
@@ -953,7 +987,8 @@ def aroon_update(state: np.ndarray, high: float, low: float, out: np.ndarray) ->
 
 
 @njit(cache=True, nogil=True)
-def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, out: np.ndarray) -> bool:
+def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, osc: bool, out: np.ndarray) -> bool:
+    """AROON's two rows, or with ``osc`` AROONOSC's ``100 / n * (i_high - i_low)`` in row 0."""
     if has_nan(high) or has_nan(low):
         return False
     # The index form of _hl_oscillator's block walk, over a window of n + 1 rows; values
@@ -962,13 +997,15 @@ def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, out: np.ndarray) -> b
     w = n + 1
     factor = 100.0 / n
     for i in range(min(n, m)):
-        out[0, i] = out[1, i] = np.nan
+        out[0, i] = np.nan
+        if not osc:
+            out[1, i] = np.nan
     suf_hi = np.empty(w, dtype=np.int64)
     suf_li = np.empty(w, dtype=np.int64)
     suf_hv = np.empty(w, dtype=np.float64)
     suf_lv = np.empty(w, dtype=np.float64)
     down = out[0]
-    up = out[1]
+    up = out[out.shape[0] - 1]
     for bs in range(0, m, w):
         be = min(bs + w, m)
         ph = bs
@@ -995,8 +1032,11 @@ def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, out: np.ndarray) -> b
                     hi_at = suf_hi[k]
                 if suf_lv[k] < plv:
                     lo_at = suf_li[k]
-            down[i] = factor * float(n - (i - lo_at))
-            up[i] = factor * float(n - (i - hi_at))
+            if osc:
+                down[i] = factor * float(hi_at - lo_at)
+            else:
+                down[i] = factor * float(n - (i - lo_at))
+                up[i] = factor * float(n - (i - hi_at))
         if be - bs == w:
             ih = be - 1
             il = be - 1
@@ -1023,7 +1063,7 @@ def aroon(high: np.ndarray, low: np.ndarray, timeperiod: int = 14) -> tuple[np.n
     The window is ``timeperiod + 1`` bars; on ties the most recent extreme counts.
     """
     n = check_int("timeperiod", timeperiod, 2)
-    out = run_batch(_aroon_fast, (high, low), 2, (n,))
+    out = run_batch(_aroon_fast, (high, low), 2, (n, False))
     return out[0], out[1]
 
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._common import as_f64, check_int, has_nan, run_batch
+from ._common import as_f64, check_int, fma, has_nan, run_batch
 
 # --- SMA ------------------------------------------------------------------------------
 # [period, count, pos, sum, fresh, ring[period]]
@@ -46,10 +46,11 @@ def sma_state(timeperiod: int = 30) -> np.ndarray:
 def sma_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to an SMA; returns the mean of the last ``timeperiod`` samples.
 
-    TA-Lib's running sum (``sum += x; out = sum / n; sum -= x[i - n + 1]``), except that
-    whenever the window is exactly one turn of the ring its sum is taken from an
-    accumulator that only ever added, so rounding cannot build up past one window (TA-Lib
-    carries its sum from the first sample). NaN during warm-up and for a skipped NaN.
+    A running window sum, ``sum += x - x[-n]`` (one add on the loop-carried chain),
+    except that whenever the window is exactly one turn of the ring its sum is taken
+    from an accumulator that only ever added, so rounding cannot build up past one
+    window (TA-Lib carries its sum from the first sample; the two agree to ~1e-15).
+    NaN during warm-up and for a skipped NaN.
     """
     if x != x:
         return np.nan
@@ -60,53 +61,69 @@ def sma_update(state: np.ndarray, x: float) -> float:
     count = state[_SMA_COUNT] + 1.0
     state[_SMA_COUNT] = count
     pos = int(state[_SMA_POS])
-    state[_SMA_RING + pos] = x
+    slot = _SMA_RING + pos
+    old = state[slot]  # 0.0 (the initial ring) until the window is full
+    state[slot] = x
     fresh = (0.0 if pos == 0 else state[_SMA_FRESH]) + x
     state[_SMA_FRESH] = fresh
-    s = fresh if pos == ni - 1 else state[_SMA_SUM] + x
+    s = fresh if pos == ni - 1 else state[_SMA_SUM] + (x - old)
+    state[_SMA_SUM] = s
     pos += 1
-    if pos == ni:
-        pos = 0
-    state[_SMA_POS] = pos
+    state[_SMA_POS] = 0 if pos == ni else pos
     if count < n:
-        state[_SMA_SUM] = s
         return np.nan
-    # After the write, slot `pos` holds the oldest sample of the window.
-    state[_SMA_SUM] = s - state[_SMA_RING + pos]
     return s / n
 
 
 @njit(nogil=True)
-def _sma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
-    """SMA of ``x[start:]`` into ``out`` (NaN before ``start + n - 1``), as sma_update."""
+def _sma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> bool:
+    """SMA of ``x[start:]`` into ``out`` (NaN before ``start + n - 1``), as sma_update.
+
+    Returns False if ``x[start:]`` holds a NaN (checked on the way, no pass of its own).
+    """
     m = x.shape[0]
     for i in range(min(start + n - 1, m)):
         out[i] = np.nan
+    bad = 0
     if n == 1:
         for i in range(start, m):
-            out[i] = x[i]
-        return
+            v = x[i]
+            bad |= v != v
+            out[i] = v
+        return bad == 0
+    if m < start + n:
+        for i in range(start, m):
+            bad |= x[i] != x[i]
+        return bad == 0
     s = 0.0
+    for i in range(start, start + n):
+        v = x[i]
+        bad |= v != v
+        s += v
+    out[start + n - 1] = s / n
+    # Later samples, one flat loop (views keep the indices non-negative).
+    cur = x[start + n :]
+    old = x[start : m - n]
+    dst = out[start + n :]
     fresh = 0.0
     pos = 0
-    for i in range(start, m):
-        v = x[i]
+    for j in range(m - start - n):
+        v = cur[j]
+        bad |= v != v
         fresh = (0.0 if pos == 0 else fresh) + v
-        s = fresh if pos == n - 1 else s + v
         pos += 1
         if pos == n:
             pos = 0
-        if i >= start + n - 1:
-            out[i] = s / n
-            s -= x[i - n + 1]
+            s = fresh
+        else:
+            s = s + (v - old[j])
+        dst[j] = s / n
+    return bad == 0
 
 
 @njit(cache=True, nogil=True)
 def _sma_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
-    if has_nan(x):
-        return False
-    _sma_into(x, 0, n, out[0])
-    return True
+    return _sma_into(x, 0, n, out[0])
 
 
 def sma(real: np.ndarray, timeperiod: int = 30) -> np.ndarray:
@@ -139,11 +156,23 @@ def ema_state(period: int) -> np.ndarray:
 
 
 @njit(nogil=True)
+def ema_step(value: float, alpha: float, x: float) -> float:
+    """One EMA step ``value + alpha * (x - value)``, as TA-Lib 0.8.1's build rounds it.
+
+    Its C statement ``((x - prev) * k) + prev`` is compiled to one fused multiply-add;
+    doing the same makes EMA, MACD (signal included), TRIX, DEMA and TEMA bit-exact to
+    TA-Lib, and shortens the loop-carried chain by one rounding step.
+    """
+    return fma(x - value, alpha, value)
+
+
+@njit(nogil=True)
 def ema_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to an EMA; returns the new value (NaN during warm-up).
 
     Seeded like TA-Lib's default (``TA_COMPATIBILITY_DEFAULT``): the first value is the
-    simple mean of the first ``period`` samples, then ``ema += alpha * (x - ema)``. A NaN
+    simple mean of the first ``period`` samples, then ``ema += alpha * (x - ema)`` (one
+    fused multiply-add, see :func:`ema_step`). A NaN
     sample is skipped (NaN out, state unchanged).
     """
     if x != x:
@@ -158,7 +187,7 @@ def ema_update(state: np.ndarray, x: float) -> float:
         state[_EMA_VALUE] = (state[_EMA_SUM] + x) / n
         return state[_EMA_VALUE]
     value = state[_EMA_VALUE]
-    value = value + state[_EMA_ALPHA] * (x - value)
+    value = ema_step(value, state[_EMA_ALPHA], x)
     state[_EMA_VALUE] = value
     return value
 
@@ -178,7 +207,7 @@ def _ema_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
     v = (s + x[start + n - 1]) / n
     out[start + n - 1] = v
     for i in range(start + n, m):
-        v = v + alpha * (x[i] - v)
+        v = ema_step(v, alpha, x[i])
         out[i] = v
 
 
@@ -203,7 +232,7 @@ def _ema_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
         xi = x[i]
         if xi != xi:
             return False
-        v = v + alpha * (xi - v)
+        v = ema_step(v, alpha, xi)
         out[0, i] = v
     return True
 

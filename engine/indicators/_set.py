@@ -9,15 +9,24 @@ latest outputs land in one float64 ``values`` array whose names are
 compiled call that allocates nothing; a strategy kernel can call them from its own njit
 code with ``*indicator_set.arrays``.
 
-Inputs by indicator family:
+:data:`REGISTRY` maps every indicator name to its kernel, its parameters (types,
+defaults), its inputs and outputs; :func:`spec_from_config` turns a config table into a
+validated :class:`IndicatorSpec`, so a strategy reaches any indicator by name.
 
-* TA-Lib indicators and realized volatility, Ichimoku, market profile consume *bars* built
-  from trades. ``IndicatorSpec.bar_ns`` sets the bar length: 0 makes every trade a bar
-  (open = high = low = close = price, volume = qty); otherwise time bars aligned on
-  ``ts // bar_ns`` are emitted when the first trade of a later bar arrives.
-* VWAP, rolling VWAP, TWAP, tick momentum, velocity, trade OFI and VPIN consume trades.
-* Book imbalance and spread consume top-of-book quotes; the N-level imbalance consumes
-  depth snapshots (rows of sizes, best level first).
+Inputs by source (:attr:`IndicatorInfo.source`):
+
+* ``bar``: TA-Lib indicators, realized volatility, GARCH, volatility of volatility,
+  VPT, VWMA, Ichimoku and market profile consume *bars* built from trades.
+  ``IndicatorSpec.bar_ns`` sets the bar length: 0 makes every trade a bar (open = high
+  = low = close = price, volume = qty); otherwise time bars aligned on ``ts // bar_ns``
+  are emitted when the first trade of a later bar arrives.
+* ``trade``: VWAP, rolling VWAP, TWAP, tick momentum, velocity, trade OFI, VPIN, CVD and
+  Kyle's lambda.
+* ``quote``: book imbalance and spread (top of book).
+* ``depth``: the N-level imbalance (rows of sizes, best level first), fed by
+  :func:`update_depth` and :func:`update_book`.
+* ``book``: depth within N bps and the spoofing signal (prices and sizes per level),
+  fed by :func:`update_book`.
 
 A trade with a NaN price or quantity, or a quote/depth event with a NaN field, is dropped
 whole: no state changes and ``values`` keeps its previous content.
@@ -34,19 +43,26 @@ import attrs
 import numpy as np
 from numba import njit
 
+from . import _flow as fl
 from . import _levels as lv
+from . import _liquidity as lq
 from . import _micro as mi
 from . import _momentum as mo
+from . import _oscillators as osc
 from . import _overlap as ov
+from . import _stats as sa
+from . import _trend as tr
 from . import _volatility as vo
+from . import _volmodels as vmod
 from . import _volume as vm
-from ._common import borrowed_view
+from ._common import borrowed_view, check_int
 
 EVENT_QUOTE = 1
 EVENT_TRADE = 2
 EVENT_DEPTH = 3
 
-SRC_BAR, SRC_TRADE, SRC_QUOTE, SRC_DEPTH = range(4)
+SRC_BAR, SRC_TRADE, SRC_QUOTE, SRC_DEPTH, SRC_BOOK = range(5)
+_SOURCE_NAMES = ("bar", "trade", "quote", "depth", "book")
 
 # Kernel ids (the order is the dispatch order; only equality matters).
 (
@@ -85,73 +101,322 @@ SRC_BAR, SRC_TRADE, SRC_QUOTE, SRC_DEPTH = range(4)
     K_BOOKIMB,
     K_SPREAD,
     K_BOOKIMB_N,
-) = range(35)
+    K_DEMA,
+    K_TEMA,
+    K_T3,
+    K_KAMA,
+    K_HT,
+    K_SAR,
+    K_VAR,
+    K_STDDEV,
+    K_LINREG,
+    K_PO,
+    K_CMO,
+    K_ULTOSC,
+    K_AROONOSC,
+    K_BOP,
+    K_DX,
+    K_ADXR,
+    K_VPT,
+    K_VWMA,
+    K_GARCH,
+    K_VOLVOL,
+    K_CLOUD,
+    K_CVD,
+    K_KYLE,
+    K_DEPTH_BPS,
+    K_SPOOF,
+) = range(60)
 
 
-@attrs.frozen
-class _Kind:
-    kernel: int
-    source: int
+class IndicatorConfigError(ValueError):
+    """An indicator entry is wrong: unknown name or parameter, wrong type or range.
+
+    Attributes:
+        key: the dotted key to blame (``"strategy.indicators[2].window"``), for config
+            loaders that report the full path; may be empty.
+        problem: what was wrong, without the key.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+@attrs.frozen(kw_only=True)
+class Param:
+    """One parameter of an indicator.
+
+    Attributes:
+        name: keyword (the batch function's and the state factory's).
+        type: ``int`` or ``float`` (a float parameter also takes an int).
+        default: the default, or None when the parameter is required.
+    """
+
+    name: str
+    type: type
+    default: int | float | None
+
+    @property
+    def required(self) -> bool:
+        """Whether a value must be given."""
+        return self.default is None
+
+
+@attrs.frozen(kw_only=True)
+class IndicatorInfo:
+    """What a strategy needs to use an indicator by name (an entry of :data:`REGISTRY`).
+
+    Attributes:
+        name: registry name (the batch function's name).
+        source: what it consumes: ``"bar"`` (bars built from trades), ``"trade"``,
+            ``"quote"`` (top of book), ``"depth"`` (sizes per level) or ``"book"``
+            (prices and sizes per level).
+        inputs: the fields read, e.g. ``("high", "low", "close")``.
+        outputs: output names, in ``values`` order.
+        params: parameters with types and defaults.
+        update: the ``@njit`` incremental kernel (``<name>_update``).
+        make_state: the state factory (``<name>_state``), called with ``params``.
+        batch: the batch function over numpy arrays.
+        talib: the TA-Lib function it reproduces, or None.
+    """
+
+    name: str
+    source: str
+    inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    params: tuple[Param, ...]
+    update: Callable[..., Any]
     make_state: Callable[..., np.ndarray]
+    batch: Callable[..., Any]
+    talib: str | None
+    kernel: int = attrs.field(repr=False)
+
+    @property
+    def source_id(self) -> int:
+        return _SOURCE_NAMES.index(self.source)
 
 
-_KINDS: Mapping[str, _Kind] = MappingProxyType(
-    {
-        "sma": _Kind(K_SMA, SRC_BAR, ("real",), ov.sma_state),
-        "ema": _Kind(K_EMA, SRC_BAR, ("real",), lambda timeperiod=30: ov.ema_state(timeperiod)),
-        "wma": _Kind(K_WMA, SRC_BAR, ("real",), ov.wma_state),
-        "rsi": _Kind(K_RSI, SRC_BAR, ("real",), lambda timeperiod=14: mo.rsi_state(timeperiod)),
-        "roc": _Kind(K_ROC, SRC_BAR, ("real",), mo.roc_state),
-        "mom": _Kind(K_MOM, SRC_BAR, ("real",), mo.mom_state),
-        "trix": _Kind(K_TRIX, SRC_BAR, ("real",), mo.trix_state),
-        "realized_vol": _Kind(K_RVOL, SRC_BAR, ("real",), mi.realized_vol_state),
-        "macd": _Kind(K_MACD, SRC_BAR, ("macd", "macdsignal", "macdhist"), mo.macd_state),
-        "bbands": _Kind(
-            K_BBANDS, SRC_BAR, ("upperband", "middleband", "lowerband"), ov.bbands_state
-        ),
-        "stochrsi": _Kind(K_STOCHRSI, SRC_BAR, ("fastk", "fastd"), mo.stochrsi_state),
-        "atr": _Kind(K_ATR, SRC_BAR, ("real",), vo.atr_state),
-        "natr": _Kind(K_NATR, SRC_BAR, ("real",), vo.natr_state),
-        "cci": _Kind(K_CCI, SRC_BAR, ("real",), mo.cci_state),
-        "willr": _Kind(K_WILLR, SRC_BAR, ("real",), mo.willr_state),
-        "adx": _Kind(K_ADX, SRC_BAR, ("real",), vo.adx_state),
-        "plus_di": _Kind(K_PLUS_DI, SRC_BAR, ("real",), vo.plus_di_state),
-        "minus_di": _Kind(K_MINUS_DI, SRC_BAR, ("real",), vo.minus_di_state),
-        "stoch": _Kind(K_STOCH, SRC_BAR, ("slowk", "slowd"), mo.stoch_state),
-        "ichimoku": _Kind(
-            K_ICHIMOKU,
-            SRC_BAR,
-            ("tenkan", "kijun", "senkou_a", "senkou_b", "chikou"),
-            lv.ichimoku_state,
-        ),
-        "aroon": _Kind(K_AROON, SRC_BAR, ("aroondown", "aroonup"), mo.aroon_state),
-        "mfi": _Kind(K_MFI, SRC_BAR, ("real",), mo.mfi_state),
-        "ad": _Kind(K_AD, SRC_BAR, ("real",), vm.ad_state),
-        "obv": _Kind(K_OBV, SRC_BAR, ("real",), vm.obv_state),
-        "market_profile": _Kind(
-            K_MPROFILE, SRC_BAR, ("poc", "vah", "val"), lv.market_profile_state
-        ),
-        "vwap": _Kind(K_VWAP, SRC_TRADE, ("real",), mi.vwap_state),
-        "rolling_vwap": _Kind(K_RVWAP, SRC_TRADE, ("real",), mi.rolling_vwap_state),
-        "twap": _Kind(K_TWAP, SRC_TRADE, ("real",), mi.twap_state),
-        "tick_momentum": _Kind(K_TICKMOM, SRC_TRADE, ("real",), mi.tick_momentum_state),
-        "velocity": _Kind(K_VELOCITY, SRC_TRADE, ("velocity", "acceleration"), mi.velocity_state),
-        "trade_ofi": _Kind(K_OFI, SRC_TRADE, ("net", "imbalance"), mi.trade_ofi_state),
-        "vpin": _Kind(K_VPIN, SRC_TRADE, ("real",), mi.vpin_state),
-        "book_imbalance": _Kind(K_BOOKIMB, SRC_QUOTE, ("real",), mi.book_imbalance_state),
-        "spread_bps": _Kind(K_SPREAD, SRC_QUOTE, ("real",), mi.spread_bps_state),
-        "book_imbalance_n": _Kind(K_BOOKIMB_N, SRC_DEPTH, ("real",), mi.book_imbalance_n_state),
-    }
+_PARAM_TYPES = {"int": int, "float": float}
+
+
+def _params_of(batch: Callable[..., Any]) -> tuple[Param, ...]:
+    """Parameters of a batch function: its arguments annotated ``int`` or ``float``."""
+    out = []
+    for p in inspect.signature(batch).parameters.values():
+        kind = _PARAM_TYPES.get(str(p.annotation))
+        if kind is None:
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        out.append(Param(name=p.name, type=kind, default=default))
+    return tuple(out)
+
+
+C = ("close",)
+HL = ("high", "low")
+HLC = ("high", "low", "close")
+CV = ("close", "volume")
+HLCV = ("high", "low", "close", "volume")
+_TRADE_TPQ = ("ts", "price", "volume")
+_BOOK = ("bid_price[]", "bid_volume[]", "ask_price[]", "ask_volume[]")
+
+
+def _info(
+    name: str,
+    kernel: int,
+    source: int,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    module: Any,
+    talib: str | None,
+    make_state: Callable[..., np.ndarray] | None = None,
+) -> IndicatorInfo:
+    batch = getattr(module, name)
+    return IndicatorInfo(
+        name=name,
+        source=_SOURCE_NAMES[source],
+        inputs=inputs,
+        outputs=outputs,
+        params=_params_of(batch),
+        update=getattr(module, f"{name}_update"),
+        make_state=make_state or getattr(module, f"{name}_state"),
+        batch=batch,
+        talib=talib,
+        kernel=kernel,
+    )
+
+
+def _ema_state(timeperiod: int = 30) -> np.ndarray:
+    return ov.ema_state(check_int("timeperiod", timeperiod, 1))
+
+
+def _rsi_state(timeperiod: int = 14) -> np.ndarray:
+    return mo.rsi_state(check_int("timeperiod", timeperiod, 2))
+
+
+_R = (
+    ("sma", K_SMA, SRC_BAR, C, ("real",), ov, "SMA"),
+    ("ema", K_EMA, SRC_BAR, C, ("real",), ov, "EMA", _ema_state),
+    ("wma", K_WMA, SRC_BAR, C, ("real",), ov, "WMA"),
+    ("dema", K_DEMA, SRC_BAR, C, ("real",), tr, "DEMA"),
+    ("tema", K_TEMA, SRC_BAR, C, ("real",), tr, "TEMA"),
+    ("t3", K_T3, SRC_BAR, C, ("real",), tr, "T3"),
+    ("kama", K_KAMA, SRC_BAR, C, ("real",), tr, "KAMA"),
+    ("ht_trendline", K_HT, SRC_BAR, C, ("real",), tr, "HT_TRENDLINE"),
+    ("sar", K_SAR, SRC_BAR, HL, ("real",), tr, "SAR"),
+    ("bbands", K_BBANDS, SRC_BAR, C, ("upperband", "middleband", "lowerband"), ov, "BBANDS"),
+    ("rsi", K_RSI, SRC_BAR, C, ("real",), mo, "RSI", _rsi_state),
+    ("roc", K_ROC, SRC_BAR, C, ("real",), mo, "ROC"),
+    ("mom", K_MOM, SRC_BAR, C, ("real",), mo, "MOM"),
+    ("trix", K_TRIX, SRC_BAR, C, ("real",), mo, "TRIX"),
+    ("macd", K_MACD, SRC_BAR, C, ("macd", "macdsignal", "macdhist"), mo, "MACD"),
+    ("apo", K_PO, SRC_BAR, C, ("real",), osc, "APO"),
+    ("ppo", K_PO, SRC_BAR, C, ("real",), osc, "PPO"),
+    ("cmo", K_CMO, SRC_BAR, C, ("real",), osc, "CMO"),
+    ("stochrsi", K_STOCHRSI, SRC_BAR, C, ("fastk", "fastd"), mo, "STOCHRSI"),
+    ("stoch", K_STOCH, SRC_BAR, HLC, ("slowk", "slowd"), mo, "STOCH"),
+    ("willr", K_WILLR, SRC_BAR, HLC, ("real",), mo, "WILLR"),
+    ("cci", K_CCI, SRC_BAR, HLC, ("real",), mo, "CCI"),
+    ("ultosc", K_ULTOSC, SRC_BAR, HLC, ("real",), osc, "ULTOSC"),
+    ("aroon", K_AROON, SRC_BAR, HL, ("aroondown", "aroonup"), mo, "AROON"),
+    ("aroonosc", K_AROONOSC, SRC_BAR, HL, ("real",), osc, "AROONOSC"),
+    ("bop", K_BOP, SRC_BAR, ("open", "high", "low", "close"), ("real",), osc, "BOP"),
+    ("mfi", K_MFI, SRC_BAR, HLCV, ("real",), mo, "MFI"),
+    ("atr", K_ATR, SRC_BAR, HLC, ("real",), vo, "ATR"),
+    ("natr", K_NATR, SRC_BAR, HLC, ("real",), vo, "NATR"),
+    ("adx", K_ADX, SRC_BAR, HLC, ("real",), vo, "ADX"),
+    ("adxr", K_ADXR, SRC_BAR, HLC, ("real",), vo, "ADXR"),
+    ("dx", K_DX, SRC_BAR, HLC, ("real",), vo, "DX"),
+    ("plus_di", K_PLUS_DI, SRC_BAR, HLC, ("real",), vo, "PLUS_DI"),
+    ("minus_di", K_MINUS_DI, SRC_BAR, HLC, ("real",), vo, "MINUS_DI"),
+    ("var", K_VAR, SRC_BAR, C, ("real",), sa, "VAR"),
+    ("stddev", K_STDDEV, SRC_BAR, C, ("real",), sa, "STDDEV"),
+    ("linearreg", K_LINREG, SRC_BAR, C, ("real",), sa, "LINEARREG"),
+    ("linearreg_slope", K_LINREG, SRC_BAR, C, ("real",), sa, "LINEARREG_SLOPE"),
+    ("linearreg_angle", K_LINREG, SRC_BAR, C, ("real",), sa, "LINEARREG_ANGLE"),
+    ("linearreg_intercept", K_LINREG, SRC_BAR, C, ("real",), sa, "LINEARREG_INTERCEPT"),
+    ("tsf", K_LINREG, SRC_BAR, C, ("real",), sa, "TSF"),
+    ("obv", K_OBV, SRC_BAR, CV, ("real",), vm, "OBV"),
+    ("ad", K_AD, SRC_BAR, HLCV, ("real",), vm, "AD"),
+    ("vpt", K_VPT, SRC_BAR, CV, ("real",), vm, None),
+    ("vwma", K_VWMA, SRC_BAR, CV, ("real",), vm, None),
+    ("realized_vol", K_RVOL, SRC_BAR, C, ("real",), mi, None),
+    ("garch", K_GARCH, SRC_BAR, C, ("real",), vmod, None),
+    ("volvol", K_VOLVOL, SRC_BAR, C, ("real",), vmod, None),
+    (
+        "ichimoku",
+        K_ICHIMOKU,
+        SRC_BAR,
+        HLC,
+        ("tenkan", "kijun", "senkou_a", "senkou_b", "chikou"),
+        lv,
+        None,
+    ),
+    ("ichimoku_cloud", K_CLOUD, SRC_BAR, HLC, ("position", "thickness"), lv, None),
+    ("market_profile", K_MPROFILE, SRC_BAR, CV, ("poc", "vah", "val"), lv, None),
+    ("vwap", K_VWAP, SRC_TRADE, _TRADE_TPQ, ("real",), mi, None),
+    ("rolling_vwap", K_RVWAP, SRC_TRADE, ("price", "volume"), ("real",), mi, None),
+    ("twap", K_TWAP, SRC_TRADE, ("ts", "price"), ("real",), mi, None),
+    ("tick_momentum", K_TICKMOM, SRC_TRADE, ("price", "volume"), ("real",), mi, None),
+    ("velocity", K_VELOCITY, SRC_TRADE, ("ts", "price"), ("velocity", "acceleration"), mi, None),
+    ("trade_ofi", K_OFI, SRC_TRADE, ("volume", "side"), ("net", "imbalance"), mi, None),
+    ("vpin", K_VPIN, SRC_TRADE, ("volume", "side"), ("real",), mi, None),
+    ("cvd", K_CVD, SRC_TRADE, ("ts", "volume", "side"), ("real",), fl, None),
+    ("kyle_lambda", K_KYLE, SRC_TRADE, ("price", "volume", "side"), ("real",), fl, None),
+    ("book_imbalance", K_BOOKIMB, SRC_QUOTE, ("bid_volume", "ask_volume"), ("real",), mi, None),
+    ("spread_bps", K_SPREAD, SRC_QUOTE, ("bid", "ask"), ("real",), mi, None),
+    (
+        "book_imbalance_n",
+        K_BOOKIMB_N,
+        SRC_DEPTH,
+        ("bid_volume[]", "ask_volume[]"),
+        ("real",),
+        mi,
+        None,
+    ),
+    ("book_depth", K_DEPTH_BPS, SRC_BOOK, _BOOK, ("bid", "ask"), lq, None),
+    ("spoofing", K_SPOOF, SRC_BOOK, _BOOK, ("bid", "ask"), lq, None),
 )
 
-INDICATOR_NAMES: tuple[str, ...] = tuple(_KINDS)
+REGISTRY: Mapping[str, IndicatorInfo] = MappingProxyType({r[0]: _info(*r) for r in _R})
+"""Every indicator a strategy can use by name: kernel, parameters, inputs, outputs."""
+
+INDICATOR_NAMES: tuple[str, ...] = tuple(REGISTRY)
 """Names accepted by :class:`IndicatorSpec`."""
 
 
+def registry_table() -> str:
+    """The README's indicator table (markdown), generated from :data:`REGISTRY`."""
+
+    def params(info: IndicatorInfo) -> str:
+        return ", ".join(
+            f"`{p.name}`" if p.required else f"`{p.name}={p.default!r}`" for p in info.params
+        )
+
+    lines = [
+        "| name | params | source: inputs | outputs | TA-Lib |",
+        "|---|---|---|---|---|",
+    ]
+    for info in REGISTRY.values():
+        outs = ", ".join(info.outputs)
+        lines.append(
+            f"| `{info.name}` | {params(info) or '-'} | {info.source}: {', '.join(info.inputs)} "
+            f"| {outs} | {info.talib or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _check_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if value not in _KINDS:
-        raise ValueError(f"unknown indicator {value!r}; known: {', '.join(INDICATOR_NAMES)}")
+    if value not in REGISTRY:
+        raise IndicatorConfigError(
+            "", f"unknown indicator {value!r}; known: {', '.join(INDICATOR_NAMES)}"
+        )
+
+
+def check_params(name: str, params: Mapping[str, Any], key: str = "") -> dict[str, Any]:
+    """Validate ``params`` of indicator ``name`` against :data:`REGISTRY`.
+
+    Returns:
+        The parameters with float ones converted to float.
+
+    Raises:
+        IndicatorConfigError: unknown name or parameter, wrong type, missing required
+            parameter; ``key`` prefixes the dotted key it names.
+    """
+    prefix = f"{key}." if key else ""
+    if name not in REGISTRY:
+        raise IndicatorConfigError(
+            f"{prefix}name", f"unknown indicator {name!r}; known: {', '.join(INDICATOR_NAMES)}"
+        )
+    known = {p.name: p for p in REGISTRY[name].params}
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        p = known.get(k)
+        if p is None:
+            names = ", ".join(known) or "none"
+            raise IndicatorConfigError(
+                f"{prefix}{k}", f"unknown parameter of {name} (known: {names})"
+            )
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (p.type is int and not isinstance(v, int))
+        ):
+            raise IndicatorConfigError(
+                f"{prefix}{k}", f"must be {p.type.__name__} for {name}, got {v!r}"
+            )
+        out[k] = float(v) if p.type is float else v
+    for p in known.values():
+        if p.required and p.name not in out:
+            raise IndicatorConfigError(
+                f"{prefix}{p.name}", f"required parameter of {name} is missing"
+            )
+    return out
+
+
+def _check_params(instance: IndicatorSpec, attribute: attrs.Attribute, value: Mapping) -> None:
+    check_params(instance.name, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -161,15 +426,15 @@ class IndicatorSpec:
     Attributes:
         name: indicator name, one of :data:`INDICATOR_NAMES`.
         params: keyword arguments of the indicator's ``*_state`` factory (the batch
-            function's parameters).
+            function's parameters); unknown names and wrong types are rejected.
         bar_ns: bar length in nanoseconds for bar-fed indicators; 0 feeds every trade as
-            a bar. Must be 0 for trade, quote and depth indicators.
+            a bar. Must be 0 for trade, quote, depth and book indicators.
         label: value name prefix; by default the name followed by the parameter values.
     """
 
     name: str = attrs.field(validator=_check_name)
     params: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=lambda p: MappingProxyType(dict(p))
+        factory=dict, converter=lambda p: MappingProxyType(dict(p)), validator=_check_params
     )
     bar_ns: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     label: str | None = None
@@ -191,6 +456,41 @@ def _fmt(v: object) -> str:
 
 def spec(name: str, /, bar_ns: int = 0, label: str | None = None, **params: Any) -> IndicatorSpec:
     """Shorthand: ``spec("rsi", timeperiod=14)``."""
+    return IndicatorSpec(name=name, params=params, bar_ns=bar_ns, label=label)
+
+
+def spec_from_config(entry: Mapping[str, Any], key: str = "indicator") -> IndicatorSpec:
+    """Build a spec from a config table: ``{"name": "kama", "timeperiod": 10, ...}``.
+
+    Besides ``name``, the keys ``bar_ns`` and ``label`` are the spec's; every other key
+    is a parameter of the indicator. The state is built once, so range errors surface
+    here too.
+
+    Raises:
+        IndicatorConfigError: naming the dotted key (``key`` + the entry's key) at fault.
+    """
+    if not isinstance(entry, Mapping):
+        raise IndicatorConfigError(key, f"expected a table, got {type(entry).__name__}")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise IndicatorConfigError(f"{key}.name", "missing or not a string")
+    bar_ns = entry.get("bar_ns", 0)
+    if isinstance(bar_ns, bool) or not isinstance(bar_ns, int) or bar_ns < 0:
+        raise IndicatorConfigError(f"{key}.bar_ns", f"must be an integer >= 0, got {bar_ns!r}")
+    label = entry.get("label")
+    if label is not None and not isinstance(label, str):
+        raise IndicatorConfigError(f"{key}.label", f"must be a string, got {label!r}")
+    raw = {k: v for k, v in entry.items() if k not in ("name", "bar_ns", "label")}
+    params = check_params(name, raw, key)
+    info = REGISTRY[name]
+    if info.source != "bar" and bar_ns:
+        raise IndicatorConfigError(
+            f"{key}.bar_ns", f"{name} consumes {info.source}s, not bars: must be 0"
+        )
+    try:
+        info.make_state(**params)
+    except ValueError as exc:
+        raise IndicatorConfigError(key, f"{name}: {exc}") from None
     return IndicatorSpec(name=name, params=params, bar_ns=bar_ns, label=label)
 
 
@@ -235,23 +535,22 @@ class IndicatorSet:
         names: list[str] = []
         offset = 0
         for e in entries:
-            kind = _KINDS[e.name]
-            if kind.source != SRC_BAR and e.bar_ns:
+            kind = REGISTRY[e.name]
+            src = kind.source_id
+            if src != SRC_BAR and e.bar_ns:
                 raise ValueError(f"{e.name} consumes ticks, not bars: bar_ns must be 0")
             try:
                 block = np.ascontiguousarray(kind.make_state(**e.params), dtype=np.float64)
             except TypeError as exc:
                 raise ValueError(f"bad parameters for {e.name}: {exc}") from exc
             builder = -1
-            if kind.source == SRC_BAR:
+            if src == SRC_BAR:
                 if e.bar_ns not in bar_lengths:
                     bar_lengths.append(e.bar_ns)
                 builder = bar_lengths.index(e.bar_ns)
             label = e.value_label
             outs = [label] if len(kind.outputs) == 1 else [f"{label}.{o}" for o in kind.outputs]
-            rows.append(
-                [kind.kernel, offset, block.shape[0], len(names), len(outs), kind.source, builder]
-            )
+            rows.append([kind.kernel, offset, block.shape[0], len(names), len(outs), src, builder])
             names.extend(outs)
             blocks.append(block)
             offset += block.shape[0]
@@ -367,6 +666,17 @@ class IndicatorSet:
         update_depth(*self.arrays, bid_qty, ask_qty)
         return self.values
 
+    def update_book(
+        self, bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray, ask_qty: np.ndarray
+    ) -> np.ndarray:
+        """Consume one book snapshot (float64 prices and sizes per level, best first).
+
+        Feeds the book-fed indicators and, with the sizes, the depth-fed ones; returns
+        :attr:`values`.
+        """
+        update_book(*self.arrays, bid_px, bid_qty, ask_px, ask_qty)
+        return self.values
+
 
 def default_specs(*, bin_size: float, bucket_volume: float) -> tuple[IndicatorSpec, ...]:
     """The default indicator set of a symbol.
@@ -403,15 +713,14 @@ def default_specs(*, bin_size: float, bucket_volume: float) -> tuple[IndicatorSp
 
 def parameters_of(name: str) -> Mapping[str, Any]:
     """Default parameters of indicator ``name`` (those of its state factory)."""
-    sig = inspect.signature(_KINDS[name].make_state)
     return MappingProxyType(
-        {k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}
+        {p.name: p.default for p in REGISTRY[name].params if p.default is not None}
     )
 
 
 def outputs_of(name: str) -> Sequence[str]:
     """Output names of indicator ``name``."""
-    return _KINDS[name].outputs
+    return REGISTRY[name].outputs
 
 
 # --- kernels --------------------------------------------------------------------------
@@ -478,6 +787,48 @@ def _bar_update(
         out[0] = vm.obv_update(st, c, v)
     elif kernel == K_MPROFILE:
         lv.market_profile_update(st, c, v, out)
+    elif kernel == K_DEMA:
+        out[0] = tr.dema_update(st, c)
+    elif kernel == K_TEMA:
+        out[0] = tr.tema_update(st, c)
+    elif kernel == K_T3:
+        out[0] = tr.t3_update(st, c)
+    elif kernel == K_KAMA:
+        out[0] = tr.kama_update(st, c)
+    elif kernel == K_HT:
+        out[0] = tr.ht_trendline_update(st, c)
+    elif kernel == K_SAR:
+        out[0] = tr.sar_update(st, h, lo)
+    elif kernel == K_VAR:
+        out[0] = sa.var_update(st, c)
+    elif kernel == K_STDDEV:
+        out[0] = sa.stddev_update(st, c)
+    elif kernel == K_LINREG:
+        out[0] = sa.linreg_update(st, c)
+    elif kernel == K_PO:
+        out[0] = osc.po_update(st, c)
+    elif kernel == K_CMO:
+        out[0] = osc.cmo_update(st, c)
+    elif kernel == K_ULTOSC:
+        out[0] = osc.ultosc_update(st, h, lo, c)
+    elif kernel == K_AROONOSC:
+        out[0] = osc.aroonosc_update(st, h, lo)
+    elif kernel == K_BOP:
+        out[0] = osc.bop_update(st, o, h, lo, c)
+    elif kernel == K_DX:
+        out[0] = vo.dx_update(st, h, lo, c)
+    elif kernel == K_ADXR:
+        out[0] = vo.adxr_update(st, h, lo, c)
+    elif kernel == K_VPT:
+        out[0] = vm.vpt_update(st, c, v)
+    elif kernel == K_VWMA:
+        out[0] = vm.vwma_update(st, c, v)
+    elif kernel == K_GARCH:
+        out[0] = vmod.garch_update(st, c)
+    elif kernel == K_VOLVOL:
+        out[0] = vmod.volvol_update(st, c)
+    elif kernel == K_CLOUD:
+        lv.ichimoku_cloud_update(st, h, lo, c, out)
 
 
 @njit(nogil=True)
@@ -498,42 +849,49 @@ def _trade_update(
         mi.trade_ofi_update(st, qty, side, out)
     elif kernel == K_VPIN:
         out[0] = mi.vpin_update(st, qty, side)
+    elif kernel == K_CVD:
+        out[0] = fl.cvd_update(st, ts, qty, side)
+    elif kernel == K_KYLE:
+        out[0] = fl.kyle_lambda_update(st, price, qty, side)
+
+
+# The kernels below read the tables element by element: a row view (``bars[j]``,
+# ``spec_table[e]``) would cost two atomic reference-count updates per use.
 
 
 @njit(nogil=True)
 def _advance_bars(bar_ns: np.ndarray, bars: np.ndarray, ts: int, price: float, qty: float) -> None:
     for j in range(bar_ns.shape[0]):
-        b = bars[j]
         width = bar_ns[j]
         if width == 0:
-            b[_B_DONE] = 1.0
-            b[_B_DONE_BAR] = price
-            b[_B_DONE_BAR + 1] = price
-            b[_B_DONE_BAR + 2] = price
-            b[_B_DONE_BAR + 3] = price
-            b[_B_DONE_BAR + 4] = qty
+            bars[j, _B_DONE] = 1.0
+            bars[j, _B_DONE_BAR] = price
+            bars[j, _B_DONE_BAR + 1] = price
+            bars[j, _B_DONE_BAR + 2] = price
+            bars[j, _B_DONE_BAR + 3] = price
+            bars[j, _B_DONE_BAR + 4] = qty
             continue
         bucket = float(ts // width)
-        b[_B_DONE] = 0.0
-        if b[_B_OPEN] != 0.0 and bucket == b[_B_BUCKET]:
-            if price > b[_B_H]:
-                b[_B_H] = price
-            if price < b[_B_L]:
-                b[_B_L] = price
-            b[_B_C] = price
-            b[_B_V] += qty
+        bars[j, _B_DONE] = 0.0
+        if bars[j, _B_OPEN] != 0.0 and bucket == bars[j, _B_BUCKET]:
+            if price > bars[j, _B_H]:
+                bars[j, _B_H] = price
+            if price < bars[j, _B_L]:
+                bars[j, _B_L] = price
+            bars[j, _B_C] = price
+            bars[j, _B_V] += qty
             continue
-        if b[_B_OPEN] != 0.0:
-            b[_B_DONE] = 1.0
+        if bars[j, _B_OPEN] != 0.0:
+            bars[j, _B_DONE] = 1.0
             for k in range(5):
-                b[_B_DONE_BAR + k] = b[_B_O + k]
-        b[_B_OPEN] = 1.0
-        b[_B_BUCKET] = bucket
-        b[_B_O] = price
-        b[_B_H] = price
-        b[_B_L] = price
-        b[_B_C] = price
-        b[_B_V] = qty
+                bars[j, _B_DONE_BAR + k] = bars[j, _B_O + k]
+        bars[j, _B_OPEN] = 1.0
+        bars[j, _B_BUCKET] = bucket
+        bars[j, _B_O] = price
+        bars[j, _B_H] = price
+        bars[j, _B_L] = price
+        bars[j, _B_C] = price
+        bars[j, _B_V] = qty
 
 
 @njit(nogil=True)
@@ -554,18 +912,17 @@ def _on_trade(
     _advance_bars(bar_ns, bar_state, ts, price, qty)
     fside = float(side)
     for e in range(spec_table.shape[0]):
-        row = spec_table[e]
-        src = row[_C_SRC]
+        src = spec_table[e, _C_SRC]
         if src != SRC_BAR and src != SRC_TRADE:
             continue
-        bi = max(row[_C_BAR], 0)
+        bi = max(spec_table[e, _C_BAR], 0)
         if src == SRC_BAR and bar_state[bi, _B_DONE] == 0.0:
             continue
-        st = borrowed_view(state, row[_C_OFF], row[_C_LEN])
-        out = borrowed_view(values, row[_C_VAL], row[_C_NOUT])
+        st = borrowed_view(state, spec_table[e, _C_OFF], spec_table[e, _C_LEN])
+        out = borrowed_view(values, spec_table[e, _C_VAL], spec_table[e, _C_NOUT])
         if src == SRC_BAR:
             _bar_update(
-                row[_C_KERNEL],
+                spec_table[e, _C_KERNEL],
                 st,
                 bar_state[bi, _B_DONE_BAR],
                 bar_state[bi, _B_DONE_BAR + 1],
@@ -575,7 +932,7 @@ def _on_trade(
                 out,
             )
         else:
-            _trade_update(row[_C_KERNEL], st, ts, price, qty, fside, out)
+            _trade_update(spec_table[e, _C_KERNEL], st, ts, price, qty, fside, out)
 
 
 @njit(nogil=True)
@@ -592,14 +949,13 @@ def _on_quote(
     if bid != bid or ask != ask or bid_qty != bid_qty or ask_qty != ask_qty:
         return
     for e in range(spec_table.shape[0]):
-        row = spec_table[e]
-        if row[_C_SRC] != SRC_QUOTE:
+        if spec_table[e, _C_SRC] != SRC_QUOTE:
             continue
-        st = borrowed_view(state, row[_C_OFF], row[_C_LEN])
-        vi = row[_C_VAL]
-        if row[_C_KERNEL] == K_BOOKIMB:
+        st = borrowed_view(state, spec_table[e, _C_OFF], spec_table[e, _C_LEN])
+        vi = spec_table[e, _C_VAL]
+        if spec_table[e, _C_KERNEL] == K_BOOKIMB:
             values[vi] = mi.book_imbalance_update(st, bid_qty, ask_qty)
-        elif row[_C_KERNEL] == K_SPREAD:
+        elif spec_table[e, _C_KERNEL] == K_SPREAD:
             values[vi] = mi.spread_bps_update(st, bid, ask)
 
 
@@ -613,13 +969,40 @@ def _on_depth(
 ) -> None:
     """Feed one depth snapshot (sizes per level, best first) to the depth-fed indicators."""
     for e in range(spec_table.shape[0]):
-        row = spec_table[e]
-        if row[_C_SRC] != SRC_DEPTH:
+        if spec_table[e, _C_SRC] != SRC_DEPTH:
             continue
-        st = borrowed_view(state, row[_C_OFF], row[_C_LEN])
+        st = borrowed_view(state, spec_table[e, _C_OFF], spec_table[e, _C_LEN])
         v = mi.book_imbalance_n_update(st, bid_qty, ask_qty)
         if v == v:
-            values[row[_C_VAL]] = v
+            values[spec_table[e, _C_VAL]] = v
+
+
+@njit(nogil=True)
+def _on_book(
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    values: np.ndarray,
+    bid_px: np.ndarray,
+    bid_qty: np.ndarray,
+    ask_px: np.ndarray,
+    ask_qty: np.ndarray,
+) -> None:
+    """Feed one book snapshot to the book-fed indicators, and its sizes to the depth-fed."""
+    for e in range(spec_table.shape[0]):
+        src = spec_table[e, _C_SRC]
+        if src != SRC_BOOK and src != SRC_DEPTH:
+            continue
+        st = borrowed_view(state, spec_table[e, _C_OFF], spec_table[e, _C_LEN])
+        if src == SRC_DEPTH:
+            v = mi.book_imbalance_n_update(st, bid_qty, ask_qty)
+            if v == v:
+                values[spec_table[e, _C_VAL]] = v
+            continue
+        out = borrowed_view(values, spec_table[e, _C_VAL], spec_table[e, _C_NOUT])
+        if spec_table[e, _C_KERNEL] == K_DEPTH_BPS:
+            lq.book_depth_update(st, bid_px, bid_qty, ask_px, ask_qty, out)
+        elif spec_table[e, _C_KERNEL] == K_SPOOF:
+            lq.spoofing_update(st, bid_px, bid_qty, ask_px, ask_qty, out)
 
 
 # The public kernels below are cached entry points; the functions they call are compiled
@@ -670,6 +1053,25 @@ def update_depth(
 ) -> None:
     """Feed one depth snapshot (sizes per level, best first) to the depth-fed indicators."""
     _on_depth(spec_table, state, values, bid_qty, ask_qty)
+
+
+@njit(cache=True, nogil=True)
+def update_book(
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    bar_ns: np.ndarray,
+    bar_state: np.ndarray,
+    values: np.ndarray,
+    bid_px: np.ndarray,
+    bid_qty: np.ndarray,
+    ask_px: np.ndarray,
+    ask_qty: np.ndarray,
+) -> None:
+    """Feed one book snapshot (prices and sizes per level, best first).
+
+    Book-fed indicators read all four arrays, depth-fed ones the sizes.
+    """
+    _on_book(spec_table, state, values, bid_px, bid_qty, ask_px, ask_qty)
 
 
 @njit(cache=True, nogil=True)

@@ -1,4 +1,4 @@
-"""Range-based indicators: ATR, NATR, ADX, PLUS_DI, MINUS_DI (TA-Lib compatible).
+"""Range-based indicators: ATR, NATR, ADX, ADXR, DX, PLUS_DI, MINUS_DI (TA-Lib compatible).
 
 All use Wilder's smoothing and TA-Lib's true range (from the second bar on, against the
 previous close). ADX and the DIs agree with TA-Lib 0.8.1 to the last bit; ATR/NATR to
@@ -291,14 +291,14 @@ def _dm_fast(
 ) -> bool:
     # The arithmetic of _dm_step and the three updates, with the state in registers.
     m = close.shape[0]
+    # NaN check on the way (no pass of its own); row 0 is only read as "yesterday".
     bad = 0
-    for i in range(m):
-        bad |= (high[i] != high[i]) | (low[i] != low[i]) | (close[i] != close[i])
-    if bad:
-        return False
+    if m:
+        bad = (high[0] != high[0]) | (low[0] != low[0]) | (close[0] != close[0])
     row = out[0]
     fn = float(n)
-    first = 2 * n - 1 if kind == 0 else n
+    adx_like = kind == 0 or kind == 4
+    first = 2 * n - 1 if adx_like else n
     for i in range(min(first, m)):
         row[i] = np.nan
     plus = 0.0
@@ -306,7 +306,9 @@ def _dm_fast(
     tr = 0.0
     sum_dx = 0.0
     adx = 0.0
+    last_dx = 0.0
     for i in range(1, m):
+        bad |= (high[i] != high[i]) | (low[i] != low[i]) | (close[i] != close[i])
         diff_p = high[i] - high[i - 1]
         diff_m = low[i - 1] - low[i]
         t = true_range(high[i], low[i], close[i - 1])
@@ -330,6 +332,15 @@ def _dm_fast(
         if kind == 2:
             row[i] = 100.0 * (minus / tr) if tr != 0.0 else 0.0
             continue
+        if kind == 3:
+            if tr != 0.0:
+                minus_di = 100.0 * (minus / tr)
+                plus_di = 100.0 * (plus / tr)
+                s = minus_di + plus_di
+                if s != 0.0:
+                    last_dx = 100.0 * (abs(minus_di - plus_di) / s)
+            row[i] = last_dx
+            continue
         dx = np.nan
         if tr != 0.0:
             minus_di = 100.0 * (minus / tr)
@@ -348,6 +359,15 @@ def _dm_fast(
         elif dx == dx:
             adx = (adx * (fn - 1.0) + dx) / fn
         row[i] = adx
+    if bad:
+        return False
+    if kind == 4:
+        # ADXR from the ADX row, backwards so each ADX is read before it is replaced.
+        lag = n - 1
+        for i in range(m - 1, min(3 * n - 2, m) - 1, -1):
+            row[i] = (row[i] + row[i - lag]) / 2.0
+        for i in range(min(3 * n - 2, m)):
+            row[i] = np.nan
     return True
 
 
@@ -377,3 +397,86 @@ def minus_di(
 ) -> np.ndarray:
     """Minus directional indicator, TA-Lib ``MINUS_DI`` (``timeperiod`` >= 2)."""
     return _directional(2, high, low, close, timeperiod)
+
+
+# --- DX / ADXR ------------------------------------------------------------------------
+# DX: [directional movement state[10], last dx]
+_DX_LAST = _DM_SIZE
+
+
+def dx_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental DX."""
+    return np.concatenate((_dm_state(timeperiod), np.zeros(1)))
+
+
+@njit(nogil=True)
+def _dx_value(state: np.ndarray, last: float) -> float:
+    """DX from the smoothed movements; ``last`` when TR or ``+DI + -DI`` is 0 (TA-Lib)."""
+    tr = state[_DM_TR]
+    if tr == 0.0:
+        return last
+    minus_di = 100.0 * (state[_DM_MINUS] / tr)
+    plus_di = 100.0 * (state[_DM_PLUS] / tr)
+    t = minus_di + plus_di
+    if t == 0.0:
+        return last
+    return 100.0 * (abs(minus_di - plus_di) / t)
+
+
+@njit(nogil=True)
+def dx_update(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """Directional movement index ``100 |+DI - -DI| / (+DI + -DI)`` (first value at row n).
+
+    +DI, -DI as :func:`plus_di_update`; a bar whose smoothed TR or DI sum is 0 repeats
+    the previous DX (0 before there is one), as TA-Lib does.
+    """
+    if high != high or low != low or close != close:
+        return np.nan
+    count = _dm_step(state, high, low, close)
+    if count < state[_DM_N]:
+        return np.nan
+    v = _dx_value(state, state[_DX_LAST])
+    state[_DX_LAST] = v
+    return v
+
+
+def dx(high: np.ndarray, low: np.ndarray, close: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Directional movement index, TA-Lib ``DX`` (see :func:`dx_update`)."""
+    return _directional(3, high, low, close, timeperiod)
+
+
+# ADXR: [directional movement state[10], pos, adx_ring[period - 1]]
+_AR_POS = _DM_SIZE
+_AR_RING = _DM_SIZE + 1
+
+
+def adxr_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental ADXR."""
+    st = _dm_state(timeperiod)
+    return np.concatenate((st, np.zeros(1 + int(st[_DM_N]) - 1)))
+
+
+@njit(nogil=True)
+def adxr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """ADX rating ``(ADX + ADX[-(n-1)]) / 2`` (first value at row ``3n - 2``)."""
+    if high != high or low != low or close != close:
+        return np.nan
+    a = adx_update(state, high, low, close)
+    if a != a:
+        return np.nan
+    lag = int(state[_DM_N]) - 1
+    pos = int(state[_AR_POS])
+    slot = _AR_RING + pos
+    old = state[slot]
+    state[slot] = a
+    pos += 1
+    state[_AR_POS] = 0 if pos == lag else pos
+    # The ADX starts at bar 2n - 1; its value n - 1 bars back exists from bar 3n - 2.
+    if state[_DM_COUNT] < 3.0 * state[_DM_N] - 1.0:
+        return np.nan
+    return (a + old) / 2.0
+
+
+def adxr(high: np.ndarray, low: np.ndarray, close: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Average directional movement rating, TA-Lib ``ADXR`` (see :func:`adxr_update`)."""
+    return _directional(4, high, low, close, timeperiod)

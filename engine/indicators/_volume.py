@@ -1,11 +1,16 @@
-"""Volume accumulators: OBV and the Chaikin A/D line (TA-Lib compatible)."""
+"""Volume indicators: OBV and the Chaikin A/D line (TA-Lib), VPT and VWMA (not in TA-Lib).
+
+Volume price trend (a.k.a. price-volume trend; Granville's OBV weighted by the relative
+price change): ``VPT_t = VPT_{t-1} + volume_t (close_t - close_{t-1}) / close_{t-1}``.
+VWMA: ``sum(close volume) / sum(volume)`` over the last ``timeperiod`` bars.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from ._common import run_batch
+from ._common import check_int, run_batch, window_push3
 
 # OBV: [count, prev_close, obv]
 _OBV_COUNT, _OBV_PREV, _OBV_VALUE = range(3)
@@ -115,3 +120,99 @@ def _ad_fast(
 def ad(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
     """Chaikin accumulation/distribution line, TA-Lib ``AD`` (bars with high == low add 0)."""
     return run_batch(_ad_fast, (high, low, close, volume), 1)[0]
+
+
+# --- VPT ------------------------------------------------------------------------------
+# [count, prev_close, vpt, compensation]
+_VPT_COUNT, _VPT_PREV, _VPT_VALUE, _VPT_COMP = range(4)
+
+
+def vpt_state() -> np.ndarray:
+    """Allocate the state of an incremental volume price trend."""
+    return np.zeros(4, dtype=np.float64)
+
+
+@njit(nogil=True)
+def vpt_update(state: np.ndarray, close: float, volume: float) -> float:
+    """Volume price trend ``VPT += volume * (close - prev) / prev`` (0 at the first bar).
+
+    A bar whose previous close is 0 adds nothing. The running sum is compensated
+    (Neumaier), so it does not drift over long runs.
+    """
+    if close != close or volume != volume:
+        return np.nan
+    if state[_VPT_COUNT] == 0.0:
+        state[_VPT_COUNT] = 1.0
+        state[_VPT_PREV] = close
+        return 0.0
+    prev = state[_VPT_PREV]
+    state[_VPT_PREV] = close
+    term = volume * ((close - prev) / prev) if prev != 0.0 else 0.0
+    total = state[_VPT_VALUE]
+    t = total + term
+    if abs(total) >= abs(term):
+        state[_VPT_COMP] += (total - t) + term
+    else:
+        state[_VPT_COMP] += (term - t) + total
+    state[_VPT_VALUE] = t
+    return t + state[_VPT_COMP]
+
+
+@njit(cache=True, nogil=True)
+def _vpt_run(state: np.ndarray, close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> None:
+    for i in range(close.shape[0]):
+        out[i] = vpt_update(state, close[i], volume[i])
+
+
+def _run2(kernel, state: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    x = np.ascontiguousarray(a, dtype=np.float64)
+    y = np.ascontiguousarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("input arrays must be 1-D and of the same length")
+    out = np.empty(x.shape[0], dtype=np.float64)
+    kernel(state, x, y, out)
+    return out
+
+
+def vpt(real: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Volume price trend of closes ``real`` (see :func:`vpt_update`); not in TA-Lib."""
+    return _run2(_vpt_run, vpt_state(), real, volume)
+
+
+# --- VWMA -----------------------------------------------------------------------------
+# [n, count, pos, pv, pv', v, v', p, p', pv_ring[n], v_ring[n], p_ring[n]]
+_VWMA_RING = 9
+
+
+def vwma_state(timeperiod: int = 20) -> np.ndarray:
+    """Allocate the state of an incremental volume-weighted moving average."""
+    n = check_int("timeperiod", timeperiod, 1)
+    st = np.zeros(_VWMA_RING + 3 * n, dtype=np.float64)
+    st[0] = n
+    return st
+
+
+@njit(nogil=True)
+def vwma_update(state: np.ndarray, close: float, volume: float) -> float:
+    """``sum(close * volume) / sum(volume)`` over the last ``timeperiod`` bars.
+
+    A window without volume gives the plain mean of its closes. NaN during warm-up (the
+    first value is at row ``timeperiod - 1``). Window sums are re-anchored once per window.
+    """
+    if close != close or volume != volume:
+        return np.nan
+    if not window_push3(state, _VWMA_RING, close * volume, volume, close):
+        return np.nan
+    v = state[5]
+    return state[3] / v if v > 0.0 else state[7] / state[0]
+
+
+@njit(cache=True, nogil=True)
+def _vwma_run(state: np.ndarray, close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> None:
+    for i in range(close.shape[0]):
+        out[i] = vwma_update(state, close[i], volume[i])
+
+
+def vwma(real: np.ndarray, volume: np.ndarray, timeperiod: int = 20) -> np.ndarray:
+    """Volume-weighted moving average of bars (see :func:`vwma_update`); not in TA-Lib."""
+    return _run2(_vwma_run, vwma_state(timeperiod), real, volume)

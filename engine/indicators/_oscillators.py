@@ -1,0 +1,484 @@
+"""More TA-Lib oscillators: APO, PPO, CMO, ULTOSC, AROONOSC, BOP.
+
+Each has a state factory, an O(1) ``@njit`` update and a batch function with TA-Lib's
+name, parameters, defaults (TA-Lib 0.8.1: APO and PPO default to an EMA) and NaN
+warm-up; the batch loops are the updates'. APO, PPO (EMA and WMA), CMO, AROONOSC and BOP
+follow TA-Lib's arithmetic to the last bit; ULTOSC's window sums are re-anchored once
+per window (TA-Lib carries them from the first bar), agreeing to ~1e-15.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._common import (
+    as_f64,
+    check_int,
+    deque_expire,
+    deque_front_seq,
+    deque_push,
+    deque_size,
+    has_nan,
+    is_zero,
+    run_batch,
+    window_push2,
+)
+from ._momentum import _aroon_fast
+from ._overlap import ma_into, ma_state, ma_update
+
+
+def _run(kernel, state: np.ndarray, inputs: tuple) -> np.ndarray:  # type: ignore[no-untyped-def]
+    arrays = [as_f64(a) for a in inputs]
+    n = arrays[0].shape[0]
+    if any(a.shape != (n,) for a in arrays):
+        raise ValueError("input arrays must be 1-D and of the same length")
+    out = np.empty(n, dtype=np.float64)
+    kernel(state, *arrays, out)
+    return out
+
+
+# --- APO / PPO ------------------------------------------------------------------------
+# [fast, slow, matype, percent, unused, fast_len, slow_len, fast_ma[..], slow_ma[..]]
+_PO_FAST, _PO_SLOW, _PO_TYPE, _PO_PCT, _PO_COUNT, _PO_FLEN, _PO_SLEN = range(7)
+_PO_MA = 7
+
+
+def _po_state(fastperiod: int, slowperiod: int, matype: int, percent: bool) -> np.ndarray:
+    fast = check_int("fastperiod", fastperiod, 2)
+    slow = check_int("slowperiod", slowperiod, 2)
+    if slow < fast:  # TA-Lib swaps them rather than rejecting
+        fast, slow = slow, fast
+    f = ma_state(fast, matype)
+    s = ma_state(slow, matype)
+    st = np.zeros(_PO_MA + f.shape[0] + s.shape[0], dtype=np.float64)
+    st[_PO_FAST] = fast
+    st[_PO_SLOW] = slow
+    st[_PO_TYPE] = matype
+    st[_PO_PCT] = 1.0 if percent else 0.0
+    st[_PO_FLEN] = f.shape[0]
+    st[_PO_SLEN] = s.shape[0]
+    st[_PO_MA : _PO_MA + f.shape[0]] = f
+    st[_PO_MA + f.shape[0] :] = s
+    return st
+
+
+def apo_state(fastperiod: int = 12, slowperiod: int = 26, matype: int = 1) -> np.ndarray:
+    """Allocate the state of an incremental APO (MA types 0 SMA, 1 EMA, 2 WMA)."""
+    return _po_state(fastperiod, slowperiod, matype, False)
+
+
+def ppo_state(fastperiod: int = 12, slowperiod: int = 26, matype: int = 1) -> np.ndarray:
+    """Allocate the state of an incremental PPO (MA types 0 SMA, 1 EMA, 2 WMA)."""
+    return _po_state(fastperiod, slowperiod, matype, True)
+
+
+@njit(nogil=True)
+def po_update(state: np.ndarray, x: float) -> float:
+    """APO ``MA_fast - MA_slow`` or PPO ``(MA_fast - MA_slow) / MA_slow * 100``.
+
+    Both MAs start at the first sample (unlike MACD's fast EMA, TA-Lib seeds APO's with
+    the mean of its own first ``fastperiod`` samples). PPO is 0 when the slow MA is
+    within ``1e-14`` of 0. First value at row ``slowperiod - 1``.
+    """
+    if x != x:
+        return np.nan
+    matype = int(state[_PO_TYPE])
+    fl = int(state[_PO_FLEN])
+    sl = int(state[_PO_SLEN])
+    fast = ma_update(state[_PO_MA : _PO_MA + fl], matype, x)
+    slow = ma_update(state[_PO_MA + fl : _PO_MA + fl + sl], matype, x)
+    if slow != slow:
+        return np.nan
+    if state[_PO_PCT] == 0.0:
+        return fast - slow
+    return ((fast - slow) / slow) * 100.0 if not is_zero(slow) else 0.0
+
+
+apo_update = po_update
+ppo_update = po_update
+
+
+@njit(cache=True, nogil=True)
+def _po_fast(x: np.ndarray, fast: int, slow: int, matype: int, pct: bool, out: np.ndarray) -> bool:
+    if has_nan(x):
+        return False
+    row = out[0]
+    quick = np.empty(x.shape[0], dtype=np.float64)
+    ma_into(x, 0, fast, matype, quick)
+    ma_into(x, 0, slow, matype, row)
+    for i in range(x.shape[0]):
+        s = row[i]
+        if pct:
+            row[i] = ((quick[i] - s) / s) * 100.0 if not is_zero(s) else 0.0
+        else:
+            row[i] = quick[i] - s
+    return True
+
+
+def _po(real: np.ndarray, fastperiod: int, slowperiod: int, matype: int, pct: bool) -> np.ndarray:
+    st = _po_state(fastperiod, slowperiod, matype, pct)
+    params = (int(st[_PO_FAST]), int(st[_PO_SLOW]), int(st[_PO_TYPE]), pct)
+    return run_batch(_po_fast, (real,), 1, params)[0]
+
+
+def apo(
+    real: np.ndarray, fastperiod: int = 12, slowperiod: int = 26, matype: int = 1
+) -> np.ndarray:
+    """Absolute price oscillator, TA-Lib ``APO``: ``MA(fast) - MA(slow)``."""
+    return _po(real, fastperiod, slowperiod, matype, False)
+
+
+def ppo(
+    real: np.ndarray, fastperiod: int = 12, slowperiod: int = 26, matype: int = 1
+) -> np.ndarray:
+    """Percentage price oscillator, TA-Lib ``PPO``: ``(MA(fast) - MA(slow)) / MA(slow) * 100``."""
+    return _po(real, fastperiod, slowperiod, matype, True)
+
+
+# --- CMO ------------------------------------------------------------------------------
+# [period, count, prev, gain, loss]
+_CMO_N, _CMO_COUNT, _CMO_PREV, _CMO_GAIN, _CMO_LOSS = range(5)
+
+
+def cmo_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental CMO."""
+    st = np.zeros(5, dtype=np.float64)
+    st[_CMO_N] = check_int("timeperiod", timeperiod, 2)
+    return st
+
+
+@njit(nogil=True)
+def cmo_update(state: np.ndarray, x: float) -> float:
+    """Chande momentum oscillator ``100 (G - L) / (G + L)`` (first value at row n).
+
+    ``G``/``L`` are TA-Lib's Wilder-smoothed gains and losses (as RSI, but divided by
+    the period where TA-Lib's RSI multiplies by its reciprocal); 0 while ``G + L`` is
+    exactly 0 (TA-Lib 0.8.1: over a flat stretch after a move the last ratio holds).
+    """
+    if x != x:
+        return np.nan
+    n = state[_CMO_N]
+    count = state[_CMO_COUNT]
+    state[_CMO_COUNT] = count + 1.0
+    prev = state[_CMO_PREV]
+    state[_CMO_PREV] = x
+    if count == 0.0:
+        return np.nan
+    d = x - prev
+    gain = state[_CMO_GAIN]
+    loss = state[_CMO_LOSS]
+    if count < n:
+        if d < 0.0:
+            state[_CMO_LOSS] = loss - d
+        else:
+            state[_CMO_GAIN] = gain + d
+        return np.nan
+    if count == n:
+        if d < 0.0:
+            loss -= d
+        else:
+            gain += d
+    else:
+        loss *= n - 1.0
+        gain *= n - 1.0
+        if d < 0.0:
+            loss -= d
+        else:
+            gain += d
+    loss /= n
+    gain /= n
+    state[_CMO_GAIN] = gain
+    state[_CMO_LOSS] = loss
+    total = gain + loss
+    return 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _cmo_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    """:func:`cmo_update` over ``x``, the state in registers.
+
+    A NaN change goes to the gains (``d < 0`` is False), which it leaves NaN to the
+    end: that is the NaN check.
+    """
+    row = out[0]
+    m = x.shape[0]
+    for i in range(min(n, m)):
+        row[i] = np.nan
+    if m <= n:
+        return not has_nan(x)
+    fn = float(n)
+    nm1 = fn - 1.0
+    gain = 0.0
+    loss = 0.0
+    for i in range(1, n + 1):
+        d = x[i] - x[i - 1]
+        if d < 0.0:
+            loss -= d
+        else:
+            gain += d
+    loss /= fn
+    gain /= fn
+    total = gain + loss
+    row[n] = 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
+    for i in range(n + 1, m):
+        d = x[i] - x[i - 1]
+        loss *= nm1
+        gain *= nm1
+        if d < 0.0:
+            loss -= d
+        else:
+            gain += d
+        loss /= fn
+        gain /= fn
+        total = gain + loss
+        row[i] = 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
+    return gain == gain
+
+
+def cmo(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Chande momentum oscillator, TA-Lib ``CMO`` (see :func:`cmo_update`)."""
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_cmo_fast, (real,), 1, (n,))[0]
+
+
+# --- ULTOSC ---------------------------------------------------------------------------
+# [count, prev_close, p1, p2, p3, then for each period a _window_push2 block:
+#  [n, count, pos, a, a', b, b', a_ring[n], b_ring[n]]]
+_UO_COUNT, _UO_PREV = range(2)
+_UO_P = 2
+_UO_BLOCKS = 5
+
+
+def ultosc_state(timeperiod1: int = 7, timeperiod2: int = 14, timeperiod3: int = 28) -> np.ndarray:
+    """Allocate the state of an incremental ULTOSC (periods sorted, as TA-Lib does)."""
+    periods = sorted(
+        check_int(name, p, 1)
+        for name, p in (
+            ("timeperiod1", timeperiod1),
+            ("timeperiod2", timeperiod2),
+            ("timeperiod3", timeperiod3),
+        )
+    )
+    size = _UO_BLOCKS + sum(7 + 2 * p for p in periods)
+    st = np.zeros(size, dtype=np.float64)
+    at = _UO_BLOCKS
+    for j, p in enumerate(periods):
+        st[_UO_P + j] = at
+        st[at] = p
+        at += 7 + 2 * p
+    return st
+
+
+@njit(nogil=True)
+def ultosc_update(state: np.ndarray, high: float, low: float, close: float) -> float:
+    """Ultimate oscillator after one more bar (Williams, 1985; first value at row max(p)).
+
+    Buying pressure ``bp = close - min(low, prev_close)``, true range ``tr``; with
+    ``A_p = sum(bp) / sum(tr)`` over the last ``p`` bars (a term counts only when its
+    ``sum(tr)`` is not within ``1e-14`` of 0), ULTOSC is
+    ``100 (4 A_short + 2 A_mid + A_long) / 7``.
+    """
+    if high != high or low != low or close != close:
+        return np.nan
+    count = state[_UO_COUNT] + 1.0
+    state[_UO_COUNT] = count
+    prev = state[_UO_PREV]
+    state[_UO_PREV] = close
+    if count == 1.0:
+        return np.nan
+    true_low = min(low, prev)
+    bp = close - true_low
+    tr = high - low
+    t = abs(prev - high)
+    if t > tr:
+        tr = t
+    t = abs(prev - low)
+    if t > tr:
+        tr = t
+    ready = True
+    for j in range(3):
+        ready &= window_push2(state, int(state[_UO_P + j]), int(state[_UO_P + j]) + 7, bp, tr)
+    if not ready:
+        return np.nan
+    out = 0.0
+    weight = 4.0
+    for j in range(3):
+        at = int(state[_UO_P + j])
+        b = state[at + 5]
+        if not is_zero(b):
+            out += weight * (state[at + 3] / b)
+        weight *= 0.5
+    return 100.0 * (out / 7.0)
+
+
+@njit(cache=True, nogil=True)
+def _ultosc_fast(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    p1: int,
+    p2: int,
+    p3: int,
+    out: np.ndarray,
+) -> bool:
+    """:func:`ultosc_update` over bars: three re-anchored window sums in registers."""
+    row = out[0]
+    m = close.shape[0]
+    for i in range(min(p3, m)):
+        row[i] = np.nan
+    if m <= p3:
+        return not (has_nan(high) or has_nan(low) or has_nan(close))
+    bad = (high[0] != high[0]) | (low[0] != low[0]) | (close[0] != close[0])
+    bp = np.empty(m, dtype=np.float64)
+    tr = np.empty(m, dtype=np.float64)
+    for i in range(1, m):
+        prev = close[i - 1]
+        bad |= (high[i] != high[i]) | (low[i] != low[i]) | (close[i] != close[i])
+        bp[i] = close[i] - min(low[i], prev)
+        r = high[i] - low[i]
+        t = abs(prev - high[i])
+        if t > r:
+            r = t
+        t = abs(prev - low[i])
+        if t > r:
+            r = t
+        tr[i] = r
+    # Per window: sums of a and b, their add-only twins, the ring position; push j is row j.
+    a1 = f1 = b1 = g1 = a2 = f2 = b2 = g2 = a3 = f3 = b3 = g3 = 0.0
+    pos1 = pos2 = pos3 = 0
+    for i in range(1, m):
+        a = bp[i]
+        b = tr[i]
+        full = i > p1
+        a1 = a1 + a - (bp[i - p1] if full else 0.0)
+        b1 = b1 + b - (tr[i - p1] if full else 0.0)
+        f1 += a
+        g1 += b
+        pos1 += 1
+        if pos1 == p1:
+            pos1 = 0
+            a1, b1, f1, g1 = f1, g1, 0.0, 0.0
+        full = i > p2
+        a2 = a2 + a - (bp[i - p2] if full else 0.0)
+        b2 = b2 + b - (tr[i - p2] if full else 0.0)
+        f2 += a
+        g2 += b
+        pos2 += 1
+        if pos2 == p2:
+            pos2 = 0
+            a2, b2, f2, g2 = f2, g2, 0.0, 0.0
+        full = i > p3
+        a3 = a3 + a - (bp[i - p3] if full else 0.0)
+        b3 = b3 + b - (tr[i - p3] if full else 0.0)
+        f3 += a
+        g3 += b
+        pos3 += 1
+        if pos3 == p3:
+            pos3 = 0
+            a3, b3, f3, g3 = f3, g3, 0.0, 0.0
+        if i >= p3:
+            o = 0.0
+            if not is_zero(b1):
+                o += 4.0 * (a1 / b1)
+            if not is_zero(b2):
+                o += 2.0 * (a2 / b2)
+            if not is_zero(b3):
+                o += 1.0 * (a3 / b3)
+            row[i] = 100.0 * (o / 7.0)
+    return not bad
+
+
+def ultosc(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    timeperiod1: int = 7,
+    timeperiod2: int = 14,
+    timeperiod3: int = 28,
+) -> np.ndarray:
+    """Ultimate oscillator, TA-Lib ``ULTOSC`` (see :func:`ultosc_update`)."""
+    st = ultosc_state(timeperiod1, timeperiod2, timeperiod3)
+    periods = tuple(int(st[int(st[_UO_P + j])]) for j in range(3))
+    return run_batch(_ultosc_fast, (high, low, close), 1, periods)[0]
+
+
+# --- AROONOSC -------------------------------------------------------------------------
+# [period, count, max_deque(cap period+1), min_deque(cap period+1)]: AROON's layout
+_AO_N, _AO_COUNT = range(2)
+_AO_DQ = 2
+
+
+def aroonosc_state(timeperiod: int = 14) -> np.ndarray:
+    """Allocate the state of an incremental AROONOSC."""
+    n = check_int("timeperiod", timeperiod, 2)
+    st = np.zeros(_AO_DQ + 2 * deque_size(n + 1), dtype=np.float64)
+    st[_AO_N] = n
+    return st
+
+
+@njit(nogil=True)
+def aroonosc_update(state: np.ndarray, high: float, low: float) -> float:
+    """Aroon oscillator ``100 / n * (i_high - i_low)`` (first value at row n).
+
+    ``i_high``/``i_low``: bar numbers of the highest high and lowest low of the last
+    ``n + 1`` bars (the most recent on ties); equals ``aroonup - aroondown``.
+    """
+    if high != high or low != low:
+        return np.nan
+    n = int(state[_AO_N])
+    cap = n + 1
+    count = state[_AO_COUNT] + 1.0
+    state[_AO_COUNT] = count
+    hi_at = _AO_DQ
+    lo_at = _AO_DQ + 2 + 2 * cap
+    oldest = count - n
+    deque_expire(state, hi_at, cap, oldest)
+    deque_expire(state, lo_at, cap, oldest)
+    deque_push(state, hi_at, cap, high, count, True)
+    deque_push(state, lo_at, cap, low, count, False)
+    if count <= n:
+        return np.nan
+    diff = deque_front_seq(state, hi_at, cap) - deque_front_seq(state, lo_at, cap)
+    return (100.0 / n) * diff
+
+
+def aroonosc(high: np.ndarray, low: np.ndarray, timeperiod: int = 14) -> np.ndarray:
+    """Aroon oscillator, TA-Lib ``AROONOSC`` (see :func:`aroonosc_update`)."""
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_aroon_fast, (high, low), 1, (n, True))[0]
+
+
+# --- BOP ------------------------------------------------------------------------------
+
+
+def bop_state() -> np.ndarray:
+    """Balance of power is stateless; its state is empty (kept for uniformity)."""
+    return np.zeros(0, dtype=np.float64)
+
+
+@njit(nogil=True)
+def bop_update(state: np.ndarray, open_: float, high: float, low: float, close: float) -> float:
+    """Balance of power ``(close - open) / (high - low)``; 0 when ``high - low < 1e-14``."""
+    if open_ != open_ or high != high or low != low or close != close:
+        return np.nan
+    rng = high - low
+    return (close - open_) / rng if rng >= 1e-14 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _bop_run(
+    state: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    for i in range(close.shape[0]):
+        out[i] = bop_update(state, open_[i], high[i], low[i], close[i])
+
+
+def bop(open: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Balance of power, TA-Lib ``BOP`` (see :func:`bop_update`)."""
+    return _run(_bop_run, bop_state(), (open, high, low, close))
