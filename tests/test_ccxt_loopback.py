@@ -1,8 +1,11 @@
 """Third-party proof: the real ccxt ``binanceusdm`` client trades on the loopback exchange.
 
 ccxt signs, encodes and parses exactly as it does against Binance; only its
-base URLs point at the loopback server. It runs synchronously in a worker
-thread (``trio.to_thread.run_sync``) while the server runs in this Trio run.
+base URLs point at the loopback server (no option is changed: ``load_markets``
+asks the spot wallet's coins, and signed calls carry ccxt's own clock, which the
+re-timed exchange accepts). It runs synchronously in a worker thread
+(``trio.to_thread.run_sync``) while the server runs in this Trio run. More clients
+and endpoints: ``test_loopback_clients.py``.
 """
 
 from __future__ import annotations
@@ -25,24 +28,14 @@ SECRET = "ccxtsecret" + "s" * 54
 
 
 def make_exchange(rest_port: int):
+    """ccxt as a user configures it (no option), with Binance's hosts replaced."""
     root = f"http://127.0.0.1:{rest_port}"
-    exchange = ccxt.binanceusdm(
-        {
-            "apiKey": KEY,
-            "secret": SECRET,
-            "timeout": 10_000,
-            "options": {
-                "fetchCurrencies": False,  # a spot (sapi) call; not part of USD-M
-                "fetchMargins": False,
-                "adjustForTimeDifference": True,  # the exchange runs on the capture's clock
-            },
-        }
-    )
+    exchange = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "timeout": 10_000})
     api = exchange.urls["api"]
-    for name in list(api):
-        if name.startswith("fapi"):
-            version = {"V2": "v2", "V3": "v3"}.get(name[-2:], "v1")
-            api[name] = f"{root}/fapi/{version}" if name != "fapiData" else f"{root}/futures/data"
+    for name, url in list(api.items()):
+        if isinstance(url, str):
+            url = url.replace("https://fapi.binance.com", root)
+            api[name] = url.replace("https://api.binance.com", root)
     return exchange
 
 

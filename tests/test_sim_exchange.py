@@ -204,7 +204,10 @@ async def test_order_parameter_errors_use_binance_codes(exchange):
         type="LIMIT", quantity="0.01", timeInForce="GTC", price=bid, newClientOrderId="bad id!"
     )
     assert error(r)[1] == -4015
-    assert error(await new(type="STOP", quantity="0.01"))[1] == -1116
+    # Conditional types moved to the algo order API: /fapi/v1/order refuses them.
+    r = await new(type="STOP_MARKET", quantity="0.01", stopPrice=bid)
+    assert error(r) == (400, -4120) and "Algo Order API" in r.json()["msg"]
+    assert error(await new(type="ICEBERG", quantity="0.01"))[1] == -1116
     assert error(await new(type="LIMIT", quantity="0.01", timeInForce="GTD", price=bid))[1] == -1115
     r = await new(type="LIMIT", quantity="0.01", timeInForce="GTC", price=str(bid * 2))
     assert error(r)[1] == -4016  # above the PERCENT_PRICE cap
@@ -645,3 +648,17 @@ async def test_depth_diffs_after_a_taker_fill_update_the_taken_levels(exchange):
         played += ex.server.advance(50)  # depth diffs rewrite the levels taken
     assert not ex.server.engine.has_taken  # the diff that rewrote `best` was applied
     assert ex.server.book_ready("BTCUSDT") and best > 0
+
+
+def test_sim_exchange_cli_times_and_start_options():
+    from engine._cli import build_sim_exchange_parser
+
+    parser = build_sim_exchange_parser()
+    args = parser.parse_args(["--data", str(SAMPLE)])
+    assert (args.original_times, args.start, args.host) == (False, "client", "127.0.0.1")
+    args = parser.parse_args(["--data", str(SAMPLE), "--original-times", "--start", "now"])
+    assert (args.original_times, args.start) == (True, "now")
+    settings = ServerSettings(original_times=args.original_times, start=args.start)
+    assert settings.start == "now"
+    with pytest.raises(ValueError):
+        ServerSettings(start="later")

@@ -15,11 +15,23 @@ Binance's codes; then the matching engine. A parameter sent in both the query
 string and the body is taken from the query string.
 
 Weights (Binance USD-M docs): order placement 0 (it counts on the order limits),
-cancel/query 1, ``openOrders`` 1 with a symbol and 40 without, ``allOrders``,
-``userTrades``, ``account``, ``balance``, ``positionRisk`` 5, ``depth`` 2/5/10/20
-by limit, ``aggTrades``/``historicalTrades`` 20, others 1. Every reply carries
+amendment 1 (and one order), cancel/query 1, ``openOrders`` 1 with a symbol and
+40 without, ``allOrders``, ``userTrades``, ``account``, ``balance``,
+``positionRisk`` 5, ``income`` 30, ``depth`` 2/5/10/20 by limit,
+``aggTrades``/``historicalTrades`` 20, ``trades`` 5, ``klines`` 1/2/5/10 by
+limit, ``ticker/24hr`` 1 with a symbol and 40 without, ``ticker/price`` and
+``ticker/bookTicker`` 1/2 and 2/5, others 1. Every reply carries
 ``X-MBX-USED-WEIGHT-1M``; order endpoints also ``X-MBX-ORDER-COUNT-10S`` and
 ``X-MBX-ORDER-COUNT-1M``.
+
+Order types: LIMIT and MARKET on ``/fapi/v1/order``; STOP_MARKET and
+TAKE_PROFIT_MARKET on the algo order API (``/fapi/v1/algoOrder``, see
+:mod:`._algo`); the other conditional types are refused on both (-4120 on
+``/fapi/v1/order`` as Binance answers since the algo migration, -1116 on the
+algo API); exchangeInfo lists exactly what is accepted. ccxt's
+``load_markets`` asks ``/sapi/v1/capital/config/getall`` for the coins: it gets
+USDT and the base assets, with no network (nothing is deposited or withdrawn here),
+and ``/sapi/v1/margin/allPairs``: none (there is no spot margin here).
 """
 
 from __future__ import annotations
@@ -36,11 +48,20 @@ import attrs
 import orjson
 
 from . import _exchange_errors as err
+from ._algo import ALGO_ORDER_TYPES, AlgoBook, AlgoRequest
 from ._exchange_errors import ExchangeApiError
 from ._exchange_faults import FaultBox, RequestFault
 from ._exchange_limits import ServerRateLimiter
 from ._trading import ZERO, MatchingEngine, OrderRequest, SymbolRules
-from ._trading_format import balance_row, order_json, plain, position_risk, trade_json
+from ._trading_format import (
+    algo_json,
+    balance_row,
+    income_row,
+    order_json,
+    plain,
+    position_risk,
+    trade_json,
+)
 from ._userdata import ListenKeys
 
 CLIENT_ORDER_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -67,6 +88,7 @@ class HttpReply:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
+    code: int = 0  # the Binance error code of a refusal (0: none), for the access log
 
 
 class UserStreamSink(Protocol):
@@ -101,6 +123,18 @@ def _depth_weight(params: Params) -> int:
     return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
 
+def _klines_weight(params: Params) -> int:
+    try:
+        limit = int(params.get("limit", "500"))
+    except ValueError:
+        return 1
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def _per_symbol(one: int, every: int) -> Callable[[Params], int]:
+    return lambda p: one if p.get("symbol") else every
+
+
 _ENDPOINTS: Mapping[tuple[str, str], _Endpoint] = {
     ("GET", "/fapi/v1/ping"): _Endpoint("public", "NONE", 1),
     ("GET", "/fapi/v1/time"): _Endpoint("public", "NONE", 1),
@@ -108,7 +142,19 @@ _ENDPOINTS: Mapping[tuple[str, str], _Endpoint] = {
     ("GET", "/fapi/v1/depth"): _Endpoint("public", "NONE", _depth_weight),
     ("GET", "/fapi/v1/historicalTrades"): _Endpoint("public", "NONE", 20),
     ("GET", "/fapi/v1/aggTrades"): _Endpoint("public", "NONE", 20),
+    ("GET", "/fapi/v1/trades"): _Endpoint("public", "NONE", 5),
+    ("GET", "/fapi/v1/ticker/24hr"): _Endpoint("public", "NONE", _per_symbol(1, 40)),
+    ("GET", "/fapi/v1/ticker/price"): _Endpoint("public", "NONE", _per_symbol(1, 2)),
+    ("GET", "/fapi/v2/ticker/price"): _Endpoint("public", "NONE", _per_symbol(1, 2)),
+    ("GET", "/fapi/v1/ticker/bookTicker"): _Endpoint("public", "NONE", _per_symbol(2, 5)),
+    ("GET", "/fapi/v1/klines"): _Endpoint("public", "NONE", _klines_weight),
+    ("GET", "/fapi/v1/premiumIndex"): _Endpoint("public", "NONE", 1),
+    ("GET", "/fapi/v1/fundingRate"): _Endpoint("public", "NONE", 1),
+    ("GET", "/fapi/v1/openInterest"): _Endpoint("public", "NONE", 1),
+    ("GET", "/api/v3/ping"): _Endpoint("public", "NONE", 1),
+    ("GET", "/api/v3/time"): _Endpoint("public", "NONE", 1),
     ("POST", "/fapi/v1/order"): _Endpoint("new_order", "SIGNED", 0, orders=1),
+    ("PUT", "/fapi/v1/order"): _Endpoint("amend_order", "SIGNED", 1, orders=1),
     ("GET", "/fapi/v1/order"): _Endpoint("query_order", "SIGNED", 1),
     ("DELETE", "/fapi/v1/order"): _Endpoint("cancel_order", "SIGNED", 1),
     ("DELETE", "/fapi/v1/allOpenOrders"): _Endpoint("cancel_all", "SIGNED", 1),
@@ -118,6 +164,16 @@ _ENDPOINTS: Mapping[tuple[str, str], _Endpoint] = {
     ),
     ("GET", "/fapi/v1/allOrders"): _Endpoint("all_orders", "SIGNED", 5),
     ("GET", "/fapi/v1/userTrades"): _Endpoint("user_trades", "SIGNED", 5),
+    ("GET", "/fapi/v1/income"): _Endpoint("income", "SIGNED", 30),
+    ("POST", "/fapi/v1/algoOrder"): _Endpoint("new_algo", "SIGNED", 0, orders=1),
+    ("GET", "/fapi/v1/algoOrder"): _Endpoint("query_algo", "SIGNED", 1),
+    ("DELETE", "/fapi/v1/algoOrder"): _Endpoint("cancel_algo", "SIGNED", 1),
+    ("DELETE", "/fapi/v1/algoOpenOrders"): _Endpoint("cancel_all_algo", "SIGNED", 1),
+    ("GET", "/fapi/v1/openAlgoOrders"): _Endpoint("open_algos", "SIGNED", _per_symbol(1, 40)),
+    ("GET", "/fapi/v1/allAlgoOrders"): _Endpoint("all_algos", "SIGNED", 5),
+    ("POST", "/fapi/v1/marginType"): _Endpoint("margin_type", "SIGNED", 1),
+    ("GET", "/sapi/v1/capital/config/getall"): _Endpoint("coins", "SIGNED", 10),
+    ("GET", "/sapi/v1/margin/allPairs"): _Endpoint("margin_pairs", "USER_STREAM", 1),
     ("GET", "/fapi/v2/positionRisk"): _Endpoint("position_risk_v2", "SIGNED", 5),
     ("GET", "/fapi/v3/positionRisk"): _Endpoint("position_risk_v3", "SIGNED", 5),
     ("GET", "/fapi/v2/account"): _Endpoint("account_v2", "SIGNED", 5),
@@ -131,9 +187,14 @@ _ENDPOINTS: Mapping[tuple[str, str], _Endpoint] = {
     ("PUT", "/fapi/v1/listenKey"): _Endpoint("listen_key_keepalive", "USER_STREAM", 1),
     ("DELETE", "/fapi/v1/listenKey"): _Endpoint("listen_key_close", "USER_STREAM", 1),
 }
-_ORDER_PATHS = frozenset({"/fapi/v1/order", "/fapi/v1/allOpenOrders"})
-_KNOWN_TYPES = frozenset(
+_ORDER_PATHS = frozenset({"/fapi/v1/order", "/fapi/v1/allOpenOrders", "/fapi/v1/algoOrder"})
+# Conditional types: since the algo migration /fapi/v1/order refuses them (-4120).
+_CONDITIONAL_TYPES = frozenset(
     {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
+)
+ACCEPTED_ORDER_TYPES = ("LIMIT", "MARKET", *ALGO_ORDER_TYPES)
+_ALGO_ENDPOINT_ONLY = (
+    "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
 )
 
 
@@ -164,6 +225,8 @@ class ExchangeApi:
         public: serves the public market-data paths: ``(path, params) -> (status, body)``.
         clock_ms: the exchange clock (ms) used for ``timestamp`` checks and event times.
         now: trio time (s) for limits and listen-key expiry.
+        algos: the conditional orders.
+        prices: a symbol's (last trade, mark) price now, for algo triggers.
     """
 
     def __init__(
@@ -178,8 +241,12 @@ class ExchangeApi:
         public: Callable[[str, Params], tuple[int, bytes]],
         clock_ms: Callable[[], int],
         now: Callable[[], float],
+        algos: AlgoBook,
+        prices: Callable[[str], tuple[Decimal, Decimal]],
     ) -> None:
         self.engine = engine
+        self.algos = algos
+        self._prices = prices
         self._secrets = dict(api_keys)
         self.limiter = limiter
         self.faults = faults
@@ -205,6 +272,7 @@ class ExchangeApi:
             return HttpReply(
                 status=404,
                 body=orjson.dumps({"code": -1, "msg": f"unknown endpoint {method} {path}"}),
+                code=-1,
             )
         now = self._now()
         weight = endpoint.weight(params) if callable(endpoint.weight) else endpoint.weight
@@ -233,6 +301,7 @@ class ExchangeApi:
                 body=payload,
                 headers=self._limit_headers(now, order_headers) + extra,
                 delay_s=delay,
+                code=exc.code,
             )
         return HttpReply(
             status=status,
@@ -352,6 +421,164 @@ class ExchangeApi:
             {"code": 200, "msg": "The operation of cancel all open order is done."}
         )
 
+    def _amend_order(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params)
+        rules = self.engine.rules[symbol]
+        order_id, cid = self._order_ref(params)
+        side = params.get("side", "")
+        if not side:
+            raise err.mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise err.code(400, -1117, "Invalid side.")
+        if params.get("priceMatch", "NONE") != "NONE":
+            # Price matching needs the queue model this exchange does not have.
+            raise err.invalid_param("priceMatch")
+        for name in ("quantity", "price"):
+            if not params.get(name):
+                raise err.mandatory(name)
+        qty = self._quantity(params, rules, market=False)
+        price = _decimal(params, "price", rules.price_precision)
+        self._check_price(price, rules, self.engine.mark_price(symbol))
+        order, events = self.engine.amend(
+            symbol,
+            self._clock_ms(),
+            order_id=order_id,
+            client_order_id=None if order_id is not None else cid,
+            side=side,
+            quantity=qty,
+            price=price,
+        )
+        self._sink.publish(events)
+        return 200, orjson.dumps(order_json(order, rules))
+
+    # -- algo (conditional) orders ------------------------------------------------------
+
+    def _new_algo(self, _path: str, params: Params) -> tuple[int, bytes]:
+        req = self._algo_request(params)
+        last, mark = self._prices(req.symbol)
+        order, events = self.algos.place(req, last, mark, self._clock_ms())
+        self._sink.publish(events)
+        return 200, orjson.dumps(algo_json(order, self.engine.rules[req.symbol], query=False))
+
+    def _algo_ref(self, params: Params) -> tuple[int | None, str | None]:
+        algo_id = _int(params, "algoId") if params.get("algoId") else None
+        cid = params.get("clientAlgoId") or None
+        if algo_id is None and cid is None:
+            raise err.either_param("algoId", "clientAlgoId")
+        return algo_id, cid
+
+    def _query_algo(self, _path: str, params: Params) -> tuple[int, bytes]:
+        algo_id, cid = self._algo_ref(params)
+        order = self.algos.find(algo_id=algo_id, client_algo_id=cid)
+        if order is None:
+            raise err.code(400, -2013, err.NO_SUCH_ORDER)
+        return 200, orjson.dumps(algo_json(order, self.engine.rules[order.symbol], query=True))
+
+    def _cancel_algo(self, _path: str, params: Params) -> tuple[int, bytes]:
+        algo_id, cid = self._algo_ref(params)
+        order, events = self.algos.cancel(
+            algo_id=algo_id, client_algo_id=cid, now_ms=self._clock_ms()
+        )
+        self._sink.publish(events)
+        return 200, orjson.dumps(
+            {
+                "algoId": order.algo_id,
+                "clientAlgoId": order.client_algo_id,
+                "code": "200",
+                "msg": "success",
+            }
+        )
+
+    def _cancel_all_algo(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params)
+        self._sink.publish(self.algos.cancel_all(symbol, self._clock_ms()))
+        return 200, orjson.dumps(
+            {"code": 200, "msg": "The operation of cancel all open order is done."}
+        )
+
+    def _open_algos(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params) if params.get("symbol") else None
+        rows = [
+            algo_json(o, self.engine.rules[o.symbol], query=True)
+            for o in self.algos.open_orders(symbol)
+        ]
+        return 200, orjson.dumps(rows)
+
+    def _all_algos(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params)
+        limit = self._limit(params)
+        orders = self.algos.orders(symbol)
+        if params.get("algoId"):
+            from_id = _int(params, "algoId")
+            orders = [o for o in orders if o.algo_id >= from_id][:limit]
+        else:
+            orders = self._time_window(orders, params, lambda o: o.create_time)[-limit:]
+        rules = self.engine.rules[symbol]
+        return 200, orjson.dumps([algo_json(o, rules, query=True) for o in orders])
+
+    def _algo_request(self, params: Params) -> AlgoRequest:
+        algo_type = params.get("algoType", "")
+        if not algo_type:
+            raise err.mandatory("algoType")
+        if algo_type != "CONDITIONAL":
+            raise err.invalid_param("algoType")
+        symbol = self._symbol(params)
+        rules = self.engine.rules[symbol]
+        side = params.get("side", "")
+        if not side:
+            raise err.mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise err.code(400, -1117, "Invalid side.")
+        order_type = params.get("type", "")
+        if not order_type:
+            raise err.mandatory("type")
+        if order_type not in ALGO_ORDER_TYPES:
+            # STOP, TAKE_PROFIT and TRAILING_STOP_MARKET would need a limit or
+            # trailing model this exchange does not have: refused, not faked.
+            raise err.code(400, -1116, "Invalid orderType.")
+        if params.get("positionSide", "BOTH") != "BOTH":
+            raise err.code(400, -4061, "Order's position side does not match user's setting.")
+        working = params.get("workingType", "CONTRACT_PRICE")
+        if working not in ("CONTRACT_PRICE", "MARK_PRICE"):
+            raise err.invalid_param("workingType")
+        if params.get("price"):
+            raise err.not_required("price")
+        if not params.get("triggerPrice"):
+            raise err.mandatory("triggerPrice")
+        trigger = _decimal(params, "triggerPrice", rules.price_precision)
+        if trigger <= 0 or (rules.tick and trigger % rules.tick):
+            raise err.code(400, -4014, "Price not increased by tick size.")
+        close_position = _bool(params, "closePosition")
+        reduce_only = _bool(params, "reduceOnly")
+        if close_position:
+            if params.get("quantity"):
+                raise err.not_required("quantity")
+            if reduce_only:
+                raise err.not_required("reduceOnly")
+            qty = ZERO
+        else:
+            if not params.get("quantity"):
+                raise err.mandatory("quantity")
+            qty = self._quantity(params, rules, market=True)
+            below = qty * trigger < rules.min_notional
+            if not reduce_only and rules.min_notional and below:
+                raise err.min_notional(rules.min_notional_text)
+        cid = params.get("clientAlgoId") or None
+        if cid is not None and not CLIENT_ORDER_ID.match(cid):
+            raise err.code(400, -4015, "Client order id is not valid.")
+        return AlgoRequest(
+            symbol=symbol,
+            side=side,
+            type=order_type,
+            quantity=qty,
+            trigger_price=trigger,
+            working_type=working,
+            reduce_only=reduce_only,
+            close_position=close_position,
+            price_protect=_bool(params, "priceProtect"),
+            client_algo_id=cid,
+        )
+
     def _open_orders(self, _path: str, params: Params) -> tuple[int, bytes]:
         symbol = self._symbol(params) if params.get("symbol") else None
         rows = [
@@ -386,6 +613,28 @@ class ExchangeApi:
             fills = self._time_window(fills, params, lambda f: f.time)[-limit:]
         rules = self.engine.rules[symbol]
         return 200, orjson.dumps([trade_json(f, rules) for f in fills])
+
+    def _income(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params) if params.get("symbol") else None
+        kind = params.get("incomeType") or None
+        limit = 100
+        if params.get("limit"):
+            limit = _int(params, "limit")
+            if not 1 <= limit <= 1000:
+                raise err.invalid_param("limit")
+        rows = [
+            r
+            for r in self.engine.income()
+            if (symbol is None or r.symbol == symbol) and (kind is None or r.income_type == kind)
+        ]
+        if params.get("page"):
+            # Binance pages from the oldest row of the window.
+            page = _int(params, "page")
+            rows = self._time_window(rows, params, lambda r: r.time)
+            rows = rows[(page - 1) * limit : page * limit]
+        else:
+            rows = self._time_window(rows, params, lambda r: r.time)[:limit]
+        return 200, orjson.dumps([income_row(r) for r in rows])
 
     # -- account ----------------------------------------------------------------------
 
@@ -463,9 +712,9 @@ class ExchangeApi:
                 "positionSide": "BOTH",
                 "positionAmt": plain(pos.amount),
                 "unrealizedProfit": plain(eng.unrealized_pnl(pos.symbol)),
-                "isolatedMargin": "0",
+                "isolatedMargin": plain(pos.isolated_wallet),
                 "notional": plain(pos.amount * mark),
-                "isolatedWallet": "0",
+                "isolatedWallet": plain(pos.isolated_wallet),
                 "initialMargin": plain(
                     eng.position_margin(pos.symbol) + eng.open_order_margin(pos.symbol)
                 ),
@@ -479,7 +728,7 @@ class ExchangeApi:
                         "positionInitialMargin": plain(eng.position_margin(pos.symbol)),
                         "openOrderInitialMargin": plain(eng.open_order_margin(pos.symbol)),
                         "leverage": str(pos.leverage),
-                        "isolated": False,
+                        "isolated": pos.isolated,
                         "entryPrice": plain(pos.entry_price),
                         "breakEvenPrice": plain(pos.entry_price),
                         "maxNotional": "1000000000",
@@ -549,6 +798,24 @@ class ExchangeApi:
     def _position_mode(self, _path: str, _params: Params) -> tuple[int, bytes]:
         return 200, orjson.dumps({"dualSidePosition": False})
 
+    def _margin_type(self, _path: str, params: Params) -> tuple[int, bytes]:
+        symbol = self._symbol(params)
+        margin_type = params.get("marginType", "")
+        if not margin_type:
+            raise err.mandatory("marginType")
+        if margin_type not in ("ISOLATED", "CROSSED"):
+            raise err.invalid_param("marginType")
+        self.engine.set_margin_type(symbol, margin_type == "ISOLATED")
+        return 200, orjson.dumps({"code": 200, "msg": "success"})
+
+    def _margin_pairs(self, _path: str, _params: Params) -> tuple[int, bytes]:
+        # A futures-only exchange: no spot margin pairs.
+        return 200, b"[]"
+
+    def _coins(self, _path: str, _params: Params) -> tuple[int, bytes]:
+        assets = sorted({"USDT", *(s.removesuffix("USDT") for s in self.engine.rules)})
+        return 200, orjson.dumps([_coin(asset) for asset in assets])
+
     # -- user-data stream keys --------------------------------------------------------
 
     def _listen_key_create(self, _path: str, _params: Params) -> tuple[int, bytes]:
@@ -615,8 +882,9 @@ class ExchangeApi:
         order_type = params.get("type", "")
         if not order_type:
             raise err.mandatory("type")
+        if order_type in _CONDITIONAL_TYPES:
+            raise err.code(400, -4120, _ALGO_ENDPOINT_ONLY)
         if order_type not in ("MARKET", "LIMIT"):
-            # Binance has more types; the loopback exchange matches these two only.
             raise err.code(400, -1116, "Invalid orderType.")
         if params.get("positionSide", "BOTH") != "BOTH":
             raise err.code(400, -4061, "Order's position side does not match user's setting.")
@@ -629,19 +897,8 @@ class ExchangeApi:
             raise err.invalid_param("newOrderRespType")
         if not params.get("quantity"):
             raise err.mandatory("quantity")
-        qty = _decimal(params, "quantity", rules.quantity_precision)
         market = order_type == "MARKET"
-        step = rules.market_step if market else rules.step
-        min_qty = rules.market_min_qty if market else rules.min_qty
-        max_qty = rules.market_max_qty if market else rules.max_qty
-        if qty <= 0:
-            raise err.code(400, -4003, "Quantity less than or equal to zero.")
-        if qty < min_qty:
-            raise err.code(400, -4004, "Quantity less than min quantity.")
-        if max_qty and qty > max_qty:
-            raise err.code(400, -4005, "Quantity greater than max quantity.")
-        if step and qty % step:
-            raise err.code(400, -4023, "Qty not increased by step size.")
+        qty = self._quantity(params, rules, market=market)
         price = ZERO
         tif = "GTC"
         mark = self.engine.mark_price(symbol)
@@ -678,6 +935,23 @@ class ExchangeApi:
         return req, resp_type
 
     @staticmethod
+    def _quantity(params: Params, rules: SymbolRules, *, market: bool) -> Decimal:
+        """``quantity`` checked against LOT_SIZE (MARKET_LOT_SIZE for market orders)."""
+        qty = _decimal(params, "quantity", rules.quantity_precision)
+        step = rules.market_step if market else rules.step
+        min_qty = rules.market_min_qty if market else rules.min_qty
+        max_qty = rules.market_max_qty if market else rules.max_qty
+        if qty <= 0:
+            raise err.code(400, -4003, "Quantity less than or equal to zero.")
+        if qty < min_qty:
+            raise err.code(400, -4004, "Quantity less than min quantity.")
+        if max_qty and qty > max_qty:
+            raise err.code(400, -4005, "Quantity greater than max quantity.")
+        if step and qty % step:
+            raise err.code(400, -4023, "Qty not increased by step size.")
+        return qty
+
+    @staticmethod
     def _check_price(price: Decimal, rules: SymbolRules, mark: Decimal) -> None:
         if price <= 0:
             raise err.code(400, -4001, "Price less than 0.")
@@ -691,6 +965,27 @@ class ExchangeApi:
             raise err.code(400, -4016, "Price is higher than mark price multiplier cap.")
         if mark and rules.multiplier_down and price < mark * rules.multiplier_down:
             raise err.code(400, -4024, "Price is lower than mark price multiplier floor.")
+
+
+def _coin(asset: str) -> dict[str, Any]:
+    """A ``/sapi/v1/capital/config/getall`` row: a coin of the spot wallet, which the
+    loopback exchange does not have (empty, no network to deposit or withdraw on)."""
+    return {
+        "coin": asset,
+        "depositAllEnable": False,
+        "withdrawAllEnable": False,
+        "name": asset,
+        "free": "0",
+        "locked": "0",
+        "freeze": "0",
+        "withdrawing": "0",
+        "ipoing": "0",
+        "ipoable": "0",
+        "storage": "0",
+        "isLegalMoney": False,
+        "trading": True,
+        "networkList": [],
+    }
 
 
 def _int(params: Params, name: str) -> int:

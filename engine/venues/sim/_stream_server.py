@@ -3,26 +3,42 @@
 Websocket (trio-websocket): ``/ws/<stream>[/<stream>...]`` sends each event's
 recorded bytes; ``/stream?streams=<a>/<b>`` sends the recorded combined-stream
 envelopes; both take ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS``
-requests as Binance documents them. The server pings every ``ping_interval_s``
+requests as Binance documents them (a listen key may be subscribed too), under
+Binance's routed prefixes ``/public``, ``/market`` and ``/private`` as well
+(``/private/ws?listenKey=<key>``; see :mod:`._ws_routes`). The server pings
+every ``ping_interval_s``
 (Binance: 3 minutes), drops a connection that does not answer within
 ``pong_timeout_s`` and closes every connection after ``max_connection_s`` (Binance:
 24 hours; scale it down to exercise planned reconnects).
 
-REST (h11 on a second port): ``/fapi/v1/ping``, ``/fapi/v1/historicalTrades`` and
-``/fapi/v1/aggTrades`` (the trades played so far, ``fromId``/``limit``),
-``/fapi/v1/time`` (the exchange's clock, ``E``, at the playback position),
-``/fapi/v1/exchangeInfo`` (recorded when the data has one, else derived from it),
+REST (h11 on a second port, bound to the same host): ``/fapi/v1/ping``,
+``/fapi/v1/historicalTrades``, ``/fapi/v1/trades`` and ``/fapi/v1/aggTrades``
+(the trades played so far, ``fromId``/``limit``), ``/fapi/v1/time`` (the
+exchange's clock), ``/fapi/v1/exchangeInfo`` (recorded when the data has one,
+else derived from it; ``orderTypes`` always the types this exchange accepts),
 ``/fapi/v1/depth`` (the book rebuilt from the capture's snapshot and diffs at the
-playback position).
+playback position), tickers, klines, premium index, funding and open interest
+(:mod:`._public`). Replies carry their HTTP reason phrase; every request is
+logged (method, path, status, Binance code, duration) as one JSON line.
 
 Trading (same REST port): the signed order, account and listen-key endpoints of
 :mod:`._exchange_api`, matched by :mod:`._trading` against the replayed book and
 trades; user-data events go to ``/ws/<listenKey>`` and ``/stream?streams=<listenKey>``
 on the websocket port. HTTP/1.1 keep-alive, form bodies on POST/PUT/DELETE.
 
+Time: by default the capture is re-timed to the wall clock (:mod:`._retime`):
+when playback starts, every recorded time is shifted by one constant so that the
+first event's ``E`` is now, and the exchange clock (``/fapi/v1/time``, the
+``timestamp`` check of signed requests, user-data events) is the wall clock, so
+unmodified clients that sign with their own clock are accepted. At ``speed`` 1
+event times then keep agreeing with the clock; at other speeds they drift from
+it by design. ``original_times=True`` serves the recorded bytes unchanged and
+runs the exchange clock from the capture's first ``E``.
+
 Playback follows the recorded timestamps divided by ``speed`` (0: as fast as the
-clients take it), starting when the first market-data client connects; with
-``autoplay=False`` it moves only when a test calls :meth:`StreamServer.advance`.
+clients take it), starting with the first client, REST or websocket (or at once
+with ``start="now"``); with ``autoplay=False`` it moves only when a test calls
+:meth:`StreamServer.advance`.
 Faults, each once at a playback offset in seconds: ``drop`` (abort every
 connection's TCP stream), ``stall:<s>`` (send nothing, pings included, for a
 while), ``gap`` (skip one depth update per symbol: a broken ``pu`` chain),
@@ -34,8 +50,10 @@ connection). Request faults (:class:`RequestFault`) are armed with
 from __future__ import annotations
 
 import contextlib
-import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+import http
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -49,13 +67,18 @@ from structlog.typing import FilteringBoundLogger
 
 from ...book import BookSync, OrderBook, Side, decode_snapshot
 from ...feeds._capture import DepthUpdate
-from ._exchange_api import ExchangeApi, HttpReply
+from ._algo import AlgoBook
+from ._exchange_api import ACCEPTED_ORDER_TYPES, ExchangeApi, HttpReply
 from ._exchange_faults import REQUEST_FAULT_KINDS, FaultBox, RequestFault
 from ._exchange_limits import LimitSettings, ServerRateLimiter
-from ._recorded import Recording
+from ._market_stats import MarketStats, PlayedTrade
+from ._public import PublicEndpoints
+from ._recorded import RecordedMessage, Recording
+from ._retime import is_kline_stream, retime
 from ._trading import AccountSettings, MatchingEngine, rules_from_exchange_info
 from ._trading_format import listen_key_expired
 from ._userdata import ListenKeys
+from ._ws_routes import is_listen_key, parse_ws_target, recorded_name
 
 _MS = 1_000_000
 
@@ -99,6 +122,10 @@ class ServerSettings:
     faults: tuple[Fault, ...] = ()
     client_queue: int = 65_536  # messages queued per client before it is dropped as slow
     autoplay: bool = True  # False: playback moves only on StreamServer.advance()
+    original_times: bool = False  # True: recorded bytes and clock as captured (no re-timing)
+    start: str = attrs.field(
+        default="client", validator=attrs.validators.in_(("client", "now"))
+    )  # "client": playback starts with the first REST or websocket client
 
 
 @attrs.frozen(kw_only=True)
@@ -118,7 +145,8 @@ class _Connection:
     def __init__(self, ws: trio_websocket.WebSocketConnection, combined: bool, queue: int) -> None:
         self.ws = ws
         self.combined = combined
-        self.streams: set[str] = set()
+        self.streams: set[str] = set()  # recorded stream names (and listen keys) it gets
+        self.names: dict[str, str] = {}  # recorded name -> the name the client asked for
         self.send, self.receive = trio.open_memory_channel[str](queue)
         self.sent = 0
         self.user = False  # subscribed to a listen key
@@ -143,6 +171,7 @@ class StreamServer:
         api_keys: API key -> secret accepted on signed endpoints.
         exchange_info: an ``exchangeInfo`` body to serve (default: the one in
             the recording, else one derived from the data).
+        wall_ms: the wall clock in ms (the re-timed exchange clock starts from it).
 
     Attributes:
         sent: messages sent, all connections together.
@@ -165,6 +194,7 @@ class StreamServer:
         trading: TradingSettings | None = None,
         api_keys: Mapping[str, str] | None = None,
         exchange_info: bytes | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.recording = recording
         self.settings = settings
@@ -180,6 +210,7 @@ class StreamServer:
         self._books: dict[str, BookSync] = {
             s: BookSync(OrderBook(symbol=s)) for s in recording.symbols
         }
+        self._synced = {s: trio.Event() for s in recording.symbols}  # set once, when synced
         self._snapshots = list(recording.snapshots)
         self._trades: dict[str, list[tuple[int, int, dict[str, Any], bool]]] = {}
         for index, msg in enumerate(recording.messages):
@@ -191,11 +222,18 @@ class StreamServer:
             s: "@trade" if any(not agg for *_x, agg in rows) else "@aggTrade"
             for s, rows in self._trades.items()
         }
-        self.exchange_info = (
-            exchange_info
-            or recording.exchange_info
-            or _derived_exchange_info(recording, self.trading.limits)
+        self._info = _accepted_types(
+            orjson.loads(
+                exchange_info
+                or recording.exchange_info
+                or _derived_exchange_info(recording, self.trading.limits)
+            )
         )
+        self.exchange_info = orjson.dumps(self._info)
+        self._wall_ms = wall_ms
+        self._offset_ms = 0  # added to every recorded time (re-timing)
+        self._recorded_streams = frozenset(m.stream for m in recording.messages)
+        self._recorded_marks: dict[str, dict[str, Any]] = {}
         self._marks: dict[str, Decimal] = {}
         self._last_trade: dict[str, Decimal] = {}
         self.sent = 0
@@ -211,6 +249,11 @@ class StreamServer:
         )
         self._price_places = {s: _places(r.tick) for s, r in self.engine.rules.items()}
         self._qty_places = {s: _places(r.step) for s, r in self.engine.rules.items()}
+        self.stats = MarketStats(self._price_places, self._qty_places)
+        self._public_api = PublicEndpoints(
+            self, self.stats, list(self.engine.rules), self._price_places, self._qty_places
+        )
+        self.algos = AlgoBook(self.engine, *_algo_limits(self._info))
         faults = FaultBox()
         for fault in self.trading.faults:
             faults.arm(fault)
@@ -224,6 +267,8 @@ class StreamServer:
             public=self._route,
             clock_ms=self.exchange_ms,
             now=trio.current_time,
+            algos=self.algos,
+            prices=self.prices,
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -241,13 +286,20 @@ class StreamServer:
             ws_server = await nursery.start(
                 trio_websocket.serve_websocket, self._on_websocket, host, ws_port, None
             )
-            listeners = await nursery.start(trio.serve_tcp, self._on_http, rest_port)
+            # Bound to ``host`` only: trio's default would listen on every interface.
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, host=host), self._on_http, rest_port
+            )
             if self.settings.autoplay:
                 nursery.start_soon(self._playback)
                 nursery.start_soon(self._fault_clock)
             nursery.start_soon(self._listen_key_clock)
             rest = listeners[0].socket.getsockname()[1]
-            self._log.info("sim exchange listening", ws_port=ws_server.port, rest_port=rest)
+            self._log.info(
+                "sim exchange listening", host=host, ws_port=ws_server.port, rest_port=rest
+            )
+            if self.settings.start == "now":
+                self._start()
             task_status.started((ws_server.port, rest))
 
     @property
@@ -259,31 +311,51 @@ class StreamServer:
         """The exchange's clock, ms: what ``/fapi/v1/time`` says and signed requests
         are checked against.
 
-        It starts at the capture's first ``E`` and runs in real time from the first
-        call, whatever the playback ``speed``: a client that synced with
-        ``/fapi/v1/time`` stays inside ``recvWindow`` although recorded event times
-        move ``speed`` times faster (a clock following them drifted clients into
-        -1021 at ``speed`` > 1). With ``autoplay=False`` it also never falls behind
-        the ``E`` of the playback position (:meth:`advance` moves it forward, never
-        backwards).
+        It starts from the wall clock (re-timed, the default) or from the capture's
+        first ``E`` (``original_times``) at the first call, and runs in real time
+        (trio's clock) from there, whatever the playback ``speed``: a client that
+        synced with ``/fapi/v1/time`` stays inside ``recvWindow`` although event
+        times move ``speed`` times faster. With ``autoplay=False`` it also never
+        falls behind the ``E`` of the playback position (:meth:`advance` moves it
+        forward, never backwards) when it runs on the capture's clock; re-timed it
+        stays the wall clock, so clients signing with their own clock are accepted
+        however fast a test plays.
         """
         messages = self.recording.messages
         if not messages:
             return 0
         now = trio.current_time()
         if self._clock_t is None:
-            self._clock_t, self._clock_ms = now, messages[0].event_time
+            first = messages[0].event_time if self.settings.original_times else self._wall_ms()
+            self._clock_t, self._clock_ms = now, first
         running = self._clock_ms + int((now - self._clock_t) * 1000)
-        if self.settings.autoplay:
+        if self.settings.autoplay or not self.settings.original_times:
             return running
         return max(self.playback_ms(), running)
 
+    @property
+    def offset_ms(self) -> int:
+        """What re-timing adds to every recorded time (0 with ``original_times``)."""
+        return self._offset_ms
+
     def playback_ms(self) -> int:
-        """``E`` of the message at the playback position (recorded time, ms)."""
+        """``E`` of the message at the playback position (re-timed, ms)."""
         messages = self.recording.messages
         if not messages:
             return 0
-        return messages[min(self._index, len(messages) - 1)].event_time
+        return messages[min(self._index, len(messages) - 1)].event_time + self._offset_ms
+
+    def _start(self) -> None:
+        """Start playback (once): fix the re-timing offset and the start time."""
+        if self._started.is_set() or not self.recording.messages:
+            return
+        if not self.settings.original_times:
+            self._offset_ms = self.exchange_ms() - self.recording.messages[0].event_time
+        self._t0 = trio.current_time()
+        self._started.set()
+        self._log.info(
+            "sim exchange: playback started", **{"trireme.sim_exchange.offset_ms": self._offset_ms}
+        )
 
     # -- test controls ---------------------------------------------------------------
 
@@ -299,7 +371,7 @@ class StreamServer:
         """
         if self.settings.autoplay:
             raise RuntimeError("advance() needs ServerSettings(autoplay=False)")
-        self._started.set()
+        self._start()
         recorded = self.recording.messages
         end = len(recorded)
         if messages is not None:
@@ -349,6 +421,16 @@ class StreamServer:
         while self.user_connections < n:
             await self._conn_added.wait()
 
+    async def wait_book_ready(self, symbol: str) -> None:
+        """Wait until the replayed book of ``symbol`` has first been synced (tests)."""
+        await self._synced[symbol].wait()
+
+    async def wait_subscribed(self, stream: str) -> None:
+        """Wait until a connection gets ``stream`` (as a client names it; tests)."""
+        canonical = recorded_name(stream, self._recorded_streams)
+        while not any(canonical in c.streams for c in self._conns):
+            await self._conn_added.wait()
+
     def expire_listen_key(self) -> str | None:
         """Expire the active listen key now: its streams get ``listenKeyExpired``."""
         key = self.api.listen_keys.expire_now()
@@ -367,6 +449,18 @@ class StreamServer:
         prices, qtys = sync.book.levels(Side.BID if side == "bids" else Side.ASK, 1000)
         for price, qty in zip(prices, qtys, strict=True):
             yield Decimal(f"{price:.{pp}f}"), Decimal(f"{qty:.{qp}f}")
+
+    def recorded_mark(self, symbol: str) -> Mapping[str, Any] | None:
+        """The last played ``markPriceUpdate`` event of ``symbol`` (re-timed)."""
+        return self._recorded_marks.get(symbol)
+
+    def open_interest(self, symbol: str) -> Decimal:
+        """The simulated account's open position: all this exchange holds."""
+        return abs(self.engine.position(symbol).amount)
+
+    def prices(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """(last trade price, mark price) of ``symbol`` (0 while unknown)."""
+        return self._last_trade.get(symbol, Decimal(0)), self.mark_price(symbol)
 
     def mark_price(self, symbol: str) -> Decimal:
         """markPrice stream if recorded, else the book's mid, else the last trade."""
@@ -447,37 +541,69 @@ class StreamServer:
         self._finished.set()
         self._log.info("sim exchange: capture played", messages=len(messages), sent=self.sent)
 
-    def _deliver(self, msg: Any) -> None:
+    def _wire(self, msg: RecordedMessage) -> tuple[bytes, bytes]:
+        """The bytes sent for ``msg``: (raw event, combined envelope), re-timed."""
+        offset = self._offset_ms
+        if not offset:
+            return msg.data, msg.envelope
+        kline = is_kline_stream(msg.stream)
+        return retime(msg.data, offset, kline=kline), retime(msg.envelope, offset, kline=kline)
+
+    def _deliver(self, msg: RecordedMessage) -> None:
         if self._apply_depth(msg):
-            self._fan_out(msg.stream, msg.data, msg.envelope)
+            self._fan_out(msg.stream, *self._wire(msg))
         self._trade_input(msg)
 
-    async def _deliver_waiting(self, msg: Any) -> None:
+    async def _deliver_waiting(self, msg: RecordedMessage) -> None:
         if self._apply_depth(msg):
-            await self._fan_out_waiting(msg.stream, msg.data, msg.envelope)
+            await self._fan_out_waiting(msg.stream, *self._wire(msg))
         self._trade_input(msg)
 
-    def _trade_input(self, msg: Any) -> None:
-        """Feed trades and mark prices to the matching engine."""
+    def _trade_input(self, msg: RecordedMessage) -> None:
+        """Feed trades, book tickers and mark prices to the account and statistics."""
         stream = msg.stream
-        if stream.endswith("@markPrice") or "@markPrice@" in stream:
-            self._marks[msg.symbol] = Decimal(orjson.loads(msg.data)["p"])
+        symbol = msg.symbol
+        if stream.endswith("@bookTicker"):
+            self.stats.on_book_ticker(symbol, orjson.loads(msg.data), self._offset_ms)
             return
-        fill_stream = self._fill_stream.get(msg.symbol)
+        if stream.endswith("@markPrice") or "@markPrice@" in stream:
+            ev = orjson.loads(msg.data)
+            for field in ("E", "T"):
+                if field in ev:
+                    ev[field] += self._offset_ms
+            self._recorded_marks[symbol] = ev
+            self._marks[symbol] = Decimal(ev["p"])
+            if symbol in self.engine.rules:
+                self._check_algos(symbol, ev["E"])
+            return
+        fill_stream = self._fill_stream.get(symbol)
         if fill_stream is None or not stream.endswith(fill_stream):
             return
         ev = orjson.loads(msg.data)
-        price = Decimal(ev["p"])
-        self._last_trade[msg.symbol] = price
-        if msg.symbol in self.engine.rules:
-            self.publish(self.engine.on_trade(msg.symbol, price, Decimal(ev["q"]), ev["E"]))
+        price, qty = Decimal(ev["p"]), Decimal(ev["q"])
+        now = ev["E"] + self._offset_ms
+        self._last_trade[symbol] = price
+        trade_id = ev["t"] if "t" in ev else ev["a"]
+        time_ms = ev.get("T", ev["E"]) + self._offset_ms
+        self.stats.on_trade(
+            symbol,
+            PlayedTrade(time=time_ms, price=price, qty=qty, trade_id=trade_id, buyer_maker=ev["m"]),
+        )
+        if symbol in self.engine.rules:
+            self.publish(self.engine.on_trade(symbol, price, qty, now))
+            self._check_algos(symbol, now)
+
+    def _check_algos(self, symbol: str, now_ms: int) -> None:
+        if self.algos.open_orders(symbol):
+            last, mark = self.prices(symbol)
+            self.publish(self.algos.on_price(symbol, last, mark, now_ms))
 
     async def _fan_out_waiting(self, stream: str, data: bytes, envelope: bytes) -> None:
         # As fast as the clients take it: the slowest subscriber sets the pace.
         for conn in list(self._conns):
             if stream in conn.streams:
                 try:
-                    await conn.send.send((envelope if conn.combined else data).decode())
+                    await conn.send.send(_frame(conn, stream, data, envelope))
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     self._conns.discard(conn)
 
@@ -485,7 +611,7 @@ class StreamServer:
         for conn in list(self._conns):
             if stream not in conn.streams:
                 continue
-            text = (envelope if conn.combined else data).decode()
+            text = _frame(conn, stream, data, envelope)
             try:
                 conn.send.send_nowait(text)
             except trio.WouldBlock:
@@ -503,6 +629,8 @@ class StreamServer:
             if book is not None:
                 book.on_snapshot(decode_snapshot(snap.body))
                 self.engine.on_book_reset(snap.symbol)
+                if book.book.synced:
+                    self._synced[snap.symbol].set()
 
     def _apply_depth(self, msg: Any) -> bool:
         """Apply a depth diff to the book; False when a ``gap`` fault swallows it."""
@@ -512,6 +640,8 @@ class StreamServer:
         if book is not None:
             diff = _DEPTH.decode(msg.data)
             book.on_diff(diff)
+            if book.book.synced:
+                self._synced[msg.symbol].set()
             if self.engine.has_taken:
                 for side, raw in (("bids", diff.bids), ("asks", diff.asks)):
                     # msgspec.Raw is a buffer, not bytes: orjson takes it as a memoryview.
@@ -547,36 +677,31 @@ class StreamServer:
     # -- websocket -------------------------------------------------------------------
 
     async def _on_websocket(self, request: trio_websocket.WebSocketRequest) -> None:
-        url = urllib.parse.urlsplit(request.path)
-        if url.path.startswith("/ws"):
-            combined = False
-            streams = [s for s in url.path[len("/ws") :].split("/") if s]
-        elif url.path == "/stream":
-            combined = True
-            query = urllib.parse.parse_qs(url.query)
-            streams = [s for s in query.get("streams", [""])[0].split("/") if s]
-        else:
+        route = parse_ws_target(request.path)
+        if route is None:
+            self._log.info(
+                "websocket refused", **{"url.path": request.path, "event.reason": "unknown path"}
+            )
             await request.reject(404, body=b'{"code":-1,"msg":"unknown path"}')
             return
-        if len(streams) > 1024:
+        if len(route.streams) + len(route.listen_keys) > 1024:
             await request.reject(400, body=b'{"code":-1,"msg":"too many streams"}')
             return
-        keys = [s for s in streams if _is_listen_key(s)]
-        if any(k != self.api.listen_keys.active for k in keys):
+        if any(k != self.api.listen_keys.active for k in route.listen_keys):
             await request.reject(400, body=b'{"code":-1125,"msg":"This listenKey does not exist."}')
             return
         ws = await request.accept()
-        conn = _Connection(ws, combined, self.settings.client_queue)
-        conn.streams.update(streams)
-        conn.user = bool(keys)
+        self._log.info("websocket connected", **{"url.path": request.path.split("?")[0]})
+        conn = _Connection(ws, route.combined, self.settings.client_queue)
+        self._subscribe(conn, route.streams)
+        conn.streams.update(route.listen_keys)
+        conn.user = bool(route.listen_keys)
         self._conns.add(conn)
         self._conn_added.set()
         self._conn_added = trio.Event()
         self.connections += 1
-        if len(keys) < len(streams) and not self._started.is_set() and self.settings.autoplay:
-            # Playback and the fault clock both start from here.
-            self._t0 = trio.current_time()
-            self._started.set()
+        if self.settings.autoplay:
+            self._start()  # playback and the fault clock start with the first client
         try:
             async with trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
@@ -633,14 +758,28 @@ class StreamServer:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return orjson.dumps({"code": 3, "msg": "Invalid JSON"}).decode()
         params = req.get("params") or []
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return orjson.dumps({"code": 2, "msg": "Invalid request: params", "id": ident}).decode()
+        keys = [p for p in params if is_listen_key(p)]
         if method == "SUBSCRIBE":
-            conn.streams.update(params)
+            if any(k != self.api.listen_keys.active for k in keys):
+                return orjson.dumps(
+                    {"code": -1125, "msg": "This listenKey does not exist.", "id": ident}
+                ).decode()
+            self._subscribe(conn, [p for p in params if p not in keys])
+            conn.streams.update(keys)
+            conn.user = conn.user or bool(keys)
+            self._conn_added.set()  # wakes wait_user_connections / wait_subscribed
+            self._conn_added = trio.Event()
             result: Any = None
         elif method == "UNSUBSCRIBE":
-            conn.streams.difference_update(params)
+            for name in params:
+                canonical = recorded_name(name, self._recorded_streams)
+                conn.streams.discard(canonical)
+                conn.names.pop(canonical, None)
             result = None
         elif method == "LIST_SUBSCRIPTIONS":
-            result = sorted(conn.streams)
+            result = sorted(conn.names.get(s, s) for s in conn.streams)
         else:
             return orjson.dumps(
                 {"code": 2, "msg": f"Invalid request: {method}", "id": ident}
@@ -662,6 +801,13 @@ class StreamServer:
                 break
         scope.cancel()
 
+    def _subscribe(self, conn: _Connection, names: Iterable[str]) -> None:
+        """Add market streams, each served from the recorded stream of its kind."""
+        for name in names:
+            canonical = recorded_name(name, self._recorded_streams)
+            conn.streams.add(canonical)
+            conn.names.setdefault(canonical, name)
+
     # -- REST ------------------------------------------------------------------------
 
     async def _on_http(self, stream: trio.SocketStream) -> None:
@@ -669,6 +815,7 @@ class StreamServer:
         conn = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = bytearray()
+        peer = _peer(stream)
         with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
             while True:
                 event = conn.next_event()
@@ -685,13 +832,14 @@ class StreamServer:
                 elif isinstance(event, h11.Data):
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage) and request is not None:
-                    reply = self.api.handle(
-                        request.method.decode(),
-                        request.target.decode(),
-                        bytes(body),
-                        {k.decode().lower(): v.decode() for k, v in request.headers},
-                    )
+                    if self.settings.autoplay:
+                        self._start()  # a REST-only client sees the market move too
+                    started = trio.current_time()
+                    headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+                    method, target = request.method.decode(), request.target.decode()
+                    reply = self.api.handle(method, target, bytes(body), headers)
                     await self._send_reply(stream, conn, reply)
+                    self._access_log(method, target, reply, started, peer, headers)
                     if conn.our_state is h11.MUST_CLOSE:
                         return
                     conn.start_next_cycle()
@@ -707,9 +855,37 @@ class StreamServer:
             (b"content-length", str(len(reply.body)).encode()),
             *((k.encode(), v.encode()) for k, v in reply.headers),
         ]
-        await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+        reason = _REASONS.get(reply.status, b"")
+        response = h11.Response(status_code=reply.status, headers=headers, reason=reason)
+        await stream.send_all(conn.send(response))
         await stream.send_all(conn.send(h11.Data(data=reply.body)))
         await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    def _access_log(
+        self,
+        method: str,
+        target: str,
+        reply: HttpReply,
+        started: float,
+        peer: tuple[str, int] | None,
+        headers: Mapping[str, str],
+    ) -> None:
+        """One line per request, ECS field names; the query (signatures) is not logged."""
+        fields: dict[str, Any] = {
+            "event.dataset": "trireme.sim_exchange.access",
+            "http.request.method": method,
+            "url.path": target.split("?", 1)[0],
+            "http.response.status_code": reply.status,
+            "http.response.body.bytes": len(reply.body),
+            "event.duration": int((trio.current_time() - started) * 1e9),
+        }
+        if peer is not None:
+            fields["client.address"], fields["client.port"] = peer
+        if "user-agent" in headers:
+            fields["user_agent.original"] = headers["user-agent"]
+        if reply.code:
+            fields["error.code"] = str(reply.code)
+        self._log.info("http request", **fields)
 
     def _route(self, path: str, query: Mapping[str, str]) -> tuple[int, bytes]:
         """The public market-data endpoints (weights and limits are the API's)."""
@@ -718,11 +894,14 @@ class StreamServer:
         if path == "/fapi/v1/time":
             return 200, orjson.dumps({"serverTime": self.exchange_ms()})
         if path == "/fapi/v1/exchangeInfo":
-            return 200, self.exchange_info
-        if path in ("/fapi/v1/historicalTrades", "/fapi/v1/aggTrades"):
+            return 200, orjson.dumps({**self._info, "serverTime": self.exchange_ms()})
+        if path in ("/fapi/v1/historicalTrades", "/fapi/v1/trades", "/fapi/v1/aggTrades"):
             return self._trade_history(path.endswith("aggTrades"), query)
         if path == "/fapi/v1/depth":
             return self._depth(query.get("symbol", "").upper(), int(query.get("limit", "500")))
+        answer = self._public_api.handle(path, query)
+        if answer is not None:
+            return answer
         return 404, orjson.dumps({"code": -1, "msg": f"unknown endpoint {path}"})
 
     def _trade_history(self, aggregated: bool, query: Mapping[str, str]) -> tuple[int, bytes]:
@@ -740,6 +919,9 @@ class StreamServer:
             rows = [row for _id, row in played[-limit:]]
         else:
             rows = [row for trade_id, row in played if trade_id >= from_id][:limit]
+        if self._offset_ms:
+            time_key = "T" if aggregated else "time"
+            rows = [{**row, time_key: row[time_key] + self._offset_ms} for row in rows]
         return 200, orjson.dumps(rows)
 
     def _depth(self, symbol: str, limit: int) -> tuple[int, bytes]:
@@ -752,7 +934,7 @@ class StreamServer:
         out: dict[str, Any] = {
             "lastUpdateId": book.last_update_id,
             "E": self.exchange_ms(),
-            "T": book.tx_time,
+            "T": book.tx_time + self._offset_ms if book.tx_time else 0,
         }
         for side, key in ((Side.BID, "bids"), (Side.ASK, "asks")):
             prices, qtys = book.levels(side, limit)
@@ -761,6 +943,44 @@ class StreamServer:
 
 
 _DEPTH = msgspec.json.Decoder(DepthUpdate, strict=False)
+_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+
+
+def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return None
+    return str(address[0]), int(address[1])
+
+
+def _frame(conn: _Connection, stream: str, data: bytes, envelope: bytes) -> str:
+    """What ``conn`` is sent: the event, or the envelope named as the client asked."""
+    if not conn.combined:
+        return data.decode()
+    name = conn.names.get(stream, stream)
+    if name == stream:
+        return envelope.decode()
+    return '{"stream":"' + name + '","data":' + data.decode() + "}"
+
+
+def _accepted_types(info: dict[str, Any]) -> dict[str, Any]:
+    """exchangeInfo with each symbol's ``orderTypes`` set to what this exchange takes."""
+    for entry in info.get("symbols", []):
+        entry["orderTypes"] = list(ACCEPTED_ORDER_TYPES)
+    return info
+
+
+def _algo_limits(info: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, Decimal]]:
+    """Per symbol: ``MAX_NUM_ALGO_ORDERS`` and ``triggerProtect`` from exchangeInfo."""
+    max_open: dict[str, int] = {}
+    protect: dict[str, Decimal] = {}
+    for entry in info.get("symbols", []):
+        for f in entry.get("filters", []):
+            if f.get("filterType") == "MAX_NUM_ALGO_ORDERS":
+                max_open[entry["symbol"]] = int(f.get("limit", 10))
+        protect[entry["symbol"]] = Decimal(str(entry.get("triggerProtect", "0")))
+    return max_open, protect
 
 
 def _fmt(price: float, book: Any) -> str:
@@ -862,7 +1082,7 @@ def _derived_exchange_info(rec: Recording, limits: LimitSettings) -> bytes:
                         "filterType": "PERCENT_PRICE",
                     },
                 ],
-                "orderTypes": ["LIMIT", "MARKET"],
+                "orderTypes": list(ACCEPTED_ORDER_TYPES),
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
             }
         )
@@ -900,11 +1120,6 @@ def _derived_exchange_info(rec: Recording, limits: LimitSettings) -> bytes:
 
 def _places(step: Decimal) -> int:
     return max(0, -int(step.normalize().as_tuple().exponent))
-
-
-def _is_listen_key(stream: str) -> bool:
-    # Market streams are "<symbol>@<kind>" or "!<kind>..."; a listen key is neither.
-    return "@" not in stream and not stream.startswith("!")
 
 
 def parse_faults(texts: Iterable[str]) -> tuple[Fault, ...]:

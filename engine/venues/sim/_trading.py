@@ -10,7 +10,9 @@ USDT wallet. Orders match against the *replayed* order book:
   that would take: -5022, neither recorded);
 * a resting order fills as a maker when a replayed trade prints at or through
   its price; the trade's quantity is the liquidity shared, best price then
-  oldest order first.
+  queue order (oldest first; an amended order goes to the back);
+* an amendment (``PUT /fapi/v1/order``) changes a resting LIMIT order's price
+  and quantity as Binance documents it (:meth:`MatchingEngine.amend`).
 
 Liquidity this account took from a book level is remembered and subtracted
 until a recorded depth update touches that level again (the recording cannot
@@ -146,6 +148,7 @@ class OrderRequest:
     time_in_force: str = "GTC"
     reduce_only: bool = False
     client_order_id: str | None = None
+    algo_id: int = 0  # the conditional (algo) order this order was triggered by
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +159,9 @@ class SimOrder:
         status: ``NEW``, ``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED`` or ``EXPIRED``.
         executed_qty: filled so far; ``cum_quote``: sum of price x qty of the fills.
         time: creation time, ``update_time``: last change (exchange ms).
+        algo_id: the algo order that triggered it (0: placed directly).
+        stp_mode: self-trade prevention mode (Binance's default ``EXPIRE_MAKER``;
+            an amended order has ``NONE``).
     """
 
     order_id: int
@@ -172,6 +178,8 @@ class SimOrder:
     cum_quote: Decimal = ZERO
     time: int
     update_time: int
+    algo_id: int = 0
+    stp_mode: str = "EXPIRE_MAKER"
 
     @property
     def remaining(self) -> Decimal:
@@ -216,6 +224,9 @@ class SimPosition:
         entry_price: average entry (0 when flat).
         realized_pnl: accumulated realized PnL of this symbol (``cr``).
         leverage: the symbol's leverage setting.
+        isolated: isolated margin (else cross).
+        isolated_wallet: margin held by an isolated position (``iw``): its
+            initial margin at entry, ``|amount| * entry / leverage``.
     """
 
     symbol: str
@@ -224,6 +235,28 @@ class SimPosition:
     realized_pnl: Decimal = ZERO
     leverage: int
     update_time: int = 0
+    isolated: bool = False
+    isolated_wallet: Decimal = ZERO
+
+
+@attrs.frozen(kw_only=True)
+class IncomeRecord:
+    """One ``GET /fapi/v1/income`` row: a change of the wallet with its cause.
+
+    Attributes:
+        income_type: ``COMMISSION`` or ``REALIZED_PNL`` (funding is never
+            settled on the loopback exchange).
+        amount: signed USDT amount.
+        tran_id: the exchange's transaction id.
+        trade_id: the trade that caused it.
+    """
+
+    symbol: str
+    income_type: str
+    amount: Decimal
+    time: int
+    tran_id: int
+    trade_id: int
 
 
 class MarketView(Protocol):
@@ -265,9 +298,12 @@ class MatchingEngine:
         self._fills: list[SimFill] = []
         self._positions: dict[str, SimPosition] = {}
         self._leverage: dict[str, int] = {}
+        self._isolated: set[str] = set()
         self._taken: dict[tuple[str, str, Decimal], Decimal] = {}
+        self._income: list[IncomeRecord] = []
         self._next_order_id = 1_000_000_001
         self._next_trade_id = 500_000_001
+        self._next_tran_id = 9_000_000_001
         self.update_time = 0
 
     # -- views ------------------------------------------------------------------------
@@ -301,16 +337,27 @@ class MatchingEngine:
         """This account's trades, oldest first."""
         return [f for f in self._fills if symbol is None or f.symbol == symbol]
 
+    def income(self) -> list[IncomeRecord]:
+        """Every wallet change with its cause, oldest first."""
+        return list(self._income)
+
     def leverage(self, symbol: str) -> int:
         """The symbol's leverage setting."""
         return self._leverage.get(symbol, self.settings.leverage)
 
+    def isolated(self, symbol: str) -> bool:
+        """Whether the symbol is in isolated margin mode (else cross)."""
+        return symbol in self._isolated
+
     def position(self, symbol: str) -> SimPosition:
         """The symbol's position (flat if never traded)."""
         pos = self._positions.get(symbol)
+        leverage = self.leverage(symbol)
         if pos is None:
-            return SimPosition(symbol=symbol, leverage=self.leverage(symbol))
-        return attrs.evolve(pos, leverage=self.leverage(symbol))
+            return SimPosition(symbol=symbol, leverage=leverage, isolated=symbol in self._isolated)
+        isolated = symbol in self._isolated
+        wallet = abs(pos.amount) * pos.entry_price / leverage if isolated else ZERO
+        return attrs.evolve(pos, leverage=leverage, isolated=isolated, isolated_wallet=wallet)
 
     def positions(self) -> list[SimPosition]:
         """Every symbol's position, sorted by symbol."""
@@ -329,10 +376,13 @@ class MatchingEngine:
         return (mark - pos.entry_price) * pos.amount
 
     def position_margin(self, symbol: str) -> Decimal:
-        """Initial margin of the position: ``|amount| * mark / leverage``."""
+        """Initial margin of the position: ``|amount| * mark / leverage`` in cross
+        margin; the isolated wallet (``|amount| * entry / leverage``) in isolated."""
         pos = self._positions.get(symbol)
         if pos is None or not pos.amount:
             return ZERO
+        if symbol in self._isolated:
+            return self.position(symbol).isolated_wallet
         mark = self._market.mark_price(symbol) or pos.entry_price
         return abs(pos.amount) * mark / self.leverage(symbol)
 
@@ -348,9 +398,14 @@ class MatchingEngine:
         return sum((self.unrealized_pnl(s) for s in self._positions), ZERO)
 
     def available_balance(self) -> Decimal:
-        """Wallet + unrealized - position margin - open-order margin (cross, one asset)."""
+        """Wallet + unrealized PnL of cross positions - position margin (isolated
+        wallets included) - open-order margin. An isolated position's unrealized
+        PnL stays in its own margin, as on Binance; neither mode liquidates."""
         used = sum((self.position_margin(s) for s in self._positions), ZERO)
-        return self.wallet + self.total_unrealized() - used - self.open_order_margin()
+        cross_upnl = sum(
+            (self.unrealized_pnl(s) for s in self._positions if s not in self._isolated), ZERO
+        )
+        return self.wallet + cross_upnl - used - self.open_order_margin()
 
     def notionals(self, symbol: str) -> tuple[Decimal, Decimal]:
         """Open BUY and SELL order notional of a symbol (the ``b`` and ``a`` fields)."""
@@ -374,6 +429,24 @@ class MatchingEngine:
             raise err.code(400, -4028, f"Leverage {leverage} is not valid")
         self._leverage[symbol] = leverage
         return [config_update(symbol, leverage, now_ms)]
+
+    def set_margin_type(self, symbol: str, isolated: bool) -> None:
+        """``POST /fapi/v1/marginType`` (``ISOLATED`` or ``CROSSED``).
+
+        Raises:
+            ExchangeApiError: -4046 already that type; -4047 open orders; -4048 a
+                position (Binance refuses both changes).
+        """
+        if isolated == (symbol in self._isolated):
+            raise err.code(400, -4046, "No need to change margin type.")
+        if self._open.get(symbol):
+            raise err.code(400, -4047, "Margin type cannot be changed if there exists open orders.")
+        if self.position(symbol).amount:
+            raise err.code(400, -4048, "Margin type cannot be changed if there exists position.")
+        if isolated:
+            self._isolated.add(symbol)
+        else:
+            self._isolated.discard(symbol)
 
     def new_order(self, req: OrderRequest, now_ms: int) -> tuple[SimOrder, SimOrder, list[Event]]:
         """Accept and match a new order.
@@ -421,6 +494,7 @@ class MatchingEngine:
             reduce_only=req.reduce_only,
             time=now_ms,
             update_time=now_ms,
+            algo_id=req.algo_id,
         )
         self._orders[order_id] = order
         self._open.setdefault(req.symbol, []).append(order_id)
@@ -452,6 +526,61 @@ class MatchingEngine:
         events = self._close(order.order_id, "CANCELED", now_ms)
         return self._orders[order.order_id], events
 
+    def amend(
+        self,
+        symbol: str,
+        now_ms: int,
+        *,
+        order_id: int | None,
+        client_order_id: str | None,
+        side: str,
+        quantity: Decimal,
+        price: Decimal,
+    ) -> tuple[SimOrder, list[Event]]:
+        """``PUT /fapi/v1/order``: new quantity and price for an open LIMIT order.
+
+        As Binance documents it: the amended order goes to the back of its price
+        level's queue and takes what has become marketable; it is cancelled when
+        the new quantity is at most what has been filled, or when a GTX order
+        would take; self-trade prevention becomes ``NONE``.
+
+        Raises:
+            ExchangeApiError: -2013 no such open order; -1130 the side differs;
+                -5027 nothing changes; -2019 not enough margin for the increase.
+        """
+        order = self.find_order(symbol, order_id=order_id, client_order_id=client_order_id)
+        if order is None or not order.is_open:
+            raise err.code(400, -2013, err.NO_SUCH_ORDER)
+        if side != order.side:
+            raise err.invalid_param("side")
+        if quantity == order.quantity and price == order.price:
+            raise err.code(400, -5027, "No need to modify the order.")
+        if quantity <= order.executed_qty:
+            return self._amend_cancel(order.order_id, now_ms)
+        opposite = "asks" if side == "BUY" else "bids"
+        best = next(iter(self._levels(symbol, opposite)), None)
+        if order.time_in_force == "GTX" and best is not None and _crosses(side, best[0], price):
+            return self._amend_cancel(order.order_id, now_ms)
+        extra = (quantity - order.executed_qty) * price - order.remaining * order.price
+        need = extra / self.leverage(symbol)
+        if need > 0 and need > self.available_balance():
+            raise err.code(400, -2019, err.MARGIN_INSUFFICIENT)
+        order = attrs.evolve(
+            order, quantity=quantity, price=price, update_time=now_ms, stp_mode="NONE"
+        )
+        self._orders[order.order_id] = order
+        queue = self._open[symbol]
+        queue.remove(order.order_id)
+        queue.append(order.order_id)
+        events = [self._order_event(order, "AMENDMENT", now_ms)]
+        events += self._take(order.order_id, now_ms)
+        self.update_time = now_ms
+        return self._orders[order.order_id], events
+
+    def _amend_cancel(self, order_id: int, now_ms: int) -> tuple[SimOrder, list[Event]]:
+        events = self._close(order_id, "CANCELED", now_ms)
+        return self._orders[order_id], events
+
     def cancel_all(self, symbol: str, now_ms: int) -> list[Event]:
         """``DELETE /fapi/v1/allOpenOrders``."""
         events: list[Event] = []
@@ -477,7 +606,9 @@ class MatchingEngine:
         ]
         if not hit:
             return []
-        hit.sort(key=lambda o: (-o.price if o.side == "BUY" else o.price, o.order_id))
+        # Best price first, then queue order (stable sort: ``_open`` is the queue,
+        # where an amended order went to the back).
+        hit.sort(key=lambda o: -o.price if o.side == "BUY" else o.price)
         events: list[Event] = []
         liquidity = qty
         for order in hit:
@@ -624,6 +755,9 @@ class MatchingEngine:
             time=now_ms,
         )
         self._fills.append(fill)
+        self._record_income(symbol, "COMMISSION", -commission, now_ms, trade_id)
+        if realized:
+            self._record_income(symbol, "REALIZED_PNL", realized, now_ms, trade_id)
         return [
             self._order_event(order, "TRADE", now_ms, fill),
             account_update(
@@ -634,6 +768,21 @@ class MatchingEngine:
                 now_ms,
             ),
         ]
+
+    def _record_income(
+        self, symbol: str, kind: str, amount: Decimal, now_ms: int, trade_id: int
+    ) -> None:
+        self._income.append(
+            IncomeRecord(
+                symbol=symbol,
+                income_type=kind,
+                amount=amount,
+                time=now_ms,
+                tran_id=self._next_tran_id,
+                trade_id=trade_id,
+            )
+        )
+        self._next_tran_id += 1
 
     def _close(self, order_id: int, status: str, now_ms: int) -> list[Event]:
         order = attrs.evolve(self._orders[order_id], status=status, update_time=now_ms)

@@ -1,10 +1,12 @@
 """Binance USD-M JSON shapes for the loopback exchange's orders, trades and account.
 
-REST bodies (``/fapi/v1/order``, ``userTrades``, ``/fapi/v2|v3/positionRisk``,
-``account``, ``balance``) and user-data events (``ORDER_TRADE_UPDATE``,
-``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``, ``listenKeyExpired``), field for
-field as Binance documents them. Numbers are strings, as Binance sends them;
-times are exchange milliseconds.
+REST bodies (``/fapi/v1/order``, ``/fapi/v1/algoOrder``, ``userTrades``,
+``income``, ``/fapi/v2|v3/positionRisk``, ``account``, ``balance``) and
+user-data events (``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``ACCOUNT_UPDATE``,
+``ACCOUNT_CONFIG_UPDATE``, ``listenKeyExpired``), field for field as Binance
+sends them (the user-data events are checked key for key against events recorded
+from Binance in ``tests/test_loopback_clients.py``). Numbers are strings, as
+Binance sends them; times are exchange milliseconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._trading import SimFill, SimOrder, SimPosition, SymbolRules
+    from ._algo import AlgoOrder
+    from ._trading import IncomeRecord, SimFill, SimOrder, SimPosition, SymbolRules
 
 _ZERO = Decimal(0)
 
@@ -63,7 +66,7 @@ def order_json(order: SimOrder, rules: SymbolRules, *, query: bool = False) -> d
         "priceProtect": False,
         "origType": order.type,
         "priceMatch": "NONE",
-        "selfTradePreventionMode": "NONE",
+        "selfTradePreventionMode": order.stp_mode,
         "goodTillDate": 0,
         "updateTime": order.update_time,
     }
@@ -103,8 +106,17 @@ def order_trade_update(
     bids_notional: Decimal,
     asks_notional: Decimal,
 ) -> dict[str, Any]:
-    """The ``ORDER_TRADE_UPDATE`` user-data event for one status change."""
+    """The ``ORDER_TRADE_UPDATE`` user-data event for one status change.
+
+    An order triggered by an algo order carries the algo id in ``si``, ``ss`` -1
+    and ``st`` ``ALGO_CONDITION``, as Binance sends it.
+    """
     pp, qp = rules.price_precision, rules.quantity_precision
+    strategy: dict[str, Any] = (
+        {"si": order.algo_id, "ss": -1, "st": "ALGO_CONDITION"}
+        if order.algo_id
+        else {"si": 0, "ss": 0}
+    )
     return {
         "e": "ORDER_TRADE_UPDATE",
         "E": now_ms,
@@ -139,11 +151,11 @@ def order_trade_update(
             "cp": False,
             "rp": plain(fill.realized_pnl) if fill else "0",
             "pP": False,
-            "si": 0,
-            "ss": 0,
-            "V": "NONE",
+            **strategy,
+            "V": order.stp_mode,
             "pm": "NONE",
             "gtd": 0,
+            "er": "0",  # expiry reason: none of Binance's (STP, FOK...) applies here
         },
     }
 
@@ -171,8 +183,8 @@ def account_update(
                     "bep": plain(pos.entry_price),
                     "cr": plain(pos.realized_pnl),
                     "up": plain(upnl),
-                    "mt": "cross",
-                    "iw": "0",
+                    "mt": "isolated" if pos.isolated else "cross",
+                    "iw": plain(pos.isolated_wallet),
                     "ps": "BOTH",
                 }
                 for pos, upnl in positions
@@ -216,15 +228,15 @@ def position_risk(
         "markPrice": plain(mark),
         "unRealizedProfit": plain(upnl),
         "liquidationPrice": "0",
-        "isolatedMargin": "0",
+        "isolatedMargin": plain(pos.isolated_wallet + upnl) if pos.isolated else "0",
         "notional": plain(pos.amount * mark),
-        "isolatedWallet": "0",
+        "isolatedWallet": plain(pos.isolated_wallet),
         "updateTime": pos.update_time,
     }
     if version == 2:
         common.update(
             {
-                "marginType": "cross",
+                "marginType": "isolated" if pos.isolated else "cross",
                 "isAutoAddMargin": "false",
                 "leverage": str(pos.leverage),
                 "maxNotionalValue": "1000000000",
@@ -259,3 +271,116 @@ def balance_row(wallet: Decimal, upnl: Decimal, available: Decimal, now_ms: int)
         "marginAvailable": True,
         "updateTime": now_ms,
     }
+
+
+def income_row(record: IncomeRecord) -> dict[str, Any]:
+    """A ``GET /fapi/v1/income`` row."""
+    return {
+        "symbol": record.symbol,
+        "incomeType": record.income_type,
+        "income": fixed(record.amount, 8),
+        "asset": "USDT",
+        "info": "",
+        "time": record.time,
+        "tranId": record.tran_id,
+        "tradeId": str(record.trade_id),
+    }
+
+
+def algo_json(algo: AlgoOrder, rules: SymbolRules, *, query: bool) -> dict[str, Any]:
+    """An algo order as ``POST /fapi/v1/algoOrder`` (``query=False``) or the
+    query endpoints (``GET /fapi/v1/algoOrder``, ``openAlgoOrders``,
+    ``allAlgoOrders``) return it."""
+    pp, qp = rules.price_precision, rules.quantity_precision
+    zero_price = fixed(_ZERO, pp)
+    head: dict[str, Any] = {
+        "algoId": algo.algo_id,
+        "clientAlgoId": algo.client_algo_id,
+        "algoType": "CONDITIONAL",
+        "orderType": algo.type,
+        "symbol": algo.symbol,
+        "side": algo.side,
+        "positionSide": "BOTH",
+        "timeInForce": "GTC",
+        "quantity": fixed(algo.quantity, qp),
+        "algoStatus": algo.status,
+    }
+    if query:
+        head["actualOrderId"] = str(algo.actual_order_id) if algo.actual_order_id else ""
+        head["actualPrice"] = fixed(algo.actual_price, max(5, pp))
+    head.update(
+        {
+            "triggerPrice": fixed(algo.trigger_price, pp),
+            "price": zero_price,
+            "icebergQuantity": None,
+        }
+    )
+    if query:
+        head.update(
+            {
+                "tpTriggerPrice": zero_price,
+                "tpPrice": zero_price,
+                "slTriggerPrice": zero_price,
+                "slPrice": zero_price,
+                "tpOrderType": "",
+            }
+        )
+    head.update(
+        {
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": algo.working_type,
+            "priceMatch": "NONE",
+            "closePosition": algo.close_position,
+            "priceProtect": algo.price_protect,
+            "reduceOnly": algo.reduce_only,
+            "createTime": algo.create_time,
+            "updateTime": algo.update_time,
+            "triggerTime": algo.trigger_time,
+            "goodTillDate": 0,
+        }
+    )
+    return head
+
+
+def algo_update(algo: AlgoOrder, rules: SymbolRules, now_ms: int) -> dict[str, Any]:
+    """The ``ALGO_UPDATE`` user-data event for one status of an algo order.
+
+    ``TRIGGERED`` and ``FINISHED`` add the triggered order's average price
+    (``ap``), filled quantity (``aq``) and type (``act``); ``REJECTED`` adds the
+    reason (``rm``), as in the events Binance sends.
+    """
+    pp, qp = rules.price_precision, rules.quantity_precision
+    o: dict[str, Any] = {
+        "caid": algo.client_algo_id,
+        "aid": algo.algo_id,
+        "at": "CONDITIONAL",
+        "o": algo.type,
+        "s": algo.symbol,
+        "S": algo.side,
+        "ps": "BOTH",
+        "f": "GTC",
+        "q": fixed(algo.quantity, qp),
+        "X": algo.status,
+        "ai": str(algo.actual_order_id) if algo.actual_order_id else "",
+    }
+    if algo.status in ("TRIGGERED", "FINISHED"):
+        o["ap"] = plain(algo.actual_price)
+        o["aq"] = plain(algo.actual_qty)
+        o["act"] = "MARKET"
+    o.update(
+        {
+            "tp": fixed(algo.trigger_price, pp),
+            "p": "0",
+            "V": "EXPIRE_MAKER",
+            "wt": algo.working_type,
+            "pm": "NONE",
+            "cp": algo.close_position,
+            "pP": algo.price_protect,
+            "R": algo.reduce_only,
+            "tt": algo.trigger_time,
+            "gtd": 0,
+        }
+    )
+    if algo.status == "REJECTED":
+        o["rm"] = algo.reject_reason
+    return {"e": "ALGO_UPDATE", "T": now_ms, "E": now_ms, "o": o}
