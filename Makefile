@@ -1,9 +1,12 @@
 # Each target does its own set-up on a fresh machine: it creates .venv if
-# missing and installs the project (editable) before running.
+# missing and installs the project (editable) before running. `make run` and the
+# operator targets install the runtime dependencies only; `make test`, `lint` and
+# `format` add the test extras. Each install has its own stamp.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint format bench clean
 
@@ -11,31 +14,36 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-run: $(STAMP)
+# The test extras include the runtime dependencies: this satisfies `run` too.
+$(TEST_STAMP): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) -m engine --config config.toml
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(RUN_STAMP)
 	$(PY) -m tools.bench replay
 
 clean:
-	rm -rf $(VENV) logs runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) build logs runs .pytest_cache .ruff_cache
 
 # Operator control of a running engine (needs control.socket in config.toml).
 .PHONY: status halt resume
-status halt resume: $(STAMP)
+status halt resume: $(RUN_STAMP)
 	$(PY) -m engine control $@ --config config.toml $(if $(REASON),--reason "$(REASON)")

@@ -4,8 +4,11 @@ The public API is what this module exports; everything else is private.
 """
 
 from ._config import Config as Config
+from ._config import Override as Override
 from ._config import config_from_dict as config_from_dict
+from ._config import env_overrides as env_overrides
 from ._config import load_config as load_config
+from ._config import set_overrides as set_overrides
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ConfigError as ConfigError
 from ._errors import DataError as DataError
@@ -27,14 +30,17 @@ __all__ = [
     "DataError",
     "EngineError",
     "JournalError",
+    "Override",
     "RunReport",
     "SymbolSummary",
     "config_from_dict",
+    "env_overrides",
     "journal_digest",
     "load_config",
     "make_logger",
     "report_json",
     "run_replay",
+    "set_overrides",
     "summary_text",
     "write_report",
 ]

@@ -1,10 +1,14 @@
-"""Command-line interface: ``python -m engine --config config.toml [...]``.
+"""Command-line interface: ``trireme [run] [--config config.toml] [...]``.
 
-``python -m engine control ACTION (--socket PATH | --config PATH)`` sends an
-operator command (status, halt, reduce, resume) to a running engine;
-``python -m engine sim-exchange --data CAPTURE`` serves a capture as a
-Binance-compatible exchange; ``python -m engine record --config C --out DIR``
-records live streams.
+``trireme`` (or ``python -m engine``) runs the engine: a replay, paper or live run
+(``run``, the default command); ``trireme control ACTION`` sends an operator command
+(status, halt, reduce, resume) to a running engine; ``trireme sim-exchange --data
+CAPTURE`` serves a capture as a Binance-compatible exchange; ``trireme record``
+records live streams; ``trireme hardware`` shows the CPU plan.
+
+The configuration is the file (the bundled default without ``--config``), then
+``TRIREME__SECTION__KEY`` environment variables, then ``--set section.key=value``
+options: a later layer wins.
 
 Exit codes: 0 done, 1 the run failed (an actor died; see the log), 2 bad usage,
 config or data (one line on stderr naming the file, key and what was expected).
@@ -13,29 +17,35 @@ config or data (one line on stderr naming the file, key and what was expected).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import attrs
 import orjson
 import trio
 from structlog.typing import FilteringBoundLogger
 
-from ._config import Config, load_config
+from ._config import Config, Override, env_overrides, load_config, set_overrides
 from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
+from ._preflight import check_config_paths, check_cpus
 from ._report import summary_text, write_report
 from ._signals import wait_for_stop
 from ._supervisor import RunReport, run_live, run_paper, run_replay
+from .feeds._archive import DEFAULT_BASE_URL, archive_files, list_archive
+from .feeds._archive import download as download_archive
 from .feeds._record import record
 from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
 from .models import ModelError
-from .venues.binance import ReconciliationError
+from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim._exchange_limits import LimitSettings
 from .venues.sim._recorded import load_recording
 from .venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings, split_faults
@@ -44,6 +54,51 @@ from .venues.sim._trading import AccountSettings
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+PROG = "trireme"
+
+# One line per command for ``trireme --help``; each has its own ``--help``.
+COMMANDS = {
+    "run": "replay captures, or paper/live trade (the default command: the options above)",
+    "sim-exchange": "serve a capture as a Binance USD-M compatible exchange (loopback)",
+    "record": "record live market streams to gzip captures that replay reads",
+    "control": "send status, halt, reduce or resume to a running engine",
+    "hardware": "show the CPU topology and the pinning plan (--apply to apply it)",
+    "data": "download Binance's public-data archive (verified, resumable); list what is on disk",
+}
+
+_EPILOG = "commands:\n{commands}\n\n{more}".format(
+    commands="\n".join(f"  {name:<14}{line}" for name, line in COMMANDS.items()),
+    more=f"""\
+'{PROG} COMMAND --help' shows a command's options.
+
+configuration, each layer overriding the one before:
+  1. the --config file (without --config: the bundled config, which replays the
+     bundled sample and writes runs/ and logs/ under the current directory)
+  2. environment variables TRIREME__SECTION__KEY=value (TRIREME__RISK__CAPITAL=5000,
+     TRIREME__RISK__TRIGGERS__MAX_DRAWDOWN=800)
+  3. --set section.key=value options
+values are TOML (5000, true, ["BTCUSDT"], "text"); anything else is a plain string.""",
+)
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("trireme")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def bundled_config() -> Path:
+    """The default config: shipped inside the package, or the checkout's ``config.toml``.
+
+    A wheel carries ``engine/_bundle/`` (the config, the sample capture and the
+    models, laid out as in the repository, so the config's relative paths hold); a
+    source checkout or an editable install uses the repository's own files.
+    """
+    here = Path(__file__).resolve().parent
+    packaged = here / "_bundle" / "config.toml"
+    return packaged if packaged.is_file() else here.parent / "config.toml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,13 +109,73 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used by the docs)."""
-    parser = _Parser(
-        prog="python -m engine",
-        description="Trireme: replay recorded Binance USD-M futures data through the engine.",
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set risk.capital=5000 (repeatable; wins over "
+        "the file and TRIREME__* environment variables)",
     )
-    parser.add_argument("--config", required=True, type=Path, help="TOML config file")
+
+
+def load_cli_config(path: Path | None, sets: Sequence[str] = ()) -> Config:
+    """The configuration: the file, then ``TRIREME__*`` variables, then ``--set``.
+
+    Without a file, the bundled config is used with its journal and log under the
+    current directory (never inside the installed package).
+
+    Raises:
+        ConfigError: a bad file, variable or ``--set`` value, naming where it came from.
+    """
+    overrides: list[Override] = []
+    if path is None:
+        path = bundled_config()
+        origin = "default (no --config)"
+        overrides += [
+            Override(key="journal.dir", value=str(Path.cwd() / "runs"), origin=origin),
+            Override(
+                key="logging.path", value=str(Path.cwd() / "logs/trireme.jsonl"), origin=origin
+            ),
+        ]
+    overrides += env_overrides(os.environ)
+    overrides += set_overrides(sets)
+    return load_config(path, overrides=overrides)
+
+
+def open_log(
+    destination: str, level: str, *, base_dir: Path | None, source: str, key: str
+) -> tuple[FilteringBoundLogger, IO[bytes] | None]:
+    """:func:`make_logger`, with a log file that cannot be opened as a :class:`ConfigError`."""
+    try:
+        return make_logger(destination, level, base_dir=base_dir)
+    except OSError as exc:
+        raise ConfigError(source, key, f"cannot open the log file ({exc.strerror or exc})") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``trireme [run]`` (also used by the docs)."""
+    parser = _Parser(
+        prog=PROG,
+        usage=f"{PROG} [run] [--config PATH] [--set KEY=VALUE ...] [options]\n"
+        f"       {PROG} {{{','.join(c for c in COMMANDS if c != 'run')}}} ...",
+        description="Trireme: an actor-model trading engine for Binance USD-M futures. "
+        "Replays recorded data, paper-trades live streams on a simulated venue, or trades "
+        "live.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help=f"TOML config file (default: the bundled {bundled_config()})",
+    )
+    _add_set_option(parser)
     parser.add_argument(
         "--data",
         action="append",
@@ -93,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_sim_exchange_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m engine sim-exchange``."""
     parser = _Parser(
-        prog="python -m engine sim-exchange",
+        prog=f"{PROG} sim-exchange",
         description="Serve a capture as a Binance USD-M compatible exchange: market data, "
         "signed trading endpoints matched against the replayed book, user-data streams.",
     )
@@ -102,6 +217,18 @@ def build_sim_exchange_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=9443, help="websocket port")
     parser.add_argument("--rest-port", type=int, default=9080, help="REST port")
     parser.add_argument("--speed", type=float, default=1.0, help="x recorded pace; 0 = flat out")
+    parser.add_argument(
+        "--original-times",
+        action="store_true",
+        help="serve the capture's bytes and clock as recorded (default: re-timed so that "
+        "event times and the server time agree with the wall clock)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=["client", "now"],
+        default="client",
+        help="start playback with the first REST or websocket client (default) or at once",
+    )
     parser.add_argument("--ping-interval", type=float, default=180.0, metavar="SECONDS")
     parser.add_argument("--pong-timeout", type=float, default=600.0, metavar="SECONDS")
     parser.add_argument(
@@ -154,9 +281,26 @@ def build_sim_exchange_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_values(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--fault -1021*2`` as ``--fault=-1021*2``: argparse takes a value starting with
+    ``-`` for an option, and Binance's error codes are negative."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in options and nxt[:1] == "-" and nxt[1:2].isdigit():
+            out.append(f"{arg}={nxt}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def sim_exchange_main(argv: Sequence[str]) -> int:
-    """``python -m engine sim-exchange``: serve until interrupted."""
-    args = build_sim_exchange_parser().parse_args(argv)
+    """``trireme sim-exchange``: serve until interrupted; 2 for bad usage or a busy port."""
+    args = build_sim_exchange_parser().parse_args(_join_negative_values(argv, ["--fault"]))
     try:
         faults, request_faults = split_faults(args.fault)
         trading = TradingSettings(
@@ -182,11 +326,6 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
     api_key = os.environ.get(args.api_key_env, "").strip()
     api_secret = os.environ.get(args.api_secret_env, "").strip()
     api_keys = {api_key: api_secret} if api_key and api_secret else {}
-    if not api_keys:
-        sys.stderr.write(
-            f"warning: {args.api_key_env}/{args.api_secret_env} not set: "
-            "signed endpoints will answer -2015\n"
-        )
     try:
         recording = load_recording(args.data)
     except DataError as exc:
@@ -195,13 +334,19 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
     if not recording.messages:
         sys.stderr.write(f"error: {', '.join(args.data)}: no stream messages found\n")
         return EXIT_USAGE
-    log, log_file = make_logger(args.log, "info")
+    try:
+        log, log_file = open_log(args.log, "info", base_dir=None, source="--log", key="")
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
     settings = ServerSettings(
         speed=args.speed,
         ping_interval_s=args.ping_interval,
         pong_timeout_s=args.pong_timeout,
         max_connection_s=args.max_connection,
         faults=faults,
+        original_times=args.original_times,
+        start=args.start,
     )
     server = StreamServer(
         recording,
@@ -221,14 +366,23 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
                 f"  ({len(recording.messages)} messages, symbols {', '.join(recording.symbols)})\n"
             )
             sys.stdout.flush()
+            if not api_keys:  # once listening: an error before it is the only line
+                sys.stderr.write(
+                    f"warning: {args.api_key_env}/{args.api_secret_env} not set: "
+                    "signed endpoints will answer -2015\n"
+                )
             await wait_for_stop()
             nursery.cancel_scope.cancel()
 
     try:
-        trio.run(serve)
+        _trio_run(serve)
     except OSError as exc:
-        sys.stderr.write(f"error: cannot listen: {exc}\n")
-        return EXIT_FAILED
+        # Nothing served yet: a port in use or an address not on this machine.
+        sys.stderr.write(
+            f"error: cannot listen on {args.host} (websocket port {args.port}, REST port "
+            f"{args.rest_port}): {exc.strerror or exc}\n"
+        )
+        return EXIT_USAGE
     finally:
         if log_file is not None:
             log_file.close()
@@ -238,10 +392,11 @@ def sim_exchange_main(argv: Sequence[str]) -> int:
 def build_record_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m engine record``."""
     parser = _Parser(
-        prog="python -m engine record",
+        prog=f"{PROG} record",
         description="Record live market streams to gzip captures the replay feed reads.",
     )
-    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path, help="TOML config file")
+    _add_set_option(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR")
     parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--rotate-mb", type=float, default=256.0)
@@ -250,18 +405,19 @@ def build_record_parser() -> argparse.ArgumentParser:
 
 
 def record_main(argv: Sequence[str]) -> int:
-    """``python -m engine record``: 0 done, 2 bad usage or config."""
+    """``trireme record``: 0 done, 2 bad usage or config."""
     args = build_record_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_cli_config(args.config, args.set)
         if not config.data.symbols:
-            raise ConfigError(str(args.config), "data.symbols", "recording needs the symbols")
+            raise ConfigError(
+                config.where("data.symbols"), "data.symbols", "recording needs the symbols"
+            )
+        check_config_paths(config)
+        log, log_file = _config_log(config)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
-    log, log_file = make_logger(
-        config.logging.path, config.logging.level, base_dir=Path(config.base_dir)
-    )
     writer = CaptureWriter(
         args.out, rotate_bytes=int(args.rotate_mb * (1 << 20)), rotate_s=args.rotate_s
     )
@@ -276,9 +432,9 @@ def record_main(argv: Sequence[str]) -> int:
 
 
 def build_control_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m engine control``."""
+    """The parser of ``trireme control``."""
     parser = _Parser(
-        prog="python -m engine control",
+        prog=f"{PROG} control",
         description="Send an operator command to a running engine.",
     )
     parser.add_argument("action", choices=["status", "halt", "reduce", "resume"])
@@ -286,16 +442,17 @@ def build_control_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", type=Path, help="the engine's control socket")
     where.add_argument("--config", type=Path, help="read control.socket from this config")
+    _add_set_option(parser)
     return parser
 
 
 def control_main(argv: Sequence[str]) -> int:
-    """``python -m engine control ACTION``: 0 done, 1 refused or unreachable, 2 bad usage."""
+    """``trireme control ACTION``: 0 done, 1 refused or unreachable, 2 bad usage."""
     args = build_control_parser().parse_args(argv)
     path = args.socket
     if path is None:
         try:
-            config = load_config(args.config)
+            config = load_cli_config(args.config, args.set)
         except ConfigError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return EXIT_USAGE
@@ -385,37 +542,158 @@ _CANNOT_START = (
     ControlError,
     ModelError,
     ReconciliationError,
+    StartupDeadlineError,
 )
+
+
+def _config_log(config: Config) -> tuple[FilteringBoundLogger, IO[bytes] | None]:
+    return open_log(
+        config.logging.path,
+        config.logging.level,
+        base_dir=Path(config.base_dir),
+        source=config.where("logging.path"),
+        key="logging.path",
+    )
+
+
+def _check_report_path(path: Path) -> None:
+    """Refuse a ``--report`` path that cannot be written, before the run rather than after.
+
+    Raises:
+        ConfigError: the path is a directory or its directory cannot be created.
+    """
+    if path.is_dir():
+        raise ConfigError("--report", "", f"{path} is a directory; expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "--report", "", f"cannot create {path.parent} ({exc.strerror or exc})"
+        ) from exc
+
+
+def build_data_parser() -> argparse.ArgumentParser:
+    """The parser of ``trireme data``."""
+    parser = _Parser(
+        prog=f"{PROG} data",
+        description="Binance's public-data archive (data.binance.vision): download and list.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    get = sub.add_parser(
+        "download",
+        help="fetch daily USD-M files, verify their sha256, resume partial downloads",
+    )
+    get.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    get.add_argument(
+        "--kinds", default="aggTrades", help="comma-separated: aggTrades,trades,bookTicker,klines"
+    )
+    get.add_argument("--interval", default="1m", help="kline interval (with --kinds klines)")
+    get.add_argument("--from", dest="start", required=True, type=_day, metavar="YYYY-MM-DD")
+    get.add_argument("--to", dest="end", required=True, type=_day, metavar="YYYY-MM-DD")
+    get.add_argument("--out", required=True, type=Path, metavar="DIR")
+    get.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    get.add_argument("--parallel", type=int, default=4)
+    show = sub.add_parser("list", help="what is on disk: days per symbol and kind, and gaps")
+    show.add_argument("dir", type=Path)
+    return parser
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def data_main(argv: Sequence[str]) -> int:
+    """``trireme data download|list``: 0 done, 2 bad usage or a download that failed."""
+    args = build_data_parser().parse_args(argv)
+    if args.action == "list":
+        if not args.dir.is_dir():
+            sys.stderr.write(f"error: {args.dir}: not a directory\n")
+            return EXIT_USAGE
+        for span in list_archive(args.dir):
+            gaps = ", ".join(str(d) for d in span.gaps) or "none"
+            sys.stdout.write(
+                f"{span.symbol:<12} {span.kind:<11} {span.first} .. {span.last}  "
+                f"{span.files} day(s)  gaps: {gaps}"
+                + (f"  unfinished: {span.partial}" if span.partial else "")
+                + "\n"
+            )
+        return EXIT_OK
+    symbols = [s for s in args.symbols.split(",") if s]
+    kinds = [k for k in args.kinds.split(",") if k]
+
+    shown = [False]  # a progress line is open on stderr
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\rdata download: {done}/{total} file(s)")
+        shown[0] = done < total
+        if not shown[0]:
+            sys.stderr.write("\n")
+
+    try:
+        files = archive_files(symbols, kinds, args.start, args.end, interval=args.interval)
+        stats = trio.run(
+            functools.partial(
+                download_archive,
+                files,
+                args.out,
+                base_url=args.base_url,
+                parallel=args.parallel,
+                progress=progress,
+            )
+        )
+    except DataError as exc:
+        sys.stderr.write(("\n" if shown[0] else "") + f"error: {exc}\n")
+        return EXIT_USAGE
+    sys.stdout.write(
+        f"downloaded {stats.downloaded} (resumed {stats.resumed}), already present "
+        f"{stats.already_present}, not in the archive {len(stats.missing)}; "
+        f"{stats.bytes / 1e6:.1f} MB into {args.out}\n"
+    )
+    for path in stats.missing:
+        sys.stdout.write(f"  missing: {path}\n")
+    return EXIT_OK
+
+
+def _hardware_main(argv: Sequence[str]) -> int:
+    from hardware._cli import main as hardware_main
+
+    return hardware_main(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"control": control_main, "sim-exchange": sim_exchange_main, "record": record_main}
+    commands = {
+        "control": control_main,
+        "sim-exchange": sim_exchange_main,
+        "record": record_main,
+        "hardware": _hardware_main,
+        "data": data_main,
+    }
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
+    if argv[:1] == ["run"]:
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_cli_config(args.config, args.set)
         if args.mode is not None:
             config = attrs.evolve(config, engine=attrs.evolve(config.engine, mode=args.mode))
         check_live_consent(config, confirmed=args.i_understand_live)
+        check_config_paths(config)
+        check_cpus(config)
+        if args.report is not None:
+            _check_report_path(args.report)
+        log, log_file = _config_log(config)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
-    log, log_file = make_logger(
-        config.logging.path, config.logging.level, base_dir=Path(config.base_dir)
-    )
     try:
         report = _trio_run(_run, config, args.data, log, args.duration)
-    except (
-        ConfigError,
-        DataError,
-        JournalError,
-        ControlError,
-        ModelError,
-        ReconciliationError,
-    ) as exc:
+    except _CANNOT_START as exc:
         log.error("cannot start", error=str(exc))
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
@@ -427,5 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_file.close()
     sys.stdout.write(summary_text(report) + "\n")
     if args.report is not None:
-        write_report(report, args.report)
+        try:
+            write_report(report, args.report)
+        except OSError as exc:
+            sys.stderr.write(f"error: --report: cannot write {args.report} ({exc.strerror})\n")
+            return EXIT_FAILED
     return EXIT_OK

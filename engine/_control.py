@@ -64,13 +64,17 @@ async def serve_control(
     """Serve the control socket until cancelled; the socket file is removed on exit.
 
     Raises:
-        ControlError: another engine is already listening on ``path``.
+        ControlError: another engine is already listening on ``path``, or the path
+            cannot be a socket (see :func:`check_socket_path`).
     """
     _prepare(path)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
         await sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"{path}: cannot listen ({exc.strerror or exc})") from exc
     finally:
         os.umask(old_umask)
     sock.listen(8)
@@ -93,13 +97,43 @@ async def serve_control(
         _remove(path)
 
 
+# sun_path of struct sockaddr_un is 108 bytes on Linux, the last one for the NUL.
+MAX_SOCKET_PATH = 107
+
+
+def check_socket_path(path: Path) -> None:
+    """Refuse a control socket path that cannot be served, without touching anything.
+
+    Raises:
+        ControlError: the path is too long for a Unix socket, lies under a file, or
+            names something that is not a socket (which serving would delete).
+    """
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise ControlError(
+            f"{path}: too long for a Unix socket ({size} bytes, at most {MAX_SOCKET_PATH}); "
+            "choose a shorter path"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ControlError(f"{path}: {parent} is not a directory")
+            break
+    if (path.exists() or path.is_symlink()) and not path.is_socket():
+        raise ControlError(f"{path}: exists and is not a socket; refusing to replace it")
+
+
 def _prepare(path: Path) -> None:
     # Local, instant file-system calls at start-up: not worth a thread.
+    check_socket_path(path)
     if path.exists():
         if _is_live(path):
             raise ControlError(f"{path}: another engine is listening on this control socket")
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink()  # a stale socket of an engine that died
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ControlError(f"{path}: cannot create {path.parent} ({exc.strerror})") from exc
 
 
 def _remove(path: Path) -> None:

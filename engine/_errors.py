@@ -11,6 +11,8 @@ Tree::
 
 from __future__ import annotations
 
+import trio
+
 
 class EngineError(Exception):
     """Root of every error the engine raises on purpose."""
@@ -45,11 +47,23 @@ class ActorFailedError(EngineError):
     """An actor failed; the engine halted trading and stopped."""
 
 
-def single_cause(exc: BaseException) -> BaseException:
-    """The one error inside (nested) exception groups that hold just one, else ``exc``.
+# What a task sees when a peer closed a channel it was using: when a peer fails, its
+# channels close as it unwinds, and the tasks on the other end fail with one of these.
+# They are consequences of the failure, never its cause.
+_PEER_CLOSED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
-    Trio's nurseries wrap every error in an :class:`ExceptionGroup`; when a single task
-    failed, that task's error is what a user should see.
+
+def single_cause(exc: BaseException) -> BaseException:
+    """The one error that caused (nested) exception groups, else ``exc`` itself.
+
+    Trio's nurseries wrap every error in an :class:`ExceptionGroup`. When one task
+    failed, that task's error is what a user should see. When an actor fails, its
+    output channels close as it unwinds and the actors reading them fail too, with
+    :class:`trio.EndOfChannel` (or a broken or closed resource): those errors are
+    consequences, so they are set aside when exactly one other error is left.
+
+    Returns:
+        The lone cause, or ``exc`` when there are several independent errors.
     """
     leaves: list[BaseException] = []
     todo: list[BaseException] = [exc]
@@ -59,4 +73,7 @@ def single_cause(exc: BaseException) -> BaseException:
             todo.extend(item.exceptions)
         else:
             leaves.append(item)
-    return leaves[0] if len(leaves) == 1 else exc
+    if len(leaves) == 1:
+        return leaves[0]
+    causes = [e for e in leaves if not isinstance(e, _PEER_CLOSED)]
+    return causes[0] if len(causes) == 1 else exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +12,13 @@ import pytest
 import trio
 
 import fsm
-from engine._control import ControlError, ControlState, send_control, serve_control
+from engine._control import (
+    ControlError,
+    ControlState,
+    check_socket_path,
+    send_control,
+    serve_control,
+)
 from engine.messages import ControlCommand
 from engine.testing import quiet_logger
 
@@ -79,3 +86,38 @@ async def test_refuses_a_second_engine_on_the_same_socket(sock_path):
 def test_unreachable_engine_is_a_clear_error(sock_path):
     with pytest.raises(ControlError, match="no engine is listening"):
         send_control(sock_path, "status")
+
+
+async def test_refuses_to_replace_a_file_that_is_not_a_socket(sock_path):
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    sock_path.write_text("an operator's notes\n")
+    send, _receive = trio.open_memory_channel[ControlCommand](4)
+    with trio.fail_after(10), pytest.raises(ControlError, match="exists and is not a socket"):
+        await serve_control(sock_path, send, ControlState(), quiet_logger())
+    assert sock_path.read_text() == "an operator's notes\n"
+
+
+async def test_a_stale_socket_of_a_dead_engine_is_replaced(sock_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock_path))
+    stale.close()  # the file stays, nobody listens: what a killed engine leaves
+    send, _receive = trio.open_memory_channel[ControlCommand](4)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, sock_path, send, ControlState(), quiet_logger())
+            answer = await trio.to_thread.run_sync(send_control, sock_path, "status", "")
+            assert answer["ok"] is True
+            nursery.cancel_scope.cancel()
+
+
+def test_paths_that_cannot_be_a_socket_are_refused(tmp_path):
+    long = tmp_path / ("s" * 120)
+    with pytest.raises(
+        ControlError, match=r"too long for a Unix socket \(\d+ bytes, at most 107\)"
+    ):
+        check_socket_path(long)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ControlError, match="is not a directory"):
+        check_socket_path(tmp_path / "file" / "c.sock")
+    check_socket_path(tmp_path / "new" / "c.sock")  # a directory still to create is fine
+    assert not (tmp_path / "new").exists()  # and checking creates nothing

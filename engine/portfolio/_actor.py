@@ -86,7 +86,7 @@ class PortfolioActor:
         On cancellation a solve in progress finishes in its thread and its result
         is dropped.
         """
-        async with self._answers:
+        with self._answers:  # sync close: no checkpoint while an error unwinds
             task_status.started()
             async for request in self._requests:
                 answer = await trio.to_thread.run_sync(self.solve, request)
