@@ -333,3 +333,83 @@ async def test_clock_keeps_the_lowest_rtt_sample_and_runs_in_the_background(
     assert calls == 9
     await clock.resync_after_skew(fetch, generation)
     assert calls == 10
+
+
+async def test_market_data_endpoints_weigh_what_binance_documents(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[str, str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            (request.url.path, request.url.query.decode(), API_KEY_HEADER in request.headers)
+        )
+        if request.url.path == "/fapi/v1/depth":
+            return json_response(200, {"lastUpdateId": 1, "bids": [], "asks": []})
+        return json_response(200, [])
+
+    client, limiter, _ = make_client(handler)
+
+    async def weight_of(call: Any) -> int:
+        before = limiter.used()["X-MBX-USED-WEIGHT-1M"]
+        await call
+        return limiter.used()["X-MBX-USED-WEIGHT-1M"] - before
+
+    with trio.fail_after(5):
+        weights = {
+            limit: await weight_of(client.depth("BTCUSDT", limit))
+            for limit in (5, 10, 20, 50, 100, 500, 1000)
+        }
+        assert weights == {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+        body = await client.depth("BTCUSDT", 5)
+        assert orjson.loads(body)["lastUpdateId"] == 1  # the raw body, for the book decoder
+        assert await weight_of(client.agg_trades("BTCUSDT", from_id=7)) == 20
+        assert await weight_of(client.historical_trades("BTCUSDT", from_id=7, limit=1000)) == 20
+    with pytest.raises(ValueError, match="depth limit"):
+        await client.depth("BTCUSDT", 200)
+    assert seen[-2:] == [
+        ("/fapi/v1/aggTrades", "symbol=BTCUSDT&fromId=7&limit=1000", False),
+        # USD-M serves 500 at most; the key goes along (MARKET_DATA security).
+        ("/fapi/v1/historicalTrades", "symbol=BTCUSDT&fromId=7&limit=500", True),
+    ]
+
+
+async def test_one_limiter_a_429_or_418_on_market_data_holds_orders_and_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The feed's client and the venue's share one limiter: what one is told, both obey."""
+    sent: list[tuple[float, str]] = []
+    replies: list[httpx.Response] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((trio.current_time(), request.url.path))
+        if replies:
+            return replies.pop(0)
+        if request.url.path == "/fapi/v1/depth":
+            return json_response(200, {"lastUpdateId": 1, "bids": [], "asks": []})
+        return json_response(200, {"orderId": 1, "status": "NEW"})
+
+    orders, limiter, clock = make_client(handler)
+    feed = BinanceRestClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        credentials=None, limiter=limiter, clock=clock, base_url="https://test.invalid",
+    )  # fmt: skip
+    order = BTC.prepare(Side.BUY, 0.01, client_order_id="tshared-1")
+    with trio.fail_after(600):
+        replies.append(
+            json_response(429, {"code": -1003, "msg": "Too many"}, {"Retry-After": "30"})
+        )
+        with pytest.raises(RateLimitedError):
+            await feed.depth("BTCUSDT", 1000)
+        await orders.new_order(order)  # waits for the feed's Retry-After
+        assert sent[-1] == (pytest.approx(30.0, abs=0.01), "/fapi/v1/order")
+
+        replies.append(json_response(418, {"code": -1003, "msg": "banned"}, {"Retry-After": "120"}))
+        with pytest.raises(IpBannedError):
+            await orders.new_order(order)
+        with pytest.raises(IpBannedError):
+            await feed.depth("BTCUSDT", 1000)  # refused here: nothing sent during the ban
+        assert [path for _t, path in sent].count("/fapi/v1/depth") == 1
+        await trio.sleep(limiter.banned_for())
+        await feed.depth("BTCUSDT", 1000)
+    assert sent[-1] == (pytest.approx(150.0, abs=0.01), "/fapi/v1/depth")

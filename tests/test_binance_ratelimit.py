@@ -158,3 +158,53 @@ async def test_418_ban_refuses_at_once_until_it_ends(
     await trio.sleep(120.0)
     await limiter.acquire(1)
     assert limiter.waiting == 0
+
+
+async def test_market_data_comes_last_and_leaves_budget_for_trading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Limit 100: 10 kept for closes and cancels, 25 more kept from market data.
+    limiter = RateLimiter([WEIGHT_10S], reserve=0.1, market_data_reserve=0.25, burst=1.0)
+    await limiter.acquire(60, priority=Priority.MARKET_DATA)
+    with trio.move_on_after(1.0) as scope:
+        await limiter.acquire(10, priority=Priority.MARKET_DATA)  # 70 > 65
+    assert scope.cancelled_caught  # market data waits for the next window...
+    start = trio.current_time()
+    await limiter.acquire(25, priority=Priority.QUERY)  # ...where an order query still fits
+    await limiter.acquire(5, priority=Priority.NEW_ORDER)
+    assert trio.current_time() == start
+    assert limiter.used()["X-MBX-USED-WEIGHT-10S"] == 90
+
+    limiter.on_rate_limited(5.0)  # everyone waits; who goes first when it ends?
+    served: list[Priority] = []
+
+    async def request(priority: Priority) -> None:
+        await limiter.acquire(1, priority=priority)
+        served.append(priority)
+
+    async with trio.open_nursery() as nursery:
+        for priority in (Priority.MARKET_DATA, Priority.QUERY, Priority.NEW_ORDER):
+            nursery.start_soon(request, priority)
+            await trio.testing.wait_all_tasks_blocked()
+    assert served == [Priority.NEW_ORDER, Priority.QUERY, Priority.MARKET_DATA]
+
+
+async def test_new_limits_keep_what_was_counted_and_any_block_or_ban(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = RateLimiter([WEIGHT_10S])
+    await limiter.acquire(40, priority=Priority.MARKET_DATA)
+    limiter.on_rate_limited(30.0)
+    limiter.on_banned(60.0)
+    wider = RateLimit(
+        kind="REQUEST_WEIGHT", interval_s=10.0, limit=1000, header="X-MBX-USED-WEIGHT-10S"
+    )
+    limiter.set_limits([wider, ORDERS_10S])
+    assert limiter.used() == {"X-MBX-USED-WEIGHT-10S": 40, "X-MBX-ORDER-COUNT-10S": 0}
+    assert limiter.banned_for() == pytest.approx(60.0)
+    assert limiter.blocked_for() == pytest.approx(60.0)  # a ban blocks as well
+    with pytest.raises(IpBannedError):
+        await limiter.acquire(1, priority=Priority.CLOSE)
+    await trio.sleep(60.0)
+    await limiter.acquire(500, priority=Priority.QUERY)  # the new limit applies
+    assert trio.current_time() == pytest.approx(60.0)

@@ -7,12 +7,22 @@ each). Per connection: reconnect with capped exponential backoff and jitter;
 reconnect when no message arrived for ``stale_ms``; a planned reconnect before
 the exchange's 24-hour cut, the new connection up before the old one closes.
 Per symbol: duplicates across connections are dropped by update id (bookTicker
-``u``, depth ``u``) and trade id (``t`` / ``a``); trades missed while
+``u``, depth ``u``) and trade id (``t`` / ``a``, a high-water mark and a small
+window below it: :class:`TradeIds`, constant memory); trades missed while
 disconnected are fetched over REST (``historicalTrades`` / ``aggTrades`` from the
 first missing id); the local order book is synced from a REST snapshot and
 resynced after any gap or reconnect. Every message is stamped with its receive
 time (``time.time_ns``) and its exchange-to-local latency (``E`` to receive) goes
 to the stats. Malformed or unknown messages are counted and logged.
+
+REST goes through a :class:`BinanceRestClient` on the process's one
+:class:`RateLimiter` (the live venue's, in live mode): snapshots and backfill
+are ``MARKET_DATA``, the lowest priority, with Binance's weights, and a 429 or
+418 they get holds the orders too (and the other way round). After a 429 the
+next request waits for ``Retry-After`` (the limiter holds it); during a ban the
+snapshot worker sleeps until the ban ends; a backfill that cannot finish within
+``_BACKFILL_PATIENCE_S`` gives up (the held newer trades go on, the missing ones
+are counted) rather than hold the symbol's trades for minutes.
 
 Whatever has arrived goes out as one step as soon as the pipeline takes it (the
 same step messages as replay, so the same actors run behind it); with nothing
@@ -22,12 +32,13 @@ arriving, an empty step every ``step_ms`` keeps time-driven risk checks going.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
@@ -39,15 +50,26 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import FeedsSection
-from ..book import ApplyResult, BookSync, OrderBook, decode_snapshot
+from ..book import ApplyResult, BookError, BookSync, OrderBook, decode_snapshot
 from ..messages import FeedReconnected, MarketBatch, MarketStep, OpsEvent
+from ..venues.binance import (
+    BinanceError,
+    BinanceRestClient,
+    IpBannedError,
+    RateLimitedError,
+    RateLimiter,
+    ServerClock,
+)
 from ._capture import _BARE, _ENVELOPE, AggTrade, BookTicker, DepthUpdate, MarketMessage, Trade
 from ._columns import Columns, append_message
 from ._transport import MessageStream, TransportError, open_transport
 
 _MS = 1_000_000
+Connector = Callable[[str], AbstractAsyncContextManager[MessageStream]]
 _MAX_STREAMS = 1024
-_NEW, _DUPLICATE, _HELD = object(), object(), object()
+_NEW, _DUPLICATE, _HELD, _LATE = object(), object(), object(), object()
+_SNAPSHOT_RETRY_S = 1.0  # after a failure other than a rate limit (those wait as told)
+_BACKFILL_PATIENCE_S = 10.0  # newer trades are held meanwhile: do not hold them longer
 
 
 class _Handover:
@@ -77,6 +99,35 @@ class _Handover:
         return held
 
 
+def market_data_client(
+    http: httpx.AsyncClient,
+    base_url: str,
+    *,
+    limiter: RateLimiter | None = None,
+    clock: ServerClock | None = None,
+    timeout_s: float = 10.0,
+) -> BinanceRestClient:
+    """The feed's REST client (public endpoints, no credentials).
+
+    Args:
+        http: the pooled client to send on.
+        base_url: the REST root (``feeds.rest_url``).
+        limiter: the process's one rate limiter (the live venue's) and
+        clock: the server clock it runs on. Without them (paper mode, the
+            recorder: no order venue) the feed gets a limiter of its own, the
+            same class on Binance's default limits. Call from a Trio run.
+        timeout_s: the deadline of one request (a full depth snapshot is large).
+    """
+    if (limiter is None) != (clock is None):
+        raise ValueError("give limiter and clock together (the limiter runs on it)")
+    if clock is None or limiter is None:
+        clock = ServerClock()
+        limiter = RateLimiter(clock=clock.now)
+    return BinanceRestClient(
+        http, credentials=None, limiter=limiter, clock=clock, base_url=base_url, timeout_s=timeout_s
+    )
+
+
 class LatencyStats:
     """Exchange-to-local latency samples (ms), a bounded window per feed."""
 
@@ -100,13 +151,62 @@ class LatencyStats:
         }
 
 
+class TradeIds:
+    """The trade ids of one symbol that have passed, in constant memory.
+
+    Binance numbers trades per symbol (and per stream kind) in increasing
+    order, so a high-water mark is enough to drop every repeat; a bitmap of the
+    ``window`` ids just below it tells a repeat (seen) from a late trade (never
+    seen). The feed passes trades in id order, so it drops both, counted apart.
+
+    What it cannot tell: whether an id more than ``window`` below the mark was
+    seen (``verdict`` says ``"too_old"``; the feed drops it as a duplicate), and
+    it relies on ids increasing: a venue that restarted its numbering lower
+    would have every trade dropped until the ids pass the old mark.
+
+    Args:
+        window: how many ids below the mark are remembered (bits).
+    """
+
+    __slots__ = ("_mask", "high", "seen", "window")
+
+    def __init__(self, window: int = 4096) -> None:
+        self.window = window
+        self._mask = (1 << window) - 1
+        self.high = -1
+        """The highest id passed (-1: none yet)."""
+        self.seen = 0
+        """Bit ``i`` set: id ``high - i`` has passed."""
+
+    def verdict(self, trade_id: int) -> str:
+        """``"new"`` (above the mark), ``"duplicate"``, ``"late"`` or ``"too_old"``."""
+        if trade_id > self.high:
+            return "new"
+        below = self.high - trade_id
+        if below >= self.window:
+            return "too_old"
+        return "duplicate" if (self.seen >> below) & 1 else "late"
+
+    def mark(self, trade_id: int) -> None:
+        """Record that ``trade_id`` has passed."""
+        if trade_id > self.high:
+            shift = trade_id - self.high
+            if self.high < 0 or shift >= self.window:
+                self.seen = 1
+            else:
+                self.seen = ((self.seen << shift) | 1) & self._mask
+            self.high = trade_id
+        elif self.high - trade_id < self.window:
+            self.seen |= 1 << (self.high - trade_id)
+
+
 @attrs.define
 class SymbolState:
-    """What the feed remembers per symbol across connections."""
+    """What the feed remembers per symbol across connections (constant size)."""
 
     symbol: str
     book: BookSync
-    last_trade_id: int = -1
+    trade_ids: TradeIds = attrs.Factory(TradeIds)
     last_quote_u: int = -1
     last_depth_u: int = -1
     resyncing: bool = False
@@ -114,9 +214,13 @@ class SymbolState:
     book_gaps: int = 0
     held: list[tuple[Any, bytes]] | None = None
     duplicates: int = 0
+    late_trades: int = 0
     backfilled: int = 0
     trades: int = 0
-    trade_ids: list[int] = attrs.Factory(list)
+    # An audit of what went out: ids passed on not one above the previous one.
+    last_passed_id: int = -1
+    passed_id_gaps: int = 0
+    passed_id_repeats: int = 0
 
 
 @attrs.define
@@ -142,13 +246,17 @@ class LiveFeed:
         step_ns: the longest wall time between steps when nothing arrives.
         symbol_channels: one send channel per symbol actor.
         execution_channel: the execution actor's market inbox.
-        http: a pooled ``httpx.AsyncClient`` for REST (snapshots, trade backfill).
+        rest: the REST client for snapshots and trade backfill, on the process's
+            one rate limiter (see :func:`market_data_client`).
         log: a bound structlog logger.
         stop: when set, the feed sends a final step and returns.
         seed: seeds the reconnect jitter.
         record: if given, called with ``(ts_recv_ns, raw_bytes)`` for every event the
             feed passes on (after de-duplication; backfilled trades as stream
             messages): the recorder.
+        connect: the websocket connector seam: ``connect(url)`` is an async
+            context manager yielding a :class:`MessageStream` (tests pass an
+            in-memory one); ``open_transport(settings.transport, url)`` by default.
     """
 
     def __init__(
@@ -159,18 +267,22 @@ class LiveFeed:
         step_ns: int,
         symbol_channels: dict[str, trio.MemorySendChannel[MarketBatch]],
         execution_channel: trio.MemorySendChannel[MarketStep],
-        http: httpx.AsyncClient,
+        rest: BinanceRestClient,
         log: FilteringBoundLogger,
         stop: trio.Event,
         seed: int = 0,
         record: Callable[[int, bytes], None] | None = None,
+        connect: Connector | None = None,
     ) -> None:
         self._cfg = settings
+        if connect is None:
+            connect = functools.partial(open_transport, settings.transport)
+        self._connect: Connector = connect
         self._symbols = list(symbols)
         self._step_ns = step_ns
         self._symbol_channels = symbol_channels
         self._execution_channel = execution_channel
-        self._http = http
+        self._rest = rest
         self._log = log
         self._stop = stop
         self._rng = random.Random(seed)
@@ -233,7 +345,7 @@ class LiveFeed:
         """
         url = self._url(group)
         try:
-            async with open_transport(self._cfg.transport, url) as ws:
+            async with self._connect(url) as ws:
                 try:
                     self.stats.connects += 1
                     if reconnect:
@@ -365,19 +477,24 @@ class LiveFeed:
             if result is ApplyResult.GAP or state.book.needs_snapshot:
                 self._request_resync(state.symbol)
         elif isinstance(msg, Trade | AggTrade) and msg.trade_id >= 0:
-            if msg.trade_id <= state.last_trade_id:
+            ids = state.trade_ids
+            if msg.trade_id <= ids.high:
+                if ids.verdict(msg.trade_id) == "late":
+                    # Never seen, but newer ones went out already: dropped to keep order.
+                    state.late_trades += 1
+                    return _LATE
                 return _DUPLICATE
             if state.held is not None:
                 state.held.append((msg, raw))  # newer than the trades being fetched
                 return _HELD
-            if state.last_trade_id >= 0 and msg.trade_id > state.last_trade_id + 1:
+            if ids.high >= 0 and msg.trade_id > ids.high + 1:
                 # Trades were missed (a reconnect): fetch them, hold newer ones meanwhile.
                 state.held = [(msg, raw)]
                 self._backfill_requests.send_nowait(
-                    (state.symbol, state.last_trade_id + 1, msg.trade_id, type(msg))
+                    (state.symbol, ids.high + 1, msg.trade_id, type(msg))
                 )
                 return _HELD
-            state.last_trade_id = msg.trade_id
+            ids.mark(msg.trade_id)
         return _NEW
 
     def _append(self, state: SymbolState, ts: int, msg: MarketMessage, raw: bytes) -> None:
@@ -387,7 +504,13 @@ class LiveFeed:
             self._record(ts, raw)
         if isinstance(msg, Trade | AggTrade):
             state.trades += 1
-            state.trade_ids.append(msg.trade_id)
+            if msg.trade_id >= 0:
+                if state.last_passed_id >= 0:
+                    if msg.trade_id <= state.last_passed_id:
+                        state.passed_id_repeats += 1
+                    elif msg.trade_id != state.last_passed_id + 1:
+                        state.passed_id_gaps += 1
+                state.last_passed_id = max(state.last_passed_id, msg.trade_id)
         self._seq += 1
         append_message(self._columns[state.symbol], ts, self._seq, msg)
         self._data.set()
@@ -404,70 +527,121 @@ class LiveFeed:
             self._resync_requests.send_nowait(symbol)
 
     async def _resync_worker(self) -> None:
+        limiter = self._rest.limiter
         async for symbol in self._resync_receive:
             state = self.state[symbol]
             try:
-                reply = await self._http.get(
-                    "/fapi/v1/depth",
-                    params={"symbol": symbol, "limit": self._cfg.snapshot_limit},
-                )
-                reply.raise_for_status()
+                body = await self._rest.depth(symbol, self._cfg.snapshot_limit)
                 book = state.book
                 if not book.needs_snapshot:
                     # A gap or reconnect: start over from a fresh buffer.
                     state.book = BookSync(OrderBook(symbol=symbol))
                     book = state.book
-                book.on_snapshot(decode_snapshot(reply.content))
+                book.on_snapshot(decode_snapshot(body))
                 state.resyncs += 1
                 self._log.info(
                     "book synced", symbol=symbol, last_update_id=book.book.last_update_id
                 )
-            except (httpx.HTTPError, ValueError) as exc:
-                self._log.warning("book snapshot failed; retrying", symbol=symbol, error=repr(exc))
-                await trio.sleep(1.0)
-                state.resyncing = False
-                self._request_resync(symbol)
+            except RateLimitedError as exc:
+                # The limiter holds the next request (ours and the orders') until Retry-After.
+                self._log.warning(
+                    "book snapshot rate limited (429); waiting",
+                    symbol=symbol,
+                    wait_s=round(limiter.blocked_for(), 3),
+                    error=exc.msg,
+                )
+                self._retry_resync(symbol)
+                continue
+            except IpBannedError as exc:
+                wait_s = limiter.banned_for()
+                self._log.error(
+                    "book snapshot refused: IP banned (418); waiting for the ban to end",
+                    symbol=symbol,
+                    wait_s=round(wait_s, 3),
+                    error=exc.msg,
+                )
+                await trio.sleep(wait_s)
+                self._retry_resync(symbol)
+                continue
+            except (BinanceError, BookError) as exc:
+                self._log.warning("book snapshot failed; retrying", symbol=symbol, error=str(exc))
+                await trio.sleep(_SNAPSHOT_RETRY_S)
+                self._retry_resync(symbol)
                 continue
             state.resyncing = False
+
+    def _retry_resync(self, symbol: str) -> None:
+        # To the back of the queue: the other symbols' snapshots are not held up.
+        self.state[symbol].resyncing = False
+        self._request_resync(symbol)
 
     async def _backfill_worker(self) -> None:
         async for symbol, from_id, upto_id, kind in self._backfill_receive:
             state = self.state[symbol]
             aggregated = kind is AggTrade
-            path = "/fapi/v1/aggTrades" if aggregated else "/fapi/v1/historicalTrades"
-            rows: list[dict[str, Any]] = []
-            next_id = from_id
-            try:
-                while next_id < upto_id:
-                    reply = await self._http.get(
-                        path, params={"symbol": symbol, "fromId": next_id, "limit": 1000}
-                    )
-                    reply.raise_for_status()
-                    page = reply.json()
-                    if not page:
-                        break
-                    rows.extend(page)
-                    next_id = int(page[-1]["a" if aggregated else "id"]) + 1
-            except (httpx.HTTPError, ValueError) as exc:
-                self._log.warning("trade backfill failed", symbol=symbol, error=repr(exc))
+            rows = await self._fetch_trades(symbol, from_id, upto_id, aggregated)
             ts = time.time_ns()
             got = 0
+            ids = state.trade_ids
             for row in rows:
                 trade = _trade_from_rest(symbol, row, aggregated)
-                if state.last_trade_id < trade.trade_id < upto_id:
-                    state.last_trade_id = trade.trade_id
+                if ids.high < trade.trade_id < upto_id:
+                    ids.mark(trade.trade_id)
                     state.backfilled += 1
                     got += 1
                     self._append(state, ts, trade, _stream_line(trade))
             held, state.held = state.held or [], None
             for trade, raw in sorted(held, key=lambda pair: pair[0].trade_id):
-                if trade.trade_id > state.last_trade_id:
-                    state.last_trade_id = trade.trade_id
+                if trade.trade_id > ids.high:
+                    ids.mark(trade.trade_id)
                     self._append(state, ts, trade, raw)
             missing = upto_id - from_id - got
             self._log.info(
                 "trades backfilled", symbol=symbol, from_id=from_id, got=got, missing=missing
             )
+
+    async def _fetch_trades(
+        self, symbol: str, from_id: int, upto_id: int, aggregated: bool
+    ) -> list[dict[str, Any]]:
+        """The trades ``[from_id, upto_id)`` over REST, page by page; what came before a failure.
+
+        A 429 is waited out (the limiter holds the retry) within
+        ``_BACKFILL_PATIENCE_S``; a ban, any other failure or running out of
+        patience ends the backfill with what it has.
+        """
+        rows: list[dict[str, Any]] = []
+        next_id = from_id
+        fetch = self._rest.agg_trades if aggregated else self._rest.historical_trades
+        with trio.move_on_after(_BACKFILL_PATIENCE_S) as patience:
+            while next_id < upto_id:
+                try:
+                    page = await fetch(symbol, from_id=next_id)
+                except RateLimitedError as exc:
+                    self._log.warning(
+                        "trade backfill rate limited (429); waiting",
+                        symbol=symbol,
+                        wait_s=round(self._rest.limiter.blocked_for(), 3),
+                        error=exc.msg,
+                    )
+                    continue
+                except BinanceError as exc:
+                    self._log.warning("trade backfill failed", symbol=symbol, error=str(exc))
+                    break
+                if not page:
+                    break
+                rows.extend(page)
+                try:
+                    next_id = int(page[-1]["a" if aggregated else "id"]) + 1
+                except (KeyError, TypeError, ValueError) as exc:
+                    self._log.warning("trade backfill unreadable", symbol=symbol, error=repr(exc))
+                    break
+        if patience.cancelled_caught:
+            self._log.warning(
+                "trade backfill gave up: rate limited past its patience",
+                symbol=symbol,
+                patience_s=_BACKFILL_PATIENCE_S,
+            )
+        return rows
 
     # -- steps ----------------------------------------------------------------------
 
@@ -538,13 +712,12 @@ class LiveFeed:
         """Counters, latency and per-symbol book and trade figures for the report."""
         per_symbol = {}
         for symbol, st in self.state.items():
-            ids = st.trade_ids
-            gaps = sum(1 for a, b in itertools.pairwise(ids) if b != a + 1)
             per_symbol[symbol] = {
                 "trades": st.trades,
-                "trade_id_gaps": gaps,
-                "trade_id_duplicates": len(ids) - len(set(ids)),
+                "trade_id_gaps": st.passed_id_gaps,
+                "trade_id_duplicates": st.passed_id_repeats,
                 "duplicates_dropped": st.duplicates,
+                "late_trades_dropped": st.late_trades,
                 "backfilled": st.backfilled,
                 "book_resyncs": st.resyncs,
                 "book_gaps": st.book_gaps,

@@ -9,7 +9,7 @@ from structlog.typing import FilteringBoundLogger
 from .._config import Config
 from .._signals import wait_for_stop
 from ..messages import MarketBatch, MarketStep
-from ._live import LiveFeed
+from ._live import LiveFeed, market_data_client
 from ._recorder import CaptureWriter
 
 
@@ -33,7 +33,8 @@ async def record(
             step_ns=config.replay.step_ms * 1_000_000,
             symbol_channels={s: tx for s, (tx, _rx) in market.items()},
             execution_channel=step_tx,
-            http=http,
+            # No order venue here: a rate limiter of its own for snapshots and backfill.
+            rest=market_data_client(http, f.rest_url),
             log=log.bind(actor="recorder"),
             stop=stop,
             seed=config.engine.seed,

@@ -13,6 +13,11 @@ its failure translated here, once, to a :class:`BinanceError`:
   limiter, and a -1021 re-syncs the clock and resends once with a fresh
   timestamp (a -1021 request was not executed, so resending is safe).
 
+The market-data endpoints the live feed needs (``depth``, ``aggTrades``,
+``historicalTrades``) are here too, at ``Priority.MARKET_DATA`` and with
+Binance's documented weights, so that the feed's snapshots and backfill spend
+the same limiter budget as the orders and see the same 429/418 state.
+
 Parameters travel in the query string for every method, so the string signed
 is exactly the string sent. The bytes go out through an :class:`OrderTransport`
 (:mod:`._transport`): the httpx one for everything by default; order placement
@@ -46,6 +51,23 @@ from ._templates import PreparedOrder
 from ._transport import HttpxTransport, OrderTransport
 
 BASE_URL = "https://fapi.binance.com"
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+"""The ``limit`` values ``GET /fapi/v1/depth`` accepts."""
+HISTORICAL_TRADES_MAX = 500
+"""``historicalTrades`` returns at most this many rows (USD-M; spot allows 1000)."""
+AGG_TRADES_MAX = 1000
+"""``aggTrades`` returns at most this many rows."""
+
+
+def depth_weight(limit: int) -> int:
+    """The request weight of ``GET /fapi/v1/depth`` for ``limit`` (Binance USD-M docs).
+
+    Raises:
+        ValueError: ``limit`` is not one Binance accepts.
+    """
+    if limit not in DEPTH_LIMITS:
+        raise ValueError(f"depth limit must be one of {DEPTH_LIMITS}, not {limit!r}")
+    return 2 if limit <= 50 else 5 if limit == 100 else 10 if limit == 500 else 20
 
 
 def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -> str:
@@ -111,6 +133,7 @@ class BinanceRestClient:
         priority: Priority = Priority.QUERY,
         order_endpoint: bool = False,
         send_by: float | None = None,
+        raw: bool = False,
     ) -> Any:
         if (signed or api_key) and self._credentials is None:
             raise BinanceError(f"{method} {path} needs credentials")
@@ -142,6 +165,8 @@ class BinanceRestClient:
             status = response.status
             self._limiter.on_response(status, response.headers)
             if status < 400:
+                if raw:
+                    return response.body
                 try:
                     return orjson.loads(response.body) if response.body else None
                 except orjson.JSONDecodeError as exc:
@@ -176,6 +201,62 @@ class BinanceRestClient:
     async def exchange_info(self) -> dict[str, Any]:
         """``GET /fapi/v1/exchangeInfo`` (weight 1)."""
         return await self._request("GET", "/fapi/v1/exchangeInfo")
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter this client's requests go through."""
+        return self._limiter
+
+    async def depth(self, symbol: str, limit: int = 1000) -> bytes:
+        """``GET /fapi/v1/depth``: the order book snapshot's raw JSON body.
+
+        Weight 2 for ``limit`` 5-50, 5 for 100, 10 for 500, 20 for 1000; sent at
+        ``Priority.MARKET_DATA``.
+
+        Raises:
+            ValueError: ``limit`` is not one Binance accepts.
+            BinanceError: as every request (a 429 or 418 also reaches the limiter).
+        """
+        weight = depth_weight(limit)
+        return await self._request(
+            "GET",
+            "/fapi/v1/depth",
+            f"symbol={quote(symbol, safe='')}&limit={int(limit)}",
+            weight=weight,
+            priority=Priority.MARKET_DATA,
+            raw=True,
+        )
+
+    async def agg_trades(
+        self, symbol: str, *, from_id: int, limit: int = AGG_TRADES_MAX
+    ) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/aggTrades`` from aggregate trade id ``from_id`` (weight 20)."""
+        return await self._request(
+            "GET",
+            "/fapi/v1/aggTrades",
+            f"symbol={quote(symbol, safe='')}&fromId={int(from_id)}"
+            f"&limit={min(int(limit), AGG_TRADES_MAX)}",
+            weight=20,
+            priority=Priority.MARKET_DATA,
+        )
+
+    async def historical_trades(
+        self, symbol: str, *, from_id: int, limit: int = HISTORICAL_TRADES_MAX
+    ) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/historicalTrades`` from trade id ``from_id`` (weight 20).
+
+        Binance files it under MARKET_DATA security: the API key is sent when
+        this client has credentials.
+        """
+        return await self._request(
+            "GET",
+            "/fapi/v1/historicalTrades",
+            f"symbol={quote(symbol, safe='')}&fromId={int(from_id)}"
+            f"&limit={min(int(limit), HISTORICAL_TRADES_MAX)}",
+            api_key=self._credentials is not None,
+            weight=20,
+            priority=Priority.MARKET_DATA,
+        )
 
     async def new_order(
         self,

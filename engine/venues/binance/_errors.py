@@ -16,8 +16,11 @@ Tree::
         │                            503 "Unknown error...", -1007): state is UNKNOWN
         ├── RequestRejectedError     any other 4xx with a Binance code: nothing was executed
         │   └── OrderRejectedError   the same, on an order endpoint (new order, cancel)
-        └── FilterError              a local pre-check (tick, step, min notional) refused
-                                     an order before anything was sent
+        ├── FilterError              a local pre-check (tick, step, min notional) refused
+        │                            an order before anything was sent
+        └── StartupDeadlineError     the venue's start-up (time, exchangeInfo, user stream,
+                                     reconciliation) kept failing or waiting (429, 418, no
+                                     answer) past ``venue.startup_deadline_s``; nothing traded
 
 :func:`error_from_response` maps an HTTP status and a Binance error body
 (``{"code": -2019, "msg": "Margin is insufficient."}``) to the most specific type.
@@ -159,6 +162,19 @@ class FilterError(BinanceError):
         if value is not None:
             detail += f" ({value} vs {bound})"
         super().__init__(detail)
+
+
+class StartupDeadlineError(BinanceError):
+    """The venue could not start within its start-up deadline; nothing was traded.
+
+    Start-up waits out a 429 (``Retry-After``), a 418 ban and unanswered
+    requests, up to the deadline; this says which step it was on and why. The
+    CLI reports it in one line with exit code 2.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.args = (msg,)  # no "no response:" prefix: this is the whole story in one line
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

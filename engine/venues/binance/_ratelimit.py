@@ -11,17 +11,26 @@ to clients that keep going. Each limit here is a :class:`_Meter` with two parts:
 * a token bucket (refill ``limit / interval``, small burst) that spreads load
   over the window instead of spending it all in the first second.
 
+One limiter serves every REST request of the process: orders and their
+queries (the venue) and market data (the live feed's depth snapshots and trade
+backfill), because Binance counts them all against the same IP.
+
 Priorities (:class:`Priority`): waiting requests are served strictly in
 priority order (FIFO within one). ``CLOSE`` (reduce-only orders) and
 ``CANCEL`` requests may also use the last ``reserve`` fraction of every
 window and skip the smoothing bucket, so a flood of queries can never hold a
-position open for the rest of a minute.
+position open for the rest of a minute. ``MARKET_DATA`` comes last and yields
+budget as well: it may not use the last ``market_data_reserve`` fraction of a
+weight window either, so snapshots and backfill never spend what trading needs.
 
 After a 429 nothing is sent until ``Retry-After`` (or an exponential backoff)
 has passed; during a 418 ban :meth:`RateLimiter.acquire` raises
 :class:`IpBannedError` at once, since nothing can succeed and the engine must
-know. Time comes from an injected clock (seconds on the server's timeline; by
-default Trio's clock), and waiting is Trio sleeps, so tests under
+know. Whoever got the 429 or 418 (an order or a snapshot), every other request
+sees it. Windows run on an injected clock (seconds on the server's timeline; by
+default Trio's clock); a 429's block and a ban are lengths of time, kept on
+Trio's monotonic clock, so a server-time re-sync that moves the first clock
+cannot stretch or cut them. Waiting is Trio sleeps, so tests under
 ``autojump_clock`` finish at once.
 """
 
@@ -55,6 +64,7 @@ class Priority(enum.IntEnum):
     CANCEL = 1
     NEW_ORDER = 2
     QUERY = 3
+    MARKET_DATA = 4  # depth snapshots, trade backfill: never ahead of trading
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +126,7 @@ class _Meter:
         "header_keys",
         "interval",
         "limit",
+        "market_data_limit",
         "rate",
         "rate_limit",
         "stamp",
@@ -125,10 +136,21 @@ class _Meter:
         "working_limit",
     )
 
-    def __init__(self, rate_limit: RateLimit, *, reserve: float, burst: float, now: float) -> None:
+    def __init__(
+        self,
+        rate_limit: RateLimit,
+        *,
+        reserve: float,
+        market_data_reserve: float,
+        burst: float,
+        now: float,
+    ) -> None:
         self.rate_limit = rate_limit
         self.limit = rate_limit.limit
         self.working_limit = max(1, math.floor(rate_limit.limit * (1.0 - reserve)))
+        self.market_data_limit = max(
+            1, math.floor(rate_limit.limit * (1.0 - reserve - market_data_reserve))
+        )
         self.interval = rate_limit.interval_s
         self.rate = rate_limit.limit / rate_limit.interval_s
         self.capacity = max(1.0, rate_limit.limit * burst)
@@ -146,13 +168,20 @@ class _Meter:
             self.used = 0
         if now > self.stamp:
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
+        # Also when the clock stepped back (a server-time re-sync): refill from here on.
+        self.stamp = now
 
-    def wait_time(self, now: float, amount: int, privileged: bool) -> float:
+    def wait_time(self, now: float, amount: int, priority: int) -> float:
         if amount <= 0:
             return 0.0
         self.roll(now)
-        cap = self.limit if privileged else self.working_limit
+        privileged = priority <= Priority.CANCEL
+        if privileged:
+            cap = self.limit
+        elif priority >= Priority.MARKET_DATA:
+            cap = self.market_data_limit
+        else:
+            cap = self.working_limit
         # A request bigger than the whole allowance may go alone in a fresh window.
         if self.used + amount > cap and self.used > 0:
             return (self.window + 1) * self.interval - now + _EPS
@@ -192,11 +221,20 @@ class _Ticket:
 class RateLimiter:
     """Paces requests under Binance's limits; one per IP (weight) and account (orders).
 
+    Make one per process and hand it to every REST client of that IP (the
+    venue's and the live feed's), so that they share one budget and one 429/418
+    state.
+
     Args:
-        limits: the limits to honour (:func:`rate_limits_from_exchange_info`).
+        limits: the limits to honour (:func:`rate_limits_from_exchange_info`);
+            :meth:`set_limits` replaces them later without losing the state.
         clock: seconds on the server's timeline (``ServerClock.now``), so windows
             line up with Binance's; Trio's clock by default.
+        monotonic: the clock of :attr:`blocked_until` and :attr:`banned_until`
+            (Trio's by default; it never steps).
         reserve: fraction of each window kept for ``CLOSE`` and ``CANCEL``.
+        market_data_reserve: a further fraction of each weight window that
+            ``MARKET_DATA`` requests may not use (kept for trading).
         burst: token-bucket size as a fraction of the limit.
         backoff_s: first wait after a 429 without ``Retry-After``; doubles per
             consecutive 429, up to ``max_backoff_s``.
@@ -209,17 +247,24 @@ class RateLimiter:
         limits: Iterable[RateLimit] = DEFAULT_LIMITS,
         *,
         clock: Callable[[], float] = trio.current_time,
+        monotonic: Callable[[], float] = trio.current_time,
         reserve: float = 0.1,
+        market_data_reserve: float = 0.25,
         burst: float = 0.05,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         default_ban_s: float = 120.0,
     ) -> None:
+        if not 0.0 <= reserve + market_data_reserve < 1.0:
+            raise ValueError("reserve + market_data_reserve must be in [0, 1)")
         self._clock = clock
-        now = clock()
-        self._meters = [_Meter(r, reserve=reserve, burst=burst, now=now) for r in limits]
-        self._weight = [m for m in self._meters if m.rate_limit.kind == "REQUEST_WEIGHT"]
-        self._orders = [m for m in self._meters if m.rate_limit.kind == "ORDERS"]
+        self._monotonic = monotonic
+        self._reserve = reserve
+        self._market_data_reserve = market_data_reserve
+        self._burst = burst
+        self._meters: list[_Meter] = []
+        self._weight: list[_Meter] = []
+        self._orders: list[_Meter] = []
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._default_ban_s = default_ban_s
@@ -228,9 +273,43 @@ class RateLimiter:
         self._changed = trio.Event()
         self._consecutive_429 = 0
         self.blocked_until = -math.inf
-        """Clock time before which nothing is sent (after a 429)."""
+        """Monotonic time before which nothing is sent (after a 429, or a ban)."""
         self.banned_until = -math.inf
-        """Clock time at which the current 418 ban ends."""
+        """Monotonic time at which the current 418 ban ends."""
+        self.set_limits(limits)
+
+    def set_limits(self, limits: Iterable[RateLimit]) -> None:
+        """Honour ``limits`` from now on (the live values from ``exchangeInfo``).
+
+        What the current windows used (by header name), the 429 block and a ban
+        carry over: replacing the limits must not forget what the exchange has
+        already counted.
+        """
+        now = self._clock()
+        used = self.used() if self._meters else {}
+        meters = []
+        for rate_limit in limits:
+            meter = _Meter(
+                rate_limit,
+                reserve=self._reserve,
+                market_data_reserve=self._market_data_reserve,
+                burst=self._burst,
+                now=now,
+            )
+            meter.used = used.get(rate_limit.header, 0)
+            meters.append(meter)
+        self._meters = meters
+        self._weight = [m for m in meters if m.rate_limit.kind == "REQUEST_WEIGHT"]
+        self._orders = [m for m in meters if m.rate_limit.kind == "ORDERS"]
+        self._notify()
+
+    def blocked_for(self) -> float:
+        """Seconds until requests may go again after a 429 or during a ban (0: now)."""
+        return max(0.0, self.blocked_until - self._monotonic())
+
+    def banned_for(self) -> float:
+        """Seconds left of the current 418 ban (0: not banned)."""
+        return max(0.0, self.banned_until - self._monotonic())
 
     def used(self) -> dict[str, int]:
         """Units used in each current window, keyed by header name (for metrics)."""
@@ -261,17 +340,16 @@ class RateLimiter:
         On cancellation nothing is counted and the queue moves on.
         """
         await trio.lowlevel.checkpoint()
-        self._check_ban(self._clock())
+        self._check_ban()
         ticket = _Ticket(int(priority), next(self._seq), weight, orders)
         heapq.heappush(self._queue, ticket)
         granted = False
         try:
             while True:
-                now = self._clock()
-                self._check_ban(now)
+                self._check_ban()
                 delay = math.inf
                 if self._queue[0] is ticket:
-                    delay = self._delay(ticket, now)
+                    delay = self._delay(ticket)
                     if delay <= 0.0:
                         heapq.heappop(self._queue)
                         for meter in self._weight:
@@ -289,22 +367,23 @@ class RateLimiter:
                 heapq.heapify(self._queue)
             self._notify()
 
-    def _check_ban(self, now: float) -> None:
-        if now < self.banned_until:
+    def _check_ban(self) -> None:
+        left = self.banned_for()
+        if left > 0.0:
             raise IpBannedError(
-                f"IP banned for another {self.banned_until - now:.0f} s; nothing sent",
-                retry_after=self.banned_until - now,
+                f"IP banned for another {left:.0f} s; nothing sent", retry_after=left
             )
 
-    def _delay(self, ticket: _Ticket, now: float) -> float:
-        if now < self.blocked_until:
-            return self.blocked_until - now
-        privileged = ticket.priority <= Priority.CANCEL
+    def _delay(self, ticket: _Ticket) -> float:
+        blocked = self.blocked_for()
+        if blocked > 0.0:
+            return blocked
+        now = self._clock()
         delay = 0.0
         for meter in self._weight:
-            delay = max(delay, meter.wait_time(now, ticket.weight, privileged))
+            delay = max(delay, meter.wait_time(now, ticket.weight, ticket.priority))
         for meter in self._orders:
-            delay = max(delay, meter.wait_time(now, ticket.orders, privileged))
+            delay = max(delay, meter.wait_time(now, ticket.orders, ticket.priority))
         return delay
 
     def _notify(self) -> None:
@@ -339,7 +418,7 @@ class RateLimiter:
         if retry_after is None:
             retry_after = min(self._max_backoff_s, self._backoff_s * 2**self._consecutive_429)
         self._consecutive_429 += 1
-        self.blocked_until = max(self.blocked_until, self._clock() + retry_after)
+        self.blocked_until = max(self.blocked_until, self._monotonic() + retry_after)
         self._notify()
         return retry_after
 
@@ -354,7 +433,7 @@ class RateLimiter:
         """
         if seconds is None or seconds <= 0:
             seconds = self._default_ban_s
-        until = self._clock() + seconds
+        until = self._monotonic() + seconds
         self.banned_until = max(self.banned_until, until)
         self.blocked_until = max(self.blocked_until, until)
         self._notify()
