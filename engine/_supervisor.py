@@ -35,9 +35,17 @@ from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError, single_cause
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
-from .feeds import CaptureStats, ReplayFeed, expand_paths, scan_symbols
-from .feeds._live import LiveFeed
-from .journal import Journal, JournalActor
+from .feeds import (
+    CaptureLimits,
+    CaptureStats,
+    ReplayFeed,
+    expand_paths,
+    scan_symbols,
+    untradeable,
+)
+from .feeds._live import LiveFeed, market_data_client
+from .journal import Journal, JournalActor, journal_files, new_journal_file
+from .ledger import PositionLedger
 from .messages import (
     ControlCommand,
     ExposureLimits,
@@ -50,19 +58,20 @@ from .messages import (
     OrderBatch,
     OrderReconciled,
     PortfolioRequest,
+    PositionReconciled,
     ReportBatch,
     ScoreBatch,
     ScoreReply,
 )
 from .portfolio import PortfolioActor
 from .strategy import _ema_cross as strategy_kernel
-from .venues.binance import ReconciliationError
+from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
     from .actors._filter import EntryFilter
     from .actors._model import ModelActor
-    from .venues.binance import BinanceVenue
+    from .venues.binance import BinanceVenue, RateLimiter, ServerClock
 
 
 @attrs.frozen(kw_only=True)
@@ -191,7 +200,7 @@ def _model_wiring(
         "model filter loaded",
         model=actor.model_id,
         members=[m.name for m in ensemble.models],
-        weights=[round(float(w), 6) for w in ensemble.weights],
+        member_weights=[round(float(w), 6) for w in ensemble.weights],
         features=len(spec.names),
     )
     return actor, filters, channels
@@ -218,32 +227,26 @@ def _hardware_summary(actor: HardwareActor) -> dict[str, object]:
     }
 
 
-def _risk_summary(risk: RiskActor, venue: SimVenue) -> dict[str, object]:
+def _risk_summary(risk: RiskActor, ledger: PositionLedger) -> dict[str, object]:
     metrics = risk.metrics
     metrics.exposure = {
         symbol: abs(acct.qty) * (acct.last_mid if acct.last_mid == acct.last_mid else 0.0)
-        for symbol, acct in venue.accounts.items()
+        for symbol, acct in ledger.accounts.items()
     }
-    return metrics.summary()
+    return {
+        **metrics.summary(),
+        "symbol_states": {s: m.state.value for s, m in risk.symbol_trading.items()},
+        "symbol_changes": [
+            {"symbol": symbol, "from": a, "to": b, "reason": why}
+            for symbol, a, b, why in risk.symbol_changes
+        ],
+    }
 
 
 def config_digest(config: Config) -> str:
     """sha256 of the effective configuration (what the run depends on)."""
     body = repr(attrs.evolve(config, source="", base_dir="")).encode()
     return hashlib.sha256(body).hexdigest()
-
-
-def new_journal_path(config: Config, mode: str) -> Path:
-    """A fresh journal file for this run under ``journal.dir`` (never an existing one)."""
-    directory = config.resolve(config.journal.dir)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    base = directory / f"{mode}-{stamp}"
-    path = base.with_suffix(".sqlite")
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}.sqlite")
-    return path
 
 
 def resolve_symbols(config: Config, paths: list[Path]) -> list[str]:
@@ -311,6 +314,11 @@ async def run_replay(
             symbol_channels=market_tx,
             execution_channel=step_tx,
             stats=stats,
+            limits=CaptureLimits(
+                max_receive_skew_ms=config.data.max_receive_skew_ms,
+                max_time_jump_ms=config.data.max_time_jump_ms,
+            ),
+            log=log.bind(actor="feed"),
         )
 
     return await _run_pipeline(
@@ -381,9 +389,11 @@ async def run_live(
 
     Before any actor starts, the venue syncs the server clock, builds order templates
     from ``exchangeInfo``, opens the user-data stream and reconciles the exchange with
-    the last live journal in ``journal.dir`` (positions found there are adopted by the
-    symbol actors; unknown open orders are cancelled or adopted per
-    ``venue.reconcile``). If it cannot reconcile, nothing trades.
+    the whole live history in ``journal.dir`` (every live journal, in start order;
+    positions found there go to the position ledger and are taken over by the symbol
+    actors; unknown open orders are cancelled or adopted per ``venue.reconcile``). If it
+    cannot reconcile, nothing trades, and nothing is journaled that would let the next
+    start skip the same check.
 
     Args: as :func:`run_paper`.
 
@@ -396,8 +406,9 @@ async def run_live(
     """
     from .venues.binance import (
         BinanceVenue,
-        JournalView,
         MissingCredentialsError,
+        RateLimiter,
+        ServerClock,
         credentials_from_env,
     )
 
@@ -416,7 +427,14 @@ async def run_live(
         raise ConfigError(
             config.source, key, f"environment variable {exc.variable} is not set or empty"
         ) from None
-    previous = last_journal(config, "live")
+    # The whole live history, oldest start first: a start that refused to trade, or
+    # was killed before journaling anything, left an empty journal that must not hide
+    # what the starts before it did.
+    history = journal_files(config.resolve(config.journal.dir), "live")
+    # One rate limiter for every REST request of the process (Binance counts them per
+    # IP): the venue's orders and queries, the feed's snapshots and backfill.
+    server_clock = ServerClock()
+    limiter = RateLimiter(clock=server_clock.now)
     venue = BinanceVenue(
         base_url=v.rest_url,
         ws_url=v.ws_url,
@@ -428,16 +446,20 @@ async def run_live(
         timeout_s=v.request_timeout_ms / 1000,
         recv_window_ms=v.recv_window_ms,
         unknown_grace_s=v.unknown_grace_ms / 1000,
-        # No journal yet is an empty one: what the exchange holds is still reconciled.
-        journal=previous if previous is not None else JournalView(),
+        # No journal yet is an empty history: what the exchange holds is still reconciled.
+        journal=history,
         reconcile_policy=v.reconcile,
+        limiter=limiter,
+        server_clock=server_clock,
+        startup_deadline_s=v.startup_deadline_s,
     )
     log.info(
         "live venue",
         rest_url=v.rest_url,
         ws_url=v.ws_url,
         order_transport=v.order_transport,
-        reconcile_journal=str(previous) if previous else None,
+        reconcile_journals=len(history),
+        reconcile_journal=str(history[-1]) if history else None,
     )
     return await _run_streaming(
         config,
@@ -449,17 +471,26 @@ async def run_live(
         journal_path=journal_path,
         control=control,
         control_state=control_state,
+        limiter=limiter,
+        server_clock=server_clock,
     )
 
 
 def _adopt_reconciliation(
     venue: BinanceVenue,
     actors: list[SymbolActor],
-    execution: ExecutionActor,
+    journal: Journal,
     log: FilteringBoundLogger,
 ) -> None:
-    """Start from what live reconciliation found: positions to the symbol actors, and
-    the recovered fills and order outcomes into the new journal's first step."""
+    """Start from what live reconciliation found.
+
+    The venue has already put the exchange's positions in the ledger (which risk and
+    the report read); here each symbol actor holding one takes it over (its machine
+    starts IN_POSITION), and the journal gets, before any step of this run, the
+    recovered fills, what became of each order, and every traded symbol's agreed
+    position (:class:`PositionReconciled`: the next start's reconciliation starts
+    the history of positions from it).
+    """
     plan = venue.reconciliation
     if plan is None:
         return
@@ -486,10 +517,11 @@ def _adopt_reconciliation(
             OrderReconciled(
                 symbol=r.symbol,
                 client_order_id=r.client_order_id,
+                venue_client_order_id=r.client_order_id,
                 action=action,
                 status="OPEN",
                 executed_qty=float(r.executed_qty),
-                reason="not in the journal",
+                reason="not in the journal" if r.engine_order_id is None else "open at start",
                 ts_event=now,
                 ts_init=now,
                 seq=next(seq),
@@ -500,6 +532,7 @@ def _adopt_reconciliation(
         OrderReconciled(
             symbol=r.symbol,
             client_order_id=r.client_order_id,
+            venue_client_order_id=r.venue_client_order_id,
             action="resolved",
             status=r.status.value,
             executed_qty=float(r.executed_qty),
@@ -510,7 +543,20 @@ def _adopt_reconciliation(
         )
         for r in plan.resolutions
     )
-    execution.startup_records = records
+    # Last: the positions as they stand after every fill above.
+    records.extend(
+        PositionReconciled(
+            symbol=symbol,
+            qty=venue.ledger.qty(symbol),
+            avg_price=venue.ledger.avg_price(symbol),
+            ts_event=plan.exchange_time_ms * 1_000_000,
+            ts_init=now,
+            seq=next(seq),
+        )
+        for symbol in venue.symbols
+    )
+    # Written now, before the actors start: nothing of this run can come before it.
+    journal.append(0, records)
     for note in plan.notes:
         log.warning("reconciliation note", note=note)
     log.info(
@@ -522,20 +568,29 @@ def _adopt_reconciliation(
         positions={s: float(q) for s, (q, _e) in plan.positions.items()},
     )
     for actor in actors:
-        qty, entry = plan.positions.get(actor.symbol, (0, 0))
-        if qty:
-            actor.adopt_position(float(qty), float(entry), now)
+        if venue.ledger.qty(actor.symbol) != 0.0:
+            actor.adopt_position(now)
             log.warning(
                 "position adopted from the exchange",
                 symbol=actor.symbol,
-                qty=float(qty),
-                entry_price=float(entry),
+                qty=venue.ledger.qty(actor.symbol),
+                entry_price=venue.ledger.avg_price(actor.symbol),
             )
 
 
+def new_journal_path(config: Config, mode: str) -> Path:
+    """A fresh journal file for this run under ``journal.dir`` (created empty, never an
+    existing one; see :func:`engine.journal.new_journal_file`).
+
+    Raises:
+        JournalError: the directory or the file cannot be created.
+    """
+    return new_journal_file(config.resolve(config.journal.dir), mode)
+
+
 def last_journal(config: Config, mode: str) -> Path | None:
-    """The newest journal of ``mode`` in ``journal.dir`` (None: there is none)."""
-    found = sorted(config.resolve(config.journal.dir).glob(f"{mode}-*.sqlite"))
+    """The journal of the latest start of ``mode`` in ``journal.dir`` (None: there is none)."""
+    found = journal_files(config.resolve(config.journal.dir), mode)
     return found[-1] if found else None
 
 
@@ -550,10 +605,16 @@ async def _run_streaming(
     journal_path: Path | None,
     control: trio.MemoryReceiveChannel[ControlCommand] | None,
     control_state: ControlState | None,
+    limiter: RateLimiter | None = None,
+    server_clock: ServerClock | None = None,
 ) -> RunReport:
     setup_started = time.perf_counter()
     if not config.data.symbols:
         raise ConfigError(config.source, "data.symbols", f"{mode} mode needs the symbols to trade")
+    for symbol in config.data.symbols:
+        problem = untradeable(symbol)
+        if problem is not None:
+            raise ConfigError(config.where("data.symbols"), "data.symbols", problem)
     symbols = list(config.data.symbols)
     f = config.feeds
     async with contextlib.AsyncExitStack() as stack:
@@ -561,6 +622,8 @@ async def _run_streaming(
             http = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=f.rest_url, timeout=httpx.Timeout(10.0))
             )
+        # The venue's limiter in live mode; paper mode has no order venue: a limiter of its own.
+        rest = market_data_client(http, f.rest_url, limiter=limiter, clock=server_clock)
         live: list[LiveFeed] = []
 
         def make_feed(
@@ -574,7 +637,7 @@ async def _run_streaming(
                 step_ns=config.replay.step_ms * 1_000_000,
                 symbol_channels=market_tx,
                 execution_channel=step_tx,
-                http=http,
+                rest=rest,
                 log=log.bind(actor="feed"),
                 stop=stop,
                 seed=config.engine.seed,
@@ -639,7 +702,11 @@ async def _run_pipeline(
         venue = SimVenue(
             latency_ns=int(config.venue.latency_ms * 1e6),
             taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+            ledger=PositionLedger(),
         )
+    # The one ledger of positions: the venue feeds it with fills (and, live, with what
+    # reconciliation adopts); risk, the symbol actors and the report read it.
+    ledger = venue.ledger
     journal_actor = JournalActor(journal=journal, inbox=journal_rx)
     execution = ExecutionActor(
         venue=venue,
@@ -674,6 +741,7 @@ async def _run_pipeline(
         reports=risk_report_rx,
         orders=order_tx,
         log=log.bind(actor="risk"),
+        ledger=ledger,
         step_ns=config.replay.step_ms * 1_000_000,
         control=control,
         portfolio=config.portfolio,
@@ -691,6 +759,7 @@ async def _run_pipeline(
             reports=report_rx[s],
             intents=intent_tx[s],
             log=log.bind(actor="symbol"),
+            ledger=ledger,
             sizing=config.sizing,
             capital=config.risk.capital,
             max_notional=config.risk.max_notional_per_symbol,
@@ -715,7 +784,7 @@ async def _run_pipeline(
             if not isinstance(venue, SimVenue):
                 # Connected, templates built, reconciled: only then may anything trade.
                 await outer.start(venue.run)
-                _adopt_reconciliation(venue, actors, execution, log)
+                _adopt_reconciliation(venue, actors, journal, log)
             strategy_kernel.warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
@@ -727,7 +796,7 @@ async def _run_pipeline(
             outer.cancel_scope.cancel()
     except Exception as exc:
         cause = single_cause(exc)
-        if isinstance(cause, DataError | ReconciliationError):
+        if isinstance(cause, DataError | ReconciliationError | StartupDeadlineError):
             # Could not start (bad data; exchange and journal disagree): nothing traded.
             log.error("cannot start", error=str(cause))
             raise cause from exc
@@ -738,7 +807,7 @@ async def _run_pipeline(
     per_symbol = []
     transitions: dict[str, int] = {}
     for actor in actors:
-        acct = venue.account(actor.symbol)
+        acct = ledger.account(actor.symbol)
         for state, count in actor.transitions.items():
             transitions[state] = transitions.get(state, 0) + count
         per_symbol.append(
@@ -747,19 +816,19 @@ async def _run_pipeline(
                 ticks=actor.ticks,
                 signals=actor.signals,
                 transitions=dict(sorted(actor.transitions.items())),
-                position_qty=actor.position_qty,
+                position_qty=acct.qty,
                 fills=acct.fills,
                 round_trips=acct.round_trips,
                 realized_pnl=acct.realized,
                 fees=acct.fees,
             )
         )
-    realized = sum(a.realized for a in venue.accounts.values())
-    fees = sum(a.fees for a in venue.accounts.values())
+    realized = sum(a.realized for a in ledger.accounts.values())
+    fees = sum(a.fees for a in ledger.accounts.values())
     events = sum(actor.ticks for actor in actors)
     if capture_stats is not None:
         lines, skipped = capture_stats.lines, dict(sorted(capture_stats.skipped.items()))
-        feed_summary: dict[str, object] = {}
+        feed_summary: dict[str, object] = capture_stats.summary()
     else:
         live_summary = live_feeds[0].summary() if live_feeds else {}
         lines = int(live_summary.get("messages", 0))
@@ -783,7 +852,7 @@ async def _run_pipeline(
         denied=dict(sorted(risk.denied.items())),
         fills=execution.fills,
         expired=execution.expired,
-        round_trips=sum(a.round_trips for a in venue.accounts.values()),
+        round_trips=sum(a.round_trips for a in ledger.accounts.values()),
         realized_pnl=realized,
         fees=fees,
         net_pnl=realized - fees,
@@ -791,7 +860,7 @@ async def _run_pipeline(
         transitions=dict(sorted(transitions.items())),
         trading_state=risk.trading.state.value,
         trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
-        risk=_risk_summary(risk, venue),
+        risk=_risk_summary(risk, ledger),
         portfolio=portfolio_actor.stats.summary() if portfolio_actor is not None else {},
         model=_model_summary(model_actor, filters),
         hardware=_hardware_summary(hardware_actor),

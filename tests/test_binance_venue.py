@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -20,6 +21,8 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 
@@ -38,7 +41,13 @@ from engine.messages import (
     Ticks,
 )
 from engine.testing import quiet_logger
-from engine.venues.binance import BinanceVenue, Credentials, venue_client_order_id
+from engine.venues.binance import (
+    BinanceVenue,
+    Credentials,
+    JournalView,
+    StartupDeadlineError,
+    venue_client_order_id,
+)
 
 EPOCH_MS = 1_700_000_000_000
 SYMBOL = "BTCUSDT"
@@ -103,6 +112,10 @@ class FakeBinance:
         self.stream_up = True
         self.connects = 0
         self.skew_ms = 0  # how far the exchange's clock runs ahead of ours
+        # Per path, faults for its next requests, in order: "429" (Retry-After 5),
+        # "418" (banned, Retry-After 30), "silent" (no answer), "refused" (no connection).
+        self.rest_faults: dict[str, list[str]] = {}
+        self.request_times: list[tuple[float, str]] = []
 
     # -- user stream ------------------------------------------------------------
 
@@ -149,6 +162,20 @@ class FakeBinance:
         path = request.url.path
         query = dict(urllib.parse.parse_qsl(request.url.query.decode()))
         self.requests.append(f"{request.method} {path}")
+        self.request_times.append((trio.current_time(), path))
+        faults = self.rest_faults.get(path)
+        if faults:
+            fault = faults.pop(0)
+            if fault == "429":
+                return error(429, -1003, "Too many requests.", **{"Retry-After": "5"})
+            if fault == "418":
+                return error(
+                    418, -1003, "Way too many requests; IP banned.", **{"Retry-After": "30"}
+                )
+            if fault == "silent":
+                await trio.sleep(3600)
+            if fault == "refused":
+                raise httpx.ConnectError("connection refused", request=request)
         if path == "/fapi/v1/time":
             return self._ok({"serverTime": now_ms() + self.skew_ms})
         if path == "/fapi/v1/exchangeInfo":
@@ -162,6 +189,8 @@ class FakeBinance:
             if order is None:
                 return error(400, -2013, "Order does not exist.")
             return self._ok(order)
+        if path in ("/fapi/v1/openOrders", "/fapi/v2/positionRisk"):
+            return self._ok([])
         if path == "/fapi/v1/userTrades":
             return self._ok(
                 [
@@ -305,11 +334,10 @@ async def running(fake: FakeBinance, **kwargs: Any) -> AsyncIterator[BinanceVenu
         ws_url="wss://fake.invalid",
         credentials=Credentials("the-key", "the-secret"),
         symbols=[SYMBOL],
-        log=quiet_logger(),
         http=httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)),
         ws_connect=fake.connect,
         timeout_s=1.0,
-        **kwargs,
+        **({"log": quiet_logger()} | kwargs),
     )
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
@@ -564,3 +592,99 @@ async def test_credentials_never_shown() -> None:
     )
     assert "the-key" not in repr(venue) and "the-secret" not in repr(venue)
     assert "the-secret" not in repr(vars(venue))
+
+
+def capturing_logger() -> tuple[Any, structlog.testing.CapturingLogger]:
+    captured = structlog.testing.CapturingLogger()
+    log = structlog.wrap_logger(
+        captured, processors=[], wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+    )
+    return log, captured
+
+
+def logged(captured: structlog.testing.CapturingLogger, prefix: str) -> list[dict[str, Any]]:
+    return [c.kwargs for c in captured.calls if str(c.kwargs.get("event", "")).startswith(prefix)]
+
+
+def sent_at(fake: FakeBinance, path: str) -> list[float]:
+    return [t for t, p in fake.request_times if p == path]
+
+
+async def test_startup_waits_out_429_ban_silence_and_refusal_then_trades(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeBinance()
+    fake.rest_faults = {
+        "/fapi/v1/time": ["429"],  # Retry-After 5
+        "/fapi/v1/exchangeInfo": ["418"],  # banned for 30 s
+        "/fapi/v1/listenKey": ["silent"],  # no answer within timeout_s (1 s)
+        "/fapi/v1/openOrders": ["refused"],  # reconciliation: no connection
+    }
+    log, captured = capturing_logger()
+    async with running(fake, log=log, journal=JournalView(), startup_deadline_s=300) as venue:
+        assert venue.submit(submit_order(0.01)) == []  # started: it takes orders
+        await settle()
+        assert [type(e) for e in venue.on_market({})] == [OrderAccepted, OrderFilled]
+    time_ = sent_at(fake, "/fapi/v1/time")
+    assert time_[1] >= time_[0] + 5  # nothing sent before Retry-After
+    info = sent_at(fake, "/fapi/v1/exchangeInfo")
+    assert len(info) == 2 and info[1] >= info[0] + 30  # nor during the ban
+    assert len(sent_at(fake, "/fapi/v1/openOrders")) == 2
+    waits = logged(captured, "start-up")
+    assert [w["step"] for w in waits] == [
+        "server time",
+        "exchangeInfo",
+        "user stream",
+        "reconciliation",
+    ]
+    assert waits[0]["event"] == "start-up rate limited (429); waiting for Retry-After"
+    assert waits[1]["event"] == "start-up IP banned (418); waiting for the ban to end"
+    assert waits[1]["wait_s"] == pytest.approx(30.0, abs=0.01)
+    assert all(w["deadline_in_s"] > 0 for w in waits)
+
+
+async def test_startup_gives_up_at_its_deadline_in_one_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeBinance()
+    fake.rest_faults = {"/fapi/v1/exchangeInfo": ["silent"] * 1000}
+    log, captured = capturing_logger()
+    venue = BinanceVenue(
+        base_url="https://fake.invalid",
+        ws_url="wss://fake.invalid",
+        credentials=Credentials("the-key", "the-secret"),
+        symbols=[SYMBOL],
+        log=log,
+        http=httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)),
+        ws_connect=fake.connect,
+        timeout_s=1.0,
+        startup_deadline_s=20.0,
+    )
+    with trio.fail_after(600), pytest.raises(StartupDeadlineError) as info:
+        await venue.run()
+    assert trio.current_time() == pytest.approx(20.0, abs=0.01)  # waited, then no longer
+    message = str(info.value)
+    assert "\n" not in message
+    assert "venue.startup_deadline_s = 20 s" in message and "exchangeInfo" in message
+    assert len(logged(captured, "start-up request failed; retrying")) >= 3
+    assert fake.connects == 0 and not fake.posts  # nothing traded, no stream opened
+
+
+async def test_startup_refuses_at_once_when_the_ban_outlasts_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeBinance()
+    fake.rest_faults = {"/fapi/v1/time": ["418"]}  # banned for 30 s
+    venue = BinanceVenue(
+        base_url="https://fake.invalid",
+        ws_url="wss://fake.invalid",
+        credentials=Credentials("the-key", "the-secret"),
+        symbols=[SYMBOL],
+        log=quiet_logger(),
+        http=httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)),
+        ws_connect=fake.connect,
+        startup_deadline_s=10.0,
+    )
+    with trio.fail_after(600), pytest.raises(StartupDeadlineError, match="418"):
+        await venue.run()
+    assert trio.current_time() < 1.0  # no point waiting for a ban that ends too late

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -42,13 +43,24 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+import structlog
 import trio
 import trio_websocket
 
 from engine import config_from_dict
-from engine._supervisor import RunReport, run_live
+from engine._supervisor import RunReport, new_journal_path, run_live
+from engine.journal import Journal as JournalFile
+from engine.journal import journal_files
+from engine.messages import (
+    ControlCommand,
+    OrderAccepted,
+    OrderFilled,
+    Purpose,
+    Side,
+    SubmitOrder,
+)
 from engine.testing import quiet_logger
-from engine.venues.binance import venue_client_order_id
+from engine.venues.binance import ReconciliationError, venue_client_order_id
 from engine.venues.sim._exchange_api import sign
 from engine.venues.sim._exchange_faults import RequestFault
 from engine.venues.sim._recorded import Recording, load_recording
@@ -163,10 +175,15 @@ class Journal:
         return None
 
 
-def exchange_fills(server: StreamServer, venue_ids: dict[str, str]) -> dict[str, tuple[int, float]]:
-    """Engine client order id -> (fills, quantity) at the exchange."""
+def exchange_fills(
+    server: StreamServer, venue_ids: dict[str, str], foreign: frozenset[str] = frozenset()
+) -> dict[str, tuple[int, float]]:
+    """Engine client order id -> (fills, quantity) at the exchange (``foreign``: ids of
+    orders someone else placed, left out)."""
     out: dict[str, tuple[int, float]] = {}
     for fill in server.engine.fills():
+        if fill.client_order_id in foreign:
+            continue
         cid = venue_ids[fill.client_order_id]
         n, qty = out.get(cid, (0, 0.0))
         out[cid] = (n + 1, round(qty + float(fill.qty), 9))
@@ -193,7 +210,7 @@ def check_books(
     journal_fills: dict[str, tuple[int, float]] = {}
     for j in journals:
         journal_fills.update(j.fills())
-    assert exchange_fills(server, venue_ids) == journal_fills
+    assert exchange_fills(server, venue_ids, foreign) == journal_fills
     assert position == pytest.approx(float(server.engine.position("BTCUSDT").amount), abs=1e-9)
     for j in journals:
         assert "ReconciliationFailed" not in j.kinds()
@@ -248,6 +265,44 @@ async def live_run(
     return report, server, journal
 
 
+class LogWatch:
+    """A structlog processor that counts the engine's log messages and wakes whoever waits
+    for one (the test waits for what the engine says it did, not for a time)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._logged = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+
+    def __call__(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> Any:
+        self.counts[str(event_dict.get("event"))] += 1
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # a worker thread logged (the portfolio solver)
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._wake)
+        else:
+            self._wake()
+        raise structlog.DropEvent
+
+    def _wake(self) -> None:
+        self._logged.set()
+
+    async def wait(self, message: str, count: int = 1) -> None:
+        """Until ``message`` was logged ``count`` times."""
+        while self.counts[message] < count:
+            if self._logged.is_set():
+                self._logged = trio.Event()
+            await self._logged.wait()
+
+    def logger(self) -> Any:
+        return structlog.wrap_logger(
+            structlog.ReturnLogger(),
+            processors=[self],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        )
+
+
 def first_order(journal: Journal) -> str:
     submitted = journal.submitted()
     assert submitted, "the engine sent no order"
@@ -290,26 +345,18 @@ async def test_orders_bigger_than_the_top_level_fill_in_parts(tmp_path, recordin
     assert report.fills == len(journal.of("OrderFilled"))
 
 
-async def place_foreign_order(server: StreamServer, ws_port: int, rest_port: int) -> None:
-    """A resting limit order placed by someone else before the engine starts."""
-    # A market-data client starts the playback; read until the book is there.
+async def wait_for_book(server: StreamServer, ws_port: int) -> None:
+    """Start the playback (a market-data client does) and read until the book is there."""
     url = f"ws://127.0.0.1:{ws_port}/ws/btcusdt@bookTicker"
     async with trio_websocket.open_websocket_url(url) as ws:
         while not server.book_ready("BTCUSDT"):
             await ws.get_message()
-    best_bid = next(iter(server.levels("BTCUSDT", "bids")))[0]
-    price = (best_bid * Decimal("0.98")).quantize(Decimal("0.1"))
+
+
+async def post_order(server: StreamServer, rest_port: int, **params: str) -> None:
+    """Place an order at the exchange as someone else would (signed REST)."""
     query = urllib.parse.urlencode(
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "timeInForce": "GTC",
-            "quantity": "0.010",
-            "price": str(price),
-            "newClientOrderId": "manual-1",
-            "timestamp": str(server.exchange_ms()),
-        }
+        {"symbol": "BTCUSDT", **params, "timestamp": str(server.exchange_ms())}
     )
     body = query + "&signature=" + sign(SECRET, query)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
@@ -319,6 +366,17 @@ async def place_foreign_order(server: StreamServer, ws_port: int, rest_port: int
             headers={"X-MBX-APIKEY": KEY, "content-type": "application/x-www-form-urlencoded"},
         )
     assert r.status_code == 200, r.text
+
+
+async def place_foreign_order(server: StreamServer, ws_port: int, rest_port: int) -> None:
+    """A resting limit order placed by someone else before the engine starts."""
+    await wait_for_book(server, ws_port)
+    best_bid = next(iter(server.levels("BTCUSDT", "bids")))[0]
+    price = (best_bid * Decimal("0.98")).quantize(Decimal("0.1"))
+    await post_order(
+        server, rest_port, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.010",
+        price=str(price), newClientOrderId="manual-1",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("policy", ["cancel", "adopt"])
@@ -339,6 +397,213 @@ async def test_first_start_reconciles_what_the_exchange_already_holds(
     assert order is not None
     # Cancelled at start; or adopted, followed and left standing (it is not the engine's).
     assert order.status == ("CANCELED" if policy == "cancel" else "NEW")
+
+
+async def test_a_restart_closes_what_it_adopts_and_the_next_start_reconciles(
+    tmp_path, recording, credentials
+):
+    """A run died with its entry in flight (journaled as sent, filled at the exchange).
+    The restart recovers the fill and adopts the position into the one ledger, so risk
+    lets the strategy's exit through (every exit was denied not_reducing while risk kept
+    a flat copy of its own); the start after that reconciles against the whole live
+    history (the newest journal alone has the exit but not the recovered entry)."""
+    server = StreamServer(
+        recording,
+        ServerSettings(speed=SPEED),
+        QUIET,
+        trading=TradingSettings(account=AccountSettings()),
+        api_keys={KEY: SECRET},
+    )
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            config = config_from_dict(
+                live_doc(tmp_path, ws_port, rest_port), source="<test>", base_dir=str(tmp_path)
+            )
+            now = time.time_ns()
+            entry = SubmitOrder(
+                client_order_id="tr-BTCUSDT-1", symbol="BTCUSDT", side=Side.BUY, qty=0.01,
+                ref_price=60_000.0, purpose=Purpose.ENTRY, reduce_only=False, ts_event=now,
+                ts_init=now, seq=1, correlation_id="BTCUSDT-1",
+            )  # fmt: skip
+            killed = JournalFile(new_journal_path(config, "live"))
+            killed.append(0, [entry])
+            killed.close()
+            entry_vid = venue_client_order_id("BTCUSDT", entry.client_order_id, now, 1)
+            await wait_for_book(server, ws_port)
+            await post_order(
+                server, rest_port, side="BUY", type="MARKET", quantity="0.010",
+                newClientOrderId=entry_vid,
+            )  # fmt: skip
+            stop = trio.Event()
+
+            async def stop_when_played() -> None:
+                await server.finished.wait()
+                await trio.sleep(SETTLE_S)
+                stop.set()
+
+            nursery.start_soon(stop_when_played)
+            restart = await run_live(config, log=QUIET, stop=stop)
+            held = float(server.engine.position("BTCUSDT").amount)
+            stopped = trio.Event()
+            stopped.set()  # reconcile, then stop at once
+            after = await run_live(config, log=QUIET, stop=stopped)
+            nursery.cancel_scope.cancel()
+
+    journal = Journal.read(restart.journal_path)
+    (recovered,) = journal.of("FillRecovered")
+    assert (recovered["venue_client_order_id"], recovered["qty"]) == (entry_vid, 0.01)
+    adopted = [p for p in journal.of("PositionChanged") if p["trigger"] == "adopted"]
+    assert [(p["target"], p["position_qty"]) for p in adopted] == [("IN_POSITION", 0.01)]
+    assert "not_reducing" not in {d["reason"] for d in journal.of("OrderDenied")}
+    first_exit = next(o for o in journal.of("SubmitOrder") if o["purpose"] == "EXIT")
+    assert (first_exit["side"], first_exit["qty"]) == (-1, 0.01)
+    assert journal.fills()[first_exit["client_order_id"]][1] == pytest.approx(0.01)
+    closed = [
+        p
+        for p in journal.of("PositionChanged")
+        if (p["source"], p["target"]) == ("EXITING", "IDLE")
+    ]
+    assert closed and closed[0]["position_qty"] == 0.0
+    check_books([journal], server, held, foreign=frozenset({entry_vid}))
+    # The next start: no refusal, nothing to recover, the exchange's position agreed.
+    nxt = Journal.read(after.journal_path)
+    assert nxt.of("FillRecovered") == []
+    (agreed,) = nxt.of("PositionReconciled")
+    assert agreed["qty"] == pytest.approx(held, abs=1e-12)
+    assert after.per_symbol[0].position_qty == pytest.approx(held, abs=1e-12)
+
+
+async def test_a_refused_start_leaves_nothing_that_skips_the_check(
+    tmp_path, recording, credentials
+):
+    """The live history says long 0.01; the exchange is flat and knows no such trade: a
+    start refuses to trade. So must the next one: the refused start left the newest
+    journal (empty), but reconciliation reads the whole live history, oldest first."""
+    server = StreamServer(recording, ServerSettings(speed=SPEED), QUIET, api_keys={KEY: SECRET})
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            config = config_from_dict(
+                live_doc(tmp_path, ws_port, rest_port), source="<test>", base_dir=str(tmp_path)
+            )
+            now = time.time_ns()
+            entry = SubmitOrder(
+                client_order_id="tr-BTCUSDT-1", symbol="BTCUSDT", side=Side.BUY, qty=0.01,
+                ref_price=60_000.0, purpose=Purpose.ENTRY, reduce_only=False, ts_event=now,
+                ts_init=now, seq=1, correlation_id="BTCUSDT-1",
+            )  # fmt: skip
+            common = {
+                "client_order_id": entry.client_order_id, "symbol": "BTCUSDT",
+                "purpose": Purpose.ENTRY, "ts_init": now, "correlation_id": "BTCUSDT-1",
+            }  # fmt: skip
+            # A journal of an earlier version (named without a start number) sorts first.
+            history = JournalFile(tmp_path / "runs" / "live-20240101T000000Z.sqlite")
+            history.append(
+                0,
+                [
+                    entry,
+                    OrderAccepted(**common, venue_order_id=424242, ts_event=now, seq=2),
+                    OrderFilled(
+                        **common,
+                        side=Side.BUY,
+                        last_qty=0.01,
+                        last_price=60_000.0,
+                        cum_qty=0.01,
+                        order_qty=0.01,
+                        fee=0.0,
+                        ts_event=now,
+                        seq=3,
+                    ),
+                ],
+            )
+            history.close()
+            for _start in range(2):
+                stop = trio.Event()
+                stop.set()  # should it pass, stop at once
+                with pytest.raises(ReconciliationError, match=r"BTCUSDT: journal 0\.01"):
+                    await run_live(config, log=QUIET, stop=stop)
+            nursery.cancel_scope.cancel()
+    assert server.engine.orders() == []
+    assert len(list((tmp_path / "runs").glob("live-*.sqlite"))) == 3
+
+
+async def test_a_drift_still_there_after_resume_halts_again(tmp_path, recording, credentials):
+    """Someone trades by hand: the exchange's position drifts from the engine's, which
+    halts trading until an operator resumes. If the difference is still there after the
+    resume, the drift check fires again (it reported each drift once, ever)."""
+    server = StreamServer(
+        recording,
+        ServerSettings(speed=10.0),
+        QUIET,
+        trading=TradingSettings(account=AccountSettings()),
+        api_keys={KEY: SECRET},
+    )
+    doc_overrides = {"strategy": {**STRATEGY, "order_notional": 1.0}}  # sizes to 0: no trades
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            doc = live_doc(tmp_path, ws_port, rest_port)
+            doc.update(doc_overrides)
+            config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
+            control_tx, control_rx = trio.open_memory_channel[ControlCommand](4)
+            watch = LogWatch()
+            stop = trio.Event()
+
+            async def operator() -> None:
+                await watch.wait("binance venue ready")  # the user stream is connected
+                await wait_for_book(server, ws_port)
+                await post_order(
+                    server, rest_port, side="BUY", type="MARKET", quantity="0.005",
+                    newClientOrderId="manual-drift",
+                )  # fmt: skip
+                await watch.wait("trading state changed")  # halted by the drift
+                control_tx.send_nowait(ControlCommand(action="resume", reason="checked"))
+                await watch.wait("trading state changed", 3)  # resumed, halted again
+                stop.set()
+
+            async def bound() -> None:
+                await server.finished.wait()  # the old behaviour never halts again
+                stop.set()
+
+            nursery.start_soon(operator)
+            nursery.start_soon(bound)
+            report = await run_live(config, log=watch.logger(), stop=stop, control=control_rx)
+            nursery.cancel_scope.cancel()
+    journal = Journal.read(report.journal_path)
+    assert [(c["from"], c["to"]) for c in report.trading_changes] == [
+        ("ACTIVE", "HALTED"),
+        ("HALTED", "ACTIVE"),
+        ("ACTIVE", "HALTED"),
+    ]
+    drifts = journal.of("ReconciliationFailed")
+    assert len(drifts) == 2 and all("exchange says 0.005" in d["reason"] for d in drifts)
+    assert journal.of("SubmitOrder") == []
+
+
+async def test_the_hold_timer_runs_on_one_clock(tmp_path, recording, credentials):
+    # Only the time limit exits (stops and targets out of reach). The exchange stamps
+    # fills with its own time (the capture's, years before the local clock); the
+    # entry's time must be when the engine saw the fill, as the ticks' times are, or
+    # every position leaves at once on time_limit.
+    hold_ms = 300
+    overrides = {
+        "strategy": {
+            **STRATEGY, "stop_loss_bps": 5000.0, "take_profit_bps": 5000.0,
+            "max_hold_ms": hold_ms,
+        }
+    }  # fmt: skip
+    _report, _server, journal = await live_run(tmp_path, recording, overrides=overrides)
+    entry_fill: dict[str, Any] | None = None
+    held: list[int] = []
+    for kind, p in journal.records:
+        if kind == "OrderFilled" and p["purpose"] == "ENTRY" and p["cum_qty"] >= p["order_qty"]:
+            entry_fill = p
+        elif kind == "PositionChanged" and p["trigger"] == "time_limit":
+            assert entry_fill is not None
+            held.append(p["ts_event"] - entry_fill["ts_init"])
+    assert held, "no position reached its time limit: the test proved nothing"
+    assert min(held) >= hold_ms * 1_000_000
 
 
 async def test_429_waits_for_retry_after_and_resends(tmp_path, recording, credentials):
@@ -444,6 +709,17 @@ def journal_kinds(path: Path) -> collections.Counter[str]:
         return collections.Counter()  # not created yet, or being written
 
 
+def journal_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as db:
+            rows = db.execute(
+                "SELECT payload FROM journal WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
+    except sqlite3.Error:
+        return []  # not created yet, or being written
+    return [json.loads(payload) for (payload,) in rows]
+
+
 def log_events(path: Path, message: str) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -519,7 +795,8 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
     """SIGKILL the engine while its first orders are in flight (executed at the
     exchange, answers held back), restart it on the same journal directory: the
     restart recovers the fills the dead run never journaled, places nothing twice,
-    and ends with the exchange's position."""
+    closes the position it adopted, and ends with the exchange's position; the start
+    after it reconciles cleanly against the whole live history."""
     env = dict(os.environ, SIM_API_KEY=KEY, SIM_API_SECRET=SECRET, PYTHONUNBUFFERED="1")
     ws_port, rest_port = free_port(), free_port()
     exchange = subprocess.Popen(
@@ -585,11 +862,42 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
             wait_for(
                 lambda: len(log_events(log_path, "reconciled")) >= 2, "reconciliation", 60, second
             )
-            time.sleep(4.0)  # trade a while after the restart
+            second_journal = journal_files(journal_dir, "live")[-1]
+
+            def adopted_then_closed() -> bool:
+                # Risk reads the ledger the adoption went to: the strategy's exit passes.
+                moves = journal_rows(second_journal, "PositionChanged")
+                adopted = [i for i, m in enumerate(moves) if m["trigger"] == "adopted"]
+                return bool(adopted) and any(
+                    (m["source"], m["target"]) == ("EXITING", "IDLE") for m in moves[adopted[0] :]
+                )
+
+            wait_for(adopted_then_closed, "the adopted position closed", 60, second)
         finally:
             second.send_signal(signal.SIGINT)
             second.wait(timeout=60)
         assert second.returncode == 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
+            books_after_restart = exchange_books(http)
+
+        # The next start reconciles against the whole history (the kill's journal, then
+        # the restart's, with the recovered fill, the adopted position and its exit).
+        next_report = tmp_path / "next-report.json"
+        third = subprocess.Popen(
+            [*engine_cmd, "--report", str(next_report)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: len(log_events(log_path, "reconciled")) >= 3,
+                "the next start's reconciliation",
+                60,
+                third,
+            )
+        finally:
+            third.send_signal(signal.SIGINT)
+            third.wait(timeout=60)
+        assert third.returncode == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
             books = exchange_books(http)
     finally:
@@ -601,22 +909,26 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
 
     # Both starts reconcile (the first against an empty journal); the restart finds the
     # order that was in flight at the kill.
-    first_start, reconciled = log_events(log_path, "reconciled")
-    assert first_start["resolved"] == 0
-    assert reconciled["resolved"] >= 1
+    first_start, reconciled, next_start = log_events(log_path, "reconciled")
+    assert first_start["trireme"]["resolved"] == 0
+    assert reconciled["trireme"]["resolved"] >= 1
+    assert next_start["trireme"]["recovered_fills"] == 0  # the history had them all
+    assert log_events(log_path, "cannot start") == []
     journals = sorted(journal_dir.glob("live-*.sqlite"))
-    assert len(journals) == 2 and journals[0] == first_journal
-    old, new = Journal.read(journals[0]), Journal.read(journals[1])
+    assert journals == journal_files(journal_dir, "live")
+    assert len(journals) == 3 and journals[0] == first_journal
+    old, new, last = (Journal.read(j) for j in journals)
     # The restart journaled what it found: the order in flight at the kill, resolved.
     assert {r["action"] for r in new.of("OrderReconciled")} >= {"resolved"}
-    venue_ids = {**old.venue_ids(), **new.venue_ids()}
+    assert "not_reducing" not in {d["reason"] for d in new.of("OrderDenied")}
+    venue_ids = {**old.venue_ids(), **new.venue_ids(), **last.venue_ids()}
     # Nothing placed twice, nothing foreign.
     placed = collections.Counter(o["clientOrderId"] for o in books["orders"])
     assert set(placed) <= set(venue_ids)
     assert max(placed.values()) == 1
     # Every exchange fill: in a journal, or recovered (and logged) by reconciliation.
     recovered = {
-        (r["client_order_id"], r["trade_id"])
+        (r["trireme"]["client_order_id"], r["trireme"]["trade_id"])
         for r in log_events(log_path, "fill recovered by reconciliation")
     }
     assert recovered, "the kill left no fill to recover: the test proved nothing"
@@ -624,7 +936,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
     # reconciliation, or OrderFilled when the restarted venue's resolver found it).
     journaled = {r["client_order_id"] for r in new.of("FillRecovered")} | set(new.fills())
     assert {cid for cid, _trade in recovered} <= journaled
-    journal_fills = {**old.fills(), **new.fills()}
+    journal_fills = {**old.fills(), **new.fills(), **last.fills()}
     by_order: dict[str, tuple[int, float]] = {}
     for trade in books["trades"]:
         cid = venue_ids[order_cids(books)[trade["orderId"]]]
@@ -636,8 +948,13 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
         assert n == jn + n_rec, cid
         if not n_rec:
             assert qty == pytest.approx(jqty), cid
-    # The restarted engine (adopted position + its own fills) ends with the exchange's.
+    # The restarted engine (adopted position + its own fills) ends with the exchange's,
+    # and so does the next.
     (summary,) = json.loads(report_path.read_text())["per_symbol"]
+    assert summary["position_qty"] == pytest.approx(
+        float(books_after_restart["position"]), abs=1e-9
+    )
+    (summary,) = json.loads(next_report.read_text())["per_symbol"]
     assert summary["position_qty"] == pytest.approx(float(books["position"]), abs=1e-9)
 
 

@@ -91,7 +91,7 @@ def test_every_entry_signal_is_scored_and_journaled(tmp_path, sample):
     lines = [json.loads(x) for x in (tmp_path / "engine.jsonl").read_text().splitlines()]
     logged = [x for x in lines if x.get("message") == "entry scored"]
     assert len(logged) == len(scored)
-    assert all(x["model"] == model["model"] and "score" in x for x in logged)
+    assert all(x["trireme"]["model"] == model["model"] and "score" in x["trireme"] for x in logged)
 
 
 def test_the_filter_changes_decisions_and_can_be_turned_off(tmp_path, sample):

@@ -14,7 +14,16 @@ import trio
 
 import fsm
 from engine.journal import Journal
-from engine.messages import OrderAccepted, OrderFilled, Purpose, Side, SubmitOrder
+from engine.messages import (
+    FillRecovered,
+    OrderAccepted,
+    OrderFilled,
+    OrderReconciled,
+    PositionReconciled,
+    Purpose,
+    Side,
+    SubmitOrder,
+)
 from engine.testing import quiet_logger
 from engine.venues.binance import (
     BinanceRestClient,
@@ -25,6 +34,7 @@ from engine.venues.binance import (
     ReconciliationError,
     ServerClock,
     journal_view_from_file,
+    journal_view_from_files,
     plan_reconciliation,
     reconcile,
     venue_client_order_id,
@@ -256,3 +266,87 @@ async def test_driver_cancels_then_plans_again(journal_file: Path) -> None:
         (o3.client_order_id, fsm.OrderStatus.REJECTED),
     ]
     assert [(f.qty, f.trade_id) for f in plan.fills] == [(Decimal("0.004"), 1)]
+
+
+# -- the whole live history ---------------------------------------------------------------
+
+
+def write_journal(path: Path, records: list) -> Path:
+    j = Journal(path)
+    j.append(0, records)
+    j.close()
+    return path
+
+
+def recovered(order: SubmitOrder, qty: float, ts: int) -> FillRecovered:
+    return FillRecovered(
+        symbol=SYMBOL, client_order_id=order.client_order_id, venue_client_order_id=vid(order),
+        side=order.side, qty=qty, price=60_100.0, fee=0.02, trade_id=7, ts_event=ts, ts_init=ts,
+        seq=1,
+    )  # fmt: skip
+
+
+def resolved(order: SubmitOrder, status: str, ts: int) -> OrderReconciled:
+    return OrderReconciled(
+        symbol=SYMBOL, client_order_id=order.client_order_id, venue_client_order_id=vid(order),
+        action="resolved", status=status, executed_qty=order.qty, reason="", ts_event=ts,
+        ts_init=ts, seq=2,
+    )  # fmt: skip
+
+
+def agreed(qty: float, ts: int) -> PositionReconciled:
+    return PositionReconciled(
+        symbol=SYMBOL, qty=qty, avg_price=60_100.0, ts_event=ts, ts_init=ts, seq=3
+    )
+
+
+def test_recovered_fills_count_and_a_resolved_order_is_final(tmp_path: Path) -> None:
+    # Start 1 died with its entry sent; start 2 recovered its fill, adopted the long and
+    # closed it with its own order (its engine ids start again at 1).
+    entry = submit(1)
+    restart_ts = T0 + 60_000_000_000
+    exit_ = submit(1, side=Side.SELL, ts=restart_ts)
+    killed = write_journal(tmp_path / "live-000001-20240101T000000Z.sqlite", [entry])
+    restart = write_journal(
+        tmp_path / "live-000002-20240101T000100Z.sqlite",
+        [
+            recovered(entry, 0.01, T0 + 50),
+            resolved(entry, "FILLED", restart_ts),
+            agreed(0.01, restart_ts),
+            exit_,
+            accepted(exit_, 21),
+            filled(exit_, 0.01, 0.01, price=60_200.0),
+        ],
+    )
+    # The restart's journal alone: the exit, and the entry it recovered.
+    assert journal_view_from_file(restart).positions[SYMBOL][0] == pytest.approx(0.0)
+    view = journal_view_from_files([killed, restart])
+    assert view.positions[SYMBOL][0] == pytest.approx(0.0)
+    assert view.orders == ()  # the killed run's entry was resolved FILLED by the restart
+    assert view.known_venue_order_ids == {21}
+
+
+def test_a_reconciled_position_restarts_the_history(tmp_path: Path) -> None:
+    # Start 1 bought 0.01; before start 2 someone bought 0.02 by hand, which start 2
+    # explained and agreed: from then on the history holds 0.03, not 0.01 + 0.03.
+    o1 = submit(1)
+    first = write_journal(tmp_path / "a.sqlite", [o1, accepted(o1, 11), filled(o1, 0.01, 0.01)])
+    second = write_journal(tmp_path / "b.sqlite", [agreed(0.03, T0 + 10**12)])
+    view = journal_view_from_files([first, second])
+    assert view.positions[SYMBOL][0] == pytest.approx(0.03)
+    assert view.last_ts == T0 + 10**12
+
+
+def test_last_ts_is_the_exchanges_time(journal_file: Path, tmp_path: Path) -> None:
+    # Decisions are stamped with the local clock, fills with the exchange's; the trades
+    # reconciliation weighs are on the exchange's clock, so is the point it compares with.
+    later = submit(9, ts=T0 + 10**15)  # a local clock far ahead of the exchange's
+    path = write_journal(tmp_path / "j.sqlite", [submit(1), filled(submit(1), 0.01, 0.01), later])
+    assert journal_view_from_file(path).last_ts == submit(1).ts_event + 10
+
+
+def test_a_journal_without_tables_is_an_empty_one(tmp_path: Path) -> None:
+    # A start killed between creating its journal file and its first write.
+    empty = tmp_path / "live-000002-20240101T000000Z.sqlite"
+    empty.touch()
+    assert journal_view_from_files([empty]) == JournalView()

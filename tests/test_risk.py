@@ -10,13 +10,14 @@ import trio
 import fsm
 from engine._config import RiskSection
 from engine.actors import RiskActor
+from engine.ledger import PositionLedger
 from engine.messages import Mark, Purpose, Side, SubmitOrder
 from engine.testing import quiet_logger
 
 SEC = 1_000_000_000
 
 
-def make_risk(symbols=("A", "B"), **limits) -> RiskActor:
+def make_risk(symbols=("A", "B"), ledger: PositionLedger | None = None, **limits) -> RiskActor:
     tx, rx = trio.open_memory_channel(0)
     return RiskActor(
         config=RiskSection(**limits),
@@ -25,6 +26,7 @@ def make_risk(symbols=("A", "B"), **limits) -> RiskActor:
         reports=rx,
         orders=tx,
         log=quiet_logger(),
+        ledger=ledger,
     )
 
 
@@ -52,14 +54,14 @@ def test_per_symbol_and_total_notional():
     risk = make_risk(max_notional_per_symbol=1000.0, max_notional_total=1500.0)
     assert risk.check(order("A", Side.BUY, 11, 100.0)) == "max_notional_per_symbol"
     assert risk.check(order("A", Side.BUY, 9, 100.0)) is None
-    risk.positions["A"] = 9.0
+    risk.ledger.apply_fill("A", 9.0, 100.0, 0.0)
     assert risk.check(order("B", Side.SELL, 7, 100.0)) == "max_notional_total"
     assert risk.check(order("B", Side.SELL, 5, 100.0)) is None
 
 
 def test_orders_per_second_window_applies_to_exits_too():
     risk = make_risk(max_orders_per_second=2)
-    risk.positions["A"] = 10.0
+    risk.ledger.apply_fill("A", 10.0, 100.0, 0.0)
     for ts in (0, SEC // 2):
         assert risk.check(order("A", Side.SELL, 1, 100.0, ts, exit_=True)) is None
         risk._recent.append(ts)
@@ -72,7 +74,7 @@ def test_orders_per_second_window_applies_to_exits_too():
 def test_reduce_only_must_reduce_and_skips_entry_limits():
     risk = make_risk(max_notional_per_symbol=10.0)
     assert risk.check(order("A", Side.SELL, 1, 100.0, exit_=True)) == "not_reducing"
-    risk.positions["A"] = 3.0
+    risk.ledger.apply_fill("A", 3.0, 100.0, 0.0)
     assert risk.check(order("A", Side.SELL, 3, 100.0, exit_=True)) is None
     assert risk.check(order("A", Side.SELL, 4, 100.0, exit_=True)) == "not_reducing"
 
@@ -97,8 +99,8 @@ def test_leverage_uses_capital_plus_pnl():
 
 def test_max_open_positions():
     risk = make_risk(symbols=("A", "B", "C"), max_open_positions=2)
-    risk.positions["A"] = 1.0
-    risk.positions["B"] = -1.0
+    risk.ledger.apply_fill("A", 1.0, 100.0, 0.0)
+    risk.ledger.apply_fill("B", -1.0, 100.0, 0.0)
     assert risk.check(order("C", Side.BUY, 1, 100.0)) == "max_open_positions"
     assert risk.check(order("A", Side.BUY, 1, 100.0)) is None  # adding to an open one
 
@@ -108,7 +110,7 @@ def test_correlation_filter():
     wave = [math.sin(i / 3.0) * 1e-3 for i in range(60)]
     risk._returns["A"].extend(wave)
     risk._returns["B"].extend(w * 2 for w in wave)
-    risk.positions["B"] = 1.0
+    risk.ledger.apply_fill("B", 1.0, 100.0, 0.0)
     assert risk.correlation("A", "B") == pytest.approx(1.0)
     assert risk.check(order("A", Side.BUY, 1, 100.0)) == "correlation"
     risk._returns["A"].clear()
@@ -119,9 +121,30 @@ def test_correlation_filter():
 
 def test_trading_state_gates_orders():
     risk = make_risk()
-    risk.positions["A"] = 2.0
+    risk.ledger.apply_fill("A", 2.0, 100.0, 0.0)
     risk.trading = fsm.new_trading(fsm.TradingState.REDUCING)
     assert risk.check(order("B", Side.BUY, 1, 100.0)) == "trading_reducing"
     assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) is None
     risk.trading = fsm.new_trading(fsm.TradingState.HALTED)
     assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) == "trading_halted"
+
+
+def test_an_adopted_position_can_be_closed():
+    # A live restart adopts the exchange's position into the one ledger; risk reads it,
+    # so the exit reduces (it was denied not_reducing when risk kept its own copy).
+    ledger = PositionLedger()
+    risk = make_risk(ledger=ledger)
+    ledger.adopt("A", 0.01, 60_000.0)
+    assert risk.check(order("A", Side.SELL, 0.01, 60_000.0, exit_=True)) is None
+    assert risk.check(order("A", Side.SELL, 0.02, 60_000.0, exit_=True)) == "not_reducing"
+    ledger.apply_fill("A", -0.01, 60_010.0, 0.0)  # the exit filled: flat again
+    assert risk.check(order("A", Side.SELL, 0.01, 60_000.0, exit_=True)) == "not_reducing"
+
+
+def test_a_symbols_own_state_blocks_only_its_entries():
+    risk = make_risk()
+    risk.ledger.apply_fill("A", 2.0, 100.0, 0.0)
+    risk.symbol_trading["A"] = fsm.new_trading(fsm.TradingState.REDUCING)
+    assert risk.check(order("A", Side.BUY, 1, 100.0)) == "symbol_reducing"
+    assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) is None
+    assert risk.check(order("B", Side.BUY, 1, 100.0)) is None

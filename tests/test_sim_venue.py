@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from engine.ledger import PositionLedger
 from engine.messages import EventKind, OrderFilled, Purpose, Side, SubmitOrder, Ticks
 from engine.venues.sim import SimVenue, SymbolAccount
 
@@ -98,3 +99,34 @@ def test_drawdown_marks_to_mid():
     venue.on_market({"X": ticks([(2, Q, 94.0, 96.0)])})  # mid 95
     assert venue.max_drawdown == pytest.approx(10.0)
     assert venue.equity == pytest.approx(-5.0)
+
+
+def test_the_venue_feeds_the_ledger_it_is_given():
+    # One ledger: what the venue fills is what every reader (risk, symbol actors, report)
+    # sees, with no copy of its own.
+    ledger = PositionLedger()
+    venue = SimVenue(latency_ns=0, taker_fee_rate=0.0, ledger=ledger)
+    venue.submit(order(Side.BUY, 2.0, ts=0))
+    venue.on_market({"X": ticks([(0, Q, 99.0, 100.0)])})
+    assert venue.accounts is ledger.accounts
+    assert (ledger.qty("X"), ledger.avg_price("X")) == (2.0, 100.0)
+    assert ledger.equity() == pytest.approx(venue.equity) == pytest.approx(-1.0)
+
+
+def test_an_adopted_position_is_held_from_its_entry_price():
+    # A live start adopts the exchange's position: no fill, no fee; closing it realizes
+    # PnL from the adopted entry and counts a round trip.
+    ledger = PositionLedger()
+    ledger.adopt("X", -0.5, 200.0)
+    assert (ledger.qty("X"), ledger.account("X").fills, ledger.adopted) == (
+        -0.5,
+        0,
+        {"X": (-0.5, 200.0)},
+    )
+    ledger.apply_fill("X", 0.5, 190.0, 0.1)
+    acct = ledger.account("X")
+    assert (acct.qty, acct.round_trips, acct.realized) == (0.0, 1, pytest.approx(5.0))
+    assert ledger.take_closed_trades() == [pytest.approx(4.9)]
+    ledger.apply_fill("X", 0.1, 10.0, 0.0)
+    ledger.apply_fill("X", 0.2, 10.0, 0.0)
+    assert ledger.qty("X") == 0.3  # 0.1 + 0.2, as an order quantity would be

@@ -7,6 +7,11 @@ symbol actor and risk a :class:`ReportBatch` for step k, plus one
 :class:`JournalBatch` with the step's records in canonical order
 ``(ts_init, source, symbol, seq)``. When the market ends, orders still pending
 expire, and one more round lets the symbol actors journal what that did.
+
+The venue applies every fill to the engine's position ledger (which risk and the
+symbol actors read: see :mod:`engine.ledger`). Each report also carries the
+account's trading state as risk set it for the step, and an operator ``resume``
+reaches the venue (:meth:`on_resume`), which re-arms its own checks.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..messages import (
     EntryScored,
     FeedReconnected,
     FillRecovered,
+    FundingApplied,
     JournalBatch,
     JournalRecord,
     Mark,
@@ -42,6 +48,7 @@ from ..messages import (
     OrderRejected,
     OrderSubmitted,
     PositionChanged,
+    PositionReconciled,
     RateLimitBanned,
     ReconciliationFailed,
     ReportBatch,
@@ -73,8 +80,10 @@ _SOURCE_RANK: dict[type, int] = {
     FeedReconnected: 3,
     RateLimitBanned: 3,
     ReconciliationFailed: 3,
+    FundingApplied: 3,
     FillRecovered: 3,
     OrderReconciled: 3,
+    PositionReconciled: 3,
 }
 
 
@@ -131,8 +140,6 @@ class ExecutionActor:
         self.venue = venue
         self.drain_s = 5.0
         """How long the last step waits for a live venue's pending orders to end."""
-        self.startup_records: list[JournalRecord] = []
-        """Records to journal with the first step (what live reconciliation found)."""
         self._faults = sorted(faults, key=lambda f: f.at_ms)
         self._origin: int | None = None
         self._symbols = list(symbols)
@@ -144,6 +151,7 @@ class ExecutionActor:
         self._log = log
         self._machines: dict[str, fsm.Machine[fsm.OrderStatus]] = {}
         self._seq = venue.seq
+        self._trading_state = "ACTIVE"
         self.orders_sent = 0
         self.fills = 0
         self.expired = 0
@@ -176,9 +184,9 @@ class ExecutionActor:
             if batch.step != step:
                 raise ProtocolError(f"execution: order step {batch.step} != {step}")
             records: list[JournalRecord] = list(batch.records)
-            if self.startup_records:
-                records.extend(self.startup_records)
-                self.startup_records = []
+            self._trading_state = batch.trading_state
+            if batch.resumed:
+                self.venue.on_resume()
             if batch.final:
                 await self._send_journal(step, records)
                 return
@@ -357,6 +365,7 @@ class ExecutionActor:
                 step=step,
                 events=tuple(per_symbol[symbol]),
                 equity=self.venue.equity,
+                trading_state=self._trading_state,
                 final=final,
             )
             await self._symbol_reports[symbol].send(report)
@@ -368,6 +377,7 @@ class ExecutionActor:
                 equity=self.venue.equity,
                 trades=tuple(self.venue.take_closed_trades()),
                 ops=tuple(ops),
+                trading_state=self._trading_state,
                 final=final,
             )
         )

@@ -7,10 +7,13 @@ operator commands, evaluates the triggers, moves the trading machine
 (``fsm.TRADING_TABLE``: ACTIVE, REDUCING, HALTED) and checks the step's orders
 sorted by ``(ts_event, symbol, seq)``. A failed check is an :class:`OrderDenied`
 event with a reason code, never an exception. Entering HALTED asks execution to
-cancel every open order.
+cancel every open order. Positions are read from the engine's one
+:class:`~engine.ledger.PositionLedger` (fed by the venue's fills and by positions
+adopted at a live start), never kept here.
 
 Pre-trade checks, first failure wins (reason codes in brackets):
-trading state [``trading_halted``, ``trading_reducing``], order rate
+trading state [``trading_halted``, ``trading_reducing``], the symbol's own state
+[``symbol_reducing``: no new entries on that symbol], order rate
 [``max_orders_per_second``], reduce-only orders must reduce [``not_reducing``]
 (and skip the rest), min notional [``min_notional``], price band against the mid
 [``price_band``], notional per symbol [``max_notional_per_symbol``], total
@@ -18,14 +21,23 @@ notional [``max_notional_total``] (after ``portfolio_limit``, the portfolio acto
 per-symbol exposure limit), leverage [``max_leverage``], open positions
 [``max_open_positions``], correlation with open positions [``correlation``].
 
-Triggers (each with a configured action ``halt``/``reduce``/``off``):
-``daily_loss`` (realized + unrealized since the UTC day began, replay clock),
-``drawdown`` (from the equity peak), ``stale:<symbol>`` (no quote for
-``stale_data_ms``), ``reconnect_storm``, ``rate_limit_ban`` (until the ban ends),
-``execution_errors`` (venue rejections in a window), ``reconciliation``. With
-``auto_resume`` a trigger clears when its cause is gone (a new day, fresh data,
-a quiet cooldown, the ban's end); drawdown, reconciliation and manual halts
-clear only by an operator ``resume``.
+Account-wide triggers (each with a configured action ``halt``/``reduce``/``off``)
+move the account's machine: ``daily_loss`` (realized + unrealized since the UTC
+day began, replay clock), ``drawdown`` (from the equity peak), ``reconnect_storm``
+of feed reconnects not tied to a symbol, ``rate_limit_ban`` (until the ban ends),
+``execution_errors`` (venue rejections in a window), ``reconciliation``.
+
+Per-symbol triggers have a per-symbol cause and move only that symbol's own
+machine (ACTIVE or REDUCING: no new entries on the symbol, its exits still go, the
+other symbols trade on): ``stale`` (no quote of the symbol for ``stale_data_ms``:
+one quiet symbol, or a capture that ends early) and ``reconnect_storm`` (the
+symbol's feed reconnected ``max_reconnects`` times in the window). Their action
+``off`` disables them; ``reduce`` and ``halt`` both block the symbol's entries.
+
+With ``auto_resume`` a trigger clears when its cause is gone (a new day, fresh
+data, a quiet cooldown, the ban's end); drawdown, reconciliation and manual
+halts clear only by an operator ``resume``, which clears every trigger,
+account-wide and per symbol.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from structlog.typing import FilteringBoundLogger
 import fsm
 
 from .._config import PortfolioSection, RiskSection
+from ..ledger import PositionLedger
 from ..messages import (
     ControlCommand,
     ExposureLimits,
@@ -81,6 +94,7 @@ class RiskActor:
         reports: execution reports (all symbols).
         orders: the send side towards execution (closed when done).
         log: a bound structlog logger.
+        ledger: the engine's position ledger (read only; a new, flat one by default).
         step_ns: market time per step (for annualised metrics).
         control: operator commands (drained without waiting at each step).
         portfolio: the portfolio section; with the two channels below, risk asks
@@ -99,6 +113,7 @@ class RiskActor:
         reports: trio.MemoryReceiveChannel[ReportBatch],
         orders: trio.MemorySendChannel[OrderBatch],
         log: FilteringBoundLogger,
+        ledger: PositionLedger | None = None,
         step_ns: int = 250 * _MS,
         control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
         portfolio: PortfolioSection | None = None,
@@ -115,7 +130,12 @@ class RiskActor:
         self._log = log
         self.trading = fsm.new_trading()
         self.active: dict[str, tuple[str, str]] = {}  # trigger -> (action, reason)
-        self.positions: dict[str, float] = dict.fromkeys(symbols, 0.0)
+        self.symbol_trading = {s: fsm.new_trading() for s in symbols}
+        """Each symbol's own machine (ACTIVE or REDUCING), moved by per-symbol triggers."""
+        self.symbol_active: dict[str, dict[str, tuple[str, str]]] = {s: {} for s in symbols}
+        self.symbol_changes: list[tuple[str, str, str, str]] = []
+        """``(symbol, from, to, reason)`` of every move of a symbol's machine."""
+        self.ledger = ledger if ledger is not None else PositionLedger()
         self.prices: dict[str, float] = {}
         self.marks: dict[str, Mark] = {}
         self.equity = 0.0
@@ -123,7 +143,9 @@ class RiskActor:
         self._returns = {s: deque[float](maxlen=config.correlation_window) for s in symbols}
         self._open: dict[str, SubmitOrder] = {}
         self._recent: deque[int] = deque()
-        self._reconnects: deque[int] = deque()
+        self._reconnects: deque[int] = deque()  # not tied to a traded symbol
+        self._symbol_reconnects: dict[str, deque[int]] = {s: deque() for s in symbols}
+        self._resumed = False
         self._errors: deque[int] = deque()
         self._ban_until = 0
         self._origin: int | None = None
@@ -159,9 +181,11 @@ class RiskActor:
         Raises:
             ProtocolError: a message for the wrong step arrived.
         """
-        async with self._orders, contextlib.AsyncExitStack() as stack:
+        # Outputs close synchronously (``with``, not ``async with``): an ``aclose``
+        # checkpoint while an error unwinds lets the nursery's Cancelled replace it.
+        with self._orders, contextlib.ExitStack() as stack:
             if self._portfolio_requests is not None:
-                await stack.enter_async_context(self._portfolio_requests)
+                stack.enter_context(self._portfolio_requests)
             task_status.started()
             step = 0
             while True:
@@ -207,9 +231,12 @@ class RiskActor:
                         denials=tuple(denials),
                         records=tuple(records),
                         cancel_all=cancel_all,
+                        trading_state=self.trading.state.value,
+                        resumed=self._resumed,
                         final=final,
                     )
                 )
+                self._resumed = False
                 if final:
                     return
                 step += 1
@@ -224,6 +251,9 @@ class RiskActor:
             return "trading_halted"
         if state is fsm.TradingState.REDUCING and not order.reduce_only:
             return "trading_reducing"
+        own = self.symbol_trading.get(order.symbol)
+        if own is not None and own.state is not fsm.TradingState.ACTIVE and not order.reduce_only:
+            return "symbol_reducing"
         for reason, passes in self._checks:
             if not passes(order):
                 return reason
@@ -328,9 +358,9 @@ class RiskActor:
         }
 
     def _exposure(self, symbol: str) -> float:
-        """Position plus what open orders would add."""
+        """Position (the ledger's) plus what open orders would add."""
         pending = sum(int(o.side) * o.qty for o in self._open.values() if o.symbol == symbol)
-        return self.positions.get(symbol, 0.0) + pending
+        return self.ledger.qty(symbol) + pending
 
     def _price(self, symbol: str) -> float:
         mark = self.marks.get(symbol)
@@ -344,9 +374,7 @@ class RiskActor:
         self._corr = None  # returns move on: recompute correlations when next needed
         for event in report.events:
             if isinstance(event, OrderFilled):
-                self.positions[event.symbol] = round(
-                    self.positions.get(event.symbol, 0.0) + int(event.side) * event.last_qty, 12
-                )
+                # The position itself is the ledger's (the venue applied the fill).
                 self.prices[event.symbol] = event.last_price
                 if event.cum_qty >= event.order_qty:
                     self._open.pop(event.client_order_id, None)
@@ -373,7 +401,7 @@ class RiskActor:
             self.metrics.record_trade(pnl)
         for op in report.ops:
             if isinstance(op, FeedReconnected):
-                self._reconnects.append(op.ts_event)
+                self._symbol_reconnects.get(op.symbol, self._reconnects).append(op.ts_event)
             elif isinstance(op, RateLimitBanned):
                 self._ban_until = max(self._ban_until, op.until_ts)
             elif isinstance(op, ReconciliationFailed):
@@ -413,12 +441,20 @@ class RiskActor:
 
     # -- triggers and the trading machine -------------------------------------------
 
-    def _activate(self, name: str, action: str, reason: str) -> None:
-        if action != "off" and name not in self.active:
-            self.active[name] = (action, reason)
+    def _activate(
+        self,
+        name: str,
+        action: str,
+        reason: str,
+        active: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """Raise trigger ``name`` (account-wide, or in a symbol's ``active`` table)."""
+        table = self.active if active is None else active
+        if action != "off" and name not in table:
+            table[name] = (action, reason)
 
-    def _clear(self, name: str) -> None:
-        self.active.pop(name, None)
+    def _clear(self, name: str, active: dict[str, tuple[str, str]] | None = None) -> None:
+        (self.active if active is None else active).pop(name, None)
 
     def _evaluate_triggers(self, now: int) -> None:
         t = self._trig
@@ -437,15 +473,27 @@ class RiskActor:
         drawdown = self.metrics.peak - self.equity
         if drawdown >= t.max_drawdown:
             self._activate("drawdown", t.drawdown_action, f"drawdown {drawdown:.2f}")
+        cooldown = t.cooldown_ms * _MS
         for symbol in self._symbols:
+            # Causes of one symbol block that symbol only: a quiet symbol or a capture
+            # that ends early must not stop the others.
+            own = self.symbol_active[symbol]
             mark = self.marks.get(symbol)
             last = mark.ts if mark is not None else self._origin
-            name = f"stale:{symbol}"
             if now - last >= t.stale_data_ms * _MS:
-                self._activate(name, t.stale_data_action, f"no quote for {symbol}")
+                self._activate("stale", t.stale_data_action, f"no quote for {symbol}", own)
             elif auto:
-                self._clear(name)
-        cooldown = t.cooldown_ms * _MS
+                self._clear("stale", own)
+            self._windowed(
+                "reconnect_storm",
+                self._symbol_reconnects[symbol],
+                now,
+                t.reconnect_window_ms * _MS,
+                t.max_reconnects,
+                t.reconnect_action,
+                cooldown,
+                own,
+            )
         self._windowed(
             "reconnect_storm",
             self._reconnects,
@@ -478,18 +526,18 @@ class RiskActor:
         limit: int,
         action: str,
         cooldown: int,
+        active: dict[str, tuple[str, str]] | None = None,
     ) -> None:
+        table = self.active if active is None else active
         while times and times[0] <= now - max(window, cooldown):
             times.popleft()
         in_window = sum(1 for ts in times if ts > now - window)
         if in_window >= limit:
-            self._activate(name, action, f"{in_window} in {window // _MS} ms")
+            self._activate(name, action, f"{in_window} in {window // _MS} ms", table)
         elif (
-            self._trig.auto_resume
-            and name in self.active
-            and (not times or times[-1] <= now - cooldown)
+            self._trig.auto_resume and name in table and (not times or times[-1] <= now - cooldown)
         ):
-            self._clear(name)
+            self._clear(name, table)
 
     def _apply_control(self) -> None:
         if self._control is None:
@@ -502,12 +550,15 @@ class RiskActor:
             self._log.warning("operator command", action=command.action, reason=command.reason)
             if command.action == "resume":
                 self.active.clear()
+                for own in self.symbol_active.values():
+                    own.clear()
+                self._resumed = True  # execution tells the venue: check drift again
             else:
                 self.active.pop("manual", None)
                 self._activate("manual", command.action, command.reason)
 
     def _update_trading_state(self, now: int, records: list[JournalRecord]) -> str:
-        """Evaluate triggers and move the machine; returns a cancel-all reason or ""."""
+        """Evaluate triggers and move the machines; returns a cancel-all reason or ""."""
         self._apply_control()
         self._evaluate_triggers(now)
         actions = {action for action, _reason in self.active.values()}
@@ -517,14 +568,41 @@ class RiskActor:
             target, event_type = fsm.TradingState.REDUCING, fsm.ReduceRequested
         else:
             target, event_type = fsm.TradingState.ACTIVE, fsm.ResumeRequested
-        if target is self.trading.state:
-            return ""
-        reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(self.active.items())) or "clear"
-        t = self.trading.handle(event_type(reason=reason))
+        cancel_all = ""
+        if target is not self.trading.state:
+            reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(self.active.items()))
+            t = self._move(self.trading, "", event_type, reason or "clear", now, records)
+            self.state_changes.append((t.source.value, t.target.value, reason or "clear"))
+            if t.target is fsm.TradingState.HALTED:
+                cancel_all = reason or "clear"
+        for symbol in self._symbols:
+            own = self.symbol_active[symbol]
+            machine = self.symbol_trading[symbol]
+            # A symbol's own machine only ever reduces: its exits stay allowed.
+            wanted = fsm.TradingState.REDUCING if own else fsm.TradingState.ACTIVE
+            if wanted is machine.state:
+                continue
+            reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(own.items())) or "clear"
+            request = fsm.ReduceRequested if own else fsm.ResumeRequested
+            t = self._move(machine, symbol, request, reason, now, records)
+            self.symbol_changes.append((symbol, t.source.value, t.target.value, reason))
+        return cancel_all
+
+    def _move(
+        self,
+        machine: fsm.Machine[fsm.TradingState],
+        symbol: str,
+        event_type: type,
+        reason: str,
+        now: int,
+        records: list[JournalRecord],
+    ) -> fsm.Transition[fsm.TradingState]:
+        """Move a trading machine (the account's when ``symbol`` is ""); journal and log it."""
+        t = machine.handle(event_type(reason=reason))
         self._seq += 1
         records.append(
             TradingStateChanged(
-                symbol="",
+                symbol=symbol,
                 source=t.source.value,
                 target=t.target.value,
                 reason=reason,
@@ -533,14 +611,14 @@ class RiskActor:
                 seq=self._seq,
             )
         )
-        self.state_changes.append((t.source.value, t.target.value, reason))
         self._log.warning(
-            "trading state changed",
+            "trading state changed" if not symbol else "symbol trading state changed",
+            **({"symbol": symbol} if symbol else {}),
             **{"from": t.source.value, "to": t.target.value},
             reason=reason,
             ts_event=now,
         )
-        return reason if t.target is fsm.TradingState.HALTED else ""
+        return t
 
     def _deny(self, order: SubmitOrder, reason: str) -> OrderDenied:
         self._seq += 1

@@ -6,6 +6,13 @@ machine, runs the strategy kernel over the batch (one njit call per stretch of
 ticks between signals) and sends risk one :class:`IntentBatch` for step k with
 its orders and journal records. Reading its inputs in step order is what makes
 the actor's output independent of how Trio schedules tasks.
+
+The symbol's position is the engine's :class:`~engine.ledger.PositionLedger`'s
+(which the venue feeds with fills and a live start with the adopted position);
+the actor keeps only its position machine and the entry's figures for sizing.
+The hold timer compares times of one clock: the entry's time is the fill's
+``ts_init`` (when this process saw it: the replay clock in replay, the local clock
+live, as the ticks' times are), never the exchange's own fill time.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from structlog.typing import FilteringBoundLogger
 import fsm
 
 from .._config import SizingSection, StrategySection
+from ..ledger import PositionLedger
 from ..messages import (
     EntryScored,
     IntentBatch,
@@ -87,6 +95,7 @@ class SymbolActor:
         reports: execution reports for this symbol.
         intents: the send side towards risk (the actor closes it when done).
         log: a bound structlog logger.
+        ledger: the engine's position ledger (read only: the venue applies the fills).
         sizing: how entries are sized (default: fixed ``order_notional``).
         capital: starting equity (sizing adds the venue's PnL to it).
         max_notional: the per-symbol risk limit; sizes are capped at it.
@@ -105,6 +114,7 @@ class SymbolActor:
         reports: trio.MemoryReceiveChannel[ReportBatch],
         intents: trio.MemorySendChannel[IntentBatch],
         log: FilteringBoundLogger,
+        ledger: PositionLedger,
         sizing: SizingSection | None = None,
         capital: float = 10_000.0,
         max_notional: float = float("inf"),
@@ -128,7 +138,12 @@ class SymbolActor:
         self._intents = intents
         self._log = log.bind(symbol=symbol)
         self.position = fsm.new_position()
-        self.position_qty = 0.0
+        self._ledger = ledger
+        # Signed quantity of the fills of the report being handled that the actor has
+        # not reached yet: the ledger holds the step's fills already, and each event is
+        # handled at the position right after it.
+        self._unapplied = 0.0
+        self._trading_state = fsm.TradingState.ACTIVE.value
         self.transitions: dict[str, int] = {}
         self.signals = 0
         self.ticks = 0
@@ -174,10 +189,12 @@ class SymbolActor:
         Raises:
             ProtocolError: a message for the wrong step arrived.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(self._intents)
+        # Outputs close synchronously: an ``aclose`` checkpoint while an error unwinds
+        # lets the nursery's Cancelled replace that error.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._intents)
             if self._scores is not None:
-                await stack.enter_async_context(self._scores[0])
+                stack.enter_context(self._scores[0])
             task_status.started()
             step = 0
             now = 0
@@ -202,8 +219,12 @@ class SymbolActor:
                             f"{self.symbol}: report step {report.step} != {step - 1}"
                         )
                     self._equity = report.equity
+                    self._trading_state = report.trading_state
+                    fills = [e for e in report.events if isinstance(e, OrderFilled)]
+                    self._unapplied = sum(int(e.side) * e.last_qty for e in fills)
                     for event in report.events:
                         self._handlers[type(event)](event, now)
+                    self._unapplied = 0.0
                     final = report.final
                     if not final:
                         self._retry_exit(now)
@@ -227,17 +248,28 @@ class SymbolActor:
                     return
                 step += 1
 
-    def adopt_position(self, qty: float, entry_price: float, ts: int = 0) -> None:
-        """Start from a position found at the exchange (live restart, after reconciliation).
+    @property
+    def position_qty(self) -> float:
+        """The symbol's signed position (the ledger's, as of the event being handled)."""
+        return round(self._ledger.qty(self.symbol) - self._unapplied, 12)
 
-        The machine starts IN_POSITION with the exchange's quantity and entry price, so the
-        strategy's exits (stop, take-profit, time limit from ``ts``) manage it; without
-        this a restarted engine would think itself flat and could enter again.
+    def adopt_position(self, ts: int) -> None:
+        """Take over the position the ledger holds (live restart, after reconciliation).
+
+        The machine starts IN_POSITION with the ledger's quantity and entry price (the
+        exchange's, adopted by the venue), so the strategy's exits (stop, take-profit,
+        time limit from ``ts``, a local time) manage it; without this a restarted
+        engine would think itself flat and could enter again.
+
+        Raises:
+            ValueError: the ledger holds no position of the symbol.
         """
+        qty = self.position_qty
+        if qty == 0.0:
+            raise ValueError(f"{self.symbol}: no position in the ledger to adopt")
         self.position = fsm.new_position(fsm.PositionState.IN_POSITION)
-        self.position_qty = qty
         self._entry_qty = abs(qty)
-        self._entry_cost = abs(qty) * entry_price
+        self._entry_cost = abs(qty) * self._ledger.avg_price(self.symbol)
         self._hold(ts)
         self._record_transition(  # journaled with the first step
             fsm.PositionState.IDLE,
@@ -413,6 +445,10 @@ class SymbolActor:
             # Spaced out: live steps come every few ms, and a denied exit retried at each
             # would only be denied again (order rate) and flood the journal.
             and now - self._last_exit_ts >= self._cfg.exit_retry_ms * 1_000_000
+            # While the account is halted every order is denied: the exit waits for the
+            # first step after the halt ends instead of being denied (and journaled)
+            # every retry interval.
+            and self._trading_state != fsm.TradingState.HALTED.value
         ):
             self._log.info("retrying exit", position_qty=self.position_qty)
             self._submit_exit(now)
@@ -480,7 +516,7 @@ class SymbolActor:
 
     def _on_filled(self, event: OrderEvent, now: int) -> None:
         assert isinstance(event, OrderFilled)
-        self.position_qty = round(self.position_qty + int(event.side) * event.last_qty, 12)
+        self._unapplied -= int(event.side) * event.last_qty  # position_qty is now after it
         complete = event.cum_qty >= event.order_qty
         if complete and self._is_live(event):
             self._live_order = None
@@ -489,7 +525,7 @@ class SymbolActor:
             self._entry_qty += event.last_qty
             self._entry_fees += event.fee
             if complete:
-                self._hold(event.ts_event)
+                self._hold(event.ts_init)
                 self._transition(fsm.EntryFilled(), event.ts_event, now, "filled")
             else:
                 self._transition(fsm.EntryPartiallyFilled(), event.ts_event, now, "partial_fill")
@@ -522,12 +558,13 @@ class SymbolActor:
             self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, trigger)
         elif self.position_qty != 0.0:
             # Part of the entry filled before the rest failed: hold what we have.
-            self._hold(event.ts_event)
+            self._hold(event.ts_init)
             self._transition(fsm.EntryFilled(), event.ts_event, now, trigger)
         else:
             self._transition(fsm.EntryFailed(reason=event.reason), event.ts_event, now, trigger)
 
     def _hold(self, ts: int) -> None:
+        """Hold the position from ``ts`` (the clock of the ticks: the hold timer's)."""
         self._state[strat.SIDE] = 1.0 if self.position_qty > 0 else -1.0
         self._state[strat.ENTRY_PRICE] = self._entry_cost / self._entry_qty
         self._state[strat.ENTRY_TS] = float(ts)

@@ -70,7 +70,7 @@ def _risk_check_us(repeat: int) -> dict[str, float]:
         risk.marks[s] = Mark(symbol=s, ts=0, bid=99.95, ask=100.05)
         risk._returns[s].extend(rng.normal(0, 1e-3, 240))
         if s != "S0":
-            risk.positions[s] = 1.0
+            risk.ledger.adopt(s, 1.0, 100.0)
     order = SubmitOrder(
         client_order_id="x",
         symbol="S0",

@@ -32,6 +32,7 @@ from ._errors import RateLimitedError as RateLimitedError
 from ._errors import RequestRejectedError as RequestRejectedError
 from ._errors import SendDeadlineError as SendDeadlineError
 from ._errors import ServiceUnavailableError as ServiceUnavailableError
+from ._errors import StartupDeadlineError as StartupDeadlineError
 from ._errors import TimestampSkewError as TimestampSkewError
 from ._errors import UnknownOrderStateError as UnknownOrderStateError
 from ._errors import error_from_response as error_from_response
@@ -53,6 +54,7 @@ from ._reconcile import ReconciliationError as ReconciliationError
 from ._reconcile import RecoveredFill as RecoveredFill
 from ._reconcile import fetch_snapshot as fetch_snapshot
 from ._reconcile import journal_view_from_file as journal_view_from_file
+from ._reconcile import journal_view_from_files as journal_view_from_files
 from ._reconcile import journal_view_from_records as journal_view_from_records
 from ._reconcile import plan_reconciliation as plan_reconciliation
 from ._reconcile import reconcile as reconcile
@@ -127,6 +129,7 @@ __all__ = [
     "SendDeadlineError",
     "ServerClock",
     "ServiceUnavailableError",
+    "StartupDeadlineError",
     "StreamConnected",
     "StreamGap",
     "TimeInForce",
@@ -138,6 +141,7 @@ __all__ = [
     "error_from_response",
     "fetch_snapshot",
     "journal_view_from_file",
+    "journal_view_from_files",
     "journal_view_from_records",
     "plan_reconciliation",
     "rate_limits_from_exchange_info",

@@ -2,10 +2,17 @@
 
 Before the live venue trades after a (re)start, it compares:
 
-* the journal's view (:class:`JournalView`, rebuilt from the SQLite journal by
-  :func:`journal_view_from_file`): the orders it last saw not final (open, or
-  UNKNOWN: sent without an answer), the position of every symbol from its fills,
-  and every ``newClientOrderId`` it ever implied;
+* the journal's view (:class:`JournalView`, rebuilt by :func:`journal_view_from_files`
+  from the engine's whole live history: every live journal of ``journal.dir`` in
+  start order): the orders it last saw not final (open, or UNKNOWN: sent without
+  an answer), the position of every symbol, and every ``newClientOrderId`` it ever
+  implied. Positions count the fills (``OrderFilled``), the fills a start
+  recovered (``FillRecovered``) and the positions a start agreed with the exchange
+  (``PositionReconciled``, which every successful live start journals for each
+  traded symbol: the history restarts from it, so trades by hand that one start
+  explained are not questioned again). An order a start resolved
+  (``OrderReconciled``) is final from then on. A start that refused to trade
+  journaled none of these, so the next start checks the same again;
 * the exchange's :class:`ExchangeSnapshot`: ``openOrders``, ``positionRisk``,
   recent ``userTrades``, and a ``query_order`` by ``clientOrderId`` for every
   journal order that is not open (``None`` when the answer was -2013).
@@ -39,7 +46,7 @@ lets a caller check that.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,8 +58,8 @@ from structlog.typing import FilteringBoundLogger
 import fsm
 from engine._errors import EngineError, JournalError
 
+from ...ledger import PositionLedger
 from ...messages import Side
-from ..sim import SymbolAccount
 from ._client import BinanceRestClient
 from ._errors import RequestRejectedError
 from ._ids import venue_client_order_id
@@ -105,10 +112,14 @@ class JournalView:
 
     Attributes:
         orders: orders not final in the journal.
-        positions: per symbol ``(signed quantity, average entry price)`` from the fills.
+        positions: per symbol ``(signed quantity, average entry price)`` from the fills,
+            the recovered fills and the reconciled positions.
         used_client_order_ids: every ``newClientOrderId`` the journal's orders were sent with.
         known_venue_order_ids: every Binance ``orderId`` the journal saw.
-        last_ts: the latest ``ts_event`` in the journal (ns; 0 when empty).
+        last_ts: the latest exchange time in the journal (ns; 0 when none): of an
+            acknowledgement, a fill, a recovered fill or a reconciled position. Local
+            times (decisions, local rejections) are left out: this is compared with
+            the exchange's trade times.
     """
 
     orders: tuple[JournalOrder, ...] = ()
@@ -193,8 +204,11 @@ class ReconcilePlan:
         cancel: open orders to cancel (policy ``"cancel"``).
         adopt: open orders to keep and follow (policy ``"adopt"``).
         positions: per symbol ``(quantity, entry price)`` as the exchange has it,
-            which the plan found consistent; start the accounts from these.
+            which the plan found consistent (symbols not listed are flat); start
+            the accounts from these.
         notes: differences that were explained (foreign trades), for the log.
+        exchange_time_ms: the exchange's time once the positions were read (0:
+            not set; the venue sets it).
     """
 
     resolutions: tuple[OrderResolution, ...] = ()
@@ -203,106 +217,200 @@ class ReconcilePlan:
     adopt: tuple[OpenOrderRef, ...] = ()
     positions: Mapping[str, tuple[Decimal, Decimal]] = attrs.Factory(dict)
     notes: tuple[str, ...] = ()
+    exchange_time_ms: int = 0
 
 
 # -- the journal's view ---------------------------------------------------------------
 
 
-def journal_view_from_records(records: Iterable[tuple[str, Mapping[str, Any]]]) -> JournalView:
-    """Rebuild the journal's view from its records in order.
+# The kinds the view is built from (the rest of a journal does not matter here).
+VIEW_KINDS = (
+    "SubmitOrder",
+    "OrderAccepted",
+    "OrderFilled",
+    "OrderRejected",
+    "OrderCanceled",
+    "OrderExpired",
+    "FillRecovered",
+    "OrderReconciled",
+    "PositionReconciled",
+)
+_FINAL_ACTIONS = ("canceled",)  # reconciliation cancelled it: whatever filled was recovered
 
-    Args:
-        records: ``(kind, payload)`` pairs as the journal stores them (kind is the
-            message class name, payload its fields).
-    """
-    orders: dict[str, dict[str, Any]] = {}  # by venue id
-    latest: dict[str, str] = {}  # engine id -> venue id of its latest SubmitOrder
-    accounts: dict[str, SymbolAccount] = {}
-    used: set[str] = set()
-    known: set[int] = set()
-    last_ts = 0
-    for kind, p in records:
-        last_ts = max(last_ts, int(p.get("ts_event", 0)))
+
+class _ViewBuilder:
+    """Folds journal records, file by file in start order, into a :class:`JournalView`."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}  # by venue id, over the whole history
+        self.latest: dict[str, str] = {}  # engine id -> venue id, within the current file
+        self.ledger = PositionLedger()
+        self.used: set[str] = set()
+        self.known: set[int] = set()
+        self.last_ts = 0
+
+    def start_file(self) -> None:
+        # Engine ids (``tr-BTCUSDT-1``) restart with every run; venue ids do not.
+        self.latest = {}
+
+    def _entry(self, p: Mapping[str, Any]) -> dict[str, Any] | None:
+        vid = str(p.get("venue_client_order_id") or "")
+        if not vid:
+            vid = self.latest.get(str(p.get("client_order_id", "")), "")
+        return self.orders.get(vid) if vid else None
+
+    def add(self, kind: str, p: Mapping[str, Any]) -> None:
         if kind == "SubmitOrder":
             vid = venue_client_order_id(p["symbol"], p["client_order_id"], p["ts_event"], p["seq"])
-            used.add(vid)
-            latest[p["client_order_id"]] = vid
-            orders[vid] = {
+            self.used.add(vid)
+            self.latest[p["client_order_id"]] = vid
+            self.orders[vid] = {
                 "submit": p,
                 "machine": fsm.new_order(),
                 "cum": 0.0,
                 "venue_order_id": None,
             }
-            continue
-        vid = latest.get(str(p.get("client_order_id", "")))
-        entry = orders.get(vid) if vid is not None else None
+            return
+        if kind in ("OrderAccepted", "OrderFilled", "FillRecovered", "PositionReconciled"):
+            self.last_ts = max(self.last_ts, int(p.get("ts_event", 0)))
+        if kind == "PositionReconciled":
+            self.ledger.adopt(str(p["symbol"]), float(p["qty"]), float(p["avg_price"]))
+            return
         if kind == "OrderFilled":
-            symbol = p["symbol"]
-            acct = accounts.setdefault(symbol, SymbolAccount())
-            acct.apply_fill(int(p["side"]) * float(p["last_qty"]), float(p["last_price"]), 0.0)
+            self.ledger.apply_fill(
+                p["symbol"], int(p["side"]) * float(p["last_qty"]), float(p["last_price"]), 0.0
+            )
+        elif kind == "FillRecovered":
+            self.ledger.apply_fill(
+                p["symbol"], int(p["side"]) * float(p["qty"]), float(p["price"]), 0.0
+            )
+        entry = self._entry(p)
         if entry is None:
-            continue
+            return
         machine = entry["machine"]
         event: object | None = None
         if kind == "OrderAccepted":
             entry["venue_order_id"] = int(p["venue_order_id"])
-            known.add(int(p["venue_order_id"]))
+            self.known.add(int(p["venue_order_id"]))
             event = fsm.Accepted()
         elif kind == "OrderFilled":
             entry["cum"] = float(p["cum_qty"])
             event = fsm.Fill(cum_qty=float(p["cum_qty"]), qty=float(p["order_qty"]))
+        elif kind == "FillRecovered":
+            entry["cum"] = round(entry["cum"] + float(p["qty"]), 12)
+            event = fsm.Fill(cum_qty=entry["cum"], qty=float(entry["submit"]["qty"]))
         elif kind == "OrderRejected":
             event = fsm.Rejected(reason=str(p.get("reason", "")))
         elif kind == "OrderCanceled":
             event = fsm.Canceled()
         elif kind == "OrderExpired":
             event = fsm.Expired()
+        elif kind == "OrderReconciled":
+            self._resolve(entry, p)
+            return
         if event is not None and fsm.ORDER_TABLE.resolve(machine.state, event) is not None:
             machine.handle(event)
-    open_orders = []
-    for vid, entry in orders.items():
-        machine = entry["machine"]
-        if machine.state in fsm.TERMINAL_STATUSES:
-            continue
-        p = entry["submit"]
-        open_orders.append(
-            JournalOrder(
-                client_order_id=p["client_order_id"],
-                venue_client_order_id=vid,
-                symbol=p["symbol"],
-                side=Side(int(p["side"])),
-                qty=float(p["qty"]),
-                reduce_only=bool(p.get("reduce_only", False)),
-                status=machine.state,
-                cum_qty=entry["cum"],
-                venue_order_id=entry["venue_order_id"],
-                ts_event=int(p["ts_event"]),
+
+    @staticmethod
+    def _resolve(entry: dict[str, Any], p: Mapping[str, Any]) -> None:
+        """A start found what became of the order: final from then on, or still open."""
+        action = str(p.get("action", ""))
+        try:
+            status = fsm.status_from_exchange(str(p.get("status", "")))
+        except ValueError:
+            status = None
+        if action in _FINAL_ACTIONS or status in fsm.TERMINAL_STATUSES:
+            entry["final"] = True
+
+    def view(self) -> JournalView:
+        open_orders = []
+        for vid, entry in self.orders.items():
+            machine = entry["machine"]
+            if entry.get("final") or machine.state in fsm.TERMINAL_STATUSES:
+                continue
+            p = entry["submit"]
+            open_orders.append(
+                JournalOrder(
+                    client_order_id=p["client_order_id"],
+                    venue_client_order_id=vid,
+                    symbol=p["symbol"],
+                    side=Side(int(p["side"])),
+                    qty=float(p["qty"]),
+                    reduce_only=bool(p.get("reduce_only", False)),
+                    status=machine.state,
+                    cum_qty=entry["cum"],
+                    venue_order_id=entry["venue_order_id"],
+                    ts_event=int(p["ts_event"]),
+                )
             )
+        return JournalView(
+            orders=tuple(open_orders),
+            positions={s: (a.qty, a.avg_price) for s, a in sorted(self.ledger.accounts.items())},
+            used_client_order_ids=frozenset(self.used),
+            known_venue_order_ids=frozenset(self.known),
+            last_ts=self.last_ts,
         )
-    return JournalView(
-        orders=tuple(open_orders),
-        positions={s: (a.qty, a.avg_price) for s, a in sorted(accounts.items()) if a.fills},
-        used_client_order_ids=frozenset(used),
-        known_venue_order_ids=frozenset(known),
-        last_ts=last_ts,
-    )
+
+
+def journal_view_from_records(records: Iterable[tuple[str, Mapping[str, Any]]]) -> JournalView:
+    """Rebuild the journal's view from one journal's records in order.
+
+    Args:
+        records: ``(kind, payload)`` pairs as the journal stores them (kind is the
+            message class name, payload its fields).
+    """
+    builder = _ViewBuilder()
+    builder.start_file()
+    for kind, payload in records:
+        builder.add(kind, payload)
+    return builder.view()
+
+
+def journal_view_from_files(paths: Sequence[Path]) -> JournalView:
+    """Rebuild the journal's view from the engine's live history (read only).
+
+    Args:
+        paths: the journals of every live start, oldest first (see
+            :func:`engine.journal.journal_files`); empty: nothing was ever journaled.
+
+    Raises:
+        JournalError: a file is not a readable journal.
+    """
+    builder = _ViewBuilder()
+    marks = ",".join("?" * len(VIEW_KINDS))
+    for path in paths:
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                created = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
+                ).fetchone()
+                # A start killed before it made its journal's tables journaled nothing.
+                rows = (
+                    db.execute(
+                        f"SELECT kind, payload FROM journal WHERE kind IN ({marks}) ORDER BY id",
+                        VIEW_KINDS,
+                    ).fetchall()
+                    if created
+                    else []
+                )
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise JournalError(f"{path}: cannot read journal ({exc})") from exc
+        builder.start_file()
+        for kind, payload in rows:
+            builder.add(kind, orjson.loads(payload))
+    return builder.view()
 
 
 def journal_view_from_file(path: Path) -> JournalView:
-    """Rebuild the journal's view from a journal file (read only).
+    """Rebuild the journal's view from one journal file (read only).
 
     Raises:
         JournalError: the file is not a readable journal.
     """
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT kind, payload FROM journal ORDER BY id").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot read journal ({exc})") from exc
-    return journal_view_from_records((kind, orjson.loads(payload)) for kind, payload in rows)
+    return journal_view_from_files([path])
 
 
 # -- the plan -------------------------------------------------------------------------
@@ -630,15 +738,15 @@ async def reconcile(
             client_order_id=fill.client_order_id,
             venue_client_order_id=fill.venue_client_order_id,
             side=fill.side.name,
-            qty=str(fill.qty),
-            price=str(fill.price),
+            qty=fill.qty,
+            price=fill.price,
             trade_id=fill.trade_id,
         )
     log.info(
         "reconciled",
         resolved=len(plan.resolutions),
         recovered_fills=len(plan.fills),
-        cancelled=len(plan.cancel),
+        canceled=len(plan.cancel),
         adopted=len(plan.adopt),
     )
     return plan

@@ -9,8 +9,13 @@ tasks that do the I/O. It does not offer SimVenue's fault drills (``ban``,
 1. ``await nursery.start(venue.run)`` before the actor starts: syncs the clock,
    loads ``exchangeInfo`` (order templates, rate limits), connects the user-data
    stream, reconciles with the journal when given one (see
-   :mod:`._reconcile`), then reports started. A failure there (credentials,
-   connection, :class:`ReconciliationError`) propagates: nothing was traded.
+   :mod:`._reconcile`), then reports started. Start-up waits out what passes
+   (a 429 until ``Retry-After``, a 418 ban until it ends, no answer or a
+   refused connection with a capped backoff), logging each wait, until
+   ``startup_deadline_s`` from the start: then :class:`StartupDeadlineError`
+   (also at once for a ban that outlasts the deadline). Other failures
+   (credentials, a refused request, :class:`ReconciliationError`) propagate at
+   once. Either way nothing was traded.
 2. Per step, exactly as with SimVenue: ``cancel_all`` when halting, ``submit``
    per approved order, ``on_market(ticks)`` with the step's market data, and
    ``expire_all`` on the final step.
@@ -54,14 +59,20 @@ Failure handling, per order:
   queried (and its missing trades fetched), so no fill is lost.
 
 Orders are placed with priorities: reduce-only (closing) orders before new
-ones, cancels before both (the rate limiter's :class:`Priority`).
+ones, cancels before both (the rate limiter's :class:`Priority`). The limiter
+can be handed in (``limiter``, with its ``server_clock``) to share it with the
+live feed's REST calls: Binance counts both against one IP.
 
-Positions and PnL are kept from the fills, marked to the mid of the step's
-quotes (``equity``: realized - fees + unrealized since start, as in SimVenue).
-``ACCOUNT_UPDATE`` positions are kept in :attr:`exchange_positions` (refreshed
-from ``positionRisk`` after a user-stream gap); when one disagrees with the fills
-for ``drift_grace_s`` while no order of the symbol is in flight, a
-:class:`ReconciliationFailed` op says so.
+Positions and PnL go to the engine's :class:`~engine.ledger.PositionLedger`
+(the one risk, the symbol actors and the report read): from the positions
+start-up reconciliation agreed with the exchange, then from the fills, marked to
+the mid of the step's quotes (``equity``: realized - fees + unrealized since
+start, as in SimVenue). ``ACCOUNT_UPDATE`` positions are kept apart in
+:attr:`exchange_positions` (refreshed from ``positionRisk`` after a user-stream
+gap): the exchange's view, not a copy; when one disagrees with the ledger for
+``drift_grace_s`` while no order of the symbol is in flight, a
+:class:`ReconciliationFailed` op says so, once, and again after an operator
+resume (:meth:`on_resume`) if it still disagrees.
 
 Credentials come only from :func:`credentials_from_env`; they are never logged
 and not in any repr.
@@ -73,10 +84,10 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -86,6 +97,8 @@ from structlog.typing import FilteringBoundLogger
 
 import fsm
 
+from ...feeds._transport import TransportError
+from ...ledger import PositionLedger, SymbolAccount
 from ...messages import (
     EventKind,
     OpsEvent,
@@ -100,8 +113,6 @@ from ...messages import (
     SubmitOrder,
     Ticks,
 )
-from ..sim import SymbolAccount
-from ..sim._venue import take_closed_trades
 from ._client import BinanceRestClient
 from ._clock import ServerClock
 from ._errors import (
@@ -113,12 +124,13 @@ from ._errors import (
     RequestRejectedError,
     SendDeadlineError,
     ServiceUnavailableError,
+    StartupDeadlineError,
     TimestampSkewError,
     UnknownOrderStateError,
 )
 from ._ids import venue_client_order_id
 from ._ratelimit import DEFAULT_LIMITS, Priority, RateLimiter, rate_limits_from_exchange_info
-from ._reconcile import JournalView, ReconcilePlan, journal_view_from_file, reconcile
+from ._reconcile import JournalView, ReconcilePlan, journal_view_from_files, reconcile
 from ._signing import Credentials
 from ._templates import OrderTemplate, OrderType, PreparedOrder, templates_from_exchange_info
 from ._transport import LeanTransport, OrderTransport
@@ -137,6 +149,7 @@ _DUPLICATE_ID = -4116
 _FEE_ASSETS = frozenset({"USDT", "USDC", "BUSD", ""})
 
 _O = fsm.OrderStatus
+_T = TypeVar("_T")
 
 
 class _State:
@@ -215,7 +228,9 @@ class BinanceVenue:
             a :class:`ReconciliationFailed` is raised. The ``ACCOUNT_UPDATE`` of a
             fill may arrive after its ``ORDER_TRADE_UPDATE`` (a separate message):
             comparing at once raised false drifts in live runs.
-        journal: a journal file to reconcile with at start (or a :class:`JournalView`).
+        journal: what to reconcile with at start: the live history (journal files,
+            oldest first; see :func:`~engine.journal.journal_files`), one journal
+            file, or a :class:`JournalView`.
         reconcile_policy: ``"adopt"`` or ``"cancel"`` open orders the journal
             does not account for (see :mod:`._reconcile`).
         cancel_on_exit: cancel open orders (shielded, 5 s) when :meth:`run` ends.
@@ -225,6 +240,17 @@ class BinanceVenue:
             made (and closed) by :meth:`run` otherwise.
         ws_connect: the user stream's websocket connector seam (see
             :class:`UserStream`); ``ws_transport``'s by default.
+        limiter: the process's one rate limiter (shared with the live feed);
+            one is made by :meth:`run` otherwise. Its clock must be
+            ``server_clock.now``.
+        server_clock: the server-time estimate ``limiter`` runs on; made by
+            :meth:`run` when not given.
+        startup_deadline_s: how long start-up may wait out rate limits, a ban
+            and unanswered requests before giving up.
+        startup_backoff_s: the first retry delay at start-up after no answer or
+            a refused connection; doubles per failure, capped at 30 s.
+        ledger: the engine's position ledger: the venue applies its fills and the
+            positions reconciliation adopts to it (a new one by default).
     """
 
     def __init__(
@@ -247,13 +273,18 @@ class BinanceVenue:
         keepalive_s: float = 1800.0,
         fee_rate_estimate: float = 0.0005,
         drift_grace_s: float = 1.0,
-        journal: Path | JournalView | None = None,
+        journal: Path | Sequence[Path] | JournalView | None = None,
         reconcile_policy: str = "cancel",
         cancel_on_exit: bool = True,
         seq: Iterator[int] | None = None,
         now_ns: Callable[[], int] = time.time_ns,
         http: httpx.AsyncClient | None = None,
         ws_connect: Connector | None = None,
+        limiter: RateLimiter | None = None,
+        server_clock: ServerClock | None = None,
+        startup_deadline_s: float = 300.0,
+        startup_backoff_s: float = 1.0,
+        ledger: PositionLedger | None = None,
     ) -> None:
         if order_transport not in ("httpx", "lean"):
             raise ValueError(f"order_transport must be 'httpx' or 'lean', not {order_transport!r}")
@@ -261,6 +292,10 @@ class BinanceVenue:
             raise ValueError(
                 f"reconcile_policy must be 'adopt' or 'cancel', not {reconcile_policy!r}"
             )
+        if (limiter is None) != (server_clock is None):
+            raise ValueError("give limiter and server_clock together (the limiter runs on it)")
+        if not startup_deadline_s > 0:
+            raise ValueError(f"startup_deadline_s must be > 0, not {startup_deadline_s!r}")
         self._base_url = base_url
         self._ws_url = ws_url
         self._credentials = credentials
@@ -291,8 +326,10 @@ class BinanceVenue:
 
         self._templates: dict[str, OrderTemplate] = {}
         self._client: BinanceRestClient | None = None
-        self._limiter: RateLimiter | None = None
-        self._server_clock: ServerClock | None = None
+        self._limiter: RateLimiter | None = limiter
+        self._server_clock: ServerClock | None = server_clock
+        self._startup_deadline_s = startup_deadline_s
+        self._startup_backoff_s = startup_backoff_s
         self._nursery: trio.Nursery | None = None
         self._adopted: dict[str, Decimal] = {}  # venue id -> cum qty, orders adopted at start
         self._adopted_symbols: dict[str, str] = {}  # venue id -> symbol
@@ -309,7 +346,7 @@ class BinanceVenue:
         self._ready = False
 
         self.step_quotes: dict[str, tuple[int, float, float]] = {}
-        self.accounts: dict[str, SymbolAccount] = {}
+        self.ledger = ledger if ledger is not None else PositionLedger()
         self.equity = 0.0
         self.equity_peak = 0.0
         self.max_drawdown = 0.0
@@ -344,12 +381,14 @@ class BinanceVenue:
             if live.state == _State.UNKNOWN
         )
 
+    @property
+    def accounts(self) -> dict[str, SymbolAccount]:
+        """The ledger's accounts, by symbol."""
+        return self.ledger.accounts
+
     def account(self, symbol: str) -> SymbolAccount:
-        """The symbol's account (created flat on first use)."""
-        acct = self.accounts.get(symbol)
-        if acct is None:
-            acct = self.accounts[symbol] = SymbolAccount()
-        return acct
+        """The symbol's account in the ledger (created flat on first use)."""
+        return self.ledger.account(symbol)
 
     def submit(self, order: SubmitOrder) -> list[OrderEvent]:
         """Check an order against its symbol's filters and queue it for sending.
@@ -432,7 +471,7 @@ class BinanceVenue:
             ts, bid, ask = batch.ts[mask], batch.bid[mask], batch.ask[mask]
             last = (int(ts[-1]), float(bid[-1]), float(ask[-1]))
             self.step_quotes[symbol] = last
-            self.account(symbol).last_mid = 0.5 * (last[1] + last[2])
+            self.ledger.mark(symbol, 0.5 * (last[1] + last[2]))
         self._mark()
         self._check_drift()
         return events
@@ -466,7 +505,18 @@ class BinanceVenue:
 
     def take_closed_trades(self) -> list[float]:
         """PnL after fees of trades closed since the last call, in symbol order."""
-        return take_closed_trades(self.accounts)
+        return self.ledger.take_closed_trades()
+
+    def on_resume(self) -> None:
+        """An operator resumed trading: a position drift that persists is reported again.
+
+        A drift is reported once per symbol and amount, and the halt it causes lasts
+        until an operator resumes; if the exchange still disagrees with the ledger
+        then, the check fires again after ``drift_grace_s`` instead of letting the
+        engine trade on a position known to be wrong.
+        """
+        self._drift_reported.clear()
+        self._drift_seen.clear()
 
     def take_ops(self) -> list[OpsEvent]:
         """Operational events since the last call (:class:`RateLimitBanned`,
@@ -483,6 +533,8 @@ class BinanceVenue:
         """Connect, reconcile, then send orders and follow them until cancelled.
 
         Raises:
+            StartupDeadlineError: start-up waited (429, 418, no answer) past
+                ``startup_deadline_s``, or a ban outlasts it; nothing was traded.
             BinanceError: start-up failed (credentials, exchange info, user stream).
             ReconciliationError: the journal and the exchange disagree in a way
                 that cannot be explained; nothing was traded.
@@ -507,17 +559,18 @@ class BinanceVenue:
         lean: OrderTransport | None,
         task_status: trio.TaskStatus[None],
     ) -> None:
-        clock = ServerClock()
-        limiter = RateLimiter(DEFAULT_LIMITS, clock=clock.now)
+        if self._server_clock is None or self._limiter is None:
+            self._server_clock = ServerClock()
+            self._limiter = RateLimiter(DEFAULT_LIMITS, clock=self._server_clock.now)
+        clock, limiter = self._server_clock, self._limiter
         client = self._make_client(http, lean, limiter, clock)
-        await client.sync_time()
-        info = await client.exchange_info()
+        deadline = trio.current_time() + self._startup_deadline_s
+        await self._patiently("server time", client.sync_time, deadline)
+        info = await self._patiently("exchangeInfo", client.exchange_info, deadline)
         limits = rate_limits_from_exchange_info(info)
         if limits:
-            limiter = RateLimiter(limits, clock=clock.now)
-            client = self._make_client(http, lean, limiter, clock)
-        self._limiter = limiter
-        self._server_clock = clock
+            # The same limiter: the live feed shares it and keeps what it has counted.
+            limiter.set_limits(limits)
         self._client = client
         self._templates = {
             s: t for s, t in templates_from_exchange_info(info).items() if s in self.symbols
@@ -535,21 +588,35 @@ class BinanceVenue:
                 keepalive_s=self._keepalive_s,
                 connect=self._ws_connect,
             )
-            await nursery.start(self.stream.run, self._on_stream)
+            await self._patiently(
+                "user stream", lambda: nursery.start(self.stream.run, self._on_stream), deadline
+            )
             nursery.start_soon(self._resync_clock, client)
             if self._journal is not None:
-                view = (
-                    self._journal
-                    if isinstance(self._journal, JournalView)
-                    else journal_view_from_file(self._journal)
+                if isinstance(self._journal, JournalView):
+                    view = self._journal
+                elif isinstance(self._journal, Path):
+                    view = journal_view_from_files([self._journal])
+                else:
+                    view = journal_view_from_files(list(self._journal))
+                # Read, plan, cancel, read again: a retry after a failure part-way
+                # starts over from what the exchange holds then.
+                plan = await self._patiently(
+                    "reconciliation",
+                    lambda: reconcile(
+                        client, view, symbols=self.symbols, policy=self._policy, log=self._log
+                    ),
+                    deadline,
                 )
-                plan = await reconcile(
-                    client, view, symbols=self.symbols, policy=self._policy, log=self._log
-                )
+                # The exchange's time once its positions were read: the next start's
+                # reconciliation questions only trades after it.
+                plan = attrs.evolve(plan, exchange_time_ms=clock.now_ms())
                 self.reconciliation = plan
-                for symbol, (qty, price) in plan.positions.items():
-                    acct = self.account(symbol)
-                    acct.qty, acct.avg_price = float(qty), float(price)
+                for symbol in self.symbols:
+                    # Every reader of the ledger (risk, the symbol actors, the report)
+                    # starts from the exchange's position, flat included.
+                    qty, price = plan.positions.get(symbol, (_ZERO, _ZERO))
+                    self.ledger.adopt(symbol, float(qty), float(price))
                 for adopted in plan.adopt:
                     self._adopted[adopted.client_order_id] = adopted.executed_qty
                     self._adopted_symbols[adopted.client_order_id] = adopted.symbol
@@ -569,6 +636,72 @@ class BinanceVenue:
                 if self._cancel_on_exit:
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
                         await self._cancel_everything()
+
+    async def _patiently(self, step: str, call: Callable[[], Awaitable[_T]], deadline: float) -> _T:
+        """Run one start-up step, waiting out what passes, until ``deadline`` (Trio time).
+
+        A 429: the limiter holds the retry until ``Retry-After``. A 418: sleep
+        until the ban ends (give up at once if it ends after the deadline). No
+        answer, a 5xx, a refused connection: retry after a capped exponential
+        backoff. Each wait is logged. Anything else propagates.
+
+        Raises:
+            StartupDeadlineError: still not done at ``deadline``.
+        """
+        assert self._limiter is not None
+        limiter = self._limiter
+        failures = 0
+        last = "no answer"
+        while True:
+            with trio.move_on_at(deadline):
+                try:
+                    return await call()
+                except RateLimitedError as exc:
+                    last = f"429 {exc.msg}"
+                    self._log.warning(
+                        "start-up rate limited (429); waiting for Retry-After",
+                        step=step,
+                        wait_s=round(limiter.blocked_for(), 3),
+                        deadline_in_s=round(deadline - trio.current_time(), 3),
+                    )
+                    continue  # the limiter holds the next attempt
+                except IpBannedError as exc:
+                    last = f"418 {exc.msg}"
+                    wait_s = limiter.banned_for()
+                    if trio.current_time() + wait_s > deadline:
+                        raise self._startup_failed(step, last) from exc
+                    self._log.warning(
+                        "start-up IP banned (418); waiting for the ban to end",
+                        step=step,
+                        wait_s=round(wait_s, 3),
+                        deadline_in_s=round(deadline - trio.current_time(), 3),
+                    )
+                    await trio.sleep(wait_s)
+                    continue
+                except (UnknownOrderStateError, ServiceUnavailableError, TransportError) as exc:
+                    # Safe to repeat: start-up only reads, (re)creates the listen key,
+                    # and cancels orders that reconciliation finds again if still open.
+                    last = str(exc)
+                    failures += 1
+                    wait_s = min(30.0, self._startup_backoff_s * 2 ** (failures - 1))
+                    self._log.warning(
+                        "start-up request failed; retrying",
+                        step=step,
+                        error=last,
+                        wait_s=wait_s,
+                        deadline_in_s=round(deadline - trio.current_time(), 3),
+                    )
+                    await trio.sleep(wait_s)
+                    continue
+            raise self._startup_failed(step, last)
+
+    def _startup_failed(self, step: str, last: str) -> StartupDeadlineError:
+        error = StartupDeadlineError(
+            f"venue start-up not done within venue.startup_deadline_s = "
+            f"{self._startup_deadline_s:g} s (at {step}: {last}); nothing traded"
+        )
+        self._log.error("venue start-up gave up", step=step, error=last)
+        return error
 
     async def _resync_clock(self, client: BinanceRestClient) -> None:
         # Not ServerClock.run: its first sync would propagate an error (a 418 ban).
@@ -783,7 +916,7 @@ class BinanceVenue:
             return  # this ban was reported already
         self._bans_reported.add(limiter.banned_until)
         now = self._now_ns()
-        until_ns = now + int(max(0.0, limiter.banned_until - clock.now()) * 1e9)
+        until_ns = now + int(limiter.banned_for() * 1e9)
         self._log.error("ip banned (418)", until_ts=until_ns, error=exc.msg)
         self._ops.append(
             (
@@ -930,8 +1063,8 @@ class BinanceVenue:
         self._log.warning(
             "fill recovered from the order's totals",
             venue_id=live.venue_id,
-            qty=str(qty),
-            price=str(price),
+            qty=qty,
+            price=price,
         )
         self._fill(live, cum, qty, price, fee, "USDT", ts_ms, "TAKER")
 
@@ -1096,11 +1229,11 @@ class BinanceVenue:
                 out.append(item.cls(**item.fields, seq=next(self._seq)))
             if item.fill is not None:
                 symbol, signed_qty, price, fee = item.fill
-                self.account(symbol).apply_fill(signed_qty, price, fee)
+                self.ledger.apply_fill(symbol, signed_qty, price, fee)
         return out
 
     def _mark(self) -> None:
-        equity = sum(a.realized - a.fees + a.unrealized() for a in self.accounts.values())
+        equity = self.ledger.equity()
         self.equity = equity
         self.equity_peak = max(self.equity_peak, equity)
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
@@ -1114,7 +1247,7 @@ class BinanceVenue:
             if symbol not in self.symbols or symbol in busy:
                 self._drift_seen.pop(symbol, None)
                 continue
-            ours = self.account(symbol).qty
+            ours = self.ledger.qty(symbol)
             if abs(amount - ours) <= 1e-9:
                 self._drift_reported.pop(symbol, None)
                 self._drift_seen.pop(symbol, None)
