@@ -8,10 +8,12 @@ directory of the config file.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,10 +50,12 @@ class EngineSection:
 
 @attrs.frozen(kw_only=True)
 class DataSection:
-    """``[data]``: what to replay."""
+    """``[data]``: what to replay, and the bounds of the capture readers' time checks."""
 
     paths: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
+    max_receive_skew_ms: int = attrs.field(default=900_000, validator=_pos)
+    max_time_jump_ms: int = attrs.field(default=3_600_000, validator=_pos)
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +95,9 @@ class ReplaySection:
 class ChannelsSection:
     """``[channels]``: capacity of each bounded memory channel (in batches)."""
 
-    market: int = attrs.field(default=4, validator=_nonneg)
+    # At least 1: the feed hands each step to the actors and goes back to the socket;
+    # with 0 every send would wait for its actor to be ready.
+    market: int = attrs.field(default=4, validator=v.ge(1))
     intents: int = attrs.field(default=4, validator=_nonneg)
     orders: int = attrs.field(default=4, validator=_nonneg)
     reports: int = attrs.field(default=4, validator=_nonneg)
@@ -254,6 +260,8 @@ class VenueSection:
     reconcile: Literal["adopt", "cancel"] = attrs.field(
         default="cancel", validator=v.in_(("adopt", "cancel"))
     )
+    # Start-up waits out a 429, a 418 ban and unanswered requests this long, then exit 2.
+    startup_deadline_s: float = attrs.field(default=300.0, validator=[v.gt(0), v.le(86_400)])
 
 
 _DEFAULT_MODELS = (
@@ -304,6 +312,10 @@ class ModelSection:
             raise FieldValueError("paths", "an enabled filter needs at least one model")
         if self.weights and len(self.weights) != len(self.paths):
             raise FieldValueError("weights", "one weight per model path (or none)")
+        if any(w < 0 for w in self.weights):
+            raise FieldValueError("weights", f"must be >= 0, got {list(self.weights)}")
+        if self.weights and sum(self.weights) <= 0:
+            raise FieldValueError("weights", "at least one weight must be > 0 (or none at all)")
         if not self.threshold_min <= self.threshold <= self.threshold_max:
             raise FieldValueError("threshold", "must lie within [threshold_min, threshold_max]")
 
@@ -354,11 +366,17 @@ class Config:
     logging: LoggingSection = LoggingSection()
     source: str = attrs.field(default="<defaults>", eq=False)
     base_dir: str = attrs.field(default=".", eq=False)
+    # (dotted key, where its value came from) for every key set by an override.
+    origins: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False, repr=False)
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the config file's directory."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def where(self, key: str) -> str:
+        """Where the value of dotted ``key`` came from: an override, else the file."""
+        return _origin_of(key, dict(self.origins)) or self.source
 
 
 def _describe(tp: Any) -> str:
@@ -399,7 +417,13 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     )
     if not ok:
         raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
-    return float(value) if tp is float else value
+    if tp is float:
+        # TOML has inf and nan; no key of ours means either (an infinite capital
+        # or limit would disable the check it feeds).
+        if not math.isfinite(value):
+            raise ConfigError(source, key, f"expected a finite number, got {value!r}")
+        return float(value)
+    return value
 
 
 def _build(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:
@@ -454,30 +478,156 @@ _resolve_all(Config)
 _SECTIONS: dict[str, type] = {f.name: f.type for f in attrs.fields(Config) if attrs.has(f.type)}
 
 
-def config_from_dict(data: dict[str, Any], *, source: str, base_dir: str = ".") -> Config:
+def config_from_dict(
+    data: dict[str, Any],
+    *,
+    source: str,
+    base_dir: str = ".",
+    origins: Mapping[str, str] | None = None,
+) -> Config:
     """Build a :class:`Config` from a parsed TOML document.
+
+    Args:
+        data: the document.
+        source: where it came from (the file), named in errors.
+        base_dir: what relative paths are relative to.
+        origins: dotted keys whose values came from somewhere else (an environment
+            variable, ``--set``) and where; an error about such a key names that origin.
 
     Raises:
         ConfigError: an unknown section or key, or a bad value.
     """
-    sections: dict[str, Any] = {}
-    for name, table in data.items():
-        if name not in _SECTIONS:
-            raise ConfigError(
-                source, name, f"unknown section; expected one of: {', '.join(sorted(_SECTIONS))}"
-            )
-        if not isinstance(table, dict):
-            raise ConfigError(source, name, "expected a [table]")
-        sections[name] = _build(_SECTIONS[name], table, source, name)
-    return Config(**sections, source=source, base_dir=base_dir)
+    origins = dict(origins or {})
+    try:
+        sections: dict[str, Any] = {}
+        for name, table in data.items():
+            if name not in _SECTIONS:
+                raise ConfigError(
+                    source,
+                    name,
+                    f"unknown section; expected one of: {', '.join(sorted(_SECTIONS))}",
+                )
+            if not isinstance(table, dict):
+                raise ConfigError(source, name, "expected a [table]")
+            sections[name] = _build(_SECTIONS[name], table, source, name)
+    except ConfigError as exc:
+        origin = _origin_of(exc.key, origins)
+        if origin is None:
+            raise
+        raise ConfigError(origin, exc.key, exc.problem) from exc
+    return Config(
+        **sections, source=source, base_dir=base_dir, origins=tuple(sorted(origins.items()))
+    )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file.
+# -- overrides: environment variables and --set ------------------------------------------
+
+ENV_PREFIX = "TRIREME__"
+_KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@attrs.frozen(kw_only=True)
+class Override:
+    """One config value set from outside the file.
+
+    Attributes:
+        key: the dotted key (``"risk.triggers.max_drawdown"``).
+        value: the value, as TOML would give it.
+        origin: where it came from, for errors (``"--set"``,
+            ``"environment variable TRIREME__RISK__CAPITAL"``).
+    """
+
+    key: str
+    value: Any
+    origin: str
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``5``, ``1e3``, ``true``, ``["BTCUSDT"]``, ``"x"``), else the text.
+
+    Anything that is not one TOML value is taken as a plain string, so
+    ``engine.mode=paper`` needs no quotes; a list or table does need TOML syntax.
+    """
+    try:
+        doc = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    return doc["v"] if doc.keys() == {"v"} else text
+
+
+def set_overrides(items: Sequence[str]) -> list[Override]:
+    """Overrides from ``--set dotted.key=value`` options, in order.
+
+    Raises:
+        ConfigError: an item without ``=`` or with a malformed key.
+    """
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError("--set", item, "expected dotted.key=value")
+        _check_key(key, "--set")
+        out.append(Override(key=key, value=parse_value(text.strip()), origin="--set"))
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[Override]:
+    """Overrides from ``TRIREME__SECTION__KEY`` environment variables (sorted by name).
+
+    ``__`` separates the parts of the dotted key and the parts are lower-cased:
+    ``TRIREME__RISK__TRIGGERS__MAX_DRAWDOWN=800`` sets ``risk.triggers.max_drawdown``.
+
+    Raises:
+        ConfigError: a variable whose name does not make a dotted key.
+    """
+    out = []
+    for name in sorted(n for n in environ if n.startswith(ENV_PREFIX)):
+        origin = f"environment variable {name}"
+        key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        _check_key(key, origin)
+        out.append(Override(key=key, value=parse_value(environ[name].strip()), origin=origin))
+    return out
+
+
+def _check_key(key: str, origin: str) -> None:
+    if not all(_KEY_PART.match(part) for part in key.split(".")):
+        raise ConfigError(origin, key, "expected a dotted key such as risk.capital")
+
+
+def _apply(data: dict[str, Any], override: Override) -> None:
+    """Set ``override.key`` in ``data``, creating the tables on the way."""
+    *tables, last = override.key.split(".")
+    node = data
+    for i, part in enumerate(tables):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(tables[: i + 1])
+            raise ConfigError(override.origin, override.key, f"{where} is not a table")
+        node = child
+    node[last] = override.value
+
+
+def _origin_of(key: str, origins: Mapping[str, str]) -> str | None:
+    """The origin of the override that set ``key`` or a table holding it, if any."""
+    best = None
+    for set_key, origin in origins.items():
+        covers = key == set_key or key.startswith((f"{set_key}.", f"{set_key}["))
+        if covers and (best is None or len(set_key) > len(best[0])):
+            best = (set_key, origin)
+    return best[1] if best else None
+
+
+def load_config(path: str | Path, *, overrides: Sequence[Override] = ()) -> Config:
+    """Read and validate a TOML config file, then apply ``overrides`` in order.
+
+    The CLI's precedence is file < environment (:func:`env_overrides`) < ``--set``
+    (:func:`set_overrides`): it passes them in that order and the last one wins.
+    Relative paths, wherever they were set, are relative to the file's directory.
 
     Raises:
         ConfigError: the file is missing or unreadable, is not TOML, or holds an
-            unknown key or a bad value.
+            unknown key or a bad value (an overridden key's error names its origin).
     """
     p = Path(path)
     source = str(path)
@@ -491,4 +641,11 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "", f"not valid TOML ({exc})") from exc
-    return config_from_dict(data, source=source, base_dir=str(p.resolve().parent))
+    origins: dict[str, str] = {}
+    for override in overrides:
+        _apply(data, override)
+        # A later override of a table replaces what earlier ones set inside it.
+        for key in [k for k in origins if k.startswith(f"{override.key}.")]:
+            del origins[key]
+        origins[override.key] = override.origin
+    return config_from_dict(data, source=source, base_dir=str(p.resolve().parent), origins=origins)

@@ -16,11 +16,18 @@ def report_json(report: RunReport) -> bytes:
 
 
 def write_report(report: RunReport, path: Path) -> None:
-    """Write the JSON report atomically (a temporary file renamed into place)."""
+    """Write the JSON report atomically (a temporary file renamed into place).
+
+    Raises:
+        OSError: the report cannot be written; no temporary file is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(report_json(report))
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(report_json(report))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fmt(value: object) -> str:
@@ -42,6 +49,33 @@ def _model_line(model: dict[str, object]) -> str:
     )
 
 
+_UNIT_NAMES = {"E": "exchange event time (no receive stamps)"}
+
+
+def _data_lines(feed: dict[str, object]) -> list[str]:
+    """What the capture readers found per file (replay only): time units, clamped
+    events, duplicates, and a warning per truncated file."""
+    units = feed.get("units")
+    if not isinstance(units, dict):
+        return []  # a live run: its feed summary says other things
+    by_unit: dict[str, list[str]] = {}
+    for path, unit in units.items():
+        by_unit.setdefault(str(unit), []).append(Path(str(path)).name)
+    described = "; ".join(
+        f"{_UNIT_NAMES.get(unit, unit)}: {', '.join(names)}" for unit, names in by_unit.items()
+    )
+    lines = [
+        f"  time units    {described or 'n/a'}",
+        f"  data checks   clamped {feed.get('clamped', 0)}, duplicates {feed.get('duplicates', 0)}",
+    ]
+    truncated = feed.get("truncated")
+    if isinstance(truncated, list):
+        lines.extend(
+            f"  WARNING       {path}: truncated gzip, replayed up to the cut" for path in truncated
+        )
+    return lines
+
+
 def summary_text(report: RunReport) -> str:
     """A short human summary of a run."""
     skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "none"
@@ -52,6 +86,7 @@ def summary_text(report: RunReport) -> str:
         + (f"{len(report.data)} file(s)" if report.mode == "replay" else ", ".join(report.data))
         + f", symbols {', '.join(report.symbols)}",
         f"  events        {report.events:,} ({report.lines:,} lines; skipped: {skipped})",
+        *_data_lines(report.feed),
         f"  steps         {report.steps:,}",
         f"  orders        {report.orders} (denied: {denied}; expired {report.expired})",
         f"  fills         {report.fills}",

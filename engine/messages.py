@@ -58,6 +58,11 @@ class Ticks:
         price, qty: trade price and size (TRADE), close and volume (KLINE),
             mark price (MARK); NaN elsewhere.
         buyer_maker: 1 when the aggressor sold (``m`` true), 0 otherwise.
+        index_price, funding_rate: index price and funding rate of the next
+            settlement (MARK rows of ``markPriceUpdate``; NaN elsewhere or absent).
+        next_funding_ts: the next funding settlement, ns (MARK rows; 0 elsewhere).
+
+    The three MARK columns default to NaN / 0 when a batch is built without them.
     """
 
     ts: np.ndarray
@@ -71,9 +76,25 @@ class Ticks:
     price: np.ndarray
     qty: np.ndarray
     buyer_maker: np.ndarray
+    index_price: np.ndarray = attrs.field(
+        default=attrs.Factory(lambda self: _blank(self.ts, np.nan), takes_self=True)
+    )
+    funding_rate: np.ndarray = attrs.field(
+        default=attrs.Factory(lambda self: _blank(self.ts, np.nan), takes_self=True)
+    )
+    next_funding_ts: np.ndarray = attrs.field(
+        default=attrs.Factory(lambda self: _blank(self.ts, 0), takes_self=True)
+    )
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+
+def _blank(like: np.ndarray, value: float) -> np.ndarray:
+    """A read-only column as long as ``like``, all ``value`` (float NaN, or int64 0)."""
+    out = np.full(like.shape[0], value, dtype=np.float64 if value != 0 else np.int64)
+    out.flags.writeable = False
+    return out
 
 
 @attrs.frozen(kw_only=True)
@@ -273,7 +294,8 @@ class ReconciliationFailed:
 
 @attrs.frozen(kw_only=True)
 class TradingStateChanged:
-    """Event: the account-wide trading machine took a transition (``symbol`` is "")."""
+    """Event: a trading machine took a transition: the account-wide one (``symbol`` is
+    ""), or a symbol's own (``symbol`` set; per-symbol causes such as stale data)."""
 
     symbol: str
     source: str
@@ -309,7 +331,30 @@ OrderEvent = (
     | OrderExpired
     | OrderCanceled
 )
-OpsEvent = FeedReconnected | RateLimitBanned | ReconciliationFailed
+
+
+@attrs.frozen(kw_only=True)
+class FundingApplied:
+    """Operational event: a funding settlement paid or received on an open position.
+
+    ``amount`` is what the account received (negative: paid), ``-position_qty *
+    mark_price * rate`` as Binance settles it (longs pay a positive rate);
+    ``ts_event`` is the settlement time, ``ts_init`` when the venue applied it (the
+    first mark price update at or after that time).
+    """
+
+    symbol: str
+    rate: float
+    mark_price: float
+    position_qty: float
+    amount: float
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+OpsEvent = FeedReconnected | RateLimitBanned | ReconciliationFailed | FundingApplied
 # -- model ---------------------------------------------------------------------------
 
 
@@ -431,11 +476,13 @@ class OrderReconciled:
     """Event: what start-up reconciliation did with an order.
 
     ``action``: ``resolved`` (a journal order's final status found), ``canceled`` or
-    ``adopted`` (open at the exchange, unknown to the journal).
+    ``adopted`` (open at the exchange). ``venue_client_order_id`` is the id the order
+    has at the exchange (engine ids repeat across runs; this one does not).
     """
 
     symbol: str
     client_order_id: str
+    venue_client_order_id: str = ""
     action: str
     status: str
     executed_qty: float
@@ -446,7 +493,26 @@ class OrderReconciled:
     correlation_id: str = ""
 
 
-ReconcileRecord = FillRecovered | OrderReconciled
+@attrs.frozen(kw_only=True)
+class PositionReconciled:
+    """Event: a live start agreed the symbol's position with the exchange.
+
+    Journaled for every traded symbol (flat included) once reconciliation passed;
+    the engine's history of positions restarts from it (the next start's
+    reconciliation reads it as the position at this point). ``ts_event`` is the
+    exchange's time of the check, ``ts_init`` the local time.
+    """
+
+    symbol: str
+    qty: float
+    avg_price: float
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str = ""
+
+
+ReconcileRecord = FillRecovered | OrderReconciled | PositionReconciled
 
 
 @attrs.frozen(kw_only=True)
@@ -518,6 +584,9 @@ class OrderBatch:
     """Risk -> execution: approved orders, denials to pass back, journal records.
 
     ``cancel_all`` asks execution to cancel every open order (trading halted).
+    ``trading_state`` is the account's trading state after this step's triggers
+    (passed on to the symbol actors); ``resumed`` says an operator ``resume`` was
+    applied this step (the venue then checks again what it had reported).
     """
 
     step: int
@@ -525,6 +594,8 @@ class OrderBatch:
     denials: tuple[OrderDenied, ...] = ()
     records: tuple[JournalRecord, ...] = ()
     cancel_all: str = ""
+    trading_state: str = "ACTIVE"
+    resumed: bool = False
     final: bool = False
 
 
@@ -534,13 +605,15 @@ class ReportBatch:
 
     Risk's copy also carries the step's last quotes (``marks``), the venue's
     mark-to-market PnL after fees (``equity``), the PnL after fees of trades
-    closed in the step (``trades``) and operational events (``ops``).
+    closed in the step (``trades``) and operational events (``ops``). Every copy
+    carries the account's ``trading_state`` as risk set it for this step.
     """
 
     step: int
     events: tuple[OrderEvent, ...] = ()
     marks: tuple[Mark, ...] = ()
     equity: float = 0.0
+    trading_state: str = "ACTIVE"
     trades: tuple[float, ...] = ()
     ops: tuple[OpsEvent, ...] = ()
     final: bool = False

@@ -89,3 +89,78 @@ def test_replay_runs_on_csv_files(tmp_path):
     ]
     report = trio.run(replay, replay_config(tmp_path, files))
     assert report.symbols == ["BTCUSDT"] and report.events == 4
+
+
+def test_microsecond_times_are_told_by_magnitude(tmp_path):
+    # Binance's spot files moved to microseconds in 2025; the unit is found per file.
+    us = [
+        ",".join(f"{int(c) * 1000}" if i == 5 else c for i, c in enumerate(row.split(",")))
+        for row in AGG
+    ]
+    path = write(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", us)
+    stats = CaptureStats()
+    events = list(merge_captures([path], stats))
+    assert [ts for ts, _m in events] == [1723161256322 * 10**6, 1723161256410 * 10**6]
+    assert [m.event_time for _ts, m in events] == [1723161256322, 1723161256410]
+    assert stats.units == {str(path): "us"}
+
+
+def test_bad_values_and_duplicates_in_csv_are_counted(tmp_path):
+    rows = [
+        *AGG,
+        "26131,Infinity,0.1,1,1,1723161256500,false",
+        "26132,61800.1,-0.1,1,1,1723161256501,false",
+        AGG[1],  # a duplicated row
+    ]
+    path = write(tmp_path / "BTCUSDT-aggTrades-2024-08-08.csv", rows)
+    stats = CaptureStats()
+    assert len(list(merge_captures([path], stats))) == 2
+    assert stats.skipped == {"bad_price": 1, "bad_qty": 1, "duplicate": 1}
+
+
+def test_a_delivery_contract_file_is_refused(tmp_path):
+    from engine import DataError
+
+    path = write(tmp_path / "ETHUSDT_240927-aggTrades-2024-08-08.csv", AGG)
+    with pytest.raises(DataError, match="ETHUSDT_240927 is a USD-M delivery contract"):
+        scan_symbols([path])
+
+
+LEAN_TRADE = ["0,0.3067,0.3068,0.3066,0.3068,274004", "60000,0.3068,0.3072,0.3067,0.3071,1031647"]
+LEAN_QUOTE = [
+    "0,0.3066,0.3067,0.3066,0.3067,88126,0.3067,0.3068,0.3067,0.3068,236586",
+    "60000,0.3067,0.3071,0.3067,0.307,342957,0.3068,0.3072,0.3068,0.3071,125790",
+]
+MIDNIGHT_MS = 1670889600000  # 2022-12-13 00:00 UTC
+
+
+def lean_zip(path, inner: str, rows: list[str]):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(inner, "\n".join(rows) + "\n")
+    return path
+
+
+def test_lean_minute_bars_replay(tmp_path):
+    trade = lean_zip(
+        tmp_path / "20221213_trade.zip", "20221213_adausdt_minute_trade_perp.csv", LEAN_TRADE
+    )
+    quote = lean_zip(
+        tmp_path / "20221213_quote.zip", "20221213_adausdt_minute_quote_perp.csv", LEAN_QUOTE
+    )
+    assert scan_symbols([trade, quote]) == ["ADAUSDT"]
+    stats = CaptureStats()
+    events = list(merge_captures([quote, trade], stats))
+    assert [(ts // 10**6, type(m).__name__) for ts, m in events] == [
+        (MIDNIGHT_MS + 59_999, "BookTicker"),
+        (MIDNIGHT_MS + 59_999, "Kline"),
+        (MIDNIGHT_MS + 119_999, "BookTicker"),
+        (MIDNIGHT_MS + 119_999, "Kline"),
+    ]
+    book = events[0][1]
+    assert (book.bid, book.bid_qty, book.ask, book.ask_qty) == (0.3067, 88126, 0.3068, 236586)
+    assert events[1][1].bar.close == 0.3068 and events[1][1].bar.volume == 274004
+    # Without "_perp" LEAN's bars are spot: namespaced, never the USD-M symbol.
+    spot = lean_zip(
+        tmp_path / "20221214_trade.zip", "20221214_adausdt_minute_trade.csv", LEAN_TRADE
+    )
+    assert scan_symbols([spot]) == ["ADAUSDT.SPOT"]

@@ -12,11 +12,13 @@ import gzip
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
 
-from engine import config_from_dict
-from engine.feeds import CaptureStats, read_capture
+from engine import _supervisor, config_from_dict
+from engine.feeds import CaptureLimits, CaptureStats, read_capture
+from engine.feeds._live import LiveFeed
 from engine.feeds._record import record
 from engine.feeds._recorder import CaptureWriter
 from engine.testing import quiet_logger
@@ -46,7 +48,9 @@ def paper_config(tmp_path: Path, ws_port: int, rest_port: int, **feeds):
                 "streams": ["bookTicker", "trade", "depth@0ms"],
                 "backoff_initial_ms": 50,
                 "backoff_max_ms": 500,
-                "stale_ms": 1500,
+                # Far above any pause of a busy machine: no reconnect the test did not
+                # ask for (the stall test sets its own, below its stall).
+                "stale_ms": 60_000,
                 **feeds,
             },
             # Wall-clock buckets: at 20x pace 20 ms is 0.4 s of recorded market.
@@ -58,31 +62,69 @@ def paper_config(tmp_path: Path, ws_port: int, rest_port: int, **feeds):
     )
 
 
+class FeedWatch:
+    """What the engine's live feed passes on, seen through its ``record`` hook.
+
+    ``caught_up`` is set once the capture's last bookTicker, depth update and trade
+    have all been passed on (received, or backfilled over REST, and de-duplicated):
+    on one connection everything before them has come too, and after a drop or a
+    hand-over the feed has recovered up to the end. That, not a pause after the
+    server's ``finished`` (set when the last message is queued, not yet sent), is
+    when a test may stop the run.
+    """
+
+    def __init__(self, recording) -> None:
+        self.last = final_ids(recording, "BTCUSDT")
+        self.seen = dict.fromkeys(self.last, -1)
+        self.caught_up = trio.Event()
+
+    def make_feed(self, **kwargs) -> LiveFeed:
+        """Stands in for ``LiveFeed`` in the supervisor: the real feed, watched."""
+        return LiveFeed(**kwargs, record=self._passed)
+
+    def _passed(self, _ts_ns: int, raw: bytes) -> None:
+        data = orjson.loads(raw)["data"]
+        kind = data["e"]
+        if kind in self.seen:
+            self.seen[kind] = max(self.seen[kind], data["t" if kind == "trade" else "u"])
+            if all(self.seen[k] >= last for k, last in self.last.items()):
+                self.caught_up.set()
+
+
+def final_ids(recording, symbol: str) -> dict[str, int]:
+    """The update id of the last bookTicker and depth update, the last trade's id."""
+    last = {}
+    for m in recording.messages:
+        if m.symbol == symbol:
+            data = orjson.loads(m.data)
+            last[data["e"]] = data["t" if data["e"] == "trade" else "u"]
+    return {k: last[k] for k in ("bookTicker", "depthUpdate", "trade")}
+
+
 async def paper_run(tmp_path, recording, faults=(), **feeds):
     from engine._supervisor import run_paper
 
     settings = ServerSettings(speed=SPEED, faults=tuple(faults))
     server = StreamServer(recording, settings, QUIET)
-    with trio.fail_after(120):
+    watch = FeedWatch(recording)
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(120):
+        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
             config = paper_config(tmp_path, ws_port, rest_port, **feeds)
             stop = trio.Event()
 
-            async def stop_when_played() -> None:
-                await server.finished.wait()
-                await trio.sleep(1.0)  # let the last messages and a backfill land
+            async def stop_when_caught_up() -> None:
+                await watch.caught_up.wait()
                 stop.set()
 
-            nursery.start_soon(stop_when_played)
+            nursery.start_soon(stop_when_caught_up)
             report = await run_paper(config, log=QUIET, stop=stop)
             nursery.cancel_scope.cancel()
     return report, server
 
 
 def trade_ids(recording) -> list[int]:
-    import orjson
-
     return [orjson.loads(m.data)["t"] for m in recording.messages if m.stream.endswith("@trade")]
 
 
@@ -100,10 +142,12 @@ TRANSPORTS = pytest.mark.parametrize("transport", ["wsproto", "trio-websocket"])
 
 @TRANSPORTS
 async def test_clean_run_sees_every_message(tmp_path, recording, transport):
-    report, _server = await paper_run(tmp_path, recording, transport=transport)
+    report, server = await paper_run(tmp_path, recording, transport=transport)
     feed = report.feed
     assert feed["connects"] == 1 and feed["reconnects"] == 0
-    assert feed["messages"] == len(recording.messages)
+    # Every message written to the socket (the server counts after the write), and
+    # every one received.
+    assert server.sent == feed["messages"] == len(recording.messages)
     assert feed["symbols"]["BTCUSDT"]["book_synced"]
     check_trades_complete(report, recording)
     assert report.orders > 0 and report.fills > 0
@@ -122,7 +166,8 @@ async def test_dropped_connection_reconnects_backfills_and_resyncs(tmp_path, rec
 
 
 async def test_stalled_stream_is_detected_as_stale(tmp_path, recording):
-    report, _server = await paper_run(tmp_path, recording, [Fault(kind="stall", at_s=2.0, arg=3.0)])
+    stall = Fault(kind="stall", at_s=2.0, arg=3.0)
+    report, _server = await paper_run(tmp_path, recording, [stall], stale_ms=1500)
     feed = report.feed
     assert feed["stale_reconnects"] >= 1
     check_trades_complete(report, recording)
@@ -144,8 +189,11 @@ async def test_garbage_is_counted_not_fatal(tmp_path, recording):
 
 @TRANSPORTS
 async def test_planned_reconnect_overlaps_with_no_gap(tmp_path, recording, transport):
+    # stale_ms as short as before: a hand-over whose old connection never meets the
+    # successor's first message ends only after stale_ms of quiet, and until then the
+    # successor holds what it receives (the feed's fallback; with 60 s the run stalled).
     report, _server = await paper_run(
-        tmp_path, recording, planned_reconnect_s=2.0, transport=transport
+        tmp_path, recording, planned_reconnect_s=2.0, transport=transport, stale_ms=1500
     )
     feed = report.feed
     assert feed["planned_reconnects"] >= 1
@@ -164,7 +212,8 @@ def _third_party_receive(url: str, n: int) -> list[str]:
 
 async def test_third_party_client_gets_byte_identical_messages(recording):
     pytest.importorskip("websockets")
-    server = StreamServer(recording, ServerSettings(speed=SPEED), QUIET)
+    # Byte for byte needs the capture's own times (the default re-times them).
+    server = StreamServer(recording, ServerSettings(speed=SPEED, original_times=True), QUIET)
     n = 200
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -206,7 +255,7 @@ def _two_clients(raw_url: str, combined_url: str, n: int) -> tuple[list[str], li
 
 
 async def test_recorder_writes_what_replay_reads(tmp_path, recording):
-    server = StreamServer(recording, ServerSettings(speed=SPEED), QUIET)
+    server = StreamServer(recording, ServerSettings(speed=SPEED, original_times=True), QUIET)
     writer = CaptureWriter(tmp_path / "rec", rotate_bytes=2 << 20)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -219,7 +268,9 @@ async def test_recorder_writes_what_replay_reads(tmp_path, recording):
     for path in writer.files:
         gzip.decompress(path.read_bytes())  # every file is a complete gzip stream
     stats = CaptureStats()
-    replayed = [m for path in writer.files for _ts, m in read_capture(path, stats)]
+    # The exchange served 2024's event times today: stamps and E are years apart.
+    years = CaptureLimits(max_receive_skew_ms=10 * 365 * 86_400_000)
+    replayed = [m for path in writer.files for _ts, m in read_capture(path, stats, limits=years)]
     assert len(replayed) == lines and stats.skipped == {}
     sent = {m.envelope for m in recording.messages}
     recorded = [

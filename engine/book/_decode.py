@@ -9,6 +9,7 @@ accepts a number in a string).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import msgspec
@@ -39,21 +40,30 @@ def decode_levels(levels: LevelsInput) -> list[tuple[str, float]]:
     """Depth levels as ``(price_text, qty)`` pairs.
 
     Raises:
-        BookDecodeError: not a JSON array of ``[price_string, qty]`` pairs.
+        BookDecodeError: not a JSON array of ``[price_string, qty]`` pairs, or a
+            quantity that is NaN, infinite or negative.
     """
     if isinstance(levels, _RAW):
         try:
-            return _LEVELS.decode(levels)
+            out = _LEVELS.decode(levels)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise BookDecodeError(f"depth levels: {exc}") from exc
-    out: list[tuple[str, float]] = []
-    try:
-        for price, qty in levels:
-            if not isinstance(price, str):
-                raise TypeError(f"price {price!r} is not a string")
-            out.append((price, float(qty)))
-    except (TypeError, ValueError) as exc:
-        raise BookDecodeError(f"depth levels: {exc}") from exc
+    else:
+        out = []
+        try:
+            for price, qty in levels:
+                if not isinstance(price, str):
+                    raise TypeError(f"price {price!r} is not a string")
+                out.append((price, float(qty)))
+        except (TypeError, ValueError) as exc:
+            raise BookDecodeError(f"depth levels: {exc}") from exc
+    # A quantity of 0 removes a level; NaN, infinite or negative ones are no
+    # quantity at all (two passes in C rather than a Python loop per level).
+    if out:
+        qtys = [qty for _price, qty in out]
+        if not (min(qtys) >= 0.0 and math.isfinite(math.fsum(qtys))):
+            bad = next(q for q in qtys if not 0.0 <= q < math.inf)
+            raise BookDecodeError(f"depth levels: quantity {bad} is not a finite number >= 0")
     return out
 
 

@@ -23,11 +23,16 @@ class Columns:
     # Python lists and one numpy conversion per step: appending to lists costs
     # ~0.1 us per event, numpy item assignment several times that.
 
-    __slots__ = ("floats", "ints")
+    # MARK rows are rare (one a second per symbol at most), so their three extra
+    # columns are kept sparse, ``(row, index_price, funding_rate, next_funding_ns)``,
+    # and spread into full columns once per step.
+
+    __slots__ = ("floats", "ints", "marks")
 
     def __init__(self) -> None:
         self.ints: list[int] = []
         self.floats: list[float] = []
+        self.marks: list[tuple[int, float, float, int]] = []
 
     def take(self) -> Ticks | None:
         if not self.ints:
@@ -38,6 +43,21 @@ class Columns:
         self.floats.clear()
         ints.flags.writeable = False
         floats.flags.writeable = False
+        n = ints.shape[1]
+        index_price = np.full(n, NAN)
+        next_funding = np.zeros(n, dtype=np.int64)
+        if self.marks:
+            funding_rate = np.full(n, NAN)
+            rows, index, rate, next_ns = zip(*self.marks, strict=True)
+            index_price[list(rows)] = index
+            funding_rate[list(rows)] = rate
+            next_funding[list(rows)] = next_ns
+            self.marks.clear()
+            funding_rate.flags.writeable = False
+        else:
+            funding_rate = index_price  # both all NaN, and read-only: one array serves
+        index_price.flags.writeable = False
+        next_funding.flags.writeable = False
         return Ticks(
             ts=ints[0],
             ts_exchange=ints[1],
@@ -50,6 +70,9 @@ class Columns:
             ask_qty=floats[3],
             price=floats[4],
             qty=floats[5],
+            index_price=index_price,
+            funding_rate=funding_rate,
+            next_funding_ts=next_funding,
         )
 
 
@@ -62,8 +85,10 @@ def append_other(cols: Columns, ts: int, ex: int, seq: int, msg: MarketMessage) 
         cols.ints.extend((ts, ex, seq, KLINE, 0))
         cols.floats.extend((NAN, NAN, NAN, NAN, msg.bar.close, msg.bar.volume))
     elif isinstance(msg, MarkPrice):
+        row = len(cols.ints) // N_INT
         cols.ints.extend((ts, ex, seq, MARK, 0))
         cols.floats.extend((NAN, NAN, NAN, NAN, msg.mark, NAN))
+        cols.marks.append((row, msg.index, msg.funding_rate, msg.next_funding_time * 1_000_000))
     else:  # pragma: no cover - the decoder only produces the types above
         raise TypeError(f"unexpected market message {type(msg).__name__}")
 

@@ -14,9 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from ..messages import MarketBatch, MarketStep
-from ._capture import AggTrade, BookTicker, CaptureStats, MarketMessage, Trade, merge_captures
+from ._capture import (
+    AggTrade,
+    BookTicker,
+    CaptureLimits,
+    CaptureStats,
+    MarketMessage,
+    Trade,
+    merge_captures,
+)
 from ._columns import NAN, QUOTE, TRADE, Columns, append_other
 
 
@@ -31,6 +40,9 @@ class ReplayFeed:
         symbol_channels: one send channel per symbol (its actor's market inbox).
         execution_channel: the execution actor's market inbox.
         stats: counters the feed updates (lines, events, skipped lines by reason).
+        limits: bounds of the readers' time checks (``[data]``).
+        log: where a truncated file is reported once the replay ends (None: only
+            in ``stats``).
 
     Events of symbols not in ``symbols`` are skipped and counted.
     """
@@ -45,6 +57,8 @@ class ReplayFeed:
         symbol_channels: dict[str, trio.MemorySendChannel[MarketBatch]],
         execution_channel: trio.MemorySendChannel[MarketStep],
         stats: CaptureStats,
+        limits: CaptureLimits | None = None,
+        log: FilteringBoundLogger | None = None,
     ) -> None:
         self._paths = paths
         self._symbols = list(symbols)
@@ -53,12 +67,16 @@ class ReplayFeed:
         self._symbol_channels = symbol_channels
         self._execution_channel = execution_channel
         self.stats = stats
+        self._limits = limits or CaptureLimits()
+        self._log = log
         self.steps = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
     def _events(self) -> Iterator[tuple[int, MarketMessage]]:
-        return merge_captures(self._paths, self.stats, frozenset(self._symbols))
+        return merge_captures(
+            self._paths, self.stats, frozenset(self._symbols), limits=self._limits
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Replay every step, then a final empty step, then close the channels.
@@ -107,6 +125,9 @@ class ReplayFeed:
                 self.last_ts = ts
             if in_step:
                 await self._send_step(step_start, columns)
+            if self._log is not None:
+                for path in self.stats.truncated:
+                    self._log.warning("truncated gzip: replayed up to the cut", file=path)
             await self._send_final()
 
     async def _send_step(self, ts_start: int, columns: dict[str, Columns]) -> None:

@@ -7,9 +7,11 @@ benchmark's options (``indicators`` takes ``--repeat N`` and ``--size N``).
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 Benchmark = Callable[[list[str]], Mapping[str, Any]]
@@ -64,24 +66,61 @@ def _models(argv: list[str]) -> Mapping[str, Any]:
     return models.run(argv)
 
 
+def _nautilus(argv: list[str]) -> Mapping[str, Any]:
+    from . import nautilus
+
+    return nautilus.run(argv)
+
+
+def _soak(argv: list[str]) -> Mapping[str, Any]:
+    from . import soak
+
+    return soak.run(argv)
+
+
 BENCHMARKS: Mapping[str, Benchmark] = {
     "feed": _feed,
     "book": _book,
     "indicators": _indicators,
     "live": _live,
     "models": _models,
+    "nautilus": _nautilus,
     "orders": _orders,
     "portfolio": _portfolio,
     "replay": _replay,
+    "soak": _soak,
 }
+
+
+def _summary(name: str) -> str:
+    """The first line of benchmark ``name``'s module docstring, read without importing it
+    (importing pulls in what the benchmark measures)."""
+    path = Path(__file__).with_name(f"{name}.py")
+    if not path.is_file():  # a benchmark whose module is named otherwise
+        return ""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def _usage() -> str:
+    names = ",".join(sorted(BENCHMARKS))
+    lines = [f"usage: python -m tools.bench {{{names}}} [options]", "", "benchmarks:"]
+    lines += [f"  {name:<12}{_summary(name)}" for name in sorted(BENCHMARKS)]
+    lines += [
+        "",
+        "Each prints JSON (medians); 'python -m tools.bench NAME --help' for its options.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to the benchmark named by the first argument; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(_usage())
+        return 0
     if not args or args[0] not in BENCHMARKS:
-        names = ", ".join(sorted(BENCHMARKS))
-        sys.stderr.write(f"usage: python -m tools.bench {{{names}}} [options]\n")
+        sys.stderr.write(_usage())
         return 2
     result = BENCHMARKS[args[0]](args[1:])
     json.dump(result, sys.stdout, indent=2)

@@ -4,8 +4,14 @@ A market order is acknowledged ``latency`` after it was sent and fills at the
 opposite best quote (ask for a buy, bid for a sell) of the first book update of
 its symbol at or after ``ts + latency``; the whole quantity fills there (no
 depth is consumed) and pays the taker fee. The venue keeps, per symbol, the
-signed position, the average entry price, realized PnL and fees, and the equity
-curve marked to the mid at the end of every step (for max drawdown).
+signed position, the average entry price, realized PnL and fees in the engine's
+:class:`~engine.ledger.PositionLedger` (the one the other actors read), and the
+equity curve marked to the mid at the end of every step (for max drawdown).
+
+Where the market data carries mark prices (``markPriceUpdate``: MARK rows), open
+positions are marked to the mark price instead of the mid, as Binance computes
+unrealised PnL, and funding is settled on them at each funding time
+(:meth:`SimVenue.apply_funding`, journaled as :class:`~engine.messages.FundingApplied`).
 
 No I/O, no Trio, no wall clock: the same orders and quotes give the same fills.
 """
@@ -13,14 +19,15 @@ No I/O, no Trio, no wall clock: the same orders and quotes give the same fills.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 
 import attrs
 import numpy as np
 
+from ...ledger import PositionLedger, SymbolAccount
 from ...messages import (
     EventKind,
+    FundingApplied,
     OpsEvent,
     OrderAccepted,
     OrderCanceled,
@@ -34,68 +41,10 @@ from ...messages import (
 
 
 @attrs.define
-class SymbolAccount:
-    """One symbol's position and PnL at the venue."""
-
-    qty: float = 0.0
-    avg_price: float = 0.0
-    realized: float = 0.0
-    fees: float = 0.0
-    round_trips: int = 0
-    fills: int = 0
-    last_mid: float = math.nan
-    closed: list[float] = attrs.Factory(list)
-    _opened_at: float = 0.0  # realized - fees when the position was opened
-
-    def unrealized(self) -> float:
-        """Mark-to-mid PnL of the open position (0 when flat or never quoted)."""
-        if self.qty == 0.0 or math.isnan(self.last_mid):
-            return 0.0
-        return self.qty * (self.last_mid - self.avg_price)
-
-    def apply_fill(self, signed_qty: float, price: float, fee: float) -> None:
-        """Update position, average price, realized PnL and fees for one fill."""
-        if self.qty == 0.0:
-            self._opened_at = self.realized - self.fees
-        self.fees += fee
-        self.fills += 1
-        old = self.qty
-        new = old + signed_qty
-        if old == 0.0 or (old > 0.0) == (signed_qty > 0.0):
-            self.avg_price = (self.avg_price * abs(old) + price * abs(signed_qty)) / abs(new)
-        else:
-            closed = min(abs(signed_qty), abs(old))
-            self.realized += closed * (price - self.avg_price) * (1.0 if old > 0.0 else -1.0)
-            if abs(new) < 1e-12:
-                new = 0.0
-                self.avg_price = 0.0
-                self.round_trips += 1
-                self.closed.append(self.realized - self.fees - self._opened_at)
-            elif (new > 0.0) != (old > 0.0):
-                # Flipped through flat: the rest opens a new position at this price.
-                self.avg_price = price
-                self.round_trips += 1
-                self.closed.append(self.realized - self.fees - self._opened_at)
-                self._opened_at = self.realized - self.fees
-        self.qty = new
-
-
-@attrs.define
 class _Pending:
     order: SubmitOrder
     due_ts: int
     venue_order_id: int
-
-
-def take_closed_trades(accounts: dict[str, SymbolAccount]) -> list[float]:
-    """PnL after fees of the accounts' trades closed since the last call, in symbol order
-    (shared by the simulated and the live venue)."""
-    out: list[float] = []
-    for symbol in sorted(accounts):
-        acct = accounts[symbol]
-        out.extend(acct.closed)
-        acct.closed.clear()
-    return out
 
 
 class SimVenue:
@@ -107,6 +56,8 @@ class SimVenue:
         seq: the sequence the venue numbers its events from; execution passes the
             one it numbers its own events from, so that events stamped the same
             nanosecond still sort in the order they were made.
+        ledger: the engine's position ledger, which the venue feeds with its fills
+            (a new one by default).
     """
 
     def __init__(
@@ -115,6 +66,7 @@ class SimVenue:
         latency_ns: int,
         taker_fee_rate: float,
         seq: Iterator[int] | None = None,
+        ledger: PositionLedger | None = None,
     ) -> None:
         self._latency_ns = latency_ns
         self._fee_rate = taker_fee_rate
@@ -125,20 +77,28 @@ class SimVenue:
         self._reject_next = 0
         # The last quote (ts, bid, ask) of each symbol quoted in the latest step.
         self.step_quotes: dict[str, tuple[int, float, float]] = {}
-        self.accounts: dict[str, SymbolAccount] = {}
+        self.ledger = ledger if ledger is not None else PositionLedger()
         self.equity_peak = 0.0
         self.max_drawdown = 0.0
         self.equity = 0.0
+        # Mark prices: the latest per symbol, what funding has paid (+) or cost (-),
+        # and per symbol (next funding time ns, its latest rate, last time settled).
+        self.mark_prices: dict[str, float] = {}
+        self.funding: dict[str, float] = {}
+        self._next_funding: dict[str, tuple[int, float, int]] = {}
+        self._ops: list[OpsEvent] = []
 
     def _next_seq(self) -> int:
         return next(self._seq)
 
+    @property
+    def accounts(self) -> dict[str, SymbolAccount]:
+        """The ledger's accounts, by symbol."""
+        return self.ledger.accounts
+
     def account(self, symbol: str) -> SymbolAccount:
-        """The symbol's account (created flat on first use)."""
-        acct = self.accounts.get(symbol)
-        if acct is None:
-            acct = self.accounts[symbol] = SymbolAccount()
-        return acct
+        """The symbol's account in the ledger (created flat on first use)."""
+        return self.ledger.account(symbol)
 
     def ban(self, until_ts: int) -> None:
         """Refuse every order sent before ``until_ts`` (an HTTP 418 IP ban)."""
@@ -223,10 +183,87 @@ class SimVenue:
             if q[0].shape[0]:
                 last = (int(q[0][-1]), float(q[1][-1]), float(q[2][-1]))
                 self.step_quotes[symbol] = last
-                self.account(symbol).last_mid = 0.5 * (last[1] + last[2])
+                self.ledger.mark(symbol, 0.5 * (last[1] + last[2]))
+        self._on_mark_prices(ticks, fills)
         self._mark()
         fills.sort(key=lambda e: (e.ts_event, e.seq))
         return fills
+
+    def _on_mark_prices(self, ticks: dict[str, Ticks], fills: list[OrderEvent]) -> None:
+        """Settle funding whose time a step's mark prices passed; mark to the mark price.
+
+        A settlement at funding time ``T`` is applied at the first mark price update
+        with an event time at or after ``T``, at that update's mark price and at the
+        rate last published for ``T`` (that update's, while it still names ``T``), on
+        the position held at the update's replay time.
+        """
+        for symbol, batch in ticks.items():
+            rows = np.flatnonzero(batch.kind == EventKind.MARK)
+            for j in rows.tolist():
+                now = int(batch.ts[j])
+                event_ns = int(batch.ts_exchange[j])
+                mark = float(batch.price[j])
+                rate = float(batch.funding_rate[j])
+                next_ns = int(batch.next_funding_ts[j])
+                due, due_rate, settled = self._next_funding.get(symbol, (0, rate, 0))
+                if settled < due <= event_ns:
+                    final_rate = rate if next_ns == due else due_rate
+                    qty = self._qty_at(symbol, now, fills)
+                    self.apply_funding(
+                        symbol, rate=final_rate, mark_price=mark, qty=qty, funding_ts=due, ts=now
+                    )
+                    settled = due
+                self._next_funding[symbol] = (next_ns, rate, settled)
+                self.mark_prices[symbol] = mark
+        for symbol, mark in self.mark_prices.items():
+            self.ledger.mark(symbol, mark)
+
+    def _qty_at(self, symbol: str, ts: int, fills: list[OrderEvent]) -> float:
+        """The symbol's position at ``ts``: now, less this step's fills after ``ts``."""
+        qty = self.ledger.qty(symbol)
+        for fill in fills:
+            if isinstance(fill, OrderFilled) and fill.symbol == symbol and fill.ts_event > ts:
+                qty -= int(fill.side) * fill.last_qty
+        return round(qty, 12)
+
+    def apply_funding(
+        self, symbol: str, *, rate: float, mark_price: float, qty: float, funding_ts: int, ts: int
+    ) -> FundingApplied | None:
+        """Settle one funding payment on a position (Binance's rule: longs pay a positive rate).
+
+        The amount, ``-qty * mark_price * rate``, is booked into the symbol's realized
+        PnL (as Binance books it into the wallet balance), so equity, the risk
+        triggers and the PnL of the trade that held the position include it. The
+        :class:`FundingApplied` record goes out with :meth:`take_ops` (journal, risk).
+
+        Args:
+            symbol: the symbol.
+            rate: the funding rate settled.
+            mark_price: the mark price at settlement.
+            qty: the signed position at settlement.
+            funding_ts: the funding time (ns), the record's ``ts_event``.
+            ts: the replay time it was applied at, the record's ``ts_init``.
+
+        Returns:
+            The record, or None when flat or the rate is unknown (nothing is paid).
+        """
+        if qty == 0.0 or not np.isfinite(rate) or not np.isfinite(mark_price):
+            return None
+        amount = -qty * mark_price * rate
+        self.ledger.account(symbol).realized += amount
+        self.funding[symbol] = self.funding.get(symbol, 0.0) + amount
+        record = FundingApplied(
+            symbol=symbol,
+            rate=rate,
+            mark_price=mark_price,
+            position_qty=qty,
+            amount=amount,
+            ts_event=funding_ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+        )
+        self._ops.append(record)
+        return record
 
     @staticmethod
     def _quotes(batch: Ticks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,7 +274,7 @@ class SimVenue:
         order = pending.order
         price = ask if order.side > 0 else bid
         fee = order.qty * price * self._fee_rate
-        self.account(order.symbol).apply_fill(int(order.side) * order.qty, price, fee)
+        self.ledger.apply_fill(order.symbol, int(order.side) * order.qty, price, fee)
         return OrderFilled(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -255,7 +292,7 @@ class SimVenue:
         )
 
     def _mark(self) -> None:
-        equity = sum(a.realized - a.fees + a.unrealized() for a in self.accounts.values())
+        equity = self.ledger.equity()
         self.equity = equity
         self.equity_peak = max(self.equity_peak, equity)
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
@@ -290,12 +327,17 @@ class SimVenue:
 
     def take_closed_trades(self) -> list[float]:
         """PnL after fees of trades closed since the last call, in symbol order."""
-        return take_closed_trades(self.accounts)
+        return self.ledger.take_closed_trades()
+
+    def on_resume(self) -> None:
+        """An operator resumed trading (the simulated venue re-arms nothing: its drills
+        are injected by the execution actor)."""
 
     def take_ops(self) -> list[OpsEvent]:
-        """Operational events since the last call (the simulated venue has none of its own:
-        its drills are injected by the execution actor)."""
-        return []
+        """Operational events since the last call: funding settlements (its drills are
+        injected by the execution actor)."""
+        ops, self._ops = self._ops, []
+        return ops
 
     @property
     def seq(self) -> Iterator[int]:

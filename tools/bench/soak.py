@@ -1,0 +1,465 @@
+"""Soak: the engine's resident memory over many minutes of market data.
+
+``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
+[--mode paper|live] [--sample-s S] [--tracemalloc] [--keep DIR]`` prints JSON.
+
+The engine runs as users run it, ``python -m engine --config ... --mode paper``
+(or ``live``), in its own process, against the loopback exchange
+(``python -m engine sim-exchange``, another process) playing real captures at
+``--speed`` times their recorded pace. The exchange plays a capture once, so
+longer runs chain captures whose ids keep increasing (the feed drops older ids
+as duplicates): a segment is one exchange process; when it has played its
+capture the next starts on the same ports and the engine reconnects, as after an
+exchange restart. Default chain: the BTCUSDT captures of 2024-07-18 and -19 in
+``../shared/data/external/hftbacktest_history`` (one segment, 8.0 min), then
+the bundled 2024-08-08 sample (3.0 min): 11 minutes of market time. The 2023
+captures there are left out: their receive-time prefix is in microseconds, which
+the exchange reads as nanoseconds (it would play 8.5 minutes in half a second).
+
+The engine's RSS (``/proc/<pid>/status`` ``VmRSS``; Linux) is sampled every
+``--sample-s`` seconds of wall time. Market time of a sample: the segments
+played before it, plus the wall time since its segment's exchange came up times
+``--speed`` (playback starts when the engine connects, within its reconnect
+backoff of 0.05-0.5 s). Reported:
+
+- ``rss_mb``: at the first sample, at the end of warm-up (``--warmup-minutes``
+  of market time: the kernels, models, book and bounded windows fill up), at the
+  end, and the maximum;
+- ``slope_kb_per_market_min``: least-squares slope of RSS against market time
+  after warm-up, and ``mb_per_market_hour`` extrapolated from it (target: < 1);
+  ``kb_per_wall_s`` for comparison with wall-clock figures;
+- ``engine``: the run's own report figures (messages, reconnects, steps,
+  orders, fills) and its exit status: a run that fell behind or lost its feed
+  would not be a soak.
+- with ``--tracemalloc``: the engine runs with :mod:`tracemalloc` on (slower)
+  and the top allocation sites (file:line) that grew between the end of
+  warm-up and the end.
+
+``--mode live`` runs the engine's Binance venue against the exchange's trading
+side. A restarted exchange is a fresh account the engine would reconcile against
+(and halt on), so live mode plays one segment only (up to 8 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import tracemalloc
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+HISTORY = ROOT.parent / "shared/data/external/hftbacktest_history"
+SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
+# (files, market seconds) in id order: each segment's ids above the one before.
+CHAIN: tuple[tuple[tuple[Path, ...], float], ...] = (
+    ((HISTORY / "usdm_btcusdt_20240718.gz", HISTORY / "usdm_btcusdt_20240719.gz"), 479.8),
+    ((SAMPLE,), 180.0),
+)
+KEY = "soakkey" + "A" * 57
+SECRET = "soaksecret" + "b" * 54
+_PLAYED = b"sim exchange: capture played"  # in the exchange's log
+_CONNECTED = b'"feed connected"'  # in the engine's log
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.bench soak", description=__doc__)
+    p.add_argument("--minutes", type=float, default=10.0, help="market time to play")
+    p.add_argument(
+        "--speed", type=float, default=5.0, help="x recorded pace (the engine must keep up)"
+    )
+    p.add_argument("--warmup-minutes", type=float, default=2.0, help="market time left out")
+    p.add_argument("--mode", choices=["paper", "live"], default="paper")
+    p.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period, wall")
+    p.add_argument("--tracemalloc", action="store_true", help="find the growing sites")
+    p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
+    p.add_argument("--keep", type=Path, help="keep config, logs and journal in this folder")
+    return p.parse_args(argv)
+
+
+def run(argv: list[str]) -> Mapping[str, Any]:
+    """Run the soak; returns the JSON-able figures (see the module docstring).
+
+    Raises:
+        SystemExit: 2 on bad arguments or too little data for ``--minutes`` (one
+            line on stderr); 1 when the engine or the exchange fails.
+    """
+    args = _parse(argv)
+    segments = _plan(args.minutes, args.mode)
+    if args.warmup_minutes >= args.minutes:
+        _usage_error("--warmup-minutes must be shorter than --minutes")
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            work = args.keep
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        return _soak(args, segments, work)
+
+
+def _usage_error(message: str) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(2)
+
+
+def _plan(minutes: float, mode: str) -> list[tuple[tuple[Path, ...], float]]:
+    """The segments to play, the last one cut to make ``minutes`` in all."""
+    want = minutes * 60.0
+    chain = CHAIN[:1] if mode == "live" else CHAIN
+    out: list[tuple[tuple[Path, ...], float]] = []
+    for files, seconds in chain:
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            _usage_error(f"soak data missing: {', '.join(missing)}")
+        take = min(seconds, want - sum(s for _f, s in out))
+        if take <= 0:
+            break
+        out.append((files, take))
+    have = sum(s for _f, s in out)
+    if have < want - 1e-6:
+        _usage_error(
+            f"--minutes {minutes:g}: the chained captures hold {have / 60:.1f} minutes"
+            + (" (live mode plays one segment)" if mode == "live" else "")
+        )
+    return out
+
+
+def _soak(
+    args: argparse.Namespace, segments: list[tuple[tuple[Path, ...], float]], work: Path
+) -> dict[str, Any]:
+    env = dict(os.environ, SOAK_KEY=KEY, SOAK_SECRET=SECRET, PYTHONUNBUFFERED="1")
+    report_path = work / "report.json"
+    ports = _free_ports()
+    config = work / "soak.toml"
+    config.write_text(_toml(_engine_doc(args, ports, work)))
+    engine_log = _LogWatch(work / "engine.jsonl")
+    samples: list[tuple[float, float, float]] = []  # (wall s, market s, RSS KB)
+    snapshots: list[Path] = []
+    offset = 0.0
+    t0 = 0.0
+    engine = _start_engine(args, config, report_path, work, env)
+    try:
+        for index, (files, seconds) in enumerate(segments):
+            exchange_log = _LogWatch(work / f"exchange-{index}.jsonl")
+            with _exchange(files, args.speed, ports, exchange_log.path, env):
+                # Playback starts when the engine connects (it boots, or reconnects).
+                def connected(n: int = index + 1) -> bool:
+                    return engine_log.count(_CONNECTED) >= n
+
+                if not _wait(engine, connected, 300):
+                    raise SystemExit("error: the engine did not connect within 300 s")
+                started = time.monotonic()
+                t0 = t0 or started
+                while True:
+                    market = offset + min(seconds, (time.monotonic() - started) * args.speed)
+                    samples.append((time.monotonic() - t0, market, _rss_kb(engine.pid)))
+                    if args.tracemalloc and not snapshots and market >= args.warmup_minutes * 60:
+                        snapshots.append(_snapshot(engine, work / "warm.snap"))
+                    if market >= offset + seconds or exchange_log.count(_PLAYED):
+                        break
+                    time.sleep(args.sample_s)
+                    _check(engine)
+            offset += seconds
+        if args.tracemalloc:
+            snapshots.append(_snapshot(engine, work / "end.snap"))
+        samples.append((time.monotonic() - t0, offset, _rss_kb(engine.pid)))
+        engine.send_signal(signal.SIGINT)
+        rc = engine.wait(timeout=120)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    out = _figures(samples, args.warmup_minutes * 60.0)
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    feed = report.get("feed", {})
+    played = sum(_played(files, seconds) for files, seconds in segments)
+    out = {
+        "mode": args.mode,
+        "speed": args.speed,
+        "market_minutes": round(offset / 60.0, 2),
+        "wall_seconds": round(samples[-1][0], 1),
+        "segments": [
+            {"files": [f.name for f in files], "market_s": round(s, 1)} for files, s in segments
+        ],
+        **out,
+        "engine": {
+            "rc": rc,
+            # Below 1: the engine fell behind the pace (and market time above is
+            # overstated): lower --speed.
+            "kept_up": round(feed.get("messages", 0) / played, 3) if played else None,
+            "messages_played": played,
+            "messages": feed.get("messages"),
+            "connects": feed.get("connects"),
+            "reconnects": feed.get("reconnects"),
+            "steps": report.get("steps"),
+            "orders": report.get("orders"),
+            "fills": report.get("fills"),
+            "risk_steps": (report.get("risk") or {}).get("steps"),
+        },
+    }
+    if len(snapshots) == 2:
+        out["tracemalloc_top_growth"] = _growth(*snapshots)
+    return out
+
+
+def _played(files: tuple[Path, ...], seconds: float) -> int:
+    """Messages of the capture within its first ``seconds`` (what the exchange played)."""
+    from engine.venues.sim._recorded import load_recording
+
+    messages = load_recording([str(f) for f in files]).messages
+    first = messages[0].ts
+    return sum(1 for m in messages if m.ts - first <= seconds * 1e9)
+
+
+def _figures(samples: list[tuple[float, float, float]], warmup_s: float) -> dict[str, Any]:
+    wall = np.array([s[0] for s in samples])
+    market = np.array([s[1] for s in samples])
+    rss = np.array([s[2] for s in samples])
+    after = market >= warmup_s
+    warm = int(np.argmax(after))
+    slope_min = slope_wall = None
+    if after.sum() >= 3 and np.ptp(market[after]) > 0:
+        slope_min = float(np.polyfit(market[after] / 60.0, rss[after], 1)[0])
+        slope_wall = float(np.polyfit(wall[after], rss[after], 1)[0])
+    return {
+        "samples": len(samples),
+        "rss_mb": {
+            "first": round(rss[0] / 1024, 1),
+            "warmup": round(rss[warm] / 1024, 1),
+            "end": round(rss[-1] / 1024, 1),
+            "max": round(rss.max() / 1024, 1),
+        },
+        "growth_after_warmup_mb": round((rss[-1] - rss[warm]) / 1024, 2),
+        "slope_kb_per_market_min": None if slope_min is None else round(slope_min, 2),
+        "mb_per_market_hour": None if slope_min is None else round(slope_min * 60 / 1024, 3),
+        "kb_per_wall_s": None if slope_wall is None else round(slope_wall, 2),
+    }
+
+
+@contextlib.contextmanager
+def _exchange(
+    files: tuple[Path, ...], speed: float, ports: tuple[int, int], log: Path, env: dict[str, str]
+) -> Iterator[None]:
+    """A sim-exchange process playing ``files`` on ``ports`` (ws, rest) while inside."""
+    cmd = [sys.executable, "-m", "engine", "sim-exchange", "--speed", str(speed)]
+    for f in files:
+        cmd += ["--data", str(f)]
+    cmd += ["--port", str(ports[0]), "--rest-port", str(ports[1]), "--log", str(log)]
+    cmd += ["--api-key-env", "SOAK_KEY", "--api-secret-env", "SOAK_SECRET"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "sim-exchange: ws://H:P  http://H:P  (...)"
+        if not line.startswith("sim-exchange:"):
+            raise SystemExit(f"error: sim-exchange did not start: {line!r}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _free_ports() -> tuple[int, int]:
+    """Two free TCP ports, for every segment's exchange (the engine's config names them)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
+
+
+class _LogWatch:
+    """Counts a marker in a growing log file, reading only what was appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._tail = b""
+        self._counts: dict[bytes, int] = {}
+
+    def count(self, marker: bytes) -> int:
+        """How many complete lines so far hold ``marker`` (one marker per watch)."""
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+            self._offset += len(chunk)
+            lines = (self._tail + chunk).split(b"\n")
+            self._tail = lines.pop()
+            self._counts[marker] = self._counts.get(marker, 0) + sum(marker in x for x in lines)
+        return self._counts.get(marker, 0)
+
+
+def _wait(engine: subprocess.Popen[bytes], done: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``done`` (a process runs; this measures nothing) until it is true (True) or
+    ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        _check(engine)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _check(engine: subprocess.Popen[bytes]) -> None:
+    if engine.poll() is not None:
+        raise SystemExit(f"error: the engine exited (rc {engine.returncode}); see engine.out")
+
+
+def _engine_doc(args: argparse.Namespace, ports: tuple[int, int], work: Path) -> dict[str, Any]:
+    """The shipped config, on the loopback exchange, with its files under ``work``."""
+    with (ROOT / "config.toml").open("rb") as f:
+        doc = tomllib.load(f)
+    ws_url, rest_url = f"ws://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    doc["engine"]["mode"] = args.mode
+    doc["data"] = {"paths": [], "symbols": ["BTCUSDT"]}
+    doc["feeds"].update(
+        ws_url=ws_url,
+        rest_url=rest_url,
+        streams=["bookTicker", "trade", "depth@0ms"],  # what the captures hold
+        backoff_initial_ms=50,  # back within a second when the next segment is up
+        backoff_max_ms=500,
+    )
+    # Wall-clock buckets: the shipped 200 ms of market time at this pace.
+    doc["strategy"]["sample_ms"] = max(1, round(200 / args.speed))
+    doc["model"]["paths"] = [str(ROOT / p) for p in doc["model"]["paths"]]
+    doc["journal"]["dir"] = str(work / "runs")
+    doc["logging"]["path"] = str(work / "engine.jsonl")
+    doc["hardware"]["enabled"] = False  # no pinning on a shared machine
+    if args.mode == "live":
+        doc["engine"]["live"] = True
+        doc["venue"].update(
+            kind="binance",
+            rest_url=rest_url,
+            ws_url=ws_url,
+            api_key_env="SOAK_KEY",
+            api_secret_env="SOAK_SECRET",
+        )
+    return doc
+
+
+def _start_engine(
+    args: argparse.Namespace, config: Path, report: Path, work: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    engine_args = ["--config", str(config), "--mode", args.mode, "--report", str(report)]
+    if args.mode == "live":
+        engine_args.append("--i-understand-live")
+    if args.tracemalloc:
+        code = f"from tools.bench.soak import traced_engine; traced_engine({args.frames})"
+        cmd = [sys.executable, "-c", code, *engine_args]
+    else:
+        cmd = [sys.executable, "-m", "engine", *engine_args]
+    out = (work / "engine.out").open("wb")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT
+    )
+    out.close()
+    return proc
+
+
+def _rss_kb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                return float(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# -- tracemalloc inside the engine process ---------------------------------------------
+
+
+def traced_engine(frames: int) -> None:
+    """``python -m engine`` with tracemalloc on; a snapshot is dumped to each path
+    written to stdin (then ``<path>.done`` appears). Runs in the engine process."""
+    import runpy
+
+    tracemalloc.start(frames)
+
+    def serve(stream: IO[str]) -> None:
+        for line in stream:
+            path = line.strip()
+            tracemalloc.take_snapshot().dump(path)
+            Path(path + ".done").touch()
+
+    threading.Thread(target=serve, args=(sys.stdin,), daemon=True).start()
+    sys.argv = ["python -m engine", *sys.argv[1:]]
+    runpy.run_module("engine", run_name="__main__", alter_sys=True)
+
+
+def _snapshot(engine: subprocess.Popen[bytes], path: Path) -> Path:
+    assert engine.stdin is not None
+    engine.stdin.write(f"{path}\n".encode())
+    engine.stdin.flush()
+    done = Path(str(path) + ".done")  # the engine writes it when the dump is complete
+    if not _wait(engine, done.exists, 600):
+        raise SystemExit("error: no tracemalloc snapshot within 600 s")
+    return path
+
+
+def _growth(before: Path, after: Path, top: int = 15) -> list[dict[str, Any]]:
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+    ]
+    old = tracemalloc.Snapshot.load(str(before)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(after)).filter_traces(ignore)
+    stats = new.compare_to(old, "traceback" if new.traceback_limit > 1 else "lineno")
+    stats = sorted((st for st in stats if st.size_diff > 0), key=lambda st: -st.size_diff)
+    out = []
+    for stat in stats[:top]:
+        # A traceback runs from the oldest frame to the allocating one.
+        frames = [f"{_short(fr.filename)}:{fr.lineno}" for fr in stat.traceback]
+        out.append(
+            {
+                "site": frames[-1],
+                "callers": frames[-2::-1],
+                "kb_grown": round(stat.size_diff / 1024, 1),
+                "blocks_grown": stat.count_diff,
+                "kb_now": round(stat.size / 1024, 1),
+            }
+        )
+    return out
+
+
+def _short(filename: str) -> str:
+    for base in (str(ROOT) + os.sep, sys.prefix + os.sep):
+        if filename.startswith(base):
+            return filename[len(base) :]
+    return filename
+
+
+# -- TOML (the config is written for a separate process) ------------------------------
+
+
+def _toml(doc: Mapping[str, Any], prefix: str = "") -> str:
+    """Dump a config document: scalars, lists and nested tables (what config.toml uses)."""
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in doc.items() if isinstance(v, Mapping)}
+    out = f"[{prefix}]\n" if prefix and scalars else ""
+    out += "".join(f"{k} = {_toml_value(v)}\n" for k, v in scalars.items())
+    for name, table in tables.items():
+        out += "\n" + _toml(table, f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)  # a TOML basic string is a JSON string
