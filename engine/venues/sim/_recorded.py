@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import msgspec
 
-from ...feeds._capture import expand_paths, open_capture
+from ...feeds._capture import UNITS, expand_paths, open_capture, probe_capture
 
 _STREAM_FOR_EVENT = {
     "bookTicker": "bookTicker",
@@ -89,16 +89,17 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _HEAD = msgspec.json.Decoder(_Head)
 
 
-def _prefix_ts(prefix: bytes) -> int | None:
+def _prefix_ts(prefix: bytes, scale: int, float_scale: int) -> int | None:
+    """The receive stamp in ns; the scales are ns per unit of an integer / decimal stamp."""
     text = prefix.strip().rstrip(b":").strip()
     if b" -> " in text:
         text = text.rsplit(b" -> ", 1)[1].rstrip(b":").strip()
     if not text:
         return None
     try:
-        return int(text)
+        return int(text) * scale
     except ValueError:
-        return int(float(text) * 1e9)
+        return int(float(text) * float_scale)
 
 
 def load_recording(paths: Iterable[str | Path]) -> Recording:
@@ -114,13 +115,18 @@ def load_recording(paths: Iterable[str | Path]) -> Recording:
     for path in expand_paths(paths):
         pending_snapshots: list[tuple[int, bytes, str]] = []
         file_symbols: set[str] = set()
+        # The stamps' unit as the replay reader determines it (s, ms, us or ns);
+        # a file without stamped events is read as written: ns, or float seconds.
+        unit = probe_capture(path).unit
+        scale = UNITS[unit] if unit else 1
+        float_scale = UNITS[unit] if unit else UNITS["s"]
         for line in open_capture(path):
             start = line.find(b"{")
             if start < 0:
                 continue
             prefix, body = line[:start], line[start:]
             try:
-                ts = _prefix_ts(prefix)
+                ts = _prefix_ts(prefix, scale, float_scale)
             except ValueError:
                 continue
             try:
