@@ -20,9 +20,9 @@ import contextlib
 import hashlib
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -35,8 +35,8 @@ from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError, single_cause
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
+from .core import ExecutionCore, RiskCore, SymbolCore
 from .feeds import (
-    CaptureLimits,
     CaptureStats,
     ReplayFeed,
     expand_paths,
@@ -227,7 +227,7 @@ def _hardware_summary(actor: HardwareActor) -> dict[str, object]:
     }
 
 
-def _risk_summary(risk: RiskActor, ledger: PositionLedger) -> dict[str, object]:
+def _risk_summary(risk: RiskCore, ledger: PositionLedger) -> dict[str, object]:
     metrics = risk.metrics
     metrics.exposure = {
         symbol: abs(acct.qty) * (acct.last_mid if acct.last_mid == acct.last_mid else 0.0)
@@ -278,7 +278,7 @@ async def run_replay(
     control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
     control_state: ControlState | None = None,
 ) -> RunReport:
-    """Replay recorded market data through the full actor pipeline.
+    """Replay recorded market data through the cores, event by event (:mod:`engine._replay`).
 
     Args:
         config: the engine configuration.
@@ -296,43 +296,21 @@ async def run_replay(
         DataError: the data cannot be found or read.
         ActorFailedError: an actor failed; trading stopped.
     """
+    from ._replay import run_replay_driven  # builds on this module's report pieces
+
     setup_started = time.perf_counter()  # wall clock for the metrics only
     raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
     paths = expand_paths(raw)
     symbols = resolve_symbols(config, paths)
-    stats = CaptureStats()
-
-    def make_feed(
-        market_tx: dict[str, trio.MemorySendChannel[MarketBatch]],
-        step_tx: trio.MemorySendChannel[MarketStep],
-    ) -> ReplayFeed:
-        return ReplayFeed(
-            paths=paths,
-            symbols=symbols,
-            step_ns=config.replay.step_ms * 1_000_000,
-            max_step_events=config.replay.max_step_events,
-            symbol_channels=market_tx,
-            execution_channel=step_tx,
-            stats=stats,
-            limits=CaptureLimits(
-                max_receive_skew_ms=config.data.max_receive_skew_ms,
-                max_time_jump_ms=config.data.max_time_jump_ms,
-            ),
-            log=log.bind(actor="feed"),
-        )
-
-    return await _run_pipeline(
+    return await run_replay_driven(
         config,
-        mode="replay",
+        paths=paths,
         symbols=symbols,
-        data=[str(p) for p in paths],
-        make_feed=make_feed,
         log=log,
         setup_started=setup_started,
-        journal_path=journal_path,
+        journal_path=journal_path or new_journal_path(config, "replay"),
         control=control,
         control_state=control_state,
-        capture_stats=stats,
     )
 
 
@@ -624,6 +602,8 @@ async def _run_streaming(
             )
         # The venue's limiter in live mode; paper mode has no order venue: a limiter of its own.
         rest = market_data_client(http, f.rest_url, limiter=limiter, clock=server_clock)
+        if control_state is not None:
+            control_state.limiter = rest.limiter  # the rate-limit metrics read it
         live: list[LiveFeed] = []
 
         def make_feed(
@@ -662,6 +642,16 @@ async def _run_streaming(
 
 
 async def _run_pipeline(
+    config: Config, *, mode: str, journal_path: Path | None, **kwargs: Any
+) -> RunReport:
+    """Open the run's journal, run :func:`_run_journaled` on it, and close the journal
+    on every exit path: a start that fails before the journal actor runs (reconciliation
+    refused, start-up deadline, a bad model) leaves no connection open."""
+    with Journal(journal_path or new_journal_path(config, mode)) as journal:
+        return await _run_journaled(config, mode=mode, journal=journal, **kwargs)
+
+
+async def _run_journaled(
     config: Config,
     *,
     mode: str,
@@ -670,7 +660,7 @@ async def _run_pipeline(
     make_feed: Callable[..., ReplayFeed | LiveFeed],
     log: FilteringBoundLogger,
     setup_started: float,
-    journal_path: Path | None,
+    journal: Journal,
     control: trio.MemoryReceiveChannel[ControlCommand] | None,
     control_state: ControlState | None,
     capture_stats: CaptureStats | None = None,
@@ -678,7 +668,6 @@ async def _run_pipeline(
     venue: SimVenue | BinanceVenue | None = None,
 ) -> RunReport:
     ch = config.channels
-    journal = Journal(journal_path or new_journal_path(config, mode))
     cfg_sha = config_digest(config)
     journal.set_meta({"mode": mode, "config_sha256": cfg_sha, "data": "\n".join(data)})
     log.info(f"{mode} starting", symbols=symbols, data=data, journal=str(journal.path))
@@ -748,8 +737,6 @@ async def _run_pipeline(
         portfolio_requests=request_tx,
         portfolio_answers=answer_rx,
     )
-    if control_state is not None:
-        control_state.risk = risk
     model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
     actors = [
         SymbolActor(
@@ -774,6 +761,28 @@ async def _run_pipeline(
     hardware_actor = HardwareActor(
         config=config.hardware, log=log.bind(actor="hardware"), warmed_up=warmed_up
     )
+    if control_state is not None:
+        # What ``status``, the HTTP API and /metrics read (in the Trio thread, when asked).
+        control_state.attach(
+            mode=mode,
+            risk=risk,
+            actors=actors,
+            venue=venue,
+            execution=execution,
+            feed=feed,
+            model=model_actor,
+            filters=filters,
+            hardware=hardware_actor,
+            channels={
+                "market": market_tx,
+                "intents": intent_tx,
+                "reports": report_tx,
+                "step": step_tx,
+                "orders": order_tx,
+                "risk_reports": risk_report_tx,
+                "journal": journal_tx,
+            },
+        )
     try:
         async with trio.open_nursery() as outer:
             # First, so that the threads started later inherit the plan's CPUs.
@@ -803,29 +812,6 @@ async def _run_pipeline(
         log.error("actor failed; trading halted", error=repr(cause), exc_info=True)
         raise ActorFailedError(f"{mode} stopped: {cause!r}") from exc
     wall = time.perf_counter() - started
-
-    per_symbol = []
-    transitions: dict[str, int] = {}
-    for actor in actors:
-        acct = ledger.account(actor.symbol)
-        for state, count in actor.transitions.items():
-            transitions[state] = transitions.get(state, 0) + count
-        per_symbol.append(
-            SymbolSummary(
-                symbol=actor.symbol,
-                ticks=actor.ticks,
-                signals=actor.signals,
-                transitions=dict(sorted(actor.transitions.items())),
-                position_qty=acct.qty,
-                fills=acct.fills,
-                round_trips=acct.round_trips,
-                realized_pnl=acct.realized,
-                fees=acct.fees,
-            )
-        )
-    realized = sum(a.realized for a in ledger.accounts.values())
-    fees = sum(a.fees for a in ledger.accounts.values())
-    events = sum(actor.ticks for actor in actors)
     if capture_stats is not None:
         lines, skipped = capture_stats.lines, dict(sorted(capture_stats.skipped.items()))
         feed_summary: dict[str, object] = capture_stats.summary()
@@ -837,6 +823,82 @@ async def _run_pipeline(
             "unknown": int(live_summary.get("unknown", 0)),
         }
         feed_summary = live_summary
+    return build_report(
+        config,
+        mode=mode,
+        symbols=symbols,
+        data=data,
+        cores=actors,
+        ledger=ledger,
+        execution=execution,
+        risk=risk,
+        venue=venue,
+        portfolio=portfolio_actor,
+        model=model_actor,
+        filters=filters,
+        hardware_actor=hardware_actor,
+        journal=journal,
+        feed_summary=feed_summary,
+        lines=lines,
+        skipped=skipped,
+        steps=feed.steps if isinstance(feed, ReplayFeed) else feed.stats.steps,
+        first_ts=feed.first_ts,
+        last_ts=feed.last_ts,
+        setup=setup,
+        wall=wall,
+        log=log,
+    )
+
+
+def build_report(
+    config: Config,
+    *,
+    mode: str,
+    symbols: list[str],
+    data: list[str],
+    cores: Sequence[SymbolCore],
+    ledger: PositionLedger,
+    execution: ExecutionCore,
+    risk: RiskCore,
+    venue: SimVenue | BinanceVenue,
+    portfolio: PortfolioActor | None,
+    model: ModelActor | None,
+    filters: dict[str, EntryFilter],
+    hardware_actor: HardwareActor,
+    journal: Journal,
+    feed_summary: dict[str, object],
+    lines: int,
+    skipped: dict[str, int],
+    steps: int,
+    first_ts: int | None,
+    last_ts: int | None,
+    setup: float,
+    wall: float,
+    log: FilteringBoundLogger,
+) -> RunReport:
+    """The run's report, from the cores, the ledger and the journal (every mode)."""
+    per_symbol = []
+    transitions: dict[str, int] = {}
+    for core in cores:
+        acct = ledger.account(core.symbol)
+        for state, count in core.transitions.items():
+            transitions[state] = transitions.get(state, 0) + count
+        per_symbol.append(
+            SymbolSummary(
+                symbol=core.symbol,
+                ticks=core.ticks,
+                signals=core.signals,
+                transitions=dict(sorted(core.transitions.items())),
+                position_qty=acct.qty,
+                fills=acct.fills,
+                round_trips=acct.round_trips,
+                realized_pnl=acct.realized,
+                fees=acct.fees,
+            )
+        )
+    realized = sum(a.realized for a in ledger.accounts.values())
+    fees = sum(a.fees for a in ledger.accounts.values())
+    events = sum(core.ticks for core in cores)
     report = RunReport(
         mode=mode,
         data=data,
@@ -845,9 +907,9 @@ async def _run_pipeline(
         lines=lines,
         skipped=skipped,
         feed=feed_summary,
-        steps=feed.steps if isinstance(feed, ReplayFeed) else feed.stats.steps,
-        first_ts=feed.first_ts,
-        last_ts=feed.last_ts,
+        steps=steps,
+        first_ts=first_ts,
+        last_ts=last_ts,
         orders=execution.orders_sent + sum(risk.denied.values()),
         denied=dict(sorted(risk.denied.items())),
         fills=execution.fills,
@@ -861,14 +923,14 @@ async def _run_pipeline(
         trading_state=risk.trading.state.value,
         trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
         risk=_risk_summary(risk, ledger),
-        portfolio=portfolio_actor.stats.summary() if portfolio_actor is not None else {},
-        model=_model_summary(model_actor, filters),
+        portfolio=portfolio.stats.summary() if portfolio is not None else {},
+        model=_model_summary(model, filters),
         hardware=_hardware_summary(hardware_actor),
         per_symbol=per_symbol,
         journal_path=str(journal.path),
         journal_records=journal.records,
         journal_sha256=journal.digest(),
-        config_sha256=cfg_sha,
+        config_sha256=config_digest(config),
         setup_seconds=setup,
         wall_seconds=wall,
         events_per_second=events / wall if wall > 0 else 0.0,
@@ -882,3 +944,16 @@ async def _run_pipeline(
         events_per_second=round(report.events_per_second),
     )
     return report
+
+
+def portfolio_solver(config: Config, log: FilteringBoundLogger) -> PortfolioActor:
+    """A portfolio actor whose :meth:`~PortfolioActor.solve` replay calls directly (its
+    channels stay unused: replay solves in line, at fixed sample counts)."""
+    _requests_tx, requests_rx = trio.open_memory_channel[PortfolioRequest](1)
+    answers_tx, _answers_rx = trio.open_memory_channel[ExposureLimits](1)
+    return PortfolioActor(
+        config=config.portfolio,
+        requests=requests_rx,
+        answers=answers_tx,
+        log=log.bind(actor="portfolio"),
+    )

@@ -89,6 +89,10 @@ class Ticks:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
+    def rows(self, lo: int, hi: int) -> Ticks:
+        """Events ``lo..hi`` (exclusive) as a batch of their own (views, no copy)."""
+        return Ticks(**{f.name: getattr(self, f.name)[lo:hi] for f in attrs.fields(Ticks)})
+
 
 def _blank(like: np.ndarray, value: float) -> np.ndarray:
     """A read-only column as long as ``like``, all ``value`` (float NaN, or int64 0)."""

@@ -210,12 +210,12 @@ def test_actor_crash_names_the_original_error(tmp_path, monkeypatch, capsys):
     # An actor that raises: its output channels close as it unwinds and the actors
     # downstream see EndOfChannel. The user must see the original error, not that.
     from engine._cli import main
-    from engine.actors import RiskActor
+    from engine.core import RiskCore
 
     def broken_check(self, order):
         raise RuntimeError("risk check exploded")
 
-    monkeypatch.setattr(RiskActor, "check", broken_check)
+    monkeypatch.setattr(RiskCore, "check", broken_check)
     cfg = write_config(tmp_path)
     assert main(["--config", str(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

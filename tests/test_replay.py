@@ -135,7 +135,11 @@ def test_zero_latency_fills_on_the_signal_quote_in_causal_order(tmp_path, sample
 
 # The digest of the bundled sample with the shipped config. A change here means the
 # engine's decisions changed: if that was intended, update it (and the README example).
-SAMPLE_DIGEST = "62aebd5e185511a77a4029e7d625742a50a71817afc6eadbb08c49f31cceaa47"
+# History: 62aebd5e... was the lockstep pipeline's (a fill reached its strategy at the
+# next 250 ms step). The event-accurate driver makes the same 4 orders at the same
+# times and prices, but each fill's position change is journaled at the fill's own
+# time (220-228 ms earlier than before), and records are journaled in event order.
+SAMPLE_DIGEST = "8ff44aead925c8cc2594ae47a4652fed51fd2eeb2e6a494cf045fcd045d733f8"
 
 
 def shipped_config(tmp_path):

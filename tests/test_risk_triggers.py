@@ -11,8 +11,8 @@ import trio
 
 import fsm
 from engine._config import RiskSection, TriggersSection
-from engine.actors import RiskActor
-from engine.messages import ControlCommand, FeedReconnected, ReportBatch
+from engine.core import RiskCore
+from engine.messages import ControlCommand, FeedReconnected
 from engine.testing import quiet_logger, replay, replay_config
 
 
@@ -263,14 +263,10 @@ def test_operator_halt_through_the_control_channel(tmp_path, sample):
 
 
 def test_operator_resume_clears_triggers():
-    tx, rx = trio.open_memory_channel(0)
     ctl_tx, ctl_rx = trio.open_memory_channel(4)
-    risk = RiskActor(
+    risk = RiskCore(
         config=RiskSection(triggers=TriggersSection(auto_resume=False, stale_data_action="off")),
         symbols=["A"],
-        intents={"A": rx},
-        reports=rx,
-        orders=tx,
         log=quiet_logger(),
         control=ctl_rx,
     )
@@ -280,15 +276,15 @@ def test_operator_resume_clears_triggers():
         for symbol in ("", "A")  # not tied to a symbol (the account's), and A's own
         for i in range(6)
     )
-    risk._on_report(ReportBatch(step=0, ops=ops))
+    risk.on_ops(ops)
     records: list = []
-    risk._update_trading_state(sec, records)
+    risk.update_trading_state(sec, records)
     assert risk.trading.state is fsm.TradingState.HALTED
     assert risk.symbol_trading["A"].state is fsm.TradingState.REDUCING
-    risk._update_trading_state(600 * sec, records)
+    risk.update_trading_state(600 * sec, records)
     assert risk.trading.state is fsm.TradingState.HALTED  # auto_resume is off
     ctl_tx.send_nowait(ControlCommand(action="resume", reason="checked"))
-    risk._update_trading_state(601 * sec, records)
+    risk.update_trading_state(601 * sec, records)
     assert risk.trading.state is fsm.TradingState.ACTIVE
     assert risk.symbol_trading["A"].state is fsm.TradingState.ACTIVE
     assert [(r.symbol, r.target) for r in records] == [
@@ -304,7 +300,7 @@ def test_while_halted_an_exit_is_denied_once_then_goes_when_the_halt_ends(
 ):
     # A 418 ban halts trading for 5 s while the first position is open; its time limit
     # comes during the ban. The exit is denied once (not at every retry interval: that
-    # flooded the journal), and goes at the first step after the ban ends.
+    # flooded the journal), and goes at the first risk sample after the ban ends.
     fills = rows(baseline["report"], "OrderFilled")
     entry = next(f for f in fills if f["purpose"] == "ENTRY")
     at = (entry["ts_event"] - baseline["report"].first_ts) // 1_000_000 + 100
@@ -322,6 +318,6 @@ def test_while_halted_an_exit_is_denied_once_then_goes_when_the_halt_ends(
     assert [d["reason"] for d in denied] == ["trading_halted"]
     assert halted <= denied[0]["ts_event"] < resumed
     retry = next(o for o in exits if o["ts_event"] >= resumed)
-    assert retry["ts_event"] - resumed <= config.replay.step_ms * 2 * 1_000_000
+    assert retry["ts_event"] - resumed <= config.risk.sample_ms * 2 * 1_000_000
     filled = {f["client_order_id"] for f in rows(report, "OrderFilled")}
     assert retry["client_order_id"] in filled

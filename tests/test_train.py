@@ -130,7 +130,7 @@ def _engine_signals(ticks, cfg: StrategyConfig, step: int) -> list[tuple[int, in
         cols = (ticks.ts[lo:hi], ticks.kind[lo:hi], ticks.bid[lo:hi], ticks.ask[lo:hi])
         i = 0
         while i < hi - lo:
-            i, sig = scan(*cols, i, state, *inds, params)
+            i, sig = scan(*cols, i, hi - lo, state, *inds, params)
             if sig in (Signal.ENTER_LONG, Signal.ENTER_SHORT):
                 out.append((lo + i, 1 if sig == Signal.ENTER_LONG else -1))
             i += 1

@@ -141,9 +141,24 @@ class EntryFilter:
         self, ticks: Ticks | None, next_seq: Callable[[], int]
     ) -> tuple[tuple[ScoreRequest, ...], tuple[LabeledDecision, ...], list[DecisionLabeled]]:
         """The step's requests, the decisions labelled by its ticks, and their records."""
+        requests = self.take_requests()
+        if ticks is None:
+            return requests, (), []
+        labeled, records = self.label(ticks, 0, len(ticks), next_seq)
+        return requests, labeled, records
+
+    def take_requests(self) -> tuple[ScoreRequest, ...]:
+        """The scoring requests proposed since the last call."""
         requests = tuple(self._requests)
         self._requests.clear()
-        resolved = self.labeler.on_ticks(ticks, 0, len(ticks)) if ticks is not None else []
+        return requests
+
+    def label(
+        self, ticks: Ticks, lo: int, hi: int, next_seq: Callable[[], int]
+    ) -> tuple[tuple[LabeledDecision, ...], list[DecisionLabeled]]:
+        """Label pending decisions with events ``lo..hi`` of ``ticks``; the decisions
+        resolved and their journal records."""
+        resolved = self.labeler.on_ticks(ticks, lo, hi)
         labeled = tuple(
             LabeledDecision(
                 correlation_id=r.key,
@@ -167,7 +182,7 @@ class EntryFilter:
             )
             for r in resolved
         ]
-        return requests, labeled, records
+        return labeled, records
 
     def resolve(self, score: Score) -> PendingEntry:
         """The pending entry a score answers."""

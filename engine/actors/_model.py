@@ -33,7 +33,14 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import ModelSection
-from ..messages import LabeledDecision, ModelRetrained, Score, ScoreBatch, ScoreReply
+from ..messages import (
+    LabeledDecision,
+    ModelRetrained,
+    Score,
+    ScoreBatch,
+    ScoreReply,
+    ScoreRequest,
+)
 from ..models import Ensemble, FeatureSpec, OnnxModel, ScoreCache
 from ._symbol import ProtocolError
 
@@ -200,8 +207,14 @@ class ModelActor:
     def _score(self, batches: list[ScoreBatch]) -> dict[str, tuple[Score, ...]]:
         out: dict[str, list[Score]] = {b.symbol: [] for b in batches}
         requests = [r for b in batches for r in b.requests]
+        for request, score in zip(requests, self.score(requests), strict=True):
+            out[request.symbol].append(score)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def score(self, requests: list[ScoreRequest]) -> list[Score]:
+        """Score requests (cache hits from the cache; misses in one model call)."""
         if not requests:
-            return {k: () for k in out}
+            return []
         t0 = time.perf_counter()
         cache = self.cache
         keys = [cache.key(r.row) for r in requests]
@@ -221,16 +234,15 @@ class ModelActor:
         self.stats.batches += 1
         self.stats.latency_us.append(elapsed_us)
         computed = set(missing)
-        for i, request in enumerate(requests):
-            out[request.symbol].append(
-                Score(
-                    correlation_id=request.correlation_id,
-                    score=float(values[i]),  # type: ignore[arg-type]
-                    model=self.model_id,
-                    cached=i not in computed,
-                )
+        return [
+            Score(
+                correlation_id=request.correlation_id,
+                score=float(values[i]),  # type: ignore[arg-type]
+                model=self.model_id,
+                cached=i not in computed,
             )
-        return {k: tuple(v) for k, v in out.items()}
+            for i, request in enumerate(requests)
+        ]
 
     # -- online learning ------------------------------------------------------------
 
@@ -238,7 +250,7 @@ class ModelActor:
         cfg = self._cfg
         ts = max(b.ts for b in batches)
         for batch in batches:
-            self._window.extend(batch.labeled)
+            self.learn(batch.labeled)
             self._events_since += batch.events
         if not cfg.retrain or self._retrain_fn is None or self._job is not None:
             return
@@ -252,7 +264,7 @@ class ModelActor:
             return
         self._events_since = 0
         self._last_retrain_ts = ts
-        window = sorted(self._window, key=lambda d: (d.ts_decision, d.correlation_id))
+        window = self.retrain_window()
         job = _Job(
             request_step=step,
             apply_step=step + cfg.apply_after_steps,
@@ -261,11 +273,20 @@ class ModelActor:
             result=[],
         )
         self._job = job
-        self.stats.retrains += 1
         self._log.info("retrain started", step=step, samples=len(window), model=self.model_id)
         nursery.start_soon(self._retrain, job, window)
 
     async def _retrain(self, job: _Job, window: list[LabeledDecision]) -> None:
+        try:
+            job.result.append(await trio.to_thread.run_sync(self.retrain, window))
+        except Exception as exc:  # a failed fit keeps the current model, loudly
+            self._log.error("retrain failed", error=repr(exc))
+            job.result.append(exc)
+        finally:
+            job.done.set()
+
+    def retrain(self, window: list[LabeledDecision]) -> Any:
+        """Refit the first member on ``window`` (the pure retrain function; no swap)."""
         assert self._retrain_fn is not None
         cfg = self._cfg
         member = self.ensemble.models[0]
@@ -276,29 +297,26 @@ class ModelActor:
         )
         y = np.asarray([d.label for d in window], dtype=np.int64)
         t = np.asarray([d.ts_decision for d in window], dtype=np.int64)
-        blob = member.blob
-        fn = self._retrain_fn
+        return self._retrain_fn(
+            X,
+            y,
+            t,
+            current=member.blob,
+            spec=member.spec,
+            seed=0,
+            validation_fraction=cfg.validation_fraction,
+            min_samples=cfg.retrain_min_samples,
+            min_auc_gain=cfg.min_auc_gain,
+        )
 
-        def work() -> Any:
-            return fn(
-                X,
-                y,
-                t,
-                current=blob,
-                spec=member.spec,
-                seed=0,
-                validation_fraction=cfg.validation_fraction,
-                min_samples=cfg.retrain_min_samples,
-                min_auc_gain=cfg.min_auc_gain,
-            )
+    def learn(self, labeled: tuple[LabeledDecision, ...] | list[LabeledDecision]) -> None:
+        """Add labelled decisions to the retraining window."""
+        self._window.extend(labeled)
 
-        try:
-            job.result.append(await trio.to_thread.run_sync(work))
-        except Exception as exc:  # a failed fit keeps the current model, loudly
-            self._log.error("retrain failed", error=repr(exc))
-            job.result.append(exc)
-        finally:
-            job.done.set()
+    def retrain_window(self) -> list[LabeledDecision]:
+        """The window a retrain starts from, in decision order; counts the retrain."""
+        self.stats.retrains += 1
+        return sorted(self._window, key=lambda d: (d.ts_decision, d.correlation_id))
 
     async def _maybe_swap(self, step: int, ts: int) -> list[ModelRetrained]:
         job = self._job
@@ -309,7 +327,10 @@ class ModelActor:
         elif not job.done.is_set():
             return []
         self._job = None
-        result = job.result[0]
+        return [self.swap(job.result[0], job.samples, f"online-{job.request_step}", ts, step)]
+
+    def swap(self, result: Any, samples: int, name: str, ts: int, step: int) -> ModelRetrained:
+        """Apply a retrain's result: swap the candidate in if it was accepted; the record."""
         previous = self.model_id
         member = self.ensemble.models[0]
         if isinstance(result, Exception):
@@ -331,7 +352,7 @@ class ModelActor:
                     result.sidecar,
                     member.spec,
                     threads=self._cfg.threads,
-                    name=f"online-{job.request_step}",
+                    name=name,
                 )
                 members = (new_member, *self.ensemble.models[1:])
                 self._set_ensemble(Ensemble(members, self.ensemble.weights))
@@ -343,7 +364,7 @@ class ModelActor:
             candidate=candidate,
             swapped=swapped,
             reason=reason,
-            samples=job.samples,
+            samples=samples,
             auc_previous=auc_prev,
             auc_candidate=auc_new,
             ts_event=ts,
@@ -357,9 +378,9 @@ class ModelActor:
             model=self.model_id,
             candidate=candidate,
             reason=reason,
-            samples=job.samples,
+            samples=samples,
             auc_previous=auc_prev,
             auc_candidate=auc_new,
             step=step,
         )
-        return [record]
+        return record

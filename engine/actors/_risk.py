@@ -1,107 +1,54 @@
-"""The risk actor: the trading machine, automatic triggers and pre-trade checks.
+"""The risk actor: the Trio shell around :class:`~engine.core.RiskCore`.
 
 Per step it reads the execution report of step k-1 (fills, cancels, rejections,
 the step's last quotes, mark-to-market PnL, closed trades, operational events),
 then every symbol's intents for step k in a fixed symbol order. It then applies
-operator commands, evaluates the triggers, moves the trading machine
-(``fsm.TRADING_TABLE``: ACTIVE, REDUCING, HALTED) and checks the step's orders
-sorted by ``(ts_event, symbol, seq)``. A failed check is an :class:`OrderDenied`
-event with a reason code, never an exception. Entering HALTED asks execution to
-cancel every open order. Positions are read from the engine's one
-:class:`~engine.ledger.PositionLedger` (fed by the venue's fills and by positions
-adopted at a live start), never kept here.
-
-Pre-trade checks, first failure wins (reason codes in brackets):
-trading state [``trading_halted``, ``trading_reducing``], the symbol's own state
-[``symbol_reducing``: no new entries on that symbol], order rate
-[``max_orders_per_second``], reduce-only orders must reduce [``not_reducing``]
-(and skip the rest), min notional [``min_notional``], price band against the mid
-[``price_band``], notional per symbol [``max_notional_per_symbol``], total
-notional [``max_notional_total``] (after ``portfolio_limit``, the portfolio actor's
-per-symbol exposure limit), leverage [``max_leverage``], open positions
-[``max_open_positions``], correlation with open positions [``correlation``].
-
-Account-wide triggers (each with a configured action ``halt``/``reduce``/``off``)
-move the account's machine: ``daily_loss`` (realized + unrealized since the UTC
-day began, replay clock), ``drawdown`` (from the equity peak), ``reconnect_storm``
-of feed reconnects not tied to a symbol, ``rate_limit_ban`` (until the ban ends),
-``execution_errors`` (venue rejections in a window), ``reconciliation``.
-
-Per-symbol triggers have a per-symbol cause and move only that symbol's own
-machine (ACTIVE or REDUCING: no new entries on the symbol, its exits still go, the
-other symbols trade on): ``stale`` (no quote of the symbol for ``stale_data_ms``:
-one quiet symbol, or a capture that ends early) and ``reconnect_storm`` (the
-symbol's feed reconnected ``max_reconnects`` times in the window). Their action
-``off`` disables them; ``reduce`` and ``halt`` both block the symbol's entries.
-
-With ``auto_resume`` a trigger clears when its cause is gone (a new day, fresh
-data, a quiet cooldown, the ban's end); drawdown, reconciliation and manual
-halts clear only by an operator ``resume``, which clears every trigger,
-account-wide and per symbol.
+operator commands, evaluates the triggers, moves the trading machine and checks
+the step's orders (all in the core), and sends execution one :class:`OrderBatch`.
+Entering HALTED asks execution to cancel every open order. Every ``every_steps``
+steps it asks the portfolio actor for exposure limits and applies the answer
+``apply_after_steps`` steps later.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections import deque
-from collections.abc import Callable
 
-import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
 
-import fsm
-
 from .._config import PortfolioSection, RiskSection
+from ..core import RiskCore
 from ..ledger import PositionLedger
 from ..messages import (
     ControlCommand,
     ExposureLimits,
-    FeedReconnected,
     IntentBatch,
     JournalRecord,
-    Mark,
     OrderBatch,
-    OrderCanceled,
-    OrderDenied,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
     PortfolioRequest,
-    RateLimitBanned,
-    ReconciliationFailed,
     ReportBatch,
     SubmitOrder,
-    TradingStateChanged,
 )
-from ..risk import RiskMetrics
 from ._symbol import ProtocolError
 
-_SECOND_NS = 1_000_000_000
 _MS = 1_000_000
-_DAY_NS = 86_400 * _SECOND_NS
-_MIN_CORRELATION_SAMPLES = 20
 
 
-class RiskActor:
-    """Approves or denies every order before it reaches execution.
+class RiskActor(RiskCore):
+    """Approves or denies every order before it reaches execution, per step.
 
     Args:
-        config: the risk section.
-        symbols: symbol order in which intents are read each step.
         intents: one receive channel per symbol.
         reports: execution reports (all symbols).
         orders: the send side towards execution (closed when done).
-        log: a bound structlog logger.
-        ledger: the engine's position ledger (read only; a new, flat one by default).
-        step_ns: market time per step (for annualised metrics).
-        control: operator commands (drained without waiting at each step).
         portfolio: the portfolio section; with the two channels below, risk asks
             for exposure limits every ``every_steps`` steps and applies the answer
             ``apply_after_steps`` later.
         portfolio_requests: requests to the portfolio actor (closed when done).
         portfolio_answers: its answers.
+
+    The other arguments are :class:`~engine.core.RiskCore`'s.
     """
 
     def __init__(
@@ -120,60 +67,21 @@ class RiskActor:
         portfolio_requests: trio.MemorySendChannel[PortfolioRequest] | None = None,
         portfolio_answers: trio.MemoryReceiveChannel[ExposureLimits] | None = None,
     ) -> None:
-        self._cfg = config
-        self._trig = config.triggers
-        self._symbols = list(symbols)
+        super().__init__(
+            config=config,
+            symbols=symbols,
+            log=log,
+            ledger=ledger,
+            step_ns=step_ns,
+            control=control,
+        )
         self._intents = intents
         self._reports = reports
         self._orders = orders
-        self._control = control
-        self._log = log
-        self.trading = fsm.new_trading()
-        self.active: dict[str, tuple[str, str]] = {}  # trigger -> (action, reason)
-        self.symbol_trading = {s: fsm.new_trading() for s in symbols}
-        """Each symbol's own machine (ACTIVE or REDUCING), moved by per-symbol triggers."""
-        self.symbol_active: dict[str, dict[str, tuple[str, str]]] = {s: {} for s in symbols}
-        self.symbol_changes: list[tuple[str, str, str, str]] = []
-        """``(symbol, from, to, reason)`` of every move of a symbol's machine."""
-        self.ledger = ledger if ledger is not None else PositionLedger()
-        self.prices: dict[str, float] = {}
-        self.marks: dict[str, Mark] = {}
-        self.equity = 0.0
-        self.metrics = RiskMetrics(capital=config.capital, step_ns=step_ns)
-        self._returns = {s: deque[float](maxlen=config.correlation_window) for s in symbols}
-        self._open: dict[str, SubmitOrder] = {}
-        self._recent: deque[int] = deque()
-        self._reconnects: deque[int] = deque()  # not tied to a traded symbol
-        self._symbol_reconnects: dict[str, deque[int]] = {s: deque() for s in symbols}
-        self._resumed = False
-        self._errors: deque[int] = deque()
-        self._ban_until = 0
-        self._origin: int | None = None
-        self._day = -1
-        self._day_start_equity = 0.0
-        self._seq = 0
-        self.approved = 0
-        self.denied: dict[str, int] = {}
-        self.state_changes: list[tuple[str, str, str]] = []
         self._portfolio = portfolio if portfolio_requests is not None else None
         self._portfolio_requests = portfolio_requests
         self._portfolio_answers = portfolio_answers
         self._portfolio_due: int | None = None
-        self.exposure_limits: dict[str, float] = {}
-        self._mids: dict[str, float] = {}
-        self._corr: dict[tuple[str, str], float] | None = None
-        self._checks: list[tuple[str, Callable[[SubmitOrder], bool]]] = [
-            ("max_orders_per_second", self._rate_ok),
-            ("not_reducing", self._reduces_if_reduce_only),
-            ("min_notional", self._min_notional_ok),
-            ("price_band", self._price_band_ok),
-            ("max_notional_per_symbol", self._symbol_notional_ok),
-            ("portfolio_limit", self._portfolio_limit_ok),
-            ("max_notional_total", self._total_notional_ok),
-            ("max_leverage", self._leverage_ok),
-            ("max_open_positions", self._open_positions_ok),
-            ("correlation", self._correlation_ok),
-        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Check each step's orders until the symbols send their final batch.
@@ -193,7 +101,9 @@ class RiskActor:
                     report = await self._reports.receive()
                     if report.step != step - 1:
                         raise ProtocolError(f"risk: report step {report.step} != {step - 1}")
-                    self._on_report(report)
+                    self.on_order_events(report.events)
+                    self.on_sample(report.marks, report.equity, report.trades)
+                    self.on_ops(report.ops)
                 commands: list[SubmitOrder] = []
                 records: list[JournalRecord] = []
                 final = False
@@ -209,21 +119,8 @@ class RiskActor:
                 cancel_all = ""
                 if not final:
                     await self._exchange_with_portfolio(step)
-                    cancel_all = self._update_trading_state(now, records)
-                commands.sort(key=lambda c: (c.ts_event, c.symbol, c.seq))
-                approved: list[SubmitOrder] = []
-                denials: list[OrderDenied] = []
-                for command in commands:
-                    reason = self.check(command)
-                    if reason is None:
-                        approved.append(command)
-                        self._open[command.client_order_id] = command
-                        self._recent.append(command.ts_event)
-                        self.approved += 1
-                    else:
-                        denial = self._deny(command, reason)
-                        denials.append(denial)
-                        records.append(denial)
+                    cancel_all = self.update_trading_state(now, records)
+                approved, denials = self.approve(commands, records)
                 await self._orders.send(
                     OrderBatch(
                         step=step,
@@ -241,182 +138,6 @@ class RiskActor:
                     return
                 step += 1
 
-    # -- pre-trade checks -----------------------------------------------------------
-
-    def check(self, order: SubmitOrder) -> str | None:
-        """The reason code to deny ``order``, or None to approve it."""
-        self.prices[order.symbol] = order.ref_price
-        state = self.trading.state
-        if state is fsm.TradingState.HALTED:
-            return "trading_halted"
-        if state is fsm.TradingState.REDUCING and not order.reduce_only:
-            return "trading_reducing"
-        own = self.symbol_trading.get(order.symbol)
-        if own is not None and own.state is not fsm.TradingState.ACTIVE and not order.reduce_only:
-            return "symbol_reducing"
-        for reason, passes in self._checks:
-            if not passes(order):
-                return reason
-            if order.reduce_only and reason == "not_reducing":
-                return None
-        return None
-
-    def _rate_ok(self, order: SubmitOrder) -> bool:
-        window_start = order.ts_event - _SECOND_NS
-        while self._recent and self._recent[0] <= window_start:
-            self._recent.popleft()
-        return len(self._recent) < self._cfg.max_orders_per_second
-
-    def _reduces_if_reduce_only(self, order: SubmitOrder) -> bool:
-        if not order.reduce_only:
-            return True
-        before = self._exposure(order.symbol)
-        after = before + int(order.side) * order.qty
-        # Smaller, and not through flat to the other side.
-        return abs(after) <= abs(before) + 1e-12 and after * before >= 0.0
-
-    def _min_notional_ok(self, order: SubmitOrder) -> bool:
-        return order.qty * order.ref_price >= self._cfg.min_notional
-
-    def _price_band_ok(self, order: SubmitOrder) -> bool:
-        mark = self.marks.get(order.symbol)
-        if mark is None:
-            return True  # no quote seen by risk yet: nothing to compare against
-        mid = 0.5 * (mark.bid + mark.ask)
-        return abs(order.ref_price - mid) / mid * 1e4 <= self._cfg.price_band_bps
-
-    def _symbol_notional_ok(self, order: SubmitOrder) -> bool:
-        after = self._exposure(order.symbol) + int(order.side) * order.qty
-        return abs(after) * order.ref_price <= self._cfg.max_notional_per_symbol
-
-    def _portfolio_limit_ok(self, order: SubmitOrder) -> bool:
-        limit = self.exposure_limits.get(order.symbol)
-        if limit is None:
-            return True
-        after = self._exposure(order.symbol) + int(order.side) * order.qty
-        return abs(after) * order.ref_price <= limit
-
-    def _notional_after(self, order: SubmitOrder) -> float:
-        after = self._exposure(order.symbol) + int(order.side) * order.qty
-        others = sum(
-            abs(self._exposure(s)) * self._price(s) for s in self._symbols if s != order.symbol
-        )
-        return others + abs(after) * order.ref_price
-
-    def _total_notional_ok(self, order: SubmitOrder) -> bool:
-        return self._notional_after(order) <= self._cfg.max_notional_total
-
-    def _leverage_ok(self, order: SubmitOrder) -> bool:
-        equity = self._cfg.capital + self.equity
-        return equity > 0 and self._notional_after(order) / equity <= self._cfg.max_leverage
-
-    def _open_positions_ok(self, order: SubmitOrder) -> bool:
-        if self._exposure(order.symbol) != 0.0:
-            return True
-        others = sum(1 for s in self._symbols if s != order.symbol and self._exposure(s) != 0.0)
-        return others < self._cfg.max_open_positions
-
-    def _correlation_ok(self, order: SubmitOrder) -> bool:
-        mine = self._returns.get(order.symbol)
-        if mine is None:
-            return True
-        for other in self._symbols:
-            if other == order.symbol or self._exposure(other) == 0.0:
-                continue
-            corr = self.correlation(order.symbol, other)
-            if corr is not None and corr > self._cfg.max_correlation:
-                return False
-        return True
-
-    def correlation(self, a: str, b: str) -> float | None:
-        """Correlation of the two symbols' recent per-step mid returns (None: too little data).
-
-        The matrix of all symbols is computed once per step (returns change only
-        when a report arrives) and reused by every order of the step.
-        """
-        if self._corr is None:
-            self._corr = self._correlations()
-        value = self._corr.get((a, b))
-        return None if value is None or value != value else value
-
-    def _correlations(self) -> dict[tuple[str, str], float]:
-        started = [s for s in self._symbols if len(self._returns[s]) >= _MIN_CORRELATION_SAMPLES]
-        if len(started) < 2:
-            return {}
-        n = min(len(self._returns[s]) for s in started)
-        matrix = np.column_stack([np.fromiter(self._returns[s], float)[-n:] for s in started])
-        flat = matrix.std(axis=0) == 0.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.corrcoef(matrix, rowvar=False)
-        corr[flat, :] = np.nan
-        corr[:, flat] = np.nan
-        return {
-            (x, y): float(corr[i, j])
-            for i, x in enumerate(started)
-            for j, y in enumerate(started)
-            if i != j
-        }
-
-    def _exposure(self, symbol: str) -> float:
-        """Position (the ledger's) plus what open orders would add."""
-        pending = sum(int(o.side) * o.qty for o in self._open.values() if o.symbol == symbol)
-        return self.ledger.qty(symbol) + pending
-
-    def _price(self, symbol: str) -> float:
-        mark = self.marks.get(symbol)
-        if mark is not None:
-            return 0.5 * (mark.bid + mark.ask)
-        return self.prices.get(symbol, 0.0)
-
-    # -- reports --------------------------------------------------------------------
-
-    def _on_report(self, report: ReportBatch) -> None:
-        self._corr = None  # returns move on: recompute correlations when next needed
-        for event in report.events:
-            if isinstance(event, OrderFilled):
-                # The position itself is the ledger's (the venue applied the fill).
-                self.prices[event.symbol] = event.last_price
-                if event.cum_qty >= event.order_qty:
-                    self._open.pop(event.client_order_id, None)
-            elif isinstance(event, OrderRejected | OrderExpired | OrderDenied | OrderCanceled):
-                self._open.pop(event.client_order_id, None)
-                if isinstance(event, OrderRejected):
-                    self._errors.append(event.ts_event)
-        for mark in report.marks:
-            self.marks[mark.symbol] = mark
-        # One return per symbol per step (0 when it was not quoted), so the rows
-        # of different symbols line up for correlations and the portfolio.
-        for symbol in self._symbols:
-            mark = self.marks.get(symbol)
-            if mark is None:
-                continue
-            mid = 0.5 * (mark.bid + mark.ask)
-            old = self._mids.get(symbol)
-            if old is not None:
-                self._returns[symbol].append(math.log(mid / old))
-            self._mids[symbol] = mid
-        self.equity = report.equity
-        self.metrics.record_equity(report.equity)
-        for pnl in report.trades:
-            self.metrics.record_trade(pnl)
-        for op in report.ops:
-            if isinstance(op, FeedReconnected):
-                self._symbol_reconnects.get(op.symbol, self._reconnects).append(op.ts_event)
-            elif isinstance(op, RateLimitBanned):
-                self._ban_until = max(self._ban_until, op.until_ts)
-            elif isinstance(op, ReconciliationFailed):
-                self._activate("reconciliation", self._trig.reconciliation_action, op.reason)
-
-    # -- portfolio ------------------------------------------------------------------
-
-    def returns_matrix(self, rows: int) -> np.ndarray | None:
-        """The last ``rows`` (or fewer) aligned per-step returns, or None if too few."""
-        if any(len(self._returns[s]) == 0 for s in self._symbols):
-            return None
-        m = min(rows, *(len(self._returns[s]) for s in self._symbols))
-        cols = [np.fromiter(self._returns[s], float)[-m:] for s in self._symbols]
-        return np.column_stack(cols)
-
     async def _exchange_with_portfolio(self, step: int) -> None:
         cfg = self._portfolio
         if cfg is None:
@@ -426,217 +147,10 @@ class RiskActor:
             # Wait here, at a fixed step, so the solve time cannot change the results.
             answer = await self._portfolio_answers.receive()
             self._portfolio_due = None
-            if answer.limits:
-                self.exposure_limits = dict(answer.limits)
-            else:
-                self._log.warning(
-                    "portfolio solve failed; keeping last limits", status=answer.status
-                )
+            self.set_exposure_limits(answer.limits, answer.status)
         if self._portfolio_due is None and step > 0 and step % cfg.every_steps == 0:
             matrix = self.returns_matrix(min(cfg.lookback, self._cfg.correlation_window))
             if matrix is not None and matrix.shape[0] >= cfg.min_periods:
                 request = PortfolioRequest(step=step, symbols=tuple(self._symbols), returns=matrix)
                 self._portfolio_requests.send_nowait(request)
                 self._portfolio_due = step + cfg.apply_after_steps
-
-    # -- triggers and the trading machine -------------------------------------------
-
-    def _activate(
-        self,
-        name: str,
-        action: str,
-        reason: str,
-        active: dict[str, tuple[str, str]] | None = None,
-    ) -> None:
-        """Raise trigger ``name`` (account-wide, or in a symbol's ``active`` table)."""
-        table = self.active if active is None else active
-        if action != "off" and name not in table:
-            table[name] = (action, reason)
-
-    def _clear(self, name: str, active: dict[str, tuple[str, str]] | None = None) -> None:
-        (self.active if active is None else active).pop(name, None)
-
-    def _evaluate_triggers(self, now: int) -> None:
-        t = self._trig
-        auto = t.auto_resume
-        if self._origin is None:
-            self._origin = now
-        day = now // _DAY_NS
-        if day != self._day:
-            self._day = day
-            self._day_start_equity = self.equity
-            if auto:
-                self._clear("daily_loss")
-        loss = self._day_start_equity - self.equity
-        if loss >= t.daily_loss_limit:
-            self._activate("daily_loss", t.daily_loss_action, f"daily loss {loss:.2f}")
-        drawdown = self.metrics.peak - self.equity
-        if drawdown >= t.max_drawdown:
-            self._activate("drawdown", t.drawdown_action, f"drawdown {drawdown:.2f}")
-        cooldown = t.cooldown_ms * _MS
-        for symbol in self._symbols:
-            # Causes of one symbol block that symbol only: a quiet symbol or a capture
-            # that ends early must not stop the others.
-            own = self.symbol_active[symbol]
-            mark = self.marks.get(symbol)
-            last = mark.ts if mark is not None else self._origin
-            if now - last >= t.stale_data_ms * _MS:
-                self._activate("stale", t.stale_data_action, f"no quote for {symbol}", own)
-            elif auto:
-                self._clear("stale", own)
-            self._windowed(
-                "reconnect_storm",
-                self._symbol_reconnects[symbol],
-                now,
-                t.reconnect_window_ms * _MS,
-                t.max_reconnects,
-                t.reconnect_action,
-                cooldown,
-                own,
-            )
-        self._windowed(
-            "reconnect_storm",
-            self._reconnects,
-            now,
-            t.reconnect_window_ms * _MS,
-            t.max_reconnects,
-            t.reconnect_action,
-            cooldown,
-        )
-        self._windowed(
-            "execution_errors",
-            self._errors,
-            now,
-            t.execution_error_window_ms * _MS,
-            t.max_execution_errors,
-            t.execution_error_action,
-            cooldown,
-        )
-        if now < self._ban_until:
-            self._activate("rate_limit_ban", t.rate_limit_ban_action, "venue ban")
-        else:
-            self._clear("rate_limit_ban")  # a ban ends by itself
-
-    def _windowed(
-        self,
-        name: str,
-        times: deque[int],
-        now: int,
-        window: int,
-        limit: int,
-        action: str,
-        cooldown: int,
-        active: dict[str, tuple[str, str]] | None = None,
-    ) -> None:
-        table = self.active if active is None else active
-        while times and times[0] <= now - max(window, cooldown):
-            times.popleft()
-        in_window = sum(1 for ts in times if ts > now - window)
-        if in_window >= limit:
-            self._activate(name, action, f"{in_window} in {window // _MS} ms", table)
-        elif (
-            self._trig.auto_resume and name in table and (not times or times[-1] <= now - cooldown)
-        ):
-            self._clear(name, table)
-
-    def _apply_control(self) -> None:
-        if self._control is None:
-            return
-        while True:
-            try:
-                command = self._control.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-            self._log.warning("operator command", action=command.action, reason=command.reason)
-            if command.action == "resume":
-                self.active.clear()
-                for own in self.symbol_active.values():
-                    own.clear()
-                self._resumed = True  # execution tells the venue: check drift again
-            else:
-                self.active.pop("manual", None)
-                self._activate("manual", command.action, command.reason)
-
-    def _update_trading_state(self, now: int, records: list[JournalRecord]) -> str:
-        """Evaluate triggers and move the machines; returns a cancel-all reason or ""."""
-        self._apply_control()
-        self._evaluate_triggers(now)
-        actions = {action for action, _reason in self.active.values()}
-        if "halt" in actions:
-            target, event_type = fsm.TradingState.HALTED, fsm.HaltRequested
-        elif "reduce" in actions:
-            target, event_type = fsm.TradingState.REDUCING, fsm.ReduceRequested
-        else:
-            target, event_type = fsm.TradingState.ACTIVE, fsm.ResumeRequested
-        cancel_all = ""
-        if target is not self.trading.state:
-            reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(self.active.items()))
-            t = self._move(self.trading, "", event_type, reason or "clear", now, records)
-            self.state_changes.append((t.source.value, t.target.value, reason or "clear"))
-            if t.target is fsm.TradingState.HALTED:
-                cancel_all = reason or "clear"
-        for symbol in self._symbols:
-            own = self.symbol_active[symbol]
-            machine = self.symbol_trading[symbol]
-            # A symbol's own machine only ever reduces: its exits stay allowed.
-            wanted = fsm.TradingState.REDUCING if own else fsm.TradingState.ACTIVE
-            if wanted is machine.state:
-                continue
-            reason = "; ".join(f"{k}: {r}" for k, (_a, r) in sorted(own.items())) or "clear"
-            request = fsm.ReduceRequested if own else fsm.ResumeRequested
-            t = self._move(machine, symbol, request, reason, now, records)
-            self.symbol_changes.append((symbol, t.source.value, t.target.value, reason))
-        return cancel_all
-
-    def _move(
-        self,
-        machine: fsm.Machine[fsm.TradingState],
-        symbol: str,
-        event_type: type,
-        reason: str,
-        now: int,
-        records: list[JournalRecord],
-    ) -> fsm.Transition[fsm.TradingState]:
-        """Move a trading machine (the account's when ``symbol`` is ""); journal and log it."""
-        t = machine.handle(event_type(reason=reason))
-        self._seq += 1
-        records.append(
-            TradingStateChanged(
-                symbol=symbol,
-                source=t.source.value,
-                target=t.target.value,
-                reason=reason,
-                ts_event=now,
-                ts_init=now,
-                seq=self._seq,
-            )
-        )
-        self._log.warning(
-            "trading state changed" if not symbol else "symbol trading state changed",
-            **({"symbol": symbol} if symbol else {}),
-            **{"from": t.source.value, "to": t.target.value},
-            reason=reason,
-            ts_event=now,
-        )
-        return t
-
-    def _deny(self, order: SubmitOrder, reason: str) -> OrderDenied:
-        self._seq += 1
-        self.denied[reason] = self.denied.get(reason, 0) + 1
-        self._log.warning(
-            "order denied",
-            symbol=order.symbol,
-            client_order_id=order.client_order_id,
-            reason=reason,
-            ts_event=order.ts_event,
-        )
-        return OrderDenied(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            purpose=order.purpose,
-            reason=reason,
-            ts_event=order.ts_event,
-            ts_init=order.ts_init,
-            seq=self._seq,
-            correlation_id=order.correlation_id,
-        )

@@ -104,6 +104,7 @@ def scan(
     bid: np.ndarray,
     ask: np.ndarray,
     start: int,
+    stop: int,
     state: np.ndarray,
     ema_fast: np.ndarray,
     ema_slow: np.ndarray,
@@ -111,14 +112,14 @@ def scan(
     atr: np.ndarray,
     params: np.ndarray,
 ) -> tuple[int, int]:
-    """Advance the strategy over events ``start..`` of a batch.
+    """Advance the strategy over events ``start..stop`` (exclusive) of the columns.
 
     Returns:
         ``(index, signal)``: the event that raised a signal and the
-        :class:`Signal` code, or ``(len, 0)`` when the batch ran out. The state
+        :class:`Signal` code, or ``(stop, 0)`` when the range ran out. The state
         already includes the event at ``index``; resume at ``index + 1``.
     """
-    n = ts.shape[0]
+    n = min(stop, ts.shape[0])
     sample_ns = params[P_SAMPLE_NS]
     for i in range(start, n):
         if kind[i] != _QUOTE:
@@ -206,4 +207,4 @@ def warm_up() -> None:
         take_profit_bps=10.0,
         max_hold_ms=1,
     )
-    scan(ts, kind, px, px, 0, new_state(), *new_indicators(2, 3, 2), params)
+    scan(ts, kind, px, px, 0, n, new_state(), *new_indicators(2, 3, 2), params)

@@ -102,7 +102,7 @@ def entry_signals(q: QuoteColumns, cfg: StrategyConfig) -> list[tuple[int, int]]
     i = 0
     n = q.ts.shape[0]
     while i < n:
-        i, sig = scan(q.ts, q.kind, q.bid, q.ask, i, state, *inds, params)
+        i, sig = scan(q.ts, q.kind, q.bid, q.ask, i, len(q.ts), state, *inds, params)
         if sig == Signal.ENTER_LONG:
             out.append((i, 1))
         elif sig == Signal.ENTER_SHORT:
@@ -181,7 +181,7 @@ def backtest(
     skipped = 0
     i = 0
     while i < n:
-        i, sig = scan(q.ts, q.kind, q.bid, q.ask, i, state, *inds, params)
+        i, sig = scan(q.ts, q.kind, q.bid, q.ask, i, len(q.ts), state, *inds, params)
         if sig in (Signal.ENTER_LONG, Signal.ENTER_SHORT) and q.ts[i] >= start_ns:
             side = 1 if sig == Signal.ENTER_LONG else -1
             if take is not None and not take(i, side):
@@ -193,7 +193,7 @@ def backtest(
                 # Up to the fill the kernel only updates its indicators.
                 state[MODE] = Mode.WAITING
                 e = j + 1
-                scan(q.ts[:e], q.kind[:e], q.bid[:e], q.ask[:e], i + 1, state, *inds, params)
+                scan(q.ts, q.kind, q.bid, q.ask, i + 1, e, state, *inds, params)
                 state[MODE] = Mode.HOLDING
                 state[SIDE] = side
                 state[ENTRY_PRICE] = q.ask[j] if side > 0 else q.bid[j]

@@ -189,6 +189,31 @@ class SimVenue:
         fills.sort(key=lambda e: (e.ts_event, e.seq))
         return fills
 
+    # -- event by event (the replay driver) -------------------------------------
+
+    def fill(self, client_order_id: str, ts: int, bid: float, ask: float) -> OrderFilled | None:
+        """Fill a pending order at the quote ``(ts, bid, ask)`` (the first of its symbol at
+        or after the order's due time, found by the caller); None: no longer pending."""
+        for i, pending in enumerate(self._pending):
+            if pending.order.client_order_id == client_order_id:
+                del self._pending[i]
+                return self._fill(pending, ts, bid, ask)
+        return None
+
+    def on_mark_row(self, symbol: str, ticks: Ticks, row: int) -> None:
+        """One mark price update (a MARK row of ``ticks``): settle funding it makes due,
+        on the position the ledger holds now, and mark the position to it."""
+        self._on_mark_prices({symbol: ticks.rows(row, row + 1)}, [])
+
+    def mark_to(self, mids: dict[str, float]) -> None:
+        """Mark the positions to these mids (the mark price where one is known) and take
+        an equity sample for the drawdown."""
+        for symbol, mid in mids.items():
+            self.ledger.mark(symbol, mid)
+        for symbol, mark in self.mark_prices.items():
+            self.ledger.mark(symbol, mark)
+        self._mark()
+
     def _on_mark_prices(self, ticks: dict[str, Ticks], fills: list[OrderEvent]) -> None:
         """Settle funding whose time a step's mark prices passed; mark to the mark price.
 
@@ -292,7 +317,10 @@ class SimVenue:
         )
 
     def _mark(self) -> None:
-        equity = self.ledger.equity()
+        self.record_equity(self.ledger.equity())
+
+    def record_equity(self, equity: float) -> None:
+        """Take an equity sample (the ledger's, marked by the caller) for the drawdown."""
         self.equity = equity
         self.equity_peak = max(self.equity_peak, equity)
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)

@@ -1,0 +1,174 @@
+"""Replay mode: the recorded market through the synchronous cores, event by event.
+
+The captures become a :class:`~engine.feeds.Tape` (parsed, or mapped from the tick
+store), the cores are built once (no channels: replay runs in one task), and
+:class:`~engine.core.ReplayDriver` processes the run in market-time order. The
+report is the same :class:`~engine._supervisor.RunReport` paper and live give.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from ._config import Config
+from ._errors import ActorFailedError, DataError, single_cause
+from .actors import HardwareActor
+from .core import ExecutionCore, ReplayDriver, RiskCore, SymbolCore
+from .feeds import CaptureLimits, CaptureStats
+from .feeds._tape import load_tape
+from .journal import Journal
+from .ledger import PositionLedger
+from .strategy import _ema_cross as strategy_kernel
+from .venues.sim import SimVenue
+
+if TYPE_CHECKING:
+    from ._control import ControlState
+    from ._supervisor import RunReport
+    from .messages import ControlCommand
+
+
+async def run_replay_driven(
+    config: Config,
+    *,
+    paths: list[Path],
+    symbols: list[str],
+    log: FilteringBoundLogger,
+    setup_started: float,
+    journal_path: Path,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None,
+    control_state: ControlState | None,
+) -> RunReport:
+    """Replay ``paths`` for ``symbols`` (see :func:`engine._supervisor.run_replay`)."""
+    from . import _supervisor as sup  # the report's pieces; it imports this module lazily
+
+    stats = CaptureStats()
+    limits = CaptureLimits(
+        max_receive_skew_ms=config.data.max_receive_skew_ms,
+        max_time_jump_ms=config.data.max_time_jump_ms,
+    )
+    data = [str(p) for p in paths]
+    with Journal(journal_path) as journal:
+        cfg_sha = sup.config_digest(config)
+        journal.set_meta({"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(data)})
+        log.info("replay starting", symbols=symbols, data=data, journal=str(journal.path))
+        try:
+            tape = load_tape(paths, symbols, limits=limits, stats=stats)
+        except DataError as exc:
+            log.error("cannot start", error=str(exc))
+            raise
+        for path in stats.truncated:
+            log.warning("truncated gzip: replayed up to the cut", file=path)
+        ledger = PositionLedger()
+        venue = SimVenue(
+            latency_ns=int(config.venue.latency_ms * 1e6),
+            taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+            ledger=ledger,
+        )
+        execution = ExecutionCore(
+            venue=venue, log=log.bind(actor="execution"), faults=config.faults.events
+        )
+        risk = RiskCore(
+            config=config.risk,
+            symbols=symbols,
+            log=log.bind(actor="risk"),
+            ledger=ledger,
+            step_ns=config.risk.sample_ms * 1_000_000,
+            control=control,
+        )
+        portfolio = None
+        if config.portfolio.enabled:
+            if len(symbols) > 1:
+                importlib.import_module("engine.portfolio._optimize")  # cvxpy: set-up time
+            portfolio = sup.portfolio_solver(config, log)
+        model, filters, _channels = sup._model_wiring(config, symbols, "replay", log)
+        cores = [
+            SymbolCore(
+                symbol=s,
+                config=config.strategy,
+                log=log.bind(actor="symbol"),
+                ledger=ledger,
+                sizing=config.sizing,
+                capital=config.risk.capital,
+                max_notional=config.risk.max_notional_per_symbol,
+                entry_filter=filters.get(s),
+            )
+            for s in symbols
+        ]
+        driver = ReplayDriver(
+            config=config,
+            tape=dict(tape.ticks),
+            cores=cores,
+            risk=risk,
+            execution=execution,
+            journal=journal,
+            log=log.bind(actor="driver"),
+            filters=filters,
+            model=model,
+            portfolio=portfolio,
+        )
+        warmed_up = trio.Event()
+        hardware_actor = HardwareActor(
+            config=config.hardware, log=log.bind(actor="hardware"), warmed_up=warmed_up
+        )
+        if control_state is not None:
+            # What ``status``, the HTTP API and /metrics read (in the Trio thread, when asked).
+            control_state.attach(
+                mode="replay",
+                risk=risk,
+                actors=cores,
+                venue=venue,
+                execution=execution,
+                feed=driver,
+                model=model,
+                filters=filters,
+                hardware=hardware_actor,
+            )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(hardware_actor.run)
+                strategy_kernel.warm_up()
+                warmed_up.set()
+                await hardware_actor.settled.wait()
+                started = time.perf_counter()
+                setup = started - setup_started
+                await driver.run()
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            cause = single_cause(exc)
+            if isinstance(cause, DataError):
+                log.error("cannot start", error=str(cause))
+                raise cause from exc
+            log.error("actor failed; trading halted", error=repr(cause), exc_info=True)
+            raise ActorFailedError(f"replay stopped: {cause!r}") from exc
+        wall = time.perf_counter() - started
+        return sup.build_report(
+            config,
+            mode="replay",
+            symbols=symbols,
+            data=data,
+            cores=cores,
+            ledger=ledger,
+            execution=execution,
+            risk=risk,
+            venue=venue,
+            portfolio=portfolio,
+            model=model,
+            filters=filters,
+            hardware_actor=hardware_actor,
+            journal=journal,
+            feed_summary=stats.summary(),
+            lines=stats.lines,
+            skipped=dict(sorted(stats.skipped.items())),
+            steps=driver.steps,
+            first_ts=driver.first_ts,
+            last_ts=driver.last_ts,
+            setup=setup,
+            wall=wall,
+            log=log,
+        )

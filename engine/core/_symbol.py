@@ -1,0 +1,532 @@
+"""One symbol's strategy and position machine as a synchronous core (no Trio, no I/O).
+
+The core owns the strategy kernel's state, the indicators it reads, the position
+machine (:mod:`fsm`) and the entry's figures for sizing. The symbol's position
+itself is the engine's :class:`~engine.ledger.PositionLedger`'s (the venue feeds it
+with fills, a live start with the adopted position). The hold timer compares times
+of one clock: the entry's time is the fill's ``ts_init`` (when this process saw it:
+the replay clock in replay, the local clock live, as the ticks' times are), never
+the exchange's own fill time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from structlog.typing import FilteringBoundLogger
+
+import fsm
+
+from .._config import SizingSection, StrategySection
+from ..ledger import PositionLedger
+from ..messages import (
+    EntryScored,
+    JournalRecord,
+    OrderAccepted,
+    OrderCanceled,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionChanged,
+    Purpose,
+    Score,
+    Side,
+    SubmitOrder,
+    Ticks,
+)
+from ..risk import SizingInputs, size_notional
+from ..strategy import _ema_cross as strat
+
+if TYPE_CHECKING:
+    from ..actors._filter import EntryFilter, PendingEntry
+
+_EXIT_REASONS = {
+    strat.Signal.EXIT_CROSS: "cross",
+    strat.Signal.EXIT_STOP: "stop_loss",
+    strat.Signal.EXIT_TAKE_PROFIT: "take_profit",
+    strat.Signal.EXIT_TIME: "time_limit",
+}
+
+# What the strategy kernel should look for in each position state.
+_KERNEL_MODE = {
+    fsm.PositionState.IDLE: strat.Mode.FLAT,
+    fsm.PositionState.IN_POSITION: strat.Mode.HOLDING,
+    fsm.PositionState.SIGNALED: strat.Mode.WAITING,
+    fsm.PositionState.ORDERING: strat.Mode.WAITING,
+    fsm.PositionState.EXITING: strat.Mode.WAITING,
+}
+
+
+def round_down(qty: float, step: float) -> float:
+    """``qty`` rounded down to a multiple of ``step`` (a tiny epsilon absorbs 0.1+0.2)."""
+    n = math.floor(qty / step + 1e-9)
+    return round(n * step, 12)
+
+
+class SymbolCore:
+    """One symbol's strategy and position machine, with no Trio and no I/O.
+
+    Messages in, messages out: :meth:`scan` runs the strategy kernel over a range
+    of the symbol's market columns and stops at a signal; :meth:`on_signal` turns
+    it into orders (or a scoring request, with the ML filter); :meth:`on_events`
+    applies execution reports; :meth:`take` hands over the orders and journal
+    records made since the last call. The Trio actor (:class:`engine.actors.SymbolActor`)
+    and the replay driver (:class:`engine.core.ReplayDriver`) both run it.
+
+    Args:
+        symbol: the instrument (``BTCUSDT``).
+        config: the strategy section.
+        log: a bound structlog logger.
+        ledger: the engine's position ledger (read only: the venue applies the fills).
+        sizing: how entries are sized (default: fixed ``order_notional``).
+        capital: starting equity (sizing adds the venue's PnL to it).
+        max_notional: the per-symbol risk limit; sizes are capped at it.
+        entry_filter: the ML filter's per-symbol side (features, threshold, labels);
+            None trades every signal.
+    """
+
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        config: StrategySection,
+        log: FilteringBoundLogger,
+        ledger: PositionLedger,
+        sizing: SizingSection | None = None,
+        capital: float = 10_000.0,
+        max_notional: float = float("inf"),
+        entry_filter: EntryFilter | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self._filter = entry_filter
+        self._cfg = config
+        self._sizing = sizing or SizingSection()
+        self._capital = capital
+        self._max_notional = max_notional
+        self._equity = 0.0
+        self._trade_returns: deque[float] = deque(maxlen=self._sizing.kelly_window)
+        self._log = log.bind(symbol=symbol)
+        self.position = fsm.new_position()
+        self._ledger = ledger
+        # Signed quantity of the fills of the report being handled that the actor has
+        # not reached yet: the ledger holds the step's fills already, and each event is
+        # handled at the position right after it.
+        self._unapplied = 0.0
+        self._trading_state = fsm.TradingState.ACTIVE.value
+        self.transitions: dict[str, int] = {}
+        self.signals = 0
+        self.ticks = 0
+        self._state = strat.new_state()
+        self._params = strat.make_params(
+            sample_ms=config.sample_ms,
+            rsi_long_max=config.rsi_long_max,
+            rsi_short_min=config.rsi_short_min,
+            allow_short=config.allow_short,
+            stop_loss_bps=config.stop_loss_bps,
+            take_profit_bps=config.take_profit_bps,
+            max_hold_ms=config.max_hold_ms,
+        )
+        self._ema_fast, self._ema_slow, self._rsi, self._atr = strat.new_indicators(
+            config.fast, config.slow, config.rsi_period, self._sizing.atr_period
+        )
+        self._seq = 0
+        self._orders = 0
+        self._live_order: SubmitOrder | None = None
+        self._sizing_basis = "fixed"
+        self._entry_cost = 0.0
+        self._entry_qty = 0.0
+        self._entry_fees = 0.0
+        self._last_exit_ts = -(2**62)
+        self._commands: list[SubmitOrder] = []
+        self._records: list[JournalRecord] = []
+        self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
+            OrderDenied: self._on_denied,
+            OrderSubmitted: self._on_submitted,
+            OrderAccepted: self._on_accepted,
+            OrderFilled: self._on_filled,
+            OrderRejected: self._on_failed,
+            OrderExpired: self._on_failed,
+            OrderCanceled: self._on_failed,
+        }
+
+    # -- messages in, messages out ----------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        """Whether only the symbol's own order (or a retry) can move it on: the kernel
+        finds no signal in this state, only updates its indicators."""
+        return _KERNEL_MODE[self.position.state] is strat.Mode.WAITING
+
+    @property
+    def live_order(self) -> SubmitOrder | None:
+        """The order in flight (None: none)."""
+        return self._live_order
+
+    def set_account(self, equity: float, trading_state: str) -> None:
+        """The venue's equity (PnL since the start) and risk's trading state, for sizing
+        and exit retries."""
+        self._equity = equity
+        self._trading_state = trading_state
+
+    def scan(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
+        """Run the strategy kernel over events ``start..stop`` of ``ticks``.
+
+        Returns:
+            ``(index, signal)``: the event that raised a signal (hand it to
+            :meth:`on_signal`, then resume at ``index + 1``) and its code, or
+            ``(stop, 0)``.
+        """
+        self._state[strat.MODE] = _KERNEL_MODE[self.position.state]
+        index, signal = strat.scan(
+            ticks.ts,
+            ticks.kind,
+            ticks.bid,
+            ticks.ask,
+            start,
+            stop,
+            self._state,
+            self._ema_fast,
+            self._ema_slow,
+            self._rsi,
+            self._atr,
+            self._params,
+        )
+        self.ticks += index + (1 if signal else 0) - start
+        return index, signal
+
+    def on_signal(self, ticks: Ticks, index: int, signal: int) -> None:
+        """Act on a signal :meth:`scan` stopped at: an entry (sized; with the ML filter,
+        a scoring request the caller answers with :meth:`decide`) or an exit."""
+        self.signals += 1
+        ts = int(ticks.ts[index])
+        if signal in (strat.Signal.ENTER_LONG, strat.Signal.ENTER_SHORT):
+            side = Side.BUY if signal == strat.Signal.ENTER_LONG else Side.SELL
+            if self._filter is not None:
+                self._filter.advance(index + 1)  # features as of the signal's tick, no later
+            self._enter(side, ts)
+        else:
+            self._exit(_EXIT_REASONS[strat.Signal(signal)], ts)
+
+    def on_events(self, events: tuple[OrderEvent, ...] | list[OrderEvent], now: int) -> None:
+        """Apply execution reports in order (the ledger already holds their fills)."""
+        self._unapplied = sum(
+            int(e.side) * e.last_qty for e in events if isinstance(e, OrderFilled)
+        )
+        for event in events:
+            self._handlers[type(event)](event, now)
+        self._unapplied = 0.0
+
+    def take(self) -> tuple[list[SubmitOrder], list[JournalRecord]]:
+        """The orders and journal records made since the last call."""
+        commands, self._commands = self._commands, []
+        records, self._records = self._records, []
+        return commands, records
+
+    @property
+    def position_qty(self) -> float:
+        """The symbol's signed position (the ledger's, as of the event being handled)."""
+        return round(self._ledger.qty(self.symbol) - self._unapplied, 12)
+
+    def adopt_position(self, ts: int) -> None:
+        """Take over the position the ledger holds (live restart, after reconciliation).
+
+        The machine starts IN_POSITION with the ledger's quantity and entry price (the
+        exchange's, adopted by the venue), so the strategy's exits (stop, take-profit,
+        time limit from ``ts``, a local time) manage it; without this a restarted
+        engine would think itself flat and could enter again.
+
+        Raises:
+            ValueError: the ledger holds no position of the symbol.
+        """
+        qty = self.position_qty
+        if qty == 0.0:
+            raise ValueError(f"{self.symbol}: no position in the ledger to adopt")
+        self.position = fsm.new_position(fsm.PositionState.IN_POSITION)
+        self._entry_qty = abs(qty)
+        self._entry_cost = abs(qty) * self._ledger.avg_price(self.symbol)
+        self._hold(ts)
+        self._record_transition(  # journaled with the first step
+            fsm.PositionState.IDLE,
+            fsm.PositionState.IN_POSITION,
+            "adopted",
+            ts,
+            ts,
+            f"{self.symbol}-adopted",
+        )
+
+    # -- strategy ---------------------------------------------------------------
+
+    def _enter(self, side: Side, ts: int) -> None:
+        price = float(
+            self._state[strat.LAST_ASK] if side is Side.BUY else self._state[strat.LAST_BID]
+        )
+        sz = self._sizing
+        notional, basis = size_notional(
+            SizingInputs(
+                price=price,
+                equity=self._capital + self._equity,
+                atr=float(self._state[strat.ATR]),
+                strength=float(self._state[strat.STRENGTH]),
+                trade_returns=list(self._trade_returns),
+            ),
+            mode=sz.mode,
+            order_notional=self._cfg.order_notional,
+            max_notional=self._max_notional,
+            risk_per_trade=sz.risk_per_trade,
+            atr_stop_mult=sz.atr_stop_mult,
+            kelly_fraction_scale=sz.kelly_fraction,
+            kelly_cap=sz.kelly_cap,
+            kelly_min_trades=sz.kelly_min_trades,
+            scale_by_strength=sz.scale_by_strength,
+            min_scale=sz.min_scale,
+        )
+        qty = round_down(notional / price, self._cfg.qty_step)
+        if qty <= 0.0:
+            self._log.info("entry skipped", reason=basis, notional=notional, price=price)
+            return
+        self._sizing_basis = basis
+        self._transition(fsm.EntrySignaled(side=int(side)), ts, ts, "signal")
+        if self._filter is None:
+            self._submit(side, qty, float(price), Purpose.ENTRY, ts)
+            return
+        pending = self._filter.propose(side, qty, float(price), ts)
+        if pending is None:  # features not warm yet: no score, no entry (fail closed)
+            self._transition(
+                fsm.EntryDenied(reason="features_not_ready"), ts, ts, "features_not_ready"
+            )
+
+    def decide(self, pending: PendingEntry, score: Score, now: int) -> None:
+        """Take or drop a scored entry (journaled as :class:`EntryScored`)."""
+        taken = score.score >= pending.threshold
+        self._records.append(
+            EntryScored(
+                symbol=self.symbol,
+                side=pending.side,
+                score=score.score,
+                threshold=pending.threshold,
+                regime=pending.regime,
+                model=score.model,
+                taken=taken,
+                features=tuple(float(x) for x in pending.row),
+                ts_event=pending.ts,
+                ts_init=pending.ts,
+                seq=self._next_seq(),
+                correlation_id=pending.correlation_id,
+            )
+        )
+        self._log.info(
+            "entry scored",
+            correlation_id=pending.correlation_id,
+            side=pending.side.name,
+            score=round(score.score, 6),
+            threshold=round(pending.threshold, 6),
+            regime=pending.regime,
+            model=score.model,
+            cached=score.cached,
+            taken=taken,
+            ts_event=pending.ts,
+        )
+        if taken:
+            self._submit(
+                pending.side,
+                pending.qty,
+                pending.price,
+                Purpose.ENTRY,
+                pending.ts,
+                correlation_id=pending.correlation_id,
+            )
+        else:
+            self._transition(fsm.EntryDenied(reason="model_filter"), pending.ts, now, "filtered")
+
+    def _exit(self, reason: str, ts: int) -> None:
+        self._transition(fsm.ExitSignaled(reason=reason), ts, ts, reason)
+        self._submit_exit(ts)
+
+    def _submit_exit(self, ts: int) -> None:
+        self._last_exit_ts = ts
+        side = Side.SELL if self.position_qty > 0 else Side.BUY
+        price = self._state[strat.LAST_BID] if side is Side.SELL else self._state[strat.LAST_ASK]
+        self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
+
+    def retry_exit(self, now: int) -> None:
+        """Send the exit again if it was refused and the retry interval has passed."""
+        if (
+            self.position.state is fsm.PositionState.EXITING
+            and self._live_order is None
+            and self.position_qty != 0.0
+            # Spaced out: live steps come every few ms, and a denied exit retried at each
+            # would only be denied again (order rate) and flood the journal.
+            and now - self._last_exit_ts >= self._cfg.exit_retry_ms * 1_000_000
+            # While the account is halted every order is denied: the exit waits for the
+            # first step after the halt ends instead of being denied (and journaled)
+            # every retry interval.
+            and self._trading_state != fsm.TradingState.HALTED.value
+        ):
+            self._log.info("retrying exit", position_qty=self.position_qty)
+            self._submit_exit(now)
+
+    def _submit(
+        self,
+        side: Side,
+        qty: float,
+        price: float,
+        purpose: Purpose,
+        ts: int,
+        *,
+        correlation_id: str = "",
+    ) -> None:
+        self._orders += 1
+        order = SubmitOrder(
+            client_order_id=f"tr-{self.symbol}-{self._orders}",
+            symbol=self.symbol,
+            side=side,
+            qty=qty,
+            ref_price=price,
+            purpose=purpose,
+            reduce_only=purpose is Purpose.EXIT,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=correlation_id or f"{self.symbol}-{self._orders}",
+        )
+        self._live_order = order
+        self._commands.append(order)
+        self._records.append(order)
+        self._log.info(
+            "order intent",
+            client_order_id=order.client_order_id,
+            side=side.name,
+            qty=qty,
+            ref_price=price,
+            purpose=purpose.value,
+            sizing=self._sizing_basis if purpose is Purpose.ENTRY else "close position",
+            ts_event=ts,
+        )
+
+    # -- reports ------------------------------------------------------------------
+
+    def _is_live(self, event: OrderEvent) -> bool:
+        live = self._live_order
+        return live is not None and live.client_order_id == event.client_order_id
+
+    def _on_denied(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderDenied)
+        self._live_order = None
+        if event.purpose is Purpose.ENTRY:
+            self._transition(fsm.EntryDenied(reason=event.reason), event.ts_event, now, "denied")
+        else:
+            self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, "denied")
+
+    def _on_submitted(self, event: OrderEvent, now: int) -> None:
+        if event.purpose is Purpose.ENTRY:
+            self._transition(fsm.EntrySubmitted(), event.ts_event, now, "submitted")
+        else:
+            self._transition(fsm.ExitSubmitted(), event.ts_event, now, "submitted")
+
+    def _on_accepted(self, event: OrderEvent, now: int) -> None:
+        self._log.debug("order accepted", client_order_id=event.client_order_id)
+
+    def _on_filled(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderFilled)
+        self._unapplied -= int(event.side) * event.last_qty  # position_qty is now after it
+        complete = event.cum_qty >= event.order_qty
+        if complete and self._is_live(event):
+            self._live_order = None
+        if event.purpose is Purpose.ENTRY:
+            self._entry_cost += event.last_qty * event.last_price
+            self._entry_qty += event.last_qty
+            self._entry_fees += event.fee
+            if complete:
+                self._hold(event.ts_init)
+                self._transition(fsm.EntryFilled(), event.ts_event, now, "filled")
+            else:
+                self._transition(fsm.EntryPartiallyFilled(), event.ts_event, now, "partial_fill")
+        elif complete and self.position_qty == 0.0:
+            self._transition(fsm.ExitFilled(), event.ts_event, now, "filled")
+            self._record_trade(event)
+            self._entry_cost = self._entry_qty = self._entry_fees = 0.0
+        else:
+            self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
+
+    def _record_trade(self, exit_fill: OrderFilled) -> None:
+        """A closed trade's return on its entry notional, for Kelly sizing."""
+        if self._entry_qty <= 0.0:
+            return
+        entry = self._entry_cost / self._entry_qty
+        side = 1.0 if exit_fill.side is Side.SELL else -1.0  # selling closes a long
+        self._trade_returns.append(side * (exit_fill.last_price - entry) / entry)
+        if self._filter is not None:
+            net = side * (exit_fill.last_price - entry) * self._entry_qty
+            self._filter.record_outcome(net - self._entry_fees - exit_fill.fee > 0.0)
+
+    def _on_failed(self, event: OrderEvent, now: int) -> None:
+        assert isinstance(event, OrderRejected | OrderExpired | OrderCanceled)
+        if self._is_live(event):
+            self._live_order = None
+        trigger = {OrderRejected: "rejected", OrderExpired: "expired", OrderCanceled: "canceled"}[
+            type(event)
+        ]
+        if event.purpose is Purpose.EXIT:
+            self._transition(fsm.ExitRejected(reason=event.reason), event.ts_event, now, trigger)
+        elif self.position_qty != 0.0:
+            # Part of the entry filled before the rest failed: hold what we have.
+            self._hold(event.ts_init)
+            self._transition(fsm.EntryFilled(), event.ts_event, now, trigger)
+        else:
+            self._transition(fsm.EntryFailed(reason=event.reason), event.ts_event, now, trigger)
+
+    def _hold(self, ts: int) -> None:
+        """Hold the position from ``ts`` (the clock of the ticks: the hold timer's)."""
+        self._state[strat.SIDE] = 1.0 if self.position_qty > 0 else -1.0
+        self._state[strat.ENTRY_PRICE] = self._entry_cost / self._entry_qty
+        self._state[strat.ENTRY_TS] = float(ts)
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _transition(self, event: object, ts_event: int, ts_init: int, trigger: str) -> None:
+        t = self.position.handle(event)
+        self._record_transition(
+            t.source, t.target, trigger, ts_event, ts_init, f"{self.symbol}-{self._orders}"
+        )
+
+    def _record_transition(
+        self,
+        source: fsm.PositionState,
+        target: fsm.PositionState,
+        trigger: str,
+        ts_event: int,
+        ts_init: int,
+        correlation_id: str,
+    ) -> None:
+        """Journal, count and log a position transition."""
+        self._records.append(
+            PositionChanged(
+                symbol=self.symbol,
+                source=source.value,
+                target=target.value,
+                trigger=trigger,
+                position_qty=self.position_qty,
+                ts_event=ts_event,
+                ts_init=ts_init,
+                seq=self._next_seq(),
+                correlation_id=correlation_id,
+            )
+        )
+        self.transitions[target.value] = self.transitions.get(target.value, 0) + 1
+        self._log.info(
+            "position transition",
+            **{"from": source.value, "to": target.value},
+            trigger=trigger,
+            position_qty=self.position_qty,
+            ts_event=ts_event,
+        )

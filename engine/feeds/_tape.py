@@ -1,0 +1,214 @@
+"""A whole replay's market data as columns: the tape the replay drivers read.
+
+A :class:`Tape` holds one :class:`~engine.messages.Ticks` per requested symbol,
+covering the whole run: contiguous, read-only numpy columns (memory-mapped when
+they come from the tick store, :mod:`engine.feeds._store`). ``seq`` is each
+event's position in the merged stream of the requested symbols, exactly the
+numbering of ``enumerate(merge_captures(paths, stats, frozenset(symbols)))``, so a
+driver that walks the tape in ``seq`` order sees the events the readers passed on,
+in their order.
+
+:func:`load_tape` parses the sources (or reads the store) and leaves the reader
+counters (:class:`~engine.feeds.CaptureStats`) as the parse leaves them, whichever
+way the tape was loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import numpy as np
+
+from ..messages import Ticks
+from ._capture import AggTrade, BookTicker, CaptureLimits, CaptureStats, Trade, merge_captures
+from ._columns import NAN, QUOTE, TRADE, Columns, append_other
+
+if TYPE_CHECKING:
+    from ._store import TickStore
+
+#: The columns of a :class:`~engine.messages.Ticks`, in order, with their dtypes.
+COLUMNS: tuple[tuple[str, np.dtype], ...] = (
+    ("ts", np.dtype(np.int64)),
+    ("ts_exchange", np.dtype(np.int64)),
+    ("seq", np.dtype(np.int64)),
+    ("kind", np.dtype(np.int8)),
+    ("buyer_maker", np.dtype(np.int8)),
+    ("bid", np.dtype(np.float64)),
+    ("bid_qty", np.dtype(np.float64)),
+    ("ask", np.dtype(np.float64)),
+    ("ask_qty", np.dtype(np.float64)),
+    ("price", np.dtype(np.float64)),
+    ("qty", np.dtype(np.float64)),
+    ("index_price", np.dtype(np.float64)),
+    ("funding_rate", np.dtype(np.float64)),
+    ("next_funding_ts", np.dtype(np.int64)),
+)
+COLUMN_NAMES = tuple(name for name, _dtype in COLUMNS)
+
+# The row buffers are turned into arrays every 2**14 events (all symbols together):
+# Python lists of a whole day would take ten times the memory of the final columns.
+_FLUSH_MASK = (1 << 14) - 1
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Tape:
+    """A replay's market data: per symbol, every event of the run as columns.
+
+    Attributes:
+        symbols: the requested symbols, in the order given.
+        ticks: per symbol, its events (zero-length columns when it has none).
+        first_ts: replay time of the first event (None: no events).
+        last_ts: replay time of the last event (None: no events).
+    """
+
+    symbols: tuple[str, ...]
+    ticks: Mapping[str, Ticks]
+    first_ts: int | None
+    last_ts: int | None
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.ticks.values())
+
+    def merged_ts(self) -> np.ndarray:
+        """Replay time of every event in ``seq`` order (non-decreasing)."""
+        out = np.empty(len(self), dtype=np.int64)
+        for ticks in self.ticks.values():
+            out[ticks.seq] = ticks.ts
+        out.flags.writeable = False
+        return out
+
+
+def slice_ticks(ticks: Ticks, start: int, stop: int) -> Ticks:
+    """Rows ``start:stop`` of ``ticks`` as a batch (views: nothing is copied)."""
+    return Ticks(
+        ts=ticks.ts[start:stop],
+        ts_exchange=ticks.ts_exchange[start:stop],
+        seq=ticks.seq[start:stop],
+        kind=ticks.kind[start:stop],
+        buyer_maker=ticks.buyer_maker[start:stop],
+        bid=ticks.bid[start:stop],
+        bid_qty=ticks.bid_qty[start:stop],
+        ask=ticks.ask[start:stop],
+        ask_qty=ticks.ask_qty[start:stop],
+        price=ticks.price[start:stop],
+        qty=ticks.qty[start:stop],
+        index_price=ticks.index_price[start:stop],
+        funding_rate=ticks.funding_rate[start:stop],
+        next_funding_ts=ticks.next_funding_ts[start:stop],
+    )
+
+
+def tape_from_columns(
+    symbols: Iterable[str], columns: Mapping[str, Mapping[str, np.ndarray]]
+) -> Tape:
+    """Build a tape from per-symbol columns (every name of :data:`COLUMNS`)."""
+    order = tuple(symbols)
+    ticks = {s: Ticks(**{name: columns[s][name] for name in COLUMN_NAMES}) for s in order}
+    first_ts: int | None = None
+    last_ts: int | None = None
+    last_seq = -1
+    for t in ticks.values():
+        if not len(t):
+            continue
+        if t.seq[0] == 0:
+            first_ts = int(t.ts[0])
+        if t.seq[-1] > last_seq:
+            last_seq = int(t.seq[-1])
+            last_ts = int(t.ts[-1])
+    return Tape(symbols=order, ticks=ticks, first_ts=first_ts, last_ts=last_ts)
+
+
+def parse_tape(
+    paths: list[Path],
+    symbols: Iterable[str],
+    *,
+    limits: CaptureLimits | None = None,
+    stats: CaptureStats,
+) -> Tape:
+    """Read the sources into a tape (no store).
+
+    Args:
+        paths: capture or CSV files, merged by replay time.
+        symbols: the symbols to keep (events of others are skipped and counted).
+        limits: bounds of the readers' time checks.
+        stats: counters the readers update.
+
+    Raises:
+        DataError: a source cannot be read or fails the readers' checks.
+    """
+    order = tuple(dict.fromkeys(symbols))
+    buffers = {s: Columns() for s in order}
+    parts: dict[str, dict[str, list[np.ndarray]]] = {
+        s: {name: [] for name in COLUMN_NAMES} for s in order
+    }
+
+    def flush() -> None:
+        for symbol, cols in buffers.items():
+            chunk = cols.take()
+            if chunk is not None:
+                for name, arrays in parts[symbol].items():
+                    arrays.append(getattr(chunk, name))
+
+    events = merge_captures(paths, stats, frozenset(order), limits=limits)
+    for seq, (ts, msg) in enumerate(events):
+        # The append is inlined as in the replay feed it replaces (an if-chain on
+        # the exact type): it runs once per event.
+        cols = buffers[msg.symbol]
+        kind = type(msg)
+        ex = msg.event_time * 1_000_000
+        if kind is BookTicker:
+            cols.ints.extend((ts, ex, seq, QUOTE, 0))
+            cols.floats.extend((msg.bid, msg.bid_qty, msg.ask, msg.ask_qty, NAN, NAN))
+        elif kind is Trade or kind is AggTrade:
+            cols.ints.extend((ts, ex, seq, TRADE, 1 if msg.buyer_maker else 0))
+            cols.floats.extend((NAN, NAN, NAN, NAN, msg.price, msg.qty))
+        else:
+            append_other(cols, ts, ex, seq, msg)
+        if seq & _FLUSH_MASK == _FLUSH_MASK:
+            flush()
+    flush()
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for symbol in order:
+        out: dict[str, np.ndarray] = {}
+        for name, dtype in COLUMNS:
+            # One column at a time, its chunks dropped as soon as it is whole: the
+            # peak stays near the final columns' size.
+            arrays = parts[symbol][name]
+            whole = np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+            arrays.clear()
+            whole.flags.writeable = False
+            out[name] = whole
+        columns[symbol] = out
+    return tape_from_columns(order, columns)
+
+
+def load_tape(
+    paths: list[Path],
+    symbols: Iterable[str],
+    *,
+    limits: CaptureLimits | None = None,
+    stats: CaptureStats,
+    store: TickStore | None = None,
+) -> Tape:
+    """The tape of ``paths``: from the tick store when it holds them, else parsed.
+
+    With a store, a first load parses and writes the columns there; later loads
+    map them without parsing. Either way ``stats`` ends up as the parse leaves it.
+
+    Args:
+        paths: capture or CSV files, merged by replay time.
+        symbols: the symbols to keep.
+        limits: bounds of the readers' time checks.
+        stats: counters to update (as a parse would).
+        store: the tick store (None: always parse).
+
+    Raises:
+        DataError: a source cannot be read or fails the readers' checks.
+    """
+    bounds = limits or CaptureLimits()
+    if store is None:
+        return parse_tape(paths, symbols, limits=bounds, stats=stats)
+    return store.load(paths, symbols, limits=bounds, stats=stats)
