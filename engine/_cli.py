@@ -22,6 +22,7 @@ import functools
 import importlib.metadata
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -39,12 +40,14 @@ from ._preflight import check_config_paths, check_cpus
 from ._report import summary_text, write_report
 from ._signals import wait_for_stop
 from ._supervisor import RunReport, run_live, run_paper, run_replay
+from .feeds import CaptureLimits, CaptureStats, expand_paths, open_tick_store
 from .feeds._archive import DEFAULT_BASE_URL, archive_files, list_archive
 from .feeds._archive import download as download_archive
 from .feeds._record import record
 from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
 from .models import ModelError
+from .ops import serve_ops
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim._exchange_limits import LimitSettings
 from .venues.sim._recorded import load_recording
@@ -61,9 +64,10 @@ COMMANDS = {
     "run": "replay captures, or paper/live trade (the default command: the options above)",
     "sim-exchange": "serve a capture as a Binance USD-M compatible exchange (loopback)",
     "record": "record live market streams to gzip captures that replay reads",
-    "control": "send status, halt, reduce or resume to a running engine",
+    "control": "send status, halt, reduce, resume or flatten to a running engine",
     "hardware": "show the CPU topology and the pinning plan (--apply to apply it)",
-    "data": "download Binance's public-data archive (verified, resumable); list what is on disk",
+    "data": "download Binance's public-data archive (verified, resumable); list what is on "
+    "disk; import captures into the tick store",
 }
 
 _EPILOG = "commands:\n{commands}\n\n{more}".format(
@@ -437,7 +441,7 @@ def build_control_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} control",
         description="Send an operator command to a running engine.",
     )
-    parser.add_argument("action", choices=["status", "halt", "reduce", "resume"])
+    parser.add_argument("action", choices=["status", "halt", "reduce", "resume", "flatten"])
     parser.add_argument("--reason", default="operator", help="why (logged and journaled)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", type=Path, help="the engine's control socket")
@@ -501,11 +505,13 @@ def check_live_consent(config: Config, *, confirmed: bool) -> None:
 async def _run(
     config: Config, data: list[str] | None, log: FilteringBoundLogger, duration: float | None
 ) -> RunReport:
-    """The run, with the control socket served beside it when configured."""
+    """The run, with the control socket, metrics and HTTP API served beside it when configured."""
     send, receive = trio.open_memory_channel[ControlCommand](16)
     state = ControlState()
-    control = receive if config.control.socket else None
+    control = receive if config.control.socket or config.api.enabled else None
     async with trio.open_nursery() as nursery:
+        # [metrics] and [api] (each when enabled); first: a missing token stops the start.
+        await nursery.start(serve_ops, config, state, send, log.bind(actor="ops"))
         if config.control.socket:
             path = config.resolve(config.control.socket)
             await nursery.start(serve_control, path, send, state, log.bind(actor="control"))
@@ -576,7 +582,8 @@ def build_data_parser() -> argparse.ArgumentParser:
     """The parser of ``trireme data``."""
     parser = _Parser(
         prog=f"{PROG} data",
-        description="Binance's public-data archive (data.binance.vision): download and list.",
+        description="Binance's public-data archive (data.binance.vision): download and list; "
+        "the tick store: import.",
     )
     sub = parser.add_subparsers(dest="action", required=True)
     get = sub.add_parser(
@@ -595,7 +602,83 @@ def build_data_parser() -> argparse.ArgumentParser:
     get.add_argument("--parallel", type=int, default=4)
     show = sub.add_parser("list", help="what is on disk: days per symbol and kind, and gaps")
     show.add_argument("dir", type=Path)
+    imp = sub.add_parser(
+        "import",
+        help="parse captures into the tick store (data.tick_store) ahead of a replay",
+        description="Parse captures or CSV files into the tick store, as the first replay "
+        "of the same data (data.symbols, or every symbol found) would, and print what is "
+        "stored. Clear the store by deleting its directory.",
+    )
+    imp.add_argument(
+        "paths", nargs="*", metavar="PATH", help="capture file or directory (default: data.paths)"
+    )
+    imp.add_argument("--config", type=Path, default=None, help="TOML config file")
+    imp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
     return parser
+
+
+def _import_main(args: argparse.Namespace) -> int:
+    """``trireme data import PATH...``: 0 stored, 2 bad config or data."""
+    from ._supervisor import resolve_symbols
+
+    try:
+        config = load_cli_config(args.config, args.set)
+        store = open_tick_store(
+            config.data.tick_store,
+            base_dir=Path(config.base_dir),
+            where=config.where("data.tick_store"),
+        )
+        if store is None:
+            raise ConfigError(
+                config.where("data.tick_store"), "data.tick_store", "the tick store is off"
+            )
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    limits = CaptureLimits(
+        max_receive_skew_ms=config.data.max_receive_skew_ms,
+        max_time_jump_ms=config.data.max_time_jump_ms,
+    )
+    try:
+        paths = expand_paths(args.paths or [config.resolve(p) for p in config.data.paths])
+        symbols = resolve_symbols(config, paths)
+        started = time.perf_counter()
+        tape = store.load(paths, symbols, limits=limits, stats=CaptureStats())
+        seconds = time.perf_counter() - started
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    if store.last_outcome == "not_stored":
+        sys.stderr.write(f"error: data.tick_store: {store.last_problem}\n")
+        return EXIT_USAGE
+    entry = store.entry_for(paths, symbols, limits=limits)
+    size = sum(f.stat().st_size for f in entry.iterdir()) if entry.is_dir() else 0
+    outcome = {
+        "hit": "already stored",
+        "imported": "imported",
+        "rebuilt": f"rebuilt ({store.last_problem})",
+    }
+    span = (
+        (tape.last_ts - tape.first_ts) / 1e9
+        if tape.first_ts is not None and tape.last_ts is not None
+        else 0.0
+    )
+    first = _utc(tape.first_ts)
+    last = _utc(tape.last_ts)
+    sys.stdout.write(
+        f"{outcome[store.last_outcome]}: {len(tape):,} events, symbols {', '.join(tape.symbols)}, "
+        f"{size / 1e6:.1f} MB, {first} .. {last} ({span:,.0f} s of market), "
+        f"{seconds:.2f} s\n  into {entry}\n"
+    )
+    return EXIT_OK
+
+
+def _utc(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _day(text: str) -> dt.date:
@@ -606,8 +689,10 @@ def _day(text: str) -> dt.date:
 
 
 def data_main(argv: Sequence[str]) -> int:
-    """``trireme data download|list``: 0 done, 2 bad usage or a download that failed."""
+    """``trireme data download|list|import``: 0 done, 2 bad usage or a download that failed."""
     args = build_data_parser().parse_args(argv)
+    if args.action == "import":
+        return _import_main(args)
     if args.action == "list":
         if not args.dir.is_dir():
             sys.stderr.write(f"error: {args.dir}: not a directory\n")

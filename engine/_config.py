@@ -50,12 +50,22 @@ class EngineSection:
 
 @attrs.frozen(kw_only=True)
 class DataSection:
-    """``[data]``: what to replay, and the bounds of the capture readers' time checks."""
+    """``[data]``: what to replay, the bounds of the capture readers' time checks, and
+    where parsed data is kept (``tick_store``: ``"auto"``, ``"off"`` or a directory).
+    """
 
     paths: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
     max_receive_skew_ms: int = attrs.field(default=900_000, validator=_pos)
     max_time_jump_ms: int = attrs.field(default=3_600_000, validator=_pos)
+    tick_store: str = attrs.field(default="auto")
+
+    @tick_store.validator
+    def _check_tick_store(self, _attribute: attrs.Attribute[str], value: str) -> None:
+        if not value.strip():
+            raise FieldValueError(
+                "tick_store", f'expected "auto", "off" or a directory, got {value!r}'
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -192,6 +202,7 @@ class RiskSection:
     min_notional: float = attrs.field(default=5.0, validator=_nonneg)
     max_correlation: float = attrs.field(default=0.9, validator=[v.gt(0), v.le(1)])
     correlation_window: int = attrs.field(default=240, validator=v.ge(10))
+    sample_ms: int = attrs.field(default=250, validator=_pos)
     triggers: TriggersSection = TriggersSection()
 
 
@@ -334,6 +345,43 @@ class ControlSection:
     socket: str = ""
 
 
+_port = [v.ge(0), v.le(65_535)]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _ENV_NAME.match(value):
+        raise FieldValueError(
+            attribute.name, f"expected an environment variable name, got {value!r}"
+        )
+
+
+def _host(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise FieldValueError(attribute.name, "expected a host to listen on, got ''")
+
+
+@attrs.frozen(kw_only=True)
+class MetricsSection:
+    """``[metrics]``: the Prometheus ``/metrics`` endpoint of paper and live runs (port 0:
+    any free port)."""
+
+    enabled: bool = False
+    host: str = attrs.field(default="127.0.0.1", validator=_host)
+    port: int = attrs.field(default=9464, validator=_port)
+
+
+@attrs.frozen(kw_only=True)
+class ApiSection:
+    """``[api]``: the HTTP status and control API; ``token_env`` names the environment
+    variable holding the bearer token of its POST commands (never the token itself)."""
+
+    enabled: bool = False
+    host: str = attrs.field(default="127.0.0.1", validator=_host)
+    port: int = attrs.field(default=8480, validator=_port)
+    token_env: str = attrs.field(default="TRIREME_API_TOKEN", validator=_env_name)
+
+
 @attrs.frozen(kw_only=True)
 class LoggingSection:
     """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level."""
@@ -362,6 +410,8 @@ class Config:
     faults: FaultsSection = FaultsSection()
     journal: JournalSection = JournalSection()
     control: ControlSection = ControlSection()
+    metrics: MetricsSection = MetricsSection()
+    api: ApiSection = ApiSection()
     hardware: HardwareConfig = attrs.field(factory=HardwareConfig)
     logging: LoggingSection = LoggingSection()
     source: str = attrs.field(default="<defaults>", eq=False)

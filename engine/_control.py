@@ -2,16 +2,21 @@
 
 Protocol: one line per connection, ``<action> [reason ...]``, answered with one
 JSON line. ``halt``, ``reduce`` and ``resume`` are queued for the risk actor, which
-applies them at its next step; ``status`` returns the trading state and the
-active triggers. Only processes that can open the socket file (mode 0600, owner
-only) can send commands.
+applies them at its next step; ``status`` returns :meth:`ControlState.snapshot`,
+the same document the HTTP API's ``GET /api/v1/status`` serves (:mod:`engine.ops`).
+Only processes that can open the socket file (mode 0600, owner only) can send
+commands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import math
 import os
 import socket as stdlib_socket
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,15 @@ from ._errors import EngineError
 from .messages import ControlCommand
 
 _MAX_LINE = 4096
-_ACTIONS = ("halt", "reduce", "resume")
+ACTIONS = ("halt", "reduce", "resume", "flatten")
+"""What an operator may ask for (``status`` aside); ``flatten`` is queued as ``reduce``."""
+# The latest per-symbol trading-state moves that ``status`` shows, per symbol.
+_RECENT_CHANGES = 5
+
+FLATTEN_NOTE = (
+    "queued as reduce: no new entries; the strategy's own exits close the positions "
+    "(the engine has no command that closes them at once)"
+)
 
 
 class ControlError(EngineError):
@@ -33,24 +46,226 @@ class ControlError(EngineError):
 
 @attrs.define
 class ControlState:
-    """What ``status`` reports; the supervisor points ``risk`` at the running risk actor."""
+    """What ``status`` and the metrics read: the supervisor attaches the running actors.
+
+    Everything is read in the Trio thread, when asked (a status request, a scrape),
+    so the actors pay nothing per event for being watched.
+
+    Attributes:
+        risk: the risk actor (None until the pipeline is built: ``starting``).
+        mode: ``replay``, ``paper`` or ``live``.
+        actors: the symbol actors.
+        venue: the venue (its ledger holds the positions).
+        execution: the execution actor.
+        feed: the replay or live feed.
+        model: the model actor (None: the filter is off).
+        filters: each symbol's entry filter.
+        hardware: the hardware actor (event-loop lag).
+        channels: the pipeline's send channels by name (one, or one per symbol).
+        limiter: the REST rate limiter (paper and live).
+        created: monotonic time the state was made (the uptime's origin).
+        started_at: the wall-clock time of the same moment (ISO 8601, UTC).
+    """
 
     risk: Any = None
+    mode: str = ""
+    actors: list[Any] = attrs.Factory(list)
+    venue: Any = None
+    execution: Any = None
+    feed: Any = None
+    model: Any = None
+    filters: dict[str, Any] = attrs.Factory(dict)
+    hardware: Any = None
+    channels: dict[str, Any] = attrs.Factory(dict)
+    limiter: Any = None
+    created: float = attrs.Factory(time.monotonic)
+    started_at: str = attrs.Factory(lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    def attach(self, **parts: Any) -> None:
+        """Point the state at the running pipeline's parts (keyword per attribute).
+
+        Raises:
+            AttributeError: an unknown part.
+        """
+        for name, value in parts.items():
+            if name not in attrs.fields_dict(type(self)):
+                raise AttributeError(f"ControlState has no part {name!r}")
+            setattr(self, name, value)
+
+    def uptime_s(self) -> float:
+        """Seconds since the state was made (monotonic)."""
+        return time.monotonic() - self.created
+
+    def channel_levels(self) -> list[tuple[str, str, Any]]:
+        """``(channel, symbol, statistics)`` of every attached channel (symbol "" for one)."""
+        out = []
+        for name, value in self.channels.items():
+            items = value.items() if isinstance(value, Mapping) else (("", value),)
+            for symbol, channel in items:
+                out.append((name, symbol, channel.statistics()))
+        return out
 
     def snapshot(self) -> dict[str, Any]:
-        """The trading state and active triggers (or ``starting`` before risk runs)."""
+        """The engine's status: the one document both ``status`` and the HTTP API serve.
+
+        Keys: ``mode``, ``started_at``, ``uptime_s``, ``trading_state`` and ``active``
+        (the account's machine and its triggers), ``symbols`` (per symbol: trading state,
+        triggers, latest moves, position, PnL, open orders, feed health), ``positions``
+        (the open ones), ``open_orders``, ``pnl`` (totals), ``orders``, ``feed``,
+        ``approved``, ``denied``, ``equity``, ``exposure_limits``, ``metrics`` (risk).
+        Before the pipeline runs: ``trading_state`` is ``starting``.
+        """
+        base: dict[str, Any] = {
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "uptime_s": round(self.uptime_s(), 3),
+        }
         risk = self.risk
         if risk is None:
-            return {"trading_state": "starting", "active": {}}
+            return {**base, "trading_state": "starting", "active": {}}
+        ledger = risk.ledger
+        symbols = list(getattr(risk, "symbol_trading", {}))
+        open_orders = [_order_view(o) for o in risk_open_orders(risk)]
+        feed = _feed_view(self.feed)
+        per_symbol_feed = feed.get("symbols", {})
+        recent = _recent_changes(getattr(risk, "symbol_changes", []))
+        per_symbol: dict[str, Any] = {}
+        positions = []
+        totals = {"realized": 0.0, "fees": 0.0, "unrealized": 0.0}
+        exposure: dict[str, float] = {}
+        for symbol in symbols:
+            acct = ledger.account(symbol)
+            mark = acct.last_mid if not math.isnan(acct.last_mid) else None
+            unrealized = acct.unrealized()
+            position = {
+                "qty": acct.qty,
+                "avg_price": acct.avg_price,
+                "mark": mark,
+                "notional": abs(acct.qty) * mark if mark is not None else None,
+            }
+            pnl = {
+                "realized": acct.realized,
+                "fees": acct.fees,
+                "unrealized": unrealized,
+                "net": acct.realized - acct.fees + unrealized,
+                "fills": acct.fills,
+                "round_trips": acct.round_trips,
+            }
+            totals["realized"] += acct.realized
+            totals["fees"] += acct.fees
+            totals["unrealized"] += unrealized
+            exposure[symbol] = position["notional"] or 0.0
+            if acct.qty != 0.0:
+                positions.append({"symbol": symbol, **position, "unrealized": unrealized})
+            machine = risk.symbol_trading[symbol]
+            per_symbol[symbol] = {
+                "trading_state": machine.state.value,
+                "triggers": _triggers(risk.symbol_active.get(symbol, {})),
+                "changes": recent.get(symbol, []),
+                "position": position,
+                "pnl": pnl,
+                "open_orders": sum(1 for o in open_orders if o["symbol"] == symbol),
+                "feed": per_symbol_feed.get(symbol, {}),
+            }
+        # Exposure at the marks now (risk's own copy is filled in for the report).
+        metrics = {**risk.metrics.summary(), "exposure": dict(sorted(exposure.items()))}
         return {
+            **base,
             "trading_state": risk.trading.state.value,
-            "active": {name: {"action": a, "reason": r} for name, (a, r) in risk.active.items()},
+            "active": _triggers(risk.active),
+            "symbols": per_symbol,
+            "positions": positions,
+            "open_orders": open_orders,
+            "pnl": {**totals, "net": totals["realized"] - totals["fees"] + totals["unrealized"]},
+            "orders": _orders_view(self.execution, risk),
+            "feed": feed,
             "approved": risk.approved,
-            "denied": dict(risk.denied),
+            "denied": dict(sorted(risk.denied.items())),
             "equity": risk.equity,
             "exposure_limits": dict(risk.exposure_limits),
-            "metrics": risk.metrics.summary(),
+            "metrics": metrics,
         }
+
+
+def risk_open_orders(risk: Any) -> list[Any]:
+    """The orders risk approved that are not filled, canceled, rejected or expired yet."""
+    return list(risk.open_orders)
+
+
+def _triggers(table: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, str]]:
+    return {name: {"action": a, "reason": r} for name, (a, r) in sorted(table.items())}
+
+
+def _recent_changes(changes: list[tuple[str, str, str, str]]) -> dict[str, list[dict[str, str]]]:
+    """The latest moves of each symbol's machine, oldest first (bounded per symbol)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for symbol, a, b, why in reversed(changes):
+        moves = out.setdefault(symbol, [])
+        if len(moves) < _RECENT_CHANGES:
+            moves.insert(0, {"from": a, "to": b, "reason": why})
+        elif all(len(m) >= _RECENT_CHANGES for m in out.values()):
+            break
+    return out
+
+
+def _order_view(order: Any) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.name,
+        "qty": order.qty,
+        "ref_price": order.ref_price,
+        "purpose": order.purpose.name.lower(),
+        "reduce_only": order.reduce_only,
+        "ts_event": order.ts_event,
+    }
+
+
+def _orders_view(execution: Any, risk: Any) -> dict[str, int]:
+    out = {"approved": risk.approved, "denied": sum(risk.denied.values())}
+    if execution is not None:
+        out |= {
+            "sent": execution.orders_sent,
+            "fills": execution.fills,
+            "expired": execution.expired,
+        }
+    return out
+
+
+def _feed_view(feed: Any) -> dict[str, Any]:
+    """The live feed's health (counters, latency, books), or a replay feed's progress."""
+    if feed is None:
+        return {}
+    if hasattr(feed, "summary"):  # the live feed
+        return feed.summary()
+    return {k: getattr(feed, k, None) for k in ("steps", "first_ts", "last_ts")}
+
+
+def queue_command(
+    commands: trio.MemorySendChannel[ControlCommand],
+    action: str,
+    reason: str,
+    log: FilteringBoundLogger,
+) -> dict[str, Any]:
+    """Queue an operator command for the risk actor; the answer the socket and HTTP send.
+
+    ``flatten`` is queued as ``reduce`` (reason ``flatten: ...``); see :data:`FLATTEN_NOTE`.
+    """
+    if action not in ACTIONS:
+        return {
+            "ok": False,
+            "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS)}",
+        }
+    queued, why = ("reduce", f"flatten: {reason}") if action == "flatten" else (action, reason)
+    try:
+        commands.send_nowait(ControlCommand(action=queued, reason=why))
+    except trio.WouldBlock:
+        return {"ok": False, "error": "command queue full; try again"}
+    log.warning("operator command queued", action=action, reason=reason)
+    answer: dict[str, Any] = {"ok": True, "queued": queued, "reason": why}
+    if action == "flatten":
+        answer["note"] = FLATTEN_NOTE
+    return answer
 
 
 async def serve_control(
@@ -160,17 +375,7 @@ async def _answer(
     reason = words[1] if len(words) > 1 else "operator"
     if action == "status":
         return {"ok": True, **state.snapshot()}
-    if action not in _ACTIONS:
-        return {
-            "ok": False,
-            "error": f"unknown action {action!r}; expected status, halt, reduce, resume",
-        }
-    try:
-        commands.send_nowait(ControlCommand(action=action, reason=reason))
-    except trio.WouldBlock:
-        return {"ok": False, "error": "command queue full; try again"}
-    log.warning("operator command queued", action=action, reason=reason)
-    return {"ok": True, "queued": action, "reason": reason}
+    return queue_command(commands, action, reason, log)
 
 
 def _is_live(path: Path) -> bool:

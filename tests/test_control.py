@@ -23,19 +23,38 @@ from engine.messages import ControlCommand
 from engine.testing import quiet_logger
 
 
-class FakeRisk:
-    def __init__(self) -> None:
-        from engine.risk import RiskMetrics
+def real_risk():
+    """A real risk actor (not running) with an account trigger, a symbol trigger and a fill."""
+    from engine._config import RiskSection
+    from engine.actors import RiskActor
+    from engine.ledger import PositionLedger
 
-        self.trading = fsm.new_trading()
-        self.active = {"stale:BTCUSDT": ("reduce", "no quote for BTCUSDT")}
-        self.approved = 3
-        self.denied = {"price_band": 1}
-        self.equity = -2.5
-        self.exposure_limits = {"BTCUSDT": 5000.0}
-        self.metrics = RiskMetrics(capital=10_000.0, step_ns=250_000_000)
-        for e in (0.0, 1.0, -2.5):
-            self.metrics.record_equity(e)
+    ledger = PositionLedger()
+    ledger.apply_fill("BTCUSDT", 0.01, 60_000.0, 0.3)
+    ledger.mark("BTCUSDT", 60_100.0)
+    _orders_tx, _orders_rx = trio.open_memory_channel(1)
+    _reports_tx, reports_rx = trio.open_memory_channel(1)
+    intents = {s: trio.open_memory_channel(1)[1] for s in ("BTCUSDT", "ETHUSDT")}
+    risk = RiskActor(
+        config=RiskSection(),
+        symbols=["BTCUSDT", "ETHUSDT"],
+        intents=intents,
+        reports=reports_rx,
+        orders=_orders_tx,
+        log=quiet_logger(),
+        ledger=ledger,
+    )
+    risk.active["drawdown"] = ("halt", "drawdown 3.50")
+    # The per-symbol trigger as risk raises it, and the move it makes.
+    risk.symbol_active["ETHUSDT"]["stale"] = ("reduce", "no quote for ETHUSDT")
+    risk.symbol_trading["ETHUSDT"].handle(fsm.ReduceRequested(reason="stale: no quote"))
+    risk.symbol_changes.append(("ETHUSDT", "ACTIVE", "REDUCING", "stale: no quote for ETHUSDT"))
+    risk.approved = 3
+    risk.denied = {"price_band": 1}
+    risk.equity = -2.5
+    for e in (0.0, 1.0, -2.5):
+        risk.metrics.record_equity(e)
+    return risk
 
 
 @pytest.fixture
@@ -47,7 +66,7 @@ def sock_path():
 
 async def test_cli_client_queues_commands_and_reads_status(sock_path):
     send, receive = trio.open_memory_channel[ControlCommand](4)
-    state = ControlState(risk=FakeRisk())
+    state = ControlState(risk=real_risk(), mode="paper")
     log = quiet_logger()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -63,9 +82,42 @@ async def test_cli_client_queues_commands_and_reads_status(sock_path):
                 [*cli, "status", "--socket", str(sock_path)], capture_stdout=True
             )
             status = json.loads(done.stdout)
-            assert status["trading_state"] == "ACTIVE"
-            assert status["active"]["stale:BTCUSDT"]["action"] == "reduce"
+            assert status["ok"] is True and status["mode"] == "paper"
+            assert status["trading_state"] == "ACTIVE"  # the actor has not stepped yet
+            assert status["active"] == {"drawdown": {"action": "halt", "reason": "drawdown 3.50"}}
             assert status["metrics"]["max_drawdown"] == 3.5  # live, not only in the report
+            # Per-symbol trading states and their triggers (item 3 of issue 15).
+            eth, btc = status["symbols"]["ETHUSDT"], status["symbols"]["BTCUSDT"]
+            assert eth["trading_state"] == "REDUCING"
+            assert eth["triggers"] == {
+                "stale": {"action": "reduce", "reason": "no quote for ETHUSDT"}
+            }
+            assert eth["changes"] == [
+                {"from": "ACTIVE", "to": "REDUCING", "reason": "stale: no quote for ETHUSDT"}
+            ]
+            assert btc["trading_state"] == "ACTIVE" and btc["triggers"] == {}
+            assert btc["position"]["qty"] == 0.01
+            assert btc["pnl"]["unrealized"] == pytest.approx(1.0)
+            assert btc["pnl"]["net"] == pytest.approx(1.0 - 0.3)
+            assert status["positions"] == [
+                {
+                    "symbol": "BTCUSDT",
+                    "qty": 0.01,
+                    "avg_price": 60_000.0,
+                    "mark": 60_100.0,
+                    "notional": pytest.approx(601.0),
+                    "unrealized": pytest.approx(1.0),
+                }
+            ]
+            done = await trio.run_process(
+                [*cli, "flatten", "--socket", str(sock_path)], capture_stdout=True
+            )
+            answer = json.loads(done.stdout)
+            assert answer["queued"] == "reduce" and answer["reason"] == "flatten: operator"
+            assert "note" in answer  # says that positions close by the strategy's exits
+            assert receive.receive_nowait() == ControlCommand(
+                action="reduce", reason="flatten: operator"
+            )
             bad = await trio.to_thread.run_sync(send_control, sock_path, "explode", "")
             assert bad["ok"] is False and "unknown action" in bad["error"]
             nursery.cancel_scope.cancel()

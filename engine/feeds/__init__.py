@@ -1,4 +1,4 @@
-"""Market data feeds: capture readers and the replay feed."""
+"""Market data feeds: capture readers, the tape, the tick store and the replay feed."""
 
 from ._capture import SPOT_SUFFIX as SPOT_SUFFIX
 from ._capture import CaptureLimits as CaptureLimits
@@ -11,17 +11,31 @@ from ._capture import scan_symbols as scan_symbols
 from ._capture import unsupported_symbol as unsupported_symbol
 from ._capture import untradeable as untradeable
 from ._replay import ReplayFeed as ReplayFeed
+from ._store import StoreEntry as StoreEntry
+from ._store import TickStore as TickStore
+from ._store import default_store_dir as default_store_dir
+from ._store import open_tick_store as open_tick_store
+from ._store import store_dir as store_dir
+from ._tape import Tape as Tape
+from ._tape import load_tape as load_tape
 
 __all__ = [
     "SPOT_SUFFIX",
     "CaptureLimits",
     "CaptureStats",
     "ReplayFeed",
+    "StoreEntry",
+    "Tape",
+    "TickStore",
+    "default_store_dir",
     "expand_paths",
+    "load_tape",
     "merge_captures",
+    "open_tick_store",
     "parse_line",
     "read_capture",
     "scan_symbols",
+    "store_dir",
     "unsupported_symbol",
     "untradeable",
 ]
