@@ -4,9 +4,10 @@ The loopback exchange plays the bundled BTCUSDT sample at many times its recorde
 pace and trades the engine's orders against the replayed book; the engine runs in
 live mode (:func:`engine._supervisor.run_live`, the Binance venue, real HTTP and
 websockets over 127.0.0.1) in the same Trio run. A request fault armed on
-``POST /fapi/v1/order`` hits the engine's first order. After the capture has
-played the run is stopped, and the engine's journal is checked against the
-exchange's books:
+``POST /fapi/v1/order`` hits the engine's first order. Once the engine's feed has
+passed on the whole capture and nothing is left in flight (every order final at
+the exchange, each of its fills journaled: a condition polled, not a pause) the
+run is stopped, and the engine's journal is checked against the exchange's books:
 
 * every engine order (``SubmitOrder``) is at most one exchange order, and every
   exchange order is an engine order (nothing lost to a retry, nothing doubled);
@@ -47,8 +48,9 @@ import structlog
 import trio
 import trio_websocket
 
-from engine import config_from_dict
+from engine import _supervisor, config_from_dict
 from engine._supervisor import RunReport, new_journal_path, run_live
+from engine.feeds._live import LiveFeed
 from engine.journal import Journal as JournalFile
 from engine.journal import journal_files
 from engine.messages import (
@@ -60,7 +62,11 @@ from engine.messages import (
     SubmitOrder,
 )
 from engine.testing import quiet_logger
-from engine.venues.binance import ReconciliationError, venue_client_order_id
+from engine.venues.binance import (
+    ReconciliationError,
+    StartupDeadlineError,
+    venue_client_order_id,
+)
 from engine.venues.sim._exchange_api import sign
 from engine.venues.sim._exchange_faults import RequestFault
 from engine.venues.sim._recorded import Recording, load_recording
@@ -70,12 +76,15 @@ from engine.venues.sim._trading import AccountSettings
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
 SPEED = 60.0  # the 180 s capture in 3 s
-SETTLE_S = 1.5  # after the capture ends: in-flight orders resolve, the stream catches up
+POLL_S = 0.02  # how often a settled run's books are looked at (a poll, not a guess)
+# A failure guard, not a wait: a run on a loaded 2-core machine took 39 s.
+GUARD_S = 300
 KEY = "simkey" + "A" * 58
 SECRET = "simsecret" + "b" * 55
 QUIET = quiet_logger()
 ORDER = "@POST/fapi/v1/order"
 FINAL = ("OrderRejected", "OrderCanceled", "OrderExpired")
+FINAL_AT_EXCHANGE = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
 
 STRATEGY = {
     # Fast and loose, so that orders flow at 60x: wall-clock buckets of 20 ms.
@@ -137,7 +146,7 @@ class Journal:
 
     @classmethod
     def read(cls, path: str | Path) -> Journal:
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT kind, payload FROM journal ORDER BY id").fetchall()
         return cls(records=[(kind, json.loads(payload)) for kind, payload in rows])
 
@@ -167,6 +176,14 @@ class Journal:
     def submitted(self) -> list[str]:
         """Engine ids of the orders handed to the venue, in order."""
         return [o["client_order_id"] for o in self.of("OrderSubmitted")]
+
+    def unfinished(self) -> set[str]:
+        """Engine ids of the orders the venue took that have no final event yet."""
+        final = {p["client_order_id"] for kind in FINAL for p in self.of(kind)}
+        final |= {
+            f["client_order_id"] for f in self.of("OrderFilled") if f["cum_qty"] >= f["order_qty"]
+        }
+        return set(self.submitted()) - final
 
     def rejection(self, client_order_id: str) -> str | None:
         for r in self.of("OrderRejected"):
@@ -214,11 +231,75 @@ def check_books(
     assert position == pytest.approx(float(server.engine.position("BTCUSDT").amount), abs=1e-9)
     for j in journals:
         assert "ReconciliationFailed" not in j.kinds()
-        final = {p["client_order_id"] for kind in FINAL for p in j.of(kind)}
-        final |= {
-            f["client_order_id"] for f in j.of("OrderFilled") if f["cum_qty"] >= f["order_qty"]
-        }
-        assert set(j.submitted()) <= final, "an order the venue took has no final event"
+        assert not j.unfinished(), "an order the venue took has no final event"
+
+
+class FeedWatch:
+    """What the engine's live feed passes on, seen through its ``record`` hook.
+
+    ``caught_up`` is set once the capture's last bookTicker, depth update and trade
+    have been passed on: the engine has seen the whole capture. The server's
+    ``finished`` is set when the last message is queued, not when it is sent.
+    """
+
+    def __init__(self, recording: Recording, symbol: str = "BTCUSDT") -> None:
+        last: dict[str, int] = {}
+        for m in recording.messages:
+            if m.symbol == symbol:
+                data = json.loads(m.data)
+                last[data["e"]] = data["t" if data["e"] == "trade" else "u"]
+        self.last = {k: last[k] for k in ("bookTicker", "depthUpdate", "trade")}
+        self.seen = dict.fromkeys(self.last, -1)
+        self.caught_up = trio.Event()
+
+    def make_feed(self, **kwargs: Any) -> LiveFeed:
+        """Stands in for ``LiveFeed`` in the supervisor: the real feed, watched."""
+        return LiveFeed(**kwargs, record=self._passed)
+
+    def _passed(self, _ts_ns: int, raw: bytes) -> None:
+        data = json.loads(raw)["data"]
+        kind = data["e"]
+        if kind in self.seen:
+            self.seen[kind] = max(self.seen[kind], data["t" if kind == "trade" else "u"])
+            if all(self.seen[k] >= last for k, last in self.last.items()):
+                self.caught_up.set()
+
+
+def books_settled(server: StreamServer, journal_path: Path, foreign: frozenset[str]) -> bool:
+    """Whether every order the exchange knows (but ``foreign``) is final there, the
+    journal has each of its fills, and every order the venue took has its final
+    event in the journal: nothing is left in flight between the two books."""
+    if any(
+        o.status not in FINAL_AT_EXCHANGE
+        for o in server.engine.orders()
+        if o.client_order_id not in foreign
+    ):
+        return False
+    try:
+        journal = Journal.read(journal_path)
+    except sqlite3.Error:
+        return False  # not made yet
+    try:
+        at_exchange = exchange_fills(server, journal.venue_ids(), foreign)
+    except KeyError:
+        return False  # an exchange order the journal does not have yet
+    return at_exchange == journal.fills() and not journal.unfinished()
+
+
+async def stop_when_settled(
+    stop: trio.Event,
+    server: StreamServer,
+    watch: FeedWatch,
+    journal_path: Path,
+    foreign: frozenset[str] = frozenset(),
+) -> None:
+    """Set ``stop`` once the engine has seen the whole capture and the books are
+    settled (see :func:`books_settled`); the caller's ``fail_after`` bounds the wait."""
+    await watch.caught_up.wait()
+    # No event covers both books (the exchange's and the journal file): poll them.
+    while not books_settled(server, journal_path, foreign):  # noqa: ASYNC110
+        await trio.sleep(POLL_S)
+    stop.set()
 
 
 async def live_run(
@@ -239,7 +320,9 @@ async def live_run(
         trading=TradingSettings(faults=faults, account=account or AccountSettings()),
         api_keys={KEY: SECRET},
     )
-    with trio.fail_after(60):
+    watch = FeedWatch(recording)
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(GUARD_S):
+        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
             if prepare is not None:
@@ -248,15 +331,10 @@ async def live_run(
             for section, table in (overrides or {}).items():
                 doc.setdefault(section, {}).update(table)
             config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
+            journal_path = new_journal_path(config, "live")
             stop = trio.Event()
-
-            async def stop_when_played() -> None:
-                await server.finished.wait()
-                await trio.sleep(SETTLE_S)
-                stop.set()
-
-            nursery.start_soon(stop_when_played)
-            report = await run_live(config, log=QUIET, stop=stop)
+            nursery.start_soon(stop_when_settled, stop, server, watch, journal_path, foreign)
+            report = await run_live(config, log=QUIET, stop=stop, journal_path=journal_path)
             nursery.cancel_scope.cancel()
     journal = Journal.read(report.journal_path)
     (summary,) = report.per_symbol
@@ -414,7 +492,9 @@ async def test_a_restart_closes_what_it_adopts_and_the_next_start_reconciles(
         trading=TradingSettings(account=AccountSettings()),
         api_keys={KEY: SECRET},
     )
-    with trio.fail_after(90):
+    watch = FeedWatch(recording)
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(2 * GUARD_S):
+        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
             config = config_from_dict(
@@ -436,14 +516,10 @@ async def test_a_restart_closes_what_it_adopts_and_the_next_start_reconciles(
                 newClientOrderId=entry_vid,
             )  # fmt: skip
             stop = trio.Event()
-
-            async def stop_when_played() -> None:
-                await server.finished.wait()
-                await trio.sleep(SETTLE_S)
-                stop.set()
-
-            nursery.start_soon(stop_when_played)
-            restart = await run_live(config, log=QUIET, stop=stop)
+            restart_journal = new_journal_path(config, "live")
+            foreign = frozenset({entry_vid})  # placed by the test, for the killed run
+            nursery.start_soon(stop_when_settled, stop, server, watch, restart_journal, foreign)
+            restart = await run_live(config, log=QUIET, stop=stop, journal_path=restart_journal)
             held = float(server.engine.position("BTCUSDT").amount)
             stopped = trio.Event()
             stopped.set()  # reconcile, then stop at once
@@ -521,11 +597,47 @@ async def test_a_refused_start_leaves_nothing_that_skips_the_check(
             for _start in range(2):
                 stop = trio.Event()
                 stop.set()  # should it pass, stop at once
-                with pytest.raises(ReconciliationError, match=r"BTCUSDT: journal 0\.01"):
+                with pytest.raises(ReconciliationError, match=r"BTCUSDT: journal 0\.01") as info:
                     await run_live(config, log=QUIET, stop=stop)
+                # The refused start closed the journal it opened (it stayed open, held by
+                # the traceback's frames, until the exception was gone).
+                assert open_files_under(tmp_path / "runs") == []
+                del info
             nursery.cancel_scope.cancel()
     assert server.engine.orders() == []
     assert len(list((tmp_path / "runs").glob("live-*.sqlite"))) == 3
+
+
+def open_files_under(directory: Path) -> list[str]:
+    """The files under ``directory`` that this process holds open (Linux /proc)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to list open files")
+    root = str(directory.resolve())
+    out = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # the fd listing itself, closed by now
+            target = os.readlink(fd)
+            if target == root or target.startswith(root + os.sep):
+                out.append(target)
+    return sorted(out)
+
+
+async def test_a_start_past_its_deadline_closes_its_journal(tmp_path, credentials):
+    """The exchange never answers (nothing listens on its port): start-up gives up at
+    ``venue.startup_deadline_s`` with nothing traded, and the journal this start opened
+    is closed on the way out, not left open with its WAL."""
+    silent = free_port()
+    doc = live_doc(tmp_path, silent, silent, startup_deadline_s=0.2)
+    config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
+    stop = trio.Event()
+    with trio.fail_after(60), pytest.raises(StartupDeadlineError) as info:
+        await run_live(config, log=QUIET, stop=stop)
+    (journal,) = journal_files(tmp_path / "runs", "live")
+    assert open_files_under(tmp_path / "runs") == []
+    assert sorted((tmp_path / "runs").glob("*-wal")) == []
+    assert Journal.read(journal).records == []  # nothing journaled, nothing traded
+    del info
 
 
 async def test_a_drift_still_there_after_resume_halts_again(tmp_path, recording, credentials):
@@ -826,7 +938,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
         first = subprocess.Popen(engine_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
             journal_dir = tmp_path / "runs"
-            wait_for(lambda: log_events(log_path, "binance venue ready"), "venue", 60, first)
+            wait_for(lambda: log_events(log_path, "binance venue ready"), "venue", GUARD_S, first)
             # From now on the first run hears nothing from its user stream; its first
             # order is executed at once and answered only after 8 s.
             proxy.hold.set()
@@ -837,7 +949,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                         return path
                 return None
 
-            first_journal = wait_for(submitted, "order submitted", 60, first)
+            first_journal = wait_for(submitted, "order submitted", GUARD_S, first)
 
             def placed() -> bool:
                 # Journaled as submitted is not yet at the exchange: kill only once it is
@@ -845,7 +957,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                 with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
                     return bool(exchange_books(http)["trades"])
 
-            wait_for(placed, "order executed at the exchange", 60, first)
+            wait_for(placed, "order executed at the exchange", GUARD_S, first)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
@@ -860,7 +972,10 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
         try:
             # The first run reconciled too (against an empty journal): wait for the second.
             wait_for(
-                lambda: len(log_events(log_path, "reconciled")) >= 2, "reconciliation", 60, second
+                lambda: len(log_events(log_path, "reconciled")) >= 2,
+                "reconciliation",
+                GUARD_S,
+                second,
             )
             second_journal = journal_files(journal_dir, "live")[-1]
 
@@ -872,10 +987,10 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                     (m["source"], m["target"]) == ("EXITING", "IDLE") for m in moves[adopted[0] :]
                 )
 
-            wait_for(adopted_then_closed, "the adopted position closed", 60, second)
+            wait_for(adopted_then_closed, "the adopted position closed", GUARD_S, second)
         finally:
             second.send_signal(signal.SIGINT)
-            second.wait(timeout=60)
+            second.wait(timeout=GUARD_S)
         assert second.returncode == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
             books_after_restart = exchange_books(http)
@@ -891,12 +1006,12 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
             wait_for(
                 lambda: len(log_events(log_path, "reconciled")) >= 3,
                 "the next start's reconciliation",
-                60,
+                GUARD_S,
                 third,
             )
         finally:
             third.send_signal(signal.SIGINT)
-            third.wait(timeout=60)
+            third.wait(timeout=GUARD_S)
         assert third.returncode == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
             books = exchange_books(http)

@@ -51,38 +51,64 @@ def _digest_line(kind: str, payload: bytes) -> bytes:
 
 
 class Journal:
-    """A journal file open for appending.
+    """A journal file open for appending; a context manager that closes it on exit.
+
+    Use it in a ``with`` block (or call :meth:`close`) so that the connection is
+    closed on every exit path, a start that fails before its journal actor runs
+    included: an open connection keeps the WAL file beside the journal.
 
     Args:
         path: the SQLite file; created with its directory if missing. An
             existing journal is appended to, never truncated.
 
     Raises:
-        JournalError: the file cannot be created or is not a journal.
+        JournalError: the file cannot be created or is not a journal (nothing is
+            left open).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._sha = hashlib.sha256()
         self.records = 0
+        db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash; FULL would also survive
             # power loss at the cost of an fsync per step.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            for kind, payload in self._db.execute("SELECT kind, payload FROM journal ORDER BY id"):
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            for kind, payload in db.execute("SELECT kind, payload FROM journal ORDER BY id"):
                 self._sha.update(_digest_line(kind, payload.encode()))
                 self.records += 1
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()  # not a journal: nothing stays open
             raise JournalError(f"{path}: cannot open journal ({exc})") from exc
+        self._db: sqlite3.Connection | None = db
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (records and digest stay readable)."""
+        return self._db is None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalError(f"{self.path}: journal is closed")
+        return self._db
 
     def set_meta(self, items: dict[str, str]) -> None:
         """Record run metadata (config digest, data files); not part of the digest."""
+        db = self._open()
         try:
-            self._db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(items.items())
             )
         except sqlite3.Error as exc:
@@ -100,17 +126,18 @@ class Journal:
             rows.append((step, record.ts_event, record.ts_init, kind, record.symbol, payload))
         if not rows:
             return
+        db = self._open()
         try:
-            self._db.execute("BEGIN")
-            self._db.executemany(
+            db.execute("BEGIN")
+            db.executemany(
                 "INSERT INTO journal (step, ts_event, ts_init, kind, symbol, payload)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(s, te, ti, k, sym, p.decode()) for s, te, ti, k, sym, p in rows],
             )
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise JournalError(f"{self.path}: cannot append to journal ({exc})") from exc
         for _s, _te, _ti, kind, _sym, payload in rows:
             self._sha.update(_digest_line(kind, payload))
@@ -121,11 +148,20 @@ class Journal:
         return self._sha.hexdigest()
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close."""
+        """Checkpoint the WAL into the main file and close; again: nothing happens.
+
+        Raises:
+            JournalError: the checkpoint failed (the connection is closed all the same).
+        """
+        db, self._db = self._db, None
+        if db is None:
+            return
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot checkpoint journal ({exc})") from exc
         finally:
-            self._db.close()
+            db.close()
 
 
 def journal_digest(path: Path) -> str:

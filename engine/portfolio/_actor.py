@@ -5,7 +5,10 @@ solves the configured problem in a worker thread (the event loop keeps running
 the other actors) and answers with :class:`ExposureLimits`: ``limit_i = |w_i| *
 exposure_budget``. Risk reads the answer at a fixed later step, so results do not
 depend on how long the solve took. A failed solve answers with no limits and the
-reason; risk keeps the last good ones.
+reason; risk keeps the last good ones. An inaccurate solve (the solver met only
+its reduced tolerances) is used when its weights meet the constraints, and is
+counted (``inaccurate``) and logged with its status: see the status policy in
+:mod:`engine.portfolio._optimize`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class PortfolioStats:
 
     solves: int = 0
     failures: int = 0
+    inaccurate: int = 0  # solves used although the solver met only its reduced tolerances
     solve_ms: list[float] = attrs.Factory(list)
     last_weights: dict[str, float] = attrs.Factory(dict)
     last_limits: dict[str, float] = attrs.Factory(dict)
@@ -39,6 +43,7 @@ class PortfolioStats:
         return {
             "solves": self.solves,
             "failures": self.failures,
+            "inaccurate": self.inaccurate,
             "solve_ms_median": float(np.median(times)) if times else None,
             "solve_ms_max": max(times) if times else None,
             "last_weights": self.last_weights,
@@ -131,6 +136,8 @@ class PortfolioActor:
             return ExposureLimits(
                 step=request.step, limits={}, weights={}, status=str(exc), solve_seconds=0.0
             )
+        if not solution.accurate:
+            self.stats.inaccurate += 1
         return self._answer(request, solution.weights, solution.status, solution.solve_seconds)
 
     def _answer(
