@@ -24,7 +24,7 @@ from .feeds import CaptureLimits, CaptureStats
 from .feeds._tape import load_tape
 from .journal import Journal
 from .ledger import PositionLedger
-from .strategy import _ema_cross as strategy_kernel
+from .strategy import strategy_class
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ async def run_replay_driven(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(hardware_actor.run)
-                strategy_kernel.warm_up()
+                strategy_class(config.strategy.kind).warm_up()
                 warmed_up.set()
                 await hardware_actor.settled.wait()
                 started = time.perf_counter()

@@ -64,7 +64,7 @@ from .messages import (
     ScoreReply,
 )
 from .portfolio import PortfolioActor
-from .strategy import _ema_cross as strategy_kernel
+from .strategy import strategy_class
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
 
@@ -794,7 +794,7 @@ async def _run_journaled(
                 # Connected, templates built, reconciled: only then may anything trade.
                 await outer.start(venue.run)
                 _adopt_reconciliation(venue, actors, journal, log)
-            strategy_kernel.warm_up()
+            strategy_class(config.strategy.kind).warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
             started = time.perf_counter()

@@ -19,6 +19,7 @@ from engine.feeds import CaptureStats
 from engine.feeds._tape import load_tape
 from engine.ledger import PositionLedger
 from engine.messages import OrderAccepted, OrderFilled, OrderSubmitted, Purpose, Side
+from engine.strategy import Mode, Signal, Strategy
 from engine.testing import quiet_logger, replay, replay_config, scheduler_seed
 from engine.venues.sim import SimVenue
 
@@ -184,3 +185,98 @@ def test_symbol_core_signal_to_order_to_position(sample):
     # Holding: the kernel now looks for exits only.
     index2, signal2 = core.scan(ticks, index + 1, len(ticks))
     assert signal2 >= 3 or index2 == len(ticks)
+
+
+class Probe(Strategy):
+    """A strategy that fires on known messages: long at quote ``at``, out ``hold_ns`` later."""
+
+    kind = "probe"
+
+    def __init__(self, at: int, hold_ns: int) -> None:
+        self.at, self.hold_ns = at, hold_ns
+        self.quotes = 0
+        self.bid = self.ask = float("nan")
+        self.entry_ts: int | None = None
+
+    def scan(self, ticks, start, stop, mode):
+        for i in range(start, stop):
+            if ticks.kind[i] != 1:
+                continue
+            self.quotes += 1
+            self.bid, self.ask = float(ticks.bid[i]), float(ticks.ask[i])
+            if mode == Mode.FLAT and self.quotes == self.at:
+                return i, Signal.ENTER_LONG
+            if mode == Mode.HOLDING and ticks.ts[i] - self.entry_ts >= self.hold_ns:
+                return i, Signal.EXIT_TIME
+        return stop, Signal.NONE
+
+    @property
+    def last_bid(self):
+        return self.bid
+
+    @property
+    def last_ask(self):
+        return self.ask
+
+    def on_entry_filled(self, side, entry_price, ts):
+        self.entry_ts = ts
+
+    @classmethod
+    def warm_up(cls):
+        pass
+
+
+def _probe_run(tmp_path: Path, sample: Path, events: int, latency_ms: float) -> list:
+    from engine._config import RiskSection, StrategySection
+    from engine.core import ReplayDriver, RiskCore
+    from engine.journal import Journal
+
+    config = replay_config(
+        tmp_path, [sample], replay={"max_step_events": events}, model={"enabled": False}
+    )
+    tape = load_tape([sample], ["BTCUSDT"], stats=CaptureStats())
+    ledger = PositionLedger()
+    venue = SimVenue(latency_ns=int(latency_ms * 1e6), taker_fee_rate=5e-4, ledger=ledger)
+    core = SymbolCore(
+        symbol="BTCUSDT",
+        config=StrategySection(),
+        log=quiet_logger(),
+        ledger=ledger,
+        strategy=Probe(at=100, hold_ns=2_000_000_000),
+    )
+    risk = RiskCore(config=RiskSection(), symbols=["BTCUSDT"], log=quiet_logger(), ledger=ledger)
+    with Journal(tmp_path / f"probe-{events}.sqlite") as journal:
+        driver = ReplayDriver(
+            config=config,
+            tape=dict(tape.ticks),
+            cores=[core],
+            risk=risk,
+            execution=ExecutionCore(venue=venue, log=quiet_logger()),
+            journal=journal,
+            log=quiet_logger(),
+        )
+        trio.run(driver.run)
+        path = journal.path
+    return rows(str(path))
+
+
+def test_a_strategy_behind_the_interface_is_driven_event_by_event(tmp_path, sample):
+    latency_ms = 5.0
+    journal = _probe_run(tmp_path, sample, 1_000_000, latency_ms)
+    assert journal == _probe_run(tmp_path, sample, 1, latency_ms)  # batching changes nothing
+    tape = load_tape([sample], ["BTCUSDT"], stats=CaptureStats()).ticks["BTCUSDT"]
+    q_ts = tape.ts[tape.kind == 1]
+    orders = [p for kind, p in journal if kind == "SubmitOrder"]
+    fills = [p for kind, p in journal if kind == "OrderFilled"]
+    moves = [
+        (p["target"], p["trigger"], p["ts_event"]) for k, p in journal if k == "PositionChanged"
+    ]
+    entry, exit_ = orders
+    assert entry["ts_event"] == q_ts[99]  # the 100th quote
+    j = int(np.searchsorted(q_ts, entry["ts_event"] + int(latency_ms * 1e6)))
+    assert fills[0]["ts_event"] == q_ts[j]
+    # Held from the fill; the time exit is the first later quote 2 s after it.
+    k = j + 1 + int(np.searchsorted(q_ts[j + 1 :], q_ts[j] + 2_000_000_000))
+    assert exit_["ts_event"] == q_ts[k]
+    assert ("EXITING", "time_limit", int(q_ts[k])) in moves
+    assert moves[-1][0] == "IDLE" and fills[-1]["purpose"] == "EXIT"

@@ -41,25 +41,18 @@ from ..messages import (
     Ticks,
 )
 from ..risk import SizingInputs, size_notional
-from ..strategy import _ema_cross as strat
+from ..strategy import Mode, Signal, Strategy, make_strategy
 
 if TYPE_CHECKING:
     from ..actors._filter import EntryFilter, PendingEntry
 
-_EXIT_REASONS = {
-    strat.Signal.EXIT_CROSS: "cross",
-    strat.Signal.EXIT_STOP: "stop_loss",
-    strat.Signal.EXIT_TAKE_PROFIT: "take_profit",
-    strat.Signal.EXIT_TIME: "time_limit",
-}
-
 # What the strategy kernel should look for in each position state.
 _KERNEL_MODE = {
-    fsm.PositionState.IDLE: strat.Mode.FLAT,
-    fsm.PositionState.IN_POSITION: strat.Mode.HOLDING,
-    fsm.PositionState.SIGNALED: strat.Mode.WAITING,
-    fsm.PositionState.ORDERING: strat.Mode.WAITING,
-    fsm.PositionState.EXITING: strat.Mode.WAITING,
+    fsm.PositionState.IDLE: Mode.FLAT,
+    fsm.PositionState.IN_POSITION: Mode.HOLDING,
+    fsm.PositionState.SIGNALED: Mode.WAITING,
+    fsm.PositionState.ORDERING: Mode.WAITING,
+    fsm.PositionState.EXITING: Mode.WAITING,
 }
 
 
@@ -89,6 +82,7 @@ class SymbolCore:
         max_notional: the per-symbol risk limit; sizes are capped at it.
         entry_filter: the ML filter's per-symbol side (features, threshold, labels);
             None trades every signal.
+        strategy: the strategy (default: a new one of ``config.kind``).
     """
 
     def __init__(
@@ -102,6 +96,7 @@ class SymbolCore:
         capital: float = 10_000.0,
         max_notional: float = float("inf"),
         entry_filter: EntryFilter | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         self.symbol = symbol
         self._filter = entry_filter
@@ -122,19 +117,7 @@ class SymbolCore:
         self.transitions: dict[str, int] = {}
         self.signals = 0
         self.ticks = 0
-        self._state = strat.new_state()
-        self._params = strat.make_params(
-            sample_ms=config.sample_ms,
-            rsi_long_max=config.rsi_long_max,
-            rsi_short_min=config.rsi_short_min,
-            allow_short=config.allow_short,
-            stop_loss_bps=config.stop_loss_bps,
-            take_profit_bps=config.take_profit_bps,
-            max_hold_ms=config.max_hold_ms,
-        )
-        self._ema_fast, self._ema_slow, self._rsi, self._atr = strat.new_indicators(
-            config.fast, config.slow, config.rsi_period, self._sizing.atr_period
-        )
+        self.strategy = strategy if strategy is not None else make_strategy(config, self._sizing)
         self._seq = 0
         self._orders = 0
         self._live_order: SubmitOrder | None = None
@@ -161,7 +144,7 @@ class SymbolCore:
     def waiting(self) -> bool:
         """Whether only the symbol's own order (or a retry) can move it on: the kernel
         finds no signal in this state, only updates its indicators."""
-        return _KERNEL_MODE[self.position.state] is strat.Mode.WAITING
+        return _KERNEL_MODE[self.position.state] is Mode.WAITING
 
     @property
     def live_order(self) -> SubmitOrder | None:
@@ -182,21 +165,7 @@ class SymbolCore:
             :meth:`on_signal`, then resume at ``index + 1``) and its code, or
             ``(stop, 0)``.
         """
-        self._state[strat.MODE] = _KERNEL_MODE[self.position.state]
-        index, signal = strat.scan(
-            ticks.ts,
-            ticks.kind,
-            ticks.bid,
-            ticks.ask,
-            start,
-            stop,
-            self._state,
-            self._ema_fast,
-            self._ema_slow,
-            self._rsi,
-            self._atr,
-            self._params,
-        )
+        index, signal = self.strategy.scan(ticks, start, stop, _KERNEL_MODE[self.position.state])
         self.ticks += index + (1 if signal else 0) - start
         return index, signal
 
@@ -205,13 +174,13 @@ class SymbolCore:
         a scoring request the caller answers with :meth:`decide`) or an exit."""
         self.signals += 1
         ts = int(ticks.ts[index])
-        if signal in (strat.Signal.ENTER_LONG, strat.Signal.ENTER_SHORT):
-            side = Side.BUY if signal == strat.Signal.ENTER_LONG else Side.SELL
+        if signal in (Signal.ENTER_LONG, Signal.ENTER_SHORT):
+            side = Side.BUY if signal == Signal.ENTER_LONG else Side.SELL
             if self._filter is not None:
                 self._filter.advance(index + 1)  # features as of the signal's tick, no later
             self._enter(side, ts)
         else:
-            self._exit(_EXIT_REASONS[strat.Signal(signal)], ts)
+            self._exit(self.strategy.exit_reason(signal), ts)
 
     def on_events(self, events: tuple[OrderEvent, ...] | list[OrderEvent], now: int) -> None:
         """Apply execution reports in order (the ledger already holds their fills)."""
@@ -263,16 +232,15 @@ class SymbolCore:
     # -- strategy ---------------------------------------------------------------
 
     def _enter(self, side: Side, ts: int) -> None:
-        price = float(
-            self._state[strat.LAST_ASK] if side is Side.BUY else self._state[strat.LAST_BID]
-        )
+        strategy = self.strategy
+        price = strategy.last_ask if side is Side.BUY else strategy.last_bid
         sz = self._sizing
         notional, basis = size_notional(
             SizingInputs(
                 price=price,
                 equity=self._capital + self._equity,
-                atr=float(self._state[strat.ATR]),
-                strength=float(self._state[strat.STRENGTH]),
+                atr=strategy.atr,
+                strength=strategy.strength,
                 trade_returns=list(self._trade_returns),
             ),
             mode=sz.mode,
@@ -351,7 +319,7 @@ class SymbolCore:
     def _submit_exit(self, ts: int) -> None:
         self._last_exit_ts = ts
         side = Side.SELL if self.position_qty > 0 else Side.BUY
-        price = self._state[strat.LAST_BID] if side is Side.SELL else self._state[strat.LAST_ASK]
+        price = self.strategy.last_bid if side is Side.SELL else self.strategy.last_ask
         self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
 
     def retry_exit(self, now: int) -> None:
@@ -483,9 +451,8 @@ class SymbolCore:
 
     def _hold(self, ts: int) -> None:
         """Hold the position from ``ts`` (the clock of the ticks: the hold timer's)."""
-        self._state[strat.SIDE] = 1.0 if self.position_qty > 0 else -1.0
-        self._state[strat.ENTRY_PRICE] = self._entry_cost / self._entry_qty
-        self._state[strat.ENTRY_TS] = float(ts)
+        side = 1 if self.position_qty > 0 else -1
+        self.strategy.on_entry_filled(side, self._entry_cost / self._entry_qty, ts)
 
     # -- bookkeeping --------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Strategies: njit kernels that turn market batches into signals."""
+"""Strategies: njit kernels that turn market batches into signals, behind one interface."""
 
 from pathlib import Path as _Path
 
@@ -8,7 +8,10 @@ from ..indicators._common import drop_stale_kernel_cache as _drop_stale_kernel_c
 # package changed (numba only watches the kernel's own file).
 _drop_stale_kernel_cache(_Path(__file__).parent, also=[_Path(__file__).parents[1] / "indicators"])
 
-from ._ema_cross import Mode as Mode  # noqa: E402 - after the cache check
-from ._ema_cross import Signal as Signal  # noqa: E402
+from ._base import Mode as Mode  # noqa: E402 - after the cache check
+from ._base import Signal as Signal  # noqa: E402
+from ._base import Strategy as Strategy  # noqa: E402
+from ._base import make_strategy as make_strategy  # noqa: E402
+from ._base import strategy_class as strategy_class  # noqa: E402
 
-__all__ = ["Mode", "Signal"]
+__all__ = ["Mode", "Signal", "Strategy", "make_strategy", "strategy_class"]

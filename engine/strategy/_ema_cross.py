@@ -13,36 +13,20 @@ signal's strength is the EMA gap over the ATR (capped at 1), for position sizing
 
 :func:`scan` runs over a whole batch in one njit call and returns at the first
 event that needs Python (a signal), so Python runs per signal, not per tick.
+:class:`EmaCross` is the :class:`~engine.strategy.Strategy` the symbol core drives.
 """
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 from numba import njit
 
+from .._config import SizingSection, StrategySection
 from ..indicators import atr_state, atr_update, ema_state, ema_update, rsi_state, rsi_update
+from ..messages import Ticks
+from ._base import Mode, Signal, Strategy
 
-
-class Signal(enum.IntEnum):
-    """What :func:`scan` stopped for."""
-
-    NONE = 0
-    ENTER_LONG = 1
-    ENTER_SHORT = 2
-    EXIT_CROSS = 3
-    EXIT_STOP = 4
-    EXIT_TAKE_PROFIT = 5
-    EXIT_TIME = 6
-
-
-class Mode(enum.IntEnum):
-    """What the kernel looks for; set by the actor from the position machine."""
-
-    FLAT = 0  # IDLE: look for entries
-    HOLDING = 1  # IN_POSITION: look for exits
-    WAITING = 2  # SIGNALED / ORDERING / EXITING: only update indicators
+__all__ = ["EmaCross", "Mode", "Signal", "make_params", "new_indicators", "new_state", "scan"]
 
 
 # Strategy state layout (float64 array).
@@ -208,3 +192,58 @@ def warm_up() -> None:
         max_hold_ms=1,
     )
     scan(ts, kind, px, px, 0, n, new_state(), *new_indicators(2, 3, 2), params)
+
+
+class EmaCross(Strategy):
+    """The EMA cross as a :class:`~engine.strategy.Strategy`: its state arrays and kernel."""
+
+    kind = "ema_cross"
+
+    def __init__(self, config: StrategySection, sizing: SizingSection) -> None:
+        self._state = new_state()
+        self._params = make_params(
+            sample_ms=config.sample_ms,
+            rsi_long_max=config.rsi_long_max,
+            rsi_short_min=config.rsi_short_min,
+            allow_short=config.allow_short,
+            stop_loss_bps=config.stop_loss_bps,
+            take_profit_bps=config.take_profit_bps,
+            max_hold_ms=config.max_hold_ms,
+        )
+        self._indicators = new_indicators(
+            config.fast, config.slow, config.rsi_period, sizing.atr_period
+        )
+
+    def scan(self, ticks: Ticks, start: int, stop: int, mode: Mode) -> tuple[int, int]:
+        state = self._state
+        state[MODE] = mode
+        fast, slow, rsi, atr = self._indicators
+        return scan(  # type: ignore[no-any-return]
+            ticks.ts, ticks.kind, ticks.bid, ticks.ask, start, stop, state,
+            fast, slow, rsi, atr, self._params,
+        )  # fmt: skip
+
+    @property
+    def last_bid(self) -> float:
+        return float(self._state[LAST_BID])
+
+    @property
+    def last_ask(self) -> float:
+        return float(self._state[LAST_ASK])
+
+    @property
+    def atr(self) -> float:
+        return float(self._state[ATR])
+
+    @property
+    def strength(self) -> float:
+        return float(self._state[STRENGTH])
+
+    def on_entry_filled(self, side: int, entry_price: float, ts: int) -> None:
+        self._state[SIDE] = float(side)
+        self._state[ENTRY_PRICE] = entry_price
+        self._state[ENTRY_TS] = float(ts)
+
+    @classmethod
+    def warm_up(cls) -> None:
+        warm_up()
