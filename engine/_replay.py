@@ -18,10 +18,10 @@ from structlog.typing import FilteringBoundLogger
 
 from ._config import Config
 from ._errors import ActorFailedError, DataError, single_cause
+from ._progress import slow_step
 from .actors import HardwareActor
 from .core import ExecutionCore, ReplayDriver, RiskCore, SymbolCore
-from .feeds import CaptureLimits, CaptureStats
-from .feeds._tape import load_tape
+from .feeds import CaptureLimits, CaptureStats, TickStore, load_tape
 from .journal import Journal
 from .ledger import PositionLedger
 from .strategy import strategy_class
@@ -38,6 +38,7 @@ async def run_replay_driven(
     *,
     paths: list[Path],
     symbols: list[str],
+    store: TickStore | None,
     log: FilteringBoundLogger,
     setup_started: float,
     journal_path: Path,
@@ -58,7 +59,8 @@ async def run_replay_driven(
         journal.set_meta({"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(data)})
         log.info("replay starting", symbols=symbols, data=data, journal=str(journal.path))
         try:
-            tape = load_tape(paths, symbols, limits=limits, stats=stats)
+            with slow_step(f"reading market data ({len(paths)} file(s))"):
+                tape = load_tape(paths, symbols, limits=limits, stats=stats, store=store)
         except DataError as exc:
             log.error("cannot start", error=str(exc))
             raise
@@ -86,7 +88,8 @@ async def run_replay_driven(
             if len(symbols) > 1:
                 importlib.import_module("engine.portfolio._optimize")  # cvxpy: set-up time
             portfolio = sup.portfolio_solver(config, log)
-        model, filters, _channels = sup._model_wiring(config, symbols, "replay", log)
+        with slow_step("loading the ML filter (feature kernels compile on a first run)"):
+            model, filters, _channels = sup._model_wiring(config, symbols, "replay", log)
         cores = [
             SymbolCore(
                 symbol=s,
@@ -132,7 +135,8 @@ async def run_replay_driven(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(hardware_actor.run)
-                strategy_class(config.strategy.kind).warm_up()
+                with slow_step("loading the strategy kernel (it compiles on a first run)"):
+                    strategy_class(config.strategy.kind).warm_up()
                 warmed_up.set()
                 await hardware_actor.settled.wait()
                 started = time.perf_counter()

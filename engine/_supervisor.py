@@ -34,12 +34,15 @@ import hardware
 from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError, single_cause
+from ._progress import slow_step
 from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .core import ExecutionCore, RiskCore, SymbolCore
 from .feeds import (
     CaptureStats,
     ReplayFeed,
+    TickStore,
     expand_paths,
+    open_tick_store,
     scan_symbols,
     untradeable,
 )
@@ -65,6 +68,7 @@ from .messages import (
 )
 from .portfolio import PortfolioActor
 from .strategy import strategy_class
+from .venues import ConnectedVenue, Venue
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
 
@@ -249,13 +253,14 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def resolve_symbols(config: Config, paths: list[Path]) -> list[str]:
-    """The symbols to run: ``data.symbols`` if set, else every symbol in the data.
+def resolve_symbols(config: Config, paths: list[Path], store: TickStore | None = None) -> list[str]:
+    """The symbols to run: ``data.symbols`` if set, else every symbol in the data (the
+    tick store remembers what a scan of the same files found).
 
     Raises:
         DataError: no symbol found, or a configured symbol is not in the data.
     """
-    found = scan_symbols(paths)
+    found = store.symbols(paths, scan_symbols) if store is not None else scan_symbols(paths)
     if not config.data.symbols:
         if not found:
             names = ", ".join(str(p) for p in paths)
@@ -301,11 +306,18 @@ async def run_replay(
     setup_started = time.perf_counter()  # wall clock for the metrics only
     raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
     paths = expand_paths(raw)
-    symbols = resolve_symbols(config, paths)
+    store = open_tick_store(
+        config.data.tick_store,
+        base_dir=Path(config.base_dir),
+        where=config.where("data.tick_store"),
+        log=log.bind(actor="tick_store"),
+    )
+    symbols = resolve_symbols(config, paths, store)
     return await run_replay_driven(
         config,
         paths=paths,
         symbols=symbols,
+        store=store,
         log=log,
         setup_started=setup_started,
         journal_path=journal_path or new_journal_path(config, "replay"),
@@ -665,7 +677,7 @@ async def _run_journaled(
     control_state: ControlState | None,
     capture_stats: CaptureStats | None = None,
     live_feeds: list[LiveFeed] | None = None,
-    venue: SimVenue | BinanceVenue | None = None,
+    venue: Venue | None = None,
 ) -> RunReport:
     ch = config.channels
     cfg_sha = config_digest(config)
@@ -737,7 +749,8 @@ async def _run_journaled(
         portfolio_requests=request_tx,
         portfolio_answers=answer_rx,
     )
-    model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
+    with slow_step("loading the ML filter (feature kernels compile on a first run)"):
+        model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
     actors = [
         SymbolActor(
             symbol=s,
@@ -790,11 +803,12 @@ async def _run_journaled(
             if portfolio_actor is not None and hardware_actor.plan is not None:
                 plan = hardware_actor.plan
                 portfolio_actor.set_thread_setup(lambda: hardware.setup_worker_thread(plan))
-            if not isinstance(venue, SimVenue):
+            if isinstance(venue, ConnectedVenue):
                 # Connected, templates built, reconciled: only then may anything trade.
                 await outer.start(venue.run)
                 _adopt_reconciliation(venue, actors, journal, log)
-            strategy_class(config.strategy.kind).warm_up()
+            with slow_step("loading the strategy kernel (it compiles on a first run)"):
+                strategy_class(config.strategy.kind).warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
             started = time.perf_counter()
@@ -860,7 +874,7 @@ def build_report(
     ledger: PositionLedger,
     execution: ExecutionCore,
     risk: RiskCore,
-    venue: SimVenue | BinanceVenue,
+    venue: Venue,
     portfolio: PortfolioActor | None,
     model: ModelActor | None,
     filters: dict[str, EntryFilter],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,10 @@ def cryptofeed_dir() -> Path:
     if not CRYPTOFEED.exists():
         pytest.skip("../shared/data/external is not beside the repository")
     return CRYPTOFEED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tick_store_in_a_temporary_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Replays keep their tick store (``data.tick_store = "auto"``) under a temporary
+    ``XDG_CACHE_HOME``, never in the user's own cache; subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))

@@ -39,8 +39,7 @@ from ..messages import (
 from ._symbol import ProtocolError
 
 if TYPE_CHECKING:
-    from ..venues.binance import BinanceVenue
-    from ..venues.sim import SimVenue
+    from ..venues import Venue
 
 
 class ExecutionActor(ExecutionCore):
@@ -60,7 +59,7 @@ class ExecutionActor(ExecutionCore):
     def __init__(
         self,
         *,
-        venue: SimVenue | BinanceVenue,
+        venue: Venue,
         symbols: list[str],
         market: trio.MemoryReceiveChannel[MarketStep],
         orders: trio.MemoryReceiveChannel[OrderBatch],

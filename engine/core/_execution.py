@@ -43,10 +43,10 @@ from ..messages import (
     SubmitOrder,
     TradingStateChanged,
 )
+from ..venues import FaultDrills
 
 if TYPE_CHECKING:
-    from ..venues.binance import BinanceVenue
-    from ..venues.sim import SimVenue
+    from ..venues import Venue
 
 # Who produced a record: orders the tie-break between records stamped the same
 # nanosecond, in causal order (a symbol's intent, then risk's verdict, then the venue).
@@ -98,8 +98,8 @@ class ExecutionCore:
     """Bridges approved orders to a venue.
 
     Args:
-        venue: the simulated venue, or the live :class:`~engine.venues.binance.BinanceVenue`
-            (same synchronous interface; its requests run in its own tasks).
+        venue: any :class:`~engine.venues.Venue` (the simulated one, or the live
+            :class:`~engine.venues.binance.BinanceVenue`, whose requests run in its own tasks).
         log: a bound structlog logger.
         faults: faults to inject, at market-time offsets from the first event
             (replay tests and drills).
@@ -108,7 +108,7 @@ class ExecutionCore:
     def __init__(
         self,
         *,
-        venue: SimVenue | BinanceVenue,
+        venue: Venue,
         log: FilteringBoundLogger,
         faults: tuple[FaultEvent, ...] = (),
     ) -> None:
@@ -132,11 +132,17 @@ class ExecutionCore:
         return self._origin + self._faults[0].at_ms * 1_000_000
 
     def inject_faults(self, now: int) -> list[OpsEvent]:
+        """Raise the drills due by ``now``: their operational events (bans and venue
+        rejections go to a venue that takes :class:`~engine.venues.FaultDrills`)."""
         if self._origin is None:
             self._origin = now
         ops: list[OpsEvent] = []
         while self._faults and self._origin + self._faults[0].at_ms * 1_000_000 <= now:
             fault = self._faults.pop(0)
+            venue = self.venue
+            if fault.kind in ("ban", "reject") and not isinstance(venue, FaultDrills):
+                self._log.warning("fault not supported by the venue", kind=fault.kind)
+                continue
             self._log.warning("fault injected", kind=fault.kind, at_ms=fault.at_ms)
             if fault.kind == "reconnect":
                 ops.extend(
@@ -151,7 +157,8 @@ class ExecutionCore:
                 )
             elif fault.kind == "ban":
                 until = now + fault.duration_ms * 1_000_000
-                self.venue.ban(until)
+                assert isinstance(venue, FaultDrills)
+                venue.ban(until)
                 ops.append(
                     RateLimitBanned(
                         symbol=fault.symbol,
@@ -163,7 +170,8 @@ class ExecutionCore:
                     )
                 )
             elif fault.kind == "reject":
-                self.venue.reject_next(fault.count)
+                assert isinstance(venue, FaultDrills)
+                venue.reject_next(fault.count)
             else:
                 ops.append(
                     ReconciliationFailed(

@@ -51,7 +51,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,33 @@ class TickStore:
             self.last_problem = problem
         _restore_stats(stats, _stats_delta(fresh, paths), paths)
         return tape
+
+    def symbols(self, paths: list[Path], scan: Callable[[list[Path]], list[str]]) -> list[str]:
+        """The symbols ``scan`` finds in ``paths``, kept beside the sources' digests so a
+        later run of the same files skips the scan (a changed file is scanned again).
+
+        Raises:
+            DataError: a source cannot be read.
+        """
+        sources = [file_digest(p) for p in paths]
+        name = _entry_name({"format": FORMAT_VERSION, "sources": sources})
+        path = self.root / "symbols" / f"{name}.json"
+        try:
+            found = json.loads(path.read_text())["symbols"]
+            if isinstance(found, list) and all(isinstance(x, str) for x in found):
+                return list(found)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or damaged: scan again and rewrite it
+        found = scan(paths)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"symbols": found, "sources": sources}))
+            tmp.replace(path)
+        except OSError as exc:  # a cache: the next run scans again
+            if self._log is not None:
+                self._log.warning("tick store symbols not written", path=str(path), reason=str(exc))
+        return found
 
     def entry_for(
         self, paths: list[Path], symbols: Iterable[str], *, limits: CaptureLimits

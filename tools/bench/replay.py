@@ -8,7 +8,23 @@ median (and min/max) over repeats, in one process, of:
 - ``parse_only``: reading and decoding the same capture with no actors (the
   feed's ceiling);
 - ``json_baseline``: the same lines decoded with the standard ``json`` module into
-  dicts (the plain-Python reference the msgspec decoder is measured against).
+  dicts (the plain-Python reference the msgspec decoder is measured against);
+- ``tape_parse``: the capture parsed into a whole-run tape (the columns the replay
+  reads), no store;
+- ``store_import``: the same, written to an empty tick store (parse + write);
+- ``store_load``: the tape loaded from the tick store (source digest, ``meta.json``,
+  columns mapped), the work a later replay does instead of parsing;
+- ``store_load_read``: the same, plus one pass over every column (each mapped page
+  read once: what a replay that touches all the data costs on top of the load);
+- ``scan_symbols``: finding the symbols of the capture (a byte scan of the
+  decompressed file, which a replay with an empty ``data.symbols`` does before
+  loading; per event of the capture, to compare with the loads).
+
+``memory`` (one traced run each, ``tracemalloc``): the tape's column bytes, the peak
+traced while parsing into a tape, and the peak of the reader alone (iterating the
+events, keeping none): the tape's own overhead is the difference less the columns.
+
+``--tape-only`` skips the three pipeline/parse figures (the tape figures take seconds).
 """
 
 from __future__ import annotations
@@ -18,12 +34,14 @@ import json
 import statistics
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
-from engine.feeds import CaptureStats, read_capture
+from engine.feeds import CaptureStats, TickStore, load_tape, read_capture, scan_symbols
 from engine.feeds._capture import open_capture
 from engine.testing import replay, replay_config
 
@@ -54,6 +72,64 @@ def _parse_only(data: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def _tape_parse(data: Path) -> tuple[float, int]:
+    symbols = scan_symbols([data])
+    t0 = time.perf_counter()
+    tape = load_tape([data], symbols, stats=CaptureStats())
+    return time.perf_counter() - t0, len(tape)
+
+
+def _store_import(data: Path, root: Path) -> tuple[float, int]:
+    symbols = scan_symbols([data])
+    t0 = time.perf_counter()
+    tape = load_tape([data], symbols, stats=CaptureStats(), store=TickStore(root))
+    return time.perf_counter() - t0, len(tape)
+
+
+def _scan_symbols(data: Path) -> float:
+    t0 = time.perf_counter()
+    scan_symbols([data])
+    return time.perf_counter() - t0
+
+
+def _store_load(data: Path, root: Path, *, read: bool) -> tuple[float, int]:
+    symbols = scan_symbols([data])
+    store = TickStore(root)
+    t0 = time.perf_counter()
+    tape = load_tape([data], symbols, stats=CaptureStats(), store=store)
+    if read:
+        for ticks in tape.ticks.values():
+            for column in attrs.astuple(ticks, recurse=False):
+                column.sum()
+    wall = time.perf_counter() - t0
+    assert store.last_outcome == "hit", store.last_problem
+    return wall, len(tape)
+
+
+def _memory(data: Path) -> dict[str, int]:
+    symbols = scan_symbols([data])
+    tracemalloc.start()
+    try:
+        for _ in read_capture(data, CaptureStats()):
+            pass
+        reader_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        tape = load_tape([data], symbols, stats=CaptureStats())
+        parse_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    columns = sum(
+        column.nbytes
+        for ticks in tape.ticks.values()
+        for column in attrs.astuple(ticks, recurse=False)
+    )
+    return {
+        "tape_column_bytes": columns,
+        "tape_parse_peak_traced_bytes": parse_peak,
+        "reader_only_peak_traced_bytes": reader_peak,
+    }
+
+
 def _json_baseline(data: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     n = 0
@@ -78,18 +154,33 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m tools.bench replay")
     parser.add_argument("--data", type=Path, default=FULL if FULL.exists() else SAMPLE)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tape-only", action="store_true", help="only the tape figures")
     args = parser.parse_args(argv)
+    names = [] if args.tape_only else ["pipeline", "parse_only", "json_baseline"]
+    names += ["tape_parse", "store_import", "store_load", "store_load_read", "scan_symbols"]
+    results: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        _pipeline(args.data, Path(tmp), -1)  # warm-up: numba cache load, imports
-        results: dict[str, list[float]] = {"pipeline": [], "parse_only": [], "json_baseline": []}
         events = 0
+        if not args.tape_only:
+            _pipeline(args.data, Path(tmp), -1)  # warm-up: numba cache load, imports
         for i in range(args.repeat):
-            wall, events = _pipeline(args.data, Path(tmp), i)
-            results["pipeline"].append(events / wall)
-            wall, n = _parse_only(args.data)
-            results["parse_only"].append(n / wall)
-            wall, n = _json_baseline(args.data)
-            results["json_baseline"].append(n / wall)
+            if not args.tape_only:
+                wall, events = _pipeline(args.data, Path(tmp), i)
+                results["pipeline"].append(events / wall)
+                wall, n = _parse_only(args.data)
+                results["parse_only"].append(n / wall)
+                wall, n = _json_baseline(args.data)
+                results["json_baseline"].append(n / wall)
+            wall, events = _tape_parse(args.data)
+            results["tape_parse"].append(events / wall)
+            store = Path(tmp) / f"ticks{i}"
+            wall, n = _store_import(args.data, store)
+            results["store_import"].append(n / wall)
+            wall, n = _store_load(args.data, store, read=False)
+            results["store_load"].append(n / wall)
+            wall, n = _store_load(args.data, store, read=True)
+            results["store_load_read"].append(n / wall)
+            results["scan_symbols"].append(n / _scan_symbols(args.data))
     out: dict[str, Any] = {
         "benchmark": "replay",
         "data": str(args.data),
@@ -99,10 +190,13 @@ def run(argv: list[str]) -> dict[str, Any]:
     }
     for name, values in results.items():
         out[name] = _stats(values)
-    out["pipeline_vs_parse_only"] = out["pipeline"]["median"] / out["parse_only"]["median"]
-    out["parse_only_vs_json_baseline"] = (
-        out["parse_only"]["median"] / out["json_baseline"]["median"]
-    )
+    if not args.tape_only:
+        out["pipeline_vs_parse_only"] = out["pipeline"]["median"] / out["parse_only"]["median"]
+        out["parse_only_vs_json_baseline"] = (
+            out["parse_only"]["median"] / out["json_baseline"]["median"]
+        )
+    out["memory"] = _memory(args.data)
+    out["store_load_vs_tape_parse"] = out["store_load"]["median"] / out["tape_parse"]["median"]
     return out
 
 
