@@ -1,9 +1,9 @@
-"""The supervisor: wires the actors with bounded channels and runs a replay.
+"""The supervisor: wires the actor shells for paper and live (replay: :mod:`engine._replay`).
 
 ::
 
-    ReplayFeed --MarketBatch--> SymbolActor (one per symbol) --IntentBatch--> RiskActor
-    ReplayFeed --MarketStep---> ExecutionActor <--OrderBatch-- RiskActor
+    LiveFeed --MarketBatch--> SymbolActor (one per symbol) --IntentBatch--> RiskActor
+    LiveFeed --MarketStep---> ExecutionActor <--OrderBatch-- RiskActor
     ExecutionActor --ReportBatch--> SymbolActor[s], RiskActor
     ExecutionActor --JournalBatch--> JournalActor (SQLite, WAL)
     SymbolActor[s] --ScoreBatch--> ModelActor --ScoreReply--> SymbolActor[s]   ([model] enabled)
@@ -39,7 +39,6 @@ from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
 from .core import ExecutionCore, RiskCore, SymbolCore
 from .feeds import (
     CaptureStats,
-    ReplayFeed,
     TickStore,
     expand_paths,
     open_tick_store,
@@ -140,7 +139,7 @@ async def _run_actors(
     model_actor: ModelActor | None,
     risk: RiskActor,
     actors: list[SymbolActor],
-    feed: ReplayFeed | LiveFeed,
+    feed: LiveFeed,
 ) -> None:
     """Start the actors in dependency order and wait until the replay has drained."""
     async with trio.open_nursery() as nursery:
@@ -669,7 +668,7 @@ async def _run_journaled(
     mode: str,
     symbols: list[str],
     data: list[str],
-    make_feed: Callable[..., ReplayFeed | LiveFeed],
+    make_feed: Callable[..., LiveFeed],
     log: FilteringBoundLogger,
     setup_started: float,
     journal: Journal,
@@ -855,7 +854,7 @@ async def _run_journaled(
         feed_summary=feed_summary,
         lines=lines,
         skipped=skipped,
-        steps=feed.steps if isinstance(feed, ReplayFeed) else feed.stats.steps,
+        steps=feed.stats.steps,
         first_ts=feed.first_ts,
         last_ts=feed.last_ts,
         setup=setup,

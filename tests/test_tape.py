@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
-import math
 from pathlib import Path
 
 import attrs
 import numpy as np
 import pytest
-import trio
 
-from engine.feeds import CaptureLimits, CaptureStats, ReplayFeed, expand_paths, scan_symbols
+from engine.feeds import CaptureLimits, CaptureStats, expand_paths, scan_symbols
 from engine.feeds import _tape as tape_module
 from engine.feeds._capture import merge_captures
 from engine.feeds._columns import Columns, append_message
 from engine.feeds._tape import COLUMN_NAMES, Tape, load_tape, parse_tape
-from engine.messages import MarketBatch, MarketStep, Ticks
+from engine.messages import Ticks
 
 HISTORY = Path(__file__).resolve().parents[1].parent / "shared/data/external/hftbacktest_history"
 
@@ -126,112 +123,3 @@ def test_symbols_out_of_the_set_are_counted_as_the_reader_counts_them(cryptofeed
     want_stats = assert_tape_is_the_stream(tape, paths, symbols)
     assert stats_facts(stats) == stats_facts(want_stats)
     assert stats.skipped["other_symbol"] > 0
-
-
-# The feed cut into steps the old way (the reference the slicing must reproduce).
-def stream_steps(
-    paths: list[Path], symbols: list[str], step_ns: int, max_events: int
-) -> list[tuple[int, dict[str, Ticks | None]]]:
-    steps: list[tuple[int, dict[str, Ticks | None]]] = []
-    columns = {s: Columns() for s in symbols}
-    window_end, step_start, in_step = -1, 0, 0
-    events = merge_captures(paths, CaptureStats(), frozenset(symbols), limits=CaptureLimits())
-    for seq, (ts, msg) in enumerate(events):
-        if ts >= window_end or in_step >= max_events:
-            if in_step:
-                steps.append((step_start, {s: c.take() for s, c in columns.items()}))
-                in_step = 0
-            if ts >= window_end:
-                window_end = (ts // step_ns + 1) * step_ns
-            step_start = ts
-        append_message(columns[msg.symbol], ts, seq, msg)
-        in_step += 1
-    if in_step:
-        steps.append((step_start, {s: c.take() for s, c in columns.items()}))
-    return steps
-
-
-async def feed_steps(feed_kwargs: dict, symbols: list[str]) -> tuple[list, list, ReplayFeed]:
-    exec_tx, exec_rx = trio.open_memory_channel[MarketStep](math.inf)
-    sym = {s: trio.open_memory_channel[MarketBatch](math.inf) for s in symbols}
-    feed = ReplayFeed(
-        symbols=symbols,
-        symbol_channels={s: tx for s, (tx, _rx) in sym.items()},
-        execution_channel=exec_tx,
-        **feed_kwargs,
-    )
-    await feed.run()
-    steps = [m async for m in exec_rx]
-    batches = {s: [m async for m in rx] for s, (_tx, rx) in sym.items()}
-    return steps, batches, feed
-
-
-@pytest.fixture(scope="module")
-def head_of_sample(sample, tmp_path_factory) -> Path:
-    """The sample's first 4000 lines (for steps of one event: ~100 steps per second)."""
-    lines = gzip.decompress(sample.read_bytes()).splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("head") / "btcusdt_head.gz"
-    path.write_bytes(gzip.compress(b"".join(lines[:4000])))
-    return path
-
-
-@pytest.mark.parametrize(
-    ("data", "step_ms", "max_events"),
-    [
-        ("sample", 250, 8192),
-        ("sample", 10_000_000, 1000),  # one window: only the count cuts
-        ("head_of_sample", 50, 7),
-        ("head_of_sample", 1, 1),
-    ],
-)
-async def test_feed_cuts_the_steps_the_stream_cut(request, data, step_ms, max_events):
-    path = request.getfixturevalue(data)
-    symbols = ["BTCUSDT", "ETHUSDT"]  # ETHUSDT: empty batches every step
-    want = stream_steps([path], symbols, step_ms * 1_000_000, max_events)
-    _columns, want_stats = stream_reference([path], symbols)
-    stats = CaptureStats()
-    steps, batches, feed = await feed_steps(
-        {
-            "paths": [path],
-            "step_ns": step_ms * 1_000_000,
-            "max_step_events": max_events,
-            "stats": stats,
-        },
-        symbols,
-    )
-    assert feed.steps == len(want)
-    assert len(steps) == len(want) + 1 and steps[-1].final
-    for k, (ts_start, per_symbol) in enumerate(want):
-        assert (steps[k].step, steps[k].ts_start) == (k, ts_start)
-        assert set(steps[k].ticks) == {s for s, t in per_symbol.items() if t is not None}
-        for symbol in symbols:
-            batch = batches[symbol][k]
-            assert (batch.step, batch.ts_start, batch.final) == (k, ts_start, False)
-            if per_symbol[symbol] is None:
-                assert batch.ticks is None
-            else:
-                assert_same_ticks(batch.ticks, per_symbol[symbol])
-                assert_same_ticks(steps[k].ticks[symbol], per_symbol[symbol])
-    for symbol in symbols:
-        assert batches[symbol][-1].final
-    assert feed.first_ts == want[0][0]
-    assert feed.last_ts == int(steps[-2].ticks["BTCUSDT"].ts[-1])
-    assert stats_facts(stats) == stats_facts(want_stats)
-
-
-async def test_feed_replays_a_tape_given_to_it(sample):
-    stats = CaptureStats()
-    tape = load_tape([sample], ["BTCUSDT"], stats=stats)
-    kwargs = {"step_ns": 250_000_000, "max_step_events": 8192}
-    got, _b, feed = await feed_steps(
-        {"paths": [], "stats": CaptureStats(), "tape": tape, **kwargs}, ["BTCUSDT"]
-    )
-    want, _b, _f = await feed_steps(
-        {"paths": [sample], "stats": CaptureStats(), **kwargs}, ["BTCUSDT"]
-    )
-    assert len(got) == len(want)
-    for a, b in zip(got, want, strict=True):
-        assert (a.step, a.ts_start, a.final) == (b.step, b.ts_start, b.final)
-        for symbol, ticks in b.ticks.items():
-            assert_same_ticks(a.ticks[symbol], ticks)
-    assert feed.stats.events == 0  # a given tape: the counters are the loader's business

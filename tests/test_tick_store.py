@@ -355,29 +355,6 @@ def test_concurrent_imports_leave_one_whole_entry(tmp_path, capture):
     assert entry.name == store.entry_for([capture], ["BTCUSDT"], limits=CaptureLimits()).name
 
 
-async def test_feed_reading_the_store_sends_the_steps_it_sends_parsing(tmp_path, capture):
-    from test_tape import feed_steps
-
-    from engine.feeds import ReplayFeed  # (the feed's own module is tested in test_tape)
-
-    kwargs = {"paths": [capture], "step_ns": 50_000_000, "max_step_events": 500}
-    plain_stats = CaptureStats()
-    want, _b, _f = await feed_steps({**kwargs, "stats": plain_stats}, ["BTCUSDT"])
-    store = TickStore(tmp_path / "ticks")
-    for outcome in ("imported", "hit"):
-        stats = CaptureStats()
-        got, _b, feed = await feed_steps(
-            {**kwargs, "stats": stats, "tick_store": store}, ["BTCUSDT"]
-        )
-        assert isinstance(feed, ReplayFeed) and store.last_outcome == outcome
-        assert stats_facts(stats) == stats_facts(plain_stats)
-        assert len(got) == len(want)
-        for a, b in zip(got, want, strict=True):
-            assert (a.step, a.ts_start, a.final) == (b.step, b.ts_start, b.final)
-            for symbol, ticks in b.ticks.items():
-                assert_same_ticks(a.ticks[symbol], ticks)
-
-
 def test_parsing_holds_about_the_columns_not_python_rows(btc_capture):
     # tracemalloc counts allocations, not time: the same on any machine. The reader
     # alone peaks at its decompressed chunk and its lines; the tape may add its

@@ -1,4 +1,4 @@
-"""Market data feeds: capture readers, the tape, the tick store and the replay feed."""
+"""Market data feeds: capture readers, the tape and the tick store (the live feed: ``_live``)."""
 
 from ._capture import SPOT_SUFFIX as SPOT_SUFFIX
 from ._capture import CaptureLimits as CaptureLimits
@@ -10,7 +10,6 @@ from ._capture import read_capture as read_capture
 from ._capture import scan_symbols as scan_symbols
 from ._capture import unsupported_symbol as unsupported_symbol
 from ._capture import untradeable as untradeable
-from ._replay import ReplayFeed as ReplayFeed
 from ._store import StoreEntry as StoreEntry
 from ._store import TickStore as TickStore
 from ._store import default_store_dir as default_store_dir
@@ -23,7 +22,6 @@ __all__ = [
     "SPOT_SUFFIX",
     "CaptureLimits",
     "CaptureStats",
-    "ReplayFeed",
     "StoreEntry",
     "Tape",
     "TickStore",
