@@ -1068,3 +1068,30 @@ def test_lossless_stream_ends_at_the_exchange_book(history, snapshot_after):
     assert sync.state is SyncState.SYNCED
     assert book_state(sync.book) == as_floats(states[-1])
     assert sync.stats.gaps == 0
+
+
+def test_price_memo_stays_bounded_and_prices_stay_exact():
+    # A long session sees far more distinct price strings than the memo holds: it
+    # keeps two generations of at most _MEMO_MAX, and every level still lands on
+    # its exact tick whether it came from the memo, the older generation or a parse.
+    from engine.book._book import _MEMO_MAX
+
+    book = loaded(100)
+    assert book.apply_diff(95, 100, 90, [], []) is ApplyResult.APPLIED  # bridges
+    n = 3 * _MEMO_MAX
+    u = 100
+    for i in range(n):
+        u += 1
+        price = f"{200 + i / 100:.2f}"
+        assert book.apply_diff(u, u, u - 1, [], [[price, "1"]]) is ApplyResult.APPLIED
+        assert len(book._memo) + len(book._memo_old) <= 2 * _MEMO_MAX
+        u += 1
+        assert book.apply_diff(u, u, u - 1, [], [[price, "0"]]) is ApplyResult.APPLIED
+    # A price seen early (long evicted) and a recent one are both parsed exactly.
+    for price in ("200.00", f"{200 + (n - 1) / 100:.2f}"):
+        u += 1
+        book.apply_diff(u, u, u - 1, [], [[price, "2"]])
+        prices, qtys = book.levels(Side.ASK)
+        assert dict(zip(prices.tolist(), qtys.tolist(), strict=True))[float(price)] == 2.0
+        u += 1
+        book.apply_diff(u, u, u - 1, [], [[price, "0"]])

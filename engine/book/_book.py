@@ -17,8 +17,9 @@ ticks here. Not the exchange's ``tickSize``: a live book can hold levels off the
 current tick grid (CTKUSDT's snapshot in the cryptofeed capture has 131 bids
 such as ``0.50579`` under a ``0.00100`` tick, presumably resting since before a
 tick-size change), and rejecting them would make the book impossible to keep.
-A parsed price string is memoised (a few tens of thousands of distinct strings
-in a session), so most levels cost a dict lookup rather than a parse.
+A parsed price string is memoised in two generations of at most 8,192 entries
+(about 2 MB however long the session; a day sees tens of thousands of
+distinct strings), so most levels cost a dict lookup rather than a parse.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ._decode import LevelsInput, decode_levels
 from ._errors import BookPriceError
 from ._prices import PriceGrid
 
-_MEMO_MAX = 1 << 16
+_MEMO_MAX = 1 << 13
 
 
 class Side(enum.IntEnum):
@@ -95,6 +96,7 @@ class OrderBook:
         "_grid",
         "_last_update_id",
         "_memo",
+        "_memo_old",
         "_num",
         "_symbol",
         "_synced",
@@ -104,6 +106,7 @@ class OrderBook:
     def __init__(self, symbol: str = "", *, price_decimals: int | None = None) -> None:
         self._symbol = symbol
         self._memo: dict[str, int] = {}  # price text -> ticks
+        self._memo_old: dict[str, int] = {}  # the generation before (see _parse)
         self._grid: PriceGrid | None = None
         self._num = self._den = 1
         if price_decimals is not None:
@@ -195,7 +198,8 @@ class OrderBook:
         self._grid = grid
         self._num = grid.tick_units
         self._den = 10**grid.decimals
-        self._memo.clear()
+        self._memo = {}
+        self._memo_old = {}
 
     def apply_diff(
         self,
@@ -277,11 +281,18 @@ class OrderBook:
                 del keys[bisect_left(keys, sign * t)]
 
     def _parse(self, price: str) -> int:
+        # Two generations of at most _MEMO_MAX entries each: when the newer one is
+        # full it becomes the older and the oldest is dropped, so the prices still
+        # in use (near the top of the book) move up instead of being re-parsed.
         assert self._grid is not None  # set by the snapshot that synced the book
+        t = self._memo_old.get(price)
+        if t is None:
+            t = self._grid.ticks(price)
         memo = self._memo
         if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        t = memo[price] = self._grid.ticks(price)
+            self._memo_old = memo
+            memo = self._memo = {}
+        memo[price] = t
         return t
 
     # -- reads ---------------------------------------------------------------

@@ -5,7 +5,8 @@ trio-websocket: :mod:`engine.feeds._transport`) (``/stream?streams=`` with
 that symbol's streams), or one combined connection for all (at most 1024 streams
 each). Per connection: reconnect with capped exponential backoff and jitter;
 reconnect when no message arrived for ``stale_ms``; a planned reconnect before
-the exchange's 24-hour cut, the new connection up before the old one closes.
+the exchange's 24-hour cut, the new connection up before the old one closes and
+taking over where the two streams meet (:class:`_Handover`; one at a time).
 Per symbol: duplicates across connections are dropped by update id (bookTicker
 ``u``, depth ``u``) and trade id (``t`` / ``a``, a high-water mark and a small
 window below it: :class:`TradeIds`, constant memory); trades missed while
@@ -36,7 +37,6 @@ import functools
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -70,33 +70,97 @@ _MAX_STREAMS = 1024
 _NEW, _DUPLICATE, _HELD, _LATE = object(), object(), object(), object()
 _SNAPSHOT_RETRY_S = 1.0  # after a failure other than a rate limit (those wait as told)
 _BACKFILL_PATIENCE_S = 10.0  # newer trades are held meanwhile: do not hold them longer
+# A successor holds what it receives until the old stream reaches it (a busy
+# process reads the old one seconds behind); past this it gives up, losing nothing.
+_HANDOVER_PATIENCE_S = 60.0
 
 
 class _Handover:
-    """A planned reconnect in progress: the successor's first message and backlog."""
+    """One planned reconnect: where the successor's stream takes over from the old one.
+
+    The synchronous core of the hand-over (no I/O): each connection's task
+    feeds it what it receives and passes on what it returns. Both connections
+    carry the same messages in the same order, the successor's starting some
+    way into the old one's. Until the two meet, the old connection passes its
+    messages on and remembers them (``passed``), and the successor holds its
+    own (``held``). They meet at the first message both have: the old one
+    receives a message the successor holds, or the successor receives one the
+    old one passed on. Whichever side sees it releases at once the held
+    messages the old one has not passed on (nothing waits for a next message),
+    and from then on the successor's stream is the feed's: it drops what the
+    old one passed on already, and the old connection stops.
+
+    A message is recognised by its text: Binance's carry their event time and
+    update or trade id, so two different messages do not have the same text.
+
+    Attributes:
+        met: the streams have met (or the hand-over was forced): the old
+            connection stops, the successor passes its messages on.
+        abandoned: the successor ended before they met: the old connection
+            carries on alone (and plans another successor).
+        held_since: when the successor began to hold (trio time), if it has.
+        wake: the old connection's read, cancelled when the successor sees
+            the meeting or gives up, so that it returns at once.
+    """
+
+    __slots__ = ("_held_set", "abandoned", "held", "held_since", "met", "passed", "wake")
 
     def __init__(self) -> None:
-        self.first: str | bytes | None = None
+        self.passed: set[str | bytes] = set()
         self.held: list[str | bytes] = []
-        self.caught_up = trio.Event()
+        self._held_set: set[str | bytes] = set()
+        self.met = False
+        self.abandoned = False
+        self.held_since: float | None = None
+        self.wake: trio.CancelScope | None = None
 
-    def offer(self, text: str | bytes) -> None:
-        """The successor received ``text`` before the old stream caught up."""
-        if self.first is None:
-            self.first = text
+    def from_old(self, text: str | bytes) -> tuple[list[str | bytes], bool]:
+        """The old connection received ``text``: what to pass on, and whether to stop."""
+        if self.met:
+            return [], True  # the successor has it
+        if text in self._held_set:
+            return self._meet(), True
+        self.passed.add(text)
+        return [text], False
+
+    def from_successor(self, text: str | bytes, now: float) -> list[str | bytes]:
+        """The successor received ``text`` at ``now``: what to pass on."""
+        if self.met:
+            if self.passed:
+                if text in self.passed:
+                    return []  # the old connection passed it on before it stopped
+                self.passed = set()  # past the old stream's end: nothing more to drop
+            return [text]
+        if text in self.passed:
+            return self._meet()  # ``text`` itself went out already
+        if self.held_since is None:
+            self.held_since = now
         self.held.append(text)
+        self._held_set.add(text)
+        return []
 
-    def meets(self, text: str | bytes) -> bool:
-        """The old stream reached the successor's first message: hand over."""
-        if self.first is not None and text == self.first:
-            self.caught_up.set()
-            return True
-        return False
+    def force(self) -> list[str | bytes]:
+        """Hand over now (the old stream ended, went quiet or never met this one)."""
+        return [] if self.met else self._meet()
 
-    def take(self) -> list[str | bytes]:
-        """The successor's held messages, once; it processes them itself."""
-        held, self.held = self.held, []
-        return held
+    def abandon(self) -> None:
+        """The successor ended before the streams met; the old connection goes on."""
+        if not self.met:
+            self.abandoned = True
+            self.held, self._held_set, self.passed = [], set(), set()
+            self._wake()
+
+    def _meet(self) -> list[str | bytes]:
+        self.met = True
+        passed = self.passed
+        release = [t for t in self.held if t not in passed]
+        self.held, self._held_set = [], set()
+        self._wake()
+        return release
+
+    def _wake(self) -> None:
+        if self.wake is not None:
+            self.wake.cancel()
 
 
 def market_data_client(
@@ -129,25 +193,52 @@ def market_data_client(
 
 
 class LatencyStats:
-    """Exchange-to-local latency samples (ms), a bounded window per feed."""
+    """Exchange-to-local latency samples (ms) in a fixed numpy ring: constant memory.
 
-    def __init__(self, window: int = 100_000) -> None:
-        self._samples: deque[float] = deque(maxlen=window)
+    ``count`` and ``max_ms`` are exact over the whole run; ``p50_ms`` and
+    ``p99_ms`` are exact percentiles of the last ``window`` samples. The ring is
+    allocated and written once at construction, so the resident memory of a
+    feed does not grow as samples arrive (``window`` x 8 bytes: 512 KiB by
+    default).
+
+    Args:
+        window: how many of the newest samples the percentiles are taken over.
+    """
+
+    __slots__ = ("_next", "_ring", "count", "max_ms")
+
+    def __init__(self, window: int = 65_536) -> None:
+        if window <= 0:
+            raise ValueError(f"latency window must be positive, got {window}")
+        # np.full writes every page now: np.empty/zeros would be mapped lazily and
+        # show up as RSS growth while the ring fills.
+        self._ring = np.full(window, np.nan)
+        self._next = 0
+        self.count = 0
+        self.max_ms = -math.inf
 
     def record(self, ms: float) -> None:
-        """Add one sample."""
-        self._samples.append(ms)
+        """Add one sample (the oldest leaves the window once it is full)."""
+        ring = self._ring
+        i = self._next
+        ring[i] = ms
+        i += 1
+        self._next = 0 if i == ring.shape[0] else i
+        self.count += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
 
     def summary(self) -> dict[str, float | int | None]:
-        """Count, p50, p99 and max in ms."""
-        if not self._samples:
+        """Count and max (whole run), p50 and p99 (the window), in ms."""
+        if not self.count:
             return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
-        a = np.fromiter(self._samples, float)
+        a = self._ring if self.count >= self._ring.shape[0] else self._ring[: self.count]
+        p50, p99 = np.percentile(a, [50, 99])
         return {
-            "count": int(a.shape[0]),
-            "p50_ms": float(np.percentile(a, 50)),
-            "p99_ms": float(np.percentile(a, 99)),
-            "max_ms": float(a.max()),
+            "count": self.count,
+            "p50_ms": float(p50),
+            "p99_ms": float(p99),
+            "max_ms": float(self.max_ms),
         }
 
 
@@ -313,14 +404,19 @@ class LiveFeed:
     async def _connection_loop(
         self, group: list[str], nursery: trio.Nursery, predecessor: _Handover | None = None
     ) -> None:
-        """Keep one group connected; ends when a planned successor has taken over."""
+        """Keep one group connected.
+
+        Ends when a planned successor has taken over, or, for a successor, when
+        it ended before taking over (the old connection carries on and plans
+        another).
+        """
         attempt = 0
         reconnect = False
         while True:
             reason = await self._one_connection(group, nursery, predecessor, reconnect)
-            predecessor = None
-            if reason == "handed_over":
+            if reason == "handed_over" or (predecessor is not None and predecessor.abandoned):
                 return
+            predecessor = None
             delay_ms = min(self._cfg.backoff_max_ms, self._cfg.backoff_initial_ms * 2**attempt)
             delay_ms *= 1.0 + self._cfg.jitter * self._rng.uniform(-1.0, 1.0)
             attempt = 0 if reason == "stale" else attempt + 1
@@ -339,9 +435,10 @@ class LiveFeed:
     ) -> str:
         """Run one connection; returns why it ended.
 
-        ``handed_over``: a planned successor delivered its first message (this
-        connection kept reading until then, so nothing was missed); ``stale``: no
-        message for ``stale_ms``; else the error.
+        ``handed_over``: its planned successor took over (this connection read
+        on until their streams met, so nothing was missed); ``stale``: no message
+        for ``stale_ms``; else the error. A successor that ends before the
+        streams meet abandons the hand-over (``predecessor.abandoned``).
         """
         url = self._url(group)
         try:
@@ -354,8 +451,10 @@ class LiveFeed:
                     return await self._pump(ws, group, nursery, predecessor)
                 finally:
                     if predecessor is not None:
-                        predecessor.caught_up.set()  # never leave the old one waiting
+                        predecessor.abandon()  # no-op once met: never leave the old one waiting
         except TransportError as exc:
+            if predecessor is not None:
+                predecessor.abandon()  # the connection itself failed
             return str(exc)
 
     async def _pump(
@@ -365,48 +464,114 @@ class LiveFeed:
         nursery: trio.Nursery,
         predecessor: _Handover | None,
     ) -> str:
+        """Read one connection until it ends; see :class:`_Handover` for the hand-over.
+
+        At most one successor is in flight: a connection plans its successor
+        only while it is the feed's (its own hand-over done) and has none.
+
+        Raises:
+            TransportError: the connection ended, with no successor to take over.
+        """
         stale_s = self._cfg.stale_ms / 1000
         planned_at = trio.current_time() + self._cfg.planned_reconnect_s
         successor: _Handover | None = None
+        successor_failures = 0
         last_message = trio.current_time()
         while True:
-            deadline = last_message + stale_s
-            if successor is None:
+            if successor is not None and successor.abandoned:
+                successor_failures += 1
+                retry_ms = min(
+                    self._cfg.backoff_max_ms,
+                    self._cfg.backoff_initial_ms * 2 ** (successor_failures - 1),
+                )
+                self._log.warning(
+                    "planned reconnect: successor failed; retrying",
+                    symbols=group,
+                    delay_ms=retry_ms,
+                )
+                successor = None
+                planned_at = trio.current_time() + retry_ms / 1000
+            if successor is not None and successor.met:
+                return "handed_over"
+            if predecessor is not None and predecessor.met and not predecessor.passed:
+                predecessor = None  # the hand-over to this connection is complete
+            holding = predecessor is not None and not predecessor.met
+            hold_until = math.inf
+            if holding and predecessor is not None and predecessor.held_since is not None:
+                hold_until = predecessor.held_since + _HANDOVER_PATIENCE_S
+            deadline = min(last_message + stale_s, hold_until)
+            if successor is None and not holding:
                 deadline = min(deadline, planned_at)
-            with trio.move_on_at(deadline):
-                text = await ws.get_message()
-                last_message = trio.current_time()
-                if predecessor is not None and not predecessor.caught_up.is_set():
-                    # Hold ours until the old connection has delivered everything
-                    # that came before our first message.
-                    predecessor.offer(text)
-                    continue
-                if predecessor is not None:
-                    for held in predecessor.take():
+            with trio.CancelScope(deadline=deadline) as scope:
+                if successor is not None:
+                    successor.wake = scope
+                try:
+                    text = await ws.get_message()
+                except TransportError as exc:
+                    if successor is None:
+                        raise
+                    self._log.warning(
+                        "feed connection lost during a planned reconnect; the successor takes over",
+                        symbols=group,
+                        error=str(exc),
+                    )
+                    for held in successor.force():
                         self._on_message(held)
-                    predecessor = None
-                if successor is not None and successor.meets(text):
                     return "handed_over"
-                self._on_message(text)
+                last_message = trio.current_time()
+                if predecessor is not None:
+                    for t in predecessor.from_successor(text, last_message):
+                        self._on_message(t)
+                elif successor is not None:
+                    release, stop = successor.from_old(text)
+                    for t in release:
+                        self._on_message(t)
+                    if stop:
+                        return "handed_over"
+                else:
+                    self._on_message(text)
                 continue
-            if successor is None and trio.current_time() >= planned_at:
+            now = trio.current_time()
+            if successor is not None and (successor.met or successor.abandoned):
+                continue  # woken by the successor: see the top of the loop
+            if predecessor is not None and now >= hold_until:
+                # The old stream has not reached ours (it lags far behind, or the
+                # two differ). It passes everything on meanwhile, so giving up here
+                # loses nothing; it plans another successor.
+                self._log.warning(
+                    "planned reconnect: streams did not meet; successor abandoned",
+                    symbols=group,
+                    messages=len(predecessor.held),
+                    patience_s=_HANDOVER_PATIENCE_S,
+                )
+                predecessor.abandon()
+                return "abandoned"
+            if successor is None and not holding and now >= planned_at:
                 # Before the exchange's 24 h cut: bring up the successor and keep
-                # reading here until this stream reaches the successor's first
-                # message, so nothing is missed and nothing arrives out of order.
+                # reading here until the two streams meet, so nothing is missed and
+                # nothing arrives out of order.
                 self.stats.planned_reconnects += 1
                 self._log.info("planned reconnect", symbols=group)
                 successor = _Handover()
                 nursery.start_soon(self._connection_loop, group, nursery, successor)
                 continue
-            if successor is not None and successor.first is not None:
-                successor.caught_up.set()  # gone quiet: let the successor carry on
+            if now < last_message + stale_s:
+                continue
+            if successor is not None:
+                # Quiet here, and the successor is up (or coming up): it takes over
+                # rather than a third connection.
+                self._log.warning(
+                    "feed stale during a planned reconnect; the successor takes over",
+                    symbols=group,
+                    stale_ms=self._cfg.stale_ms,
+                )
+                for held in successor.force():
+                    self._on_message(held)
                 return "handed_over"
             self.stats.stale_reconnects += 1
             self._log.warning(
                 "feed stale; reconnecting", symbols=group, stale_ms=self._cfg.stale_ms
             )
-            if successor is not None:
-                successor.caught_up.set()
             return "stale"
 
     def _on_reconnect(self, group: list[str]) -> None:

@@ -31,9 +31,11 @@ backoff of 0.05-0.5 s). Reported:
 - ``engine``: the run's own report figures (messages, reconnects, steps,
   orders, fills) and its exit status: a run that fell behind or lost its feed
   would not be a soak.
-- with ``--tracemalloc``: the engine runs with :mod:`tracemalloc` on (slower)
-  and the top allocation sites (file:line) that grew between the end of
-  warm-up and the end.
+- with ``--tracemalloc``: the engine runs with :mod:`tracemalloc` on from the
+  end of warm-up (slower from there; RSS then includes tracemalloc's own
+  records, so take the MB/hour figure from a run without it) and the top
+  allocation sites (file:line) that grew between the end of warm-up and the
+  end.
 
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
@@ -382,15 +384,21 @@ def _rss_kb(pid: int) -> float:
 
 
 def traced_engine(frames: int) -> None:
-    """``python -m engine`` with tracemalloc on; a snapshot is dumped to each path
-    written to stdin (then ``<path>.done`` appears). Runs in the engine process."""
-    import runpy
+    """``python -m engine`` with tracemalloc; a snapshot is dumped to each path
+    written to stdin (then ``<path>.done`` appears). Runs in the engine process.
 
-    tracemalloc.start(frames)
+    Tracing starts at the first snapshot (the end of warm-up), not at start-up:
+    numba's JIT compiling under tracemalloc took over 5 minutes of CPU (the
+    engine never connected), and what grows after warm-up is what was
+    allocated after it and is still alive at the end.
+    """
+    import runpy
 
     def serve(stream: IO[str]) -> None:
         for line in stream:
             path = line.strip()
+            if not tracemalloc.is_tracing():
+                tracemalloc.start(frames)
             tracemalloc.take_snapshot().dump(path)
             Path(path + ".done").touch()
 
