@@ -30,13 +30,14 @@ from .messages import ControlCommand
 
 _MAX_LINE = 4096
 ACTIONS = ("halt", "reduce", "resume", "flatten")
-"""What an operator may ask for (``status`` aside); ``flatten`` is queued as ``reduce``."""
+"""What an operator may ask for (``status`` aside); ``flatten`` is ``reduce`` plus an exit
+of every open position (until ``resume``)."""
 # The latest per-symbol trading-state moves that ``status`` shows, per symbol.
 _RECENT_CHANGES = 5
 
 FLATTEN_NOTE = (
-    "queued as reduce: no new entries; the strategy's own exits close the positions "
-    "(the engine has no command that closes them at once)"
+    "no new entries; every open position is closed with a market order at the next step "
+    "(reduce-only; retried like any exit) until resume"
 )
 
 
@@ -249,14 +250,14 @@ def queue_command(
 ) -> dict[str, Any]:
     """Queue an operator command for the risk actor; the answer the socket and HTTP send.
 
-    ``flatten`` is queued as ``reduce`` (reason ``flatten: ...``); see :data:`FLATTEN_NOTE`.
+    ``flatten`` reduces and closes every position; see :data:`FLATTEN_NOTE`.
     """
     if action not in ACTIONS:
         return {
             "ok": False,
             "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS)}",
         }
-    queued, why = ("reduce", f"flatten: {reason}") if action == "flatten" else (action, reason)
+    queued, why = action, reason
     try:
         commands.send_nowait(ControlCommand(action=queued, reason=why))
     except trio.WouldBlock:

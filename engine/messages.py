@@ -599,6 +599,7 @@ class OrderBatch:
     records: tuple[JournalRecord, ...] = ()
     cancel_all: str = ""
     trading_state: str = "ACTIVE"
+    flatten: bool = False
     resumed: bool = False
     final: bool = False
 
@@ -618,6 +619,7 @@ class ReportBatch:
     marks: tuple[Mark, ...] = ()
     equity: float = 0.0
     trading_state: str = "ACTIVE"
+    flatten: bool = False
     trades: tuple[float, ...] = ()
     ops: tuple[OpsEvent, ...] = ()
     final: bool = False
@@ -625,9 +627,10 @@ class ReportBatch:
 
 @attrs.frozen(kw_only=True)
 class ControlCommand:
-    """Operator -> risk: ``halt``, ``reduce`` or ``resume`` trading, with a reason."""
+    """Operator -> risk: ``halt``, ``reduce``, ``flatten`` or ``resume`` trading, with a
+    reason (``flatten``: reduce, and close every open position)."""
 
-    action: str = attrs.field(validator=v.in_(("halt", "reduce", "resume")))
+    action: str = attrs.field(validator=v.in_(("halt", "reduce", "flatten", "resume")))
     reason: str = "operator"
 
 

@@ -113,11 +113,9 @@ async def test_cli_client_queues_commands_and_reads_status(sock_path):
                 [*cli, "flatten", "--socket", str(sock_path)], capture_stdout=True
             )
             answer = json.loads(done.stdout)
-            assert answer["queued"] == "reduce" and answer["reason"] == "flatten: operator"
-            assert "note" in answer  # says that positions close by the strategy's exits
-            assert receive.receive_nowait() == ControlCommand(
-                action="reduce", reason="flatten: operator"
-            )
+            assert answer["queued"] == "flatten" and answer["reason"] == "operator"
+            assert "note" in answer  # says how positions close
+            assert receive.receive_nowait() == ControlCommand(action="flatten", reason="operator")
             bad = await trio.to_thread.run_sync(send_control, sock_path, "explode", "")
             assert bad["ok"] is False and "unknown action" in bad["error"]
             nursery.cancel_scope.cancel()

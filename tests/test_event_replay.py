@@ -280,3 +280,45 @@ def test_a_strategy_behind_the_interface_is_driven_event_by_event(tmp_path, samp
     assert exit_["ts_event"] == q_ts[k]
     assert ("EXITING", "time_limit", int(q_ts[k])) in moves
     assert moves[-1][0] == "IDLE" and fills[-1]["purpose"] == "EXIT"
+
+
+def test_flatten_reduces_and_closes_a_held_position(sample):
+    """An operator's flatten: risk blocks entries (REDUCING) and the core exits what it
+    holds at the next evaluation (reason ``flatten``), until resume."""
+    from engine._config import RiskSection, StrategySection
+    from engine.core import RiskCore
+    from engine.messages import ControlCommand
+
+    ledger = PositionLedger()
+    ctl_tx, ctl_rx = trio.open_memory_channel(4)
+    risk = RiskCore(
+        config=RiskSection(), symbols=["BTCUSDT"], log=quiet_logger(), ledger=ledger, control=ctl_rx
+    )
+    core = SymbolCore(
+        symbol="BTCUSDT", config=StrategySection(**FAST), log=quiet_logger(), ledger=ledger
+    )
+    ticks = load_tape([sample], ["BTCUSDT"], stats=CaptureStats()).ticks["BTCUSDT"]
+    index, signal = core.scan(ticks, 0, len(ticks))
+    core.on_signal(ticks, index, signal)
+    (entry,), _records = core.take()
+    venue = SimVenue(latency_ns=0, taker_fee_rate=5e-4, ledger=ledger)
+    events = ExecutionCore(venue=venue, log=quiet_logger()).submit(entry)
+    core.on_events(events, entry.ts_event)
+    core.on_events([venue.fill(entry.client_order_id, entry.ts_event, 100.0, 100.5)], 0)
+    assert core.position.state is fsm.PositionState.IN_POSITION
+    now = entry.ts_event + 1
+    ctl_tx.send_nowait(ControlCommand(action="flatten", reason="end of day"))
+    records: list = []
+    risk.update_trading_state(now, records)
+    assert risk.trading.state is fsm.TradingState.REDUCING and risk.flattening
+    core.set_account(0.0, risk.trading.state.value, risk.flattening)
+    core.retry_exit(now)
+    (exit_order,), moves = core.take()
+    assert exit_order.purpose is Purpose.EXIT and exit_order.reduce_only
+    assert exit_order.qty == abs(core.position_qty)
+    moved = [(m.target, m.trigger) for m in moves if type(m).__name__ == "PositionChanged"]
+    assert moved[-1] == ("EXITING", "flatten")
+    assert risk.check(exit_order) is None  # reduce-only exits pass while reducing
+    ctl_tx.send_nowait(ControlCommand(action="resume", reason="done"))
+    risk.update_trading_state(now + 1, records)
+    assert not risk.flattening and risk.trading.state is fsm.TradingState.ACTIVE

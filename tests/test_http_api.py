@@ -179,11 +179,11 @@ async def test_status_and_commands_over_http_against_a_paper_engine(
 
                 answer = await client.post(engine.url("api", "/api/v1/flatten"), headers=auth)
                 assert answer.status_code == 202
-                assert answer.json()["queued"] == "reduce" and "note" in answer.json()
+                assert answer.json()["queued"] == "flatten" and "note" in answer.json()
                 status = await wait_for(
                     client, status_url, lambda s: s["trading_state"] == "REDUCING"
                 )
-                assert status["active"]["manual"]["reason"] == "flatten: operator (http)"
+                assert status["active"]["flatten"]["reason"] == "operator (http)"
 
                 # The wrong method and an unknown path.
                 assert (await client.get(halt)).status_code == 405

@@ -79,6 +79,7 @@ class ExecutionActor(ExecutionCore):
         self._risk_reports = risk_reports
         self._journal = journal
         self._trading_state = "ACTIVE"
+        self._flatten = False
         self.last_ts = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -109,6 +110,7 @@ class ExecutionActor(ExecutionCore):
                 raise ProtocolError(f"execution: order step {batch.step} != {step}")
             records: list[JournalRecord] = list(batch.records)
             self._trading_state = batch.trading_state
+            self._flatten = batch.flatten
             if batch.resumed:
                 self.venue.on_resume()
             if batch.final:
@@ -185,6 +187,7 @@ class ExecutionActor(ExecutionCore):
                 events=tuple(per_symbol[symbol]),
                 equity=self.venue.equity,
                 trading_state=self._trading_state,
+                flatten=self._flatten,
                 final=final,
             )
             await self._symbol_reports[symbol].send(report)
@@ -197,6 +200,7 @@ class ExecutionActor(ExecutionCore):
                 trades=tuple(self.venue.take_closed_trades()),
                 ops=tuple(ops),
                 trading_state=self._trading_state,
+                flatten=self._flatten,
                 final=final,
             )
         )

@@ -129,6 +129,7 @@ class RiskActor(RiskCore):
                         records=tuple(records),
                         cancel_all=cancel_all,
                         trading_state=self.trading.state.value,
+                        flatten=self.flattening,
                         resumed=self._resumed,
                         final=final,
                     )

@@ -121,7 +121,7 @@ class SymbolActor(SymbolCore):
                         raise ProtocolError(
                             f"{self.symbol}: report step {report.step} != {step - 1}"
                         )
-                    self.set_account(report.equity, report.trading_state)
+                    self.set_account(report.equity, report.trading_state, report.flatten)
                     self.on_events(report.events, now)
                     final = report.final
                     if not final:

@@ -340,7 +340,7 @@ class ReplayDriver:
     def _on_signal(self, sym: _Symbol, index: int, signal: int, ts: int) -> None:
         sym.stopped = False
         core = sym.core
-        core.set_account(self._equity, self._risk.trading.state.value)
+        core.set_account(self._equity, self._risk.trading.state.value, self._risk.flattening)
         core.on_signal(sym.ticks, index, signal)
         flt = sym.filter
         if flt is not None:
@@ -387,7 +387,7 @@ class ReplayDriver:
             self._events(venue.cancel_all(ts, cancel_all), ts)
         state = risk.trading.state.value
         for sym in self._symbols:
-            sym.core.set_account(self._equity, state)
+            sym.core.set_account(self._equity, state, risk.flattening)
             sym.core.retry_exit(ts)
             self._route(sym, ts, -1)
         nxt = self._calm_run(ts)

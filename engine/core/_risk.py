@@ -151,6 +151,11 @@ class RiskCore:
         ]
 
     @property
+    def flattening(self) -> bool:
+        """Whether an operator asked to close every position (until ``resume``)."""
+        return "flatten" in self.active
+
+    @property
     def open_orders(self) -> list[SubmitOrder]:
         """The orders approved and not yet filled, canceled, rejected or expired."""
         return list(self._open.values())
@@ -562,6 +567,10 @@ class RiskCore:
                 for own in self.symbol_active.values():
                     own.clear()
                 self._resumed = True  # execution tells the venue: check drift again
+            elif command.action == "flatten":
+                self.active.pop("manual", None)
+                self._activate("manual", "reduce", command.reason)
+                self._activate("flatten", "reduce", command.reason)
             else:
                 self.active.pop("manual", None)
                 self._activate("manual", command.action, command.reason)

@@ -114,6 +114,7 @@ class SymbolCore:
         # handled at the position right after it.
         self._unapplied = 0.0
         self._trading_state = fsm.TradingState.ACTIVE.value
+        self._flatten = False
         self.transitions: dict[str, int] = {}
         self.signals = 0
         self.ticks = 0
@@ -151,11 +152,12 @@ class SymbolCore:
         """The order in flight (None: none)."""
         return self._live_order
 
-    def set_account(self, equity: float, trading_state: str) -> None:
-        """The venue's equity (PnL since the start) and risk's trading state, for sizing
-        and exit retries."""
+    def set_account(self, equity: float, trading_state: str, flatten: bool = False) -> None:
+        """The venue's equity (PnL since the start), risk's trading state and whether an
+        operator asked to close every position: for sizing, exit retries, flattening."""
         self._equity = equity
         self._trading_state = trading_state
+        self._flatten = flatten
 
     def scan(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
         """Run the strategy kernel over events ``start..stop`` of ``ticks``.
@@ -323,7 +325,18 @@ class SymbolCore:
         self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
 
     def retry_exit(self, now: int) -> None:
-        """Send the exit again if it was refused and the retry interval has passed."""
+        """Send the exit again if it was refused and the retry interval has passed; while
+        flattening, exit a held position now."""
+        if (
+            self._flatten
+            and self.position.state is fsm.PositionState.IN_POSITION
+            and self._live_order is None
+            and self.position_qty != 0.0
+            and self._trading_state != fsm.TradingState.HALTED.value
+        ):
+            self._log.warning("flattening", position_qty=self.position_qty)
+            self._exit("flatten", now)
+            return
         if (
             self.position.state is fsm.PositionState.EXITING
             and self._live_order is None

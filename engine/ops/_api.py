@@ -6,7 +6,7 @@ Routes::
     POST /api/v1/halt      queue halt    } need ``Authorization: Bearer <token>``;
     POST /api/v1/reduce    queue reduce  } the body may be {"reason": "..."}
     POST /api/v1/resume    queue resume  }
-    POST /api/v1/flatten   queue reduce, reason "flatten: ..." (see FLATTEN_NOTE)
+    POST /api/v1/flatten   reduce and close every open position (see FLATTEN_NOTE)
     GET  /metrics          Prometheus text format ([metrics])
 
 Commands go through the same queue and answer as the Unix control socket's
