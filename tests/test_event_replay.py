@@ -322,3 +322,23 @@ def test_flatten_reduces_and_closes_a_held_position(sample):
     ctl_tx.send_nowait(ControlCommand(action="resume", reason="done"))
     risk.update_trading_state(now + 1, records)
     assert not risk.flattening and risk.trading.state is fsm.TradingState.ACTIVE
+
+
+def test_the_equity_curve_has_every_sample_and_ends_at_the_net_pnl(tmp_path, sample, monkeypatch):
+    from engine.core import ReplayDriver
+
+    seen = {}
+    original = ReplayDriver.run
+
+    async def keep(self):
+        await original(self)
+        seen["curve"] = self.equity_curve
+
+    monkeypatch.setattr(ReplayDriver, "run", keep)
+    report = trio.run(replay, replay_config(tmp_path, [sample], strategy=FAST))
+    ts, equity = seen["curve"]
+    step = 250_000_000  # risk.sample_ms
+    assert report.fills > 0
+    assert len(ts) == len(equity) > 100
+    assert np.all(np.diff(ts[:-1]) == step)  # every sample, calm or not (the last: the end)
+    assert equity[-1] == pytest.approx(report.net_pnl)  # flat at the end: equity = net PnL

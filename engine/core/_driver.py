@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from array import array
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -190,6 +191,8 @@ class ReplayDriver:
         self._pending_limits: list[tuple[int, Any]] = []
         self._fill_rows: dict[str, int] = {}  # client order id -> fill row (live orders)
         self._equity = 0.0
+        self._curve_ts = array("q")
+        self._curve_equity = array("d")
         self.steps = 0
         """Events the driver processed: signals, fills, timers, mark prices."""
         starts = [int(s.ticks.ts[0]) for s in self._symbols if s.n]
@@ -197,6 +200,22 @@ class ReplayDriver:
         self.first_ts: int | None = min(starts) if starts else None
         self.last_ts: int | None = max(ends) if ends else None
         self.events = sum(s.n for s in self._symbols)
+
+    @property
+    def equity_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ts, equity)`` at every risk sample so far: the account's PnL after fees,
+        marked to market (mark price where known, else mid), in market time."""
+        ts = (
+            np.frombuffer(self._curve_ts, dtype=np.int64)
+            if self._curve_ts
+            else np.zeros(0, np.int64)
+        )
+        eq = (
+            np.frombuffer(self._curve_equity, dtype=np.float64)
+            if self._curve_equity
+            else np.zeros(0)
+        )
+        return ts.copy(), eq.copy()
 
     # -- the loop -------------------------------------------------------------------
 
@@ -375,6 +394,8 @@ class ReplayDriver:
         venue = self._venue
         venue.mark_to(mids)
         self._equity = venue.equity
+        self._curve_ts.append(ts)
+        self._curve_equity.append(venue.equity)
         risk.on_sample(marks, venue.equity, venue.take_closed_trades())
         self._apply_portfolio()
         records: list[JournalRecord] = []
@@ -435,6 +456,8 @@ class ReplayDriver:
             return nxt
         for equity in equities[:m]:
             venue.record_equity(equity)
+        self._curve_ts.extend(times[:m].tolist())
+        self._curve_equity.extend(equities[:m])
         last = {}
         for sym in self._symbols:
             row = int(rows[sym.name][m - 1])
@@ -610,6 +633,8 @@ class ReplayDriver:
                 marks.append(mark)
                 mids[sym.name] = 0.5 * (mark.bid + mark.ask)
         self._venue.mark_to(mids)
+        self._curve_ts.append(ts)
+        self._curve_equity.append(self._venue.equity)
         self._risk.on_sample(marks, self._venue.equity, self._venue.take_closed_trades())
 
     def _flush(self) -> None:
