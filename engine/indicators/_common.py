@@ -13,7 +13,11 @@ set kernels) are ``cache=True``; every ``*_update`` and helper is compiled with 
 entry point calls it, so LLVM can inline it there (a call into separately cached code is
 opaque and costs ~10-20 ns per indicator per tick). Numba, however, ties a cached kernel to
 its own file only, so :func:`drop_stale_kernel_cache` clears the package's cache whenever
-any of its modules changes.
+any of its modules changes. Every kernel uses ``error_model="numpy"``: a float division by
+zero gives inf or NaN, as in C (TA-Lib), instead of raising, which also spares a branch
+per division and lets LLVM vectorize loops that divide. Hot loops index with
+``np.uintp`` where the index is not a plain ``range`` from 0: numba wraps negative
+signed indices, a compare and select per access that also blocks vectorization.
 
 NaN input policy (every indicator in the package): a tick whose inputs contain a NaN is
 *skipped*. Its output is NaN and the indicator's state is left exactly as it was, as if
@@ -36,16 +40,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-def drop_stale_kernel_cache(package_dir: Path, also: Sequence[Path] = ()) -> None:
-    """Delete the package's numba cache when any of its sources changed.
-
-    Numba keys a cached kernel on its own source file only, while our kernels inline
-    helpers from sibling modules: after an edit or an upgrade that touches only
-    ``_overlap.py``, say, ``_momentum.py``'s cached loops would silently keep the old
-    arithmetic. A digest of every module of the package, stored beside the cache, tells.
-    Only the default cache location (``__pycache__`` next to the sources) is handled.
-    ``also``: other packages whose kernels this package's kernels inline.
-    """
+def package_digest(package_dir: Path, also: Sequence[Path] = ()) -> str:
+    """SHA-256 of every module of the package (and of the packages in ``also``)."""
     sources = sorted(package_dir.glob("*.py"))
     for other in also:
         sources.extend(sorted(other.glob("*.py")))
@@ -53,10 +49,26 @@ def drop_stale_kernel_cache(package_dir: Path, also: Sequence[Path] = ()) -> Non
     for path in sources:
         digest.update(str(path.relative_to(package_dir.parent)).encode())
         digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def drop_stale_kernel_cache(package_dir: Path, also: Sequence[Path] = ()) -> None:
+    """Delete the package's numba cache when any of its sources changed.
+
+    Numba keys a cached kernel on its own source file only, while our kernels inline
+    helpers from sibling modules: after an edit or an upgrade that touches only
+    ``_overlap.py``, say, ``_momentum.py``'s cached loops would silently keep the old
+    arithmetic. A digest of every module of the package, stored beside the cache, tells.
+    Only the default cache location (``__pycache__`` next to the sources) is handled;
+    the generated modules of indicator sets (``__pycache__/sets``, see ``_specialize``)
+    and their caches go too.
+    ``also``: other packages whose kernels this package's kernels inline.
+    """
+    digest = package_digest(package_dir, also)
     cache_dir = package_dir / "__pycache__"
     stamp = cache_dir / "numba-kernels.sha256"
     try:
-        if stamp.read_text() == digest.hexdigest():
+        if stamp.read_text() == digest:
             return
     except OSError:
         pass
@@ -64,8 +76,12 @@ def drop_stale_kernel_cache(package_dir: Path, also: Sequence[Path] = ()) -> Non
         cache_dir.mkdir(exist_ok=True)
         for path in cache_dir.glob("*.nb[ic]"):
             path.unlink(missing_ok=True)
+        sets = cache_dir / "sets"
+        for pattern in ("set_*.py", "__pycache__/*.nb[ic]", "__pycache__/set_*.pyc"):
+            for path in sets.glob(pattern):
+                path.unlink(missing_ok=True)
         tmp = cache_dir / f"numba-kernels.sha256.{os.getpid()}"
-        tmp.write_text(digest.hexdigest())
+        tmp.write_text(digest)
         tmp.replace(stamp)
     except OSError:
         # A read-only install cannot have stale entries we wrote; nothing to do.
@@ -78,19 +94,19 @@ TA_EPSILON = 1e-14
 NS_PER_S = 1e9
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def is_zero(v: float) -> bool:
     """TA-Lib's ``TA_IS_ZERO``: ``-1e-14 < v < 1e-14``."""
     return -TA_EPSILON < v < TA_EPSILON
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def is_zero_scaled(v: float, scale: float) -> bool:
     """TA-Lib 0.8's ``TA_IS_ZERO_SCALED``: ``|v| <= 1e-14 * scale`` (about 90 ulp)."""
     return abs(v) <= TA_EPSILON * scale
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def has_nan(x: np.ndarray) -> bool:
     """Whether ``x`` holds a NaN (an integer OR-reduction LLVM vectorizes)."""
     bad = 0
@@ -99,7 +115,7 @@ def has_nan(x: np.ndarray) -> bool:
     return bad != 0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def true_range(high: float, low: float, prev_close: float) -> float:
     """TA-Lib's true range, compared in TA-Lib's order (ties keep the earlier term)."""
     # max() rather than if/assign: compiles to branch-free maxsd (ties are equal values).
@@ -196,7 +212,7 @@ def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
 # block's suffixes. The values equal the incremental deques' exactly (a max is a max).
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def block_suffix(
     high: np.ndarray, low: np.ndarray, start: int, end: int, suf_h: np.ndarray, suf_l: np.ndarray
 ) -> None:
@@ -222,7 +238,7 @@ def block_suffix(
 # one window: the "periodic exact recompute" costs O(1) per update, never O(n).
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ring_sum_push(
     st: np.ndarray, total: int, ring: int, n: int, pos: int, full: bool, v: float
 ) -> None:
@@ -237,7 +253,7 @@ def ring_sum_push(
     st[total + 1] += v
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ring_sum_anchor(st: np.ndarray, total: int) -> None:
     """Replace the drifting window sum by the one built from additions only."""
     st[total] = st[total + 1]
@@ -249,7 +265,7 @@ def ring_sum_anchor(st: np.ndarray, total: int) -> None:
 # Header ``[n, count, pos, A, A', B, B', C, C']`` then one ring of ``n`` per sum.
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def window_push1(state: np.ndarray, ring: int, a: float) -> bool:
     """One re-anchored ring sum; header ``[n, count, pos, A, A']``. Returns window full."""
     n = int(state[0])
@@ -265,7 +281,7 @@ def window_push1(state: np.ndarray, ring: int, a: float) -> bool:
     return count >= n
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def window_push2(state: np.ndarray, hdr: int, ring: int, a: float, b: float) -> bool:
     """Push ``(a, b)`` into two re-anchored ring sums; header ``[n, count, pos, A, A', B, B']``.
 
@@ -287,7 +303,7 @@ def window_push2(state: np.ndarray, hdr: int, ring: int, a: float, b: float) -> 
     return count >= n
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def window_push3(state: np.ndarray, ring: int, a: float, b: float, c: float) -> bool:
     """:func:`window_push2` with a third sum (header at 0, third sums at 7 and 8)."""
     n = int(state[0])
@@ -322,7 +338,7 @@ def deque_size(cap: int) -> int:
     return 2 + 2 * cap
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def deque_push(st: np.ndarray, base: int, cap: int, value: float, seq: float, is_max: bool) -> None:
     """Append ``(value, seq)`` and drop the entries it dominates."""
     head = int(st[base])
@@ -345,7 +361,7 @@ def deque_push(st: np.ndarray, base: int, cap: int, value: float, seq: float, is
     st[base + 1] = size + 1
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def deque_expire(st: np.ndarray, base: int, cap: int, oldest_seq: float) -> None:
     """Drop front entries whose tick number is below ``oldest_seq``."""
     head = int(st[base])
@@ -359,13 +375,13 @@ def deque_expire(st: np.ndarray, base: int, cap: int, oldest_seq: float) -> None
     st[base + 1] = size
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def deque_front(st: np.ndarray, base: int, cap: int) -> float:
     """Value at the front: the window's max (or min)."""
     return st[base + 2 + int(st[base])]
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def deque_front_seq(st: np.ndarray, base: int, cap: int) -> float:
     """Tick number of the front entry."""
     return st[base + 2 + cap + int(st[base])]
@@ -380,7 +396,7 @@ def deque_front_seq(st: np.ndarray, base: int, cap: int) -> float:
 _TWO32 = 4294967296
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def put_ts(st: np.ndarray, at: int, ts: int) -> None:
     """Store int64 ``ts`` exactly in ``st[at]`` and ``st[at+1]``."""
     hi = ts // _TWO32
@@ -388,7 +404,7 @@ def put_ts(st: np.ndarray, at: int, ts: int) -> None:
     st[at + 1] = float(ts - hi * _TWO32)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def get_ts(st: np.ndarray, at: int) -> int:
     """Read back a time stamp stored by :func:`put_ts`."""
     return np.int64(st[at]) * _TWO32 + np.int64(st[at + 1])

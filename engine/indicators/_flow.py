@@ -43,7 +43,7 @@ def cvd_state(session_ns: int = 0) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def cvd_update(state: np.ndarray, ts: int, qty: float, side: float) -> float:
     """Signed volume ``sum(side q)`` since the session start, after one more trade."""
     if qty != qty or side != side:
@@ -66,7 +66,7 @@ def cvd_update(state: np.ndarray, ts: int, qty: float, side: float) -> float:
     return t + state[_CVD_COMP]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cvd_run(
     state: np.ndarray, ts: np.ndarray, qty: np.ndarray, side: np.ndarray, out: np.ndarray
 ) -> None:
@@ -102,7 +102,7 @@ def kyle_lambda_state(timeperiod: int = 100) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def kyle_lambda_update(state: np.ndarray, price: float, qty: float, side: float) -> float:
     """Kyle's lambda of the last ``timeperiod`` trades (first value after ``n + 1`` trades)."""
     if price != price or qty != qty or side != side:
@@ -128,7 +128,7 @@ def kyle_lambda_update(state: np.ndarray, price: float, qty: float, side: float)
     return (n * state[b2 + 5] - sx * sdp) / den
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _kyle_run(
     state: np.ndarray, price: np.ndarray, qty: np.ndarray, side: np.ndarray, out: np.ndarray
 ) -> None:

@@ -63,7 +63,7 @@ def ichimoku_state(
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _mid_range(state: np.ndarray, at: int, n: int, count: float, high: float, low: float) -> float:
     """Push a bar into the max/min deque pair at ``at``; return ``(HH + LL) / 2`` or NaN."""
     lo_at = at + 2 + 2 * n
@@ -77,7 +77,7 @@ def _mid_range(state: np.ndarray, at: int, n: int, count: float, high: float, lo
     return (deque_front(state, at, n) + deque_front(state, lo_at, n)) / 2.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ichimoku_update(
     state: np.ndarray, high: float, low: float, close: float, out: np.ndarray
 ) -> None:
@@ -121,12 +121,32 @@ def ichimoku_update(
     out[4] = close
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ichimoku_run(
-    state: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
+    state: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    cloud: bool,
+    out: np.ndarray,
 ) -> None:
     for i in range(close.shape[0]):
-        ichimoku_update(state, high[i], low[i], close[i], out[:, i])
+        if cloud:
+            ichimoku_cloud_update(state, high[i], low[i], close[i], out[:, i])
+        else:
+            ichimoku_update(state, high[i], low[i], close[i], out[:, i])
+
+
+def _ichimoku_batch(
+    state: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, cloud: bool
+) -> np.ndarray:
+    """Feed every bar to an Ichimoku (or cloud) state; one output row per line."""
+    h, lo, c = as_f64(high), as_f64(low), as_f64(close)
+    if not h.shape == lo.shape == c.shape:
+        raise ValueError("input arrays must have the same length")
+    out = np.empty((2 if cloud else 5, c.shape[0]), dtype=np.float64)
+    _ichimoku_run(state, h, lo, c, cloud, out)
+    return out
 
 
 def ichimoku(
@@ -144,12 +164,8 @@ def ichimoku(
     ``kijun_period - 1 + displacement`` (with the default periods), senkou B at
     ``senkou_period - 1 + displacement``; chikou is the close.
     """
-    h, lo, c = as_f64(high), as_f64(low), as_f64(close)
-    if not h.shape == lo.shape == c.shape:
-        raise ValueError("input arrays must have the same length")
-    out = np.empty((5, c.shape[0]), dtype=np.float64)
     st = ichimoku_state(tenkan_period, kijun_period, senkou_period, displacement)
-    _ichimoku_run(st, h, lo, c, out)
+    out = _ichimoku_batch(st, high, low, close, False)
     return out[0], out[1], out[2], out[3], out[4]
 
 
@@ -196,7 +212,7 @@ def market_profile_state(
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.ndarray) -> None:
     """Feed one trade (or bar close and volume); writes ``(poc, vah, val)`` prices."""
     if price != price or qty != qty:
@@ -268,7 +284,7 @@ def market_profile_update(state: np.ndarray, price: float, qty: float, out: np.n
     out[2] = va_lo * bin_size
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mp_run(state: np.ndarray, price: np.ndarray, qty: np.ndarray, out: np.ndarray) -> None:
     for i in range(price.shape[0]):
         market_profile_update(state, price[i], qty[i], out[:, i])
@@ -308,7 +324,7 @@ def ichimoku_cloud_state(
     return np.concatenate((np.zeros(_CL_OUT), ic))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ichimoku_cloud_update(
     state: np.ndarray, high: float, low: float, close: float, out: np.ndarray
 ) -> None:
@@ -335,14 +351,6 @@ def ichimoku_cloud_update(
     out[1] = a - b
 
 
-@njit(cache=True, nogil=True)
-def _cloud_run(
-    state: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
-) -> None:
-    for i in range(close.shape[0]):
-        ichimoku_cloud_update(state, high[i], low[i], close[i], out[:, i])
-
-
 def ichimoku_cloud(
     high: np.ndarray,
     low: np.ndarray,
@@ -357,10 +365,6 @@ def ichimoku_cloud(
     See :func:`ichimoku_cloud_update`; the first value is at row
     ``senkou_period - 1 + displacement``.
     """
-    h, lo, c = as_f64(high), as_f64(low), as_f64(close)
-    if not h.shape == lo.shape == c.shape:
-        raise ValueError("input arrays must have the same length")
-    out = np.empty((2, c.shape[0]), dtype=np.float64)
     st = ichimoku_cloud_state(tenkan_period, kijun_period, senkou_period, displacement)
-    _cloud_run(st, h, lo, c, out)
+    out = _ichimoku_batch(st, high, low, close, True)
     return out[0], out[1]

@@ -52,12 +52,42 @@ def _as_levels(*arrays: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _has_nan(a: np.ndarray, n: int) -> bool:
     bad = 0
     for k in range(n):
         bad |= a[k] != a[k]
     return bad != 0
+
+
+@njit(nogil=True, error_model="numpy")
+def _sides(
+    bid_px: np.ndarray, bid_qty: np.ndarray, ask_px: np.ndarray, ask_qty: np.ndarray, limit: int
+) -> tuple[int, int]:
+    """Levels used per side (at most ``limit``), or ``(0, 0)`` for an empty side or a NaN."""
+    nb = min(limit, bid_px.shape[0], bid_qty.shape[0])
+    na = min(limit, ask_px.shape[0], ask_qty.shape[0])
+    if (
+        nb == 0
+        or na == 0
+        or _has_nan(bid_px, nb)
+        or _has_nan(bid_qty, nb)
+        or _has_nan(ask_px, na)
+        or _has_nan(ask_qty, na)
+    ):
+        return 0, 0
+    return nb, na
+
+
+@njit(nogil=True, error_model="numpy")
+def _size_within(px: np.ndarray, qty: np.ndarray, n: int, bound: float, sign: float) -> float:
+    """Size of the levels, best first, up to ``bound`` (``sign`` +1 bids, -1 asks)."""
+    total = 0.0
+    for k in range(n):
+        if sign * (px[k] - bound) < 0.0:
+            break
+        total += qty[k]
+    return total
 
 
 # --- depth within N bps ---------------------------------------------------------------
@@ -71,7 +101,7 @@ def book_depth_state(bps: float = 10.0) -> np.ndarray:
     return np.array([b], dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def book_depth_update(
     state: np.ndarray,
     bid_px: np.ndarray,
@@ -81,37 +111,18 @@ def book_depth_update(
     out: np.ndarray,
 ) -> None:
     """Writes ``(bid, ask)``: sizes within ``bps`` of the mid (NaN: empty side or a NaN)."""
-    nb = min(bid_px.shape[0], bid_qty.shape[0])
-    na = min(ask_px.shape[0], ask_qty.shape[0])
-    if (
-        nb == 0
-        or na == 0
-        or _has_nan(bid_px, nb)
-        or _has_nan(bid_qty, nb)
-        or _has_nan(ask_px, na)
-        or _has_nan(ask_qty, na)
-    ):
+    # Every level given counts: the limit is at least either side's length.
+    nb, na = _sides(bid_px, bid_qty, ask_px, ask_qty, max(bid_px.shape[0], ask_px.shape[0]))
+    if nb == 0:
         out[0] = out[1] = np.nan
         return
     mid = 0.5 * (bid_px[0] + ask_px[0])
     band = state[0] * 1e-4
-    lo = mid * (1.0 - band)
-    hi = mid * (1.0 + band)
-    b = 0.0
-    for k in range(nb):
-        if bid_px[k] < lo:
-            break
-        b += bid_qty[k]
-    a = 0.0
-    for k in range(na):
-        if ask_px[k] > hi:
-            break
-        a += ask_qty[k]
-    out[0] = b
-    out[1] = a
+    out[0] = _size_within(bid_px, bid_qty, nb, mid * (1.0 - band), 1.0)
+    out[1] = _size_within(ask_px, ask_qty, na, mid * (1.0 + band), -1.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _depth_run(
     state: np.ndarray,
     bp: np.ndarray,
@@ -170,7 +181,7 @@ def spoofing_state(
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _pulled(
     old_px: np.ndarray,
     old_qty: np.ndarray,
@@ -208,7 +219,7 @@ def _pulled(
     return total
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def spoofing_update(
     state: np.ndarray,
     bid_px: np.ndarray,
@@ -223,16 +234,8 @@ def spoofing_update(
     or a NaN is skipped.
     """
     L = int(state[_SP_L])
-    nb = min(L, bid_px.shape[0], bid_qty.shape[0])
-    na = min(L, ask_px.shape[0], ask_qty.shape[0])
-    if (
-        nb == 0
-        or na == 0
-        or _has_nan(bid_px, nb)
-        or _has_nan(bid_qty, nb)
-        or _has_nan(ask_px, na)
-        or _has_nan(ask_qty, na)
-    ):
+    nb, na = _sides(bid_px, bid_qty, ask_px, ask_qty, L)
+    if nb == 0:
         out[0] = out[1] = np.nan
         return
     mid = 0.5 * (bid_px[0] + ask_px[0])
@@ -278,7 +281,7 @@ def spoofing_update(
         out[0] = out[1] = np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _spoof_run(
     state: np.ndarray,
     bp: np.ndarray,

@@ -82,7 +82,7 @@ def _same_length(*arrays: np.ndarray) -> int:
     return n
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _neumaier(total: float, comp: float, x: float) -> tuple[float, float]:
     t = total + x
     if abs(total) >= abs(x):
@@ -112,7 +112,7 @@ def vwap_state(session_ns: int = _DEFAULT_SESSION_NS, offset_ns: int = 0) -> np.
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def vwap_update(state: np.ndarray, ts: int, price: float, qty: float) -> float:
     """Session VWAP after one more trade (the trade's price while the session has no volume)."""
     if price != price or qty != qty:
@@ -132,7 +132,7 @@ def vwap_update(state: np.ndarray, ts: int, price: float, qty: float) -> float:
     return (pv + pvc) / vol if vol > 0.0 else price
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vwap_run(
     state: np.ndarray, ts: np.ndarray, price: np.ndarray, qty: np.ndarray, out: np.ndarray
 ) -> None:
@@ -168,7 +168,7 @@ def rolling_vwap_state(timeperiod: int = 100) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def rolling_vwap_update(state: np.ndarray, price: float, qty: float) -> float:
     """VWAP of the last ``timeperiod`` trades (NaN until there are that many)."""
     if price != price or qty != qty:
@@ -179,7 +179,7 @@ def rolling_vwap_update(state: np.ndarray, price: float, qty: float) -> float:
     return state[_RV_PV] / v if v > 0.0 else price
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rolling_vwap_run(
     state: np.ndarray, price: np.ndarray, qty: np.ndarray, out: np.ndarray
 ) -> None:
@@ -210,7 +210,7 @@ def twap_state(timeperiod: int = 100) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def twap_update(state: np.ndarray, ts: int, price: float) -> float:
     """TWAP after one more trade; a time stamp going backwards counts as no time."""
     if price != price:
@@ -235,7 +235,7 @@ def twap_update(state: np.ndarray, ts: int, price: float) -> float:
     return state[3] / span if span > 0.0 else state[_TW_P] / state[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _twap_run(state: np.ndarray, ts: np.ndarray, price: np.ndarray, out: np.ndarray) -> None:
     for i in range(price.shape[0]):
         out[i] = twap_update(state, ts[i], price[i])
@@ -266,7 +266,7 @@ def realized_vol_state(timeperiod: int = 100) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def realized_vol_update(state: np.ndarray, x: float) -> float:
     """Realized volatility after one more price; non-positive prices are skipped like NaN."""
     if not x > 0.0:
@@ -283,7 +283,7 @@ def realized_vol_update(state: np.ndarray, x: float) -> float:
     return math.sqrt(s) if s > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rvol_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[i] = realized_vol_update(state, x[i])
@@ -315,7 +315,7 @@ def tick_momentum_state(timeperiod: int = 50) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def tick_momentum_update(state: np.ndarray, price: float, qty: float) -> float:
     """Volume-weighted tick-test sign of the last ``timeperiod`` trades, in [-1, 1]."""
     if price != price or qty != qty:
@@ -336,7 +336,7 @@ def tick_momentum_update(state: np.ndarray, price: float, qty: float) -> float:
     return min(1.0, max(-1.0, state[3] / v)) if v > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _tm_run(state: np.ndarray, price: np.ndarray, qty: np.ndarray, out: np.ndarray) -> None:
     for i in range(price.shape[0]):
         out[i] = tick_momentum_update(state, price[i], qty[i])
@@ -366,7 +366,7 @@ def velocity_state(timeperiod: int = 20) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def velocity_update(state: np.ndarray, ts: int, price: float, out: np.ndarray) -> None:
     """Feed one tick; writes ``(velocity, acceleration)`` (per second, per second^2)."""
     if price != price:
@@ -400,7 +400,7 @@ def velocity_update(state: np.ndarray, ts: int, price: float, out: np.ndarray) -
     out[1] = a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vel_run(state: np.ndarray, ts: np.ndarray, price: np.ndarray, out: np.ndarray) -> None:
     for i in range(price.shape[0]):
         velocity_update(state, ts[i], price[i], out[:, i])
@@ -432,7 +432,7 @@ def trade_ofi_state(timeperiod: int = 100) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def trade_ofi_update(state: np.ndarray, qty: float, side: float, out: np.ndarray) -> None:
     """Feed one trade; writes ``(net signed volume, imbalance in [-1, 1])``."""
     if qty != qty or side != side:
@@ -448,7 +448,7 @@ def trade_ofi_update(state: np.ndarray, qty: float, side: float, out: np.ndarray
     out[1] = min(1.0, max(-1.0, net / v)) if v > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ofi_run(state: np.ndarray, qty: np.ndarray, side: np.ndarray, out: np.ndarray) -> None:
     for i in range(qty.shape[0]):
         trade_ofi_update(state, qty[i], side[i], out[:, i])
@@ -475,7 +475,7 @@ def book_imbalance_state() -> np.ndarray:
     return np.zeros(0, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def book_imbalance_update(state: np.ndarray, bid_qty: float, ask_qty: float) -> float:
     """``(bid_qty - ask_qty) / (bid_qty + ask_qty)``; 0 for an empty book."""
     if bid_qty != bid_qty or ask_qty != ask_qty:
@@ -484,7 +484,7 @@ def book_imbalance_update(state: np.ndarray, bid_qty: float, ask_qty: float) -> 
     return (bid_qty - ask_qty) / total if total > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bi_run(bid_qty: np.ndarray, ask_qty: np.ndarray, out: np.ndarray) -> None:
     st = np.zeros(0, dtype=np.float64)
     for i in range(bid_qty.shape[0]):
@@ -512,7 +512,7 @@ def book_imbalance_n_state(levels: int = 5, decay: float = 1.0) -> np.ndarray:
     return decay ** np.arange(n, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def book_imbalance_n_update(state: np.ndarray, bid_qty: np.ndarray, ask_qty: np.ndarray) -> float:
     """Weighted imbalance of the first ``levels`` sizes of each side (NaN if any is NaN)."""
     num = 0.0
@@ -529,7 +529,7 @@ def book_imbalance_n_update(state: np.ndarray, bid_qty: np.ndarray, ask_qty: np.
     return num / den if den > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bin_run(state: np.ndarray, bid: np.ndarray, ask: np.ndarray, out: np.ndarray) -> None:
     for i in range(bid.shape[0]):
         out[i] = book_imbalance_n_update(state, bid[i], ask[i])
@@ -553,7 +553,7 @@ def spread_bps_state() -> np.ndarray:
     return np.zeros(0, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def spread_bps_update(state: np.ndarray, bid: float, ask: float) -> float:
     """``1e4 * (ask - bid) / mid``; NaN when the mid is not positive."""
     if bid != bid or ask != ask:
@@ -562,7 +562,7 @@ def spread_bps_update(state: np.ndarray, bid: float, ask: float) -> float:
     return 1e4 * (ask - bid) / mid if mid > 0.0 else np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sp_run(bid: np.ndarray, ask: np.ndarray, out: np.ndarray) -> None:
     st = np.zeros(0, dtype=np.float64)
     for i in range(bid.shape[0]):
@@ -594,7 +594,7 @@ def vpin_state(bucket_volume: float, timeperiod: int = 50) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def vpin_update(state: np.ndarray, qty: float, side: float) -> float:
     """VPIN after one more trade (NaN until ``timeperiod`` buckets are complete).
 
@@ -630,7 +630,7 @@ def vpin_update(state: np.ndarray, qty: float, side: float) -> float:
     return min(1.0, state[3] / (state[0] * bucket))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vpin_run(state: np.ndarray, qty: np.ndarray, side: np.ndarray, out: np.ndarray) -> None:
     for i in range(qty.shape[0]):
         out[i] = vpin_update(state, qty[i], side[i])

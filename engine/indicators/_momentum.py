@@ -30,6 +30,9 @@ from ._common import (
 )
 from ._overlap import (
     EMA_STATE_SIZE,
+    ema_chain_seed,
+    ema_chain_state,
+    ema_chain_update,
     ema_state,
     ema_step,
     ema_update,
@@ -61,7 +64,7 @@ def rsi_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def rsi_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to an RSI; returns the new value (NaN during warm-up).
 
@@ -104,7 +107,7 @@ def rsi_update(state: np.ndarray, x: float) -> float:
     return value
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rsi_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     m = x.shape[0]
     fn = float(n)
@@ -177,7 +180,7 @@ def macd_state(fastperiod: int = 12, slowperiod: int = 26, signalperiod: int = 9
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def macd_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     """Feed one sample; writes ``(macd, macdsignal, macdhist)`` into ``out[:3]``."""
     if x != x:
@@ -203,7 +206,7 @@ def macd_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     out[2] = line - sig
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray) -> bool:
     # Every sample feeds the slow EMA, so a NaN leaves it NaN to the end: that is the
     # NaN check, with no pass of its own.
@@ -278,7 +281,7 @@ def _lag_state(n: int) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _lag_push(state: np.ndarray, x: float) -> float:
     """Store ``x``; return the sample ``period`` ticks back (NaN before there is one)."""
     count = state[_LAG_COUNT] + 1.0
@@ -299,12 +302,12 @@ def roc_state(timeperiod: int = 10) -> np.ndarray:
     return _lag_state(check_int("timeperiod", timeperiod, 1))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _roc_value(x: float, prev: float) -> float:
     return ((x / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def roc_update(state: np.ndarray, x: float) -> float:
     """Rate of change ``(x / x[-n] - 1) * 100``; 0 when ``x[-n]`` is 0, as in TA-Lib."""
     if x != x:
@@ -315,20 +318,26 @@ def roc_update(state: np.ndarray, x: float) -> float:
     return _roc_value(x, prev)
 
 
-@njit(cache=True, nogil=True)
-def _roc_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+@njit(nogil=True, error_model="numpy")
+def _lagged(x: np.ndarray, n: int, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x[n:]``, ``x[:-n]`` and ``row[n:]`` after NaN-filling ``row[:n]`` (``len(x) > n``).
+
+    Offset views rather than ``x[i - n]``: non-negative indices let LLVM vectorize.
+    """
     m = x.shape[0]
-    row = out[0]
-    for i in range(min(n, m)):
+    for i in range(n):
         row[i] = np.nan
-    if m <= n:
+    return x[n:], x[: m - n], row[n:]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _roc_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    if x.shape[0] <= n:
+        out[0, :] = np.nan
         return not has_nan(x)
-    # Offset views rather than x[i - n]: non-negative indices let LLVM vectorize.
-    cur = x[n:]
-    prev = x[: m - n]
-    dst = row[n:]
+    cur, prev, dst = _lagged(x, n, out[0])
     bad = 0
-    for i in range(m - n):
+    for i in range(cur.shape[0]):
         p = prev[i]
         c = cur[i]
         dst[i] = ((c / p) - 1.0) * 100.0 if p != 0.0 else 0.0
@@ -347,7 +356,7 @@ def mom_state(timeperiod: int = 10) -> np.ndarray:
     return _lag_state(check_int("timeperiod", timeperiod, 1))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def mom_update(state: np.ndarray, x: float) -> float:
     """Momentum ``x - x[-n]``."""
     if x != x:
@@ -355,20 +364,14 @@ def mom_update(state: np.ndarray, x: float) -> float:
     return x - _lag_push(state, x)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mom_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
-    m = x.shape[0]
-    row = out[0]
-    for i in range(min(n, m)):
-        row[i] = np.nan
-    if m <= n:
+    if x.shape[0] <= n:
+        out[0, :] = np.nan
         return not has_nan(x)
-    # Offset views rather than x[i - n]: non-negative indices let LLVM vectorize.
-    cur = x[n:]
-    prev = x[: m - n]
-    dst = row[n:]
+    cur, prev, dst = _lagged(x, n, out[0])
     bad = 0
-    for i in range(m - n):
+    for i in range(cur.shape[0]):
         d = cur[i] - prev[i]
         dst[i] = d
         bad |= d != d
@@ -383,36 +386,23 @@ def mom(real: np.ndarray, timeperiod: int = 10) -> np.ndarray:
 
 
 # --- TRIX -----------------------------------------------------------------------------
-# [period, prev_ema3, ema1[5], ema2[5], ema3[5]]
+# [period, prev_ema3, three chained EMA states (ema_chain_update's layout)]
 _TRIX_N, _TRIX_PREV = range(2)
-_TRIX_E1 = 2
-_TRIX_E2 = _TRIX_E1 + EMA_STATE_SIZE
-_TRIX_E3 = _TRIX_E2 + EMA_STATE_SIZE
+_TRIX_E = 2
 
 
 def trix_state(timeperiod: int = 30) -> np.ndarray:
     """Allocate the state of an incremental TRIX."""
     n = check_int("timeperiod", timeperiod, 1)
-    st = np.zeros(_TRIX_E3 + EMA_STATE_SIZE, dtype=np.float64)
-    st[_TRIX_N] = n
-    st[_TRIX_PREV] = np.nan
-    for at in (_TRIX_E1, _TRIX_E2, _TRIX_E3):
-        st[at : at + EMA_STATE_SIZE] = ema_state(n)
-    return st
+    return np.concatenate((np.array([n, np.nan]), ema_chain_state(n, 3)))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def trix_update(state: np.ndarray, x: float) -> float:
     """One-period ROC of a triple EMA, each EMA seeded TA-Lib style (SMA of its input)."""
     if x != x:
         return np.nan
-    e = ema_update(state[_TRIX_E1:_TRIX_E2], x)
-    if e != e:
-        return np.nan
-    e = ema_update(state[_TRIX_E2:_TRIX_E3], e)
-    if e != e:
-        return np.nan
-    e = ema_update(state[_TRIX_E3 : _TRIX_E3 + EMA_STATE_SIZE], e)
+    e = ema_chain_update(state, _TRIX_E, 3, x)[2]
     if e != e:
         return np.nan
     prev = state[_TRIX_PREV]
@@ -422,7 +412,7 @@ def trix_update(state: np.ndarray, x: float) -> float:
     return _roc_value(e, prev)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     # A NaN sample leaves the first EMA NaN to the end: the NaN check (as _macd_fast).
     m = x.shape[0]
@@ -432,24 +422,8 @@ def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     if m <= lb:
         return not has_nan(x)
     k = 2.0 / (n + 1.0)
-    fn = float(n)
-    # Each stage seeds with the mean of its first n inputs, then runs as an EMA.
-    s1 = 0.0
-    for i in range(n):
-        s1 += x[i]
-    e1 = s1 / fn
-    s2 = e1
-    for i in range(n, 2 * n - 1):
-        e1 = ema_step(e1, k, x[i])
-        s2 += e1
-    e2 = s2 / fn
-    s3 = e2
-    for i in range(2 * n - 1, 3 * n - 2):
-        e1 = ema_step(e1, k, x[i])
-        e2 = ema_step(e2, k, e1)
-        s3 += e2
-    e3 = s3 / fn
-    for i in range(3 * n - 2, m):
+    e1, e2, e3 = ema_chain_seed(x, n, 3)
+    for i in range(lb, m):
         e1 = ema_step(e1, k, x[i])
         e2 = ema_step(e2, k, e1)
         prev = e3
@@ -501,7 +475,7 @@ def _stoch_build(fastk: int, p1: int, t1: int, p2: int, t2: int) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _fast_k(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Raw %K over the last ``fastk`` bars; NaN before it exists.
 
@@ -529,7 +503,7 @@ def _fast_k(state: np.ndarray, high: float, low: float, close: float) -> float:
     return ((close - lowest) / rng) * 100.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _stoch_step(state: np.ndarray, high: float, low: float, close: float, out: np.ndarray) -> None:
     k = _fast_k(state, high, low, close)
     ma_at = _ST_DQ + 2 * (2 + 2 * int(state[_ST_K]))
@@ -562,7 +536,7 @@ def stoch_state(
     return _stoch_build(fk, sk, slowk_matype, sd, slowd_matype)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def stoch_update(state: np.ndarray, high: float, low: float, close: float, out: np.ndarray) -> None:
     """Feed one bar; writes ``(slowk, slowd)`` into ``out[:2]`` (NaN until slowd exists)."""
     if high != high or low != low or close != close:
@@ -574,7 +548,7 @@ def stoch_update(state: np.ndarray, high: float, low: float, close: float, out: 
 _OSC_FASTK, _OSC_WILLR = 0, 1
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _hl_oscillator(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, mode: int, out: np.ndarray
 ) -> bool:
@@ -610,21 +584,23 @@ def _hl_oscillator(
         ph = high[bs]
         pl = low[bs]
         for i in range(bs, be):
-            h = high[i]
-            lo = low[i]
-            c = close[i]
+            # Unsigned indices spare numba's negative-index wrap.
+            u = np.uintp(i)
+            h = high[u]
+            lo = low[u]
+            c = close[u]
             bad |= (h != h) | (lo != lo) | (c != c)
             ph = max(ph, h)
             pl = min(pl, lo)
             # The window starts at row i - w + 1, slot i - bs + 1 of the previous block.
-            k = i - bs + 1
-            out[i] = _hl_value(max(suf_h[k], ph), min(suf_l[k], pl), c, mode)
+            k = np.uintp(i - bs + 1)
+            out[u] = _hl_value(max(suf_h[k], ph), min(suf_l[k], pl), c, mode)
         if be - bs == w:
             block_suffix(high, low, bs, be, suf_h, suf_l)
     return bad == 0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _hl_value(hh: float, ll: float, close: float, mode: int) -> float:
     if mode == _OSC_FASTK:
         rng = hh - ll
@@ -634,7 +610,7 @@ def _hl_value(hh: float, ll: float, close: float, mode: int) -> float:
     return _willr_value(hh, ll, close)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _willr_value(hh: float, ll: float, close: float) -> float:
     """``-100 (HH - close) / (HH - LL)``, 0 on a flat window.
 
@@ -645,7 +621,7 @@ def _willr_value(hh: float, ll: float, close: float) -> float:
     return ((hh - close) / rng) * (-100.0) if rng != 0.0 else 0.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _fast_k_into(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, start: int, n: int, out: np.ndarray
 ) -> None:
@@ -657,7 +633,7 @@ def _fast_k_into(
         _hl_oscillator(high[start:], low[start:], close[start:], n, _OSC_FASTK, out[start:])
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _stoch_into(
     high: np.ndarray,
     low: np.ndarray,
@@ -680,7 +656,7 @@ def _stoch_into(
         out[0, i] = np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _stoch_fast(
     high: np.ndarray,
     low: np.ndarray,
@@ -746,7 +722,7 @@ def stochrsi_state(
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def stochrsi_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     """Feed one sample; writes ``(fastk, fastd)`` into ``out[:2]``."""
     if x != x:
@@ -759,7 +735,7 @@ def stochrsi_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     _stoch_step(state[_SRSI_RSI + RSI_STATE_SIZE :], r, r, r, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _stochrsi_fast(x: np.ndarray, n: int, fk: int, fd: int, td: int, out: np.ndarray) -> bool:
     r = np.empty((1, x.shape[0]), dtype=np.float64)
     if not _rsi_fast(x, n, r):
@@ -801,7 +777,7 @@ def willr_state(timeperiod: int = 14) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def willr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Williams' %R ``-100 (HH - close) / (HH - LL)`` over ``timeperiod`` bars (0 if flat)."""
     if high != high or low != low or close != close:
@@ -822,7 +798,7 @@ def willr_update(state: np.ndarray, high: float, low: float, close: float) -> fl
     return _willr_value(deque_front(state, hi_at, n), deque_front(state, lo_at, n), close)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _willr_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray
 ) -> bool:
@@ -849,7 +825,7 @@ def cci_state(timeperiod: int = 14) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _cci_value(tp: float, avg: float, mad: float) -> float:
     t = tp - avg
     scale = abs(avg)
@@ -858,7 +834,7 @@ def _cci_value(tp: float, avg: float, mad: float) -> float:
     return 0.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def cci_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Commodity channel index of one more bar.
 
@@ -892,46 +868,97 @@ def cci_update(state: np.ndarray, high: float, low: float, close: float) -> floa
     return _cci_value(tp, avg, mad / n)
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True, error_model="numpy")
+def _cci_lanes(
+    ring: np.ndarray,
+    j: int,
+    r0: int,
+    r1: int,
+    r2: int,
+    r3: int,
+    t0: float,
+    t1: float,
+    t2: float,
+    t3: float,
+) -> tuple[float, float, float, float]:
+    """Slot ``j`` of the rings after rows ``i .. i + 3`` (slots ``r0 .. r3``, prices ``t``).
+
+    ``ring`` is the ring after row ``i - 1``; each later row overwrites its own slot, so
+    a chain of selects gives every lane the newest value (also when slots repeat, n < 4).
+    """
+    v0 = t0 if j == r0 else ring[j]
+    v1 = t1 if j == r1 else v0
+    v2 = t2 if j == r2 else v1
+    v3 = t3 if j == r3 else v2
+    return v0, v1, v2, v3
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cci_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray
 ) -> bool:
+    """:func:`cci_update` over bars, four rows at a time.
+
+    Every row sums its window in ring-slot order, as the update (and TA-Lib) does: a
+    chain of ``n`` dependent additions per sum. Four rows walk the ring together, each
+    with its own chains in its own exact order, so the additions overlap.
+    """
     if has_nan(high) or has_nan(low) or has_nan(close):
         return False
     m = close.shape[0]
-    tp = np.empty(m, dtype=np.float64)
-    for i in range(m):
-        tp[i] = (high[i] + low[i] + close[i]) / 3.0
     row = out[0]
     for i in range(min(n - 1, m)):
         row[i] = np.nan
-    # Ring slot j holds the latest row congruent to j mod n; the sums run in slot order,
-    # as cci_update (and TA-Lib's circular buffer) does. Rows i and i + 1 see the same
-    # slots except slot (i + 1) mod n, so they are summed together: two independent
-    # chains, each in its own exact order, which doubles the throughput.
-    for i in range(n - 1, m, 2):
-        r = i % n
-        base = i - r
-        pair = i + 1 < m
-        k = (i + 1) % n
-        nxt = tp[i + 1] if pair else 0.0
-        avg_a = 0.0
-        avg_b = 0.0
+    ring = np.zeros(n, dtype=np.float64)
+    for i in range(min(n - 1, m)):
+        ring[i] = (high[i] + low[i] + close[i]) / 3.0
+    fn = float(n)
+    i = n - 1
+    while i < m:
+        lanes = min(4, m - i)
+        t0 = (high[i] + low[i] + close[i]) / 3.0
+        t1 = t2 = t3 = t0
+        r0 = i % n
+        r1 = r2 = r3 = -1
+        if lanes > 1:
+            t1 = (high[i + 1] + low[i + 1] + close[i + 1]) / 3.0
+            r1 = (i + 1) % n
+        if lanes > 2:
+            t2 = (high[i + 2] + low[i + 2] + close[i + 2]) / 3.0
+            r2 = (i + 2) % n
+        if lanes > 3:
+            t3 = (high[i + 3] + low[i + 3] + close[i + 3]) / 3.0
+            r3 = (i + 3) % n
+        a0 = a1 = a2 = a3 = 0.0
         for j in range(n):
-            v = tp[base + j] if j <= r else tp[base - n + j]
-            avg_a += v
-            avg_b += nxt if j == k else v
-        avg_a /= n
-        avg_b /= n
-        mad_a = 0.0
-        mad_b = 0.0
+            v0, v1, v2, v3 = _cci_lanes(ring, j, r0, r1, r2, r3, t0, t1, t2, t3)
+            a0 += v0
+            a1 += v1
+            a2 += v2
+            a3 += v3
+        a0 /= fn
+        a1 /= fn
+        a2 /= fn
+        a3 /= fn
+        d0 = d1 = d2 = d3 = 0.0
         for j in range(n):
-            v = tp[base + j] if j <= r else tp[base - n + j]
-            mad_a += abs(v - avg_a)
-            mad_b += abs((nxt if j == k else v) - avg_b)
-        row[i] = _cci_value(tp[i], avg_a, mad_a / n)
-        if pair:
-            row[i + 1] = _cci_value(nxt, avg_b, mad_b / n)
+            v0, v1, v2, v3 = _cci_lanes(ring, j, r0, r1, r2, r3, t0, t1, t2, t3)
+            d0 += abs(v0 - a0)
+            d1 += abs(v1 - a1)
+            d2 += abs(v2 - a2)
+            d3 += abs(v3 - a3)
+        row[i] = _cci_value(t0, a0, d0 / fn)
+        ring[r0] = t0
+        if lanes > 1:
+            row[i + 1] = _cci_value(t1, a1, d1 / fn)
+            ring[r1] = t1
+        if lanes > 2:
+            row[i + 2] = _cci_value(t2, a2, d2 / fn)
+            ring[r2] = t2
+        if lanes > 3:
+            row[i + 3] = _cci_value(t3, a3, d3 / fn)
+            ring[r3] = t3
+        i += lanes
     return True
 
 
@@ -958,16 +985,16 @@ def aroon_state(timeperiod: int = 14) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
-def aroon_update(state: np.ndarray, high: float, low: float, out: np.ndarray) -> None:
-    """Feed one bar; writes ``(aroondown, aroonup)`` into ``out[:2]``.
+@njit(nogil=True, error_model="numpy")
+def aroon_step(state: np.ndarray, high: float, low: float) -> tuple[int, float, float]:
+    """Push a bar into an AROON state (also AROONOSC's): ``(n, hi_age, lo_age)``.
 
-    The window is ``timeperiod + 1`` bars (TA-Lib); on ties the most recent extreme counts.
+    The ages are the bars since the highest high and the lowest low of the last ``n + 1``
+    bars (the most recent on ties), NaN until that window is full or for a NaN bar.
     """
-    if high != high or low != low:
-        out[0] = out[1] = np.nan
-        return
     n = int(state[_AR_N])
+    if high != high or low != low:
+        return n, np.nan, np.nan
     cap = n + 1
     count = state[_AR_COUNT] + 1.0
     state[_AR_COUNT] = count
@@ -979,14 +1006,26 @@ def aroon_update(state: np.ndarray, high: float, low: float, out: np.ndarray) ->
     deque_push(state, hi_at, cap, high, count, True)
     deque_push(state, lo_at, cap, low, count, False)
     if count <= n:
+        return n, np.nan, np.nan
+    return n, count - deque_front_seq(state, hi_at, cap), count - deque_front_seq(state, lo_at, cap)
+
+
+@njit(nogil=True, error_model="numpy")
+def aroon_update(state: np.ndarray, high: float, low: float, out: np.ndarray) -> None:
+    """Feed one bar; writes ``(aroondown, aroonup)`` into ``out[:2]``.
+
+    The window is ``timeperiod + 1`` bars (TA-Lib); on ties the most recent extreme counts.
+    """
+    n, hi_age, lo_age = aroon_step(state, high, low)
+    if hi_age != hi_age:
         out[0] = out[1] = np.nan
         return
     factor = 100.0 / n
-    out[0] = factor * float(n - int(count - deque_front_seq(state, lo_at, cap)))
-    out[1] = factor * float(n - int(count - deque_front_seq(state, hi_at, cap)))
+    out[0] = factor * float(n - int(lo_age))
+    out[1] = factor * float(n - int(hi_age))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _aroon_fast(high: np.ndarray, low: np.ndarray, n: int, osc: bool, out: np.ndarray) -> bool:
     """AROON's two rows, or with ``osc`` AROONOSC's ``100 / n * (i_high - i_low)`` in row 0."""
     if has_nan(high) or has_nan(low):
@@ -1081,7 +1120,7 @@ def mfi_state(timeperiod: int = 14) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def mfi_update(state: np.ndarray, high: float, low: float, close: float, volume: float) -> float:
     """Money flow index of one more bar (TA-Lib 0.8 arithmetic).
 
@@ -1136,7 +1175,7 @@ def mfi_update(state: np.ndarray, high: float, low: float, close: float, volume:
     return 100.0 * (clamped / total) if total > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mfi_run(
     state: np.ndarray,
     high: np.ndarray,

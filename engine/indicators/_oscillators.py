@@ -15,16 +15,12 @@ from numba import njit
 from ._common import (
     as_f64,
     check_int,
-    deque_expire,
-    deque_front_seq,
-    deque_push,
-    deque_size,
     has_nan,
     is_zero,
     run_batch,
     window_push2,
 )
-from ._momentum import _aroon_fast
+from ._momentum import _aroon_fast, aroon_state, aroon_step
 from ._overlap import ma_into, ma_state, ma_update
 
 
@@ -73,7 +69,7 @@ def ppo_state(fastperiod: int = 12, slowperiod: int = 26, matype: int = 1) -> np
     return _po_state(fastperiod, slowperiod, matype, True)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def po_update(state: np.ndarray, x: float) -> float:
     """APO ``MA_fast - MA_slow`` or PPO ``(MA_fast - MA_slow) / MA_slow * 100``.
 
@@ -99,7 +95,7 @@ apo_update = po_update
 ppo_update = po_update
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _po_fast(x: np.ndarray, fast: int, slow: int, matype: int, pct: bool, out: np.ndarray) -> bool:
     if has_nan(x):
         return False
@@ -148,7 +144,7 @@ def cmo_state(timeperiod: int = 14) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def cmo_update(state: np.ndarray, x: float) -> float:
     """Chande momentum oscillator ``100 (G - L) / (G + L)`` (first value at row n).
 
@@ -169,32 +165,34 @@ def cmo_update(state: np.ndarray, x: float) -> float:
     gain = state[_CMO_GAIN]
     loss = state[_CMO_LOSS]
     if count < n:
-        if d < 0.0:
-            state[_CMO_LOSS] = loss - d
-        else:
-            state[_CMO_GAIN] = gain + d
+        state[_CMO_GAIN], state[_CMO_LOSS] = _cmo_add(gain, loss, d)
         return np.nan
-    if count == n:
-        if d < 0.0:
-            loss -= d
-        else:
-            gain += d
-    else:
+    if count > n:
         loss *= n - 1.0
         gain *= n - 1.0
-        if d < 0.0:
-            loss -= d
-        else:
-            gain += d
+    gain, loss = _cmo_add(gain, loss, d)
     loss /= n
     gain /= n
     state[_CMO_GAIN] = gain
     state[_CMO_LOSS] = loss
+    return _cmo_value(gain, loss)
+
+
+@njit(nogil=True, error_model="numpy")
+def _cmo_add(gain: float, loss: float, d: float) -> tuple[float, float]:
+    """Add a change to the gains, or its magnitude to the losses (a NaN to the gains)."""
+    if d < 0.0:
+        return gain, loss - d
+    return gain + d, loss
+
+
+@njit(nogil=True, error_model="numpy")
+def _cmo_value(gain: float, loss: float) -> float:
     total = gain + loss
     return 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cmo_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     """:func:`cmo_update` over ``x``, the state in registers.
 
@@ -212,27 +210,15 @@ def _cmo_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     gain = 0.0
     loss = 0.0
     for i in range(1, n + 1):
-        d = x[i] - x[i - 1]
-        if d < 0.0:
-            loss -= d
-        else:
-            gain += d
+        gain, loss = _cmo_add(gain, loss, x[i] - x[i - 1])
     loss /= fn
     gain /= fn
-    total = gain + loss
-    row[n] = 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
+    row[n] = _cmo_value(gain, loss)
     for i in range(n + 1, m):
-        d = x[i] - x[i - 1]
-        loss *= nm1
-        gain *= nm1
-        if d < 0.0:
-            loss -= d
-        else:
-            gain += d
+        gain, loss = _cmo_add(gain * nm1, loss * nm1, x[i] - x[i - 1])
         loss /= fn
         gain /= fn
-        total = gain + loss
-        row[i] = 100.0 * ((gain - loss) / total) if total != 0.0 else 0.0
+        row[i] = _cmo_value(gain, loss)
     return gain == gain
 
 
@@ -248,6 +234,8 @@ def cmo(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
 _UO_COUNT, _UO_PREV = range(2)
 _UO_P = 2
 _UO_BLOCKS = 5
+# Rows whose window sums are buffered before the divisions (fits L1).
+_UO_BLOCK = 256
 
 
 def ultosc_state(timeperiod1: int = 7, timeperiod2: int = 14, timeperiod3: int = 28) -> np.ndarray:
@@ -270,7 +258,7 @@ def ultosc_state(timeperiod1: int = 7, timeperiod2: int = 14, timeperiod3: int =
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ultosc_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Ultimate oscillator after one more bar (Williams, 1985; first value at row max(p)).
 
@@ -301,18 +289,24 @@ def ultosc_update(state: np.ndarray, high: float, low: float, close: float) -> f
         ready &= window_push2(state, int(state[_UO_P + j]), int(state[_UO_P + j]) + 7, bp, tr)
     if not ready:
         return np.nan
-    out = 0.0
-    weight = 4.0
-    for j in range(3):
-        at = int(state[_UO_P + j])
-        b = state[at + 5]
-        if not is_zero(b):
-            out += weight * (state[at + 3] / b)
-        weight *= 0.5
-    return 100.0 * (out / 7.0)
+    s1 = int(state[_UO_P])
+    s2 = int(state[_UO_P + 1])
+    s3 = int(state[_UO_P + 2])
+    return _uo_value(
+        state[s1 + 3], state[s1 + 5], state[s2 + 3], state[s2 + 5], state[s3 + 3], state[s3 + 5]
+    )
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True, error_model="numpy")
+def _uo_value(a1: float, b1: float, a2: float, b2: float, a3: float, b3: float) -> float:
+    """``100 (4 a1/b1 + 2 a2/b2 + a3/b3) / 7``, a term left out when its ``b`` is ~0."""
+    o = 0.0 + (0.0 if is_zero(b1) else 4.0 * (a1 / b1))
+    o += 0.0 if is_zero(b2) else 2.0 * (a2 / b2)
+    o += 0.0 if is_zero(b3) else 1.0 * (a3 / b3)
+    return 100.0 * (o / 7.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ultosc_fast(
     high: np.ndarray,
     low: np.ndarray,
@@ -332,6 +326,8 @@ def _ultosc_fast(
     bad = (high[0] != high[0]) | (low[0] != low[0]) | (close[0] != close[0])
     bp = np.empty(m, dtype=np.float64)
     tr = np.empty(m, dtype=np.float64)
+    sums = np.empty((6, _UO_BLOCK), dtype=np.float64)
+    done = p3  # rows before this one have their output
     for i in range(1, m):
         prev = close[i - 1]
         bad |= (high[i] != high[i]) | (low[i] != low[i]) | (close[i] != close[i])
@@ -378,14 +374,22 @@ def _ultosc_fast(
             pos3 = 0
             a3, b3, f3, g3 = f3, g3, 0.0, 0.0
         if i >= p3:
-            o = 0.0
-            if not is_zero(b1):
-                o += 4.0 * (a1 / b1)
-            if not is_zero(b2):
-                o += 2.0 * (a2 / b2)
-            if not is_zero(b3):
-                o += 1.0 * (a3 / b3)
-            row[i] = 100.0 * (o / 7.0)
+            q = i - done
+            sums[0, q] = a1
+            sums[1, q] = b1
+            sums[2, q] = a2
+            sums[3, q] = b2
+            sums[4, q] = a3
+            sums[5, q] = b3
+            if q == _UO_BLOCK - 1 or i == m - 1:
+                # The four divisions per row in a loop of their own, which LLVM
+                # vectorizes (they bound the serial loop otherwise).
+                for j in range(q + 1):
+                    u = np.uintp(j)
+                    row[np.uintp(done) + u] = _uo_value(
+                        sums[0, u], sums[1, u], sums[2, u], sums[3, u], sums[4, u], sums[5, u]
+                    )
+                done += q + 1
     return not bad
 
 
@@ -404,43 +408,24 @@ def ultosc(
 
 
 # --- AROONOSC -------------------------------------------------------------------------
-# [period, count, max_deque(cap period+1), min_deque(cap period+1)]: AROON's layout
-_AO_N, _AO_COUNT = range(2)
-_AO_DQ = 2
+# AROON's state (see _momentum.aroon_step)
 
 
 def aroonosc_state(timeperiod: int = 14) -> np.ndarray:
     """Allocate the state of an incremental AROONOSC."""
-    n = check_int("timeperiod", timeperiod, 2)
-    st = np.zeros(_AO_DQ + 2 * deque_size(n + 1), dtype=np.float64)
-    st[_AO_N] = n
-    return st
+    return aroon_state(timeperiod)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def aroonosc_update(state: np.ndarray, high: float, low: float) -> float:
     """Aroon oscillator ``100 / n * (i_high - i_low)`` (first value at row n).
 
     ``i_high``/``i_low``: bar numbers of the highest high and lowest low of the last
     ``n + 1`` bars (the most recent on ties); equals ``aroonup - aroondown``.
     """
-    if high != high or low != low:
-        return np.nan
-    n = int(state[_AO_N])
-    cap = n + 1
-    count = state[_AO_COUNT] + 1.0
-    state[_AO_COUNT] = count
-    hi_at = _AO_DQ
-    lo_at = _AO_DQ + 2 + 2 * cap
-    oldest = count - n
-    deque_expire(state, hi_at, cap, oldest)
-    deque_expire(state, lo_at, cap, oldest)
-    deque_push(state, hi_at, cap, high, count, True)
-    deque_push(state, lo_at, cap, low, count, False)
-    if count <= n:
-        return np.nan
-    diff = deque_front_seq(state, hi_at, cap) - deque_front_seq(state, lo_at, cap)
-    return (100.0 / n) * diff
+    n, hi_age, lo_age = aroon_step(state, high, low)
+    # i_high - i_low == lo_age - hi_age, in the bar numbers TA-Lib subtracts.
+    return (100.0 / n) * (lo_age - hi_age)
 
 
 def aroonosc(high: np.ndarray, low: np.ndarray, timeperiod: int = 14) -> np.ndarray:
@@ -457,7 +442,7 @@ def bop_state() -> np.ndarray:
     return np.zeros(0, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def bop_update(state: np.ndarray, open_: float, high: float, low: float, close: float) -> float:
     """Balance of power ``(close - open) / (high - low)``; 0 when ``high - low < 1e-14``."""
     if open_ != open_ or high != high or low != low or close != close:
@@ -466,7 +451,7 @@ def bop_update(state: np.ndarray, open_: float, high: float, low: float, close: 
     return (close - open_) / rng if rng >= 1e-14 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bop_run(
     state: np.ndarray,
     open_: np.ndarray,

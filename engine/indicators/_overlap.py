@@ -42,7 +42,7 @@ def sma_state(timeperiod: int = 30) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def sma_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to an SMA; returns the mean of the last ``timeperiod`` samples.
 
@@ -75,7 +75,7 @@ def sma_update(state: np.ndarray, x: float) -> float:
     return s / n
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _sma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> bool:
     """SMA of ``x[start:]`` into ``out`` (NaN before ``start + n - 1``), as sma_update.
 
@@ -121,7 +121,7 @@ def _sma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> bool:
     return bad == 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sma_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     return _sma_into(x, 0, n, out[0])
 
@@ -155,7 +155,7 @@ def ema_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ema_step(value: float, alpha: float, x: float) -> float:
     """One EMA step ``value + alpha * (x - value)``, as TA-Lib 0.8.1's build rounds it.
 
@@ -166,7 +166,7 @@ def ema_step(value: float, alpha: float, x: float) -> float:
     return fma(x - value, alpha, value)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ema_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to an EMA; returns the new value (NaN during warm-up).
 
@@ -192,7 +192,7 @@ def ema_update(state: np.ndarray, x: float) -> float:
     return value
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _ema_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
     """TA-Lib EMA of ``x[start:]`` into ``out[start + n - 1:]`` (NaN before), no NaN check."""
     m = x.shape[0]
@@ -211,7 +211,63 @@ def _ema_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
         out[i] = v
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True, error_model="numpy")
+def ema_chain_update(
+    state: np.ndarray, at: int, depth: int, x: float
+) -> tuple[float, float, float]:
+    """Feed ``x`` to ``depth`` (1 to 3) chained EMAs, each feeding the next.
+
+    The EMA states lie one after the other from ``state[at]``. Returns ``(e1, e2, e3)``,
+    NaN from the first stage still warming up on (DEMA, TEMA and TRIX are such chains).
+    """
+    e1 = ema_update(state[at : at + EMA_STATE_SIZE], x)
+    if depth == 1 or e1 != e1:
+        return e1, np.nan, np.nan
+    at += EMA_STATE_SIZE
+    e2 = ema_update(state[at : at + EMA_STATE_SIZE], e1)
+    if depth == 2 or e2 != e2:
+        return e1, e2, np.nan
+    at += EMA_STATE_SIZE
+    return e1, e2, ema_update(state[at : at + EMA_STATE_SIZE], e2)
+
+
+def ema_chain_state(n: int, depth: int) -> np.ndarray:
+    """States of ``depth`` chained EMAs of period ``n``, for :func:`ema_chain_update`."""
+    return np.concatenate([ema_state(n) for _ in range(depth)])
+
+
+@njit(nogil=True, error_model="numpy")
+def ema_chain_seed(x: np.ndarray, n: int, depth: int) -> tuple[float, float, float]:
+    """Warm up ``depth`` (1 to 3) chained EMAs of period ``n`` over ``x``, as the updates do.
+
+    Each stage is seeded with the mean of its first ``n`` inputs. Returns ``(e1, e2, e3)``
+    after row ``depth * (n - 1)``, where the last stage has its first value (unused
+    stages NaN); ``x`` must hold at least ``depth * (n - 1) + 1`` rows.
+    """
+    k = 2.0 / (n + 1.0)
+    fn = float(n)
+    s = 0.0
+    for i in range(n):
+        s += x[i]
+    e1 = s / fn
+    if depth == 1:
+        return e1, np.nan, np.nan
+    s = e1
+    for i in range(n, 2 * n - 1):
+        e1 = ema_step(e1, k, x[i])
+        s += e1
+    e2 = s / fn
+    if depth == 2:
+        return e1, e2, np.nan
+    s = e2
+    for i in range(2 * n - 1, 3 * n - 2):
+        e1 = ema_step(e1, k, x[i])
+        e2 = ema_step(e2, k, e1)
+        s += e2
+    return e1, e2, s / fn
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ema_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     m = x.shape[0]
     alpha = 2.0 / (n + 1.0)
@@ -261,7 +317,7 @@ def wma_state(timeperiod: int = 30) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def wma_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to a WMA; returns the weighted mean (NaN during warm-up).
 
@@ -304,7 +360,7 @@ def wma_update(state: np.ndarray, x: float) -> float:
     return s / float((ni * (ni + 1)) >> 1)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _wma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
     """WMA of ``x[start:]`` into ``out`` (NaN before ``start + n - 1``), as wma_update."""
     m = x.shape[0]
@@ -336,22 +392,28 @@ def _wma_into(x: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
     while k < m - start - n:
         fsub = 0.0
         fsum = 0.0
+        first = k
         for p in range(min(n, m - start - n - k)):
-            v = cur[k]
+            u = np.uintp(k)
+            v = cur[u]
             fsub += v
             fsum += v * float(p + 1)
             if p == n - 1:
                 sub = fsub
                 s = fsum
             else:
-                sub = sub + v - old[k]
+                sub = sub + v - old[u]
                 s = s + v * fn
-            dst[k] = s / divider
+            dst[u] = s
             s -= sub
             k += 1
+        # The divisions of the turn in a loop of their own, which LLVM vectorizes.
+        for j in range(first, k):
+            u = np.uintp(j)
+            dst[u] = dst[u] / divider
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _wma_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     if has_nan(x):
         return False
@@ -385,7 +447,7 @@ def ma_state(timeperiod: int, matype: int) -> np.ndarray:
     return wma_state(timeperiod)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ma_update(state: np.ndarray, matype: int, x: float) -> float:
     """Update a TA-Lib ``MA``. A period of 1 copies its input, as ``TA_MA`` does."""
     if state[0] == 1.0:
@@ -397,7 +459,7 @@ def ma_update(state: np.ndarray, matype: int, x: float) -> float:
     return wma_update(state, x)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ma_into(x: np.ndarray, start: int, n: int, matype: int, out: np.ndarray) -> None:
     """Batch TA-Lib ``MA`` of ``x[start:]`` into ``out`` (NaN before ``start + n - 1``).
 
@@ -453,7 +515,7 @@ def bbands_state(
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def bbands_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     """Feed one sample; writes ``(upperband, middleband, lowerband)`` into ``out[:3]``.
 
@@ -524,13 +586,13 @@ def bbands_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     out[2] = middle - std * state[_BB_DN]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bbands_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         bbands_update(state, x[i], out[:, i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bbands_fast(x: np.ndarray, n: int, up: float, dn: float, out: np.ndarray) -> bool:
     # The arithmetic of bbands_update for matype 0, with the state in registers.
     m = x.shape[0]

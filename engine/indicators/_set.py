@@ -507,9 +507,11 @@ _B_COLS = 13
 class IndicatorSet:
     """State, spec table and values of one symbol's indicators (see module docstring).
 
-    From a strategy's own njit code, pass :attr:`arrays` and unpack it into the kernels::
+    From a strategy's own njit code, pass :attr:`arrays` and unpack it into the kernels,
+    preferably the set's own (:attr:`kernels`, compiled for its indicators only)::
 
         iset = IndicatorSet(default_specs(bin_size=1.0, bucket_volume=5.0))
+        update_trade = iset.kernels.update_trade
 
         @njit
         def on_trade(arrays, ts, price, qty, side):
@@ -523,6 +525,11 @@ class IndicatorSet:
         values: latest outputs (NaN until an indicator is warm).
         arrays: ``(spec_table, state, bar_ns, bar_state, values)``, the leading arguments
             of :func:`update_batch` and friends.
+        kernels: a module with :func:`update_batch`, :func:`record_batch`,
+            :func:`update_trade`, :func:`update_quote`, :func:`update_depth` and
+            :func:`update_book` compiled for this set's indicators only (see
+            ``_specialize``): a first start compiles a few kernels, not all of them.
+            The module-level functions take the same arguments and work for any set.
     """
 
     def __init__(self, specs: Iterable[IndicatorSpec | tuple[str, Mapping[str, Any]]]) -> None:
@@ -567,6 +574,9 @@ class IndicatorSet:
         self.values = np.full(len(names), np.nan, dtype=np.float64)
         self.arrays = (self.spec_table, self.state, self.bar_ns, self.bar_state, self.values)
         self._no_depth = np.zeros((0, 0), dtype=np.float64)
+        from ._specialize import kernels_for  # imports this module
+
+        self.kernels = kernels_for(frozenset(int(k) for k in self.spec_table[:, _C_KERNEL]))
 
     def reset(self) -> None:
         """Forget all history (in place: the arrays keep their identity)."""
@@ -598,7 +608,7 @@ class IndicatorSet:
             bid, ask, bid_qty, ask_qty: top-of-book fields.
             bid_depth, ask_depth: ``(n, levels)`` sizes for depth events, if any.
         """
-        update_batch(
+        self.kernels.update_batch(
             *self.arrays,
             kind,
             ts,
@@ -634,7 +644,7 @@ class IndicatorSet:
             A new ``(len(kind), len(names))`` float64 array (this one allocates).
         """
         rows = np.empty((np.shape(kind)[0], self.values.shape[0]), dtype=np.float64)
-        record_batch(
+        self.kernels.record_batch(
             *self.arrays,
             kind,
             ts,
@@ -653,17 +663,17 @@ class IndicatorSet:
 
     def update_trade(self, ts: int, price: float, qty: float, side: int) -> np.ndarray:
         """Consume one trade; returns :attr:`values`."""
-        update_trade(*self.arrays, ts, price, qty, side)
+        self.kernels.update_trade(*self.arrays, ts, price, qty, side)
         return self.values
 
     def update_quote(self, bid: float, ask: float, bid_qty: float, ask_qty: float) -> np.ndarray:
         """Consume one top-of-book quote; returns :attr:`values`."""
-        update_quote(*self.arrays, bid, ask, bid_qty, ask_qty)
+        self.kernels.update_quote(*self.arrays, bid, ask, bid_qty, ask_qty)
         return self.values
 
     def update_depth(self, bid_qty: np.ndarray, ask_qty: np.ndarray) -> np.ndarray:
         """Consume one depth snapshot (sizes per level, best first); returns :attr:`values`."""
-        update_depth(*self.arrays, bid_qty, ask_qty)
+        self.kernels.update_depth(*self.arrays, bid_qty, ask_qty)
         return self.values
 
     def update_book(
@@ -674,7 +684,7 @@ class IndicatorSet:
         Feeds the book-fed indicators and, with the sizes, the depth-fed ones; returns
         :attr:`values`.
         """
-        update_book(*self.arrays, bid_px, bid_qty, ask_px, ask_qty)
+        self.kernels.update_book(*self.arrays, bid_px, bid_qty, ask_px, ask_qty)
         return self.values
 
 
@@ -726,7 +736,7 @@ def outputs_of(name: str) -> Sequence[str]:
 # --- kernels --------------------------------------------------------------------------
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _bar_update(
     kernel: int,
     st: np.ndarray,
@@ -831,7 +841,7 @@ def _bar_update(
         lv.ichimoku_cloud_update(st, h, lo, c, out)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _trade_update(
     kernel: int, st: np.ndarray, ts: int, price: float, qty: float, side: float, out: np.ndarray
 ) -> None:
@@ -859,7 +869,7 @@ def _trade_update(
 # ``spec_table[e]``) would cost two atomic reference-count updates per use.
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _advance_bars(bar_ns: np.ndarray, bars: np.ndarray, ts: int, price: float, qty: float) -> None:
     for j in range(bar_ns.shape[0]):
         width = bar_ns[j]
@@ -894,7 +904,7 @@ def _advance_bars(bar_ns: np.ndarray, bars: np.ndarray, ts: int, price: float, q
         bars[j, _B_V] = qty
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _on_trade(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -935,7 +945,7 @@ def _on_trade(
             _trade_update(spec_table[e, _C_KERNEL], st, ts, price, qty, fside, out)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _on_quote(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -959,7 +969,7 @@ def _on_quote(
             values[vi] = mi.spread_bps_update(st, bid, ask)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _on_depth(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -977,7 +987,7 @@ def _on_depth(
             values[spec_table[e, _C_VAL]] = v
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _on_book(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1005,11 +1015,41 @@ def _on_book(
             lq.spoofing_update(st, bid_px, bid_qty, ask_px, ask_qty, out)
 
 
+@njit(nogil=True, error_model="numpy")
+def _on_event(
+    spec_table: np.ndarray,
+    state: np.ndarray,
+    bar_ns: np.ndarray,
+    bar_state: np.ndarray,
+    values: np.ndarray,
+    kind: np.ndarray,
+    ts: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    side: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    bid_qty: np.ndarray,
+    ask_qty: np.ndarray,
+    bid_depth: np.ndarray,
+    ask_depth: np.ndarray,
+    i: int,
+) -> None:
+    """Feed event ``i`` of a batch (see :func:`update_batch`)."""
+    k = kind[i]
+    if k == EVENT_TRADE:
+        _on_trade(spec_table, state, bar_ns, bar_state, values, ts[i], price[i], qty[i], side[i])
+    elif k == EVENT_QUOTE:
+        _on_quote(spec_table, state, values, bid[i], ask[i], bid_qty[i], ask_qty[i])
+    elif k == EVENT_DEPTH:
+        _on_depth(spec_table, state, values, bid_depth[i], ask_depth[i])
+
+
 # The public kernels below are cached entry points; the functions they call are compiled
 # with them (uncached) so that LLVM can inline the whole chain into one loop.
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update_trade(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1025,7 +1065,7 @@ def update_trade(
     _on_trade(spec_table, state, bar_ns, bar_state, values, ts, price, qty, side)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update_quote(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1041,7 +1081,7 @@ def update_quote(
     _on_quote(spec_table, state, values, bid, ask, bid_qty, ask_qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update_depth(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1055,7 +1095,7 @@ def update_depth(
     _on_depth(spec_table, state, values, bid_qty, ask_qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update_book(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1074,7 +1114,7 @@ def update_book(
     _on_book(spec_table, state, values, bid_px, bid_qty, ask_px, ask_qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update_batch(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1100,18 +1140,13 @@ def update_batch(
     ``ask_depth``. ``values`` holds the outputs after the last event.
     """
     for i in range(kind.shape[0]):
-        k = kind[i]
-        if k == EVENT_TRADE:
-            _on_trade(
-                spec_table, state, bar_ns, bar_state, values, ts[i], price[i], qty[i], side[i]
-            )
-        elif k == EVENT_QUOTE:
-            _on_quote(spec_table, state, values, bid[i], ask[i], bid_qty[i], ask_qty[i])
-        elif k == EVENT_DEPTH:
-            _on_depth(spec_table, state, values, bid_depth[i], ask_depth[i])
+        _on_event(
+            spec_table, state, bar_ns, bar_state, values, kind, ts, price, qty, side, bid, ask,
+            bid_qty, ask_qty, bid_depth, ask_depth, i,
+        )  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def record_batch(
     spec_table: np.ndarray,
     state: np.ndarray,
@@ -1137,13 +1172,8 @@ def record_batch(
     incremental path reproduces the batch functions row by row.
     """
     for i in range(kind.shape[0]):
-        k = kind[i]
-        if k == EVENT_TRADE:
-            _on_trade(
-                spec_table, state, bar_ns, bar_state, values, ts[i], price[i], qty[i], side[i]
-            )
-        elif k == EVENT_QUOTE:
-            _on_quote(spec_table, state, values, bid[i], ask[i], bid_qty[i], ask_qty[i])
-        elif k == EVENT_DEPTH:
-            _on_depth(spec_table, state, values, bid_depth[i], ask_depth[i])
+        _on_event(
+            spec_table, state, bar_ns, bar_state, values, kind, ts, price, qty, side, bid, ask,
+            bid_qty, ask_qty, bid_depth, ask_depth, i,
+        )  # fmt: skip
         rows[i, :] = values

@@ -53,7 +53,7 @@ def _moments_state(n: int) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def moments_push(state: np.ndarray, x: float) -> float:
     """Push ``x`` into a rolling window; returns its population variance (NaN in warm-up).
 
@@ -84,10 +84,7 @@ def moments_push(state: np.ndarray, x: float) -> float:
     k = state[_MO_K]
     d = x - k
     if count > n:
-        # One add on each sum's chain: the sample's change of the sums, then the sum.
-        e = old - k
-        s1 = state[_MO_S1] + (d - e)
-        s2 = state[_MO_S2] + (d * d - e * e)
+        s1, s2 = _moments_slide(state[_MO_S1], state[_MO_S2], d, old - k)
     else:
         s1 = state[_MO_S1] + d
         s2 = state[_MO_S2] + d * d
@@ -112,14 +109,24 @@ def moments_push(state: np.ndarray, x: float) -> float:
     return _variance(s1, s2, 1.0 / n, run >= n)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
+def _moments_slide(s1: float, s2: float, d: float, e: float) -> tuple[float, float]:
+    """Slide the shifted sums: ``d`` enters, ``e`` leaves (both less the shift).
+
+    One add on each sum's chain (the sample's change of the sums, then the sum), and
+    ``d^2 - e^2`` as ``(d - e)(d + e)``: one product, no cancellation between two.
+    """
+    return s1 + (d - e), s2 + (d - e) * (d + e)
+
+
+@njit(nogil=True, error_model="numpy")
 def _variance(s1: float, s2: float, inv: float, flat: bool) -> float:
     # n var = sum(d^2) - sum(d)^2 / n, one rounding for the product and the difference.
     t = fma(-s1, s1 * inv, s2)
     return 0.0 if flat or not t > 1e-12 * s2 else t * inv
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _moment_out(s1: float, s2: float, inv: float, flat: bool, nbdev: float, mode: int) -> float:
     var = _variance(s1, s2, inv, flat)
     if mode == 0:
@@ -127,7 +134,7 @@ def _moment_out(s1: float, s2: float, inv: float, flat: bool, nbdev: float, mode
     return math.sqrt(var) * nbdev if var > 0.0 else 0.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _moments_into(
     x: np.ndarray, n: int, turns: int, nbdev: float, mode: int, out: np.ndarray
 ) -> bool:
@@ -162,46 +169,42 @@ def _moments_into(
     # From here the update's run of equal samples is kept as the row where it started.
     start = n - run
     turn = 0 if turns == 1 else 1
-    # Later turns in one flat loop (views made once: slicing per turn costs reference
-    # counting, and a short inner loop a mispredicted exit per turn).
+    # Later turns, one ring turn (n rows) per block: no ring position to test per row.
+    # Views made once (slicing per turn costs reference counting); unsigned indices
+    # spare numba's negative-index wrap.
     cur = x[n:]
     old = x[: max(m - n, 0)]
     dst = out[n:]
-    kn = 0.0
-    f1 = 0.0
-    f2 = 0.0
-    pos = 0
-    for j in range(m - n):
-        v = cur[j]
-        bad |= v != v
-        active = turn == turns - 1
-        if active:
-            if pos == 0:
-                kn = v
-                f1 = 0.0
-                f2 = 0.0
-            d = v - kn
-            f1 += d
-            f2 += d * d
-        d = v - k
-        e = old[j] - k
-        s1 += d - e
-        s2 += d * d - e * e
-        pos += 1
-        if pos == n:
-            pos = 0
-            if active:
-                # The ring turned: the add-only sums of the turn take over.
-                k = kn
-                s1 = f1
-                s2 = f2
-                turn = 0
-            else:
-                turn += 1
-        if v != prev:
-            start = j + n
-        prev = v
-        dst[j] = _moment_out(s1, s2, inv, j + 1 >= start, nbdev, mode)
+    rows = m - n
+    start_j = 0
+    while start_j < rows:
+        stop_j = min(start_j + n, rows)
+        for j in range(start_j, stop_j):
+            u = np.uintp(j)
+            v = cur[u]
+            bad |= v != v
+            s1, s2 = _moments_slide(s1, s2, v - k, old[u] - k)
+            if v != prev:
+                start = j + n
+            prev = v
+            dst[u] = _moment_out(s1, s2, inv, j + 1 >= start, nbdev, mode)
+        if turn < turns - 1:
+            turn += 1
+        elif stop_j - start_j == n:
+            # The ring turned: the add-only sums of the turn, shifted by its first sample
+            # (a second pass over n rows still in L1), take over from its last row on,
+            # whose output the update computes after the swap.
+            k = cur[np.uintp(start_j)]
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(start_j, stop_j):
+                d = cur[np.uintp(j)] - k
+                s1 += d
+                s2 += d * d
+            turn = 0
+            last = stop_j - 1
+            dst[np.uintp(last)] = _moment_out(s1, s2, inv, last + 1 >= start, nbdev, mode)
+        start_j = stop_j
     return bad == 0
 
 
@@ -210,7 +213,7 @@ def var_state(timeperiod: int = 5, nbdev: float = 1.0) -> np.ndarray:
     return _moments_state(check_int("timeperiod", timeperiod, 1))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def var_update(state: np.ndarray, x: float) -> float:
     """Population variance ``mean((x - mean)^2)`` of the last ``timeperiod`` samples."""
     if x != x:
@@ -225,7 +228,7 @@ def stddev_state(timeperiod: int = 5, nbdev: float = 1.0) -> np.ndarray:
     return np.concatenate((np.array([float(nbdev)]), mo))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def stddev_update(state: np.ndarray, x: float) -> float:
     """``nbdev * sqrt(VAR)`` of the last ``timeperiod`` samples (0 for a flat window)."""
     if x != x:
@@ -236,23 +239,26 @@ def stddev_update(state: np.ndarray, x: float) -> float:
     return math.sqrt(v) * state[0] if v > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _moments_fast(
     x: np.ndarray, n: int, turns: int, nbdev: float, mode: int, out: np.ndarray
 ) -> bool:
     return _moments_into(x, n, turns, nbdev, mode, out[0])
 
 
+def _moments_batch(real: np.ndarray, timeperiod: int, nbdev: float, mode: int) -> np.ndarray:
+    n = check_int("timeperiod", timeperiod, 1)
+    return run_batch(_moments_fast, (real,), 1, (n, _anchor_turns(n), float(nbdev), mode))[0]
+
+
 def var(real: np.ndarray, timeperiod: int = 5, nbdev: float = 1.0) -> np.ndarray:
     """Population variance, TA-Lib ``VAR`` (``nbdev`` unused, as in TA-Lib; from row n-1)."""
-    n = check_int("timeperiod", timeperiod, 1)
-    return run_batch(_moments_fast, (real,), 1, (n, _anchor_turns(n), float(nbdev), 0))[0]
+    return _moments_batch(real, timeperiod, nbdev, 0)
 
 
 def stddev(real: np.ndarray, timeperiod: int = 5, nbdev: float = 1.0) -> np.ndarray:
     """Population standard deviation times ``nbdev``, TA-Lib ``STDDEV`` (from row n-1)."""
-    n = check_int("timeperiod", timeperiod, 1)
-    return run_batch(_moments_fast, (real,), 1, (n, _anchor_turns(n), float(nbdev), 1))[0]
+    return _moments_batch(real, timeperiod, nbdev, 1)
 
 
 # --- linear regression ----------------------------------------------------------------
@@ -265,7 +271,7 @@ LR_VALUE, LR_SLOPE, LR_ANGLE, LR_INTERCEPT, LR_TSF = range(5)
 _RAD2DEG = 180.0 / math.pi
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _lr_constants(n: float) -> tuple[float, float, float]:
     """``sum(t)``, ``1 / (sum(t)^2 - n sum(t^2))`` and ``1 / n`` over ``t = 0..n-1``."""
     sum_x = n * (n - 1.0) * 0.5
@@ -283,7 +289,7 @@ def _lr_state(timeperiod: int, mode: int) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def linreg_update(state: np.ndarray, x: float) -> float:
     """Feed one sample to a regression state; returns the output its mode selects.
 
@@ -347,7 +353,7 @@ def linreg_update(state: np.ndarray, x: float) -> float:
     )
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _lr_output(
     n: float, sum_x: float, iden: float, invn: float, s: float, t: float, k: float, mode: int
 ) -> float:
@@ -364,7 +370,7 @@ def _lr_output(
     return k + fma(m, n - 1.0, b_rel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _lr_fast(x: np.ndarray, n: int, turns: int, mode: int, out: np.ndarray) -> bool:
     """:func:`linreg_update` over ``x`` with the state in registers (False on a NaN)."""
     row = out[0]
@@ -454,31 +460,31 @@ linearreg_intercept_update = linreg_update
 tsf_update = linreg_update
 
 
+def _lr_batch(real: np.ndarray, timeperiod: int, mode: int) -> np.ndarray:
+    n = check_int("timeperiod", timeperiod, 2)
+    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), mode))[0]
+
+
 def linearreg(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
     """Linear regression value at the newest sample, TA-Lib ``LINEARREG`` (from row n-1)."""
-    n = check_int("timeperiod", timeperiod, 2)
-    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), LR_VALUE))[0]
+    return _lr_batch(real, timeperiod, LR_VALUE)
 
 
 def linearreg_slope(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
     """Slope ``m`` of the regression line per sample, TA-Lib ``LINEARREG_SLOPE``."""
-    n = check_int("timeperiod", timeperiod, 2)
-    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), LR_SLOPE))[0]
+    return _lr_batch(real, timeperiod, LR_SLOPE)
 
 
 def linearreg_angle(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
     """Angle of the regression line in degrees ``atan(m) 180 / pi``, TA-Lib ``LINEARREG_ANGLE``."""
-    n = check_int("timeperiod", timeperiod, 2)
-    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), LR_ANGLE))[0]
+    return _lr_batch(real, timeperiod, LR_ANGLE)
 
 
 def linearreg_intercept(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
     """Value of the regression line at the oldest sample, TA-Lib ``LINEARREG_INTERCEPT``."""
-    n = check_int("timeperiod", timeperiod, 2)
-    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), LR_INTERCEPT))[0]
+    return _lr_batch(real, timeperiod, LR_INTERCEPT)
 
 
 def tsf(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
     """Time series forecast ``b + m n`` (one sample ahead), TA-Lib ``TSF``."""
-    n = check_int("timeperiod", timeperiod, 2)
-    return run_batch(_lr_fast, (real,), 1, (n, _anchor_turns(n), LR_TSF))[0]
+    return _lr_batch(real, timeperiod, LR_TSF)

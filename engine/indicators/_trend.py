@@ -28,10 +28,9 @@ from ._common import (
     has_nan,
     is_zero,
     ring_sum_anchor,
-    ring_sum_push,
     run_batch,
 )
-from ._overlap import EMA_STATE_SIZE, ema_state, ema_step, ema_update
+from ._overlap import ema_chain_seed, ema_chain_state, ema_chain_update, ema_step
 
 
 def _fma_py(a: float, b: float, c: float) -> float:
@@ -39,29 +38,16 @@ def _fma_py(a: float, b: float, c: float) -> float:
     return float(Fraction(a) * Fraction(b) + Fraction(c))
 
 
-# --- DEMA / TEMA ----------------------------------------------------------------------
-# [period, ema1[5], ema2[5], ema3[5]] (DEMA leaves ema3 unused)
-_XE_N = 0
-_XE_E1 = 1
-_XE_E2 = _XE_E1 + EMA_STATE_SIZE
-_XE_E3 = _XE_E2 + EMA_STATE_SIZE
-_XE_SIZE = _XE_E3 + EMA_STATE_SIZE
-
-
-def _chained_ema_state(n: int) -> np.ndarray:
-    st = np.zeros(_XE_SIZE, dtype=np.float64)
-    st[_XE_N] = n
-    for at in (_XE_E1, _XE_E2, _XE_E3):
-        st[at : at + EMA_STATE_SIZE] = ema_state(n)
-    return st
+# --- DEMA / TEMA ---------------------------------------------------------------------
+# chained EMA states (two for DEMA, three for TEMA), ema_chain_update's layout
 
 
 def dema_state(timeperiod: int = 30) -> np.ndarray:
     """Allocate the state of an incremental DEMA."""
-    return _chained_ema_state(check_int("timeperiod", timeperiod, 1))
+    return ema_chain_state(check_int("timeperiod", timeperiod, 1), 2)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def dema_update(state: np.ndarray, x: float) -> float:
     """Double EMA ``2 e1 - e2``, ``e1 = EMA(x)``, ``e2 = EMA(e1)`` (first value at ``2(n-1)``).
 
@@ -69,38 +55,25 @@ def dema_update(state: np.ndarray, x: float) -> float:
     """
     if x != x:
         return np.nan
-    e1 = ema_update(state[_XE_E1:_XE_E2], x)
-    if e1 != e1:
-        return np.nan
-    e2 = ema_update(state[_XE_E2:_XE_E3], e1)
-    if e2 != e2:
-        return np.nan
-    return fma(2.0, e1, -e2)
+    e1, e2, _ = ema_chain_update(state, 0, 2, x)
+    return fma(2.0, e1, -e2) if e2 == e2 else np.nan
 
 
 def tema_state(timeperiod: int = 30) -> np.ndarray:
     """Allocate the state of an incremental TEMA."""
-    return _chained_ema_state(check_int("timeperiod", timeperiod, 1))
+    return ema_chain_state(check_int("timeperiod", timeperiod, 1), 3)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def tema_update(state: np.ndarray, x: float) -> float:
     """Triple EMA ``3 e1 - 3 e2 + e3`` of chained EMAs (first value at ``3(n-1)``)."""
     if x != x:
         return np.nan
-    e1 = ema_update(state[_XE_E1:_XE_E2], x)
-    if e1 != e1:
-        return np.nan
-    e2 = ema_update(state[_XE_E2:_XE_E3], e1)
-    if e2 != e2:
-        return np.nan
-    e3 = ema_update(state[_XE_E3:_XE_SIZE], e2)
-    if e3 != e3:
-        return np.nan
-    return e3 + (3.0 * e1 - 3.0 * e2)
+    e1, e2, e3 = ema_chain_update(state, 0, 3, x)
+    return e3 + (3.0 * e1 - 3.0 * e2) if e3 == e3 else np.nan
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _xema_into(x: np.ndarray, n: int, depth: int, out: np.ndarray) -> bool:
     """DEMA (depth 2) or TEMA (depth 3) of ``x``, as the updates compute it.
 
@@ -114,17 +87,7 @@ def _xema_into(x: np.ndarray, n: int, depth: int, out: np.ndarray) -> bool:
     if m <= first:
         return not has_nan(x)
     k = 2.0 / (n + 1.0)
-    fn = float(n)
-    # Seeds: each EMA's first value is the mean of its first n inputs.
-    s = 0.0
-    for i in range(n - 1):
-        s += x[i]
-    e1 = (s + x[n - 1]) / fn
-    s2 = e1
-    for i in range(n, 2 * n - 1):
-        e1 = ema_step(e1, k, x[i])
-        s2 += e1
-    e2 = s2 / fn
+    e1, e2, e3 = ema_chain_seed(x, n, depth)
     if depth == 2:
         out[first] = fma(2.0, e1, -e2)
         for i in range(first + 1, m):
@@ -132,12 +95,6 @@ def _xema_into(x: np.ndarray, n: int, depth: int, out: np.ndarray) -> bool:
             e2 = ema_step(e2, k, e1)
             out[i] = fma(2.0, e1, -e2)
         return e1 == e1
-    s3 = e2
-    for i in range(2 * n - 1, 3 * n - 2):
-        e1 = ema_step(e1, k, x[i])
-        e2 = ema_step(e2, k, e1)
-        s3 += e2
-    e3 = s3 / fn
     out[first] = e3 + (3.0 * e1 - 3.0 * e2)
     for i in range(first + 1, m):
         e1 = ema_step(e1, k, x[i])
@@ -147,7 +104,7 @@ def _xema_into(x: np.ndarray, n: int, depth: int, out: np.ndarray) -> bool:
     return e1 == e1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _xema_fast(x: np.ndarray, n: int, depth: int, out: np.ndarray) -> bool:
     return _xema_into(x, n, depth, out[0])
 
@@ -205,7 +162,7 @@ def t3_state(timeperiod: int = 5, vfactor: float = 0.7) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def t3_update(state: np.ndarray, x: float) -> float:
     """Tillson's T3 after one more sample (first value at ``6 (timeperiod - 1)``).
 
@@ -246,7 +203,7 @@ def t3_update(state: np.ndarray, x: float) -> float:
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _t3_fast(x: np.ndarray, n: int, k: float, omk: float, c: np.ndarray, out: np.ndarray) -> bool:
     """:func:`t3_update` over ``x``: staged seeds, then six EMAs in registers.
 
@@ -324,7 +281,7 @@ def kama_state(timeperiod: int = 30) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _kama_step(prev: float, x: float, roc: float, total: float) -> float:
     er = 1.0 if total <= roc or is_zero(total) else abs(roc / total)
     sc = fma(er, _KA_DIFF, _KA_SLOW)
@@ -332,7 +289,7 @@ def _kama_step(prev: float, x: float, roc: float, total: float) -> float:
     return fma(x - prev, sc, prev)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def kama_update(state: np.ndarray, x: float) -> float:
     """Kaufman's adaptive moving average after one more sample (first value at row n).
 
@@ -359,7 +316,13 @@ def kama_update(state: np.ndarray, x: float) -> float:
     if count == 1.0:
         return np.nan
     dpos = int(state[_KA_DPOS])
-    ring_sum_push(state, _KA_SUM, _KA_RING, n, dpos, count > n + 1.0, abs(x - prev_x))
+    d = abs(x - prev_x)
+    slot = _KA_RING + dpos
+    old = state[slot] if count > n + 1.0 else 0.0
+    state[slot] = d
+    # One add on the sum's chain (the change of the window sum, then the sum).
+    state[_KA_SUM] += d - old
+    state[_KA_FRESH] += d
     dpos += 1
     if dpos == n:
         dpos = 0
@@ -373,7 +336,7 @@ def kama_update(state: np.ndarray, x: float) -> float:
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _kama_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
     """:func:`kama_update` over ``x``, the window sum re-anchored alike.
 
@@ -387,39 +350,41 @@ def _kama_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
         return True
     for i in range(min(n, m)):
         row[i] = np.nan
+    # First turn of the ring of changes (rows 1..n): additions only.
     total = 0.0
-    fresh = 0.0
-    # First turn of the ring of changes (rows 1..n): additions only, then re-anchored.
     for i in range(1, min(n + 1, m)):
-        d = abs(x[i] - x[i - 1])
-        total = total + d - 0.0
-        fresh += d
-    total = fresh
-    fresh = 0.0
+        total += abs(x[i] - x[i - 1])
     if m <= n:
         return not has_nan(x)
     v = _kama_step(x[n - 1], x[n], x[n] - x[0], total)
     row[n] = v
-    # Later rows: the change of row i evicts that of row i - n; slot (i - 1) mod n.
-    # Offset views (row i is j + n + 1) keep the indices non-negative for LLVM.
+    # Later rows, one ring turn (n rows) per block: the change of row i evicts that of
+    # row i - n, and a full block's add-only sum replaces the sliding one. Views make
+    # row i index j = i - n - 1; unsigned indices spare numba's negative-index wrap.
     now = x[n + 1 :]
-    last = x[n : m - 1]
     lag = x[1 : m - n]
-    lag1 = x[: m - n - 1]
     dst = row[n + 1 :]
-    pos = 0
-    for j in range(m - n - 1):
-        xi = now[j]
-        d = abs(xi - last[j])
-        total = total + d - abs(lag[j] - lag1[j])
-        fresh += d
-        pos += 1
-        if pos == n:
-            pos = 0
+    rows = m - n - 1
+    prev = x[n]
+    lag_prev = x[0]
+    start = 0
+    while start < rows:
+        stop = min(start + n, rows)
+        fresh = 0.0
+        for j in range(start, stop):
+            u = np.uintp(j)
+            xi = now[u]
+            xl = lag[u]
+            d = abs(xi - prev)
+            total += d - abs(xl - lag_prev)
+            fresh += d
+            prev = xi
+            lag_prev = xl
+            v = _kama_step(v, xi, xi - xl, total)
+            dst[u] = v
+        if stop - start == n:
             total = fresh
-            fresh = 0.0
-        v = _kama_step(v, xi, xi - lag[j], total)
-        dst[j] = v
+        start = stop
     return v == v
 
 
@@ -453,7 +418,7 @@ def sar_state(acceleration: float = 0.02, maximum: float = 0.2) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def sar_update(state: np.ndarray, high: float, low: float) -> float:
     """Parabolic SAR after one more bar (Wilder, 1978; TA-Lib's rules, first value at row 1).
 
@@ -532,7 +497,7 @@ def sar_update(state: np.ndarray, high: float, low: float) -> float:
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sar_fast(high: np.ndarray, low: np.ndarray, acc: float, mx: float, out: np.ndarray) -> bool:
     """:func:`sar_update` over bars, the state in registers (False if one holds a NaN)."""
     row = out[0]
@@ -642,7 +607,7 @@ def ht_trendline_state() -> np.ndarray:
     return np.zeros(_HT_SIZE, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _ht_stage(st: np.ndarray, g: int, even: bool, idx: int, u: float, adj: float) -> float:
     """One of the four Hilbert FIR stages (TA-Lib's odd/even circular buffers of 3)."""
     h = _HT_A * u
@@ -659,7 +624,7 @@ def _ht_stage(st: np.ndarray, g: int, even: bool, idx: int, u: float, adj: float
     return v * adj
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ht_trendline_update(state: np.ndarray, x: float) -> float:
     """Hilbert-transform instantaneous trendline after one more sample (from row 63).
 
@@ -751,7 +716,7 @@ def ht_trendline_update(state: np.ndarray, x: float) -> float:
     return trend if t >= _HT_LOOKBACK else np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ht_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[0, i] = ht_trendline_update(state, x[i])

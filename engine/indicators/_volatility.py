@@ -13,6 +13,9 @@ from numba import njit
 
 from ._common import check_int, fma, has_nan, is_zero, run_batch, true_range
 
+# Rows per block where a serial loop is split from a vectorizable one (fits L1).
+_BLOCK = 512
+
 # --- ATR / NATR -----------------------------------------------------------------------
 # [period, count, prev_close, atr]
 _ATR_N, _ATR_COUNT, _ATR_PREVC, _ATR_VALUE = range(4)
@@ -30,7 +33,7 @@ def atr_state(timeperiod: int = 14) -> np.ndarray:
 natr_state = atr_state
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _wilder(prev: float, x: float, n: float) -> float:
     """Wilder's smoothing ``(prev * (n - 1) + x) / n`` as ``fma(prev, (n-1)/n, x * (1/n))``.
 
@@ -40,7 +43,7 @@ def _wilder(prev: float, x: float, n: float) -> float:
     return fma(prev, (n - 1.0) / n, x * (1.0 / n))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def atr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Average true range after one more bar.
 
@@ -67,7 +70,7 @@ def atr_update(state: np.ndarray, high: float, low: float, close: float) -> floa
     return v
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def natr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Normalized ATR ``atr / close * 100`` (0 when ``close`` is within TA-Lib's epsilon)."""
     v = atr_update(state, high, low, close)
@@ -76,7 +79,7 @@ def natr_update(state: np.ndarray, high: float, low: float, close: float) -> flo
     return (v / close) * 100.0 if not is_zero(close) else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _atr_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, norm: bool, out: np.ndarray
 ) -> bool:
@@ -102,26 +105,27 @@ def _atr_fast(
     c1 = close[n + 1 :]
     c0 = close[n : m - 1]
     dst = row[n + 1 :]
-    if norm:
-        c = close[n]
-        row[n] = (v / c) * 100.0 if not is_zero(c) else 0.0
-        for i in range(m - n - 1):
-            h = h1[i]
-            lo = l1[i]
-            c = c1[i]
+    c = close[n]
+    row[n] = ((v / c) * 100.0 if not is_zero(c) else 0.0) if norm else v
+    # Blocks of the serial ATR chain; NATR then divides each by the closes in a loop of
+    # its own, which LLVM vectorizes (a division per row otherwise bounds the loop).
+    rows = m - n - 1
+    for start in range(0, rows, _BLOCK):
+        stop = min(start + _BLOCK, rows)
+        for i in range(start, stop):
+            u = np.uintp(i)
+            h = h1[u]
+            lo = l1[u]
+            c = c1[u]
             bad |= (h != h) | (lo != lo) | (c != c)
-            v = fma(v, a, true_range(h, lo, c0[i]) * b)
-            r = (v / c) * 100.0
-            dst[i] = r if not is_zero(c) else 0.0
-    else:
-        row[n] = v
-        for i in range(m - n - 1):
-            h = h1[i]
-            lo = l1[i]
-            c = c1[i]
-            bad |= (h != h) | (lo != lo) | (c != c)
-            v = fma(v, a, true_range(h, lo, c0[i]) * b)
-            dst[i] = v
+            v = fma(v, a, true_range(h, lo, c0[u]) * b)
+            dst[u] = v
+        if norm:
+            for i in range(start, stop):
+                u = np.uintp(i)
+                c = c1[u]
+                r = (dst[u] / c) * 100.0
+                dst[u] = 0.0 if is_zero(c) else r
     return bad == 0
 
 
@@ -176,7 +180,7 @@ def minus_di_state(timeperiod: int = 14) -> np.ndarray:
     return _dm_state(timeperiod)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _dm_step(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Advance +DM, -DM and TR by one bar; returns the bar number (0-based).
 
@@ -219,35 +223,35 @@ def _dm_step(state: np.ndarray, high: float, low: float, close: float) -> float:
     return count
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def plus_di_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """+DI after one more bar: ``100 * (+DM / TR)``, first value at bar ``timeperiod``.
 
     0 only while the smoothed TR is exactly 0: as in TA-Lib 0.8.1, a flat stretch after a
     move keeps the ratio (+DM and TR decay together).
     """
-    if high != high or low != low or close != close:
-        return np.nan
-    count = _dm_step(state, high, low, close)
-    if count < state[_DM_N]:
-        return np.nan
-    tr = state[_DM_TR]
-    return 100.0 * (state[_DM_PLUS] / tr) if tr != 0.0 else 0.0
+    return _di_update(state, high, low, close, _DM_PLUS)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def minus_di_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """-DI after one more bar: ``100 * (-DM / TR)``, first value at bar ``timeperiod``."""
+    return _di_update(state, high, low, close, _DM_MINUS)
+
+
+@njit(nogil=True, error_model="numpy")
+def _di_update(state: np.ndarray, high: float, low: float, close: float, dm: int) -> float:
+    """``100 * (DM / TR)`` of the directional movement at ``state[dm]`` after one more bar."""
     if high != high or low != low or close != close:
         return np.nan
     count = _dm_step(state, high, low, close)
     if count < state[_DM_N]:
         return np.nan
     tr = state[_DM_TR]
-    return 100.0 * (state[_DM_MINUS] / tr) if tr != 0.0 else 0.0
+    return 100.0 * (state[dm] / tr) if tr != 0.0 else 0.0
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def adx_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Average directional index after one more bar (first value at bar ``2n - 1``).
 
@@ -285,7 +289,7 @@ def adx_update(state: np.ndarray, high: float, low: float, close: float) -> floa
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _dm_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, kind: int, out: np.ndarray
 ) -> bool:
@@ -409,7 +413,7 @@ def dx_state(timeperiod: int = 14) -> np.ndarray:
     return np.concatenate((_dm_state(timeperiod), np.zeros(1)))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _dx_value(state: np.ndarray, last: float) -> float:
     """DX from the smoothed movements; ``last`` when TR or ``+DI + -DI`` is 0 (TA-Lib)."""
     tr = state[_DM_TR]
@@ -423,7 +427,7 @@ def _dx_value(state: np.ndarray, last: float) -> float:
     return 100.0 * (abs(minus_di - plus_di) / t)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def dx_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """Directional movement index ``100 |+DI - -DI| / (+DI + -DI)`` (first value at row n).
 
@@ -456,7 +460,7 @@ def adxr_state(timeperiod: int = 14) -> np.ndarray:
     return np.concatenate((st, np.zeros(1 + int(st[_DM_N]) - 1)))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def adxr_update(state: np.ndarray, high: float, low: float, close: float) -> float:
     """ADX rating ``(ADX + ADX[-(n-1)]) / 2`` (first value at row ``3n - 2``)."""
     if high != high or low != low or close != close:

@@ -51,7 +51,7 @@ def garch_state(omega: float, alpha: float, beta: float) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def garch_update(state: np.ndarray, x: float) -> float:
     """One more close; returns ``sqrt(h_{t+1})`` (NaN at the first close).
 
@@ -70,7 +70,7 @@ def garch_update(state: np.ndarray, x: float) -> float:
     return math.sqrt(h)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _garch_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[i] = garch_update(state, x[i])
@@ -103,7 +103,7 @@ class GarchFit:
     n_returns: int
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _garch_nll(r: np.ndarray, omega: float, alpha: float, beta: float) -> float:
     """Negative Gaussian log-likelihood, with the recursion of :func:`garch_update`."""
     h = omega / (1.0 - alpha - beta)
@@ -189,7 +189,7 @@ def volvol_state(timeperiod: int = 20, vol_period: int = 20) -> np.ndarray:
     return np.concatenate((np.array([float(rv.shape[0])]), rv, mo))
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def volvol_update(state: np.ndarray, x: float) -> float:
     """Std of the last ``vol_period`` realized volatilities (first value at ``tp + vp - 1``)."""
     if not x > 0.0:
@@ -204,7 +204,7 @@ def volvol_update(state: np.ndarray, x: float) -> float:
     return math.sqrt(v) if v > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _volvol_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[i] = volvol_update(state, x[i])

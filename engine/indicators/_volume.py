@@ -21,7 +21,7 @@ def obv_state() -> np.ndarray:
     return np.zeros(3, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def obv_update(state: np.ndarray, close: float, volume: float) -> float:
     """On-balance volume after one more bar.
 
@@ -46,7 +46,7 @@ def obv_update(state: np.ndarray, close: float, volume: float) -> float:
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _obv_fast(close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> bool:
     m = close.shape[0]
     bad = 0
@@ -81,7 +81,7 @@ def ad_state() -> np.ndarray:
     return np.zeros(1, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _ad_step(ad: float, high: float, low: float, close: float, volume: float) -> float:
     rng = high - low
     if rng > 0.0:
@@ -89,7 +89,7 @@ def _ad_step(ad: float, high: float, low: float, close: float, volume: float) ->
     return ad
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def ad_update(state: np.ndarray, high: float, low: float, close: float, volume: float) -> float:
     """Chaikin A/D after one more bar: adds the close location value times volume."""
     if high != high or low != low or close != close or volume != volume:
@@ -99,7 +99,7 @@ def ad_update(state: np.ndarray, high: float, low: float, close: float, volume: 
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ad_fast(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, out: np.ndarray
 ) -> bool:
@@ -132,7 +132,7 @@ def vpt_state() -> np.ndarray:
     return np.zeros(4, dtype=np.float64)
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def vpt_update(state: np.ndarray, close: float, volume: float) -> float:
     """Volume price trend ``VPT += volume * (close - prev) / prev`` (0 at the first bar).
 
@@ -158,7 +158,7 @@ def vpt_update(state: np.ndarray, close: float, volume: float) -> float:
     return t + state[_VPT_COMP]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vpt_run(state: np.ndarray, close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> None:
     for i in range(close.shape[0]):
         out[i] = vpt_update(state, close[i], volume[i])
@@ -192,7 +192,7 @@ def vwma_state(timeperiod: int = 20) -> np.ndarray:
     return st
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def vwma_update(state: np.ndarray, close: float, volume: float) -> float:
     """``sum(close * volume) / sum(volume)`` over the last ``timeperiod`` bars.
 
@@ -207,7 +207,7 @@ def vwma_update(state: np.ndarray, close: float, volume: float) -> float:
     return state[3] / v if v > 0.0 else state[7] / state[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vwma_run(state: np.ndarray, close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> None:
     for i in range(close.shape[0]):
         out[i] = vwma_update(state, close[i], volume[i])

@@ -10,17 +10,24 @@ indicator:
 - ``batch_ns`` / ``talib_ns``: ns per element of our batch function and TA-Lib's on the
   same ``size``-element random walk (TA-Lib indicators only), timed alternately repeat
   by repeat so that both see the same machine load; ``batch_vs_talib`` is the median
-  of the per-repeat ratios.
+  of the per-repeat ratios. These pairs are timed in thread CPU time (a shared machine
+  preempts either side at random), and with glibc's allocator told to keep freed memory
+  (``malloc_pinned``): otherwise whichever side happens to get a fresh mapping for its
+  output array pays its page faults, a random cost as large as the work measured.
 
 plus ``fused_default_set``: the default set of a symbol fed the BTCUSDT capture (or a
 synthetic stream of the same mix when the capture is absent), per event, per trade, and
 per single-trade call from Python. Every figure is the median over ``--repeat`` runs,
-after one untimed run that compiles or loads the kernels.
+after one untimed run that compiles or loads the kernels. Times are thread CPU time:
+the kernels run in the calling thread, and wall time on a shared machine also counts
+whatever else ran meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gzip
 import json
 import statistics
@@ -137,13 +144,25 @@ def _series(size: int) -> dict[str, np.ndarray]:
     }
 
 
+def _pin_malloc() -> bool:
+    """Make glibc reuse freed memory (no mmap per large array, no trimming); True if done."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**62))
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return False
+
+
 def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    """Median thread CPU time of ``fn`` (preemption on a shared machine excluded)."""
     fn()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.thread_time() - t0)
     return statistics.median(times)
 
 
@@ -154,7 +173,7 @@ def _per_element(fn: Callable[[], object], repeat: int, size: int) -> float:
 def _per_element_pair(
     ours: Callable[[], object], theirs: Callable[[], object], repeat: int, size: int
 ) -> tuple[float, float, float]:
-    """Two functions timed alternately (same load for both).
+    """Two functions timed alternately in thread CPU time (same load for both).
 
     Returns:
         Median ns per element of each, and the median of the per-repeat ratios (the
@@ -165,11 +184,11 @@ def _per_element_pair(
     a: list[float] = []
     b: list[float] = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         ours()
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         theirs()
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         a.append(t1 - t0)
         b.append(t2 - t1)
     ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
@@ -325,6 +344,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.size < 1000 or args.repeat < 1:
         parser.error("--size must be >= 1000 and --repeat >= 1")
+    pinned = _pin_malloc()
     s = _series(args.size)
     size = args.size
     out: dict[str, Any] = {
@@ -332,6 +352,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "size": size,
         "repeat": args.repeat,
         "unit": "ns",
+        "malloc_pinned": pinned,
         "talib_version": None if talib is None else talib.__ta_version__.decode(),
         "indicators": {},
     }
