@@ -1095,3 +1095,99 @@ def test_price_memo_stays_bounded_and_prices_stay_exact():
         assert dict(zip(prices.tolist(), qtys.tolist(), strict=True))[float(price)] == 2.0
         u += 1
         book.apply_diff(u, u, u - 1, [], [[price, "0"]])
+
+
+# -- bounded books (max_levels) ----------------------------------------------------
+
+
+def bounded(state, max_levels: int):
+    """A naive side pair after a bounded book's pruning: past ``max_levels +
+    max_levels // 4`` a side, only its best ``max_levels`` prices stay."""
+    limit = max_levels + max(1, max_levels // 4)
+    out = []
+    for side, best_first in zip(state, (True, False), strict=True):
+        if len(side) > limit:
+            keep = sorted(side, key=Decimal, reverse=best_first)[:max_levels]
+            side = {p: side[p] for p in keep}
+        out.append(side)
+    return tuple(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.integers(1, 6))
+def test_bounded_book_keeps_the_best_levels_of_the_naive_model(history, max_levels):
+    # The naive model is pruned by the same rule after each update; the bounded
+    # book must equal it exactly, level by level, and stay ordered.
+    start, initial, diffs, _states = history
+    book = OrderBook("TEST", price_decimals=DECIMALS, max_levels=max_levels)
+    model = bounded(initial, max_levels)
+    book.apply_snapshot(start, [list(x) for x in initial[0].items()], list(initial[1].items()))
+    assert book_state(book) == as_floats(model)
+    for d in diffs:
+        assert book.apply_diff(d.first_id, d.last_id, d.prev_last_id, d.bids, d.asks) is (
+            ApplyResult.APPLIED
+        )
+        model = tuple(dict(s) for s in model)
+        for side, raw in zip(model, (d.bids, d.asks), strict=True):
+            for p, q in msgspec.json.decode(raw):
+                if Decimal(q):
+                    side[p] = q
+                else:
+                    side.pop(p, None)
+        model = bounded(model, max_levels)
+        assert book_state(book) == as_floats(model)
+        assert ordered_ok(book)
+        assert max(map(book.level_count, Side)) <= max_levels + max(1, max_levels // 4)
+
+
+def test_bounded_book_prunes_the_farthest_levels():
+    book = OrderBook("TEST", max_levels=4)
+    assert book.max_levels == 4
+    bids = [[f"{100 - i}.00", "1"] for i in range(5)]  # 5 = 4 + 1: not yet pruned
+    book.apply_snapshot(10, bids, [["101.00", "1"]])
+    assert book.level_count(Side.BID) == 5
+    # One more, better than all: 6 > 5, so the two lowest bids go.
+    assert book.apply_diff(9, 11, 0, [["100.50", "2"]], []) is ApplyResult.APPLIED
+    assert side_dict(book, Side.BID) == {"100.50": 2.0, "100.00": 1.0, "99.00": 1.0, "98.00": 1.0}
+    assert book.best_bid() == (100.5, 2.0)
+    # A dropped level removed later by the stream is ignored, as any absent level.
+    assert book.apply_diff(12, 12, 11, [["96.00", "0"]], []) is ApplyResult.APPLIED
+    assert book.level_count(Side.BID) == 4
+    with pytest.raises(ValueError, match="max_levels"):
+        OrderBook("TEST", max_levels=0)
+
+
+def test_btc_bounded_book_agrees_with_the_full_book_at_the_top():
+    # The real capture: the diff stream reports levels at every depth, and an
+    # unbounded book grows past 4,500 levels a side from a 1,000-level snapshot. A
+    # book bounded at the snapshot's depth stays within a quarter above it and
+    # agrees with the unbounded one on the best 100 levels after every diff.
+    _skip_without(BTC)
+    stats = CaptureStats()
+    full = BookSync(OrderBook("BTCUSDT"))
+    small = BookSync(OrderBook("BTCUSDT", max_levels=1000))
+    applied = 0
+    for line in open_capture(BTC):
+        if b'"lastUpdateId"' in line:
+            if full.needs_snapshot:
+                snap = decode_snapshot(line[line.find(b"{") :])
+                full.on_snapshot(snap)
+                small.on_snapshot(snap)
+            continue
+        if b"@depth" not in line:
+            continue
+        parsed = parse_line(line, stats)
+        assert parsed is not None and isinstance(parsed[1], DepthUpdate)
+        result = full.on_diff(parsed[1])
+        assert small.on_diff(parsed[1]) is result
+        if result is not ApplyResult.APPLIED:
+            continue
+        applied += 1
+        for side in Side:
+            assert small.book.level_count(side) <= 1250
+            for a, b in zip(
+                full.book.tick_levels(side, 100), small.book.tick_levels(side, 100), strict=True
+            ):
+                np.testing.assert_array_equal(a, b)
+    assert applied > 6000
+    assert min(map(full.book.level_count, Side)) > 4000  # the bound did something

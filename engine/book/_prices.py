@@ -86,7 +86,16 @@ class PriceGrid:
         Raises:
             BookPriceError: malformed, finer than the grid, or not a multiple of the tick.
         """
-        ticks, rest = divmod(parse_units(price, self.decimals), self.tick_units)
+        whole, _dot, frac = price.partition(".")
+        if len(frac) == self.decimals and whole.isdigit() and frac.isdigit() and price.isascii():
+            # Binance's own form, exactly ``decimals`` places: one int() (~0.25 us
+            # against ~0.6 us), what a book pays for a price its memo has dropped.
+            units = int(whole + frac)
+        else:
+            units = parse_units(price, self.decimals)
+        if self.tick_units == 1:
+            return units
+        ticks, rest = divmod(units, self.tick_units)
         if rest:
             raise BookPriceError(f"price {price!r} is not on the tick grid {self.tick_text()}")
         return ticks

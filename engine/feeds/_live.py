@@ -383,11 +383,15 @@ class LiveFeed:
         self._ops: list[OpsEvent] = []
         self._seq = 0
         self._ops_seq = 0
-        self.state = {s: SymbolState(symbol=s, book=BookSync(OrderBook(symbol=s))) for s in symbols}
+        self.state = {s: SymbolState(symbol=s, book=self._new_book(s)) for s in symbols}
         self.stats = FeedStats()
         self.latency = LatencyStats()
         self.first_ts: int | None = None
         self.last_ts: int | None = None
+
+    def _new_book(self, symbol: str) -> BookSync:
+        # Levels beyond the snapshot's depth are dropped (bounded memory; see engine.book).
+        return BookSync(OrderBook(symbol=symbol, max_levels=self._cfg.snapshot_limit))
 
     # -- connections ----------------------------------------------------------------
 
@@ -529,7 +533,9 @@ class LiveFeed:
                     if stop:
                         return "handed_over"
                 else:
-                    self._on_message(text)
+                    # Stamped when its bytes were read (the transport's time, if it has
+                    # one), not when the frames before it in the same read are done.
+                    self._on_message(text, getattr(ws, "received_ns", 0))
                 continue
             now = trio.current_time()
             if successor is not None and (successor.met or successor.abandoned):
@@ -588,8 +594,10 @@ class LiveFeed:
 
     # -- messages -------------------------------------------------------------------
 
-    def _on_message(self, text: str | bytes) -> None:
-        ts = time.time_ns()
+    def _on_message(self, text: str | bytes, ts: int = 0) -> None:
+        """Decode, de-duplicate and pass on one message received at ``ts`` (0: now)."""
+        if not ts:
+            ts = time.time_ns()
         raw = text.encode() if isinstance(text, str) else text
         self.stats.messages += 1
         partial_depth = False
@@ -700,7 +708,7 @@ class LiveFeed:
                 book = state.book
                 if not book.needs_snapshot:
                     # A gap or reconnect: start over from a fresh buffer.
-                    state.book = BookSync(OrderBook(symbol=symbol))
+                    state.book = self._new_book(symbol)
                     book = state.book
                 book.on_snapshot(decode_snapshot(body))
                 state.resyncs += 1
@@ -862,15 +870,29 @@ class LiveFeed:
         batches = {s: (None if final else cols.take()) for s, cols in self._columns.items()}
         present = {s: t for s, t in batches.items() if t is not None}
         ops, self._ops = tuple(self._ops), []
-        await self._execution_channel.send(
-            MarketStep(step=step, ts_start=now, ticks=present, ops=ops, final=final)
-        )
-        for symbol in self._symbols:
-            await self._symbol_channels[symbol].send(
+        # The symbol actors first (they decide; execution waits for risk anyway), and
+        # without a checkpoint between the sends while there is room: each ``send``
+        # yields, and every yield here would hold the next actor one scheduler round.
+        sends: list[tuple[trio.MemorySendChannel[Any], Any]] = [
+            (
+                self._symbol_channels[symbol],
                 MarketBatch(
                     step=step, ts_start=now, symbol=symbol, ticks=batches[symbol], final=final
-                )
+                ),
             )
+            for symbol in self._symbols
+        ]
+        sends.append(
+            (
+                self._execution_channel,
+                MarketStep(step=step, ts_start=now, ticks=present, ops=ops, final=final),
+            )
+        )
+        for channel, message in sends:
+            try:
+                channel.send_nowait(message)
+            except trio.WouldBlock:
+                await channel.send(message)
         self.stats.steps += 1
 
     def summary(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -52,7 +53,13 @@ class TransportClosedError(TransportError):
 
 
 class MessageStream(Protocol):
-    """What the live feed reads from."""
+    """What the live feed reads from.
+
+    A stream may also offer ``received_ns``: the ``time.time_ns`` at which the
+    bytes of the message last returned were read off the socket (the wsproto
+    one does); the feed stamps messages with it, else with the time it takes
+    each message.
+    """
 
     async def get_message(self) -> str | bytes: ...
 
@@ -113,6 +120,7 @@ class _Wsproto:
         self._text: list[str] = []
         self._bytes: list[bytes] = []
         self.closed = False
+        self.received_ns = 0
 
     async def get_message(self) -> str | bytes:
         while not self._pending:
@@ -126,6 +134,7 @@ class _Wsproto:
             if not data:
                 self.closed = True
                 raise TransportClosedError("connection lost: end of stream")
+            self.received_ns = time.time_ns()
             self._ws.receive_data(data)
             await self._handle_events()
         return self._pending.pop(0)

@@ -1,7 +1,8 @@
 """Soak: the engine's resident memory over many minutes of market data.
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
-[--mode paper|live] [--sample-s S] [--tracemalloc] [--keep DIR]`` prints JSON.
+[--mode paper|live] [--sample-s S] [--tracemalloc] [--malloc-trim] [--keep DIR]``
+prints JSON.
 
 The engine runs as users run it, ``python -m engine --config ... --mode paper``
 (or ``live``), in its own process, against the loopback exchange
@@ -31,11 +32,24 @@ backoff of 0.05-0.5 s). Reported:
 - ``engine``: the run's own report figures (messages, reconnects, steps,
   orders, fills) and its exit status: a run that fell behind or lost its feed
   would not be a soak.
+- ``by_kind``: the same slope for the two parts of RSS (``RssAnon``: memory the
+  process allocated; ``RssFile``: pages of mapped files, mostly shared libraries,
+  which come in as code paths first run and which the kernel may drop again), and
+  ``late_half_mb_per_market_hour``, the slope over the later half of the samples
+  after warm-up: closer to the steady state when something still fills up slowly
+  (a bounded structure is flat once full; a leak keeps its slope);
+- with ``--keep DIR``: every sample in ``DIR/samples.csv`` (wall s, market s, and
+  RSS, RssAnon and RssFile in KB);
 - with ``--tracemalloc``: the engine runs with :mod:`tracemalloc` on from the
   end of warm-up (slower from there; RSS then includes tracemalloc's own
   records, so take the MB/hour figure from a run without it) and the top
   allocation sites (file:line) that grew between the end of warm-up and the
   end.
+- with ``--malloc-trim`` (a diagnostic; glibc): at the end of warm-up and at the
+  end the engine calls ``malloc_trim(0)``, which hands the heap's free pages
+  back to the kernel; ``malloc_trim`` reports RSS before and after each call.
+  RSS after the trims is what the process still holds; the difference is
+  memory already freed that the allocator had kept.
 
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
@@ -46,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -88,6 +103,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period, wall")
     p.add_argument("--tracemalloc", action="store_true", help="find the growing sites")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
+    p.add_argument(
+        "--malloc-trim", action="store_true", help="malloc_trim(0) at warm-up end and end"
+    )
     p.add_argument("--keep", type=Path, help="keep config, logs and journal in this folder")
     return p.parse_args(argv)
 
@@ -148,8 +166,9 @@ def _soak(
     config = work / "soak.toml"
     config.write_text(_toml(_engine_doc(args, ports, work)))
     engine_log = _LogWatch(work / "engine.jsonl")
-    samples: list[tuple[float, float, float]] = []  # (wall s, market s, RSS KB)
+    samples: list[tuple[float, ...]] = []  # (wall s, market s, RSS, anon, file KB)
     snapshots: list[Path] = []
+    trims: list[dict[str, float]] = []
     offset = 0.0
     t0 = 0.0
     engine = _start_engine(args, config, report_path, work, env)
@@ -167,9 +186,12 @@ def _soak(
                 t0 = t0 or started
                 while True:
                     market = offset + min(seconds, (time.monotonic() - started) * args.speed)
-                    samples.append((time.monotonic() - t0, market, _rss_kb(engine.pid)))
-                    if args.tracemalloc and not snapshots and market >= args.warmup_minutes * 60:
-                        snapshots.append(_snapshot(engine, work / "warm.snap"))
+                    samples.append((time.monotonic() - t0, market, *_memory_kb(engine.pid)))
+                    if market >= args.warmup_minutes * 60:
+                        if args.tracemalloc and not snapshots:
+                            snapshots.append(_snapshot(engine, work / "warm.snap"))
+                        if args.malloc_trim and not trims:
+                            trims.append(_trim(engine, work / "warm.trim"))
                     if market >= offset + seconds or exchange_log.count(_PLAYED):
                         break
                     time.sleep(args.sample_s)
@@ -177,13 +199,18 @@ def _soak(
             offset += seconds
         if args.tracemalloc:
             snapshots.append(_snapshot(engine, work / "end.snap"))
-        samples.append((time.monotonic() - t0, offset, _rss_kb(engine.pid)))
+        if args.malloc_trim:
+            trims.append(_trim(engine, work / "end.trim"))
+        samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
         engine.send_signal(signal.SIGINT)
         rc = engine.wait(timeout=120)
     finally:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
+    with (work / "samples.csv").open("w") as f:  # kept with --keep, for plots
+        f.write("wall_s,market_s,rss_kb,anon_kb,file_kb\n")
+        f.writelines(f"{w:.3f},{m:.3f},{r:.0f},{a:.0f},{fi:.0f}\n" for w, m, r, a, fi in samples)
     out = _figures(samples, args.warmup_minutes * 60.0)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     feed = report.get("feed", {})
@@ -214,6 +241,12 @@ def _soak(
     }
     if len(snapshots) == 2:
         out["tracemalloc_top_growth"] = _growth(*snapshots)
+    if len(trims) == 2:
+        out["malloc_trim"] = {
+            "warmup": trims[0],
+            "end": trims[1],
+            "growth_after_trims_mb": round(trims[1]["after_mb"] - trims[0]["after_mb"], 2),
+        }
     return out
 
 
@@ -226,16 +259,24 @@ def _played(files: tuple[Path, ...], seconds: float) -> int:
     return sum(1 for m in messages if m.ts - first <= seconds * 1e9)
 
 
-def _figures(samples: list[tuple[float, float, float]], warmup_s: float) -> dict[str, Any]:
-    wall = np.array([s[0] for s in samples])
-    market = np.array([s[1] for s in samples])
-    rss = np.array([s[2] for s in samples])
+def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any]:
+    """The figures of ``(wall s, market s, RSS KB, RssAnon KB, RssFile KB)`` samples."""
+    wall, market, rss, anon, file = np.array(samples, dtype=np.float64).T
     after = market >= warmup_s
     warm = int(np.argmax(after))
-    slope_min = slope_wall = None
-    if after.sum() >= 3 and np.ptp(market[after]) > 0:
-        slope_min = float(np.polyfit(market[after] / 60.0, rss[after], 1)[0])
-        slope_wall = float(np.polyfit(wall[after], rss[after], 1)[0])
+    late = after & (market >= (market[warm] + market[-1]) / 2)
+
+    def slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
+        if where.sum() < 3 or np.ptp(x[where]) <= 0:
+            return None
+        return float(np.polyfit(x[where], y[where], 1)[0])
+
+    def per_hour(kb_per_min: float | None) -> float | None:
+        return None if kb_per_min is None else round(kb_per_min * 60 / 1024, 3)
+
+    minutes = market / 60.0
+    slope_min = slope(minutes, rss, after)
+    slope_wall = slope(wall, rss, after)
     return {
         "samples": len(samples),
         "rss_mb": {
@@ -248,6 +289,15 @@ def _figures(samples: list[tuple[float, float, float]], warmup_s: float) -> dict
         "slope_kb_per_market_min": None if slope_min is None else round(slope_min, 2),
         "mb_per_market_hour": None if slope_min is None else round(slope_min * 60 / 1024, 3),
         "kb_per_wall_s": None if slope_wall is None else round(slope_wall, 2),
+        "late_half_mb_per_market_hour": per_hour(slope(minutes, rss, late)),
+        "by_kind": {
+            name: {
+                "warmup_mb": round(kind[warm] / 1024, 1),
+                "end_mb": round(kind[-1] / 1024, 1),
+                "mb_per_market_hour": per_hour(slope(minutes, kind, after)),
+            }
+            for name, kind in (("anon", anon), ("file", file))
+        },
     }
 
 
@@ -359,8 +409,8 @@ def _start_engine(
     engine_args = ["--config", str(config), "--mode", args.mode, "--report", str(report)]
     if args.mode == "live":
         engine_args.append("--i-understand-live")
-    if args.tracemalloc:
-        code = f"from tools.bench.soak import traced_engine; traced_engine({args.frames})"
+    if args.tracemalloc or args.malloc_trim:
+        code = f"from tools.bench.soak import probed_engine; probed_engine({args.frames})"
         cmd = [sys.executable, "-c", code, *engine_args]
     else:
         cmd = [sys.executable, "-m", "engine", *engine_args]
@@ -372,20 +422,29 @@ def _start_engine(
     return proc
 
 
-def _rss_kb(pid: int) -> float:
+def _memory_kb(pid: int) -> tuple[float, float, float]:
+    """``VmRSS``, ``RssAnon`` and ``RssFile`` of a process, in KB (Linux)."""
+    fields = {b"VmRSS:": 0.0, b"RssAnon:": 0.0, b"RssFile:": 0.0}
+    found = 0
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
-            if line.startswith(b"VmRSS:"):
-                return float(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+            key = line.split(b"\t", 1)[0].split(b" ", 1)[0]
+            if key in fields:
+                fields[key] = float(line.split()[1])
+                found += 1
+    if found != len(fields):
+        raise RuntimeError(f"no VmRSS/RssAnon/RssFile for process {pid}")
+    return fields[b"VmRSS:"], fields[b"RssAnon:"], fields[b"RssFile:"]
 
 
-# -- tracemalloc inside the engine process ---------------------------------------------
+# -- tracemalloc and malloc_trim inside the engine process -----------------------------
 
 
-def traced_engine(frames: int) -> None:
-    """``python -m engine`` with tracemalloc; a snapshot is dumped to each path
-    written to stdin (then ``<path>.done`` appears). Runs in the engine process.
+def probed_engine(frames: int) -> None:
+    """``python -m engine`` taking requests on stdin, one a line: ``snap PATH``
+    dumps a tracemalloc snapshot to PATH, ``trim PATH`` calls glibc's
+    ``malloc_trim(0)`` and writes its result to PATH; then ``<PATH>.done``
+    appears. Runs in the engine process.
 
     Tracing starts at the first snapshot (the end of warm-up), not at start-up:
     numba's JIT compiling under tracemalloc took over 5 minutes of CPU (the
@@ -396,10 +455,15 @@ def traced_engine(frames: int) -> None:
 
     def serve(stream: IO[str]) -> None:
         for line in stream:
-            path = line.strip()
-            if not tracemalloc.is_tracing():
-                tracemalloc.start(frames)
-            tracemalloc.take_snapshot().dump(path)
+            kind, _sp, path = line.strip().partition(" ")
+            if kind == "trim":
+                # glibc takes each arena's lock: safe beside the running threads.
+                released = ctypes.CDLL("libc.so.6").malloc_trim(0)
+                Path(path).write_text(str(released))
+            else:
+                if not tracemalloc.is_tracing():
+                    tracemalloc.start(frames)
+                tracemalloc.take_snapshot().dump(path)
             Path(path + ".done").touch()
 
     threading.Thread(target=serve, args=(sys.stdin,), daemon=True).start()
@@ -407,14 +471,30 @@ def traced_engine(frames: int) -> None:
     runpy.run_module("engine", run_name="__main__", alter_sys=True)
 
 
-def _snapshot(engine: subprocess.Popen[bytes], path: Path) -> Path:
+def _request(engine: subprocess.Popen[bytes], kind: str, path: Path) -> None:
     assert engine.stdin is not None
-    engine.stdin.write(f"{path}\n".encode())
+    engine.stdin.write(f"{kind} {path}\n".encode())
     engine.stdin.flush()
-    done = Path(str(path) + ".done")  # the engine writes it when the dump is complete
+    done = Path(str(path) + ".done")  # the engine writes it when the request is served
     if not _wait(engine, done.exists, 600):
-        raise SystemExit("error: no tracemalloc snapshot within 600 s")
+        raise SystemExit(f"error: no answer to {kind} {path} within 600 s")
+
+
+def _snapshot(engine: subprocess.Popen[bytes], path: Path) -> Path:
+    _request(engine, "snap", path)
     return path
+
+
+def _trim(engine: subprocess.Popen[bytes], path: Path) -> dict[str, float]:
+    """RSS (MB) just before and after the engine's ``malloc_trim(0)``."""
+    before = _memory_kb(engine.pid)[0]
+    _request(engine, "trim", path)
+    after = _memory_kb(engine.pid)[0]
+    return {
+        "before_mb": round(before / 1024, 1),
+        "after_mb": round(after / 1024, 1),
+        "released_mb": round((before - after) / 1024, 1),
+    }
 
 
 def _growth(before: Path, after: Path, top: int = 15) -> list[dict[str, Any]]:
