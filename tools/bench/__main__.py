@@ -78,6 +78,18 @@ def _soak(argv: list[str]) -> Mapping[str, Any]:
     return soak.run(argv)
 
 
+def _tick_to_order(argv: list[str]) -> Mapping[str, Any]:
+    from . import tick_to_order
+
+    return tick_to_order.run(argv)
+
+
+def _sweep(argv: list[str]) -> Mapping[str, Any]:
+    from . import sweep
+
+    return sweep.run(argv)
+
+
 BENCHMARKS: Mapping[str, Benchmark] = {
     "feed": _feed,
     "book": _book,
@@ -89,6 +101,8 @@ BENCHMARKS: Mapping[str, Benchmark] = {
     "portfolio": _portfolio,
     "replay": _replay,
     "soak": _soak,
+    "sweep": _sweep,
+    "tick_to_order": _tick_to_order,
 }
 
 
@@ -105,7 +119,7 @@ def _summary(name: str) -> str:
 def _usage() -> str:
     names = ",".join(sorted(BENCHMARKS))
     lines = [f"usage: python -m tools.bench {{{names}}} [options]", "", "benchmarks:"]
-    lines += [f"  {name:<12}{_summary(name)}" for name in sorted(BENCHMARKS)]
+    lines += [f"  {name:<15}{_summary(name)}" for name in sorted(BENCHMARKS)]
     lines += [
         "",
         "Each prints JSON (medians); 'python -m tools.bench NAME --help' for its options.",

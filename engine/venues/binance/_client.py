@@ -28,9 +28,11 @@ send the same query and have their answers read here, by the same code.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import httpx
 import orjson
 import trio
@@ -48,7 +50,7 @@ from ._errors import (
 from ._ratelimit import Priority, RateLimiter
 from ._signing import Credentials
 from ._templates import PreparedOrder
-from ._transport import HttpxTransport, OrderTransport
+from ._transport import HttpxTransport, InFlight, LeanTransport, OrderTransport, RawResponse
 
 BASE_URL = "https://fapi.binance.com"
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
@@ -79,6 +81,21 @@ def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -
     if client_order_id is not None:
         ref += f"&origClientOrderId={quote(client_order_id, safe='')}"
     return ref
+
+
+@attrs.frozen(kw_only=True)
+class NewOrderInFlight:
+    """A new order :meth:`BinanceRestClient.new_order_now` wrote; its answer is pending.
+
+    Attributes:
+        order: the prepared order (resent from it after a -1021).
+        flight: the transport's request in flight.
+        generation: the server clock's generation when it was signed.
+    """
+
+    order: PreparedOrder
+    flight: InFlight
+    generation: int
 
 
 class BinanceRestClient:
@@ -134,60 +151,72 @@ class BinanceRestClient:
         order_endpoint: bool = False,
         send_by: float | None = None,
         raw: bool = False,
+        resent: bool = False,
+        written: Callable[[], None] | None = None,
     ) -> Any:
         if (signed or api_key) and self._credentials is None:
             raise BinanceError(f"{method} {path} needs credentials")
-        retried = False
+        retried = resent
         while True:
             with trio.move_on_at(math.inf if send_by is None else send_by) as queued:
                 await self._limiter.acquire(weight, orders=orders, priority=priority)
             if queued.cancelled_caught:
                 raise SendDeadlineError(f"{method} {path}: not sent by its deadline (rate limit)")
             generation = self._clock.generation
-            query = params
-            if signed:
-                assert self._credentials is not None
-                query = self._credentials.sign_query(
-                    params, timestamp_ms=self._clock.now_ms(), recv_window_ms=self._recv_window_ms
-                )
-            target = f"{path}?{query}" if query else path
+            target = self._target(path, params, signed)
             headers = self._key_headers if (signed or api_key) else None
             transport = self._order_transport if order_endpoint else self._transport
             try:
                 with trio.fail_after(self._timeout_s):
-                    response = await transport.request(method, target, headers)
+                    response = await transport.request(method, target, headers, written=written)
             except trio.TooSlowError as exc:
                 raise UnknownOrderStateError(
                     f"{method} {path}: no response in {self._timeout_s} s"
                 ) from exc
             # ServiceUnavailableError / UnknownOrderStateError from the transport pass through.
+            try:
+                return self._answer(method, path, response, order_endpoint=order_endpoint, raw=raw)
+            except TimestampSkewError:
+                if not signed or retried:
+                    raise
+            retried = True
+            await self._clock.resync_after_skew(self.server_time, generation)
 
-            status = response.status
-            self._limiter.on_response(status, response.headers)
-            if status < 400:
-                if raw:
-                    return response.body
-                try:
-                    return orjson.loads(response.body) if response.body else None
-                except orjson.JSONDecodeError as exc:
-                    raise UnknownOrderStateError(
-                        f"{method} {path}: unreadable body", status=status
-                    ) from exc
-            err = error_from_response(
-                status, response.body, response.headers, order_endpoint=order_endpoint
+    def _target(self, path: str, params: str, signed: bool) -> str:
+        query = params
+        if signed:
+            assert self._credentials is not None
+            query = self._credentials.sign_query(
+                params, timestamp_ms=self._clock.now_ms(), recv_window_ms=self._recv_window_ms
             )
-            if isinstance(err, RateLimitedError):
-                self._limiter.on_rate_limited(err.retry_after)
-            elif isinstance(err, IpBannedError):
-                seconds = err.retry_after
-                if seconds is None and err.banned_until_ms is not None:
-                    seconds = err.banned_until_ms / 1000 - self._clock.now()
-                self._limiter.on_banned(seconds)
-            elif isinstance(err, TimestampSkewError) and signed and not retried:
-                retried = True
-                await self._clock.resync_after_skew(self.server_time, generation)
-                continue
-            raise err
+        return f"{path}?{query}" if query else path
+
+    def _answer(
+        self, method: str, path: str, response: RawResponse, *, order_endpoint: bool, raw: bool
+    ) -> Any:
+        """The body of a success; else tell the limiter (429, 418) and raise the error."""
+        status = response.status
+        self._limiter.on_response(status, response.headers)
+        if status < 400:
+            if raw:
+                return response.body
+            try:
+                return orjson.loads(response.body) if response.body else None
+            except orjson.JSONDecodeError as exc:
+                raise UnknownOrderStateError(
+                    f"{method} {path}: unreadable body", status=status
+                ) from exc
+        err = error_from_response(
+            status, response.body, response.headers, order_endpoint=order_endpoint
+        )
+        if isinstance(err, RateLimitedError):
+            self._limiter.on_rate_limited(err.retry_after)
+        elif isinstance(err, IpBannedError):
+            seconds = err.retry_after
+            if seconds is None and err.banned_until_ms is not None:
+                seconds = err.banned_until_ms / 1000 - self._clock.now()
+            self._limiter.on_banned(seconds)
+        raise err
 
     async def server_time(self) -> int:
         """``GET /fapi/v1/time``: the server time in epoch ms (weight 1)."""
@@ -264,6 +293,7 @@ class BinanceRestClient:
         *,
         priority: Priority | None = None,
         send_by: float | None = None,
+        written: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """``POST /fapi/v1/order``: place a prepared order; returns Binance's response.
 
@@ -272,6 +302,8 @@ class BinanceRestClient:
             priority: defaults to ``CLOSE`` for reduce-only orders, else ``NEW_ORDER``.
             send_by: Trio time by which the request must have left the rate
                 limiter's queue; ``None``: no deadline.
+            written: called as soon as the request's last byte is written
+                (each time, if it is resent).
 
         Raises:
             SendDeadlineError: still queued at ``send_by``; nothing was sent.
@@ -294,6 +326,68 @@ class BinanceRestClient:
             priority=priority,
             order_endpoint=True,
             send_by=send_by,
+            written=written,
+        )
+
+    def new_order_now(
+        self, order: PreparedOrder, *, written: Callable[[], None] | None = None
+    ) -> NewOrderInFlight | None:
+        """Write ``POST /fapi/v1/order`` at once, in the caller's task, if nothing is in the way.
+
+        The inline path of :meth:`new_order`: when the order transport can write
+        without waiting (:meth:`LeanTransport.write_now`: an idle plain-TCP
+        connection) and the rate limiter lets the order through now
+        (:meth:`RateLimiter.try_acquire`: nobody queued, room in every window),
+        the signed request is written before this returns; :meth:`finish_new_order`
+        reads its answer. ``None``: nothing was sent; use :meth:`new_order`. (An
+        order counted by the limiter whose write the socket then refused stays
+        counted: the budget errs on the safe side.)
+        """
+        transport = self._order_transport
+        if not isinstance(transport, LeanTransport) or not transport.can_write_now():
+            return None
+        priority = Priority.CLOSE if order.reduce_only else Priority.NEW_ORDER
+        if not self._limiter.try_acquire(0, orders=1, priority=priority):
+            return None
+        generation = self._clock.generation
+        target = self._target("/fapi/v1/order", order.params, True)
+        flight = transport.write_now("POST", target, self._key_headers, written=written)
+        if flight is None:
+            return None
+        return NewOrderInFlight(order=order, flight=flight, generation=generation)
+
+    async def finish_new_order(self, sent: NewOrderInFlight) -> dict[str, Any]:
+        """The answer to an order :meth:`new_order_now` wrote; raises as :meth:`new_order`.
+
+        A -1021 answer re-syncs the clock and resends once (through
+        :meth:`new_order`'s path, same ``clientOrderId``).
+        """
+        transport = self._order_transport
+        assert isinstance(transport, LeanTransport)
+        path = "/fapi/v1/order"
+        try:
+            with trio.fail_after(self._timeout_s):
+                response = await transport.finish(sent.flight)
+        except trio.TooSlowError as exc:
+            raise UnknownOrderStateError(
+                f"POST {path}: no response in {self._timeout_s} s"
+            ) from exc
+        try:
+            return self._answer("POST", path, response, order_endpoint=True, raw=False)  # type: ignore[no-any-return]
+        except TimestampSkewError:
+            pass
+        await self._clock.resync_after_skew(self.server_time, sent.generation)
+        order = sent.order
+        return await self._request(
+            "POST",
+            path,
+            order.params,
+            signed=True,
+            weight=0,
+            orders=1,
+            priority=Priority.CLOSE if order.reduce_only else Priority.NEW_ORDER,
+            order_endpoint=True,
+            resent=True,
         )
 
     async def cancel_order(

@@ -367,6 +367,26 @@ class RateLimiter:
                 heapq.heapify(self._queue)
             self._notify()
 
+    def try_acquire(
+        self, weight: int = 1, *, orders: int = 0, priority: Priority = Priority.QUERY
+    ) -> bool:
+        """Count a request now if :meth:`acquire` would let it through without waiting.
+
+        Synchronous (no checkpoint): the venue writes an order inline with it.
+        False, with nothing counted, while anyone is queued, a 429 or 418 holds
+        requests, or a window has no room; the caller then takes :meth:`acquire`.
+        """
+        if self._queue or self.blocked_for() > 0.0:
+            return False
+        ticket = _Ticket(int(priority), next(self._seq), weight, orders)
+        if self._delay(ticket) > 0.0:
+            return False
+        for meter in self._weight:
+            meter.take(weight)
+        for meter in self._orders:
+            meter.take(orders)
+        return True
+
     def _check_ban(self) -> None:
         left = self.banned_for()
         if left > 0.0:

@@ -11,7 +11,10 @@ sends exactly the same bytes of query. Two implementations:
   written from bytes prepared once per (method, path); per order only the signed
   query (the :class:`PreparedOrder` parameters plus ``timestamp`` and
   ``signature``) is joined in. h11 parses the answers. A connection the server
-  closed while idle is noticed before it is reused and replaced.
+  closed while idle is noticed before it is reused and replaced. On plain TCP a
+  request can also be written synchronously, in the caller's task
+  (:meth:`LeanTransport.write_now`, then :meth:`LeanTransport.finish` for the
+  answer): the live venue writes an order that way inside ``submit``.
 
 Both raise only two errors, chosen here once:
 
@@ -28,6 +31,7 @@ request's.
 
 from __future__ import annotations
 
+import os
 import select
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -63,13 +67,20 @@ class OrderTransport(Protocol):
 
     ``target`` is the path and query (``/fapi/v1/order?symbol=...&signature=...``),
     sent byte for byte. ``on_written``, when set, is called as soon as a request
-    is handed to the socket (benchmarks measure decision-to-wire with it).
+    is handed to the socket (benchmarks measure decision-to-wire with it); the
+    ``written`` argument of :meth:`request` is the same hook for one request (the
+    venue times each order with it).
     """
 
     on_written: Callable[[], None] | None
 
     async def request(
-        self, method: str, target: str, headers: Mapping[str, str] | None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None,
+        *,
+        written: Callable[[], None] | None = None,
     ) -> RawResponse: ...
 
     async def aclose(self) -> None: ...
@@ -88,13 +99,13 @@ class HttpxTransport:
         self._base = base_url.rstrip("/")
         self.on_written: Callable[[], None] | None = None
 
-    def _trace(self, name: str, info: object) -> None:
-        # httpcore's trace hook: the request body (empty here) is complete on the wire.
-        if name == "http11.send_request_body.complete" and self.on_written is not None:
-            self.on_written()
-
     async def request(
-        self, method: str, target: str, headers: Mapping[str, str] | None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None,
+        *,
+        written: Callable[[], None] | None = None,
     ) -> RawResponse:
         """Send through httpx; see :class:`OrderTransport`.
 
@@ -104,10 +115,14 @@ class HttpxTransport:
         """
         what = f"{method} {target.partition('?')[0]}"
         extensions = None
-        if self.on_written is not None:
+        hooks = [h for h in (self.on_written, written) if h is not None]
+        if hooks:
 
             async def trace(name: str, info: object) -> None:
-                self._trace(name, info)
+                # httpcore's trace hook: the request body (empty here) is on the wire.
+                if name == "http11.send_request_body.complete":
+                    for hook in hooks:
+                        hook()
 
             extensions = {"trace": trace}
         try:
@@ -124,6 +139,26 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         """Nothing to do: the shared client belongs to its owner."""
+
+
+class InFlight:
+    """A request :meth:`LeanTransport.write_now` wrote (or began to write).
+
+    Attributes:
+        conn: the connection it went out on (checked out of the pool).
+        what: ``"METHOD /path"`` for error messages.
+        written: the request's own write hook.
+        rest: bytes the socket did not take at once (:meth:`LeanTransport.finish`
+            writes them).
+    """
+
+    __slots__ = ("conn", "rest", "what", "written")
+
+    def __init__(self, conn: _Connection, what: str, written: Callable[[], None] | None) -> None:
+        self.conn = conn
+        self.what = what
+        self.written = written
+        self.rest = b""
 
 
 class _Connection:
@@ -229,7 +264,12 @@ class LeanTransport:
         return await self._connect(what)
 
     async def request(
-        self, method: str, target: str, headers: Mapping[str, str] | None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None,
+        *,
+        written: Callable[[], None] | None = None,
     ) -> RawResponse:
         """Send one request on a pooled connection; see :class:`OrderTransport`.
 
@@ -245,28 +285,133 @@ class LeanTransport:
             conn = await self._checkout(what)
             done = False
             try:
-                response = await self._exchange(conn, method, target, headers, what)
+                data = self._request_bytes(method, target, headers)
+                try:
+                    await conn.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise UnknownOrderStateError(
+                        f"{what}: connection lost while sending: {exc!r}"
+                    ) from exc
+                self._written(written)
+                self._sent(conn, method)
+                response = await self._read_answer(conn, what)
                 done = True
             finally:
-                if done and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-                    conn.h11.start_next_cycle()
-                    self._idle.append(conn)
-                else:
-                    # Cancelled, failed, or the server asked to close: never reuse.
-                    await trio.aclose_forcefully(conn.stream)
+                await self._check_in(conn, done)
             return response
 
-    async def _exchange(
+    async def warm_up(self, connections: int = 1) -> None:
+        """Open up to ``connections`` idle connections now (a failure is left for later).
+
+        So that the first order need not connect first (and can be written
+        inline: :meth:`write_now` needs an idle connection).
+        """
+        while len(self._idle) < connections and not self._closed:
+            try:
+                self._idle.append(await self._connect("warm-up"))
+            except ServiceUnavailableError:
+                return
+
+    def can_write_now(self) -> bool:
+        """Whether :meth:`write_now` may find an idle plain-TCP connection and a free slot."""
+        return (
+            not self._closed
+            and not self._secure
+            and bool(self._idle)
+            and self._limit.available_tokens > 0
+        )
+
+    def write_now(
         self,
-        conn: _Connection,
         method: str,
         target: str,
         headers: Mapping[str, str] | None,
-        what: str,
-    ) -> RawResponse:
+        *,
+        written: Callable[[], None] | None = None,
+    ) -> InFlight | None:
+        """Write a request at once, in the caller's task and without a checkpoint.
+
+        Only on a plain-TCP connection that is idle in the pool and free of a
+        request slot; the socket takes the request whole (a few hundred bytes
+        into an empty send buffer) or the rest is written by :meth:`finish`.
+        ``None`` when that cannot be done with nothing sent (TLS, no idle
+        connection, all slots taken, the socket refused it): the caller uses
+        :meth:`request`. Hooks run as soon as the last byte is written.
+
+        Returns:
+            The request in flight: pass it to :meth:`finish` for the answer.
+        """
+        if self._closed or self._secure or not self._idle:
+            return None
+        conn = self._idle[-1]
+        if conn.is_stale():
+            return None  # :meth:`request` replaces it
+        flight = InFlight(conn, f"{method} {target.partition('?')[0]}", written)
+        try:
+            self._limit.acquire_on_behalf_of_nowait(flight)
+        except trio.WouldBlock:
+            return None
+        self._idle.pop()
+        data = self._request_bytes(method, target, headers)
+        try:
+            sent = os.write(conn.fileno, data)
+        except OSError:
+            # Nothing of it was written: this connection is done; the caller sends anew.
+            conn.stream.socket.close()  # type: ignore[attr-defined]
+            self._limit.release_on_behalf_of(flight)
+            return None
+        if sent < len(data):
+            flight.rest = data[sent:]
+        else:
+            self._written(written)
+        self._sent(conn, method)
+        return flight
+
+    async def finish(self, flight: InFlight) -> RawResponse:
+        """The answer to a request :meth:`write_now` wrote; raises as :meth:`request`.
+
+        On cancellation the connection is closed, never reused.
+        """
+        conn, what = flight.conn, flight.what
+        done = False
+        try:
+            if flight.rest:
+                try:
+                    await conn.stream.send_all(flight.rest)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise UnknownOrderStateError(
+                        f"{what}: connection lost while sending: {exc!r}"
+                    ) from exc
+                self._written(flight.written)
+            response = await self._read_answer(conn, what)
+            done = True
+        finally:
+            self._limit.release_on_behalf_of(flight)
+            await self._check_in(conn, done)
+        return response
+
+    def _written(self, written: Callable[[], None] | None) -> None:
+        if self.on_written is not None:
+            self.on_written()
+        if written is not None:
+            written()
+
+    async def _check_in(self, conn: _Connection, done: bool) -> None:
+        if done and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            conn.h11.start_next_cycle()
+            self._idle.append(conn)
+        else:
+            # Cancelled, failed, or the server asked to close: never reuse.
+            await trio.aclose_forcefully(conn.stream)
+
+    def _sent(self, conn: _Connection, method: str) -> None:
+        # h11 must know a request went out before it parses the answer; done after
+        # the write, off the path to the wire (it costs more than the write).
         conn.h11.send(self._stub(method))
         conn.h11.send(h11.EndOfMessage())
-        data = b"".join(
+
+    def _request_bytes(self, method: str, target: str, headers: Mapping[str, str] | None) -> bytes:
+        return b"".join(
             (
                 method.encode(),
                 b" ",
@@ -278,12 +423,8 @@ class LeanTransport:
                 b"\r\n",
             )
         )
-        try:
-            await conn.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise UnknownOrderStateError(f"{what}: connection lost while sending: {exc!r}") from exc
-        if self.on_written is not None:
-            self.on_written()
+
+    async def _read_answer(self, conn: _Connection, what: str) -> RawResponse:
         status = 0
         response_headers: dict[str, str] = {}
         body: list[bytes] = []

@@ -24,8 +24,14 @@ tasks that do the I/O. It does not offer SimVenue's fault drills (``ban``,
    :class:`ReconciliationFailed`), to journal and pass to risk like the feed's.
 
 ``submit`` checks the order against the symbol's filters and returns at once:
-``[]`` (queued for the sender task) or ``[OrderRejected]`` (a filter refused it,
-reason ``filter:<REASON>``; nothing was sent). The REST answers and user-data
+``[]`` (sent, or queued for the sender task) or ``[OrderRejected]`` (a filter
+refused it, reason ``filter:<REASON>``; nothing was sent). When nothing is queued
+ahead of it, the lean transport has an idle plain-TCP connection and the rate
+limiter lets it through now, the signed request is written inside ``submit``
+(:attr:`BinanceVenue.write_inline`): no task hand-over between the decision and
+the wire; a task reads the answer. Each order's tick-to-written and
+submit-to-written times go to :attr:`BinanceVenue.write_latency` and the log
+(``order written``). The REST answers and user-data
 events become :class:`OrderAccepted`, :class:`OrderFilled` (one per trade, with
 ``cum_qty``), :class:`OrderCanceled`, :class:`OrderExpired` and
 :class:`OrderRejected`, queued as they arrive and handed out by the next
@@ -81,6 +87,7 @@ and not in any repr.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -113,7 +120,7 @@ from ...messages import (
     SubmitOrder,
     Ticks,
 )
-from ._client import BinanceRestClient
+from ._client import BinanceRestClient, NewOrderInFlight
 from ._clock import ServerClock
 from ._errors import (
     BinanceError,
@@ -174,6 +181,9 @@ class _Live:
     cum_qty: Decimal = _ZERO
     quote_qty: Decimal = _ZERO  # sum(qty * price) of the fills seen
     sent_at: float = math.inf
+    submitted_ns: int = 0  # time.time_ns at submit
+    written_ns: int = 0  # time.time_ns when its request was first written whole
+    inline: bool = False  # written inside submit, not by the sender task
     next_check: float = math.inf
     checking: bool = False
     cancel_requested: bool = False
@@ -186,6 +196,59 @@ class _Live:
     @property
     def terminal(self) -> bool:
         return self.machine.state in fsm.TERMINAL_STATUSES
+
+
+class WriteLatency:
+    """Per order, tick-to-written and submit-to-written times in fixed rings (constant memory).
+
+    ``tick`` is from the order's ``ts_event`` (the triggering tick's receive
+    stamp, ``time.time_ns``, for orders a tick decided) to its request's last
+    byte written; ``submit`` from :meth:`BinanceVenue.submit` to the same write.
+    ``count`` and the maxima cover the whole run; the percentiles the newest
+    ``window`` orders.
+
+    Args:
+        window: how many of the newest orders the percentiles are taken over.
+    """
+
+    __slots__ = ("_next", "_submit", "_tick", "count", "max_submit_ns", "max_tick_ns")
+
+    def __init__(self, window: int = 4096) -> None:
+        self._tick = np.zeros(window, dtype=np.int64)
+        self._submit = np.zeros(window, dtype=np.int64)
+        self._next = 0
+        self.count = 0
+        self.max_tick_ns = 0
+        self.max_submit_ns = 0
+
+    def record(self, tick_ns: int, submit_ns: int) -> None:
+        """Add one order's two times (ns)."""
+        i = self._next
+        self._tick[i] = tick_ns
+        self._submit[i] = submit_ns
+        self._next = 0 if i + 1 == self._tick.shape[0] else i + 1
+        self.count += 1
+        self.max_tick_ns = max(self.max_tick_ns, tick_ns)
+        self.max_submit_ns = max(self.max_submit_ns, submit_ns)
+
+    def summary(self) -> dict[str, Any]:
+        """``{"count", "tick_to_written_us": {p50, p99, max}, "submit_to_written_us": {...}}``."""
+        n = min(self.count, self._tick.shape[0])
+        out: dict[str, Any] = {"count": self.count}
+        for name, ring, top in (
+            ("tick_to_written_us", self._tick, self.max_tick_ns),
+            ("submit_to_written_us", self._submit, self.max_submit_ns),
+        ):
+            if not n:
+                out[name] = None
+                continue
+            p50, p99 = np.percentile(ring[:n], [50, 99])
+            out[name] = {
+                "p50": round(float(p50) / 1e3, 1),
+                "p99": round(float(p99) / 1e3, 1),
+                "max": round(top / 1e3, 1),
+            }
+        return out
 
 
 @attrs.define
@@ -252,6 +315,11 @@ class BinanceVenue:
         ledger: the engine's position ledger: the venue applies its fills and the
             positions reconciliation adopts to it (a new one by default).
     """
+
+    write_inline = True
+    """Write an order's request inside :meth:`submit` when nothing is queued ahead
+    of it and the transport and rate limiter allow it at once (lean transport,
+    plain TCP); else the sender task writes it. (Benchmarks turn it off to compare.)"""
 
     def __init__(
         self,
@@ -357,6 +425,8 @@ class BinanceVenue:
         self.reconciliation: ReconcilePlan | None = None
         """What start-up reconciliation found and did (``None`` without a journal)."""
         self.stream: UserStream | None = None
+        self.write_latency = WriteLatency()
+        """Tick-to-written and submit-to-written times of the orders sent."""
 
     def __repr__(self) -> str:
         return f"BinanceVenue(base_url={self._base_url!r}, symbols={self.symbols!r})"
@@ -432,8 +502,30 @@ class BinanceVenue:
             )
             return [self._local_rejection(order, reason, now)]
         live = _Live(
-            order=order, prepared=prepared, venue_id=venue_id, queued_at=trio.current_time()
+            order=order,
+            prepared=prepared,
+            venue_id=venue_id,
+            queued_at=trio.current_time(),
+            submitted_ns=time.time_ns(),
         )
+        if (
+            self.write_inline
+            and self._client is not None
+            and self._outbox_send.statistics().current_buffer_used == 0
+        ):
+            # Nothing queued ahead of it: write the request now, in the caller's step,
+            # rather than two task hand-overs later; a task reads the answer.
+            live.inline = True  # the write hook may run before new_order_now returns
+            sent = self._client.new_order_now(
+                prepared, written=functools.partial(self._on_written, live)
+            )
+            live.inline = sent is not None
+            if sent is not None:
+                self._orders[venue_id] = live
+                live.state = _State.SENDING
+                live.sent_at = live.queued_at
+                self._spawn(self._send, live, sent)
+                return []
         try:
             self._outbox_send.send_nowait(live)
         except trio.WouldBlock:
@@ -620,6 +712,9 @@ class BinanceVenue:
                 for adopted in plan.adopt:
                     self._adopted[adopted.client_order_id] = adopted.executed_qty
                     self._adopted_symbols[adopted.client_order_id] = adopted.symbol
+            if isinstance(lean, LeanTransport):
+                # The first order finds a connection open (the inline write needs one).
+                await lean.warm_up()
             self._ready = True
             nursery.start_soon(self._sender)
             nursery.start_soon(self._resolver)
@@ -760,25 +855,56 @@ class BinanceVenue:
                 for item in batch:
                     nursery.start_soon(self._send, item)
 
-    async def _send(self, live: _Live) -> None:
+    def _on_written(self, live: _Live) -> None:
+        if live.written_ns:
+            return  # a resend: the order's time is its first write
+        now = time.time_ns()
+        live.written_ns = now
+        tick_ns = now - live.order.ts_event
+        submit_ns = now - live.submitted_ns
+        self.write_latency.record(tick_ns, submit_ns)
+        self._log.info(
+            "order written",
+            symbol=live.order.symbol,
+            client_order_id=live.order.client_order_id,
+            purpose=live.order.purpose.value,
+            latency_ms=tick_ns / 1e6,
+            submit_ms=submit_ns / 1e6,
+            queued=0 if live.inline else 1,
+        )
+
+    async def _send(self, live: _Live, sent: NewOrderInFlight | None = None) -> None:
+        """Send one order (or, with ``sent``, read the answer to its inline write).
+
+        Resends as the failure allows (see the module docstring); on cancellation
+        an order in flight stays SENDING (the venue is stopping).
+        """
         assert self._client is not None
         order = live.order
         attempts = 0
+        written = functools.partial(self._on_written, live)
         while True:
-            if live.cancel_requested:
-                self._queue_cancel_local(live, "canceled before sending")
-                return
-            age = trio.current_time() - live.queued_at
-            if age > self._max_order_age_s:
-                self._reject(live, f"stale: not sent within {self._max_order_age_s} s")
-                return
+            if sent is None:
+                if live.cancel_requested:
+                    self._queue_cancel_local(live, "canceled before sending")
+                    return
+                age = trio.current_time() - live.queued_at
+                if age > self._max_order_age_s:
+                    self._reject(live, f"stale: not sent within {self._max_order_age_s} s")
+                    return
+                live.state = _State.SENDING
+                live.sent_at = trio.current_time()
             attempts += 1
-            live.state = _State.SENDING
-            live.sent_at = trio.current_time()
             try:
-                answer = await self._client.new_order(
-                    live.prepared, send_by=live.queued_at + self._max_order_age_s
-                )
+                if sent is not None:
+                    inline, sent = sent, None
+                    answer = await self._client.finish_new_order(inline)
+                else:
+                    answer = await self._client.new_order(
+                        live.prepared,
+                        send_by=live.queued_at + self._max_order_age_s,
+                        written=written,
+                    )
             except SendDeadlineError:
                 # Held by the rate limiter: a decision this old is not sent late.
                 live.state = _State.QUEUED
