@@ -3,6 +3,8 @@
 The public API is what this module exports; everything else is private.
 """
 
+from ._api import Result as Result
+from ._api import backtest as backtest
 from ._config import Config as Config
 from ._config import Override as Override
 from ._config import config_from_dict as config_from_dict
@@ -31,8 +33,10 @@ __all__ = [
     "EngineError",
     "JournalError",
     "Override",
+    "Result",
     "RunReport",
     "SymbolSummary",
+    "backtest",
     "config_from_dict",
     "env_overrides",
     "journal_digest",

@@ -37,7 +37,7 @@ from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
 from ._preflight import check_config_paths, check_cpus
-from ._report import summary_text, write_report
+from ._report import check_results_paths, summary_text, write_report, write_results
 from ._signals import wait_for_stop
 from ._supervisor import RunReport, run_live, run_paper, run_replay
 from .feeds import CaptureLimits, CaptureStats, expand_paths, open_tick_store
@@ -48,6 +48,7 @@ from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
 from .models import ModelError
 from .ops import serve_ops
+from .strategy import resolve_strategy
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim._exchange_limits import LimitSettings
 from .venues.sim._recorded import load_recording
@@ -68,6 +69,7 @@ COMMANDS = {
     "hardware": "show the CPU topology and the pinning plan (--apply to apply it)",
     "data": "download Binance's public-data archive (verified, resumable); list what is on "
     "disk; import captures into the tick store",
+    "sweep": "replay a grid of configs as Dask tasks (walk-forward too): ranked table, best config",
 }
 
 _EPILOG = "commands:\n{commands}\n\n{more}".format(
@@ -187,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="capture file or directory to replay (repeatable; overrides data.paths)",
     )
     parser.add_argument("--report", type=Path, metavar="PATH", help="write the summary as JSON")
+    parser.add_argument(
+        "--trades", type=Path, metavar="PATH", help="write the trade list (.csv or .parquet)"
+    )
+    parser.add_argument(
+        "--tearsheet", type=Path, metavar="PATH", help="write an offline HTML tear sheet (.html)"
+    )
     parser.add_argument(
         "--mode",
         choices=["replay", "paper", "live"],
@@ -748,6 +756,12 @@ def _hardware_main(argv: Sequence[str]) -> int:
     return hardware_main(list(argv))
 
 
+def _sweep_main(argv: Sequence[str]) -> int:
+    from .sweep import main as sweep_main  # Dask: imported only for a sweep
+
+    return sweep_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -757,6 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "record": record_main,
         "hardware": _hardware_main,
         "data": data_main,
+        "sweep": _sweep_main,
     }
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
@@ -770,8 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_live_consent(config, confirmed=args.i_understand_live)
         check_config_paths(config)
         check_cpus(config)
+        resolve_strategy(config)  # a bad strategy file or parameter: exit 2 before anything
         if args.report is not None:
             _check_report_path(args.report)
+        check_results_paths(args.trades, args.tearsheet)
         log, log_file = _config_log(config)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -795,4 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             sys.stderr.write(f"error: --report: cannot write {args.report} ({exc.strerror})\n")
             return EXIT_FAILED
+    try:
+        write_results(report, config, trades_path=args.trades, tearsheet_path=args.tearsheet)
+    except (OSError, JournalError) as exc:
+        sys.stderr.write(f"error: --trades/--tearsheet: {exc}\n")
+        return EXIT_FAILED
     return EXIT_OK

@@ -8,6 +8,7 @@ directory of the config file.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import tomllib
@@ -37,6 +38,19 @@ _pos = v.gt(0)
 _nonneg = v.ge(0)
 
 
+def parse_utc(text: str) -> int:
+    """An ISO-8601 time as int nanoseconds since the epoch (no zone: UTC).
+
+    Raises:
+        ValueError: not an ISO-8601 time.
+    """
+    when = dt.datetime.fromisoformat(text.strip())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
 @attrs.frozen(kw_only=True)
 class EngineSection:
     """``[engine]``: how the process runs."""
@@ -59,6 +73,25 @@ class DataSection:
     max_receive_skew_ms: int = attrs.field(default=900_000, validator=_pos)
     max_time_jump_ms: int = attrs.field(default=3_600_000, validator=_pos)
     tick_store: str = attrs.field(default="auto")
+    # Replay only events in [start, end): ISO-8601 times ("2024-08-08T18:01:00Z"; no zone
+    # means UTC), "" for no bound. Sweeps' walk-forward windows set them.
+    start: str = attrs.field(default="")
+    end: str = attrs.field(default="")
+
+    @start.validator
+    @end.validator
+    def _check_bound(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if value:
+            try:
+                parse_utc(value)
+            except ValueError:
+                raise FieldValueError(
+                    attribute.name, f'expected an ISO-8601 time or "", got {value!r}'
+                ) from None
+
+    def __attrs_post_init__(self) -> None:
+        if self.start and self.end and parse_utc(self.start) >= parse_utc(self.end):
+            raise FieldValueError("end", f"must be after start ({self.start}), got {self.end}")
 
     @tick_store.validator
     def _check_tick_store(self, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -87,7 +120,7 @@ class FeedsSection:
         default=1000, validator=v.in_((5, 10, 20, 50, 100, 500, 1000))
     )
     duration_s: float = attrs.field(default=0.0, validator=_nonneg)
-    min_step_ms: float = attrs.field(default=5.0, validator=_nonneg)
+    min_step_ms: float = attrs.field(default=0.0, validator=_nonneg)
     transport: Literal["wsproto", "trio-websocket"] = attrs.field(
         default="wsproto", validator=v.in_(("wsproto", "trio-websocket"))
     )
@@ -116,9 +149,19 @@ class ChannelsSection:
 
 @attrs.frozen(kw_only=True)
 class StrategySection:
-    """``[strategy]``: the baseline EMA-crossover strategy with an RSI filter."""
+    """``[strategy]``: which strategy trades, and its parameters.
+
+    A shipped strategy is chosen by ``kind`` (``ema_cross``: the EMA crossover with an
+    RSI filter, whose parameters are this section's keys). A user's strategy is a class
+    ``name`` in the Python file ``path`` (relative to the config file), with its own
+    parameters in ``[strategy.params]``, checked against the class's ``Params``. The
+    sizing and exit-retry keys here apply to every strategy.
+    """
 
     kind: Literal["ema_cross"] = attrs.field(default="ema_cross", validator=v.in_(("ema_cross",)))
+    path: str = ""
+    name: str = ""
+    params: dict[str, Any] = attrs.field(factory=dict)
     sample_ms: int = attrs.field(default=1000, validator=_pos)
     fast: int = attrs.field(default=12, validator=_pos)
     slow: int = attrs.field(default=26, validator=_pos)
@@ -455,10 +498,22 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         return tuple(_convert(item, inner, source, f"{key}[{i}]") for i, item in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {tp}")
+    if origin is dict:
+        # A free table (a user strategy's parameters): scalars and lists of scalars,
+        # checked against the strategy's own declaration when the strategy loads.
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a table, got {value!r}")
+        for name, item in value.items():
+            items = item if isinstance(item, list) else [item]
+            if not all(isinstance(x, bool | int | float | str) for x in items):
+                raise ConfigError(source, f"{key}.{name}", f"expected a value, got {item!r}")
+        return dict(value)
     if attrs.has(tp):
         if not isinstance(value, dict):
             raise ConfigError(source, key, f"expected a table, got {value!r}")
         return _build(tp, value, source, key)
+    if tp is str and isinstance(value, dt.date | dt.time):
+        value = value.isoformat()  # a TOML date-time, for keys that hold a time as text
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -474,6 +529,18 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
             raise ConfigError(source, key, f"expected a finite number, got {value!r}")
         return float(value)
     return value
+
+
+def build_table(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:
+    """An attrs class from a TOML table, checked as config sections are (errors name
+    ``prefix.key``): how a user strategy's ``[strategy.params]`` are read."""
+    try:
+        attrs.resolve_types(cls)  # a user's file may use ``from __future__ import annotations``
+        return _build(cls, table, source, prefix)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # an unsupported field type in the user's class
+        raise ConfigError(source, prefix, str(exc)) from exc
 
 
 def _build(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:

@@ -13,24 +13,33 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
 
-from ._config import Config
+from ._config import Config, parse_utc
 from ._errors import ActorFailedError, DataError, single_cause
 from ._progress import slow_step
+from ._report import data_notes
 from .actors import HardwareActor
 from .core import ExecutionCore, ReplayDriver, RiskCore, SymbolCore
 from .feeds import CaptureLimits, CaptureStats, TickStore, load_tape
+from .feeds._tape import restrict_tape
 from .journal import Journal
 from .ledger import PositionLedger
-from .strategy import strategy_class
+from .strategy import resolve_strategy
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
     from ._control import ControlState
     from ._supervisor import RunReport
     from .messages import ControlCommand
+
+
+def _window(config: Config) -> tuple[int | None, int | None]:
+    """``data.start`` and ``data.end`` as nanoseconds (None: no bound)."""
+    start, end = config.data.start, config.data.end
+    return (parse_utc(start) if start else None, parse_utc(end) if end else None)
 
 
 async def run_replay_driven(
@@ -54,6 +63,7 @@ async def run_replay_driven(
         max_time_jump_ms=config.data.max_time_jump_ms,
     )
     data = [str(p) for p in paths]
+    spec = resolve_strategy(config)  # a bad strategy file or parameter: before anything
     with Journal(journal_path) as journal:
         cfg_sha = sup.config_digest(config)
         journal.set_meta({"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(data)})
@@ -61,11 +71,19 @@ async def run_replay_driven(
         try:
             with slow_step(f"reading market data ({len(paths)} file(s))"):
                 tape = load_tape(paths, symbols, limits=limits, stats=stats, store=store)
+            tape = restrict_tape(tape, *_window(config))  # data.start / data.end
         except DataError as exc:
             log.error("cannot start", error=str(exc))
             raise
         for path in stats.truncated:
             log.warning("truncated gzip: replayed up to the cut", file=path)
+        # What the strategy cannot trade on (candle-only data): said in the summary.
+        notes = data_notes(
+            config.strategy.name or config.strategy.kind,
+            {s: dict(enumerate(np.bincount(t.kind).tolist())) for s, t in tape.ticks.items()},
+        )
+        for note in notes:
+            log.warning("strategy cannot trade on this data", error=note)
         ledger = PositionLedger()
         venue = SimVenue(
             latency_ns=int(config.venue.latency_ms * 1e6),
@@ -100,6 +118,7 @@ async def run_replay_driven(
                 capital=config.risk.capital,
                 max_notional=config.risk.max_notional_per_symbol,
                 entry_filter=filters.get(s),
+                strategy=spec.new(config.strategy, config.sizing),
             )
             for s in symbols
         ]
@@ -136,7 +155,7 @@ async def run_replay_driven(
             async with trio.open_nursery() as nursery:
                 await nursery.start(hardware_actor.run)
                 with slow_step("loading the strategy kernel (it compiles on a first run)"):
-                    strategy_class(config.strategy.kind).warm_up()
+                    spec.cls.warm_up()
                 warmed_up.set()
                 await hardware_actor.settled.wait()
                 started = time.perf_counter()
@@ -166,7 +185,7 @@ async def run_replay_driven(
             filters=filters,
             hardware_actor=hardware_actor,
             journal=journal,
-            feed_summary=stats.summary(),
+            feed_summary={**stats.summary(), "notes": notes},
             lines=stats.lines,
             skipped=dict(sorted(stats.skipped.items())),
             steps=driver.steps,
@@ -175,4 +194,5 @@ async def run_replay_driven(
             setup=setup,
             wall=wall,
             log=log,
+            equity_curve=getattr(driver, "equity_curve", None),  # engine.results
         )

@@ -66,12 +66,15 @@ from .messages import (
     ScoreReply,
 )
 from .portfolio import PortfolioActor
-from .strategy import strategy_class
+from .results import run_results
+from .strategy import resolve_strategy
 from .venues import ConnectedVenue, Venue
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .actors._filter import EntryFilter
     from .actors._model import ModelActor
     from .venues.binance import BinanceVenue, RateLimiter, ServerClock
@@ -130,6 +133,10 @@ class RunReport:
     setup_seconds: float
     wall_seconds: float
     events_per_second: float
+    # engine.results.trade_stats of the journal's round trips, and the equity curve
+    # (downsampled; see RunResults.curve_json).
+    trades: dict[str, object] = attrs.Factory(dict)
+    equity_curve: dict[str, object] = attrs.Factory(dict)
 
 
 async def _run_actors(
@@ -750,6 +757,7 @@ async def _run_journaled(
     )
     with slow_step("loading the ML filter (feature kernels compile on a first run)"):
         model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
+    spec = resolve_strategy(config)
     actors = [
         SymbolActor(
             symbol=s,
@@ -764,6 +772,7 @@ async def _run_journaled(
             max_notional=config.risk.max_notional_per_symbol,
             entry_filter=filters.get(s),
             scores=score_channels.get(s),
+            strategy=spec.new(config.strategy, config.sizing),
         )
         for s in symbols
     ]
@@ -807,7 +816,7 @@ async def _run_journaled(
                 await outer.start(venue.run)
                 _adopt_reconciliation(venue, actors, journal, log)
             with slow_step("loading the strategy kernel (it compiles on a first run)"):
-                strategy_class(config.strategy.kind).warm_up()
+                spec.cls.warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
             started = time.perf_counter()
@@ -888,8 +897,13 @@ def build_report(
     setup: float,
     wall: float,
     log: FilteringBoundLogger,
+    equity_curve: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RunReport:
-    """The run's report, from the cores, the ledger and the journal (every mode)."""
+    """The run's report, from the cores, the ledger and the journal (every mode).
+
+    ``equity_curve`` is the replay driver's (times, PnL); without it the results use
+    the realized curve rebuilt from the journal's fills.
+    """
     per_symbol = []
     transitions: dict[str, int] = {}
     for core in cores:
@@ -912,6 +926,7 @@ def build_report(
     realized = sum(a.realized for a in ledger.accounts.values())
     fees = sum(a.fees for a in ledger.accounts.values())
     events = sum(core.ticks for core in cores)
+    results = run_results(journal.path, start_equity=config.risk.capital, equity_curve=equity_curve)
     report = RunReport(
         mode=mode,
         data=data,
@@ -947,6 +962,8 @@ def build_report(
         setup_seconds=setup,
         wall_seconds=wall,
         events_per_second=events / wall if wall > 0 else 0.0,
+        trades=results.stats,
+        equity_curve=results.curve_json(),
     )
     log.info(
         f"{mode} finished",

@@ -27,6 +27,7 @@ from ..messages import (
     ScoreBatch,
     ScoreReply,
 )
+from ..strategy import Strategy
 
 if TYPE_CHECKING:
     from ._filter import EntryFilter
@@ -65,6 +66,7 @@ class SymbolActor(SymbolCore):
         entry_filter: EntryFilter | None = None,
         scores: tuple[trio.MemorySendChannel[ScoreBatch], trio.MemoryReceiveChannel[ScoreReply]]
         | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         if (entry_filter is None) != (scores is None):
             raise ValueError("entry_filter and scores go together")
@@ -77,6 +79,7 @@ class SymbolActor(SymbolCore):
             capital=capital,
             max_notional=max_notional,
             entry_filter=entry_filter,
+            strategy=strategy,
         )
         self._scores = scores
         self._market = market

@@ -444,7 +444,10 @@ class ReplayDriver:
         rows: dict[str, np.ndarray] = {}
         for sym in self._symbols:
             k = np.searchsorted(sym.q_ts, times, side="left") - 1
-            r = np.where(k >= 0, sym.q_rows[np.maximum(k, 0)], -1)
+            if sym.q_rows.shape[0]:
+                r = np.where(k >= 0, sym.q_rows[np.maximum(k, 0)], -1)
+            else:  # a symbol without quotes (candle-only data)
+                r = np.full(count, -1, dtype=np.int64)
             rows[sym.name] = r
             got = np.maximum(r, 0)
             quoted[sym.name] = np.where(r >= 0, sym.ticks.ts[got], -1).tolist()

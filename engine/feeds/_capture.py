@@ -928,11 +928,16 @@ def scan_symbols(paths: Iterable[Path]) -> list[str]:
             contracts (a ``"ps"`` pair field, or a symbol with ``_``).
     """
     from ._csv import csv_symbol, is_csv_source  # _csv builds on this module
+    from ._feather import feather_symbol, is_feather_source
 
     found: set[str] = set()
     for path in paths:
         if is_csv_source(path):
             found.add(csv_symbol(path))
+            continue
+        if is_feather_source(path):
+            symbol = feather_symbol(path)
+            found.update([symbol] if symbol is not None else [])
             continue
         in_file: set[bytes] = set()
         pair = b""
@@ -1018,17 +1023,21 @@ def merge_captures(
 ) -> Iterator[tuple[int, MarketMessage]]:
     """Events of several sources merged by replay time (ties: file order, then line).
 
-    Sources are websocket captures or Binance public-data CSV files
-    (:mod:`engine.feeds._csv`), told apart by the file name. Duplicates are dropped
+    Sources are websocket captures, Binance public-data CSV files
+    (:mod:`engine.feeds._csv`) or Freqtrade feather files (:mod:`engine.feeds._feather`),
+    told apart by the file name. Duplicates are dropped
     after the merge (the same event in two files counts once).
     """
     from ._csv import _read_csv, is_csv_source  # _csv builds on this module
+    from ._feather import _read_feather, is_feather_source
 
     bounds = limits or CaptureLimits()
 
     def reader(path: Path, dedupe: _Dedupe | None) -> Iterator[tuple[int, MarketMessage]]:
         if is_csv_source(path):
             return _read_csv(path, stats, symbols, bounds, dedupe)
+        if is_feather_source(path):
+            return _read_feather(path, stats, symbols, bounds, dedupe)
         return _read_file(path, stats, symbols, bounds, dedupe)
 
     if len(paths) == 1:

@@ -121,6 +121,32 @@ def tape_from_columns(
     return Tape(symbols=order, ticks=ticks, first_ts=first_ts, last_ts=last_ts)
 
 
+def restrict_tape(tape: Tape, start: int | None, end: int | None) -> Tape:
+    """The events of ``tape`` with replay time in ``[start, end)`` (None: no bound).
+
+    The merged stream is in replay-time order, so the window is one contiguous run
+    of it: every column but ``seq`` stays a view, and ``seq`` is renumbered from 0 so
+    the result is the tape a capture of just that window would give.
+    """
+    if start is None and end is None:
+        return tape
+    merged = tape.merged_ts()
+    lo = 0 if start is None else int(np.searchsorted(merged, start, side="left"))
+    hi = len(merged) if end is None else int(np.searchsorted(merged, end, side="left"))
+    hi = max(hi, lo)
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for symbol, ticks in tape.ticks.items():
+        a = int(np.searchsorted(ticks.seq, lo, side="left"))
+        b = int(np.searchsorted(ticks.seq, hi, side="left"))
+        part = slice_ticks(ticks, a, b)
+        cols = {name: getattr(part, name) for name in COLUMN_NAMES}
+        seq = cols["seq"] - lo
+        seq.flags.writeable = False
+        cols["seq"] = seq
+        columns[symbol] = cols
+    return tape_from_columns(tape.symbols, columns)
+
+
 def parse_tape(
     paths: list[Path],
     symbols: Iterable[str],

@@ -11,7 +11,19 @@ _drop_stale_kernel_cache(_Path(__file__).parent, also=[_Path(__file__).parents[1
 from ._base import Mode as Mode  # noqa: E402 - after the cache check
 from ._base import Signal as Signal  # noqa: E402
 from ._base import Strategy as Strategy  # noqa: E402
+from ._base import StrategySpec as StrategySpec  # noqa: E402
+from ._base import load_strategy as load_strategy  # noqa: E402
 from ._base import make_strategy as make_strategy  # noqa: E402
+from ._base import resolve_strategy as resolve_strategy  # noqa: E402
 from ._base import strategy_class as strategy_class  # noqa: E402
 
-__all__ = ["Mode", "Signal", "Strategy", "make_strategy", "strategy_class"]
+__all__ = [
+    "Mode",
+    "Signal",
+    "Strategy",
+    "StrategySpec",
+    "load_strategy",
+    "make_strategy",
+    "resolve_strategy",
+    "strategy_class",
+]

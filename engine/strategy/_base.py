@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import abc
 import enum
-from typing import ClassVar
+import hashlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
 
-from .._config import SizingSection, StrategySection
+import attrs
+
+from .._config import Config, SizingSection, StrategySection, build_table
+from .._errors import ConfigError
 from ..messages import Ticks
 
 
@@ -59,9 +67,12 @@ class Strategy(abc.ABC):
     """
 
     kind: ClassVar[str]
+    Params: ClassVar[type | None] = None
+    """An attrs class of the strategy's parameters (``[strategy.params]``), or None."""
 
     @abc.abstractmethod
-    def __init__(self, config: StrategySection, sizing: SizingSection) -> None: ...
+    def __init__(self, config: StrategySection, sizing: SizingSection, params: Any = None) -> None:
+        """One symbol's fresh state; ``params`` is an instance of :attr:`Params`."""
 
     @abc.abstractmethod
     def scan(self, ticks: Ticks, start: int, stop: int, mode: Mode) -> tuple[int, int]:
@@ -107,14 +118,117 @@ class Strategy(abc.ABC):
         """Load (or compile) the kernel now, not at the first market batch."""
 
 
+@attrs.frozen
+class StrategySpec:
+    """A strategy class with its checked parameters: :meth:`new` makes one per symbol."""
+
+    cls: type[Strategy]
+    params: Any = None
+
+    def new(self, config: StrategySection, sizing: SizingSection) -> Strategy:
+        """A new strategy for one symbol."""
+        return self.cls(config, sizing, self.params)
+
+
 def strategy_class(kind: str) -> type[Strategy]:
-    """The class of ``strategy.kind`` (the config checks the kind exists)."""
-    from ._ema_cross import EmaCross  # the registry's implementations
+    """The shipped strategy class of ``strategy.kind`` (the config checks the kind)."""
+    from ._ema_cross import EmaCross  # the shipped implementations
 
     strategies: dict[str, type[Strategy]] = {EmaCross.kind: EmaCross}
     return strategies[kind]
 
 
 def make_strategy(config: StrategySection, sizing: SizingSection) -> Strategy:
-    """A new strategy of ``config.kind`` for one symbol."""
+    """A new shipped strategy of ``config.kind`` for one symbol."""
     return strategy_class(config.kind)(config, sizing)
+
+
+def resolve_strategy(config: Config) -> StrategySpec:
+    """The strategy ``[strategy]`` names, loaded and with its parameters checked.
+
+    A shipped one by ``kind``; a user's by ``name`` in the file ``path``.
+
+    Raises:
+        ConfigError: naming ``strategy.path``, ``strategy.name`` or the dotted
+            ``strategy.params.<key>`` that is wrong (one line: the CLI exits 2).
+    """
+    cfg = config.strategy
+    if not cfg.name:
+        if cfg.path:
+            raise ConfigError(config.where("strategy.name"), "strategy.name", "required with path")
+        cls = strategy_class(cfg.kind)
+    else:
+        if not cfg.path:
+            raise ConfigError(config.where("strategy.path"), "strategy.path", "required with name")
+        cls = load_strategy(config.resolve(cfg.path), cfg.name, config.where("strategy.path"))
+    if cls.Params is None:
+        if cfg.params:
+            key = f"strategy.params.{next(iter(cfg.params))}"
+            raise ConfigError(config.where(key), key, f"{cls.__name__} takes no [strategy.params]")
+        return StrategySpec(cls)
+    source = config.where("strategy.params")
+    return StrategySpec(cls, build_table(cls.Params, cfg.params, source, "strategy.params"))
+
+
+def load_strategy(path: Path, name: str, where: str) -> type[Strategy]:
+    """Class ``name`` of the Python file ``path``, checked to be a complete :class:`Strategy`.
+
+    The file is imported once per process under a name made from its path, so its
+    numba kernels cache beside it and worker processes (sweeps) import it the same way.
+
+    Raises:
+        ConfigError: the file is missing or fails to import, the class is not there,
+            not a Strategy, or leaves part of the interface unimplemented.
+    """
+    if not path.is_file():
+        raise ConfigError(where, "strategy.path", f"{path}: no such file")
+    module_name = (
+        "trireme_strategy_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    )
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(where, "strategy.path", f"{path}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code: any error is a bad strategy file
+            del sys.modules[module_name]
+            line = _error_line(exc, path)
+            raise ConfigError(
+                where, "strategy.path", f"{path}{line}: cannot import: {exc!r}"
+            ) from exc
+    cls = getattr(module, name, None)
+    if cls is None:
+        found = sorted(
+            n for n, obj in vars(module).items()
+            if inspect.isclass(obj) and issubclass(obj, Strategy) and obj is not Strategy
+        )  # fmt: skip
+        raise ConfigError(
+            where, "strategy.name", f"{path}: no class {name!r} (strategies there: {found})"
+        )
+    if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+        raise ConfigError(
+            where, "strategy.name", f"{path}: {name} is not an engine.strategy.Strategy"
+        )
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ConfigError(where, "strategy.name", f"{path}: {name} does not implement {missing}")
+    if cls.Params is not None and not attrs.has(cls.Params):
+        raise ConfigError(where, "strategy.name", f"{path}: {name}.Params is not an attrs class")
+    return cls
+
+
+def _error_line(exc: BaseException, path: Path) -> str:
+    """``:LINE`` of the innermost frame of ``exc`` in ``path`` ("" when none)."""
+    line = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename) == path:
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = f":{exc.lineno}"
+    return line

@@ -18,6 +18,8 @@ event that needs Python (a signal), so Python runs per signal, not per tick.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -199,7 +201,7 @@ class EmaCross(Strategy):
 
     kind = "ema_cross"
 
-    def __init__(self, config: StrategySection, sizing: SizingSection) -> None:
+    def __init__(self, config: StrategySection, sizing: SizingSection, params: Any = None) -> None:
         self._state = new_state()
         self._params = make_params(
             sample_ms=config.sample_ms,

@@ -7,6 +7,10 @@
   --speed 0`` running in another process (median of repeats);
 - ``pipeline_events_per_s``: the same, through the whole paper-mode pipeline
   into the symbol actors (decode, de-duplicate, book, steps, actors);
+- ``ingest_msgs_per_s``: the paper-mode live feed through the transport into the
+  symbol actors, fed by a server (:mod:`tools.bench._frame_server`) that writes the
+  full BTCUSDT capture's bookTicker and trade frames pre-encoded, flat out (the
+  loopback exchange encodes as it plays and is too slow to load a client);
 - ``latency_ms``: from the server handing a message to its socket to the symbol
   actor processing the batch that holds it (p50, p99), at 2x recorded pace, with
   server and engine in one process so both read the same clock.
@@ -37,6 +41,7 @@ from engine.venues.sim._stream_server import ServerSettings, StreamServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
+FULL = ROOT.parent / "shared/data/external/hftbacktest/btcusdt_20240808.gz"
 STREAMS = "btcusdt@bookTicker/btcusdt@trade/btcusdt@depth@0ms"
 QUIET = quiet_logger()
 
@@ -112,7 +117,7 @@ async def _pipeline(transport: str, total: int) -> float:
         config = _config(Path(tmp), server, transport, min_step_ms=0.0)
         stop = trio.Event()
         seen = {"n": 0, "t0": 0.0, "t1": 0.0}
-        original = _symbol.SymbolActor._scan
+        original = _symbol.SymbolActor._scan_batch
 
         def counting(self: Any, batch: Any) -> None:
             if not seen["n"]:
@@ -123,7 +128,7 @@ async def _pipeline(transport: str, total: int) -> float:
                 stop.set()
             original(self, batch)
 
-        _symbol.SymbolActor._scan = counting  # type: ignore[method-assign]
+        _symbol.SymbolActor._scan_batch = counting  # type: ignore[method-assign]
         try:
             with trio.move_on_after(120):
                 async with trio.open_nursery() as nursery:
@@ -131,8 +136,66 @@ async def _pipeline(transport: str, total: int) -> float:
                     await run_paper(config, log=QUIET, stop=stop)
                     nursery.cancel_scope.cancel()
         finally:
-            _symbol.SymbolActor._scan = original  # type: ignore[method-assign]
+            _symbol.SymbolActor._scan_batch = original  # type: ignore[method-assign]
         return seen["n"] / (seen["t1"] - seen["t0"])
+
+
+def _ingest(transport: str, capture: Path) -> dict[str, float]:
+    """The live feed in paper mode, through ``transport``, into the symbol actors, fed by
+    a server sending the capture's bookTicker and trade frames pre-encoded, flat out."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.bench._frame_server", str(capture), "bookTicker,trade",
+         str(port)],
+        stdout=subprocess.PIPE, cwd=ROOT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        total = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "listening"
+        seen = trio.run(_ingest_run, transport, port, total)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return {
+        "messages_sent": total,
+        "events_into_actors": seen["n"],
+        "msgs_per_s": seen["n"] / (seen["t1"] - seen["t0"]) if seen["t1"] > seen["t0"] else 0.0,
+    }
+
+
+async def _ingest_run(transport: str, port: int, total: int) -> dict[str, float]:
+    from engine._supervisor import run_paper
+
+    if True:
+        with tempfile.TemporaryDirectory() as tmp:
+            ports = type("Ports", (), {"ws": port, "rest": _free_port()})
+            config = _config(
+                Path(tmp), ports, transport, min_step_ms=0.0, streams=["bookTicker", "trade"]
+            )  # type: ignore[arg-type]
+            stop = trio.Event()
+            seen = {"n": 0, "t0": 0.0, "t1": 0.0}
+            original = _symbol.SymbolActor._scan_batch
+
+            def counting(self: Any, batch: Any) -> None:
+                if not seen["n"]:
+                    seen["t0"] = time.perf_counter()
+                seen["n"] += len(batch.ticks)
+                seen["t1"] = time.perf_counter()
+                if seen["n"] >= total:
+                    stop.set()
+                original(self, batch)
+
+            _symbol.SymbolActor._scan_batch = counting  # type: ignore[method-assign]
+            try:
+                with trio.move_on_after(120):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_stop_later, stop, 110)
+                        await run_paper(config, log=QUIET, stop=stop)
+                        nursery.cancel_scope.cancel()
+            finally:
+                _symbol.SymbolActor._scan_batch = original  # type: ignore[method-assign]
+    return seen
 
 
 async def _stop_later(stop: trio.Event, seconds: float) -> None:
@@ -146,13 +209,13 @@ async def _latency(transport: str, seconds: float) -> dict[str, float]:
     recording = load_recording([SAMPLE])
     server = StreamServer(recording, ServerSettings(speed=2.0), QUIET)
     arrivals: list[tuple[float, np.ndarray]] = []
-    original = _symbol.SymbolActor._scan
+    original = _symbol.SymbolActor._scan_batch
 
     def stamping(self: Any, batch: Any) -> None:
         arrivals.append((trio.current_time(), np.array(batch.ticks.seq)))
         original(self, batch)
 
-    _symbol.SymbolActor._scan = stamping  # type: ignore[method-assign]
+    _symbol.SymbolActor._scan_batch = stamping  # type: ignore[method-assign]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             async with trio.open_nursery() as nursery:
@@ -169,7 +232,7 @@ async def _latency(transport: str, seconds: float) -> dict[str, float]:
                 await run_paper(config, log=QUIET, stop=stop)
                 nursery.cancel_scope.cancel()
     finally:
-        _symbol.SymbolActor._scan = original  # type: ignore[method-assign]
+        _symbol.SymbolActor._scan_batch = original  # type: ignore[method-assign]
     sent = dict(server.send_times)  # k-th message on the connection -> send time
     lat = [(at - sent[int(k)]) * 1e3 for at, seqs in arrivals for k in seqs if int(k) in sent]
     a = np.asarray(lat)
@@ -181,13 +244,32 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m tools.bench feed")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only the pre-encoded-frames ingestion figure"
+    )
     args = parser.parse_args(argv)
+    capture = FULL if FULL.exists() else SAMPLE
+    if args.ingest_only:
+        return {
+            "benchmark": "feed",
+            "capture": str(capture),
+            **{
+                t: {
+                    "ingest": statistics.median_low(
+                        [_ingest(t, capture)["msgs_per_s"] for _ in range(args.repeat)]
+                    )
+                }
+                for t in ("wsproto", "trio-websocket")
+            },
+        }
     total = len(load_recording([SAMPLE]).messages)
     out: dict[str, Any] = {"benchmark": "feed", "messages": total, "repeat": args.repeat}
     for transport in ("wsproto", "trio-websocket"):
         recv = [trio.run(_receive, transport, total) for _ in range(args.repeat)]
         pipe = [trio.run(_pipeline, transport, total) for _ in range(args.repeat)]
+        ingest = [_ingest(transport, capture)["msgs_per_s"] for _ in range(args.repeat)]
         out[transport] = {
+            "ingest_msgs_per_s": statistics.median(ingest),
             "receive_msgs_per_s": statistics.median(recv),
             "pipeline_events_per_s": statistics.median(pipe),
             "latency_ms": trio.run(_latency, transport, args.latency_seconds),

@@ -3,8 +3,12 @@
 ``python -m tools.bench replay [--data PATH] [--repeat N]`` prints JSON with the
 median (and min/max) over repeats, in one process, of:
 
-- ``pipeline``: the full replay (symbol scan, parse, steps, symbol actors, risk,
-  execution, simulated venue, SQLite journal) as ``python -m engine`` runs it;
+- ``pipeline``: the full replay from the gzip capture, end to end (symbol scan,
+  parse, set-up, the driver through the cores and the simulated venue, SQLite
+  journal) as ``python -m engine`` runs it with ``data.tick_store = "off"``;
+- ``pipeline_from_store``: the same with the capture already in the tick store;
+- ``driver``: that run's events over the driver's own run time (set-up and loading
+  excluded: what the cores cost);
 - ``parse_only``: reading and decoding the same capture with no actors (the
   feed's ceiling);
 - ``json_baseline``: the same lines decoded with the standard ``json`` module into
@@ -58,11 +62,14 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _pipeline(data: Path, tmp: Path, i: int) -> tuple[float, int]:
+def _pipeline(data: Path, tmp: Path, i: int, store: str) -> tuple[float, float, int]:
+    """One whole replay as ``python -m engine`` runs it (``store``: ``data.tick_store``):
+    its wall time end to end (set-up, loading, driver, journal) and the driver's own."""
     config = replay_config(tmp / str(i), [data])
+    config = attrs.evolve(config, data=attrs.evolve(config.data, tick_store=store))
     t0 = time.perf_counter()
     report = trio.run(replay, config)
-    return time.perf_counter() - t0, report.events
+    return time.perf_counter() - t0, report.wall_seconds, report.events
 
 
 def _parse_only(data: Path) -> tuple[float, int]:
@@ -156,17 +163,22 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tape-only", action="store_true", help="only the tape figures")
     args = parser.parse_args(argv)
-    names = [] if args.tape_only else ["pipeline", "parse_only", "json_baseline"]
+    pipelines = ["pipeline", "pipeline_from_store", "driver", "parse_only", "json_baseline"]
+    names = [] if args.tape_only else pipelines
     names += ["tape_parse", "store_import", "store_load", "store_load_read", "scan_symbols"]
     results: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         events = 0
+        kept = str(Path(tmp) / "kept")
         if not args.tape_only:
-            _pipeline(args.data, Path(tmp), -1)  # warm-up: numba cache load, imports
+            _pipeline(args.data, Path(tmp), -1, kept)  # warm-up: kernels, imports, the store
         for i in range(args.repeat):
             if not args.tape_only:
-                wall, events = _pipeline(args.data, Path(tmp), i)
+                wall, _run, events = _pipeline(args.data, Path(tmp), i, "off")
                 results["pipeline"].append(events / wall)
+                wall, run_s, events = _pipeline(args.data, Path(tmp), i, kept)
+                results["pipeline_from_store"].append(events / wall)
+                results["driver"].append(events / run_s)
                 wall, n = _parse_only(args.data)
                 results["parse_only"].append(n / wall)
                 wall, n = _json_baseline(args.data)
