@@ -341,4 +341,5 @@ def test_the_equity_curve_has_every_sample_and_ends_at_the_net_pnl(tmp_path, sam
     assert report.fills > 0
     assert len(ts) == len(equity) > 100
     assert np.all(np.diff(ts[:-1]) == step)  # every sample, calm or not (the last: the end)
+    assert np.all(np.diff(ts) >= 0)  # the end's point too is in time order
     assert equity[-1] == pytest.approx(report.net_pnl)  # flat at the end: equity = net PnL

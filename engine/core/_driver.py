@@ -636,7 +636,9 @@ class ReplayDriver:
                 marks.append(mark)
                 mids[sym.name] = 0.5 * (mark.bid + mark.ask)
         self._venue.mark_to(mids)
-        self._curve_ts.append(ts)
+        # The last timed sample may sit just past the last event: the end's point is
+        # after it, so the curve stays in time order.
+        self._curve_ts.append(max(ts, self._curve_ts[-1]) if self._curve_ts else ts)
         self._curve_equity.append(self._venue.equity)
         self._risk.on_sample(marks, self._venue.equity, self._venue.take_closed_trades())
 
