@@ -14,6 +14,7 @@ never depends on the order in which Trio runs tasks.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 import attrs
@@ -63,6 +64,15 @@ class Ticks:
         next_funding_ts: the next funding settlement, ns (MARK rows; 0 elsewhere).
 
     The three MARK columns default to NaN / 0 when a batch is built without them.
+
+    The local order book (see :mod:`engine.feeds._bookcols`), optional:
+
+        book_row: per row, the index of the latest book state at or before it
+            (-1: no synced book; all -1 when the batch has no book).
+        book_bid_px, book_bid_qty, book_ask_px, book_ask_qty: ``(n_states, levels)``
+            float64, best level first (NaN price / 0 qty past a thin side). These
+            are indexed by state, not by row: :meth:`rows` slices ``book_row`` and
+            keeps them whole, so a row's state index stays valid in any slice.
     """
 
     ts: np.ndarray
@@ -85,18 +95,42 @@ class Ticks:
     next_funding_ts: np.ndarray = attrs.field(
         default=attrs.Factory(lambda self: _blank(self.ts, 0), takes_self=True)
     )
+    book_row: np.ndarray = attrs.field(
+        default=attrs.Factory(lambda self: _blank(self.ts, -1), takes_self=True)
+    )
+    book_bid_px: np.ndarray = attrs.field(default=attrs.Factory(lambda: _NO_BOOK))
+    book_bid_qty: np.ndarray = attrs.field(default=attrs.Factory(lambda: _NO_BOOK))
+    book_ask_px: np.ndarray = attrs.field(default=attrs.Factory(lambda: _NO_BOOK))
+    book_ask_qty: np.ndarray = attrs.field(default=attrs.Factory(lambda: _NO_BOOK))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
     def rows(self, lo: int, hi: int) -> Ticks:
-        """Events ``lo..hi`` (exclusive) as a batch of their own (views, no copy)."""
-        return Ticks(**{f.name: getattr(self, f.name)[lo:hi] for f in attrs.fields(Ticks)})
+        """Events ``lo..hi`` (exclusive) as a batch of their own (views, no copy).
+
+        The book state arrays are indexed by state and are passed on whole.
+        """
+        return Ticks(
+            **{
+                f.name: getattr(self, f.name)
+                if f.name in BOOK_STATE_COLUMNS
+                else getattr(self, f.name)[lo:hi]
+                for f in attrs.fields(Ticks)
+            }
+        )
+
+
+BOOK_STATE_COLUMNS = frozenset({"book_bid_px", "book_bid_qty", "book_ask_px", "book_ask_qty"})
+"""The :class:`Ticks` fields indexed by book state (``book_row``), not by row."""
+
+_NO_BOOK = np.empty((0, 0), dtype=np.float64)
+_NO_BOOK.flags.writeable = False
 
 
 def _blank(like: np.ndarray, value: float) -> np.ndarray:
-    """A read-only column as long as ``like``, all ``value`` (float NaN, or int64 0)."""
-    out = np.full(like.shape[0], value, dtype=np.float64 if value != 0 else np.int64)
+    """A read-only column as long as ``like``, all ``value`` (float NaN, or int64 0 / -1)."""
+    out = np.full(like.shape[0], value, dtype=np.int64 if value in (0, -1) else np.float64)
     out.flags.writeable = False
     return out
 
@@ -126,9 +160,52 @@ class MarketStep:
     final: bool = False
 
 
+ORDER_TYPES = ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
+"""Order types the engine sends; the names are Binance's ``type`` values."""
+
+STOP_ORDER_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+"""Order types that wait for a trigger price (Binance: algo orders)."""
+
+TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")
+"""Binance's ``timeInForce`` values; GTX is post-only (rejected if it would take)."""
+
+
+_OMIT_DEFAULT = {"journal": "omit_default"}  # see engine.journal.canonical
+
+
+def _check_order_prices(instance: Any, attribute: Any, value: Any) -> None:
+    """Cross-field validator of :class:`SubmitOrder` (attrs runs it once all
+    fields are set): each order type carries exactly the prices it uses."""
+    price, stop = instance.price, instance.stop_price
+    kind = instance.order_type
+    if kind == "LIMIT":
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"LIMIT order needs a positive finite price, got {price!r}")
+    elif not math.isnan(price):
+        raise ValueError(f"{kind} order takes no price (NaN), got {price!r}")
+    if kind in STOP_ORDER_TYPES:
+        if not (math.isfinite(stop) and stop > 0):
+            raise ValueError(f"{kind} order needs a positive finite stop_price, got {stop!r}")
+    elif not math.isnan(stop):
+        raise ValueError(f"{kind} order takes no stop_price (NaN), got {stop!r}")
+    if kind != "LIMIT" and value != "GTC":
+        # Binance accepts IOC/FOK/GTX only on LIMIT orders.
+        raise ValueError(f"time_in_force {value!r} applies to LIMIT orders only, not {kind}")
+
+
 @attrs.frozen(kw_only=True)
 class SubmitOrder:
-    """Command: place a market order (symbol actor -> risk -> execution)."""
+    """Command: place an order (symbol actor -> risk -> execution).
+
+    ``order_type`` is one of :data:`ORDER_TYPES`. A ``LIMIT`` order carries its
+    limit ``price`` and a ``time_in_force`` (:data:`TIMES_IN_FORCE`); a
+    ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` order carries its trigger
+    ``stop_price`` and becomes a market order when the last trade price reaches it
+    (Binance's default ``workingType`` ``CONTRACT_PRICE``). Prices an order type
+    does not use are NaN. ``ref_price`` is the quote the order was built from (risk
+    and slippage are measured against it). The defaults are a market order, so a
+    caller that names none of these fields sends what it always sent.
+    """
 
     client_order_id: str
     symbol: str
@@ -137,7 +214,61 @@ class SubmitOrder:
     ref_price: float = attrs.field(validator=v.gt(0))
     purpose: Purpose
     reduce_only: bool
-    order_type: str = "MARKET"
+    order_type: str = attrs.field(default="MARKET", validator=v.in_(ORDER_TYPES))
+    # Journaled only when set: a market order's record is what it was before these existed.
+    price: float = attrs.field(default=math.nan, converter=float, metadata=_OMIT_DEFAULT)
+    stop_price: float = attrs.field(default=math.nan, converter=float, metadata=_OMIT_DEFAULT)
+    time_in_force: str = attrs.field(
+        default="GTC",
+        validator=[v.in_(TIMES_IN_FORCE), _check_order_prices],
+        metadata=_OMIT_DEFAULT,
+    )
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class CancelOrder:
+    """Command: cancel an open order (symbol actor -> execution).
+
+    Risk does not see it: a cancel only ever lowers exposure. The venue answers
+    with :class:`OrderCanceled`, or nothing when the order is already closed
+    (its terminal event is on its way, so the cancel lost the race).
+    """
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ReplaceOrder:
+    """Command: new price and quantity for an open LIMIT order (quote updates).
+
+    One command rather than :class:`CancelOrder` + :class:`SubmitOrder` because
+    Binance amends in place (``PUT /fapi/v1/order``): one request instead of two
+    (half the order-rate budget a quoting strategy spends), no moment with no
+    order in the book between the cancel's ack and the new order's, and the same
+    ``client_order_id``, so the order machine and the journal trace one order
+    rather than a chain. As on Binance, the amended order goes to the back of
+    its price level's queue, is cancelled when ``qty`` is at most what has
+    already filled, and a GTX order that would now take is cancelled. Risk
+    checks it as a new order of the new size at the new price.
+    """
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    purpose: Purpose
+    qty: float = attrs.field(validator=v.gt(0))
+    price: float = attrs.field(converter=float, validator=v.gt(0))
     ts_event: int
     ts_init: int
     seq: int
@@ -221,7 +352,8 @@ class OrderRejected:
 
 @attrs.frozen(kw_only=True)
 class OrderExpired:
-    """Event: the order expired unfilled (e.g. replay ended before it could fill)."""
+    """Event: the order expired: the unfilled rest of an IOC, an FOK that could
+    not fill completely, or an order still open when the replay ended."""
 
     client_order_id: str
     symbol: str
@@ -236,13 +368,47 @@ class OrderExpired:
 
 @attrs.frozen(kw_only=True)
 class OrderCanceled:
-    """Event: the order was cancelled (e.g. by a halt) before it filled completely."""
+    """Event: the order was cancelled before it filled completely (a
+    :class:`CancelOrder`, a halt, a :class:`ReplaceOrder` to at most the filled
+    quantity, or an entry timeout)."""
 
     client_order_id: str
     symbol: str
     purpose: Purpose
     cum_qty: float
     reason: str
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderTriggered:
+    """Event: a STOP_MARKET / TAKE_PROFIT_MARKET order's trigger price was
+    reached (last trade price); it now fills as a market order.
+    ``trigger_price`` is the trade price that triggered it."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    trigger_price: float
+    ts_event: int
+    ts_init: int
+    seq: int
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OrderReplaced:
+    """Event: the venue applied a :class:`ReplaceOrder`; the order now rests
+    with ``qty`` at ``price``, at the back of its level's queue."""
+
+    client_order_id: str
+    symbol: str
+    purpose: Purpose
+    qty: float
+    price: float
     ts_event: int
     ts_init: int
     seq: int
@@ -334,6 +500,8 @@ OrderEvent = (
     | OrderRejected
     | OrderExpired
     | OrderCanceled
+    | OrderTriggered
+    | OrderReplaced
 )
 
 
@@ -559,6 +727,8 @@ class ScoreReply:
 
 JournalRecord = (
     SubmitOrder
+    | CancelOrder
+    | ReplaceOrder
     | OrderEvent
     | PositionChanged
     | TradingStateChanged

@@ -19,6 +19,8 @@ from ._order import Expired as Expired
 from ._order import Fill as Fill
 from ._order import OrderStatus as OrderStatus
 from ._order import Rejected as Rejected
+from ._order import Replaced as Replaced
+from ._order import Triggered as Triggered
 from ._order import is_complete as is_complete
 from ._order import is_partial as is_partial
 from ._order import new_order as new_order
@@ -32,6 +34,7 @@ from ._position import EntrySignaled as EntrySignaled
 from ._position import EntrySubmitted as EntrySubmitted
 from ._position import ExitFilled as ExitFilled
 from ._position import ExitPartiallyFilled as ExitPartiallyFilled
+from ._position import ExitReduced as ExitReduced
 from ._position import ExitRejected as ExitRejected
 from ._position import ExitSignaled as ExitSignaled
 from ._position import ExitSubmitted as ExitSubmitted
@@ -59,6 +62,7 @@ __all__ = [
     "EntrySubmitted",
     "ExitFilled",
     "ExitPartiallyFilled",
+    "ExitReduced",
     "ExitRejected",
     "ExitSignaled",
     "ExitSubmitted",
@@ -72,11 +76,13 @@ __all__ = [
     "PositionState",
     "ReduceRequested",
     "Rejected",
+    "Replaced",
     "ResumeRequested",
     "Table",
     "TableError",
     "TradingState",
     "Transition",
+    "Triggered",
     "is_complete",
     "is_partial",
     "new_order",

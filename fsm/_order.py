@@ -3,8 +3,26 @@
 ``SUBMITTED`` is local: the request is on its way and the venue has not answered
 (a live venue keeps an order whose answer timed out, state UNKNOWN at the
 exchange, in ``SUBMITTED`` until the user stream or a query says what it is).
-Everything else is the exchange's own status, so a status string from a REST reply
-or an ``ORDER_TRADE_UPDATE`` maps onto it with :func:`status_from_exchange`.
+``TRIGGERED`` is local too: a STOP_MARKET / TAKE_PROFIT_MARKET order whose trigger
+price was reached and that now fills as a market order (Binance's algo service
+reports this as its own ``TRIGGERED`` algo status and opens a new order; the
+engine keeps one machine per client order id). Everything else is the exchange's
+own status, so a status string from a REST reply or an ``ORDER_TRADE_UPDATE``
+maps onto it with :func:`status_from_exchange`.
+
+The life of each order type (Binance's semantics, the loopback exchange's and the
+replay venue's):
+
+* MARKET: SUBMITTED -> (NEW) -> PARTIALLY_FILLED* -> FILLED.
+* LIMIT GTC: SUBMITTED -> NEW -> PARTIALLY_FILLED* -> FILLED, or CANCELED while
+  open (a cancel, a halt, a replace to at most the filled quantity); a
+  :class:`Replaced` keeps the status.
+* LIMIT IOC: what fills at once fills; the rest EXPIRED. FOK: FILLED or EXPIRED
+  with nothing filled.
+* LIMIT GTX (post-only): REJECTED when it would take on arrival (Binance -5022),
+  else as GTC.
+* STOP_MARKET / TAKE_PROFIT_MARKET: SUBMITTED -> NEW -> TRIGGERED -> FILLED,
+  or CANCELED while NEW.
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ class OrderStatus(enum.Enum):
 
     SUBMITTED = "SUBMITTED"
     NEW = "NEW"
+    TRIGGERED = "TRIGGERED"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
     CANCELED = "CANCELED"
@@ -53,8 +72,8 @@ def status_from_exchange(status: str) -> OrderStatus:
         result = OrderStatus(status)
     except ValueError:
         raise ValueError(f"unknown exchange order status {status!r}") from None
-    if result is OrderStatus.SUBMITTED:
-        raise ValueError("SUBMITTED is local, not an exchange status")
+    if result in (OrderStatus.SUBMITTED, OrderStatus.TRIGGERED):
+        raise ValueError(f"{status} is local, not an exchange order status")
     return result
 
 
@@ -88,6 +107,16 @@ class Expired:
     """The order expired (IOC/FOK remainder, end of replay, ...)."""
 
 
+@attrs.frozen(kw_only=True)
+class Triggered:
+    """A stop order's trigger price was reached; it now fills as a market order."""
+
+
+@attrs.frozen(kw_only=True)
+class Replaced:
+    """The venue amended an open LIMIT order's price and quantity (status unchanged)."""
+
+
 def is_complete(event: Fill) -> bool:
     """Guard: the fill completes the order."""
     return event.cum_qty >= event.qty
@@ -118,9 +147,18 @@ ORDER_TABLE: Table[OrderStatus] = Table(
         (_O.NEW, Fill): _FILL,
         (_O.NEW, Canceled): _O.CANCELED,
         (_O.NEW, Expired): _O.EXPIRED,
+        (_O.NEW, Replaced): _O.NEW,
+        (_O.NEW, Triggered): _O.TRIGGERED,
+        # A stop order's trigger can be seen before its ack.
+        (_O.SUBMITTED, Triggered): _O.TRIGGERED,
+        (_O.TRIGGERED, Fill): _FILL,
+        # Triggered with no liquidity to fill, or a reduce-only with no position.
+        (_O.TRIGGERED, Expired): _O.EXPIRED,
+        (_O.TRIGGERED, Rejected): _O.REJECTED,
         (_O.PARTIALLY_FILLED, Fill): _FILL,
         (_O.PARTIALLY_FILLED, Canceled): _O.CANCELED,
         (_O.PARTIALLY_FILLED, Expired): _O.EXPIRED,
+        (_O.PARTIALLY_FILLED, Replaced): _O.PARTIALLY_FILLED,
     },
 )
 

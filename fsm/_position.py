@@ -3,7 +3,11 @@
 ``IDLE -> SIGNALED -> ORDERING -> IN_POSITION -> EXITING -> IDLE``, plus the failure
 edges: a denied, rejected, cancelled or expired entry goes back to IDLE; a denied or
 rejected exit stays in EXITING so the actor retries it. Partial fills keep the
-machine where it is until the order is complete.
+machine where it is until the order is complete. A partial take-profit (an exit
+policy's reduce-only exit of part of the position) goes through EXITING like any
+exit and, once its order is complete with the rest still held, back to IN_POSITION
+(:class:`ExitReduced`): the rest is managed as before, and a crash meanwhile finds
+the machine in a state every restart path already knows.
 """
 
 from __future__ import annotations
@@ -86,6 +90,11 @@ class ExitPartiallyFilled:
 
 
 @attrs.frozen(kw_only=True)
+class ExitReduced:
+    """A partial exit is complete and part of the position is still held."""
+
+
+@attrs.frozen(kw_only=True)
 class ExitFilled:
     """The position is flat."""
 
@@ -107,6 +116,7 @@ POSITION_TABLE: Table[PositionState] = Table(
         (_S.EXITING, ExitSubmitted): _S.EXITING,
         (_S.EXITING, ExitPartiallyFilled): _S.EXITING,
         (_S.EXITING, ExitRejected): _S.EXITING,
+        (_S.EXITING, ExitReduced): _S.IN_POSITION,
         (_S.EXITING, ExitFilled): _S.IDLE,
     },
 )

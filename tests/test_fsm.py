@@ -20,6 +20,8 @@ ORDER_EVENT_SAMPLES = [
     fsm.Fill(cum_qty=1.0, qty=1.0),
     fsm.Canceled(),
     fsm.Expired(),
+    fsm.Triggered(),
+    fsm.Replaced(),
 ]
 
 

@@ -45,6 +45,7 @@ from structlog.typing import FilteringBoundLogger
 
 from .._config import Config
 from ..messages import (
+    CancelOrder,
     EventKind,
     JournalRecord,
     Mark,
@@ -52,6 +53,9 @@ from ..messages import (
     OrderEvent,
     OrderFilled,
     PortfolioRequest,
+    Purpose,
+    ReplaceOrder,
+    SubmitOrder,
     Ticks,
 )
 from ._execution import ExecutionCore
@@ -70,7 +74,7 @@ if TYPE_CHECKING:
 # merged-stream order.
 _TIMER, _MARKET = 0, 1
 # Event kinds.
-_SAMPLE, _FAULT, _RETRAIN, _SWAP, _FILL, _MARK, _SIGNAL = range(7)
+_SAMPLE, _FAULT, _RETRAIN, _SWAP, _FILL, _MARK, _SIGNAL, _ROW, _TIMEOUT = range(9)
 _FLUSH_RECORDS = 4096
 _NEVER = 2**63 - 1
 _YIELD_EVERY_S = 0.05  # let the control socket answer during long replays
@@ -181,6 +185,7 @@ class ReplayDriver:
         self._portfolio_cfg = config.portfolio
         self._correlation_window = config.risk.correlation_window
         self._model_cfg = config.model
+        self._entry_timeout_ns = int(config.strategy.entry_timeout_ms * 1_000_000)
         self._sample_ns = config.risk.sample_ms * 1_000_000
         self._chunk_events = config.replay.max_step_events
         self._heap: list[tuple[int, int, int, int, int, Any]] = []
@@ -190,6 +195,9 @@ class ReplayDriver:
         self._samples = 0
         self._pending_limits: list[tuple[int, Any]] = []
         self._fill_rows: dict[str, int] = {}  # client order id -> fill row (live orders)
+        # Symbol -> the next row the venue sees while the symbol has a resting order:
+        # such a symbol is replayed to the venue event by event, the others are not.
+        self._rest_rows: dict[str, int] = {}
         self._equity = 0.0
         self._curve_ts = array("q")
         self._curve_equity = array("d")
@@ -200,6 +208,11 @@ class ReplayDriver:
         self.first_ts: int | None = min(starts) if starts else None
         self.last_ts: int | None = max(ends) if ends else None
         self.events = sum(s.n for s in self._symbols)
+
+    @property
+    def processed(self) -> int:
+        """Market events the strategy kernels have run over so far (of :attr:`events`)."""
+        return sum(s.cursor for s in self._symbols)
 
     @property
     def equity_curve(self) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +306,9 @@ class ReplayDriver:
                 row = self._fill_rows.get(live.client_order_id) if live is not None else None
                 if row is not None:
                     limit = min(limit, row + 1)
+            rest = self._rest_rows.get(sym.name)
+            if rest is not None:  # the venue sees this row before the kernel passes it
+                limit = min(limit, rest + 1)
             self._scan(sym, limit)
 
     def _scan(self, sym: _Symbol, limit: int) -> None:
@@ -336,6 +352,10 @@ class ReplayDriver:
             self._on_signal(sym, index, signal, ts)
         elif kind == _FILL:
             self._on_fill(ts, payload)
+        elif kind == _ROW:
+            self._on_row(ts, payload)
+        elif kind == _TIMEOUT:
+            self._on_entry_timeout(ts, payload)
         elif kind == _SAMPLE:
             self._on_sample(ts)
         elif kind == _MARK:
@@ -379,6 +399,44 @@ class ReplayDriver:
             return
         self._events([fill], ts)
         self._route(sym, ts, int(t.seq[row]) + 1)
+
+    def _on_row(self, ts: int, payload: tuple[_Symbol, int]) -> None:
+        """One event of a symbol with a resting order, for the venue: arrival, queue,
+        fills, triggers. The next row is scheduled while an order still rests."""
+        sym, row = payload
+        t = sym.ticks
+        self._events(self._venue.on_row(sym.name, t, row), ts)
+        self._route(sym, ts, int(t.seq[row]) + 1)
+        self._walk_from(sym, row + 1)
+
+    def _on_entry_timeout(self, ts: int, payload: tuple[_Symbol, SubmitOrder]) -> None:
+        """``[strategy] entry_timeout_ms`` after an entry was sent: cancel what of it
+        is still open (nothing happens when it has filled or ended)."""
+        sym, order = payload
+        cancel = CancelOrder(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            reason="entry_timeout",
+            ts_event=ts,
+            ts_init=ts,
+            seq=next(self._venue.seq),
+            correlation_id=order.correlation_id,
+        )
+        events = self._exec.cancel(cancel)
+        if events:
+            self._records.append(cancel)
+            self._events(events, ts)
+            self._route(sym, ts, -1)
+
+    def _walk_from(self, sym: _Symbol, row: int) -> None:
+        """Hand the venue row ``row`` of ``sym`` next if it has a resting order."""
+        if not self._venue.has_resting(sym.name) or row >= sym.n:
+            self._rest_rows.pop(sym.name, None)
+            return
+        self._rest_rows[sym.name] = row
+        t = sym.ticks
+        self._push(int(t.ts[row]), _MARKET, int(t.seq[row]), _ROW, (sym, row))
 
     def _on_sample(self, ts: int) -> None:
         self._samples += 1
@@ -564,6 +622,9 @@ class ReplayDriver:
         self._records.extend(records)
         if not commands:
             return
+        commands = self._amend(sym, commands, ts)
+        if not commands:
+            return
         risk = self._risk
         for other in self._symbols:  # every quote up to this event, for the checks
             row = other.quote_before_seq(seq) if seq >= 0 else other.quote_before_ts(ts)
@@ -584,11 +645,37 @@ class ReplayDriver:
             for event in events:
                 if isinstance(event, OrderAccepted):
                     self._schedule_fill(event)
+            if order.order_type != "MARKET" and sym.name not in self._rest_rows:
+                # From the next event on (the venue ignores those before it arrives).
+                self._walk_from(sym, int(np.searchsorted(sym.ticks.seq, seq, side="left")))
+            if (
+                order.order_type != "MARKET"
+                and order.purpose is Purpose.ENTRY
+                and self._entry_timeout_ns > 0
+            ):
+                due = order.ts_event + self._entry_timeout_ns
+                self._push(due, _TIMER, 4, _TIMEOUT, (sym, order))
         # The reports may have moved the machine on (a denied entry is IDLE again).
         more, records = sym.core.take()
         self._records.extend(records)
         if more:  # pragma: no cover - the strategy makes no order from a report
             raise RuntimeError(f"{sym.name}: orders made while handling reports")
+
+    def _amend(self, sym: _Symbol, commands: list[Any], ts: int) -> list[Any]:
+        """Send the core's cancels and replaces (they add no exposure a cancel could
+        not; a replace is re-checked by the venue as Binance does); the new orders
+        are returned for risk."""
+        orders = []
+        for command in commands:
+            if isinstance(command, CancelOrder):
+                self._records.append(command)
+                self._events(self._exec.cancel(command), ts)
+            elif isinstance(command, ReplaceOrder):
+                self._records.append(command)
+                self._events(self._exec.replace(command), ts)
+            else:
+                orders.append(command)
+        return orders
 
     def _schedule_fill(self, accepted: OrderAccepted) -> None:
         sym = self._by_name[accepted.symbol]

@@ -19,6 +19,7 @@ import fsm
 
 from .._config import FaultEvent
 from ..messages import (
+    CancelOrder,
     DecisionLabeled,
     EntryScored,
     FeedReconnected,
@@ -35,15 +36,19 @@ from ..messages import (
     OrderFilled,
     OrderReconciled,
     OrderRejected,
+    OrderReplaced,
     OrderSubmitted,
+    OrderTriggered,
     PositionChanged,
     PositionReconciled,
     RateLimitBanned,
     ReconciliationFailed,
+    ReplaceOrder,
     SubmitOrder,
     TradingStateChanged,
 )
 from ..venues import FaultDrills
+from ..venues._protocol import ManagesOrders
 
 if TYPE_CHECKING:
     from ..venues import Venue
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
 _SOURCE_RANK: dict[type, int] = {
     PositionChanged: 0,
     SubmitOrder: 0,
+    CancelOrder: 0,
+    ReplaceOrder: 0,
     EntryScored: 0,
     DecisionLabeled: 0,
     ModelRetrained: 0,
@@ -64,6 +71,8 @@ _SOURCE_RANK: dict[type, int] = {
     OrderRejected: 2,
     OrderExpired: 2,
     OrderCanceled: 2,
+    OrderTriggered: 2,
+    OrderReplaced: 2,
     FeedReconnected: 3,
     RateLimitBanned: 3,
     ReconciliationFailed: 3,
@@ -91,6 +100,10 @@ def _order_event(event: OrderEvent) -> object | None:
         return fsm.Expired()
     if isinstance(event, OrderCanceled):
         return fsm.Canceled()
+    if isinstance(event, OrderTriggered):
+        return fsm.Triggered()
+    if isinstance(event, OrderReplaced):
+        return fsm.Replaced()
     return None
 
 
@@ -207,6 +220,32 @@ class ExecutionCore:
             ts_event=order.ts_event,
         )
         return [submitted, *self.venue.submit(order)]
+
+    def cancel(self, command: CancelOrder) -> list[OrderEvent]:
+        """Cancel an open order; the venue's answer (``[]``: it was no longer open).
+
+        Raises:
+            TypeError: the venue cannot cancel orders (not a :class:`ManagesOrders`).
+        """
+        if command.client_order_id not in self._machines:
+            return []
+        return list(self._managing().cancel(command))
+
+    def replace(self, command: ReplaceOrder) -> list[OrderEvent]:
+        """Amend an open LIMIT order (risk approved its new size and price); the
+        venue's answer (``[]``: it was no longer open).
+
+        Raises:
+            TypeError: the venue cannot amend orders (not a :class:`ManagesOrders`).
+        """
+        if command.client_order_id not in self._machines:
+            return []
+        return list(self._managing().replace(command))
+
+    def _managing(self) -> ManagesOrders:
+        if not isinstance(self.venue, ManagesOrders):
+            raise TypeError(f"{type(self.venue).__name__} cannot cancel or amend orders")
+        return self.venue
 
     def apply(self, event: OrderEvent) -> None:
         """Drive the order's machine with a venue event (and log and count it)."""

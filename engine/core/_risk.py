@@ -121,6 +121,8 @@ class RiskCore:
         self.metrics = RiskMetrics(capital=config.capital, step_ns=step_ns)
         self._returns = {s: deque[float](maxlen=config.correlation_window) for s in symbols}
         self._open: dict[str, SubmitOrder] = {}
+        # What of each open order has filled: its rest still counts toward exposure.
+        self._filled: dict[str, float] = {}
         self._recent: deque[int] = deque()
         self._reconnects: deque[int] = deque()  # not tied to a traded symbol
         self._symbol_reconnects: dict[str, deque[int]] = {s: deque() for s in symbols}
@@ -195,32 +197,32 @@ class RiskCore:
         return abs(after) <= abs(before) + 1e-12 and after * before >= 0.0
 
     def _min_notional_ok(self, order: SubmitOrder) -> bool:
-        return order.qty * order.ref_price >= self._cfg.min_notional
+        return order.qty * _order_price(order) >= self._cfg.min_notional
 
     def _price_band_ok(self, order: SubmitOrder) -> bool:
         mark = self.marks.get(order.symbol)
         if mark is None:
             return True  # no quote seen by risk yet: nothing to compare against
         mid = 0.5 * (mark.bid + mark.ask)
-        return abs(order.ref_price - mid) / mid * 1e4 <= self._cfg.price_band_bps
+        return abs(_order_price(order) - mid) / mid * 1e4 <= self._cfg.price_band_bps
 
     def _symbol_notional_ok(self, order: SubmitOrder) -> bool:
         after = self._exposure(order.symbol) + int(order.side) * order.qty
-        return abs(after) * order.ref_price <= self._cfg.max_notional_per_symbol
+        return abs(after) * _order_price(order) <= self._cfg.max_notional_per_symbol
 
     def _portfolio_limit_ok(self, order: SubmitOrder) -> bool:
         limit = self.exposure_limits.get(order.symbol)
         if limit is None:
             return True
         after = self._exposure(order.symbol) + int(order.side) * order.qty
-        return abs(after) * order.ref_price <= limit
+        return abs(after) * _order_price(order) <= limit
 
     def _notional_after(self, order: SubmitOrder) -> float:
         after = self._exposure(order.symbol) + int(order.side) * order.qty
         others = sum(
             abs(self._exposure(s)) * self._price(s) for s in self._symbols if s != order.symbol
         )
-        return others + abs(after) * order.ref_price
+        return others + abs(after) * _order_price(order)
 
     def _total_notional_ok(self, order: SubmitOrder) -> bool:
         return self._notional_after(order) <= self._cfg.max_notional_total
@@ -278,7 +280,11 @@ class RiskCore:
 
     def _exposure(self, symbol: str) -> float:
         """Position (the ledger's) plus what open orders would add."""
-        pending = sum(int(o.side) * o.qty for o in self._open.values() if o.symbol == symbol)
+        pending = sum(
+            int(o.side) * (o.qty - self._filled.get(c, 0.0))
+            for c, o in self._open.items()
+            if o.symbol == symbol
+        )
         return self.ledger.qty(symbol) + pending
 
     def _price(self, symbol: str) -> float:
@@ -297,8 +303,12 @@ class RiskCore:
                 self.prices[event.symbol] = event.last_price
                 if event.cum_qty >= event.order_qty:
                     self._open.pop(event.client_order_id, None)
+                    self._filled.pop(event.client_order_id, None)
+                elif event.client_order_id in self._open:
+                    self._filled[event.client_order_id] = event.cum_qty
             elif isinstance(event, OrderRejected | OrderExpired | OrderDenied | OrderCanceled):
                 self._open.pop(event.client_order_id, None)
+                self._filled.pop(event.client_order_id, None)
                 if isinstance(event, OrderRejected):
                     self._errors.append(event.ts_event)
 
@@ -658,3 +668,13 @@ class RiskCore:
             seq=self._seq,
             correlation_id=order.correlation_id,
         )
+
+
+def _order_price(order: SubmitOrder) -> float:
+    """The price an order's notional is counted at: a LIMIT's own price (it rests
+    there), a stop's trigger price, else the quote it was built from."""
+    if order.order_type == "LIMIT":
+        return order.price
+    if order.order_type != "MARKET":
+        return order.stop_price
+    return order.ref_price

@@ -10,6 +10,7 @@ triggers: the journal is append-only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from collections.abc import Iterable
@@ -41,9 +42,25 @@ CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
 
 
 def canonical(record: JournalRecord) -> tuple[str, bytes]:
-    """A record's kind and canonical JSON payload."""
-    payload = orjson.dumps(attrs.asdict(record, recurse=False), option=orjson.OPT_SORT_KEYS)
+    """A record's kind and canonical JSON payload.
+
+    A field marked ``metadata={"journal": "omit_default"}`` is left out while it
+    holds its default, so a field added to a message later (a market order's NaN
+    limit price) does not change the payload, nor the digest, of a run that does
+    not use it; a reader takes the default when the key is missing.
+    """
+    data = attrs.asdict(record, recurse=False)
+    for field in _omittable(type(record)):
+        value, default = data[field.name], field.default
+        if value == default or (value != value and default != default):  # NaN == NaN
+            del data[field.name]
+    payload = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     return type(record).__name__, payload
+
+
+@functools.cache
+def _omittable(cls: type) -> tuple[attrs.Attribute, ...]:
+    return tuple(f for f in attrs.fields(cls) if f.metadata.get("journal") == "omit_default")
 
 
 def _digest_line(kind: str, payload: bytes) -> bytes:

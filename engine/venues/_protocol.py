@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from ..ledger import PositionLedger
-from ..messages import OpsEvent, OrderEvent, SubmitOrder, Ticks
+from ..messages import CancelOrder, OpsEvent, OrderEvent, ReplaceOrder, SubmitOrder, Ticks
 
 
 @runtime_checkable
@@ -63,6 +63,23 @@ class Venue(Protocol):
 
     def on_resume(self) -> None:
         """An operator resumed trading: re-arm the venue's own checks."""
+        ...
+
+
+@runtime_checkable
+class ManagesOrders(Protocol):
+    """A venue that cancels and amends open orders (resting LIMIT and stop orders).
+
+    The simulated venue does; the Binance venue does not yet (it sends market
+    orders only), so the engine sends non-market orders only to a venue that is one.
+    """
+
+    def cancel(self, command: CancelOrder) -> list[OrderEvent]:
+        """Cancel an open order: ``[OrderCanceled]``, or ``[]`` when no longer open."""
+        ...
+
+    def replace(self, command: ReplaceOrder) -> list[OrderEvent]:
+        """Amend an open LIMIT order's price and quantity (back of the queue)."""
         ...
 
 

@@ -13,12 +13,57 @@ positions are marked to the mark price instead of the mid, as Binance computes
 unrealised PnL, and funding is settled on them at each funding time
 (:meth:`SimVenue.apply_funding`, journaled as :class:`~engine.messages.FundingApplied`).
 
+Resting orders (LIMIT, STOP_MARKET, TAKE_PROFIT_MARKET) live event by event
+(:meth:`SimVenue.on_row`, or row by row inside :meth:`SimVenue.on_market`). An
+order arrives at the matching engine at the first quote of its symbol at or after
+``ts + latency``; its ack (or its rejection) carries that time, since that is when
+Binance would answer it. At arrival, with that quote's touch:
+
+* a LIMIT that crosses (a buy at or above the ask) takes as a taker at the touch,
+  at most the displayed touch quantity (``ask_qty``; the depth behind it is not in
+  a bookTicker capture, so the venue assumes none). IOC and GTC take what the
+  touch shows; FOK takes the whole order if the touch shows it, else expires with
+  nothing filled; GTX (post-only) is rejected (Binance -5022). A GTC remainder
+  rests at its price, queue ahead 0 (it is the new best price);
+* a LIMIT that does not cross: IOC and FOK expire unfilled, GTC and GTX rest.
+
+Queue model of a resting LIMIT, conservative (risk averse) as hftbacktest's
+``RiskAdverseQueueModel`` (nkaz001/hftbacktest, ``models/queue.rs``): the order is
+assumed to be at the back of its level and the queue ahead of it only shrinks by
+trades or by the displayed quantity dropping below it. For a buy at ``P`` (a sell
+mirrors it):
+
+* queue ahead at arrival: the displayed ``bid_qty`` when ``P`` is the best bid, 0
+  when ``P`` improves it, unknown (infinite: fills only on a trade-through) when
+  ``P`` is behind it;
+* whenever ``P`` is the best bid, the queue ahead is cut to ``bid_qty`` (all of
+  it is visible then, so it cannot be longer);
+* a trade AT ``P`` whose aggressor sold shrinks the queue ahead by its quantity;
+  what exceeds the queue fills the order (partial fills);
+* a trade below ``P``, or a quote with ``ask <= P``, trades through: the rest
+  fills at ``P``.
+
+A resting fill is a maker fill at the order's price and pays the maker fee;
+everything that takes pays the taker fee (``OrderFilled.liquidity``). Prices are
+compared exactly: a strategy quotes on the tick grid of the capture.
+
+A STOP_MARKET (buy: last trade >= stop; sell: <=) or TAKE_PROFIT_MARKET (buy:
+last trade <= stop; sell: >=) triggers on the last trade price, Binance's default
+``workingType`` ``CONTRACT_PRICE`` (the capture's mark prices are 1 s apart and
+would trigger late), emits :class:`~engine.messages.OrderTriggered`, and fills
+whole as a market order at the next quote's touch. A reduce-only order never
+fills more than the position it reduces; with nothing left to reduce it expires.
+
+:meth:`SimVenue.cancel` cancels an open order, :meth:`SimVenue.replace` amends a
+resting LIMIT as Binance's ``PUT /fapi/v1/order`` does (back of the queue).
+
 No I/O, no Trio, no wall clock: the same orders and quotes give the same fills.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 
 import attrs
@@ -26,6 +71,8 @@ import numpy as np
 
 from ...ledger import PositionLedger, SymbolAccount
 from ...messages import (
+    STOP_ORDER_TYPES,
+    CancelOrder,
     EventKind,
     FundingApplied,
     OpsEvent,
@@ -35,9 +82,17 @@ from ...messages import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
+    ReplaceOrder,
     SubmitOrder,
     Ticks,
 )
+
+_QTY_DECIMALS = 9  # as the ledger rounds positions
+
+GTX_WOULD_TAKE = "-5022 post only order would immediately match"
+"""The rejection reason of a GTX order that would take (Binance's code -5022)."""
 
 
 @attrs.define
@@ -47,12 +102,28 @@ class _Pending:
     venue_order_id: int
 
 
+@attrs.define(eq=False)
+class _Resting:
+    """A non-market order: waiting to arrive, resting, or triggered."""
+
+    order: SubmitOrder
+    due_ts: int
+    venue_order_id: int
+    price: float  # limit price (LIMIT), NaN for stops
+    qty: float
+    arrived: bool = False
+    triggered: bool = False
+    queue: float = math.inf  # quantity ahead of the order at its price
+    cum_qty: float = 0.0
+
+
 class SimVenue:
     """Deterministic matcher and account for replay and paper trading.
 
     Args:
         latency_ns: time from send to the matching engine.
         taker_fee_rate: fee as a fraction of notional (5 bps = 0.0005).
+        maker_fee_rate: fee of resting (maker) fills (Binance VIP0: 2 bps).
         seq: the sequence the venue numbers its events from; execution passes the
             one it numbers its own events from, so that events stamped the same
             nanosecond still sort in the order they were made.
@@ -65,12 +136,19 @@ class SimVenue:
         *,
         latency_ns: int,
         taker_fee_rate: float,
+        maker_fee_rate: float = 0.0002,
         seq: Iterator[int] | None = None,
         ledger: PositionLedger | None = None,
     ) -> None:
         self._latency_ns = latency_ns
         self._fee_rate = taker_fee_rate
+        self._maker_fee_rate = maker_fee_rate
         self._pending: list[_Pending] = []
+        # Non-market orders in submission order, and how many are open per symbol.
+        self._resting: list[_Resting] = []
+        self._resting_count: dict[str, int] = {}
+        # The last quote (bid, bid_qty, ask, ask_qty) a resting order of a symbol saw.
+        self._last_quote: dict[str, tuple[float, float, float, float]] = {}
         self._next_order_id = 1
         self._seq = seq if seq is not None else itertools.count(1)
         self._banned_until = 0
@@ -117,10 +195,12 @@ class SimVenue:
         return None
 
     def submit(self, order: SubmitOrder) -> list[OrderEvent]:
-        """Accept a market order; it fills on a later call to :meth:`on_market`.
+        """Accept an order; it fills on a later call to :meth:`on_market` / :meth:`on_row`.
 
         Returns:
-            ``[OrderAccepted]``, or ``[OrderRejected]`` while a fault is injected.
+            ``[OrderAccepted]`` for a market order, ``[]`` for any other (its ack or
+            rejection comes when it arrives, at the first quote at or after its due
+            time), or ``[OrderRejected]`` while a fault is injected.
         """
         due = order.ts_event + self._latency_ns
         refusal = self._refusal(order)
@@ -137,6 +217,19 @@ class SimVenue:
                     correlation_id=order.correlation_id,
                 )
             ]
+        if order.order_type != "MARKET":
+            self._resting.append(
+                _Resting(
+                    order=order,
+                    due_ts=due,
+                    venue_order_id=self._next_order_id,
+                    price=order.price,
+                    qty=order.qty,
+                )
+            )
+            self._next_order_id += 1
+            self._resting_count[order.symbol] = self._resting_count.get(order.symbol, 0) + 1
+            return []
         pending = _Pending(order=order, due_ts=due, venue_order_id=self._next_order_id)
         self._next_order_id += 1
         self._pending.append(pending)
@@ -178,6 +271,11 @@ class SimVenue:
             else:
                 fills.append(filled)
         self._pending = still
+        for symbol, batch in ticks.items():
+            for row in range(len(batch)):
+                if not self._resting_count.get(symbol):
+                    break
+                fills += self.on_row(symbol, batch, row)
         self.step_quotes = {}
         for symbol, q in quotes.items():
             if q[0].shape[0]:
@@ -199,6 +297,289 @@ class SimVenue:
                 del self._pending[i]
                 return self._fill(pending, ts, bid, ask)
         return None
+
+    def has_resting(self, symbol: str) -> bool:
+        """Whether ``symbol`` has a non-market order open (the driver then hands every
+        one of its events to :meth:`on_row`)."""
+        return bool(self._resting_count.get(symbol))
+
+    def on_row(self, symbol: str, ticks: Ticks, row: int) -> list[OrderEvent]:
+        """One market event of ``symbol`` (row ``row`` of ``ticks``) for its open
+        non-market orders, oldest first: arrival, queue, fills, stop triggers.
+
+        Returns:
+            The events it caused (acks, rejections, fills, triggers, expiries).
+        """
+        if not self._resting_count.get(symbol):
+            return []
+        kind = int(ticks.kind[row])
+        if kind != EventKind.QUOTE and kind != EventKind.TRADE:
+            return []
+        ts = int(ticks.ts[row])
+        out: list[OrderEvent] = []
+        for r in [r for r in self._resting if r.order.symbol == symbol]:
+            if kind == EventKind.QUOTE:
+                bid, ask = float(ticks.bid[row]), float(ticks.ask[row])
+                bid_qty, ask_qty = float(ticks.bid_qty[row]), float(ticks.ask_qty[row])
+                if not r.arrived:
+                    if ts >= r.due_ts:
+                        out += self._arrive(r, ts, bid, bid_qty, ask, ask_qty)
+                elif r.triggered:
+                    touch = ask if r.order.side > 0 else bid
+                    out += self._fill_part(r, r.qty - r.cum_qty, touch, ts, "TAKER")
+                elif r.order.order_type == "LIMIT":
+                    out += self._on_quote(r, ts, bid, bid_qty, ask, ask_qty)
+            elif r.arrived and not r.triggered:
+                price, qty = float(ticks.price[row]), float(ticks.qty[row])
+                if r.order.order_type == "LIMIT":
+                    out += self._on_trade(r, ts, price, qty, bool(ticks.buyer_maker[row]))
+                elif _stop_hit(r.order, price):
+                    r.triggered = True
+                    out.append(self._triggered(r, ts, price))
+        return out
+
+    def cancel(self, command: CancelOrder) -> list[OrderEvent]:
+        """Cancel an open order: ``[OrderCanceled]`` with what it had filled, or ``[]``
+        when it is no longer open (filled or ended; its last event went out before)."""
+        for r in self._resting:
+            if r.order.client_order_id == command.client_order_id and not r.triggered:
+                return [self._close(r, OrderCanceled, command.ts_event, command.reason)]
+        for i, pending in enumerate(self._pending):
+            if pending.order.client_order_id == command.client_order_id:
+                del self._pending[i]
+                return [self._end(pending.order, OrderCanceled, command.ts_event, command.reason)]
+        return []
+
+    def replace(self, command: ReplaceOrder) -> list[OrderEvent]:
+        """Amend an open LIMIT order (Binance ``PUT /fapi/v1/order``): new quantity and
+        price, back of the queue at the new price. A new quantity at most what has
+        filled cancels it, as does a GTX that would now take (against the quote
+        the venue last saw).
+
+        Returns:
+            ``[OrderReplaced]``, ``[OrderCanceled]``, ``[OrderRejected]`` (no such
+            open LIMIT order, -2013) or, for an amendment that takes, the taker fill.
+        """
+        ts = command.ts_event
+        for r in self._resting:
+            order = r.order
+            if order.client_order_id != command.client_order_id:
+                continue
+            if order.order_type != "LIMIT" or not r.arrived:
+                break
+            if command.qty <= r.cum_qty:
+                return [self._close(r, OrderCanceled, ts, "replace_below_filled")]
+            r.qty, r.price = command.qty, command.price
+            r.order = attrs.evolve(order, qty=command.qty, price=command.price)
+            r.queue = math.inf
+            out: list[OrderEvent] = [
+                OrderReplaced(
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                    purpose=order.purpose,
+                    qty=command.qty,
+                    price=command.price,
+                    ts_event=ts,
+                    ts_init=ts,
+                    seq=self._next_seq(),
+                    correlation_id=order.correlation_id,
+                )
+            ]
+            quote = self._last_quote.get(order.symbol)
+            if quote is not None:
+                bid, bid_qty, ask, ask_qty = quote
+                if _crosses(order.side, r.price, bid, ask):
+                    if order.time_in_force == "GTX":
+                        return [self._close(r, OrderCanceled, ts, "gtx_would_take")]
+                    touch, touch_qty = (ask, ask_qty) if order.side > 0 else (bid, bid_qty)
+                    take = min(r.qty - r.cum_qty, _depth(touch_qty))
+                    out += self._fill_part(r, take, touch, ts, "TAKER")
+                    if r in self._resting:
+                        r.queue = 0.0
+                else:
+                    r.queue = _queue_at(order.side, r.price, bid, bid_qty, ask, ask_qty)
+            return out
+        return [
+            OrderRejected(
+                client_order_id=command.client_order_id,
+                symbol=command.symbol,
+                purpose=command.purpose,
+                reason="-2013 order does not exist",
+                ts_event=ts,
+                ts_init=ts,
+                seq=self._next_seq(),
+                correlation_id=command.correlation_id,
+            )
+        ]
+
+    # -- resting orders: arrival, queue, fills ---------------------------------------
+
+    def _arrive(
+        self, r: _Resting, ts: int, bid: float, bid_qty: float, ask: float, ask_qty: float
+    ) -> list[OrderEvent]:
+        order = r.order
+        self._last_quote[order.symbol] = (bid, bid_qty, ask, ask_qty)
+        r.arrived = True
+        if order.order_type in STOP_ORDER_TYPES:
+            return [self._accepted(r, ts)]
+        crosses = _crosses(order.side, r.price, bid, ask)
+        tif = order.time_in_force
+        if crosses and tif == "GTX":
+            self._drop(r)
+            return [
+                OrderRejected(
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                    purpose=order.purpose,
+                    reason=GTX_WOULD_TAKE,
+                    ts_event=ts,
+                    ts_init=ts,
+                    seq=self._next_seq(),
+                    correlation_id=order.correlation_id,
+                )
+            ]
+        out: list[OrderEvent] = [self._accepted(r, ts)]
+        if crosses:
+            touch, touch_qty = (ask, ask_qty) if order.side > 0 else (bid, bid_qty)
+            shown = _depth(touch_qty)
+            if tif == "FOK" and shown < r.qty:
+                return [*out, self._close(r, OrderExpired, ts, "fok_not_filled")]
+            out += self._fill_part(r, min(r.qty, shown), touch, ts, "TAKER")
+            r.queue = 0.0
+        elif tif in ("IOC", "FOK"):
+            return [*out, self._close(r, OrderExpired, ts, f"{tif.lower()}_not_filled")]
+        else:
+            r.queue = _queue_at(order.side, r.price, bid, bid_qty, ask, ask_qty)
+        if tif == "IOC" and r in self._resting:
+            out.append(self._close(r, OrderExpired, ts, "ioc_not_filled"))
+        return out
+
+    def _on_quote(
+        self, r: _Resting, ts: int, bid: float, bid_qty: float, ask: float, ask_qty: float
+    ) -> list[OrderEvent]:
+        self._last_quote[r.order.symbol] = (bid, bid_qty, ask, ask_qty)
+        if r.order.side > 0:
+            if ask <= r.price:
+                return self._fill_part(r, r.qty - r.cum_qty, r.price, ts, "MAKER")
+            if bid == r.price:
+                r.queue = min(r.queue, _depth(bid_qty))
+        else:
+            if bid >= r.price:
+                return self._fill_part(r, r.qty - r.cum_qty, r.price, ts, "MAKER")
+            if ask == r.price:
+                r.queue = min(r.queue, _depth(ask_qty))
+        return []
+
+    def _on_trade(
+        self, r: _Resting, ts: int, price: float, qty: float, buyer_maker: bool
+    ) -> list[OrderEvent]:
+        buy = r.order.side > 0
+        if (price < r.price) if buy else (price > r.price):
+            return self._fill_part(r, r.qty - r.cum_qty, r.price, ts, "MAKER")
+        # A trade at our price whose aggressor hit our side of the book.
+        if price == r.price and buyer_maker == buy and qty > 0:
+            left = qty - r.queue
+            r.queue = max(0.0, r.queue - qty)
+            if left > 0:
+                return self._fill_part(r, min(left, r.qty - r.cum_qty), r.price, ts, "MAKER")
+        return []
+
+    def _fill_part(
+        self, r: _Resting, qty: float, price: float, ts: int, liquidity: str
+    ) -> list[OrderEvent]:
+        order = r.order
+        if order.reduce_only:
+            position = self.ledger.qty(order.symbol)
+            reducible = max(0.0, -int(order.side) * position)
+            qty = min(qty, reducible)
+            if qty <= 0.0:
+                return [self._close(r, OrderExpired, ts, "reduce_only_nothing_to_reduce")]
+        # Quantities the ledger keeps (a queue remainder can be a float crumb).
+        qty = round(qty, _QTY_DECIMALS)
+        if qty <= 0.0:
+            return []
+        rate = self._maker_fee_rate if liquidity == "MAKER" else self._fee_rate
+        fee = qty * price * rate
+        self.ledger.apply_fill(order.symbol, int(order.side) * qty, price, fee)
+        r.cum_qty = min(r.qty, r.cum_qty + qty)
+        done = round(r.qty - r.cum_qty, _QTY_DECIMALS) <= 0.0
+        if done:
+            r.cum_qty = r.qty
+            self._drop(r)
+        fill = OrderFilled(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            side=order.side,
+            last_qty=qty,
+            last_price=price,
+            cum_qty=r.cum_qty,
+            order_qty=r.qty,
+            fee=fee,
+            liquidity=liquidity,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=order.correlation_id,
+        )
+        if not done and r.triggered:
+            # A triggered stop that reduce-only capped: Binance expires the rest.
+            return [fill, self._close(r, OrderExpired, ts, "reduce_only_nothing_to_reduce")]
+        return [fill]
+
+    def _accepted(self, r: _Resting, ts: int) -> OrderAccepted:
+        return OrderAccepted(
+            client_order_id=r.order.client_order_id,
+            symbol=r.order.symbol,
+            purpose=r.order.purpose,
+            venue_order_id=r.venue_order_id,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=r.order.correlation_id,
+        )
+
+    def _triggered(self, r: _Resting, ts: int, price: float) -> OrderTriggered:
+        return OrderTriggered(
+            client_order_id=r.order.client_order_id,
+            symbol=r.order.symbol,
+            purpose=r.order.purpose,
+            trigger_price=price,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=r.order.correlation_id,
+        )
+
+    def _drop(self, r: _Resting) -> None:
+        self._resting.remove(r)
+        self._resting_count[r.order.symbol] -= 1
+
+    def _close(
+        self, r: _Resting, event: type[OrderCanceled] | type[OrderExpired], ts: int, reason: str
+    ) -> OrderEvent:
+        self._drop(r)
+        return self._end(r.order, event, ts, reason, r.cum_qty)
+
+    def _end(
+        self,
+        order: SubmitOrder,
+        event: type[OrderCanceled] | type[OrderExpired],
+        ts: int,
+        reason: str,
+        cum_qty: float = 0.0,
+    ) -> OrderEvent:
+        return event(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            cum_qty=cum_qty,
+            reason=reason,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=order.correlation_id,
+        )
 
     def on_mark_row(self, symbol: str, ticks: Ticks, row: int) -> None:
         """One mark price update (a MARK row of ``ticks``): settle funding it makes due,
@@ -326,7 +707,7 @@ class SimVenue:
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
 
     def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
-        """Cancel every pending order (nothing of them has filled)."""
+        """Cancel every open order (with what each has filled)."""
         return self._end_pending(OrderCanceled, ts, reason)
 
     def expire_all(self, ts: int, reason: str) -> list[OrderEvent]:
@@ -336,21 +717,11 @@ class SimVenue:
     def _end_pending(
         self, event: type[OrderCanceled] | type[OrderExpired], ts: int, reason: str
     ) -> list[OrderEvent]:
-        out: list[OrderEvent] = [
-            event(
-                client_order_id=p.order.client_order_id,
-                symbol=p.order.symbol,
-                purpose=p.order.purpose,
-                cum_qty=0.0,
-                reason=reason,
-                ts_event=ts,
-                ts_init=ts,
-                seq=self._next_seq(),
-                correlation_id=p.order.correlation_id,
-            )
-            for p in self._pending
-        ]
+        out: list[OrderEvent] = [self._end(p.order, event, ts, reason) for p in self._pending]
         self._pending = []
+        out += [self._end(r.order, event, ts, reason, r.cum_qty) for r in self._resting]
+        self._resting = []
+        self._resting_count = {}
         return out
 
     def take_closed_trades(self) -> list[float]:
@@ -374,5 +745,33 @@ class SimVenue:
 
     @property
     def pending_orders(self) -> int:
-        """Orders accepted but not yet filled."""
-        return len(self._pending)
+        """Orders accepted but not yet filled (market and resting)."""
+        return len(self._pending) + len(self._resting)
+
+
+def _crosses(side: int, price: float, bid: float, ask: float) -> bool:
+    """Whether a limit order at ``price`` would take against the touch."""
+    return price >= ask if side > 0 else price <= bid
+
+
+def _depth(qty: float) -> float:
+    """A displayed quantity; unknown (NaN) counts as unlimited, as a market order's fill."""
+    return qty if math.isfinite(qty) else math.inf
+
+
+def _queue_at(
+    side: int, price: float, bid: float, bid_qty: float, ask: float, ask_qty: float
+) -> float:
+    """Queue ahead of a non-crossing limit at arrival: the displayed quantity at the
+    best price, 0 when it improves it, unknown (infinite) behind it."""
+    best, shown = (bid, bid_qty) if side > 0 else (ask, ask_qty)
+    if price == best:
+        return _depth(shown)
+    improves = price > best if side > 0 else price < best
+    return 0.0 if improves else math.inf
+
+
+def _stop_hit(order: SubmitOrder, last: float) -> bool:
+    """Whether the last trade price ``last`` triggers a stop order."""
+    rising = (order.order_type == "STOP_MARKET") == (order.side > 0)
+    return last >= order.stop_price if rising else last <= order.stop_price
