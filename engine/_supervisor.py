@@ -709,6 +709,7 @@ async def _run_journaled(
         venue = SimVenue(
             latency_ns=int(config.venue.latency_ms * 1e6),
             taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+            maker_fee_rate=config.venue.maker_fee_bps * 1e-4,
             ledger=PositionLedger(),
         )
     # The one ledger of positions: the venue feeds it with fills (and, live, with what
@@ -773,6 +774,7 @@ async def _run_journaled(
             entry_filter=filters.get(s),
             scores=score_channels.get(s),
             strategy=spec.new(config.strategy, config.sizing),
+            exits=config.exits,
         )
         for s in symbols
     ]

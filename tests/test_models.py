@@ -13,6 +13,7 @@ import pytest
 from engine import EngineError
 from engine.feeds import CaptureStats, merge_captures
 from engine.feeds._columns import Columns, append_message
+from engine.feeds._tape import COLUMN_NAMES
 from engine.messages import EventKind, Ticks
 from engine.models import (
     DEPTH_FEATURES,
@@ -155,7 +156,10 @@ def test_other_rows_are_ignored(sample_ticks, spec):
     kind = sample_ticks.kind.copy()
     kind[other] = rng.choice([EventKind.DEPTH, EventKind.KLINE, EventKind.MARK], other.sum())
     noisy = attrs.evolve(sample_ticks, kind=kind)
-    kept = Ticks(**{f.name: getattr(sample_ticks, f.name)[~other] for f in attrs.fields(Ticks)})
+    # Row columns are masked; the (empty here) book state arrays are per state, not per row.
+    kept = attrs.evolve(
+        sample_ticks, **{name: getattr(sample_ticks, name)[~other] for name in COLUMN_NAMES}
+    )
     a, b = FeatureBuilder(spec), FeatureBuilder(spec)
     a.on_ticks(noisy)
     b.on_ticks(kept)

@@ -38,7 +38,7 @@ def stream_reference(
 
 
 def stats_facts(stats: CaptureStats) -> dict[str, object]:
-    facts = attrs.asdict(stats)
+    facts = attrs.asdict(stats, filter=lambda a, _v: a.eq)  # (not the raw snapshots)
     facts["skipped"] = list(stats.skipped.items())  # order too: reports print it as it is
     return facts
 

@@ -88,6 +88,8 @@ def test_round_trip_maps_the_columns_and_restores_the_counters(tmp_path, capture
     assert entry.sources == (str(capture),)
     assert entry.bytes > 40390 * (8 * 12 + 2)
     assert sorted(p.name for p in entry.path.iterdir()) == [
+        "0.book.npy",  # the capture has depth: its book columns (test_replay_book.py)
+        "0.book_row.npy",
         "0.float64.npy",
         "0.int64.npy",
         "0.int8.npy",

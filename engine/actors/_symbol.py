@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 from structlog.typing import FilteringBoundLogger
 
-from .._config import SizingSection, StrategySection
+from .._config import ExitsSection, SizingSection, StrategySection
 from ..core import SymbolCore
 from ..ledger import PositionLedger
 from ..messages import (
@@ -67,6 +67,7 @@ class SymbolActor(SymbolCore):
         scores: tuple[trio.MemorySendChannel[ScoreBatch], trio.MemoryReceiveChannel[ScoreReply]]
         | None = None,
         strategy: Strategy | None = None,
+        exits: ExitsSection | None = None,
     ) -> None:
         if (entry_filter is None) != (scores is None):
             raise ValueError("entry_filter and scores go together")
@@ -80,6 +81,7 @@ class SymbolActor(SymbolCore):
             max_notional=max_notional,
             entry_filter=entry_filter,
             strategy=strategy,
+            exits=exits,
         )
         self._scores = scores
         self._market = market

@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 import fsm
 
-from .._config import SizingSection, StrategySection
+from .._config import ExitsSection, SizingSection, StrategySection
 from ..ledger import PositionLedger
 from ..messages import (
     EntryScored,
@@ -32,7 +32,9 @@ from ..messages import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    OrderReplaced,
     OrderSubmitted,
+    OrderTriggered,
     PositionChanged,
     Purpose,
     Score,
@@ -42,6 +44,9 @@ from ..messages import (
 )
 from ..risk import SizingInputs, size_notional
 from ..strategy import Mode, Signal, Strategy, make_strategy
+from ..strategy._base import MARKET as MARKET_SPEC
+from ..strategy._base import configured_entry_order
+from ..strategy._exits import EXIT_CODES, PARTIAL, POLICY_SIGNAL, ExitPolicy
 
 if TYPE_CHECKING:
     from ..actors._filter import EntryFilter, PendingEntry
@@ -83,6 +88,8 @@ class SymbolCore:
         entry_filter: the ML filter's per-symbol side (features, threshold, labels);
             None trades every signal.
         strategy: the strategy (default: a new one of ``config.kind``).
+        exits: the ``[exits]`` policies run while a position is held (None, or
+            none enabled: the strategy's own exits only).
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class SymbolCore:
         max_notional: float = float("inf"),
         entry_filter: EntryFilter | None = None,
         strategy: Strategy | None = None,
+        exits: ExitsSection | None = None,
     ) -> None:
         self.symbol = symbol
         self._filter = entry_filter
@@ -127,6 +135,11 @@ class SymbolCore:
         self._entry_qty = 0.0
         self._entry_fees = 0.0
         self._last_exit_ts = -(2**62)
+        self._exits = ExitPolicy(exits) if exits is not None and exits.enabled else None
+        self._strategy_exits = exits is None or exits.opposite_signal
+        # The quantity an exit in progress leaves held (0: a full exit; >0: a partial
+        # take-profit), so a retried exit sends the same reduction.
+        self._exit_keep = 0.0
         self._commands: list[SubmitOrder] = []
         self._records: list[JournalRecord] = []
         self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
@@ -137,6 +150,9 @@ class SymbolCore:
             OrderRejected: self._on_failed,
             OrderExpired: self._on_failed,
             OrderCanceled: self._on_failed,
+            # A stop's trigger and an amendment change nothing until their fills.
+            OrderTriggered: self._on_accepted,
+            OrderReplaced: self._on_accepted,
         }
 
     # -- messages in, messages out ----------------------------------------------
@@ -167,9 +183,31 @@ class SymbolCore:
             :meth:`on_signal`, then resume at ``index + 1``) and its code, or
             ``(stop, 0)``.
         """
-        index, signal = self.strategy.scan(ticks, start, stop, _KERNEL_MODE[self.position.state])
+        mode = _KERNEL_MODE[self.position.state]
+        if mode is not Mode.HOLDING or (self._exits is None and self._strategy_exits):
+            index, signal = self.strategy.scan(ticks, start, stop, mode)
+        else:
+            index, signal = self._scan_holding(ticks, start, stop)
         self.ticks += index + (1 if signal else 0) - start
         return index, signal
+
+    def _scan_holding(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
+        """The exit policies to their first trigger ``e``, then the strategy up to ``e``
+        inclusive: the earlier signal wins, the policy on the same tick."""
+        code = 0
+        end = stop
+        if self._exits is not None:
+            e, code = self._exits.scan(ticks, start, stop)
+            if code:
+                end = e + 1
+        index, signal = self.strategy.scan(ticks, start, end, Mode.HOLDING)
+        while signal and not self._strategy_exits and index + 1 < end:
+            index, signal = self.strategy.scan(ticks, index + 1, end, Mode.HOLDING)
+        if signal and self._strategy_exits and not (code and index == end - 1):
+            return index, signal
+        if code:
+            return end - 1, POLICY_SIGNAL + code
+        return index if not signal else end, 0
 
     def on_signal(self, ticks: Ticks, index: int, signal: int) -> None:
         """Act on a signal :meth:`scan` stopped at: an entry (sized; with the ML filter,
@@ -181,6 +219,8 @@ class SymbolCore:
             if self._filter is not None:
                 self._filter.advance(index + 1)  # features as of the signal's tick, no later
             self._enter(side, ts)
+        elif signal >= POLICY_SIGNAL:
+            self._policy_exit(signal - POLICY_SIGNAL, ts)
         else:
             self._exit(self.strategy.exit_reason(signal), ts)
 
@@ -314,15 +354,35 @@ class SymbolCore:
         else:
             self._transition(fsm.EntryDenied(reason="model_filter"), pending.ts, now, "filtered")
 
-    def _exit(self, reason: str, ts: int) -> None:
+    def _exit(self, reason: str, ts: int, keep: float = 0.0) -> None:
+        self._exit_keep = keep
         self._transition(fsm.ExitSignaled(reason=reason), ts, ts, reason)
         self._submit_exit(ts)
+
+    def _policy_exit(self, code: int, ts: int) -> None:
+        """An exit policy fired: close the position, or part of it (a ladder step)."""
+        reason = EXIT_CODES[code]
+        if code != PARTIAL:
+            self._exit(reason, ts)
+            return
+        assert self._exits is not None
+        held = abs(self.position_qty)
+        qty = round_down(self._entry_qty * self._exits.fraction, self._cfg.qty_step)
+        if qty <= 0.0:
+            self._log.info("partial exit skipped", reason="below qty_step")
+            return
+        keep = round(held - qty, 12)
+        if keep < self._cfg.qty_step:  # the step would leave less than a lot: close all
+            self._exits.on_flat()
+            keep = 0.0
+        self._exit(reason, ts, keep)
 
     def _submit_exit(self, ts: int) -> None:
         self._last_exit_ts = ts
         side = Side.SELL if self.position_qty > 0 else Side.BUY
         price = self.strategy.last_bid if side is Side.SELL else self.strategy.last_ask
-        self._submit(side, abs(self.position_qty), float(price), Purpose.EXIT, ts)
+        qty = round(abs(self.position_qty) - self._exit_keep, 12)
+        self._submit(side, qty, float(price), Purpose.EXIT, ts)
 
     def retry_exit(self, now: int) -> None:
         """Send the exit again if it was refused and the retry interval has passed; while
@@ -363,6 +423,12 @@ class SymbolCore:
         correlation_id: str = "",
     ) -> None:
         self._orders += 1
+        spec = MARKET_SPEC
+        if purpose is Purpose.ENTRY:
+            bid, ask = self.strategy.last_bid, self.strategy.last_ask
+            spec = self.strategy.entry_order(int(side), bid, ask) or configured_entry_order(
+                self._cfg, int(side), bid, ask
+            )
         order = SubmitOrder(
             client_order_id=f"tr-{self.symbol}-{self._orders}",
             symbol=self.symbol,
@@ -371,6 +437,9 @@ class SymbolCore:
             ref_price=price,
             purpose=purpose,
             reduce_only=purpose is Purpose.EXIT,
+            order_type=spec.order_type,
+            price=spec.price,
+            time_in_force=spec.time_in_force,
             ts_event=ts,
             ts_init=ts,
             seq=self._next_seq(),
@@ -429,9 +498,15 @@ class SymbolCore:
             else:
                 self._transition(fsm.EntryPartiallyFilled(), event.ts_event, now, "partial_fill")
         elif complete and self.position_qty == 0.0:
+            self._exit_keep = 0.0
+            if self._exits is not None:
+                self._exits.on_flat()
             self._transition(fsm.ExitFilled(), event.ts_event, now, "filled")
             self._record_trade(event)
             self._entry_cost = self._entry_qty = self._entry_fees = 0.0
+        elif complete and self._exit_keep > 0.0 and self._is_reduced():
+            self._exit_keep = 0.0
+            self._transition(fsm.ExitReduced(), event.ts_event, now, "reduced")
         else:
             self._transition(fsm.ExitPartiallyFilled(), event.ts_event, now, "partial_fill")
 
@@ -462,10 +537,17 @@ class SymbolCore:
         else:
             self._transition(fsm.EntryFailed(reason=event.reason), event.ts_event, now, trigger)
 
+    def _is_reduced(self) -> bool:
+        """Whether a partial exit's order left the position at what it was to keep."""
+        return abs(abs(self.position_qty) - self._exit_keep) < 1e-9 * max(1.0, self._exit_keep)
+
     def _hold(self, ts: int) -> None:
         """Hold the position from ``ts`` (the clock of the ticks: the hold timer's)."""
         side = 1 if self.position_qty > 0 else -1
-        self.strategy.on_entry_filled(side, self._entry_cost / self._entry_qty, ts)
+        price = self._entry_cost / self._entry_qty
+        self.strategy.on_entry_filled(side, price, ts)
+        if self._exits is not None:
+            self._exits.on_entry(side, price, ts, self.strategy.atr)
 
     # -- bookkeeping --------------------------------------------------------------
 

@@ -57,6 +57,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import msgspec
@@ -205,6 +206,9 @@ class CaptureStats:
         units: per file, the unit of its receive-time stamps (``s``, ``ms``, ``us``,
             ``ns``) or ``E`` when replay time is the exchange event time.
         truncated: files whose gzip stream ended before its end (replayed to the cut).
+        snapshots: REST depth snapshots recorded in captures (counted as skipped
+            ``snapshot`` lines), ``[symbol, receive_ns, body]`` in file order; the
+            symbol is that of the file's next market event (a snapshot names none).
     """
 
     lines: int = 0
@@ -213,6 +217,9 @@ class CaptureStats:
     clamped: int = 0
     units: dict[str, str] = attrs.Factory(dict)
     truncated: list[str] = attrs.Factory(list)
+    # The levels themselves, not a counter: left out of comparisons and reprs (a
+    # tape mapped from the tick store has its book already, and no snapshots).
+    snapshots: list[list[Any]] = attrs.field(factory=list, eq=False, repr=False)
 
     def summary(self) -> dict[str, object]:
         """The per-file facts for the run report (units, clamped, duplicates, truncated)."""
@@ -808,6 +815,7 @@ def _read_file(
     quote_ids = dedupe.quotes if dedupe is not None else None
     trade_ids = dedupe.trades if dedupe is not None else None
     line_no = 0
+    waiting: list[list[Any]] = []  # snapshots still without a symbol
     for line in open_capture(path, stats):
         line_no += 1
         stats.lines += 1
@@ -824,6 +832,8 @@ def _read_file(
             decoded = _decode_line(line)
             if isinstance(decoded, str):
                 skipped[decoded] += 1
+                if decoded == "snapshot" and start > 0 and scale:
+                    _keep_snapshot(stats, line, start, scale, waiting)
                 continue
             raw, msg, by_stream = decoded
             if by_stream and not spot:
@@ -851,6 +861,10 @@ def _read_file(
             skipped[_bad_value(msg) or "bad_field"] += 1
             continue
         symbol = msg.symbol
+        if waiting:
+            for entry in waiting:
+                entry[0] = symbol
+            waiting.clear()
         if spot:
             symbol += SPOT_SUFFIX
             msg = msgspec.structs.replace(msg, symbol=symbol)
@@ -888,6 +902,22 @@ def _read_file(
         stats.events += 1
         yield ts, msg
     clock.finish()
+
+
+def _keep_snapshot(
+    stats: CaptureStats, line: bytes, start: int, scale: int, waiting: list[list[Any]]
+) -> None:
+    """Keep a recorded ``<stamp> {"lastUpdateId":...}`` line for the book columns."""
+    from ..book import BookError, decode_snapshot  # engine.book does not import feeds
+
+    try:
+        recv = int(line[:start]) * scale
+        snapshot = decode_snapshot(line[start:])
+    except (ValueError, BookError):
+        return
+    entry: list[Any] = [None, recv, snapshot]
+    stats.snapshots.append(entry)
+    waiting.append(entry)
 
 
 def read_capture(

@@ -13,10 +13,16 @@ Layout, under the store's root::
                                  as the rows of a 2-D array (int64: ts, ts_exchange,
                                  seq, next_funding_ts; int8: kind, buyer_maker;
                                  float64: the prices and quantities)
+    <entry>/<i>.book_row.npy     the i-th symbol's book state index per row (int64),
+                                 only for a symbol with depth rows
+    <entry>/<i>.book.npy         its book states, float64 ``(4, n_states, levels)``:
+                                 bid price, bid qty, ask price, ask qty
+                                 (:mod:`engine.feeds._bookcols`)
 
 An entry is named by a hash of what it was built for: the sources' resolved paths
 and names (a CSV source's name says its symbol and format), the reader limits, the
-requested symbol set and the store format. Its ``meta.json`` holds the digest of the
+requested symbol set, the store format and the book depth kept
+(:data:`~engine.feeds._bookcols.BOOK_LEVELS`). Its ``meta.json`` holds the digest of the
 sources' contents (sha256 and size of each file's bytes); a load recomputes it, so
 a changed source is re-imported into the same entry (the old one replaced, so
 editing a capture does not grow the store).
@@ -60,6 +66,8 @@ import numpy as np
 from structlog.typing import FilteringBoundLogger
 
 from .._errors import ConfigError, DataError
+from ..messages import Ticks
+from ._bookcols import BOOK_LEVELS
 from ._capture import CaptureLimits, CaptureStats
 from ._tape import COLUMNS, Tape, parse_tape, tape_from_columns
 
@@ -70,7 +78,8 @@ _GROUPS: tuple[tuple[str, np.dtype, tuple[str, ...]], ...] = tuple(
 )
 
 #: Bumped whenever the layout or the meaning of a stored column changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_BOOK_STATES = ("book_bid_px", "book_bid_qty", "book_ask_px", "book_ask_qty")
 _META = "meta.json"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
@@ -184,6 +193,7 @@ def _key(paths: list[Path], symbols: Iterable[str], limits: CaptureLimits) -> di
         "paths": [str(p.resolve()) for p in paths],
         "symbols": sorted(set(symbols)),
         "limits": attrs.asdict(limits),
+        "book_levels": BOOK_LEVELS,
     }
 
 
@@ -362,11 +372,14 @@ class TickStore:
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.root))
         try:
             lengths = {}
+            book_states = {}
             for i, symbol in enumerate(sorted(tape.symbols)):
                 ticks = tape.ticks[symbol]
                 lengths[symbol] = len(ticks)
                 if not len(ticks):
                     continue  # (an empty array cannot be mapped: built at load)
+                if symbol in tape.book_counts:
+                    book_states[symbol] = _write_book(tmp, i, ticks)
                 for group, dtype, names in _GROUPS:
                     # Written through a mapping, row by row: no stacked copy in memory.
                     path = tmp / _group_file(i, group)
@@ -385,6 +398,8 @@ class TickStore:
                 "sources": sources,
                 "sources_given": [str(p) for p in paths],
                 "lengths": lengths,
+                "book_states": book_states,
+                "book_counts": {s: dict(c) for s, c in tape.book_counts.items()},
                 "first_ts": tape.first_ts,
                 "last_ts": tape.last_ts,
                 "stats": _stats_delta(stats, paths),
@@ -481,6 +496,15 @@ def _read_meta(
     if sorted(lengths) != key["symbols"] or sum(lengths.values()) != int(stats["events"]):
         raise StoreEntryError("meta.json lengths do not match its symbols and events")
     meta["lengths"] = lengths
+    try:
+        meta["book_states"] = {str(s): int(n) for s, n in meta["book_states"].items()}
+        meta["book_counts"] = {
+            str(s): {str(k): int(v) for k, v in c.items()} for s, c in meta["book_counts"].items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise StoreEntryError("meta.json has malformed book counts") from None
+    if not set(meta["book_states"]) <= set(lengths):
+        raise StoreEntryError("meta.json book states name a symbol it does not hold")
     return meta
 
 
@@ -505,14 +529,54 @@ def _map_entry(entry: Path, meta: Mapping[str, Any], order: tuple[str, ...]) -> 
                 array = rows[row]
                 array.flags.writeable = False
                 out[name] = array
+        if symbol in meta["book_states"] and n:
+            states = meta["book_states"][symbol]
+            book_row = _map_array(entry / f"{i}.book_row.npy", np.dtype(np.int64), (n,))
+            book_row.flags.writeable = False
+            out["book_row"] = book_row
+            book = _map_array(
+                entry / f"{i}.book.npy", np.dtype(np.float64), (4, states, BOOK_LEVELS)
+            )
+            for row, name in enumerate(_BOOK_STATES):
+                array = book[row]
+                array.flags.writeable = False
+                out[name] = array
         columns[symbol] = out
-    tape = tape_from_columns(order, columns)
+    tape = tape_from_columns(order, columns, meta["book_counts"])
     if (tape.first_ts, tape.last_ts) != (meta["first_ts"], meta["last_ts"]):
         raise StoreEntryError("first/last replay time do not match meta.json")
     return tape
 
 
+def _write_book(tmp: Path, i: int, ticks: Ticks) -> int:
+    """Write a symbol's book columns; returns its number of book states."""
+    _save(tmp / f"{i}.book_row.npy", ticks.book_row)
+    states = ticks.book_bid_px.shape[0]
+    path = tmp / f"{i}.book.npy"
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float64, shape=(4, states, BOOK_LEVELS)
+    )
+    for row, name in enumerate(_BOOK_STATES):
+        out[row] = getattr(ticks, name)
+    out.flush()
+    del out
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())
+    return int(states)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _map_group(path: Path, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
+    return _map_array(path, dtype, shape)
+
+
+def _map_array(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:

@@ -23,8 +23,17 @@ import attrs
 import numpy as np
 
 from ..messages import Ticks
-from ._capture import AggTrade, BookTicker, CaptureLimits, CaptureStats, Trade, merge_captures
-from ._columns import NAN, QUOTE, TRADE, Columns, append_other
+from ._bookcols import BOOK_LEVELS, BookColumns, BookRebuild
+from ._capture import (
+    AggTrade,
+    BookTicker,
+    CaptureLimits,
+    CaptureStats,
+    DepthUpdate,
+    Trade,
+    merge_captures,
+)
+from ._columns import N_INT, NAN, QUOTE, TRADE, Columns, append_other
 
 if TYPE_CHECKING:
     from ._store import TickStore
@@ -48,6 +57,10 @@ COLUMNS: tuple[tuple[str, np.dtype], ...] = (
 )
 COLUMN_NAMES = tuple(name for name, _dtype in COLUMNS)
 
+#: The optional book columns of a :class:`~engine.messages.Ticks`: ``book_row`` per
+#: row, the others ``(n_states, BOOK_LEVELS)`` (see :mod:`engine.feeds._bookcols`).
+BOOK_COLUMNS = ("book_row", "book_bid_px", "book_bid_qty", "book_ask_px", "book_ask_qty")
+
 # The row buffers are turned into arrays every 2**14 events (all symbols together):
 # Python lists of a whole day would take ten times the memory of the final columns.
 _FLUSH_MASK = (1 << 14) - 1
@@ -62,12 +75,15 @@ class Tape:
         ticks: per symbol, its events (zero-length columns when it has none).
         first_ts: replay time of the first event (None: no events).
         last_ts: replay time of the last event (None: no events).
+        book_counts: per symbol, the counters of its book rebuild
+            (:class:`~engine.feeds._bookcols.BookColumns`; empty when not built).
     """
 
     symbols: tuple[str, ...]
     ticks: Mapping[str, Ticks]
     first_ts: int | None
     last_ts: int | None
+    book_counts: Mapping[str, Mapping[str, int]] = attrs.Factory(dict)
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.ticks.values())
@@ -82,31 +98,27 @@ class Tape:
 
 
 def slice_ticks(ticks: Ticks, start: int, stop: int) -> Ticks:
-    """Rows ``start:stop`` of ``ticks`` as a batch (views: nothing is copied)."""
-    return Ticks(
-        ts=ticks.ts[start:stop],
-        ts_exchange=ticks.ts_exchange[start:stop],
-        seq=ticks.seq[start:stop],
-        kind=ticks.kind[start:stop],
-        buyer_maker=ticks.buyer_maker[start:stop],
-        bid=ticks.bid[start:stop],
-        bid_qty=ticks.bid_qty[start:stop],
-        ask=ticks.ask[start:stop],
-        ask_qty=ticks.ask_qty[start:stop],
-        price=ticks.price[start:stop],
-        qty=ticks.qty[start:stop],
-        index_price=ticks.index_price[start:stop],
-        funding_rate=ticks.funding_rate[start:stop],
-        next_funding_ts=ticks.next_funding_ts[start:stop],
-    )
+    """Rows ``start:stop`` of ``ticks`` as a batch (views: nothing is copied).
+
+    The book state arrays are passed on whole (``book_row`` indexes them).
+    """
+    return ticks.rows(start, stop)
 
 
 def tape_from_columns(
-    symbols: Iterable[str], columns: Mapping[str, Mapping[str, np.ndarray]]
+    symbols: Iterable[str],
+    columns: Mapping[str, Mapping[str, np.ndarray]],
+    book_counts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Tape:
-    """Build a tape from per-symbol columns (every name of :data:`COLUMNS`)."""
+    """Build a tape from per-symbol columns (every name of :data:`COLUMNS`, and
+    optionally those of :data:`BOOK_COLUMNS`)."""
     order = tuple(symbols)
-    ticks = {s: Ticks(**{name: columns[s][name] for name in COLUMN_NAMES}) for s in order}
+    ticks = {
+        s: Ticks(
+            **{name: columns[s][name] for name in COLUMN_NAMES + BOOK_COLUMNS if name in columns[s]}
+        )
+        for s in order
+    }
     first_ts: int | None = None
     last_ts: int | None = None
     last_seq = -1
@@ -118,7 +130,13 @@ def tape_from_columns(
         if t.seq[-1] > last_seq:
             last_seq = int(t.seq[-1])
             last_ts = int(t.ts[-1])
-    return Tape(symbols=order, ticks=ticks, first_ts=first_ts, last_ts=last_ts)
+    return Tape(
+        symbols=order,
+        ticks=ticks,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        book_counts=dict(book_counts or {}),
+    )
 
 
 def restrict_tape(tape: Tape, start: int | None, end: int | None) -> Tape:
@@ -139,12 +157,12 @@ def restrict_tape(tape: Tape, start: int | None, end: int | None) -> Tape:
         a = int(np.searchsorted(ticks.seq, lo, side="left"))
         b = int(np.searchsorted(ticks.seq, hi, side="left"))
         part = slice_ticks(ticks, a, b)
-        cols = {name: getattr(part, name) for name in COLUMN_NAMES}
+        cols = {name: getattr(part, name) for name in COLUMN_NAMES + BOOK_COLUMNS}
         seq = cols["seq"] - lo
         seq.flags.writeable = False
         cols["seq"] = seq
         columns[symbol] = cols
-    return tape_from_columns(tape.symbols, columns)
+    return tape_from_columns(tape.symbols, columns, tape.book_counts)
 
 
 def parse_tape(
@@ -170,11 +188,33 @@ def parse_tape(
     parts: dict[str, dict[str, list[np.ndarray]]] = {
         s: {name: [] for name in COLUMN_NAMES} for s in order
     }
+    # Depth diffs are rare next to quotes and trades: each goes to its symbol's
+    # book as it comes (keeping the diffs for later would hold their levels).
+    books: dict[str, BookRebuild] = {}
+    flushed = dict.fromkeys(order, 0)
+    snapshots = stats.snapshots
+    seen = len(snapshots)  # snapshots handed to the books
+
+    def book_of(symbol: str) -> BookRebuild:
+        nonlocal seen
+        # A snapshot's symbol is set when its file's next event is read, which is
+        # before any event at or after its time is passed on.
+        while seen < len(snapshots) and snapshots[seen][0] is not None:
+            sym, recv, snapshot = snapshots[seen]
+            seen += 1
+            if sym not in books and sym in flushed:
+                books[sym] = BookRebuild(sym, levels=BOOK_LEVELS)
+            if sym in books:
+                books[sym].snapshot(recv, snapshot)
+        if symbol not in books:
+            books[symbol] = BookRebuild(symbol, levels=BOOK_LEVELS)
+        return books[symbol]
 
     def flush() -> None:
         for symbol, cols in buffers.items():
             chunk = cols.take()
             if chunk is not None:
+                flushed[symbol] += len(chunk)
                 for name, arrays in parts[symbol].items():
                     arrays.append(getattr(chunk, name))
 
@@ -192,6 +232,9 @@ def parse_tape(
             cols.ints.extend((ts, ex, seq, TRADE, 1 if msg.buyer_maker else 0))
             cols.floats.extend((NAN, NAN, NAN, NAN, msg.price, msg.qty))
         else:
+            if kind is DepthUpdate:
+                row = flushed[msg.symbol] + len(cols.ints) // N_INT
+                book_of(msg.symbol).diff(row, ts, msg)
             append_other(cols, ts, ex, seq, msg)
         if seq & _FLUSH_MASK == _FLUSH_MASK:
             flush()
@@ -208,7 +251,24 @@ def parse_tape(
             whole.flags.writeable = False
             out[name] = whole
         columns[symbol] = out
-    return tape_from_columns(order, columns)
+    counts: dict[str, dict[str, int]] = {}
+    for symbol in order:
+        if symbol in books:  # (a symbol without depth rows has no book columns)
+            book = books.pop(symbol).finish(len(columns[symbol]["ts"]))
+            columns[symbol].update(book_columns(book))
+            counts[symbol] = book.counts
+    return tape_from_columns(order, columns, counts)
+
+
+def book_columns(book: BookColumns) -> dict[str, np.ndarray]:
+    """The :data:`BOOK_COLUMNS` of a rebuilt book, by name."""
+    return {
+        "book_row": book.book_row,
+        "book_bid_px": book.bid_px,
+        "book_bid_qty": book.bid_qty,
+        "book_ask_px": book.ask_px,
+        "book_ask_qty": book.ask_qty,
+    }
 
 
 def load_tape(

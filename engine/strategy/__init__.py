@@ -9,6 +9,7 @@ from ..indicators._common import drop_stale_kernel_cache as _drop_stale_kernel_c
 _drop_stale_kernel_cache(_Path(__file__).parent, also=[_Path(__file__).parents[1] / "indicators"])
 
 from ._base import Mode as Mode  # noqa: E402 - after the cache check
+from ._base import OrderSpec as OrderSpec  # noqa: E402
 from ._base import Signal as Signal  # noqa: E402
 from ._base import Strategy as Strategy  # noqa: E402
 from ._base import StrategySpec as StrategySpec  # noqa: E402
@@ -19,6 +20,7 @@ from ._base import strategy_class as strategy_class  # noqa: E402
 
 __all__ = [
     "Mode",
+    "OrderSpec",
     "Signal",
     "Strategy",
     "StrategySpec",
