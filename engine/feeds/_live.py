@@ -481,6 +481,7 @@ class LiveFeed:
         successor: _Handover | None = None
         successor_failures = 0
         last_message = trio.current_time()
+        take: Callable[[], str | bytes | None] | None = getattr(ws, "get_message_nowait", None)
         while True:
             if successor is not None and successor.abandoned:
                 successor_failures += 1
@@ -535,7 +536,13 @@ class LiveFeed:
                 else:
                     # Stamped when its bytes were read (the transport's time, if it has
                     # one), not when the frames before it in the same read are done.
-                    self._on_message(text, getattr(ws, "received_ns", 0))
+                    received = getattr(ws, "received_ns", 0)
+                    self._on_message(text, received)
+                    if take is not None:
+                        # The rest of the same read, without a cancel scope and a
+                        # checkpoint per message.
+                        while (more := take()) is not None:
+                            self._on_message(more, received)
                 continue
             now = trio.current_time()
             if successor is not None and (successor.met or successor.abandoned):

@@ -17,9 +17,6 @@ Errors::
         └── ExportParityError   an ONNX export does not reproduce scikit-learn (internal)
 """
 
-from pathlib import Path as _Path
-
-from ..indicators._common import drop_stale_kernel_cache as _drop_stale_kernel_cache
 from ._features import DEPTH_FEATURES as DEPTH_FEATURES
 from ._features import FEATURE_NAMES as FEATURE_NAMES
 from ._features import FeatureBuilder as FeatureBuilder
@@ -42,11 +39,6 @@ from ._onnx import read_sidecar as read_sidecar
 from ._regime import AdaptiveThreshold as AdaptiveThreshold
 from ._regime import Regime as Regime
 from ._regime import RegimeDetector as RegimeDetector
-
-# The feature kernels inline indicator kernels, and numba only watches a kernel's own
-# file: drop this package's cache when either package changed (kernels load lazily, at
-# first call, so checking here is early enough).
-_drop_stale_kernel_cache(_Path(__file__).parent, also=[_Path(__file__).parents[1] / "indicators"])
 
 __all__ = [
     "DEPTH_FEATURES",

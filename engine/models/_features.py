@@ -32,10 +32,12 @@ future. The entry signal's direction is a feature too (``side``, +1 long / -1 sh
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 
 import attrs
 import msgspec
@@ -59,7 +61,9 @@ from ..feeds._capture import (
 )
 from ..feeds._columns import Columns, append_message
 from ..indicators import IndicatorSet, IndicatorSpec, spec
+from ..indicators._common import drop_stale_kernel_cache
 from ..indicators._set import update_quote, update_trade
+from ..indicators._specialize import specialize
 from ..messages import EventKind, Ticks
 from ._regime import UNKNOWN, Regime, RegimeDetector
 
@@ -248,6 +252,40 @@ def _consume_ticks(
             )
 
 
+#: The kernels above, callees first: :func:`_kernels` copies them onto a set's own kernels.
+_KERNELS = ("_quote_step", "_trade_step", "_consume_ticks")
+
+
+@functools.cache
+def _drop_stale_cache() -> None:
+    # The kernels inline indicator kernels, and numba only watches a kernel's own file:
+    # drop this package's cache (generated copies included) when either package changed.
+    # Once per process, before the first kernel runs (at warm-up, not at import).
+    here = Path(__file__).parent
+    drop_stale_kernel_cache(here, also=[here.parent / "indicators"])
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    # numba types read-only and writable arrays apart: one kernel signature, not two.
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def _kernels(indicators: IndicatorSet) -> ModuleType:
+    """The kernels of this module compiled onto ``indicators``' own set kernels.
+
+    The module-level kernels call the generic set entry points, whose first compilation
+    types every indicator of the package (tens of seconds on a cold cache); the copies
+    compile only the feature set's indicators (see
+    :func:`engine.indicators._specialize.specialize`). Same arithmetic, same results.
+    """
+    _drop_stale_cache()
+    return specialize(sys.modules[__name__], _KERNELS, indicators.kernels)
+
+
 # -- the feature table -----------------------------------------------------------------
 
 
@@ -430,6 +468,7 @@ class FeatureBuilder:
         self.indicators = IndicatorSet(spec.indicator_specs)
         self.book = OrderBook()
         self._sync = BookSync(self.book)
+        self._k = _kernels(self.indicators)
         self._fs = _new_float_state()
         self._t_last = np.full(1, -1, dtype=np.int64)
         self._state = _State(self.indicators.values, self._fs, self.book)
@@ -455,11 +494,13 @@ class FeatureBuilder:
 
     @staticmethod
     def warm_up() -> None:
-        """Load (or compile) the :meth:`on_ticks` and :meth:`on_event` kernels now.
+        """Load (or compile) the :meth:`on_ticks` kernel of the default spec now.
 
-        For the replay feed's read-only columns. numba loads cached kernels in a fraction
-        of a second; compiling them from scratch takes several seconds, which the first
-        signal would otherwise pay.
+        numba loads cached kernels in a fraction of a second; compiling them from scratch
+        takes seconds, which the first signal would otherwise pay. :meth:`on_ticks` passes
+        every column read-only, so this one compilation serves the replay tape and the
+        live feeds alike. The :meth:`on_event` kernels (research only) compile at their
+        first call. A stale cache is dropped first (:func:`_kernels`).
         """
         cols = Columns()
         cols.ints.extend((1, 1, 0, _QUOTE, 0, 2, 2, 1, _TRADE, 1))
@@ -469,7 +510,6 @@ class FeatureBuilder:
         assert ticks is not None
         b = FeatureBuilder(default_feature_spec())
         b.on_ticks(ticks, 0, len(ticks))
-        b._trade(3, 100.0, 0.5, False)
         b.row(1.0)
 
     def on_ticks(self, ticks: Ticks, start: int = 0, stop: int | None = None) -> None:
@@ -490,7 +530,7 @@ class FeatureBuilder:
         if start >= stop:
             return
         ind = self.indicators
-        _consume_ticks(
+        self._k._consume_ticks(
             self._fs,
             self._t_last,
             ind.spec_table,
@@ -500,15 +540,15 @@ class FeatureBuilder:
             ind.values,
             self._rvol_at,
             self._half_life,
-            ticks.ts,
-            ticks.kind,
-            ticks.bid,
-            ticks.bid_qty,
-            ticks.ask,
-            ticks.ask_qty,
-            ticks.price,
-            ticks.qty,
-            ticks.buyer_maker,
+            _read_only(ticks.ts),
+            _read_only(ticks.kind),
+            _read_only(ticks.bid),
+            _read_only(ticks.bid_qty),
+            _read_only(ticks.ask),
+            _read_only(ticks.ask_qty),
+            _read_only(ticks.price),
+            _read_only(ticks.qty),
+            _read_only(ticks.buyer_maker),
             start,
             stop,
         )
@@ -522,10 +562,12 @@ class FeatureBuilder:
             handler(ts, msg)
 
     def _on_quote(self, ts: int, msg: BookTicker) -> None:
-        _quote_step(self._fs, *self.indicators.arrays, msg.bid, msg.ask, msg.bid_qty, msg.ask_qty)
+        self._k._quote_step(
+            self._fs, *self.indicators.arrays, msg.bid, msg.ask, msg.bid_qty, msg.ask_qty
+        )
 
     def _trade(self, ts: int, price: float, qty: float, buyer_maker: bool) -> None:
-        _trade_step(
+        self._k._trade_step(
             self._fs,
             self._t_last,
             *self.indicators.arrays,

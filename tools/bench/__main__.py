@@ -84,6 +84,12 @@ def _tick_to_order(argv: list[str]) -> Mapping[str, Any]:
     return tick_to_order.run(argv)
 
 
+def _startup(argv: list[str]) -> Mapping[str, Any]:
+    from . import startup
+
+    return startup.run(argv)
+
+
 def _sweep(argv: list[str]) -> Mapping[str, Any]:
     from . import sweep
 
@@ -101,6 +107,7 @@ BENCHMARKS: Mapping[str, Benchmark] = {
     "portfolio": _portfolio,
     "replay": _replay,
     "soak": _soak,
+    "startup": _startup,
     "sweep": _sweep,
     "tick_to_order": _tick_to_order,
 }
