@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tools.bench.soak import _figures, _memory_kb
+from tools.bench.soak import _figures, _heap_figures, _heap_now, _memory_kb, _type_growth
 
 
 def samples(market_s: np.ndarray, anon_kb: np.ndarray, file_kb: np.ndarray) -> list[tuple]:
@@ -48,3 +48,33 @@ def test_memory_of_this_process():
     rss, anon, file = _memory_kb(os.getpid())
     assert anon > 0 and file > 0
     assert anon + file <= rss  # VmRSS = RssAnon + RssFile + RssShmem
+
+
+def test_heap_slopes_are_per_market_hour_after_warmup():
+    market = np.arange(0.0, 601.0, 2.0)
+    # malloc: +20 MB during warm-up, then flat; free: +1 KB per market second after
+    # it; Python blocks: +100 per market minute throughout.
+    used = 50_000.0 + np.minimum(market, 120.0) / 120 * 20_480
+    free = 1_000.0 + np.maximum(market - 120.0, 0.0)
+    blocks = 300_000.0 + market / 60 * 100
+    out = _heap_figures(list(zip(market, used, free, blocks, strict=True)), warmup_s=120.0)
+    assert out["malloc_in_use_mb"]["per_market_hour"] == pytest.approx(0.0, abs=1e-6)
+    assert out["malloc_in_use_mb"]["warmup"] == pytest.approx(70_480 / 1024, abs=0.01)
+    assert out["malloc_free_mb"]["per_market_hour"] == pytest.approx(3600 / 1024, abs=1e-3)
+    assert out["python_blocks"]["per_market_hour"] == pytest.approx(6000, abs=1e-3)
+    assert out["python_blocks"]["end"] == pytest.approx(301_000)
+
+
+def test_type_growth_ranks_the_types_that_grew():
+    before = {"dict": 100, "list": 50, "Order": 3, "gone": 7}
+    after = {"dict": 160, "list": 50, "Order": 40, "tuple": 5}
+    assert _type_growth(before, after) == {"dict": 60, "Order": 37, "tuple": 5}
+
+
+def test_heap_figures_of_this_process():
+    held = np.full(4 << 20, 1.0)  # 32 MiB through malloc (mapped on its own)
+    used, free, blocks = _heap_now()
+    assert used >= held.nbytes / 1024
+    assert free >= 0 and blocks > 1000
+    del held
+    assert _heap_now()[0] < used

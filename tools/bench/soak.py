@@ -1,7 +1,8 @@
 """Soak: the engine's resident memory over many minutes of market data.
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
-[--mode paper|live] [--sample-s S] [--tracemalloc] [--malloc-trim] [--keep DIR]``
+[--mode paper|live] [--sample-s S] [--tracemalloc] [--malloc-trim] [--heap]
+[--keep DIR]``
 prints JSON.
 
 The engine runs as users run it, ``python -m engine --config ... --mode paper``
@@ -50,6 +51,14 @@ backoff of 0.05-0.5 s). Reported:
   back to the kernel; ``malloc_trim`` reports RSS before and after each call.
   RSS after the trims is what the process still holds; the difference is
   memory already freed that the allocator had kept.
+
+- with ``--heap``: at every sample the engine reports glibc's ``mallinfo2``
+  (memory malloc has handed out and not got back; memory it holds free) and
+  ``sys.getallocatedblocks()`` (Python's live blocks); ``heap`` gives each one's
+  value at warm-up and end and its slope per market hour, and the object types
+  whose live count grew (``gc_objects_growth``). RSS growing while malloc's
+  in-use memory and Python's blocks stay flat is the allocator keeping freed
+  memory (``malloc_free_mb`` grows), not a live structure.
 
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
@@ -105,6 +114,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument(
         "--malloc-trim", action="store_true", help="malloc_trim(0) at warm-up end and end"
+    )
+    p.add_argument(
+        "--heap", action="store_true", help="sample malloc's and Python's live memory too"
     )
     p.add_argument("--keep", type=Path, help="keep config, logs and journal in this folder")
     return p.parse_args(argv)
@@ -167,6 +179,8 @@ def _soak(
     config.write_text(_toml(_engine_doc(args, ports, work)))
     engine_log = _LogWatch(work / "engine.jsonl")
     samples: list[tuple[float, ...]] = []  # (wall s, market s, RSS, anon, file KB)
+    heap: list[tuple[float, ...]] = []  # (market s, malloc in use, free KB, Python blocks)
+    types: list[dict[str, int]] = []
     snapshots: list[Path] = []
     trims: list[dict[str, float]] = []
     offset = 0.0
@@ -187,7 +201,11 @@ def _soak(
                 while True:
                     market = offset + min(seconds, (time.monotonic() - started) * args.speed)
                     samples.append((time.monotonic() - t0, market, *_memory_kb(engine.pid)))
+                    if args.heap:
+                        heap.append((market, *_heap(engine, work / "heap.json")))
                     if market >= args.warmup_minutes * 60:
+                        if args.heap and not types:
+                            types.append(_types(engine, work / "warm.types"))
                         if args.tracemalloc and not snapshots:
                             snapshots.append(_snapshot(engine, work / "warm.snap"))
                         if args.malloc_trim and not trims:
@@ -199,6 +217,9 @@ def _soak(
             offset += seconds
         if args.tracemalloc:
             snapshots.append(_snapshot(engine, work / "end.snap"))
+        if args.heap:
+            types.append(_types(engine, work / "end.types"))
+            heap.append((offset, *_heap(engine, work / "heap.json")))
         if args.malloc_trim:
             trims.append(_trim(engine, work / "end.trim"))
         samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
@@ -239,6 +260,10 @@ def _soak(
             "risk_steps": (report.get("risk") or {}).get("steps"),
         },
     }
+    if heap:
+        out["heap"] = _heap_figures(heap, args.warmup_minutes * 60.0)
+    if len(types) == 2:
+        out["heap"]["gc_objects_growth"] = _type_growth(*types)
     if len(snapshots) == 2:
         out["tracemalloc_top_growth"] = _growth(*snapshots)
     if len(trims) == 2:
@@ -266,10 +291,7 @@ def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any
     warm = int(np.argmax(after))
     late = after & (market >= (market[warm] + market[-1]) / 2)
 
-    def slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
-        if where.sum() < 3 or np.ptp(x[where]) <= 0:
-            return None
-        return float(np.polyfit(x[where], y[where], 1)[0])
+    slope = _slope
 
     def per_hour(kb_per_min: float | None) -> float | None:
         return None if kb_per_min is None else round(kb_per_min * 60 / 1024, 3)
@@ -299,6 +321,13 @@ def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any
             for name, kind in (("anon", anon), ("file", file))
         },
     }
+
+
+def _slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
+    """Least-squares slope of ``y`` against ``x`` over ``where`` (None: too few points)."""
+    if where.sum() < 3 or np.ptp(x[where]) <= 0:
+        return None
+    return float(np.polyfit(x[where], y[where], 1)[0])
 
 
 @contextlib.contextmanager
@@ -409,7 +438,7 @@ def _start_engine(
     engine_args = ["--config", str(config), "--mode", args.mode, "--report", str(report)]
     if args.mode == "live":
         engine_args.append("--i-understand-live")
-    if args.tracemalloc or args.malloc_trim:
+    if args.tracemalloc or args.malloc_trim or args.heap:
         code = f"from tools.bench.soak import probed_engine; probed_engine({args.frames})"
         cmd = [sys.executable, "-c", code, *engine_args]
     else:
@@ -460,6 +489,10 @@ def probed_engine(frames: int) -> None:
                 # glibc takes each arena's lock: safe beside the running threads.
                 released = ctypes.CDLL("libc.so.6").malloc_trim(0)
                 Path(path).write_text(str(released))
+            elif kind == "heap":
+                Path(path).write_text(json.dumps(_heap_now()))
+            elif kind == "types":
+                Path(path).write_text(json.dumps(_type_counts()))
             else:
                 if not tracemalloc.is_tracing():
                     tracemalloc.start(frames)
@@ -469,6 +502,98 @@ def probed_engine(frames: int) -> None:
     threading.Thread(target=serve, args=(sys.stdin,), daemon=True).start()
     sys.argv = ["python -m engine", *sys.argv[1:]]
     runpy.run_module("engine", run_name="__main__", alter_sys=True)
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33+), every field in bytes or counts."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",  # bytes of the heap arenas (sbrk and per-thread)
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in chunks malloc mapped on their own (large blocks)
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes in use in the arenas
+            "fordblks",  # bytes free in the arenas (kept by the allocator)
+            "keepcost",
+        )
+    ]
+
+
+def _heap_now() -> list[float]:
+    """In the engine: malloc's live and free KB, and Python's live blocks.
+
+    ``mallinfo2`` sums every arena (the main heap and the threads'): ``uordblks +
+    hblkhd`` is what malloc has handed out and not got back (numpy arrays, numba
+    and onnxruntime buffers, SQLite's cache, Python objects over 512 B),
+    ``fordblks`` what it holds free (fragmentation, or memory it will reuse).
+    ``sys.getallocatedblocks()`` counts Python's live memory blocks (its small
+    object arenas are mapped outside malloc): flat while no Python object piles up.
+    """
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return [
+        (info.uordblks + info.hblkhd) / 1024,
+        info.fordblks / 1024,
+        float(sys.getallocatedblocks()),
+    ]
+
+
+def _type_counts() -> dict[str, int]:
+    """In the engine: live objects tracked by the garbage collector, by type name."""
+    import gc
+
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _heap(engine: subprocess.Popen[bytes], path: Path) -> list[float]:
+    """The engine's ``_heap_now`` figures (one request, answered in its probe thread)."""
+    Path(str(path) + ".done").unlink(missing_ok=True)
+    _request(engine, "heap", path)
+    return [float(x) for x in json.loads(path.read_text())]
+
+
+def _types(engine: subprocess.Popen[bytes], path: Path) -> dict[str, int]:
+    _request(engine, "types", path)
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _type_growth(before: dict[str, int], after: dict[str, int], top: int = 12) -> dict[str, int]:
+    """The types whose live object count grew most between two counts."""
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
+    ranked = sorted((k for k, v in grown.items() if v > 0), key=lambda k: (-grown[k], k))
+    return {k: grown[k] for k in ranked[:top]}
+
+
+def _heap_figures(heap: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any]:
+    """Slopes per market hour of ``(market s, malloc in use KB, malloc free KB, Python
+    blocks)`` samples after warm-up, and their values at the end of warm-up and at the end."""
+    market, used, free, blocks = np.array(heap, dtype=np.float64).T
+    after = market >= warmup_s
+    warm = int(np.argmax(after))
+    hours = market / 3600.0
+    out: dict[str, Any] = {}
+    for name, y, scale in (
+        ("malloc_in_use_mb", used, 1 / 1024),
+        ("malloc_free_mb", free, 1 / 1024),
+        ("python_blocks", blocks, 1.0),
+    ):
+        per_hour = _slope(hours, y, after)
+        out[name] = {
+            "warmup": round(float(y[warm]) * scale, 2),
+            "end": round(float(y[-1]) * scale, 2),
+            "per_market_hour": None if per_hour is None else round(per_hour * scale, 3),
+        }
+    return out
 
 
 def _request(engine: subprocess.Popen[bytes], kind: str, path: Path) -> None:
