@@ -13,6 +13,10 @@ Two views of the same data:
   zero); the filter's decisions from ``EntryScored`` and the report's ``not_ready``; how the
   scored entries turned out from ``DecisionLabeled`` (the engine's own online labels).
 
+* **Engine signals.** The entries the engine itself meets (a take-all replay,
+  :func:`~tools.train._driver_data.driver_signals`: rows and labels from its journal),
+  scored by the ensemble: the same metrics on what the filter would really see.
+
 Whether the data overlaps the models' training data is decided from the sidecars'
 ``training_data`` (file names, sha256) and their split times; the output says
 ``out_of_sample`` accordingly.
@@ -20,6 +24,7 @@ Whether the data overlaps the models' training data is decided from the sidecars
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import tempfile
@@ -38,10 +43,11 @@ from engine.models import Ensemble, OnnxModel, default_feature_spec
 from engine.models._training import auc, metrics
 from engine.models._training import iso as _iso
 
+from ._driver_data import driver_signals
 from ._labels import StrategyConfig, entry_signals
 from ._train import Dataset, build_dataset, file_digest
 
-__all__ = ["evaluate", "journal_trades", "replay_pair", "strategy_of"]
+__all__ = ["engine_signal_metrics", "evaluate", "journal_trades", "replay_pair", "strategy_of"]
 
 _NS_PER_MS = 1_000_000
 
@@ -178,6 +184,35 @@ def _signal_metrics(
             **{k: _metrics(y[sel], p[sel], threshold) for k, p in probs.items()},
         }
     return out
+
+
+def engine_signal_metrics(
+    config: engine.Config,
+    files: Sequence[Path],
+    work_dir: Path,
+    members: list[OnnxModel],
+    ensemble: Ensemble,
+    threshold: float,
+    extra_fee_bps: float,
+) -> dict[str, Any]:
+    """The ensemble's metrics on the engine's own entry signals (take-all replay).
+
+    Rows and labels come from the engine's journal (:func:`driver_signals`), not from a
+    strategy loop of our own: only the entries the engine really meets (while flat).
+    """
+    sig = driver_signals(config, files, work_dir)
+    lab = sig.labelled
+    X, y = sig.X[lab], sig.label[lab]
+    y_venue = (sig.ret_bps[lab] - 2.0 * extra_fee_bps > 0.0).astype(np.int8)
+    scorers = {"ensemble": ensemble.predict_batch}
+    scorers |= {Path(m.path).stem: m.predict_batch for m in members}
+    probs = {k: (f(X) if len(X) else np.zeros(0)) for k, f in scorers.items()}
+    return {
+        "scored": len(sig.ts),
+        "labelled": len(lab),
+        "metrics": {k: _metrics(y, p, threshold) for k, p in probs.items()},
+        "metrics_at_venue_fee": {k: _metrics(y_venue, p, threshold) for k, p in probs.items()},
+    }
 
 
 # -- replay: the engine with and without the filter ------------------------------------
@@ -463,11 +498,15 @@ def evaluate(
         ),
     }
     if replay:
-        if journal_dir is not None:
-            runs = replay_pair(config, files, journal_dir, holdout_ns)
-        else:
-            with tempfile.TemporaryDirectory(prefix="trireme-eval-") as tmp:
-                runs = replay_pair(config, files, Path(tmp), holdout_ns)
+        extra_fee = config.venue.taker_fee_bps - config.model.label_fee_bps
+        with contextlib.ExitStack() as stack:
+            work = journal_dir or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="trireme-eval-"))
+            )
+            runs = replay_pair(config, files, work, holdout_ns)
+            out["engine_signals"] = engine_signal_metrics(
+                config, files, work / "take_all", members, ensemble, thr, extra_fee
+            )
         out["replay"] = {**runs, "filtered_minus_unfiltered": _difference(runs)}
     out["caveats"] = _caveats(out)
     return out

@@ -14,18 +14,13 @@ test window (plus an embargo) purged, so no training label overlaps its test win
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import attrs
 import numpy as np
 
-from engine.models._labels import Labels, QuoteColumns, Quotes, fill_index, triple_barrier
+from engine.models._labels import Labels, QuoteColumns, Quotes, triple_barrier
 from engine.strategy._ema_cross import (
-    ENTRY_PRICE,
-    ENTRY_TS,
-    MODE,
-    SIDE,
-    Mode,
     Signal,
     make_params,
     new_indicators,
@@ -33,13 +28,10 @@ from engine.strategy._ema_cross import (
     scan,
 )
 
-_MS = 1_000_000
-
 __all__ = [
     "Labels",
     "Quotes",
     "StrategyConfig",
-    "backtest",
     "entry_signals",
     "holdout",
     "purged_split",
@@ -153,65 +145,3 @@ def holdout(
     order = np.sort(t0)
     start = int(order[int(len(order) * (1.0 - test_fraction))])
     return purged_split(t0, t1, start, int(order[-1]) + 1, embargo_ns)
-
-
-# -- strategy results with and without the filter ------------------------------------
-
-
-def backtest(
-    q: QuoteColumns,
-    cfg: StrategyConfig,
-    take: Callable[[int, int], bool] | None = None,
-    start_ns: int = 0,
-) -> dict[str, float]:
-    """Run the strategy (entries while flat, its own exits) with an optional entry filter.
-
-    Fills as in :func:`triple_barrier`: entry at the opposite quote ``latency_ms`` after the
-    signal, exit at the closing side of the quote that raised the exit; ``fee_bps`` per leg.
-
-    Args:
-        take: ``take(event_index, side)`` says whether to act on an entry (None takes all).
-        start_ns: ignore entries before this time (out-of-sample evaluation).
-    """
-    state = new_state()
-    inds = new_indicators(cfg.fast, cfg.slow, cfg.rsi_period)
-    params = cfg.params()
-    n = q.ts.shape[0]
-    rets: list[float] = []
-    skipped = 0
-    i = 0
-    while i < n:
-        i, sig = scan(q.ts, q.kind, q.bid, q.ask, i, len(q.ts), state, *inds, params)
-        if sig in (Signal.ENTER_LONG, Signal.ENTER_SHORT) and q.ts[i] >= start_ns:
-            side = 1 if sig == Signal.ENTER_LONG else -1
-            if take is not None and not take(i, side):
-                skipped += 1
-            else:
-                j = fill_index(q, i, cfg.latency_ms * _MS)
-                if j < 0:
-                    break
-                # Up to the fill the kernel only updates its indicators.
-                state[MODE] = Mode.WAITING
-                e = j + 1
-                scan(q.ts, q.kind, q.bid, q.ask, i + 1, e, state, *inds, params)
-                state[MODE] = Mode.HOLDING
-                state[SIDE] = side
-                state[ENTRY_PRICE] = q.ask[j] if side > 0 else q.bid[j]
-                state[ENTRY_TS] = q.ts[j]
-                i = j
-        elif sig >= Signal.EXIT_CROSS:
-            side = state[SIDE]
-            px = q.bid[i] if side > 0 else q.ask[i]
-            rets.append(side * (px - state[ENTRY_PRICE]) / state[ENTRY_PRICE] * 1e4)
-            rets[-1] -= 2.0 * cfg.fee_bps
-            state[MODE] = Mode.FLAT
-            state[SIDE] = 0.0
-        i += 1
-    r = np.array(rets)
-    return {
-        "trades": len(rets),
-        "skipped_by_filter": skipped,
-        "net_bps_total": float(r.sum()) if len(r) else 0.0,
-        "net_bps_mean": float(r.mean()) if len(r) else 0.0,
-        "win_rate": float((r > 0).mean()) if len(r) else 0.0,
-    }
