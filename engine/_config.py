@@ -147,6 +147,13 @@ class ChannelsSection:
     journal: int = attrs.field(default=16, validator=_nonneg)
 
 
+SHIPPED_STRATEGIES: dict[str, str] = {
+    "ema_cross": "engine.strategy._ema_cross:EmaCross",
+    "scalper": "engine.strategy._scalper:Scalper",
+}
+"""The shipped strategies by ``strategy.kind``: ``module:Class`` (imported on use)."""
+
+
 @attrs.frozen(kw_only=True)
 class StrategySection:
     """``[strategy]``: which strategy trades, and its parameters.
@@ -158,7 +165,7 @@ class StrategySection:
     sizing and exit-retry keys here apply to every strategy.
     """
 
-    kind: Literal["ema_cross"] = attrs.field(default="ema_cross", validator=v.in_(("ema_cross",)))
+    kind: str = attrs.field(default="ema_cross", validator=v.in_(SHIPPED_STRATEGIES))
     path: str = ""
     name: str = ""
     params: dict[str, Any] = attrs.field(factory=dict)
@@ -175,12 +182,86 @@ class StrategySection:
     order_notional: float = attrs.field(default=1000.0, validator=_pos)
     qty_step: float = attrs.field(default=0.001, validator=_pos)
     exit_retry_ms: int = attrs.field(default=250, validator=_nonneg)
+    # How entries are placed (a strategy's ``entry_order`` hook may choose per signal):
+    # "market"; "limit_gtx", a post-only limit at the touch (bid for a buy) moved
+    # ``limit_offset_bps`` away from the spread; "limit_gtc" the same, not post-only;
+    # "limit_ioc", an immediate-or-cancel limit at the opposite touch moved
+    # ``limit_offset_bps`` through it. An entry still open ``entry_timeout_ms``
+    # after it was sent is cancelled (0: never).
+    entry_order: str = attrs.field(
+        default="market", validator=v.in_(("market", "limit_gtx", "limit_gtc", "limit_ioc"))
+    )
+    limit_offset_bps: float = attrs.field(default=0.0, validator=_nonneg)
+    entry_timeout_ms: float = attrs.field(default=0.0, validator=_nonneg)
 
     def __attrs_post_init__(self) -> None:
         if self.fast >= self.slow:
             raise FieldValueError(
                 "fast", f"must be smaller than slow ({self.slow}), got {self.fast}"
             )
+
+
+@attrs.frozen(kw_only=True)
+class ExitsSection:
+    """``[exits]``: exit policies any strategy composes, run by the symbol core while
+    a position is held (:mod:`engine.strategy._exits`), on top of the strategy's own.
+
+    Every level is checked from the tick after the entry fill, at the price the
+    position would close at (the bid for a long, the ask for a short); 0 turns a
+    policy off, and with every key at its default nothing runs (a strategy's own
+    exits, as ema_cross's ``strategy.stop_loss_bps``, are unchanged). ``stop_bps`` /
+    ``target_bps``: fixed stop and target from the entry price. ``atr_stop``: a stop
+    ``k x ATR`` (the strategy's ATR at the entry) away. ``trail_bps`` /
+    ``trail_atr``: a trailing stop that far from the best price since the entry.
+    ``partial_r`` / ``partial_fraction``: a take-profit ladder, reducing the
+    position by each fraction (of the entry quantity) when the gain reaches that
+    many R (R: the initial stop distance, the nearer of the fixed and ATR stops).
+    ``time_limit_ms``: close after this long. ``opposite_signal``: whether the
+    strategy's own exit signals (ema_cross's opposite cross and its bps exits) close.
+    """
+
+    stop_bps: float = attrs.field(default=0.0, validator=_nonneg)
+    target_bps: float = attrs.field(default=0.0, validator=_nonneg)
+    atr_stop: float = attrs.field(default=0.0, validator=_nonneg)
+    trail_bps: float = attrs.field(default=0.0, validator=_nonneg)
+    trail_atr: float = attrs.field(default=0.0, validator=_nonneg)
+    partial_r: tuple[float, ...] = ()
+    partial_fraction: tuple[float, ...] = ()
+    time_limit_ms: int = attrs.field(default=0, validator=_nonneg)
+    opposite_signal: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.partial_r) != len(self.partial_fraction):
+            raise FieldValueError(
+                "partial_fraction",
+                f"needs one fraction per partial_r step ({len(self.partial_r)}), "
+                f"got {len(self.partial_fraction)}",
+            )
+        if len(self.partial_r) > 4:
+            raise FieldValueError("partial_r", f"at most 4 steps, got {len(self.partial_r)}")
+        if any(r <= 0.0 for r in self.partial_r) or list(self.partial_r) != sorted(self.partial_r):
+            raise FieldValueError("partial_r", f"must be > 0 and rising, got {self.partial_r}")
+        if any(not 0.0 < f <= 1.0 for f in self.partial_fraction) or (
+            sum(self.partial_fraction) > 1.0 + 1e-9
+        ):
+            raise FieldValueError(
+                "partial_fraction", f"each in (0, 1], summing to <= 1, got {self.partial_fraction}"
+            )
+        if self.partial_r and self.stop_bps == 0.0 and self.atr_stop == 0.0:
+            raise FieldValueError("partial_r", "needs an initial stop (stop_bps or atr_stop) for R")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any policy is on (off: the core runs the strategy alone)."""
+        return bool(
+            self.stop_bps or self.target_bps or self.atr_stop or self.trail_bps
+            or self.trail_atr or self.partial_r or self.time_limit_ms
+        )  # fmt: skip
+
+    @property
+    def uses_atr(self) -> bool:
+        """Whether a policy needs the strategy's ATR."""
+        return bool(self.atr_stop or self.trail_atr)
 
 
 _ACTIONS = ("halt", "reduce", "off")
@@ -299,6 +380,8 @@ class VenueSection:
     )
     latency_ms: float = attrs.field(default=5.0, validator=_nonneg)
     taker_fee_bps: float = attrs.field(default=5.0, validator=_nonneg)
+    # Resting (maker) fills of LIMIT orders; Binance VIP0 is 2 bps maker, 5 bps taker.
+    maker_fee_bps: float = attrs.field(default=2.0, validator=_nonneg)
     # The Binance venue (live mode): REST and user-data stream endpoints, credentials by
     # the NAMES of the environment variables that hold them (never the keys themselves).
     rest_url: str = "https://fapi.binance.com"
@@ -427,12 +510,21 @@ class ApiSection:
 
 @attrs.frozen(kw_only=True)
 class LoggingSection:
-    """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level."""
+    """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level.
+
+    ``progress`` is how long tasks (replays, sweeps) show their progress on stderr:
+    ``auto`` (a bar on a terminal, a plain line every ``progress_every_s`` otherwise),
+    ``bar``, ``lines`` or ``off``.
+    """
 
     path: str = "logs/trireme.jsonl"
     level: Literal["debug", "info", "warning", "error"] = attrs.field(
         default="info", validator=v.in_(("debug", "info", "warning", "error"))
     )
+    progress: Literal["auto", "bar", "lines", "off"] = attrs.field(
+        default="auto", validator=v.in_(("auto", "bar", "lines", "off"))
+    )
+    progress_every_s: float = attrs.field(default=10.0, validator=_pos)
 
 
 @attrs.frozen(kw_only=True)
@@ -446,6 +538,7 @@ class Config:
     channels: ChannelsSection = ChannelsSection()
     strategy: StrategySection = StrategySection()
     sizing: SizingSection = SizingSection()
+    exits: ExitsSection = ExitsSection()
     risk: RiskSection = RiskSection()
     portfolio: PortfolioSection = PortfolioSection()
     venue: VenueSection = VenueSection()

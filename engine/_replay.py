@@ -19,6 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ._config import Config, parse_utc
 from ._errors import ActorFailedError, DataError, single_cause
+from ._meter import Meter
 from ._progress import slow_step
 from ._report import data_notes
 from .actors import HardwareActor
@@ -40,6 +41,13 @@ def _window(config: Config) -> tuple[int | None, int | None]:
     """``data.start`` and ``data.end`` as nanoseconds (None: no bound)."""
     start, end = config.data.start, config.data.end
     return (parse_utc(start) if start else None, parse_utc(end) if end else None)
+
+
+async def _show_progress(driver: ReplayDriver, meter: Meter) -> None:
+    """Keep ``meter`` current while the driver runs (it yields every few ms)."""
+    while True:
+        meter.update(driver.processed)
+        await trio.sleep(0.25)
 
 
 async def run_replay_driven(
@@ -88,6 +96,7 @@ async def run_replay_driven(
         venue = SimVenue(
             latency_ns=int(config.venue.latency_ms * 1e6),
             taker_fee_rate=config.venue.taker_fee_bps * 1e-4,
+            maker_fee_rate=config.venue.maker_fee_bps * 1e-4,
             ledger=ledger,
         )
         execution = ExecutionCore(
@@ -119,6 +128,7 @@ async def run_replay_driven(
                 max_notional=config.risk.max_notional_per_symbol,
                 entry_filter=filters.get(s),
                 strategy=spec.new(config.strategy, config.sizing),
+                exits=config.exits,
             )
             for s in symbols
         ]
@@ -160,7 +170,15 @@ async def run_replay_driven(
                 await hardware_actor.settled.wait()
                 started = time.perf_counter()
                 setup = started - setup_started
-                await driver.run()
+                with Meter(
+                    "replay",
+                    driver.events,
+                    style=config.logging.progress,
+                    every_s=config.logging.progress_every_s,
+                ) as meter:
+                    nursery.start_soon(_show_progress, driver, meter)
+                    await driver.run()
+                    meter.update(driver.events)
                 nursery.cancel_scope.cancel()
         except Exception as exc:
             cause = single_cause(exc)

@@ -8,8 +8,9 @@ orders and the journal; the strategy only says *when*: an entry (long or short) 
 an exit with a reason. The same strategy object runs in replay (the deterministic
 driver hands it long stretches of ticks) and in paper and live (a step's batch).
 
-A strategy is chosen by ``strategy.kind``; :data:`STRATEGIES` maps each kind to its
-class. ``ema_cross`` (:mod:`engine.strategy._ema_cross`) is the first implementation.
+A shipped strategy is chosen by ``strategy.kind``; ``SHIPPED_STRATEGIES`` (in the
+config module) maps each kind to its class, each in a file of the same shape as a
+user's: ``ema_cross`` (:mod:`engine.strategy._ema_cross`), ``scalper``, ``book_imbalance``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
+import importlib
 import importlib.util
 import inspect
 import sys
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs import validators as v
 
-from .._config import Config, SizingSection, StrategySection, build_table
+from .._config import SHIPPED_STRATEGIES, Config, SizingSection, StrategySection, build_table
 from .._errors import ConfigError
 from ..messages import Ticks
 
@@ -56,6 +59,38 @@ EXIT_REASONS: dict[int, str] = {
     Signal.EXIT_TAKE_PROFIT: "take_profit",
     Signal.EXIT_TIME: "time_limit",
 }
+
+
+@attrs.frozen(kw_only=True)
+class OrderSpec:
+    """How to place an order: what :meth:`Strategy.entry_order` returns.
+
+    ``order_type`` and ``time_in_force`` are Binance's (see
+    :class:`~engine.messages.SubmitOrder`); ``price`` is the limit price (NaN for a
+    market order).
+    """
+
+    order_type: str = attrs.field(default="MARKET", validator=v.in_(("MARKET", "LIMIT")))
+    price: float = float("nan")
+    time_in_force: str = attrs.field(default="GTC", validator=v.in_(("GTC", "IOC", "FOK", "GTX")))
+
+
+MARKET = OrderSpec()
+"""A market order."""
+
+
+def configured_entry_order(config: StrategySection, side: int, bid: float, ask: float) -> OrderSpec:
+    """The entry order ``[strategy] entry_order`` asks for (``side`` +1 buy, -1 sell)."""
+    kind = config.entry_order
+    if kind == "market":
+        return MARKET
+    offset = config.limit_offset_bps * 1e-4
+    if kind == "limit_ioc":  # through the opposite touch
+        price = ask * (1.0 + offset) if side > 0 else bid * (1.0 - offset)
+        return OrderSpec(order_type="LIMIT", price=price, time_in_force="IOC")
+    price = bid * (1.0 - offset) if side > 0 else ask * (1.0 + offset)  # at our touch
+    tif = "GTX" if kind == "limit_gtx" else "GTC"
+    return OrderSpec(order_type="LIMIT", price=price, time_in_force=tif)
 
 
 class Strategy(abc.ABC):
@@ -108,6 +143,13 @@ class Strategy(abc.ABC):
         """The position is held from ``ts`` (the ticks' clock) at ``entry_price``;
         ``side`` is +1 long, -1 short. Exits are looked for from the next tick on."""
 
+    def entry_order(self, side: int, bid: float, ask: float) -> OrderSpec | None:
+        """How to place an entry (``side`` +1 long, -1 short) at the quote ``bid``/``ask``:
+        e.g. ``OrderSpec(order_type="LIMIT", price=bid, time_in_force="GTX")`` for a
+        post-only bid at the touch. None (the default): as ``[strategy] entry_order``
+        says (a market order unless configured otherwise)."""
+        return None
+
     def exit_reason(self, signal: int) -> str:
         """The journal's name for an exit signal."""
         return EXIT_REASONS[signal]
@@ -132,10 +174,8 @@ class StrategySpec:
 
 def strategy_class(kind: str) -> type[Strategy]:
     """The shipped strategy class of ``strategy.kind`` (the config checks the kind)."""
-    from ._ema_cross import EmaCross  # the shipped implementations
-
-    strategies: dict[str, type[Strategy]] = {EmaCross.kind: EmaCross}
-    return strategies[kind]
+    module, _, name = SHIPPED_STRATEGIES[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def make_strategy(config: StrategySection, sizing: SizingSection) -> Strategy:
@@ -161,6 +201,9 @@ def resolve_strategy(config: Config) -> StrategySpec:
         if not cfg.path:
             raise ConfigError(config.where("strategy.path"), "strategy.path", "required with name")
         cls = load_strategy(config.resolve(cfg.path), cfg.name, config.where("strategy.path"))
+    if config.exits.uses_atr and cls.atr is Strategy.atr:
+        key = "exits.atr_stop" if config.exits.atr_stop else "exits.trail_atr"
+        raise ConfigError(config.where(key), key, f"{cls.__name__} has no atr (it is NaN)")
     if cls.Params is None:
         if cfg.params:
             key = f"strategy.params.{next(iter(cfg.params))}"

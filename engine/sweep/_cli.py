@@ -109,18 +109,31 @@ def _base_overrides(path: Path | None, sets: Sequence[str]) -> tuple[Path, list[
     return path, overrides
 
 
-def _show(done: int, total: int, label: str, result: Mapping[str, Any] | BaseException) -> None:
-    if isinstance(result, BaseException):
-        line = f"FAILED {type(result).__name__}: {result}"
-    else:
-        win = result["win_rate"]
-        line = (
-            f"net {result['net_pnl']:,.2f}  trades {result['trades']}  "
-            f"win {'-' if win is None else f'{win:.0%}'}  "
-            f"drawdown {result['max_drawdown']:,.2f}  ({result['wall_seconds']:.1f} s)"
+class _Show:
+    """One line per finished replay on stderr, with the sweep's rate and ETA so far."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __call__(
+        self, done: int, total: int, label: str, result: Mapping[str, Any] | BaseException
+    ) -> None:
+        if isinstance(result, BaseException):
+            line = f"FAILED {type(result).__name__}: {result}"
+        else:
+            win = result["win_rate"]
+            line = (
+                f"net {result['net_pnl']:,.2f}  trades {result['trades']}  "
+                f"win {'-' if win is None else f'{win:.0%}'}  "
+                f"drawdown {result['max_drawdown']:,.2f}  ({result['wall_seconds']:.1f} s)"
+            )
+        elapsed = time.perf_counter() - self._started
+        rate = done / elapsed * 60 if elapsed > 0 else 0.0
+        eta = (total - done) * elapsed / done if done else 0.0
+        sys.stderr.write(
+            f"sweep [{done}/{total}] {label}: {line}  [{rate:.1f} replays/min, ETA {eta:.0f} s]\n"
         )
-    sys.stderr.write(f"sweep [{done}/{total}] {label}: {line}\n")
-    sys.stderr.flush()
+        sys.stderr.flush()
 
 
 def best_path(out: Path) -> Path:
@@ -157,12 +170,13 @@ def main(argv: Sequence[str]) -> int:
     tasks = len(points) * len(fold_list) + len(fold_list) if walk else len(points)
     sys.stderr.write(f"sweep: {len(points)} point(s), {tasks} replay(s) on {where}\n")
     started = time.perf_counter()
+    show = _Show()
     with dask_client(args.scheduler, workers) as client:
         if walk is None:
-            outcome = run_grid(client, points, data=data, rank_by=args.rank, progress=_show)
+            outcome = run_grid(client, points, data=data, rank_by=args.rank, progress=show)
         else:
             outcome = run_walk_forward(
-                client, points, fold_list, data=data, rank_by=args.rank, progress=_show
+                client, points, fold_list, data=data, rank_by=args.rank, progress=show
             )
     seconds = time.perf_counter() - started
     _write(args.out, outcome, [k for k, _v in points[0].params], walk is not None, args.rank)

@@ -1,0 +1,106 @@
+"""Progress on stderr (engine._meter): plain lines off a terminal, a bar on one, silence
+for short tasks; and a replay that shows it when asked."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine._meter import Meter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_lines_off_a_terminal_with_rate_and_eta() -> None:
+    out, clock = io.StringIO(), Clock()
+    meter = Meter("replay", 1_000_000, stream=out, after_s=2.0, every_s=10.0, clock=clock)
+    assert meter.style == "lines"
+    clock.now += 1.0
+    meter.update(100_000)
+    assert out.getvalue() == ""  # not before after_s
+    clock.now += 1.0
+    meter.update(250_000)
+    clock.now += 5.0
+    meter.update(300_000)  # within every_s of the first line: no second line
+    clock.now += 5.0
+    meter.update(600_000)
+    clock.now += 3.0
+    meter.update(1_000_000)
+    meter.close()
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "trireme: replay 250,000/1,000,000 events (25%), 125k events/s, ETA 6 s",
+        "trireme: replay 600,000/1,000,000 events (60%), 50k events/s, ETA 8 s",
+        "trireme: replay: 1,000,000 events in 15 s (66.7k events/s)",
+    ]
+
+
+def test_a_short_task_says_nothing() -> None:
+    out, clock = io.StringIO(), Clock()
+    with Meter("replay", 10, stream=out, clock=clock) as meter:
+        clock.now += 0.5
+        meter.update(10)
+    assert out.getvalue() == ""
+
+
+def test_a_terminal_gets_a_bar_and_off_is_silent() -> None:
+    tty = Tty()
+    with Meter("sweep", 4, "tasks", stream=tty, after_s=0.0) as meter:
+        assert meter.style == "bar"
+        for k in range(1, 5):
+            meter.update(k)
+    text = tty.getvalue()
+    assert "trireme: sweep" in text and "4/4" in text
+    off = Tty()
+    with Meter("sweep", 4, stream=off, style="off", after_s=0.0) as meter:
+        meter.update(4)
+    assert off.getvalue() == ""
+
+
+def test_a_bad_style_is_refused() -> None:
+    with pytest.raises(ValueError, match="progress style"):
+        Meter("x", 1, style="fancy")  # type: ignore[arg-type]
+
+
+def test_replay_shows_progress_lines_when_asked(tmp_path: Path) -> None:
+    """The bundled replay with lines every 50 ms from the start prints progress lines
+    ending with the whole count; with ``off`` it prints none. The report is unchanged."""
+    runs = []
+    for style in ("lines", "off"):
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "engine", "--config", str(ROOT / "config.toml"),
+                "--set", f"logging.progress={style}", "--set", "logging.progress_every_s=0.05",
+                "--set", f"journal.dir={tmp_path / style}",
+                "--set", f"logging.path={tmp_path / style / 'log.jsonl'}",
+            ],
+            capture_output=True, text=True, cwd=ROOT, check=True, timeout=600,
+        )  # fmt: skip
+        runs.append(proc)
+    digest = [
+        next(ln for ln in p.stdout.splitlines() if "journal_sha256" in ln).split()[-1] for p in runs
+    ]
+    assert digest[0] == digest[1]
+    assert "trireme: replay" not in runs[1].stderr
+    # A fast machine may finish inside after_s: then it says nothing, which is right;
+    # when it did speak, the last line is the summary of the whole run.
+    said = [ln for ln in runs[0].stderr.splitlines() if ln.startswith("trireme: replay")]
+    if said:
+        assert said[-1].startswith("trireme: replay: ") and " events in " in said[-1]
