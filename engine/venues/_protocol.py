@@ -70,8 +70,9 @@ class Venue(Protocol):
 class ManagesOrders(Protocol):
     """A venue that cancels and amends open orders (resting LIMIT and stop orders).
 
-    The simulated venue does; the Binance venue does not yet (it sends market
-    orders only), so the engine sends non-market orders only to a venue that is one.
+    Both venues are: the simulated one, and the Binance venue (``DELETE`` / ``PUT
+    /fapi/v1/order``, ``DELETE /fapi/v1/algoOrder`` for conditional orders), whose
+    answers come later from :meth:`Venue.on_market`.
     """
 
     def cancel(self, command: CancelOrder) -> list[OrderEvent]:

@@ -297,6 +297,10 @@ class BinanceRestClient:
     ) -> dict[str, Any]:
         """``POST /fapi/v1/order``: place a prepared order; returns Binance's response.
 
+        A conditional order (STOP_MARKET, TAKE_PROFIT_MARKET) goes to
+        ``POST /fapi/v1/algoOrder`` instead (its :attr:`PreparedOrder.path`); the
+        answer is then the algo order (``algoId``, ``algoStatus``).
+
         Args:
             order: from :meth:`OrderTemplate.prepare`.
             priority: defaults to ``CLOSE`` for reduce-only orders, else ``NEW_ORDER``.
@@ -318,7 +322,7 @@ class BinanceRestClient:
             priority = Priority.CLOSE if order.reduce_only else Priority.NEW_ORDER
         return await self._request(
             "POST",
-            "/fapi/v1/order",
+            order.path,
             order.params,
             signed=True,
             weight=0,  # new orders count against the order limits, not the IP weight
@@ -350,7 +354,7 @@ class BinanceRestClient:
         if not self._limiter.try_acquire(0, orders=1, priority=priority):
             return None
         generation = self._clock.generation
-        target = self._target("/fapi/v1/order", order.params, True)
+        target = self._target(order.path, order.params, True)
         flight = transport.write_now("POST", target, self._key_headers, written=written)
         if flight is None:
             return None
@@ -364,7 +368,7 @@ class BinanceRestClient:
         """
         transport = self._order_transport
         assert isinstance(transport, LeanTransport)
-        path = "/fapi/v1/order"
+        path = sent.order.path
         try:
             with trio.fail_after(self._timeout_s):
                 response = await transport.finish(sent.flight)
@@ -401,6 +405,46 @@ class BinanceRestClient:
             signed=True,
             priority=Priority.CANCEL,
             order_endpoint=True,
+        )
+
+    async def amend_order(self, params: str) -> dict[str, Any]:
+        """``PUT /fapi/v1/order``: new price and quantity of an open LIMIT order
+        (``params`` from :meth:`OrderTemplate.amend_params`; weight 1, one order)."""
+        return await self._request(
+            "PUT",
+            "/fapi/v1/order",
+            params,
+            signed=True,
+            orders=1,
+            priority=Priority.CANCEL,
+            order_endpoint=True,
+        )
+
+    async def cancel_algo_order(self, *, client_algo_id: str) -> dict[str, Any]:
+        """``DELETE /fapi/v1/algoOrder`` by ``clientAlgoId`` (weight 1)."""
+        return await self._request(
+            "DELETE",
+            "/fapi/v1/algoOrder",
+            f"clientAlgoId={quote(client_algo_id, safe='')}",
+            signed=True,
+            priority=Priority.CANCEL,
+            order_endpoint=True,
+        )
+
+    async def query_algo_order(self, *, client_algo_id: str) -> dict[str, Any]:
+        """``GET /fapi/v1/algoOrder`` by ``clientAlgoId`` (weight 1)."""
+        return await self._request(
+            "GET",
+            "/fapi/v1/algoOrder",
+            f"clientAlgoId={quote(client_algo_id, safe='')}",
+            signed=True,
+        )
+
+    async def open_algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/openAlgoOrders`` (weight 1 for a symbol, 40 for all)."""
+        params = f"symbol={quote(symbol, safe='')}" if symbol else ""
+        return await self._request(
+            "GET", "/fapi/v1/openAlgoOrders", params, signed=True, weight=1 if symbol else 40
         )
 
     async def cancel_all(self, symbol: str) -> dict[str, Any]:

@@ -23,6 +23,14 @@ Checks before sending (each a :class:`FilterError` with a stable ``reason``):
 ``PRICE_ABOVE_PERCENT`` (PERCENT_PRICE, when a mark price is given),
 ``NOTIONAL_BELOW_MIN`` (MIN_NOTIONAL; reduce-only orders are exempt, as on
 Binance; a market order is checked against ``ref_price`` when given).
+
+STOP_MARKET and TAKE_PROFIT_MARKET go to Binance's algo order API
+(``POST /fapi/v1/algoOrder``, ``algoType=CONDITIONAL``; ``/fapi/v1/order`` refuses
+them since December 2025 with -4120): the prepared order carries that path, its
+``triggerPrice`` (rounded to the tick like a limit price of its side, so that a
+sell stop triggers no later than asked and a buy stop no later either) and
+``clientAlgoId``; with ``close_position`` it sends ``closePosition=true`` and no
+quantity (the whole position, whatever its size when it triggers).
 """
 
 from __future__ import annotations
@@ -52,6 +60,13 @@ class OrderType(enum.Enum):
 
     MARKET = "MARKET"
     LIMIT = "LIMIT"
+    STOP_MARKET = "STOP_MARKET"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+
+    @property
+    def conditional(self) -> bool:
+        """Placed through the algo order API (a trigger price, no limit price)."""
+        return self in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
 
 
 class TimeInForce(enum.Enum):
@@ -64,6 +79,8 @@ class TimeInForce(enum.Enum):
 
 
 _SIDE_NAMES = {Side.BUY: "BUY", Side.SELL: "SELL"}
+ORDER_PATH = "/fapi/v1/order"
+ALGO_ORDER_PATH = "/fapi/v1/algoOrder"
 
 
 @attrs.frozen(kw_only=True)
@@ -77,8 +94,13 @@ class PreparedOrder:
         quantity: the rounded quantity.
         price: the rounded limit price (``None`` for market orders).
         reduce_only: sent as ``reduceOnly=true``.
-        client_order_id: sent as ``newClientOrderId``.
+        client_order_id: sent as ``newClientOrderId`` (``clientAlgoId`` for a
+            conditional order).
         params: the unsigned parameter string to send.
+        path: where it is sent (``/fapi/v1/order`` or ``/fapi/v1/algoOrder``).
+        time_in_force: a limit order's (``None`` for the other types).
+        trigger_price: a conditional order's rounded ``triggerPrice``.
+        close_position: a conditional order sent with ``closePosition=true``.
     """
 
     symbol: str
@@ -89,6 +111,15 @@ class PreparedOrder:
     reduce_only: bool
     client_order_id: str
     params: str
+    path: str = ORDER_PATH
+    time_in_force: TimeInForce | None = None
+    trigger_price: Decimal | None = None
+    close_position: bool = False
+
+    @property
+    def conditional(self) -> bool:
+        """An algo (conditional) order."""
+        return self.order_type.conditional
 
 
 def _to_decimal(value: Number, symbol: str, what: str) -> tuple[Decimal, bool]:
@@ -223,6 +254,8 @@ class OrderTemplate:
         reduce_only: bool = False,
         ref_price: Number | None = None,
         mark_price: Number | None = None,
+        trigger_price: Number | None = None,
+        close_position: bool = False,
     ) -> PreparedOrder:
         """Round, check and serialise one order.
 
@@ -236,6 +269,10 @@ class OrderTemplate:
             reduce_only: send ``reduceOnly=true``; exempt from MIN_NOTIONAL.
             ref_price: a market order's expected price, for the MIN_NOTIONAL check.
             mark_price: the mark price, for the PERCENT_PRICE check.
+            trigger_price: a conditional order's trigger (rounded passively).
+            close_position: a conditional order closes the whole position
+                (``closePosition=true``, no quantity sent; ``quantity`` is kept
+                only as the size expected).
 
         Returns:
             The :class:`PreparedOrder`.
@@ -247,6 +284,16 @@ class OrderTemplate:
             raise FilterError(self.symbol, "SYMBOL_NOT_TRADING")
         if CLIENT_ORDER_ID_PATTERN.match(client_order_id) is None:
             raise FilterError(self.symbol, "CLIENT_ORDER_ID_INVALID")
+        if order_type.conditional:
+            return self._prepare_conditional(
+                side,
+                quantity,
+                client_order_id=client_order_id,
+                order_type=order_type,
+                reduce_only=reduce_only,
+                trigger_price=trigger_price,
+                close_position=close_position,
+            )
         market = order_type is OrderType.MARKET
         qty = self.round_quantity(quantity, order_type)
         min_qty, max_qty = (
@@ -290,6 +337,81 @@ class OrderTemplate:
             reduce_only=reduce_only,
             client_order_id=client_order_id,
             params=params,
+            time_in_force=None if market else time_in_force,
+        )
+
+    def _prepare_conditional(
+        self,
+        side: Side,
+        quantity: Number,
+        *,
+        client_order_id: str,
+        order_type: OrderType,
+        reduce_only: bool,
+        trigger_price: Number | None,
+        close_position: bool,
+    ) -> PreparedOrder:
+        # A triggered conditional order is a MARKET order: MARKET_LOT_SIZE applies.
+        qty = self.round_quantity(quantity, OrderType.MARKET)
+        if not close_position:
+            if qty <= 0 or qty < self.market_min_qty:
+                raise FilterError(
+                    self.symbol, "QTY_BELOW_MIN", value=qty, bound=self.market_min_qty
+                )
+            if qty > self.market_max_qty:
+                raise FilterError(
+                    self.symbol, "QTY_ABOVE_MAX", value=qty, bound=self.market_max_qty
+                )
+        if trigger_price is None:
+            raise FilterError(self.symbol, "PRICE_INVALID")
+        trigger = self.round_price(trigger_price, side)
+        self._check_price(trigger, None)
+        params = (
+            f"algoType=CONDITIONAL&symbol={self.symbol}&side={_SIDE_NAMES[side]}"
+            f"&type={order_type.value}&triggerPrice={format(trigger, 'f')}"
+        )
+        if close_position:
+            params += "&closePosition=true"
+        else:
+            params += f"&quantity={format(qty, 'f')}"
+            if reduce_only:
+                params += "&reduceOnly=true"
+        params += f"&clientAlgoId={client_order_id}"
+        return PreparedOrder(
+            symbol=self.symbol,
+            side=side,
+            order_type=order_type,
+            quantity=qty,
+            price=None,
+            reduce_only=reduce_only or close_position,
+            client_order_id=client_order_id,
+            params=params,
+            path=ALGO_ORDER_PATH,
+            trigger_price=trigger,
+            close_position=close_position,
+        )
+
+    def amend_params(
+        self, side: Side, quantity: Number, price: Number, client_order_id: str
+    ) -> str:
+        """The parameter string of ``PUT /fapi/v1/order`` (amend a LIMIT order).
+
+        The quantity rounds down to the step and the price passively to the tick,
+        as for a new limit order.
+
+        Raises:
+            FilterError: the new quantity or price fails a filter.
+        """
+        qty = self.round_quantity(quantity, OrderType.LIMIT)
+        if qty <= 0 or qty < self.min_qty:
+            raise FilterError(self.symbol, "QTY_BELOW_MIN", value=qty, bound=self.min_qty)
+        if qty > self.max_qty:
+            raise FilterError(self.symbol, "QTY_ABOVE_MAX", value=qty, bound=self.max_qty)
+        px = self.round_price(price, side)
+        self._check_price(px, None)
+        return (
+            f"symbol={self.symbol}&origClientOrderId={client_order_id}&side={_SIDE_NAMES[side]}"
+            f"&quantity={format(qty, 'f')}&price={format(px, 'f')}"
         )
 
     def _check_price(self, px: Decimal, mark_price: Number | None) -> None:

@@ -7,8 +7,8 @@
   ``keepalive_s`` (Binance drops a key not extended for 60 minutes) and closed
   (``DELETE``) when the stream stops;
 * messages are decoded with msgspec into :class:`OrderTradeUpdate`,
-  :class:`AccountUpdate` and :class:`ListenKeyExpired`; other event types are
-  skipped;
+  :class:`AlgoUpdate` (conditional orders), :class:`AccountUpdate` and
+  :class:`ListenKeyExpired`; other event types are skipped;
 * a drop (network, server close, keep-alive refused, ``listenKeyExpired``)
   reconnects with capped exponential backoff and jitter, creating a new key when
   the old one expired. Anything pushed while disconnected is lost to the stream,
@@ -61,6 +61,10 @@ class OrderUpdate(msgspec.Struct, frozen=True):
     commission_asset: str = msgspec.field(name="N", default="")
     maker: bool = msgspec.field(name="m", default=False)
     reduce_only: bool = msgspec.field(name="R", default=False)
+    time_in_force: str = msgspec.field(name="f", default="GTC")
+    original_type: str = msgspec.field(name="ot", default="")
+    strategy_type: str = msgspec.field(name="st", default="")  # ALGO_CONDITION: triggered
+    strategy_id: int = msgspec.field(name="si", default=0)  # the algo order's id
 
 
 class OrderTradeUpdate(msgspec.Struct, frozen=True, tag_field="e", tag="ORDER_TRADE_UPDATE"):
@@ -69,6 +73,39 @@ class OrderTradeUpdate(msgspec.Struct, frozen=True, tag_field="e", tag="ORDER_TR
     event_time_ms: int = msgspec.field(name="E")
     transaction_time_ms: int = msgspec.field(name="T")
     order: OrderUpdate = msgspec.field(name="o")
+
+
+class AlgoOrderUpdate(msgspec.Struct, frozen=True):
+    """The ``o`` object of an ``ALGO_UPDATE`` (a conditional order's status).
+
+    ``status`` is the algo status: ``NEW``, ``TRIGGERING``, ``TRIGGERED``,
+    ``FINISHED``, ``CANCELED``, ``EXPIRED`` or ``REJECTED`` (``reject_reason``).
+    The order it triggers carries ``client_algo_id`` as its own client order id.
+    """
+
+    symbol: str = msgspec.field(name="s")
+    client_algo_id: str = msgspec.field(name="caid")
+    algo_id: int = msgspec.field(name="aid")
+    order_type: str = msgspec.field(name="o")
+    side: str = msgspec.field(name="S")
+    quantity: Decimal = msgspec.field(name="q")
+    status: str = msgspec.field(name="X")
+    trigger_price: Decimal = msgspec.field(name="tp")
+    actual_order_id: str = msgspec.field(name="ai", default="")
+    actual_qty: Decimal = msgspec.field(name="aq", default=Decimal(0))
+    actual_price: Decimal = msgspec.field(name="ap", default=Decimal(0))
+    close_position: bool = msgspec.field(name="cp", default=False)
+    reduce_only: bool = msgspec.field(name="R", default=False)
+    trigger_time_ms: int = msgspec.field(name="tt", default=0)
+    reject_reason: str = msgspec.field(name="rm", default="")
+
+
+class AlgoUpdate(msgspec.Struct, frozen=True, tag_field="e", tag="ALGO_UPDATE"):
+    """A conditional (algo) order changed status."""
+
+    event_time_ms: int = msgspec.field(name="E")
+    transaction_time_ms: int = msgspec.field(name="T")
+    order: AlgoOrderUpdate = msgspec.field(name="o")
 
 
 class BalanceUpdate(msgspec.Struct, frozen=True):
@@ -115,7 +152,7 @@ class _Envelope(msgspec.Struct):
     e: str = ""
 
 
-UserEvent = OrderTradeUpdate | AccountUpdate | ListenKeyExpired
+UserEvent = OrderTradeUpdate | AlgoUpdate | AccountUpdate | ListenKeyExpired
 
 _DECODER = msgspec.json.Decoder(UserEvent)
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
@@ -135,7 +172,7 @@ def decode_user_event(data: str | bytes) -> UserEvent | None:
         return _DECODER.decode(data)
     except msgspec.ValidationError:
         kind = _ENVELOPE.decode(data).e
-        if kind in ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "listenKeyExpired"):
+        if kind in ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE", "listenKeyExpired"):
             raise
         return None
 

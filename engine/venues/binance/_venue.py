@@ -41,6 +41,17 @@ made non-decreasing) and checked against the order machine, so the actor's
 machine never sees an impossible sequence; a duplicate (the same trade from the
 stream and from a query) is dropped by its cumulative quantity.
 
+Order types: MARKET, LIMIT (GTC, IOC, FOK, GTX; price rounded to the tick on the
+passive side), reduce-only, and STOP_MARKET / TAKE_PROFIT_MARKET on the algo order
+API (``POST /fapi/v1/algoOrder``). :meth:`BinanceVenue.cancel` and
+:meth:`BinanceVenue.replace` (``PUT /fapi/v1/order``) make it a
+:class:`~engine.venues._protocol.ManagesOrders`. ``ALGO_UPDATE`` events become
+:class:`OrderAccepted`, :class:`OrderTriggered` and the final event; the order a
+conditional order places on trigger carries its client id, so its fills are that
+order's. ``AMENDMENT`` updates (or the amend's answer, whichever comes first)
+become :class:`OrderReplaced`. With ``protective`` the venue also rests
+protective stops on the exchange while a position is held (:mod:`._protect`).
+
 Failure handling, per order:
 
 * no answer in time, a broken connection, a 5xx or "Unknown error" 503: the
@@ -104,10 +115,13 @@ from structlog.typing import FilteringBoundLogger
 
 import fsm
 
+from ..._config import ExitsSection
 from ...feeds._transport import TransportError
 from ...ledger import PositionLedger, SymbolAccount
 from ...messages import (
+    CancelOrder,
     EventKind,
+    FillRecovered,
     OpsEvent,
     OrderAccepted,
     OrderCanceled,
@@ -115,8 +129,12 @@ from ...messages import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
     RateLimitBanned,
     ReconciliationFailed,
+    ReplaceOrder,
+    Side,
     SubmitOrder,
     Ticks,
 )
@@ -136,13 +154,21 @@ from ._errors import (
     UnknownOrderStateError,
 )
 from ._ids import venue_client_order_id
+from ._protect import CancelStop, PlaceStop, ProtectiveStops, StopAction, is_protective_id
 from ._ratelimit import DEFAULT_LIMITS, Priority, RateLimiter, rate_limits_from_exchange_info
 from ._reconcile import JournalView, ReconcilePlan, journal_view_from_files, reconcile
 from ._signing import Credentials
-from ._templates import OrderTemplate, OrderType, PreparedOrder, templates_from_exchange_info
+from ._templates import (
+    OrderTemplate,
+    OrderType,
+    PreparedOrder,
+    TimeInForce,
+    templates_from_exchange_info,
+)
 from ._transport import LeanTransport, OrderTransport
 from ._userstream import (
     AccountUpdate,
+    AlgoUpdate,
     Connector,
     OrderTradeUpdate,
     StreamGap,
@@ -152,6 +178,8 @@ from ._userstream import (
 
 _ZERO = Decimal(0)
 _NOT_FOUND = -2013
+_UNKNOWN_ORDER = -2011
+_NO_NEED_TO_MODIFY = -5027
 _DUPLICATE_ID = -4116
 _FEE_ASSETS = frozenset({"USDT", "USDC", "BUSD", ""})
 
@@ -188,6 +216,13 @@ class _Live:
     checking: bool = False
     cancel_requested: bool = False
     last_ts: int = 0
+    order_qty: Decimal = _ZERO  # the order's size now (amended, or a triggered order's)
+    amended: tuple[Decimal, Decimal | None] | None = None  # (qty, price) last reported
+    pending_replace: ReplaceOrder | None = None  # asked before the order was acknowledged
+
+    def __attrs_post_init__(self) -> None:
+        self.order_qty = self.prepared.quantity
+        self.amended = (self.prepared.quantity, self.prepared.price)
 
     @property
     def priority(self) -> Priority:
@@ -314,6 +349,13 @@ class BinanceVenue:
             a refused connection; doubles per failure, capped at 30 s.
         ledger: the engine's position ledger: the venue applies its fills and the
             positions reconciliation adopts to it (a new one by default).
+        protective: the ``[exits]`` section whose stops rest on the exchange as
+            STOP_MARKET ``closePosition`` orders while a position is held (see
+            :mod:`._protect`); ``None``: none rest. A protective stop's fills go to
+            the ledger and are journaled as :class:`FillRecovered` (from
+            :meth:`take_ops`), so the next start's reconciliation counts them.
+        protective_move_bps: move a protective stop only when its level moved
+            by more than this.
     """
 
     write_inline = True
@@ -353,6 +395,8 @@ class BinanceVenue:
         startup_deadline_s: float = 300.0,
         startup_backoff_s: float = 1.0,
         ledger: PositionLedger | None = None,
+        protective: ExitsSection | None = None,
+        protective_move_bps: float = 5.0,
     ) -> None:
         if order_transport not in ("httpx", "lean"):
             raise ValueError(f"order_transport must be 'httpx' or 'lean', not {order_transport!r}")
@@ -403,6 +447,7 @@ class BinanceVenue:
         self._adopted_symbols: dict[str, str] = {}  # venue id -> symbol
         self._outbox_send, self._outbox = trio.open_memory_channel[_Live](1024)
         self._orders: dict[str, _Live] = {}  # by venue client order id
+        self._by_engine_id: dict[str, str] = {}  # engine client order id -> venue id
         self._queue: list[_Queued] = []
         self._arrival = itertools.count()
         self._ops: list[tuple[int, int, type, dict[str, Any]]] = []
@@ -412,6 +457,18 @@ class BinanceVenue:
         self._position_updates: dict[str, int] = {}  # symbol -> ACCOUNT_UPDATEs seen
         self._fee_assets_warned: set[str] = set()
         self._ready = False
+        self.protective: ProtectiveStops | None = None
+        """The protective stops' core (``None`` without ``protective`` stops)."""
+        if protective is not None and (protective.stop_bps or protective.trail_bps):
+            self.protective = ProtectiveStops(
+                protective, move_bps=protective_move_bps, now_ns=now_ns
+            )
+        self.protective_adopted: list[str] = []
+        """Protective stops a start found protecting a held position, and kept."""
+        self.protective_cancelled: list[str] = []
+        """Protective stops a start found orphaned (no position to protect), cancelled."""
+        self._protective_cum: dict[str, Decimal] = {}  # protective id -> filled so far
+        self._protective_symbol: dict[str, str] = {}
 
         self.step_quotes: dict[str, tuple[int, float, float]] = {}
         self.ledger = ledger if ledger is not None else PositionLedger()
@@ -480,13 +537,17 @@ class BinanceVenue:
             reason = "filter:UNKNOWN_SYMBOL"
         else:
             try:
+                kind = OrderType(order.order_type)
                 prepared = template.prepare(
                     order.side,
                     order.qty,
                     client_order_id=venue_id,
-                    order_type=OrderType(order.order_type),
+                    order_type=kind,
                     reduce_only=order.reduce_only,
                     ref_price=order.ref_price,
+                    price=order.price if kind is OrderType.LIMIT else None,
+                    time_in_force=TimeInForce(order.time_in_force),
+                    trigger_price=order.stop_price if kind.conditional else None,
                 )
             except FilterError as exc:
                 reason = f"filter:{exc.reason}"
@@ -522,6 +583,7 @@ class BinanceVenue:
             live.inline = sent is not None
             if sent is not None:
                 self._orders[venue_id] = live
+                self._by_engine_id[order.client_order_id] = venue_id
                 live.state = _State.SENDING
                 live.sent_at = live.queued_at
                 self._spawn(self._send, live, sent)
@@ -531,6 +593,58 @@ class BinanceVenue:
         except trio.WouldBlock:
             return [self._local_rejection(order, "venue_queue_full", self._now_ns())]
         self._orders[venue_id] = live
+        self._by_engine_id[order.client_order_id] = venue_id
+        return []
+
+    def _live_of(self, client_order_id: str) -> _Live | None:
+        venue_id = self._by_engine_id.get(client_order_id)
+        live = None if venue_id is None else self._orders.get(venue_id)
+        return None if live is None or live.terminal else live
+
+    def cancel(self, command: CancelOrder) -> list[OrderEvent]:
+        """Cancel one open order (``DELETE /fapi/v1/order``, or ``/fapi/v1/algoOrder``
+        for a conditional one).
+
+        Returns:
+            ``[OrderCanceled]`` for an order not sent yet (cancelled here), else
+            ``[]``: its :class:`OrderCanceled` (or the fills that beat the cancel)
+            come from later :meth:`on_market` calls. ``[]`` too for an order
+            already final or unknown here.
+        """
+        live = self._live_of(command.client_order_id)
+        if live is None or live.cancel_requested:
+            return []
+        live.cancel_requested = True
+        if live.state == _State.QUEUED:
+            return self._local_cancel(live, command.ts_event, command.reason)
+        if live.state != _State.SENDING:  # a SENDING order is cancelled once answered
+            self._spawn(self._cancel_one, live)
+        return []
+
+    def replace(self, command: ReplaceOrder) -> list[OrderEvent]:
+        """Amend an open LIMIT order in place (``PUT /fapi/v1/order``).
+
+        Price and quantity are rounded as a new order's. An order not yet
+        acknowledged is amended once it is. Returns ``[]`` (or
+        ``[OrderRejected]``-free: a refused amendment is logged, the order keeps
+        its price); the :class:`OrderReplaced` comes from a later
+        :meth:`on_market`, or an :class:`OrderCanceled` where Binance cancels
+        instead (a quantity at most the filled one, a GTX order that would take).
+        """
+        live = self._live_of(command.client_order_id)
+        if live is None or live.cancel_requested:
+            return []
+        if live.prepared.order_type is not OrderType.LIMIT:
+            self._log.warning(
+                "amend of a non-limit order ignored",
+                symbol=live.order.symbol,
+                client_order_id=live.order.client_order_id,
+            )
+            return []
+        if live.venue_order_id is None or live.state in (_State.QUEUED, _State.SENDING):
+            live.pending_replace = command
+            return []
+        self._spawn(self._amend, live, command)
         return []
 
     def _local_rejection(self, order: SubmitOrder, reason: str, now: int) -> OrderRejected:
@@ -566,7 +680,166 @@ class BinanceVenue:
             self.ledger.mark(symbol, 0.5 * (last[1] + last[2]))
         self._mark()
         self._check_drift()
+        if self.protective is not None and self._ready:
+            now = self._now_ns()
+            for symbol in self.symbols:
+                self._protect(
+                    self.protective.on_step(
+                        symbol,
+                        self.ledger.qty(symbol),
+                        self.ledger.avg_price(symbol),
+                        ticks.get(symbol),
+                        now,
+                    )
+                )
         return events
+
+    # -- protective stops -----------------------------------------------------------
+
+    def _protect(self, actions: list[StopAction]) -> None:
+        for action in actions:
+            if isinstance(action, PlaceStop):
+                self._protective_symbol[action.client_algo_id] = action.symbol
+                self._protective_cum[action.client_algo_id] = _ZERO
+                self._spawn(self._place_protective, action)
+            else:
+                self._spawn(self._cancel_protective, action)
+
+    async def _adopt_protective(self, client: BinanceRestClient) -> None:
+        """At start: adopt the protective stops that still protect a held position
+        (one per symbol, on its closing side); cancel the other ``ps-`` orders."""
+        assert self.protective is not None
+        rows = await client.open_algo_orders()
+        kept: set[str] = set()
+        for row in sorted(rows, key=lambda r: int(r.get("algoId", 0)), reverse=True):
+            cid = str(row.get("clientAlgoId", ""))
+            symbol = str(row.get("symbol", ""))
+            if not is_protective_id(cid) or symbol not in self.symbols:
+                continue
+            qty = self.ledger.qty(symbol)
+            closing = "SELL" if qty > 0 else "BUY"
+            if qty != 0.0 and row.get("side") == closing and symbol not in kept:
+                kept.add(symbol)
+                trigger = float(row.get("triggerPrice", 0.0))
+                self.protective.adopt(symbol, cid, Side[closing], trigger)
+                self._protective_symbol[cid] = symbol
+                self._protective_cum[cid] = _ZERO
+                self.protective_adopted.append(cid)
+                self._log.info("protective stop adopted", symbol=symbol, client_order_id=cid,
+                               trigger=trigger)  # fmt: skip
+                continue
+            try:
+                await client.cancel_algo_order(client_algo_id=cid)
+            except RequestRejectedError as exc:
+                if exc.code not in (_NOT_FOUND, _UNKNOWN_ORDER):
+                    raise
+            self.protective_cancelled.append(cid)
+            self._log.warning("orphan protective stop cancelled", symbol=symbol,
+                              client_order_id=cid)  # fmt: skip
+
+    async def _place_protective(self, action: PlaceStop) -> None:
+        assert self._client is not None and self.protective is not None
+        try:
+            prepared = self._templates[action.symbol].prepare(
+                action.side,
+                abs(self.ledger.qty(action.symbol)) or 1.0,  # not sent: closePosition
+                client_order_id=action.client_algo_id,
+                order_type=OrderType.STOP_MARKET,
+                trigger_price=action.trigger,
+                close_position=True,
+            )
+            await self._client.new_order(prepared, priority=Priority.CLOSE)
+        except FilterError as exc:
+            self._log.warning("protective stop refused before sending", reason=exc.reason,
+                              symbol=action.symbol, trigger=action.trigger)  # fmt: skip
+            self._protective_gone(action.client_algo_id)
+            self.protective.on_refused(action.symbol, action.client_algo_id)
+            return
+        except RequestRejectedError as exc:
+            self._log.warning(
+                "protective stop refused",
+                symbol=action.symbol,
+                trigger=action.trigger,
+                error=exc.msg,
+                **{"error.code": str(exc.code)},
+            )
+            self._protective_gone(action.client_algo_id)
+            self.protective.on_refused(action.symbol, action.client_algo_id)
+            return
+        except BinanceError as exc:
+            # It may rest at the exchange: the next start finds and cancels or adopts it.
+            self._log.warning("protective stop not confirmed", symbol=action.symbol,
+                              client_order_id=action.client_algo_id, error=str(exc))  # fmt: skip
+            self.protective.on_refused(action.symbol, action.client_algo_id)
+            return
+        self._log.info("protective stop placed", symbol=action.symbol, trigger=action.trigger,
+                       client_order_id=action.client_algo_id)  # fmt: skip
+        self._protect(self.protective.on_placed(action.symbol, action.client_algo_id))
+
+    async def _cancel_protective(self, action: CancelStop) -> None:
+        assert self._client is not None
+        try:
+            await self._client.cancel_algo_order(client_algo_id=action.client_algo_id)
+        except RequestRejectedError as exc:
+            # Gone already: triggered, or expired with its position.
+            self._log.info("protective stop not cancelled", client_order_id=action.client_algo_id,
+                           error=exc.msg, **{"error.code": str(exc.code)})  # fmt: skip
+            return
+        except BinanceError as exc:
+            self._log.warning("protective stop cancel failed",
+                              client_order_id=action.client_algo_id, error=str(exc))  # fmt: skip
+            return
+        self._log.info("protective stop cancelled", symbol=action.symbol,
+                       client_order_id=action.client_algo_id, reason=action.reason)  # fmt: skip
+
+    def _protective_gone(self, client_algo_id: str) -> None:
+        self._protective_cum.pop(client_algo_id, None)
+        self._protective_symbol.pop(client_algo_id, None)
+
+    def _on_protective_fill(self, update: OrderTradeUpdate) -> None:
+        """A protective stop's triggered order: its fills go to the ledger and the journal."""
+        o = update.order
+        seen = self._protective_cum[o.client_order_id]
+        if o.cum_qty > seen:
+            qty = o.cum_qty - seen
+            price = o.last_price if qty == o.last_qty else o.avg_price
+            side = Side.BUY if o.side == "BUY" else Side.SELL
+            fee = float(o.commission) if o.commission_asset in _FEE_ASSETS else 0.0
+            ts = (o.trade_time_ms or update.event_time_ms) * 1_000_000
+            self._queue.append(
+                _Queued(
+                    ts=ts,
+                    arrival=next(self._arrival),
+                    cls=None,
+                    fields={},
+                    fill=(o.symbol, int(side) * float(qty), float(price), fee),
+                )
+            )
+            self._ops.append(
+                (
+                    ts,
+                    next(self._arrival),
+                    FillRecovered,
+                    {
+                        "symbol": o.symbol,
+                        "client_order_id": o.client_order_id,
+                        "venue_client_order_id": o.client_order_id,
+                        "side": side,
+                        "qty": float(qty),
+                        "price": float(price),
+                        "fee": fee,
+                        "trade_id": o.trade_id,
+                        "ts_event": ts,
+                        "ts_init": self._now_ns(),
+                        "correlation_id": "protective_stop",
+                    },
+                )
+            )
+            self._protective_cum[o.client_order_id] = o.cum_qty
+            self._log.warning("protective stop filled", symbol=o.symbol, qty=qty, price=price,
+                              client_order_id=o.client_order_id)  # fmt: skip
+        if fsm.status_from_exchange(o.status) in fsm.TERMINAL_STATUSES:
+            self._protective_gone(o.client_order_id)
 
     def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
         """Cancel every order not yet final.
@@ -583,6 +856,11 @@ class BinanceVenue:
             live.cancel_requested = True
             if live.state == _State.QUEUED:
                 out.extend(self._local_cancel(live, ts, reason))
+            elif live.prepared.conditional:
+                # DELETE allOpenOrders does not reach the algo service.
+                if live.state != _State.SENDING:
+                    self._spawn(self._cancel_one, live)
+                live.next_check = min(live.next_check, trio.current_time() + 1.0)
             else:
                 symbols.add(live.order.symbol)
                 live.next_check = min(live.next_check, trio.current_time() + 1.0)
@@ -615,6 +893,7 @@ class BinanceVenue:
         :class:`ReconciliationFailed`), in time order; journal them and pass them to
         risk with the step's other ops."""
         self._ops.sort(key=lambda item: (item[0], item[1]))
+        # (FillRecovered too: a protective stop's fill, journaled for reconciliation.)
         out = [cls(**fields, seq=next(self._seq)) for _ts, _n, cls, fields in self._ops]
         self._ops.clear()
         return out
@@ -712,6 +991,10 @@ class BinanceVenue:
                 for adopted in plan.adopt:
                     self._adopted[adopted.client_order_id] = adopted.executed_qty
                     self._adopted_symbols[adopted.client_order_id] = adopted.symbol
+            if self.protective is not None:
+                await self._patiently(
+                    "protective stops", lambda: self._adopt_protective(client), deadline
+                )
             if isinstance(lean, LeanTransport):
                 # The first order finds a connection open (the inline write needs one).
                 await lean.warm_up()
@@ -830,9 +1113,130 @@ class BinanceVenue:
             self._nursery.start_soon(fn, *args)
 
     async def _cancel_everything(self) -> None:
-        symbols = sorted({o.order.symbol for o in self._orders.values() if not o.terminal})
-        for symbol in symbols:
+        open_ = [o for o in self._orders.values() if not o.terminal]
+        for symbol in sorted({o.order.symbol for o in open_ if not o.prepared.conditional}):
             await self._cancel_symbol(symbol)
+        for live in open_:
+            if live.prepared.conditional:
+                await self._cancel_one(live)
+
+    async def _cancel_one(self, live: _Live) -> None:
+        """Cancel one order at the exchange; its final event comes from the answer
+        or the stream (a cancel that lost the race to a fill changes nothing)."""
+        assert self._client is not None
+        try:
+            if live.prepared.conditional:
+                await self._client.cancel_algo_order(client_algo_id=live.venue_id)
+                self._transition(
+                    live, fsm.Canceled(), self._now_ns(), OrderCanceled,
+                    cum_qty=float(live.cum_qty), reason="canceled",
+                )  # fmt: skip
+                return
+            data = await self._client.cancel_order(live.order.symbol, client_order_id=live.venue_id)
+        except RequestRejectedError as exc:
+            # Unknown order: already final (its event is on its way) or never placed.
+            self._log.warning(
+                "cancel refused",
+                venue_id=live.venue_id,
+                error=exc.msg,
+                **{"error.code": str(exc.code)},
+            )
+            live.next_check = min(live.next_check, trio.current_time() + 1.0)
+            return
+        except BinanceError as exc:
+            self._log.warning("cancel failed", venue_id=live.venue_id, error=str(exc))
+            live.next_check = min(live.next_check, trio.current_time() + 1.0)
+            return
+        self._on_snapshot(live, data, from_query=False)
+
+    async def _amend(self, live: _Live, command: ReplaceOrder) -> None:
+        """``PUT /fapi/v1/order`` for one order; the answer (or the stream's
+        ``AMENDMENT``) becomes :class:`OrderReplaced`."""
+        assert self._client is not None
+        template = self._templates[live.order.symbol]
+        try:
+            params = template.amend_params(
+                live.order.side, command.qty, command.price, live.venue_id
+            )
+            data = await self._client.amend_order(params)
+        except FilterError as exc:
+            self._log.warning(
+                "amend refused before sending", venue_id=live.venue_id, reason=exc.reason
+            )
+            return
+        except RequestRejectedError as exc:
+            if exc.code != _NO_NEED_TO_MODIFY:
+                self._log.warning(
+                    "amend refused",
+                    venue_id=live.venue_id,
+                    error=exc.msg,
+                    **{"error.code": str(exc.code)},
+                )
+                live.next_check = min(live.next_check, trio.current_time() + 1.0)
+            return
+        except BinanceError as exc:
+            self._log.warning("amend failed", venue_id=live.venue_id, error=str(exc))
+            live.next_check = min(live.next_check, trio.current_time() + 1.0)
+            return
+        status = str(data.get("status", ""))
+        ts_ms = int(data.get("updateTime") or self._now_ns() // 1_000_000)
+        if status in ("NEW", "PARTIALLY_FILLED"):
+            self._replaced(live, Decimal(str(data["origQty"])), Decimal(str(data["price"])), ts_ms)
+        self._on_snapshot(live, data, from_query=False)
+
+    def _replaced(self, live: _Live, qty: Decimal, price: Decimal, ts_ms: int) -> None:
+        if live.amended == (qty, price):
+            return  # the answer and the stream both report it
+        if self._transition(
+            live, fsm.Replaced(), ts_ms * 1_000_000, OrderReplaced,
+            qty=float(qty), price=float(price),
+        ):  # fmt: skip
+            live.amended = (qty, price)
+            live.order_qty = qty
+
+    def _trigger(self, live: _Live, ts_ms: int, price: Decimal) -> None:
+        """A conditional order triggered (once; ``price`` is its trigger price)."""
+        if live.machine.state in (_O.SUBMITTED, _O.NEW):
+            self._transition(
+                live, fsm.Triggered(), ts_ms * 1_000_000, OrderTriggered,
+                trigger_price=float(price),
+            )  # fmt: skip
+
+    def _on_algo(
+        self,
+        live: _Live,
+        status: str,
+        ts_ms: int,
+        *,
+        algo_id: int | None,
+        trigger: Decimal,
+        reason: str = "",
+    ) -> None:
+        """Apply a conditional order's algo status (from ``ALGO_UPDATE`` or REST)."""
+        if algo_id is not None and live.venue_order_id is None:
+            live.venue_order_id = algo_id
+        if status != "REJECTED" or live.machine.state is not _O.SUBMITTED:
+            self._accept(live, ts_ms)
+        ts = ts_ms * 1_000_000
+        cum = float(live.cum_qty)
+        if status in ("TRIGGERING", "TRIGGERED", "FINISHED"):
+            self._trigger(live, ts_ms, trigger)
+            if status == "FINISHED" and not live.terminal:
+                # The triggered order's own updates say how it ended; make sure.
+                live.next_check = min(live.next_check, trio.current_time() + 1.0)
+        elif status == "CANCELED":
+            self._transition(
+                live, fsm.Canceled(), ts, OrderCanceled, cum_qty=cum, reason="canceled"
+            )
+        elif status == "EXPIRED":
+            self._transition(live, fsm.Expired(), ts, OrderExpired, cum_qty=cum, reason="expired")
+        elif status == "REJECTED":
+            if live.machine.state is _O.NEW:
+                self._trigger(live, ts_ms, trigger)  # refused when it triggered
+            why = reason or "rejected"
+            self._transition(live, fsm.Rejected(reason=why), ts, OrderRejected, reason=why)
+        elif status != "NEW":
+            self._log.error("unknown algo status", status=status, venue_id=live.venue_id)
 
     async def _cancel_symbol(self, symbol: str) -> None:
         assert self._client is not None
@@ -949,7 +1353,10 @@ class BinanceVenue:
             )
             self._on_snapshot(live, answer, from_query=False)
             if live.cancel_requested and not live.terminal:
-                self._spawn(self._cancel_symbol, order.symbol)
+                self._spawn(self._cancel_one, live)
+            elif live.pending_replace is not None and not live.terminal:
+                command, live.pending_replace = live.pending_replace, None
+                self._spawn(self._amend, live, command)
             return
 
     async def _resolver(self) -> None:
@@ -959,6 +1366,11 @@ class BinanceVenue:
             for live in list(self._orders.values()):
                 if live.terminal:
                     del self._orders[live.venue_id]
+                    # Its engine id too (a live run's memory must not grow per order);
+                    # unless the id was sent again under a newer venue id.
+                    engine_id = live.order.client_order_id
+                    if self._by_engine_id.get(engine_id) == live.venue_id:
+                        del self._by_engine_id[engine_id]
                     continue
                 if not live.checking and live.next_check <= now:
                     live.checking = True
@@ -967,7 +1379,14 @@ class BinanceVenue:
     async def _check(self, live: _Live) -> None:
         assert self._client is not None
         try:
-            data = await self._client.query_order(live.order.symbol, client_order_id=live.venue_id)
+            if live.prepared.conditional:
+                data = await self._check_algo(live)
+                if data is None:
+                    return
+            else:
+                data = await self._client.query_order(
+                    live.order.symbol, client_order_id=live.venue_id
+                )
         except RequestRejectedError as exc:
             if exc.code == _NOT_FOUND and live.state == _State.UNKNOWN:
                 if trio.current_time() - live.sent_at >= self._grace_s:
@@ -991,6 +1410,31 @@ class BinanceVenue:
             self._accept(live, int(placed_ms or self._now_ns() // 1_000_000))
             await self._recover_trades(live, live.venue_order_id)
         self._on_snapshot(live, data, from_query=True)
+
+    async def _check_algo(self, live: _Live) -> dict[str, Any] | None:
+        """Query a conditional order; once triggered, the order it placed (returned,
+        to be applied as any order's query), else ``None`` (applied here)."""
+        assert self._client is not None
+        data = await self._client.query_algo_order(client_algo_id=live.venue_id)
+        self._on_algo_snapshot(live, data)
+        actual = str(data.get("actualOrderId") or "")
+        if live.terminal or not actual:
+            if not live.terminal:
+                live.next_check = trio.current_time() + self._open_check_s
+            return None
+        return await self._client.query_order(live.order.symbol, order_id=int(actual))
+
+    def _on_algo_snapshot(self, live: _Live, data: dict[str, Any]) -> None:
+        ts_ms = int(data.get("updateTime") or data.get("createTime") or self._now_ns() // 1_000_000)
+        self._on_algo(
+            live,
+            str(data.get("algoStatus", "NEW")),
+            ts_ms,
+            algo_id=int(data["algoId"]) if data.get("algoId") is not None else None,
+            trigger=Decimal(str(data.get("triggerPrice", "0"))),
+        )
+        if not live.terminal and live.state != _State.UNKNOWN:
+            live.next_check = trio.current_time() + self._open_check_s
 
     async def _recover_trades(self, live: _Live, order_id: int) -> None:
         assert self._client is not None
@@ -1148,7 +1592,7 @@ class BinanceVenue:
     ) -> None:
         if cum <= live.cum_qty or qty <= 0:
             return  # seen already (stream and query both report it)
-        order_qty = float(live.prepared.quantity)
+        order_qty = float(live.order_qty)
         fee_value = float(fee)
         if fee_asset not in _FEE_ASSETS:
             if fee_asset not in self._fee_assets_warned:
@@ -1196,7 +1640,15 @@ class BinanceVenue:
 
     def _on_snapshot(self, live: _Live, data: dict[str, Any], *, from_query: bool) -> None:
         """Apply an order as REST reports it (new order answer, query)."""
-        if data.get("orderId") is not None:
+        if "algoStatus" in data:
+            self._on_algo_snapshot(live, data)
+            return
+        if live.prepared.conditional:
+            # The order a conditional order placed when it triggered.
+            self._trigger(live, int(data.get("time") or 0), live.prepared.trigger_price or _ZERO)
+            if Decimal(str(data.get("origQty", "0"))) > 0:
+                live.order_qty = Decimal(str(data["origQty"]))
+        if data.get("orderId") is not None and not live.prepared.conditional:
             live.venue_order_id = int(data["orderId"])
         ts_ms = int(data.get("updateTime") or data.get("time") or self._now_ns() // 1_000_000)
         status = str(data.get("status", "NEW"))
@@ -1243,6 +1695,8 @@ class BinanceVenue:
     def _on_stream(self, signal: StreamSignal) -> None:
         if isinstance(signal, OrderTradeUpdate):
             self._on_order_update(signal)
+        elif isinstance(signal, AlgoUpdate):
+            self._on_algo_update(signal)
         elif isinstance(signal, AccountUpdate):
             for pos in signal.account.positions:
                 if pos.position_side in ("BOTH", ""):
@@ -1272,17 +1726,28 @@ class BinanceVenue:
         o = update.order
         live = self._orders.get(o.client_order_id)
         if live is None:
-            self._on_adopted_update(update)
+            if o.client_order_id in self._protective_cum:
+                self._on_protective_fill(update)
+            else:
+                self._on_adopted_update(update)
             return
-        live.venue_order_id = o.order_id
         ts_ms = o.trade_time_ms or update.transaction_time_ms or update.event_time_ms
         try:
             target = fsm.status_from_exchange(o.status)
         except ValueError:
             self._log.error("unknown order status", status=o.status, venue_id=live.venue_id)
             return
+        if live.prepared.conditional:
+            # The MARKET order the algo service placed on trigger (same client id).
+            self._trigger(live, ts_ms, live.prepared.trigger_price or _ZERO)
+            if o.quantity > 0:
+                live.order_qty = o.quantity
+        else:
+            live.venue_order_id = o.order_id
         if target is not _O.REJECTED:
             self._accept(live, ts_ms)
+        if o.execution_type == "AMENDMENT":
+            self._replaced(live, o.quantity, o.price, ts_ms)
         if o.cum_qty > live.cum_qty:
             if o.cum_qty - live.cum_qty == o.last_qty and o.last_qty > 0:
                 self._fill(
@@ -1296,6 +1761,35 @@ class BinanceVenue:
         self._finish(live, target, ts_ms, o.cum_qty)
         if not live.terminal:
             live.next_check = trio.current_time() + self._open_check_s
+
+    def _on_algo_update(self, update: AlgoUpdate) -> None:
+        a = update.order
+        live = self._orders.get(a.client_algo_id)
+        if live is None:
+            self._on_foreign_algo(update)
+            return
+        self._on_algo(
+            live,
+            a.status,
+            update.transaction_time_ms or update.event_time_ms,
+            algo_id=a.algo_id,
+            trigger=a.trigger_price,
+            reason=a.reject_reason,
+        )
+        if not live.terminal:
+            live.next_check = trio.current_time() + self._open_check_s
+
+    def _on_foreign_algo(self, update: AlgoUpdate) -> None:
+        """A conditional order that is no engine order: a protective stop (its end
+        frees its symbol for a new one), or one placed by hand (ignored)."""
+        a = update.order
+        symbol = self._protective_symbol.get(a.client_algo_id)
+        if symbol is None or self.protective is None:
+            return
+        if a.status in ("TRIGGERED", "FINISHED", "CANCELED", "EXPIRED", "REJECTED"):
+            self.protective.on_gone(symbol, a.client_algo_id)
+        if a.status in ("CANCELED", "EXPIRED", "REJECTED"):
+            self._protective_gone(a.client_algo_id)  # nothing more can fill
 
     def _on_adopted_update(self, update: OrderTradeUpdate) -> None:
         """An order reconciliation adopted: its fills count, but no order events."""

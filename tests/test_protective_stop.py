@@ -1,0 +1,229 @@
+"""Live protective stops (issue 13, item 4) against the loopback exchange.
+
+The venue rests a STOP_MARKET ``closePosition`` order on the exchange's algo
+order API while a position is held (:mod:`engine.venues.binance._protect`):
+placed at the ``[exits]`` stop level when the position opens, moved when the
+trailing level moves by more than ``protective_move_bps``, cancelled when the
+position closes; it triggers and closes the position at the exchange by itself;
+a restart adopts the one that still protects a position and cancels orphans.
+The exchange plays the bundled BTCUSDT sample only when the test advances it.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import numpy as np
+import pytest
+import trio
+from test_loopback_order_types import (
+    SAMPLE,
+    Harness,
+    future_trades,
+    live,
+    new_server,
+    serving,
+    venue_on,
+)
+
+from engine._config import ExitsSection
+from engine.messages import EventKind, FillRecovered, Purpose, Side, Ticks
+from engine.venues.binance._protect import CancelStop, PlaceStop, ProtectiveStops
+from engine.venues.sim._algo import AlgoRequest
+from engine.venues.sim._recorded import Recording, load_recording
+
+GUARD_S = 120  # a failure guard, not a wait
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    return load_recording([SAMPLE])
+
+
+def quote_ticks(bids: list[float], spread: float, symbol: str = "BTCUSDT") -> dict[str, Ticks]:
+    """QUOTE rows stamped now (after the entry), for the venue's step."""
+    n = len(bids)
+    now = time.time_ns()
+    bid = np.array(bids)
+    nan = np.full(n, np.nan)
+    return {
+        symbol: Ticks(
+            ts=np.arange(now, now + n, dtype=np.int64),
+            ts_exchange=np.arange(now, now + n, dtype=np.int64),
+            seq=np.arange(n, dtype=np.int64),
+            kind=np.full(n, EventKind.QUOTE, dtype=np.int8),
+            bid=bid,
+            bid_qty=np.ones(n),
+            ask=bid + spread,
+            ask_qty=np.ones(n),
+            price=nan,
+            qty=nan,
+            buyer_maker=np.zeros(n, dtype=np.int8),
+        )
+    }
+
+
+def protective_orders(h: Harness) -> list:
+    return [o for o in h.server.algos.open_orders("BTCUSDT") if o.client_algo_id.startswith("ps-")]
+
+
+async def until(h: Harness, done, ticks: dict[str, Ticks] | None = None) -> None:
+    """Step the venue (with ``ticks`` on the first step) until ``done()``."""
+    with trio.fail_after(GUARD_S):
+        h.events += h.venue.on_market(ticks or {})
+        while not done():
+            await trio.sleep(0.01)
+            h.events += h.venue.on_market({})
+
+
+async def open_long(h: Harness, qty: float = 0.02) -> None:
+    h.submit(h.order(Side.BUY, qty))
+    await until(h, lambda: h.venue.ledger.qty("BTCUSDT") > 0 and h.venue.pending_orders == 0)
+
+
+async def test_a_protective_stop_rests_triggers_and_closes_the_position(recording):
+    server = new_server(recording)
+    async with serving(server) as ports:
+        bid, ask = (
+            Decimal(server.stats.book_ticker("BTCUSDT")["bidPrice"]),
+            Decimal(server.stats.book_ticker("BTCUSDT")["askPrice"]),
+        )
+        low = min(future_trades(server, 3000))
+        # Halfway down to where the capture goes next: below the market, and reached.
+        stop_bps = float((ask - low) / ask * 10_000) / 2
+        exits = ExitsSection(stop_bps=stop_bps)
+        async with venue_on(server, ports, protective=exits) as h:
+            await open_long(h)
+            await until(h, lambda: h.venue.protective.resting("BTCUSDT") is not None)
+            (stop,) = protective_orders(h)
+            entry = h.venue.ledger.avg_price("BTCUSDT")
+            tick = server.engine.rules["BTCUSDT"].tick
+            level = Decimal(repr(entry * (1 - stop_bps / 10_000)))
+            assert stop.type == "STOP_MARKET" and stop.side == "SELL" and stop.close_position
+            assert stop.trigger_price == (level / tick).to_integral_value("ROUND_CEILING") * tick
+            assert stop.trigger_price < bid
+            # Nothing more while the level stands.
+            await until(h, lambda: True)
+            assert len(protective_orders(h)) == 1
+
+            server.advance(3000)  # the market falls through the stop
+            await until(h, lambda: h.venue.ledger.qty("BTCUSDT") == 0.0)
+            assert server.engine.position("BTCUSDT").amount == 0
+            ops = h.venue.take_ops()
+            recovered = [op for op in ops if isinstance(op, FillRecovered)]
+            assert sum(op.qty for op in recovered) == pytest.approx(0.02)
+            assert {op.side for op in recovered} == {Side.SELL}
+            assert all(op.client_order_id == stop.client_algo_id for op in recovered)
+            await until(h, lambda: h.venue.protective.resting("BTCUSDT") is None)
+            assert not protective_orders(h)
+            assert h.venue.pending_orders == 0
+
+
+async def test_the_stop_trails_then_is_cancelled_when_the_position_closes(recording):
+    exits = ExitsSection(trail_bps=30.0)
+    async with live(recording, protective=exits, protective_move_bps=5.0) as h:
+        await open_long(h)
+        await until(h, lambda: h.venue.protective.resting("BTCUSDT") is not None)
+        (first,) = protective_orders(h)
+        bid, ask = h.quote()
+        spread = float(ask - bid)
+        # The best bid rises 3 bps: the trail moves 3 bps, under the threshold.
+        await until(h, lambda: True, quote_ticks([float(bid) * 1.0003], spread))
+        assert [o.client_algo_id for o in protective_orders(h)] == [first.client_algo_id]
+        # 10 bps: a new stop, then the old one cancelled.
+        await until(
+            h,
+            lambda: (
+                (rest := h.venue.protective.resting("BTCUSDT")) is not None
+                and rest[0] != first.client_algo_id
+                and len(protective_orders(h)) == 1
+            ),
+            quote_ticks([float(bid) * 1.001], spread),
+        )
+        (moved,) = protective_orders(h)
+        assert moved.trigger_price > first.trigger_price
+        assert float(moved.trigger_price) == pytest.approx(
+            float(bid) * 1.001 * (1 - 0.003), abs=0.2
+        )
+
+        h.submit(h.order(Side.SELL, 0.02, purpose=Purpose.EXIT, reduce_only=True))
+        await until(h, lambda: h.venue.ledger.qty("BTCUSDT") == 0.0 and not protective_orders(h))
+        assert h.venue.protective.resting("BTCUSDT") is None
+
+
+async def test_a_restart_adopts_the_stop_of_a_held_position_and_cancels_orphans(recording):
+    exits = ExitsSection(stop_bps=50.0)
+    server = new_server(recording)
+    async with serving(server) as ports:
+        async with venue_on(server, ports, protective=exits) as first:
+            await open_long(first)
+            await until(first, lambda: first.venue.protective.resting("BTCUSDT") is not None)
+            (kept,) = protective_orders(first)
+            journal = first.journal()
+        # The venue stopped (as on a crash or shutdown): its stop still rests.
+        assert [o.client_algo_id for o in protective_orders(first)] == [kept.client_algo_id]
+        last = server.engine.mark_price("BTCUSDT")
+        orphan, _events = server.algos.place(
+            AlgoRequest(symbol="BTCUSDT", side="BUY", type="STOP_MARKET", quantity=Decimal(0),
+                        trigger_price=(last * 2).quantize(Decimal("0.1")), close_position=True,
+                        client_algo_id="ps-BTCUSDT-orphan"),
+            last, last, int(time.time() * 1000),
+        )  # fmt: skip
+        async with venue_on(server, ports, protective=exits, journal=journal) as second:
+            assert second.venue.ledger.qty("BTCUSDT") == pytest.approx(0.02)
+            assert second.venue.protective_adopted == [kept.client_algo_id]
+            assert second.venue.protective_cancelled == [orphan.client_algo_id]
+            assert second.venue.protective.resting("BTCUSDT")[0] == kept.client_algo_id
+            await until(second, lambda: True)  # a step: the adopted stop stands
+            assert [o.client_algo_id for o in protective_orders(second)] == [kept.client_algo_id]
+
+
+# -- the synchronous core -------------------------------------------------------------------
+
+
+def core(**exits: float) -> ProtectiveStops:
+    clock = iter(range(1_000, 10_000))
+    return ProtectiveStops(ExitsSection(**exits), move_bps=5.0, now_ns=lambda: next(clock))
+
+
+def test_core_places_on_open_moves_past_the_threshold_and_cancels_on_close():
+    stops = core(trail_bps=20.0)
+    (place,) = stops.on_step("BTCUSDT", 0.5, 100.0, None, now=1)
+    assert isinstance(place, PlaceStop) and place.side is Side.SELL
+    assert place.trigger == pytest.approx(99.8) and place.client_algo_id.startswith("ps-BTCUSDT-")
+    assert stops.on_placed("BTCUSDT", place.client_algo_id) == []
+    assert stops.resting("BTCUSDT") == (place.client_algo_id, place.trigger)
+    # 3 bps higher: under the 5 bps threshold.
+    assert stops.on_step("BTCUSDT", 0.5, 100.0, quote_ticks([100.03], 0.01)["BTCUSDT"], 2) == []
+    # 10 bps: a new stop first; the old one is cancelled once the new one is placed.
+    (moved,) = stops.on_step("BTCUSDT", 0.5, 100.0, quote_ticks([100.1], 0.01)["BTCUSDT"], 3)
+    assert isinstance(moved, PlaceStop) and moved.trigger == pytest.approx(
+        100.1 - 0.2
+    )  # the distance set at entry
+    (cancel,) = stops.on_placed("BTCUSDT", moved.client_algo_id)
+    assert isinstance(cancel, CancelStop) and cancel.client_algo_id == place.client_algo_id
+    # Falling prices never loosen it.
+    assert stops.on_step("BTCUSDT", 0.5, 100.0, quote_ticks([99.9], 0.01)["BTCUSDT"], 4) == []
+    (gone,) = stops.on_step("BTCUSDT", 0.0, 0.0, None, now=5)
+    assert isinstance(gone, CancelStop) and gone.client_algo_id == moved.client_algo_id
+    assert stops.resting("BTCUSDT") is None and stops.on_step("BTCUSDT", 0.0, 0.0, None, 6) == []
+
+
+def test_core_flip_short_refusal_and_levels_that_would_trigger_at_once():
+    stops = core(stop_bps=50.0)
+    (place,) = stops.on_step("ETHUSDT", -2.0, 2000.0, None, now=1)
+    assert place.side is Side.BUY and place.trigger == pytest.approx(2010.0)
+    stops.on_refused("ETHUSDT", place.client_algo_id)
+    assert stops.on_step("ETHUSDT", -2.0, 2000.0, None, now=2) == []  # not retried as is
+    # Flipped long: a new stop on the other side.
+    (long_stop,) = stops.on_step("ETHUSDT", 1.0, 2005.0, None, now=3)
+    assert long_stop.side is Side.SELL and long_stop.trigger == pytest.approx(2005 * 0.995)
+    # A bid already under the level: the engine's own exit is due, no stop is placed.
+    fresh = core(stop_bps=50.0)
+    assert (
+        fresh.on_step("ETHUSDT", 1.0, 2000.0, quote_ticks([1980.0], 0.1, "ETHUSDT")["ETHUSDT"], 1)
+        == []
+    )
+    # Only ATR stops: no level without the strategy's ATR.
+    assert core(atr_stop=2.0).on_step("ETHUSDT", 1.0, 2000.0, None, now=1) == []
