@@ -337,3 +337,66 @@ def test_core_partial_exit_is_retried_at_its_size_and_returns_to_in_position(sam
     assert last.qty == pytest.approx(held - step)
     fill(last, index)
     assert core.position.state is fsm.PositionState.IDLE
+
+
+@pytest.mark.parametrize("exit_refused_first", [False, True])
+def test_core_goes_flat_when_the_exchange_closed_the_position(sample, exit_refused_first):
+    """Live, the protective stop resting on the exchange may close the position: its
+    fills reach the ledger (journaled as FillRecovered) and no order of the core's. The
+    core then goes flat (trigger ``protective_stop``) instead of sending an exit of
+    nothing, also when its own exit was refused and waiting for a retry."""
+    import fsm
+    from engine._config import StrategySection
+    from engine.core import ExecutionCore, SymbolCore
+    from engine.ledger import PositionLedger
+    from engine.messages import OrderDenied, PositionChanged, Purpose
+    from engine.testing import quiet_logger
+    from engine.venues.sim import SimVenue
+
+    ledger = PositionLedger()
+    core = SymbolCore(
+        symbol="BTCUSDT",
+        config=StrategySection(**FAST),
+        log=quiet_logger(),
+        ledger=ledger,
+        exits=ExitsSection(stop_bps=0.5),
+    )
+    venue = SimVenue(latency_ns=0, taker_fee_rate=5e-4, ledger=ledger)
+    execution = ExecutionCore(venue=venue, log=quiet_logger())
+    ticks = load_tape([sample], ["BTCUSDT"], stats=CaptureStats()).ticks["BTCUSDT"]
+    index, signal = core.scan(ticks, 0, len(ticks))
+    core.on_signal(ticks, index, signal)
+    (entry,), _ = core.take()
+    core.on_events(execution.submit(entry), entry.ts_event)
+    done = venue.fill(entry.client_order_id, entry.ts_event, ticks.bid[index], ticks.ask[index])
+    execution.apply(done)
+    core.on_events([done], done.ts_event)
+    assert core.position.state is fsm.PositionState.IN_POSITION
+    core.take()
+    now = done.ts_event + 10**9
+    core.retry_exit(now)  # held and still open: nothing to do
+    assert core.take() == ([], []) and core.position.state is fsm.PositionState.IN_POSITION
+    if exit_refused_first:
+        index, signal = core.scan(ticks, index + 1, len(ticks))
+        core.on_signal(ticks, index, signal)
+        (order,), _ = core.take()
+        core.on_events(
+            [
+                OrderDenied(
+                    client_order_id=order.client_order_id, symbol="BTCUSDT",
+                    purpose=Purpose.EXIT, reason="test", ts_event=order.ts_event,
+                    ts_init=order.ts_event, seq=1, correlation_id=order.correlation_id,
+                )
+            ],
+            order.ts_event,
+        )  # fmt: skip
+        assert core.position.state is fsm.PositionState.EXITING
+        now = order.ts_event + 1
+    # The exchange's stop fills: the ledger is flat, the core saw no order of its own.
+    ledger.apply_fill("BTCUSDT", -core.position_qty, float(ticks.bid[index]), 0.0)
+    core.retry_exit(now)
+    orders, records = core.take()
+    assert orders == []  # no exit of nothing
+    assert core.position.state is fsm.PositionState.IDLE
+    moves = [r for r in records if isinstance(r, PositionChanged)]
+    assert moves[-1].target == "IDLE" and moves[-1].trigger == "protective_stop"

@@ -622,14 +622,14 @@ class ReplayDriver:
         self._records.extend(records)
         if not commands:
             return
-        commands = self._amend(sym, commands, ts)
-        if not commands:
-            return
         risk = self._risk
         for other in self._symbols:  # every quote up to this event, for the checks
             row = other.quote_before_seq(seq) if seq >= 0 else other.quote_before_ts(ts)
             if row >= 0:
                 risk.marks[other.name] = other.mark(row)
+        commands = self._amend(sym, commands, ts)
+        if not commands:
+            return
         checked: list[JournalRecord] = []
         approved, denials = risk.approve(commands, checked)
         self._records.extend(checked)
@@ -662,17 +662,44 @@ class ReplayDriver:
             raise RuntimeError(f"{sym.name}: orders made while handling reports")
 
     def _amend(self, sym: _Symbol, commands: list[Any], ts: int) -> list[Any]:
-        """Send the core's cancels and replaces (they add no exposure a cancel could
-        not; a replace is re-checked by the venue as Binance does); the new orders
-        are returned for risk."""
+        """Send the core's cancels and replaces; the new orders are returned for risk.
+
+        A cancel only lowers exposure and goes straight to the venue. A replace is
+        checked by risk as a new order of its size at its price in place of the one it
+        amends; a denied replace cancels the order instead (journaled as a
+        :class:`CancelOrder` whose reason names the check), so a quote risk would not
+        place does not keep resting at its old price.
+        """
         orders = []
         for command in commands:
             if isinstance(command, CancelOrder):
                 self._records.append(command)
                 self._events(self._exec.cancel(command), ts)
             elif isinstance(command, ReplaceOrder):
-                self._records.append(command)
-                self._events(self._exec.replace(command), ts)
+                reason = self._risk.approve_replace(command)
+                if reason is None:
+                    self._records.append(command)
+                    self._events(self._exec.replace(command), ts)
+                    continue
+                cancel = CancelOrder(
+                    client_order_id=command.client_order_id,
+                    symbol=command.symbol,
+                    purpose=command.purpose,
+                    reason=f"replace_denied_{reason}",
+                    ts_event=command.ts_event,
+                    ts_init=command.ts_init,
+                    seq=command.seq,
+                    correlation_id=command.correlation_id,
+                )
+                self._log.warning(
+                    "order denied",
+                    symbol=command.symbol,
+                    client_order_id=command.client_order_id,
+                    reason=reason,
+                    ts_event=command.ts_event,
+                )
+                self._records.append(cancel)
+                self._events(self._exec.cancel(cancel), ts)
             else:
                 orders.append(command)
         return orders

@@ -47,6 +47,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
+import attrs
 import numpy as np
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -69,6 +70,7 @@ from ..messages import (
     OrderRejected,
     RateLimitBanned,
     ReconciliationFailed,
+    ReplaceOrder,
     SubmitOrder,
     TradingStateChanged,
 )
@@ -445,6 +447,30 @@ class RiskCore:
                 denials.append(denial)
                 records.append(denial)
         return approved, denials
+
+    def approve_replace(self, command: ReplaceOrder) -> str | None:
+        """Check an amendment as a new order of its size at its price, in place of the
+        open order it amends (the reason to deny it, or None: approved and counted).
+        An order risk does not hold open is the venue's to refuse (-2013)."""
+        old = self._open.pop(command.client_order_id, None)
+        if old is None:
+            return None
+        new = attrs.evolve(
+            old,
+            qty=command.qty,
+            price=command.price,
+            ts_event=command.ts_event,
+            ts_init=command.ts_init,
+        )
+        reason = self.check(new)
+        if reason is None:
+            self._open[command.client_order_id] = new
+            self._recent.append(command.ts_event)
+            self.approved += 1
+        else:
+            self._open[command.client_order_id] = old
+            self.denied[reason] = self.denied.get(reason, 0) + 1
+        return reason
 
     def set_exposure_limits(self, limits: dict[str, float], status: str) -> None:
         """Apply the portfolio's per-symbol exposure limits (empty: keep the last ones)."""

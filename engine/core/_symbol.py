@@ -7,6 +7,15 @@ with fills, a live start with the adopted position). The hold timer compares tim
 of one clock: the entry's time is the fill's ``ts_init`` (when this process saw it:
 the replay clock in replay, the local clock live, as the ticks' times are), never
 the exchange's own fill time.
+
+A :class:`~engine.strategy.QuotingStrategy` (the market maker) runs the core in
+quoting mode instead: the position machine stays IDLE and the core keeps at most one
+resting GTX LIMIT order per side, placed, amended in place
+(:class:`~engine.messages.ReplaceOrder`) or cancelled when the strategy's kernel
+asks for a requote; the inventory, its average price, realised PnL and fees come
+from the fills (:attr:`SymbolCore.inventory`). Every quote is a
+:class:`~engine.messages.SubmitOrder` that risk checks, every amendment is checked
+again by risk (the driver), and all of it is journaled.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
 from structlog.typing import FilteringBoundLogger
 
 import fsm
@@ -23,6 +33,7 @@ import fsm
 from .._config import ExitsSection, SizingSection, StrategySection
 from ..ledger import PositionLedger
 from ..messages import (
+    CancelOrder,
     EntryScored,
     JournalRecord,
     OrderAccepted,
@@ -37,13 +48,14 @@ from ..messages import (
     OrderTriggered,
     PositionChanged,
     Purpose,
+    ReplaceOrder,
     Score,
     Side,
     SubmitOrder,
     Ticks,
 )
 from ..risk import SizingInputs, size_notional
-from ..strategy import Mode, Signal, Strategy, make_strategy
+from ..strategy import Mode, QuotingStrategy, Signal, Strategy, make_strategy
 from ..strategy._base import MARKET as MARKET_SPEC
 from ..strategy._base import configured_entry_order
 from ..strategy._exits import EXIT_CODES, PARTIAL, POLICY_SIGNAL, ExitPolicy
@@ -59,6 +71,55 @@ _KERNEL_MODE = {
     fsm.PositionState.ORDERING: Mode.WAITING,
     fsm.PositionState.EXITING: Mode.WAITING,
 }
+
+
+@attrs.define
+class _Quote:
+    """One side's working quote in quoting mode."""
+
+    order: SubmitOrder | None = None  # as sent (its qty is the order's whole quantity)
+    price: float = math.nan  # its limit price now (after amendments)
+    since: int = 0  # when that price was set
+    # The command whose answer has not come: "new" (not acknowledged yet), "amend",
+    # "cancel"; "" when none.
+    pending: str = ""
+
+
+@attrs.define
+class QuoteInventory:
+    """A quoting strategy's inventory, built from its fills (average-cost accounting)."""
+
+    qty: float = 0.0
+    avg_price: float = 0.0
+    realized: float = 0.0
+    fees: float = 0.0
+    since: int = 0  # when it last left flat
+    maker_fills: int = 0
+    taker_fills: int = 0
+    peak: float = 0.0  # the largest absolute inventory held
+
+    def apply(self, signed_qty: float, price: float, fee: float, liquidity: str, ts: int) -> None:
+        """Book one fill (``signed_qty`` > 0 bought)."""
+        old = self.qty
+        new = round(old + signed_qty, 12)
+        if old == 0.0 or (old > 0) == (signed_qty > 0):
+            self.avg_price = (abs(old) * self.avg_price + abs(signed_qty) * price) / abs(new)
+        else:
+            closed = min(abs(signed_qty), abs(old))
+            self.realized += closed * (price - self.avg_price) * (1.0 if old > 0 else -1.0)
+            if new != 0.0 and (new > 0) != (old > 0):  # through flat: the rest opens anew
+                self.avg_price = price
+        if old == 0.0 or (new != 0.0 and (new > 0) != (old > 0)):
+            self.since = ts
+        if new == 0.0:
+            self.avg_price = 0.0
+        self.qty = new
+        self.fees += fee
+        self.peak = max(self.peak, abs(new))
+        if liquidity == "MAKER":
+            self.maker_fills += 1
+        elif liquidity == "TAKER":
+            self.taker_fills += 1
 
 
 def round_down(qty: float, step: float) -> float:
@@ -127,6 +188,12 @@ class SymbolCore:
         self.signals = 0
         self.ticks = 0
         self.strategy = strategy if strategy is not None else make_strategy(config, self._sizing)
+        # Quoting mode (a market maker): two resting quotes instead of the position machine.
+        self._quoting = isinstance(self.strategy, QuotingStrategy)
+        self._quotes = {Side.BUY: _Quote(), Side.SELL: _Quote()}
+        self._quiet_until = 0
+        self.inventory = QuoteInventory()
+        """Quoting mode: the inventory its fills made."""
         self._seq = 0
         self._orders = 0
         self._live_order: SubmitOrder | None = None
@@ -161,6 +228,8 @@ class SymbolCore:
     def waiting(self) -> bool:
         """Whether only the symbol's own order (or a retry) can move it on: the kernel
         finds no signal in this state, only updates its indicators."""
+        if self._quoting:  # a quote command unanswered, or the inventory's close in flight
+            return self._live_order is not None or any(q.pending for q in self._quotes.values())
         return _KERNEL_MODE[self.position.state] is Mode.WAITING
 
     @property
@@ -183,6 +252,11 @@ class SymbolCore:
             :meth:`on_signal`, then resume at ``index + 1``) and its code, or
             ``(stop, 0)``.
         """
+        if self._quoting:
+            mode = Mode.WAITING if self.waiting else Mode.QUOTING
+            index, signal = self.strategy.scan(ticks, start, stop, mode)
+            self.ticks += index + (1 if signal else 0) - start
+            return index, signal
         mode = _KERNEL_MODE[self.position.state]
         if mode is not Mode.HOLDING or (self._exits is None and self._strategy_exits):
             index, signal = self.strategy.scan(ticks, start, stop, mode)
@@ -214,6 +288,12 @@ class SymbolCore:
         a scoring request the caller answers with :meth:`decide`) or an exit."""
         self.signals += 1
         ts = int(ticks.ts[index])
+        if self._quoting:
+            if signal == Signal.REQUOTE:
+                self._requote(ts)
+            elif signal == Signal.EXIT_TIME:
+                self._close_inventory("time_limit", ts)
+            return
         if signal in (Signal.ENTER_LONG, Signal.ENTER_SHORT):
             side = Side.BUY if signal == Signal.ENTER_LONG else Side.SELL
             if self._filter is not None:
@@ -229,8 +309,12 @@ class SymbolCore:
         self._unapplied = sum(
             int(e.side) * e.last_qty for e in events if isinstance(e, OrderFilled)
         )
+        handle = self._on_quote_event if self._quoting else None
         for event in events:
-            self._handlers[type(event)](event, now)
+            if handle is not None:
+                handle(event, now)
+            else:
+                self._handlers[type(event)](event, now)
         self._unapplied = 0.0
 
     def take(self) -> tuple[list[SubmitOrder], list[JournalRecord]]:
@@ -258,6 +342,10 @@ class SymbolCore:
         qty = self.position_qty
         if qty == 0.0:
             raise ValueError(f"{self.symbol}: no position in the ledger to adopt")
+        if self._quoting:  # an inventory to quote around (and to close at its time limit)
+            self.inventory.apply(qty, self._ledger.avg_price(self.symbol), 0.0, "ADOPTED", ts)
+            self.strategy.on_inventory(qty, ts)  # type: ignore[attr-defined]
+            return
         self.position = fsm.new_position(fsm.PositionState.IN_POSITION)
         self._entry_qty = abs(qty)
         self._entry_cost = abs(qty) * self._ledger.avg_price(self.symbol)
@@ -313,7 +401,7 @@ class SymbolCore:
 
     def decide(self, pending: PendingEntry, score: Score, now: int) -> None:
         """Take or drop a scored entry (journaled as :class:`EntryScored`)."""
-        taken = score.score >= pending.threshold
+        taken = pending.passes(score.score)
         self._records.append(
             EntryScored(
                 symbol=self.symbol,
@@ -338,7 +426,6 @@ class SymbolCore:
             threshold=round(pending.threshold, 6),
             regime=pending.regime,
             model=score.model,
-            cached=score.cached,
             taken=taken,
             ts_event=pending.ts,
         )
@@ -386,7 +473,13 @@ class SymbolCore:
 
     def retry_exit(self, now: int) -> None:
         """Send the exit again if it was refused and the retry interval has passed; while
-        flattening, exit a held position now."""
+        flattening, exit a held position now. In quoting mode: while trading is not
+        active (or flattening), pull the quotes; while flattening, close the inventory."""
+        if self._quoting:
+            self._quote_guard(now)
+            return
+        if self._closed_outside(now):
+            return
         if (
             self._flatten
             and self.position.state is fsm.PositionState.IN_POSITION
@@ -411,6 +504,30 @@ class SymbolCore:
         ):
             self._log.info("retrying exit", position_qty=self.position_qty)
             self._submit_exit(now)
+
+    def _closed_outside(self, now: int) -> bool:
+        """Go flat when the position was closed by an order the engine did not send
+        (live: the protective stop resting on the exchange triggered; its fills reach
+        the ledger and the journal as ``FillRecovered``), instead of sending an exit of
+        nothing. True when it did."""
+        state = self.position.state
+        if (
+            state not in (fsm.PositionState.IN_POSITION, fsm.PositionState.EXITING)
+            or self._live_order is not None
+            or self.position_qty != 0.0
+        ):
+            return False
+        self._log.warning("position closed outside the engine", reason="protective_stop")
+        if state is fsm.PositionState.IN_POSITION:
+            self._transition(
+                fsm.ExitSignaled(reason="protective_stop"), now, now, "protective_stop"
+            )
+        self._exit_keep = 0.0
+        if self._exits is not None:
+            self._exits.on_flat()
+        self._transition(fsm.ExitFilled(), now, now, "protective_stop")
+        self._entry_cost = self._entry_qty = self._entry_fees = 0.0
+        return True
 
     def _submit(
         self,
@@ -446,17 +563,21 @@ class SymbolCore:
             correlation_id=correlation_id or f"{self.symbol}-{self._orders}",
         )
         self._live_order = order
+        self._send(order, self._sizing_basis if purpose is Purpose.ENTRY else "close position")
+
+    def _send(self, order: SubmitOrder, sizing: str) -> None:
+        """Hand ``order`` to execution (via risk) and journal and log it."""
         self._commands.append(order)
         self._records.append(order)
         self._log.info(
             "order intent",
             client_order_id=order.client_order_id,
-            side=side.name,
-            qty=qty,
-            ref_price=price,
-            purpose=purpose.value,
-            sizing=self._sizing_basis if purpose is Purpose.ENTRY else "close position",
-            ts_event=ts,
+            side=order.side.name,
+            qty=order.qty,
+            ref_price=order.ref_price,
+            purpose=order.purpose.value,
+            sizing=sizing,
+            ts_event=order.ts_event,
         )
 
     # -- reports ------------------------------------------------------------------
@@ -548,6 +669,175 @@ class SymbolCore:
         self.strategy.on_entry_filled(side, price, ts)
         if self._exits is not None:
             self._exits.on_entry(side, price, ts, self.strategy.atr)
+
+    # -- quoting mode -------------------------------------------------------------
+
+    def _requote(self, ts: int) -> None:
+        """The kernel asked for a requote: place, amend or cancel each side so that the
+        working quotes are the strategy's (a side with a command unanswered waits)."""
+        strategy = self.strategy
+        assert isinstance(strategy, QuotingStrategy)
+        bid_px, bid_qty, ask_px, ask_qty = strategy.quotes()
+        if self._trading_state != fsm.TradingState.ACTIVE.value or self._flatten:
+            bid_px = ask_px = math.nan  # and ask again only after the retry interval
+            self._quiet_until = ts + self._cfg.exit_retry_ms * 1_000_000
+        for side, px, qty in ((Side.BUY, bid_px, bid_qty), (Side.SELL, ask_px, ask_qty)):
+            q = self._quotes[side]
+            if q.pending:
+                continue
+            if q.order is None:
+                if px == px and qty > 0.0:
+                    self._quote_new(side, px, qty, ts)
+            elif px != px:
+                self._quote_cancel(side, "unquoted", ts)
+            elif px != q.price:
+                self._quote_amend(side, px, ts)
+        self._tell_working()
+
+    def _quote_new(self, side: Side, price: float, qty: float, ts: int) -> None:
+        self._orders += 1
+        order = SubmitOrder(
+            client_order_id=f"tr-{self.symbol}-{self._orders}",
+            symbol=self.symbol,
+            side=side,
+            qty=qty,
+            ref_price=price,
+            purpose=Purpose.ENTRY,  # a quote may open or reduce: never reduce-only
+            reduce_only=False,
+            order_type="LIMIT",
+            price=price,
+            time_in_force="GTX",
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=f"{self.symbol}-q{self._orders}",
+        )
+        self._quotes[side] = _Quote(order=order, price=price, since=ts, pending="new")
+        self._send(order, "quote")
+
+    def _quote_amend(self, side: Side, price: float, ts: int) -> None:
+        q = self._quotes[side]
+        assert q.order is not None
+        q.pending = "amend"
+        self._commands.append(
+            ReplaceOrder(
+                client_order_id=q.order.client_order_id,
+                symbol=self.symbol,
+                side=side,
+                purpose=q.order.purpose,
+                qty=q.order.qty,  # the whole order's: what has filled stays filled
+                price=price,
+                ts_event=ts,
+                ts_init=ts,
+                seq=self._next_seq(),
+                correlation_id=q.order.correlation_id,
+            )
+        )
+
+    def _quote_cancel(self, side: Side, reason: str, ts: int) -> None:
+        q = self._quotes[side]
+        assert q.order is not None
+        q.pending = "cancel"
+        self._commands.append(
+            CancelOrder(
+                client_order_id=q.order.client_order_id,
+                symbol=self.symbol,
+                purpose=q.order.purpose,
+                reason=reason,
+                ts_event=ts,
+                ts_init=ts,
+                seq=self._next_seq(),
+                correlation_id=q.order.correlation_id,
+            )
+        )
+
+    def _quote_guard(self, now: int) -> None:
+        """While trading is not active (or flattening) no quote rests; while flattening
+        (and not halted) the inventory is closed."""
+        state = self._trading_state
+        if state == fsm.TradingState.ACTIVE.value and not self._flatten:
+            return
+        for side, q in self._quotes.items():
+            if q.order is not None and not q.pending:
+                self._quote_cancel(side, f"trading_{state.lower()}", now)
+        if self._flatten and state != fsm.TradingState.HALTED.value:
+            self._close_inventory("flatten", now)
+        self._tell_working()
+
+    def _close_inventory(self, reason: str, ts: int) -> None:
+        """Pull both quotes and close the inventory with a reduce-only market order."""
+        qty = self.position_qty
+        if qty == 0.0 or self._live_order is not None:
+            return
+        for side, q in self._quotes.items():
+            if q.order is not None and not q.pending:
+                self._quote_cancel(side, reason, ts)
+        self._log.info("closing inventory", reason=reason, position_qty=qty)
+        side = Side.SELL if qty > 0 else Side.BUY
+        price = self.strategy.last_bid if side is Side.SELL else self.strategy.last_ask
+        self._sizing_basis = reason
+        self._submit(side, abs(qty), float(price), Purpose.EXIT, ts)
+        self._tell_working()
+
+    def _side_of(self, client_order_id: str) -> Side | None:
+        for side, q in self._quotes.items():
+            if q.order is not None and q.order.client_order_id == client_order_id:
+                return side
+        return None
+
+    def _on_quote_event(self, event: OrderEvent, now: int) -> None:
+        """An execution report in quoting mode: the inventory from fills, each side's
+        quote from its order's events."""
+        if isinstance(event, OrderFilled):
+            signed = int(event.side) * event.last_qty
+            self._unapplied -= signed
+            self.inventory.apply(
+                signed, event.last_price, event.fee, event.liquidity, event.ts_init
+            )
+            strategy = self.strategy
+            assert isinstance(strategy, QuotingStrategy)
+            strategy.on_inventory(self.inventory.qty, self.inventory.since)
+        side = self._side_of(event.client_order_id)
+        if side is None:  # the inventory's close
+            if not self._is_live(event):
+                return
+            if isinstance(event, OrderRejected | OrderDenied | OrderCanceled | OrderExpired):
+                self._live_order = None
+                self._quiet_until = event.ts_event + self._cfg.exit_retry_ms * 1_000_000
+            elif isinstance(event, OrderFilled) and event.cum_qty >= event.order_qty:
+                self._live_order = None
+            self._tell_working()
+            return
+        q = self._quotes[side]
+        if isinstance(event, OrderAccepted):
+            if q.pending == "new":
+                q.pending = ""
+        elif isinstance(event, OrderReplaced):
+            q.price = event.price
+            q.since = event.ts_event
+            q.pending = ""
+        elif isinstance(event, OrderFilled):
+            if event.cum_qty >= event.order_qty:
+                self._quotes[side] = _Quote()
+        elif isinstance(event, OrderRejected | OrderDenied | OrderCanceled | OrderExpired):
+            if isinstance(event, OrderRejected | OrderDenied) or (
+                isinstance(event, OrderCanceled) and q.pending != "cancel"
+            ):  # refused, or cancelled by the venue or risk: quiet for a while
+                self._quiet_until = event.ts_event + self._cfg.exit_retry_ms * 1_000_000
+            self._quotes[side] = _Quote()
+        self._tell_working()
+
+    def _tell_working(self) -> None:
+        strategy = self.strategy
+        assert isinstance(strategy, QuotingStrategy)
+        bid, ask = self._quotes[Side.BUY], self._quotes[Side.SELL]
+        strategy.on_working(
+            bid.price if bid.order is not None else math.nan,
+            ask.price if ask.order is not None else math.nan,
+            bid.since,
+            ask.since,
+            self._quiet_until,
+        )
 
     # -- bookkeeping --------------------------------------------------------------
 
