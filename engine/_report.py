@@ -10,7 +10,7 @@ import attrs
 import numpy as np
 import orjson
 
-from ._config import Config
+from ._config import SHIPPED_STRATEGIES, Config
 from ._errors import ConfigError, DataError
 from ._supervisor import RunReport
 from .results import (
@@ -22,6 +22,7 @@ from .results import (
     write_tearsheet,
     write_trades,
 )
+from .strategy import strategy_class
 
 TEARSHEET_SUFFIXES = (".html", ".htm")
 
@@ -60,11 +61,15 @@ def _risk_line(risk: dict[str, object]) -> str:
 def _model_line(model: dict[str, object]) -> str:
     if not model.get("enabled"):
         return "off"
-    return (
-        f"{model.get('model')}: {model.get('requests')} scored, cache hit rate "
-        f"{_fmt(model.get('cache_hit_rate'))}, inference p50 {_fmt(model.get('inference_us_p50'))}"
+    taken, blocked = model.get("taken", 0), model.get("blocked", 0)
+    line = (
+        f"{model.get('model')}: {model.get('requests')} scored, {taken} taken, {blocked} blocked,"
+        f" inference p50 {_fmt(model.get('inference_us_p50'))}"
         f" us, retrains {model.get('retrains')} (swapped {model.get('swaps')})"
     )
+    if blocked and not taken:  # the filter must never silently stop a strategy trading
+        line += f"; WARNING: the filter blocked every one of {blocked} signals (no trades)"
+    return line
 
 
 _UNIT_NAMES = {"E": "exchange event time (no receive stamps)"}
@@ -99,6 +104,15 @@ def _data_lines(feed: dict[str, object]) -> list[str]:
 
 _KIND_NAMES = {1: "quote", 2: "trade", 3: "depth", 4: "candle", 5: "mark"}
 _QUOTE_KIND = 1
+_DEPTH_KIND = 3
+
+
+def _uses_book(strategy: str) -> bool:
+    """Whether the shipped strategy of that kind (or class name) reads the order book."""
+    for kind, target in SHIPPED_STRATEGIES.items():
+        if strategy in (kind, target.rpartition(":")[2]):
+            return bool(getattr(strategy_class(kind), "uses_book", False))
+    return False
 
 
 def data_notes(strategy: str, kinds: Mapping[str, Mapping[int, int]]) -> list[str]:
@@ -107,12 +121,34 @@ def data_notes(strategy: str, kinds: Mapping[str, Mapping[int, int]]) -> list[st
     Every shipped strategy's kernel reads quotes (bookTicker's bid and ask) and the
     simulated venue fills market orders at quotes, so a symbol whose data has no
     quote cannot trade however long it replays; the summary says so instead of
-    leaving a silent run of zero orders.
+    leaving a silent run of zero orders. A strategy that reads the local order book
+    (``uses_book``: ``book_imbalance``) is refused outright on data without depth
+    updates: nothing it could do there is worth a run.
 
     Args:
-        strategy: ``strategy.kind``.
+        strategy: ``strategy.kind``, or the class name of a strategy loaded from a file.
         kinds: per symbol, its event counts by :class:`~engine.messages.EventKind` value.
+
+    Raises:
+        DataError: the strategy reads the book and a symbol's data has no depth update
+            (one line, naming the symbols and what the data has; the CLI exits 2).
     """
+    if _uses_book(strategy):
+        bookless = [s for s, counts in kinds.items() if counts.get(_DEPTH_KIND, 0) == 0]
+        if bookless:
+            present = sorted(
+                {
+                    _KIND_NAMES.get(k, str(k)) + "s"
+                    for s in bookless
+                    for k, n in kinds[s].items()
+                    if n
+                }
+            )
+            raise DataError(
+                f"strategy {strategy} reads the order book; the data has no depth updates for "
+                f"{', '.join(bookless)} (only {' and '.join(present) or 'no events'}): "
+                "give captures with depthUpdate streams and a REST snapshot"
+            )
     by_content: dict[str, list[str]] = {}
     for symbol, counts in kinds.items():
         if counts.get(_QUOTE_KIND, 0) > 0:
@@ -164,6 +200,7 @@ def _trade_lines(stats: dict[str, object]) -> list[str]:
         f" profit factor {_fmt(stats['profit_factor'])}; expectancy {_money(stats['expectancy'])}",
         f"  hold          avg {_secs(stats['avg_hold_s'])}, max {_secs(stats['max_hold_s'])}",
         f"  exit reasons  {reason_text or 'none'}",
+        *_execution_lines(stats.get("execution")),
         f"  long / short  {_side_line(stats['long'])} / {_side_line(stats['short'])}",
         f"  fees/funding  {_money(stats['fees'])} / {_money(stats['funding'])}",
         f"  equity        {_money(stats['start_equity'])} -> {_money(stats['end_equity'])}",
@@ -183,6 +220,36 @@ def _trade_lines(stats: dict[str, object]) -> list[str]:
             for r in rows
         )
     return lines
+
+
+def _counts(counts: object) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict) else ""
+
+
+def _execution_lines(execution: object) -> list[str]:
+    """Orders by type and fills and fees by liquidity (see
+    :meth:`engine.results.OrderActivity.summary`)."""
+    if not isinstance(execution, dict):
+        return []
+    by_type = _counts(execution.get("by_type")) or "none"
+    tif = _counts(execution.get("limit_by_tif"))
+    purpose = _counts(execution.get("by_purpose"))
+    outcomes = _counts(execution.get("outcomes"))
+    fills = execution.get("fills")
+    liquidity = (
+        " / ".join(
+            f"{name.lower()} {row['fills']} fills, fees {_money(row['fees'])}"
+            + (f" ({row['fee_bps']:.2f} bps)" if isinstance(row["fee_bps"], float) else "")
+            for name, row in fills.items()
+        )
+        if isinstance(fills, dict) and fills
+        else "no fills"
+    )
+    return [
+        f"  order types   {by_type}" + (f" (LIMIT: {tif})" if tif else "")
+        + (f"; {purpose}" if purpose else "") + (f"; {outcomes}" if outcomes else ""),
+        f"  maker/taker   {liquidity}; maker share {_pct(execution.get('maker_share'))}",
+    ]  # fmt: skip
 
 
 def summary_text(report: RunReport) -> str:

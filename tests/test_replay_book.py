@@ -24,7 +24,7 @@ needs_data = pytest.mark.skipif(not BTC_0808.exists(), reason="shared captures n
 @needs_data
 def test_replay_book_is_engine_book_fed_the_same_messages():
     stats = CaptureStats()
-    tape = parse_tape([BTC_0808], ["BTCUSDT"], stats=stats)
+    tape = parse_tape([BTC_0808], ["BTCUSDT"], stats=stats, book=True)
     ticks = tape.ticks["BTCUSDT"]
     counts = tape.book_counts["BTCUSDT"]
     assert counts["diffs"] == 6551 and counts["snapshots"] == 1 and counts["gaps"] == 0
@@ -69,7 +69,7 @@ def test_top_of_book_from_depth_agrees_with_bookticker_mostly():
     # The two streams are separate: a quote may lead or lag the depth diff that
     # carries the same change by a few ms. Count disagreements at each quote row
     # whose book state is from within 50 ms; they must be a small minority.
-    ticks = parse_tape([BTC_0808], ["BTCUSDT"], stats=CaptureStats()).ticks["BTCUSDT"]
+    ticks = parse_tape([BTC_0808], ["BTCUSDT"], stats=CaptureStats(), book=True).ticks["BTCUSDT"]
     quotes = np.flatnonzero((ticks.kind == EventKind.QUOTE) & (ticks.book_row >= 0))
     state = ticks.book_row[quotes]
     depth_rows = np.flatnonzero(ticks.kind == EventKind.DEPTH)
@@ -88,7 +88,7 @@ def test_two_symbol_files_each_get_their_own_snapshot(tmp_path):
     paths = sorted(HISTORY.glob("usdm_*usdt_20240718.gz"))
     assert len(paths) == 2
     stats = CaptureStats()
-    tape = parse_tape(paths, ["BTCUSDT", "ETHUSDT"], stats=stats)
+    tape = parse_tape(paths, ["BTCUSDT", "ETHUSDT"], stats=stats, book=True)
     assert sorted(s for s, _ts, _snap in stats.snapshots) == ["BTCUSDT", "ETHUSDT"]
     for symbol in ("BTCUSDT", "ETHUSDT"):
         counts = tape.book_counts[symbol]
@@ -101,10 +101,12 @@ def test_two_symbol_files_each_get_their_own_snapshot(tmp_path):
 @needs_data
 def test_store_maps_the_book_columns_and_slices_keep_state_indices(tmp_path):
     store = TickStore(tmp_path / "ticks")
-    parsed = parse_tape([BTC_0808], ["BTCUSDT"], stats=CaptureStats())
+    parsed = parse_tape([BTC_0808], ["BTCUSDT"], stats=CaptureStats(), book=True)
     want = parsed.ticks["BTCUSDT"]
     for outcome in ("imported", "hit"):
-        tape = store.load([BTC_0808], ["BTCUSDT"], limits=CaptureLimits(), stats=CaptureStats())
+        tape = store.load(
+            [BTC_0808], ["BTCUSDT"], limits=CaptureLimits(), stats=CaptureStats(), book=True
+        )
         assert store.last_outcome == outcome
         got = tape.ticks["BTCUSDT"]
         for name in ("book_row", "book_bid_px", "book_bid_qty", "book_ask_px", "book_ask_qty"):

@@ -88,13 +88,29 @@ def test_round_trip_maps_the_columns_and_restores_the_counters(tmp_path, capture
     assert entry.sources == (str(capture),)
     assert entry.bytes > 40390 * (8 * 12 + 2)
     assert sorted(p.name for p in entry.path.iterdir()) == [
-        "0.book.npy",  # the capture has depth: its book columns (test_replay_book.py)
-        "0.book_row.npy",
         "0.float64.npy",
         "0.int64.npy",
         "0.int8.npy",
         "meta.json",
     ]
+
+
+def test_the_book_is_an_entry_of_its_own(tmp_path, capture):
+    """A load that wants the order book (a strategy that reads it) gets an entry with
+    the book columns beside the plain one; each is a hit the next time."""
+    store = TickStore(tmp_path / "ticks")
+    plain = load_tape([capture], ["BTCUSDT"], stats=CaptureStats(), store=store)
+    with_book = load_tape([capture], ["BTCUSDT"], stats=CaptureStats(), store=store, book=True)
+    assert store.last_outcome == "imported"
+    assert (plain.ticks["BTCUSDT"].book_row == -1).all()  # no book state anywhere
+    assert plain.ticks["BTCUSDT"].book_bid_px.shape[0] == 0
+    assert with_book.ticks["BTCUSDT"].book_bid_px.shape[0] > 1000
+    assert (with_book.ticks["BTCUSDT"].book_row >= 0).any()
+    load_tape([capture], ["BTCUSDT"], stats=CaptureStats(), store=store, book=True)
+    assert store.last_outcome == "hit"
+    files = {e.path.name: sorted(p.name for p in e.path.iterdir()) for e in store.entries()}
+    assert len(files) == 2
+    assert sorted("0.book.npy" in names for names in files.values()) == [False, True]
 
 
 def test_counters_are_added_to_what_the_stats_held(tmp_path, capture):

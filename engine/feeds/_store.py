@@ -187,13 +187,15 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"name": path.name, "size": size, "sha256": digest}
 
 
-def _key(paths: list[Path], symbols: Iterable[str], limits: CaptureLimits) -> dict[str, Any]:
+def _key(
+    paths: list[Path], symbols: Iterable[str], limits: CaptureLimits, book: bool
+) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "paths": [str(p.resolve()) for p in paths],
         "symbols": sorted(set(symbols)),
         "limits": attrs.asdict(limits),
-        "book_levels": BOOK_LEVELS,
+        "book_levels": BOOK_LEVELS if book else 0,  # an entry with and one without
     }
 
 
@@ -255,10 +257,12 @@ class TickStore:
         *,
         limits: CaptureLimits,
         stats: CaptureStats,
+        book: bool = False,
     ) -> Tape:
         """The tape of ``paths``: mapped from the store, else parsed and stored.
 
-        ``stats`` is updated as a parse would update it.
+        ``stats`` is updated as a parse would update it. ``book``: with the order
+        book columns (an entry of its own: see :func:`~engine.feeds.parse_tape`).
 
         A store that cannot be written (a full disk) costs a parse, not the load:
         the tape is returned and the failure logged (``last_outcome``).
@@ -267,9 +271,9 @@ class TickStore:
             DataError: a source cannot be read or fails the readers' checks.
         """
         order = tuple(dict.fromkeys(symbols))
-        key = _key(paths, order, limits)
+        key = _key(paths, order, limits, book)
         sources = [file_digest(p) for p in paths]
-        entry = self.entry_for(paths, order, limits=limits)
+        entry = self.entry_for(paths, order, limits=limits, book=book)
         problem = ""
         if entry.exists():
             try:
@@ -281,8 +285,8 @@ class TickStore:
                 _restore_stats(stats, meta["stats"], paths)
                 self.last_outcome, self.last_problem = "hit", ""
                 return tape
-        fresh = CaptureStats()
-        tape = parse_tape(paths, order, limits=limits, stats=fresh)
+        fresh = CaptureStats(read=stats.read)  # progress meters poll the caller's count
+        tape = parse_tape(paths, order, limits=limits, stats=fresh, book=book)
         try:
             self._write(entry, key, sources, paths, tape, fresh)
         except OSError as exc:
@@ -326,10 +330,15 @@ class TickStore:
         return found
 
     def entry_for(
-        self, paths: list[Path], symbols: Iterable[str], *, limits: CaptureLimits
+        self,
+        paths: list[Path],
+        symbols: Iterable[str],
+        *,
+        limits: CaptureLimits,
+        book: bool = False,
     ) -> Path:
-        """The directory of the entry for these sources, symbols and limits."""
-        return self.root / _entry_name(_key(paths, symbols, limits))
+        """The directory of the entry for these sources, symbols, limits and book."""
+        return self.root / _entry_name(_key(paths, symbols, limits, book))
 
     def entries(self) -> list[StoreEntry]:
         """Every readable entry (half-written and unreadable ones left out)."""

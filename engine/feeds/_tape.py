@@ -171,6 +171,7 @@ def parse_tape(
     *,
     limits: CaptureLimits | None = None,
     stats: CaptureStats,
+    book: bool = False,
 ) -> Tape:
     """Read the sources into a tape (no store).
 
@@ -179,6 +180,9 @@ def parse_tape(
         symbols: the symbols to keep (events of others are skipped and counted).
         limits: bounds of the readers' time checks.
         stats: counters the readers update.
+        book: rebuild each symbol's order book from its depth diffs into the
+            :data:`BOOK_COLUMNS` (for strategies that read the book: it costs about
+            as much as the rest of the parse).
 
     Raises:
         DataError: a source cannot be read or fails the readers' checks.
@@ -232,7 +236,7 @@ def parse_tape(
             cols.ints.extend((ts, ex, seq, TRADE, 1 if msg.buyer_maker else 0))
             cols.floats.extend((NAN, NAN, NAN, NAN, msg.price, msg.qty))
         else:
-            if kind is DepthUpdate:
+            if book and kind is DepthUpdate:
                 row = flushed[msg.symbol] + len(cols.ints) // N_INT
                 book_of(msg.symbol).diff(row, ts, msg)
             append_other(cols, ts, ex, seq, msg)
@@ -278,6 +282,7 @@ def load_tape(
     limits: CaptureLimits | None = None,
     stats: CaptureStats,
     store: TickStore | None = None,
+    book: bool = False,
 ) -> Tape:
     """The tape of ``paths``: from the tick store when it holds them, else parsed.
 
@@ -290,11 +295,12 @@ def load_tape(
         limits: bounds of the readers' time checks.
         stats: counters to update (as a parse would).
         store: the tick store (None: always parse).
+        book: with the order book columns (see :func:`parse_tape`).
 
     Raises:
         DataError: a source cannot be read or fails the readers' checks.
     """
     bounds = limits or CaptureLimits()
     if store is None:
-        return parse_tape(paths, symbols, limits=bounds, stats=stats)
-    return store.load(paths, symbols, limits=bounds, stats=stats)
+        return parse_tape(paths, symbols, limits=bounds, stats=stats, book=book)
+    return store.load(paths, symbols, limits=bounds, stats=stats, book=book)

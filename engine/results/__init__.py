@@ -5,6 +5,9 @@
   :class:`RoundTrips` is the synchronous core it feeds.
 * :func:`trade_stats` turns trades and the equity curve into the summary's
   statistics; :func:`run_results` does both for a finished run.
+* :class:`OrderActivity` counts orders by type and fills and fees by maker/taker
+  (:func:`read_order_activity` for a journal file); :func:`run_results` puts its
+  summary in the statistics as ``execution``.
 * :func:`write_trades` writes the trade list as CSV or Parquet;
   :func:`tearsheet_html` / :func:`write_tearsheet` the self-contained HTML tear sheet.
 """
@@ -13,6 +16,8 @@ from ._files import COLUMNS as COLUMNS
 from ._files import TRADE_FORMATS as TRADE_FORMATS
 from ._files import trades_format as trades_format
 from ._files import write_trades as write_trades
+from ._orders import OrderActivity as OrderActivity
+from ._orders import read_order_activity as read_order_activity
 from ._results import RunResults as RunResults
 from ._results import run_results as run_results
 from ._stats import MAX_CURVE_POINTS as MAX_CURVE_POINTS
@@ -38,6 +43,7 @@ __all__ = [
     "MIN_DAILY_RETURNS",
     "OPEN_AT_END",
     "TRADE_FORMATS",
+    "OrderActivity",
     "RoundTrips",
     "RunResults",
     "Trade",
@@ -45,6 +51,7 @@ __all__ = [
     "downsample",
     "drawdown",
     "journal_records",
+    "read_order_activity",
     "read_round_trips",
     "read_trades",
     "realized_curve",

@@ -7,6 +7,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from ._orders import read_order_activity
 from ._stats import MAX_CURVE_POINTS, downsample, realized_curve, trade_stats
 from ._trades import Trade, read_round_trips
 
@@ -20,7 +21,9 @@ class RunResults:
 
     Attributes:
         trades: every round trip, closed ones first (see :class:`Trade`).
-        stats: :func:`~engine.results.trade_stats` of the run.
+        stats: :func:`~engine.results.trade_stats` of the run, with ``execution``:
+            its orders by type and fills and fees by liquidity
+            (:meth:`OrderActivity.summary <engine.results.OrderActivity.summary>`).
         ts: equity sample times, ns (full resolution).
         equity: equity at those times, USDT, the start capital included.
         curve_source: :data:`CURVE_FROM_DRIVER` or :data:`CURVE_FROM_FILLS`.
@@ -77,6 +80,7 @@ def run_results(
         fees=sum(t.fees for t in trades),
         funding=sum(t.funding for t in trades),
     )
+    stats["execution"] = read_order_activity(journal_path).summary()
     return RunResults(
         trades=trades, stats=stats, ts=ts, equity=start_equity + pnl, curve_source=source
     )

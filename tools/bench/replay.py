@@ -15,6 +15,9 @@ median (and min/max) over repeats, in one process, of:
   dicts (the plain-Python reference the msgspec decoder is measured against);
 - ``tape_parse``: the capture parsed into a whole-run tape (the columns the replay
   reads), no store;
+- ``tape_parse_book``: the same with the order book rebuilt from the depth diffs
+  (what a replay of a strategy that reads the book parses; ``book_cost`` is the
+  ratio of the two);
 - ``store_import``: the same, written to an empty tick store (parse + write);
 - ``store_load``: the tape loaded from the tick store (source digest, ``meta.json``,
   columns mapped), the work a later replay does instead of parsing;
@@ -79,10 +82,10 @@ def _parse_only(data: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def _tape_parse(data: Path) -> tuple[float, int]:
+def _tape_parse(data: Path, *, book: bool = False) -> tuple[float, int]:
     symbols = scan_symbols([data])
     t0 = time.perf_counter()
-    tape = load_tape([data], symbols, stats=CaptureStats())
+    tape = load_tape([data], symbols, stats=CaptureStats(), book=book)
     return time.perf_counter() - t0, len(tape)
 
 
@@ -165,7 +168,14 @@ def run(argv: list[str]) -> dict[str, Any]:
     args = parser.parse_args(argv)
     pipelines = ["pipeline", "pipeline_from_store", "driver", "parse_only", "json_baseline"]
     names = [] if args.tape_only else pipelines
-    names += ["tape_parse", "store_import", "store_load", "store_load_read", "scan_symbols"]
+    names += [
+        "tape_parse",
+        "tape_parse_book",
+        "store_import",
+        "store_load",
+        "store_load_read",
+        "scan_symbols",
+    ]
     results: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         events = 0
@@ -185,6 +195,8 @@ def run(argv: list[str]) -> dict[str, Any]:
                 results["json_baseline"].append(n / wall)
             wall, events = _tape_parse(args.data)
             results["tape_parse"].append(events / wall)
+            wall, events = _tape_parse(args.data, book=True)
+            results["tape_parse_book"].append(events / wall)
             store = Path(tmp) / f"ticks{i}"
             wall, n = _store_import(args.data, store)
             results["store_import"].append(n / wall)
@@ -209,6 +221,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         )
     out["memory"] = _memory(args.data)
     out["store_load_vs_tape_parse"] = out["store_load"]["median"] / out["tape_parse"]["median"]
+    out["book_cost"] = out["tape_parse"]["median"] / out["tape_parse_book"]["median"]
     return out
 
 
