@@ -1,4 +1,6 @@
-"""Start-up: the feature kernels compile only the feature set's indicators, once.
+"""Start-up: the feature kernels compile only the feature set's indicators, once; a
+missing kernel cache compiles in a child process while the replay starts, an unreadable
+one is rebuilt, and the rows are the same every way.
 
 (Timings are in ``python -m tools.bench startup``, not here.)
 """
@@ -70,7 +72,50 @@ def test_one_compilation_serves_tape_and_live_columns(ticks):
     frozen = ticks.kind.copy()
     frozen.flags.writeable = False
     b.on_ticks(attrs.evolve(ticks, kind=frozen), 100, 200)
+    b.row(1.0)  # on a cold cache the ranges wait for the background compile until here
     assert len(b._k._consume_ticks.signatures) == 1
+
+
+class _Gate:
+    """Stands in for the child process of a background compile: done when opened."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.waited = 0
+
+    def done(self) -> bool:
+        return self.open
+
+    def wait(self) -> None:
+        self.waited += 1
+        self.open = True
+
+
+def test_ranges_kept_while_the_kernel_compiles_give_the_same_rows(ticks, monkeypatch):
+    spec = default_feature_spec()
+    want = features_at(ticks, {9_999: 1.0, 19_999: -1.0}, spec)
+    module = FeatureBuilder(spec)._k
+    gate = _Gate()
+    monkeypatch.setitem(features._compiling, module, gate)
+
+    # Consumed at the first row: the builder waits for the compile there.
+    a = FeatureBuilder(spec)
+    before = a.indicators.values.copy()
+    a.on_ticks(ticks, 0, 4_000)
+    a.on_ticks(ticks, 4_000, 10_000)
+    np.testing.assert_array_equal(a.indicators.values, before)  # nothing consumed yet
+    np.testing.assert_array_equal(a.row(1.0), want[0])
+    assert gate.waited == 1
+    a.on_ticks(ticks, 10_000, 20_000)  # compiled: consumed at once
+    np.testing.assert_array_equal(a.row(-1.0), want[1])
+
+    # Consumed by the first on_ticks after the compile is done, before its own range.
+    gate.open = False
+    b = FeatureBuilder(spec)
+    b.on_ticks(ticks, 0, 7_000)
+    gate.open = True
+    b.on_ticks(ticks, 7_000, 10_000)
+    np.testing.assert_array_equal(b.row(1.0), want[0])
 
 
 def _copy_engine(dest: Path) -> None:
@@ -114,3 +159,80 @@ def test_a_stale_feature_cache_is_dropped_at_warm_up_not_at_import(tmp_path: Pat
     assert stamp.read_text() != "a digest of other sources"
     generated = list((cache / "sets").glob("set_*.py"))
     assert len(generated) == 1  # the builder's own kernels, written afresh
+
+
+_COLD_RUN = """
+import sys
+import numpy as np
+import engine.models._features as f
+from engine.models import FeatureBuilder, default_feature_spec, features_at
+from engine.strategy import _ema_cross
+ticks = f.ticks_of([sys.argv[1]])
+FeatureBuilder.warm_up(background=True)
+_ema_cross.warm_up()
+at = {i: 1.0 for i in range(500, 20_000, 997)}
+rows = features_at(ticks, at, default_feature_spec())
+np.save(sys.argv[2], rows)
+print("background" if f._compiling else "loaded")
+"""
+
+
+@pytest.mark.slow
+def test_start_up_with_a_missing_then_a_corrupt_kernel_cache(tmp_path: Path, ticks):
+    # A first run compiles in a child process, a second loads the cache, and a run on
+    # cache files that numba cannot read recompiles: the same rows every time.
+    cache = tmp_path / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+
+    def run(name: str) -> tuple[str, np.ndarray]:
+        out = tmp_path / f"{name}.npy"
+        done = subprocess.run(
+            [sys.executable, "-c", _COLD_RUN, str(SAMPLE), str(out)],
+            cwd=tmp_path,
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip(), np.load(out)
+
+    full = features_at(ticks, {i: 1.0 for i in range(500, 20_000, 997)}, default_feature_spec())
+    how, rows = run("missing")
+    assert how == "background"
+    np.testing.assert_array_equal(rows, full)
+    how, again = run("cached")
+    assert how == "loaded"
+    np.testing.assert_array_equal(again, rows)
+    indexes = sorted(cache.rglob("*.nbi"))
+    data = sorted(cache.rglob("*.nbc"))
+    assert any("_consume_ticks" in p.name for p in indexes)
+    assert any("_ema_cross.scan" in p.name for p in indexes)
+    for path in data:  # every data file truncated: the indexes still list them
+        path.write_bytes(path.read_bytes()[:10])
+    how, broken = run("corrupt_data")
+    np.testing.assert_array_equal(broken, rows)
+    for path in cache.rglob("*.nbi"):
+        path.write_bytes(b"not a pickle")
+    how, broken = run("corrupt_index")
+    assert how == "background"
+    np.testing.assert_array_equal(broken, rows)
+
+
+def test_kernel_load_skips_numbas_blas_probe_and_scipy_still_imports():
+    # numba's BLAS probe imports scipy.linalg (a warm start's largest single cost); the
+    # kernels do not need it, and scipy stays importable afterwards.
+    code = (
+        "import sys\n"
+        "from engine.strategy import _ema_cross\n"
+        "_ema_cross.warm_up()\n"
+        "assert 'scipy.linalg' not in sys.modules, 'probed'\n"
+        "import numba.np.arraymath as a\n"
+        "assert a._HAVE_BLAS is False\n"
+        "import scipy.linalg.cython_blas\n"
+        "import numpy as np\n"
+        "from numba import njit\n"
+        "assert njit(lambda x: np.dot(x, x))(np.ones(3)) == 3.0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)

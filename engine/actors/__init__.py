@@ -3,6 +3,7 @@
 from ._execution import ExecutionActor as ExecutionActor
 from ._execution import record_key as record_key
 from ._hardware import HardwareActor as HardwareActor
+from ._inline import InlineStep as InlineStep
 from ._risk import RiskActor as RiskActor
 from ._symbol import ProtocolError as ProtocolError
 from ._symbol import SymbolActor as SymbolActor
@@ -10,6 +11,7 @@ from ._symbol import SymbolActor as SymbolActor
 __all__ = [
     "ExecutionActor",
     "HardwareActor",
+    "InlineStep",
     "ProtocolError",
     "RiskActor",
     "SymbolActor",

@@ -17,7 +17,7 @@ reaches the venue (:meth:`on_resume`), which re-arms its own checks.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -26,6 +26,7 @@ from .._config import FaultEvent
 from ..core import ExecutionCore
 from ..core._execution import _SOURCE_RANK, record_key
 from ..messages import (
+    CancelOrder,
     JournalBatch,
     JournalRecord,
     Mark,
@@ -34,6 +35,7 @@ from ..messages import (
     OrderBatch,
     OrderDenied,
     OrderEvent,
+    ReplaceOrder,
     ReportBatch,
 )
 from ._symbol import ProtocolError
@@ -89,10 +91,14 @@ class ExecutionActor(ExecutionCore):
             ProtocolError: a message for the wrong step arrived.
         """
         with contextlib.ExitStack() as stack:
-            for channel in (self._journal, self._risk_reports, *self._symbol_reports.values()):
+            for channel in self.outputs():
                 stack.enter_context(channel)
             task_status.started()
             await self._loop()
+
+    def outputs(self) -> list[trio.MemorySendChannel[Any]]:
+        """The send channels this actor closes when it ends."""
+        return [self._journal, self._risk_reports, *self._symbol_reports.values()]
 
     async def _loop(self) -> None:
         step = 0
@@ -104,48 +110,74 @@ class ExecutionActor(ExecutionCore):
                 if market.step != step:
                     raise ProtocolError(f"execution: market step {market.step} != {step}")
                 market_done = market.final
-                self.last_ts = max(self.last_ts, market.ts_start)
             batch = await self._orders.receive()
             if batch.step != step:
                 raise ProtocolError(f"execution: order step {batch.step} != {step}")
-            records: list[JournalRecord] = list(batch.records)
-            self._trading_state = batch.trading_state
-            self._flatten = batch.flatten
-            if batch.resumed:
-                self.venue.on_resume()
+            out = await self.step(step, market, batch)
+            if out.symbol_reports is not None:
+                for symbol in self._symbols:
+                    await self._symbol_reports[symbol].send(out.symbol_reports[symbol])
+            if out.risk_report is not None:
+                await self._risk_reports.send(out.risk_report)
+            if out.journal is not None:
+                await self._journal.send(out.journal)
             if batch.final:
-                await self._send_journal(step, records)
                 return
-            now = market.ts_start if market is not None else self.last_ts
-            ops = self.inject_faults(now) if market is not None and not market.final else []
-            if market is not None:
-                ops.extend(market.ops)
-                ops.extend(self.venue.take_ops())
-            events: list[OrderEvent] = list(batch.denials)
-            venue_events: list[OrderEvent] = []
-            if batch.cancel_all:
-                venue_events += self.venue.cancel_all(now, batch.cancel_all)
-            for order in batch.commands:
-                submitted, *answer = self.submit(order)
-                events.append(submitted)
-                venue_events += answer
-            marks: list[Mark] = []
-            if market is not None:
-                venue_events += self.venue.on_market(market.ticks)
-                marks = self._marks()
-                if market.final:
-                    venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
-                    venue_events += await self._drain_venue()
-            for event in venue_events:
-                self.apply(event)
-            events.extend(venue_events)
-            events.sort(key=lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq))
-            records.extend(e for e in events if not isinstance(e, OrderDenied))
-            records.extend(ops)
-            final = market is not None and market.final
-            await self._send_reports(step, events, marks, ops, final)
-            await self._send_journal(step, records)
             step += 1
+
+    async def step(self, step: int, market: MarketStep | None, batch: OrderBatch) -> StepOutput:
+        """One step: submit risk's ``batch``, fill against ``market`` (None: the market
+        has ended); the reports and the step's journal batch (no reports on risk's
+        final batch).
+
+        Only the market's final step waits (for a live venue's last answers); the
+        inline path (:class:`~engine.actors.InlineStep`) runs the rest in the feed's task.
+        """
+        if market is not None:
+            self.last_ts = max(self.last_ts, market.ts_start)
+        records: list[JournalRecord] = list(batch.records)
+        self._trading_state = batch.trading_state
+        self._flatten = batch.flatten
+        if batch.resumed:
+            self.venue.on_resume()
+        if batch.final:
+            return StepOutput(None, None, self._journal_batch(step, records))
+        now = market.ts_start if market is not None else self.last_ts
+        ops = self.inject_faults(now) if market is not None and not market.final else []
+        if market is not None:
+            ops.extend(market.ops)
+            ops.extend(self.venue.take_ops())
+        events: list[OrderEvent] = list(batch.denials)
+        venue_events: list[OrderEvent] = []
+        if batch.cancel_all:
+            venue_events += self.venue.cancel_all(now, batch.cancel_all)
+        for command in batch.commands:
+            # Cancels and amendments of resting orders, where risk passes them on.
+            if isinstance(command, CancelOrder):
+                venue_events += self.cancel(command)
+                continue
+            if isinstance(command, ReplaceOrder):
+                venue_events += self.replace(command)
+                continue
+            submitted, *answer = self.submit(command)
+            events.append(submitted)
+            venue_events += answer
+        marks: list[Mark] = []
+        if market is not None:
+            venue_events += self.venue.on_market(market.ticks)
+            marks = self._marks()
+            if market.final:
+                venue_events += self.venue.expire_all(self.last_ts, "replay_ended")
+                venue_events += await self._drain_venue()
+        for event in venue_events:
+            self.apply(event)
+        events.extend(venue_events)
+        events.sort(key=lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq))
+        records.extend(e for e in events if not isinstance(e, OrderDenied))
+        records.extend(ops)
+        final = market is not None and market.final
+        symbol_reports, risk_report = self._reports(step, events, marks, ops, final)
+        return StepOutput(symbol_reports, risk_report, self._journal_batch(step, records))
 
     async def _drain_venue(self) -> list[OrderEvent]:
         """At the end, wait (at most ``drain_s``) for a live venue's last answers.
@@ -170,19 +202,19 @@ class ExecutionActor(ExecutionCore):
             for symbol, (ts, bid, ask) in sorted(self.venue.step_quotes.items())
         ]
 
-    async def _send_reports(
+    def _reports(
         self,
         step: int,
         events: list[OrderEvent],
         marks: list[Mark],
         ops: list[OpsEvent],
         final: bool,
-    ) -> None:
+    ) -> tuple[dict[str, ReportBatch], ReportBatch]:
         per_symbol: dict[str, list[OrderEvent]] = {s: [] for s in self._symbols}
         for event in events:
             per_symbol[event.symbol].append(event)
-        for symbol in self._symbols:
-            report = ReportBatch(
+        symbol_reports = {
+            symbol: ReportBatch(
                 step=step,
                 events=tuple(per_symbol[symbol]),
                 equity=self.venue.equity,
@@ -190,22 +222,33 @@ class ExecutionActor(ExecutionCore):
                 flatten=self._flatten,
                 final=final,
             )
-            await self._symbol_reports[symbol].send(report)
-        await self._risk_reports.send(
-            ReportBatch(
-                step=step,
-                events=tuple(events),
-                marks=tuple(marks),
-                equity=self.venue.equity,
-                trades=tuple(self.venue.take_closed_trades()),
-                ops=tuple(ops),
-                trading_state=self._trading_state,
-                flatten=self._flatten,
-                final=final,
-            )
+            for symbol in self._symbols
+        }
+        risk_report = ReportBatch(
+            step=step,
+            events=tuple(events),
+            marks=tuple(marks),
+            equity=self.venue.equity,
+            trades=tuple(self.venue.take_closed_trades()),
+            ops=tuple(ops),
+            trading_state=self._trading_state,
+            flatten=self._flatten,
+            final=final,
         )
+        return symbol_reports, risk_report
 
-    async def _send_journal(self, step: int, records: list[JournalRecord]) -> None:
-        if records:
-            records.sort(key=record_key)
-            await self._journal.send(JournalBatch(step=step, records=tuple(records)))
+    @staticmethod
+    def _journal_batch(step: int, records: list[JournalRecord]) -> JournalBatch | None:
+        if not records:
+            return None
+        records.sort(key=record_key)
+        return JournalBatch(step=step, records=tuple(records))
+
+
+class StepOutput(NamedTuple):
+    """What one execution step sends on: reports (None after risk's final batch) and
+    the step's records in canonical order (None: none)."""
+
+    symbol_reports: dict[str, ReportBatch] | None
+    risk_report: ReportBatch | None
+    journal: JournalBatch | None

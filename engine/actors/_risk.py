@@ -13,6 +13,7 @@ steps it asks the portfolio actor for exposure limits and applies the answer
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -91,53 +92,75 @@ class RiskActor(RiskCore):
         """
         # Outputs close synchronously (``with``, not ``async with``): an ``aclose``
         # checkpoint while an error unwinds lets the nursery's Cancelled replace it.
-        with self._orders, contextlib.ExitStack() as stack:
-            if self._portfolio_requests is not None:
-                stack.enter_context(self._portfolio_requests)
+        with contextlib.ExitStack() as stack:
+            for channel in self.outputs():
+                stack.enter_context(channel)
             task_status.started()
             step = 0
             while True:
+                report: ReportBatch | None = None
                 if step > 0:
                     report = await self._reports.receive()
                     if report.step != step - 1:
                         raise ProtocolError(f"risk: report step {report.step} != {step - 1}")
-                    self.on_order_events(report.events)
-                    self.on_sample(report.marks, report.equity, report.trades)
-                    self.on_ops(report.ops)
-                commands: list[SubmitOrder] = []
-                records: list[JournalRecord] = []
-                final = False
-                now = 0
+                intents: list[IntentBatch] = []
                 for symbol in self._symbols:
                     batch = await self._intents[symbol].receive()
                     if batch.step != step:
                         raise ProtocolError(f"risk: {symbol} intent step {batch.step} != {step}")
-                    commands.extend(batch.commands)
-                    records.extend(batch.records)
-                    final = final or batch.final
-                    now = max(now, batch.ts)
-                cancel_all = ""
-                if not final:
-                    await self._exchange_with_portfolio(step)
-                    cancel_all = self.update_trading_state(now, records)
-                approved, denials = self.approve(commands, records)
-                await self._orders.send(
-                    OrderBatch(
-                        step=step,
-                        commands=tuple(approved),
-                        denials=tuple(denials),
-                        records=tuple(records),
-                        cancel_all=cancel_all,
-                        trading_state=self.trading.state.value,
-                        flatten=self.flattening,
-                        resumed=self._resumed,
-                        final=final,
-                    )
-                )
-                self._resumed = False
-                if final:
+                    intents.append(batch)
+                orders = await self.step(step, report, intents)
+                await self._orders.send(orders)
+                if orders.final:
                     return
                 step += 1
+
+    def outputs(self) -> list[trio.MemorySendChannel[Any]]:
+        """The send channels this actor closes when it ends."""
+        extra = [self._portfolio_requests] if self._portfolio_requests is not None else []
+        return [self._orders, *extra]
+
+    async def step(
+        self, step: int, report: ReportBatch | None, intents: list[IntentBatch]
+    ) -> OrderBatch:
+        """One step: apply execution's ``report`` of step - 1 (None at step 0), then
+        every symbol's ``intents`` (in symbol order); the orders for execution.
+
+        Only a portfolio answer due at this step waits (at a fixed step, so the solve
+        time cannot change the results); the inline path
+        (:class:`~engine.actors.InlineStep`) runs the rest in the feed's task.
+        """
+        if report is not None:
+            self.on_order_events(report.events)
+            self.on_sample(report.marks, report.equity, report.trades)
+            self.on_ops(report.ops)
+        commands: list[SubmitOrder] = []
+        records: list[JournalRecord] = []
+        final = False
+        now = 0
+        for batch in intents:
+            commands.extend(batch.commands)
+            records.extend(batch.records)
+            final = final or batch.final
+            now = max(now, batch.ts)
+        cancel_all = ""
+        if not final:
+            await self._exchange_with_portfolio(step)
+            cancel_all = self.update_trading_state(now, records)
+        approved, denials = self.approve(commands, records)
+        orders = OrderBatch(
+            step=step,
+            commands=tuple(approved),
+            denials=tuple(denials),
+            records=tuple(records),
+            cancel_all=cancel_all,
+            trading_state=self.trading.state.value,
+            flatten=self.flattening,
+            resumed=self._resumed,
+            final=final,
+        )
+        self._resumed = False
+        return orders
 
     async def _exchange_with_portfolio(self, step: int) -> None:
         cfg = self._portfolio

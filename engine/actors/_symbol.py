@@ -12,7 +12,7 @@ shell; replay drives the same core from :class:`~engine.core.ReplayDriver`.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from structlog.typing import FilteringBoundLogger
@@ -100,9 +100,8 @@ class SymbolActor(SymbolCore):
         # Outputs close synchronously: an ``aclose`` checkpoint while an error unwinds
         # lets the nursery's Cancelled replace that error.
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self._intents)
-            if self._scores is not None:
-                stack.enter_context(self._scores[0])
+            for channel in self.outputs():
+                stack.enter_context(channel)
             task_status.started()
             step = 0
             now = 0
@@ -119,36 +118,53 @@ class SymbolActor(SymbolCore):
                         raise ProtocolError(f"{self.symbol}: market step {batch.step} != {step}")
                     now = batch.ts_start
                     market_open = not batch.final
-                final = False
+                report: ReportBatch | None = None
                 if step > 0:
                     report = await self._reports.receive()
                     if report.step != step - 1:
                         raise ProtocolError(
                             f"{self.symbol}: report step {report.step} != {step - 1}"
                         )
-                    self.set_account(report.equity, report.trading_state, report.flatten)
-                    self.on_events(report.events, now)
-                    final = report.final
-                    if not final:
-                        self.retry_exit(now)
-                if batch is not None and batch.ticks is not None:
-                    self._scan_batch(batch)
-                if self._scores is not None:
-                    await self._ask_model(step, now, batch)
-                commands, records = self.take()
-                await self._intents.send(
-                    IntentBatch(
-                        step=step,
-                        symbol=self.symbol,
-                        ts=now,
-                        commands=tuple(commands),
-                        records=tuple(records),
-                        final=final,
-                    )
-                )
-                if final:
+                intents = await self.step(step, now, batch, report)
+                await self._intents.send(intents)
+                if intents.final:
                     return
                 step += 1
+
+    def outputs(self) -> list[trio.MemorySendChannel[Any]]:
+        """The send channels this actor closes when it ends."""
+        return [self._intents] + ([self._scores[0]] if self._scores is not None else [])
+
+    async def step(
+        self, step: int, now: int, batch: MarketBatch | None, report: ReportBatch | None
+    ) -> IntentBatch:
+        """One step: apply execution's ``report`` of step - 1 (None at step 0), run the
+        strategy over ``batch`` (None: the market has ended), ask the model (with an
+        entry filter); the step's intents, stamped ``now``.
+
+        Without an entry filter nothing here waits: the inline path
+        (:class:`~engine.actors.InlineStep`) runs it in the feed's task.
+        """
+        final = False
+        if report is not None:
+            self.set_account(report.equity, report.trading_state, report.flatten)
+            self.on_events(report.events, now)
+            final = report.final
+            if not final:
+                self.retry_exit(now)
+        if batch is not None and batch.ticks is not None:
+            self._scan_batch(batch)
+        if self._scores is not None:
+            await self._ask_model(step, now, batch)
+        commands, records = self.take()
+        return IntentBatch(
+            step=step,
+            symbol=self.symbol,
+            ts=now,
+            commands=tuple(commands),
+            records=tuple(records),
+            final=final,
+        )
 
     def _scan_batch(self, batch: MarketBatch) -> None:
         ticks = batch.ticks

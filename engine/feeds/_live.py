@@ -28,6 +28,8 @@ are counted) rather than hold the symbol's trades for minutes.
 Whatever has arrived goes out as one step as soon as the pipeline takes it (the
 same step messages as replay, so the same actors run behind it); with nothing
 arriving, an empty step every ``step_ms`` keeps time-driven risk checks going.
+With ``inline`` (``feeds.inline``) the read loop that drained a socket read runs
+the step itself, through the cores, before it reads again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -51,7 +53,7 @@ from structlog.typing import FilteringBoundLogger
 
 from .._config import FeedsSection
 from ..book import ApplyResult, BookError, BookSync, OrderBook, decode_snapshot
-from ..messages import FeedReconnected, MarketBatch, MarketStep, OpsEvent
+from ..messages import FeedReconnected, MarketBatch, MarketStep, OpsEvent, Ticks
 from ..venues.binance import (
     BinanceError,
     BinanceRestClient,
@@ -60,8 +62,9 @@ from ..venues.binance import (
     RateLimiter,
     ServerClock,
 )
+from ._bookcols import book_state
 from ._capture import _BARE, _ENVELOPE, AggTrade, BookTicker, DepthUpdate, MarketMessage, Trade
-from ._columns import Columns, append_message
+from ._columns import N_INT, Columns, append_message
 from ._transport import MessageStream, TransportError, open_transport
 
 _MS = 1_000_000
@@ -348,6 +351,17 @@ class LiveFeed:
         connect: the websocket connector seam: ``connect(url)`` is an async
             context manager yielding a :class:`MessageStream` (tests pass an
             in-memory one); ``open_transport(settings.transport, url)`` by default.
+        book_levels: levels a side of the local book each batch carries in its
+            book columns (:attr:`~engine.messages.Ticks.book_row`...), one state per
+            depth diff applied to a synced book, as replay rebuilds them; 0 (the
+            default): none. A state costs about 60 us (``OrderBook.levels`` of both
+            sides, on a loaded machine), so the supervisor asks for them only for a
+            strategy whose ``uses_book`` is set.
+        inline: if given, each step goes to ``inline(batches, market_step)`` (an
+            :class:`~engine.actors.InlineStep`) instead of the channels, and a read
+            loop runs it itself as soon as it has drained a socket read: no task
+            switch between a frame's bytes and the order it triggers. One step runs
+            at a time; what arrives meanwhile goes out as the next step.
     """
 
     def __init__(
@@ -364,6 +378,8 @@ class LiveFeed:
         seed: int = 0,
         record: Callable[[int, bytes], None] | None = None,
         connect: Connector | None = None,
+        book_levels: int = 0,
+        inline: Callable[[dict[str, MarketBatch], MarketStep], Awaitable[None]] | None = None,
     ) -> None:
         self._cfg = settings
         if connect is None:
@@ -379,7 +395,17 @@ class LiveFeed:
         self._rng = random.Random(seed)
         self._record = record
         self._columns = {s: Columns() for s in symbols}
+        self._book_levels = book_levels
+        # Per symbol: this step's (row, book state or None: not synced) per depth row,
+        # and the state the last step ended on (rows before this step's first depth
+        # row point at it, as a replay row points at the latest state before it).
+        self._book_marks: dict[str, list[tuple[int, np.ndarray | None]]] = {s: [] for s in symbols}
+        self._book_carry: dict[str, np.ndarray | None] = dict.fromkeys(symbols)
         self._data = trio.Event()
+        self._inline = inline
+        self._stepping = trio.Lock()  # one step at a time (inline: from any task)
+        self._last_step_at = -math.inf  # trio time the last step went out
+        self._final_sent = False
         self._ops: list[OpsEvent] = []
         self._seq = 0
         self._ops_seq = 0
@@ -507,6 +533,7 @@ class LiveFeed:
             deadline = min(last_message + stale_s, hold_until)
             if successor is None and not holding:
                 deadline = min(deadline, planned_at)
+            read = False
             with trio.CancelScope(deadline=deadline) as scope:
                 if successor is not None:
                     successor.wake = scope
@@ -543,6 +570,10 @@ class LiveFeed:
                         # checkpoint per message.
                         while (more := take()) is not None:
                             self._on_message(more, received)
+                read = True
+            if read:
+                if self._inline is not None:
+                    await self._step_inline()
                 continue
             now = trio.current_time()
             if successor is not None and (successor.met or successor.abandoned):
@@ -637,6 +668,15 @@ class LiveFeed:
         verdict = self._classify(state, msg, raw)
         if verdict is _NEW:
             self._append(state, ts, msg, raw)
+            if self._book_levels and isinstance(msg, DepthUpdate):
+                book = state.book
+                synced = book.book.synced and not book.needs_snapshot
+                self._book_marks[state.symbol].append(
+                    (
+                        len(self._columns[state.symbol].ints) // N_INT - 1,
+                        book_state(book.book, self._book_levels) if synced else None,
+                    )
+                )
         elif verdict is _DUPLICATE:
             state.duplicates += 1
 
@@ -857,12 +897,27 @@ class LiveFeed:
         and go out together as the next one: the batching comes from backpressure,
         not from a timer. With nothing arriving, an empty step goes out every
         ``step_ms`` so time-driven risk checks (stale data) keep running.
+
+        Inline, the read loops step what they read themselves (:meth:`_step_inline`);
+        this loop sends the heartbeat and what arrived while a step was running
+        (or from REST backfill, or a hand-over's release).
         """
         heartbeat_s = self._step_ns / 1e9
         min_step_s = self._cfg.min_step_ms / 1000
         while not self._stop.is_set():
-            with trio.move_on_after(heartbeat_s):
-                await self._data.wait()
+            if self._inline is None:
+                with trio.move_on_after(heartbeat_s):
+                    await self._data.wait()
+            else:
+                # The read loops step what they read; this sends the heartbeat, and
+                # what arrived while a step ran or came from REST backfill.
+                with trio.move_on_at(self._last_step_at + heartbeat_s):
+                    await self._data.wait()
+                if not self._pending() and trio.current_time() < self._last_step_at + heartbeat_s:
+                    self._data = trio.Event()
+                    continue
+                if min_step_s > 0:
+                    await trio.sleep_until(self._last_step_at + min_step_s)
             self._data = trio.Event()
             sent_at = trio.current_time()
             await self._send_step(final=False)
@@ -871,10 +926,53 @@ class LiveFeed:
                 # arrive faster than the pipeline turns steps around.
                 await trio.sleep_until(sent_at + min_step_s)
 
+    def _pending(self) -> bool:
+        return bool(self._ops) or any(cols.ints for cols in self._columns.values())
+
+    async def _step_inline(self) -> None:
+        """A read loop's step: at once, unless a step is running (the step loop
+        sends what arrived meanwhile) or the final step has gone out."""
+        if self._stepping.locked() or self._final_sent or not self._pending():
+            return
+        if trio.current_time() < self._last_step_at + self._cfg.min_step_ms / 1000:
+            return  # too soon (``min_step_ms``): the step loop sends it in time
+        self._data = trio.Event()  # taken here: the step loop need not wake for it
+        await self._send_step(final=False)
+
     async def _send_step(self, *, final: bool) -> None:
+        if self._inline is None:
+            await self._send_to_channels(final=final)
+            return
+        # ``acquire`` checkpoints even when the lock is free: not on a read loop's path.
+        if self._stepping.locked():
+            await self._stepping.acquire()
+        else:
+            self._stepping.acquire_nowait()
+        try:
+            if self._final_sent:
+                return
+            self._final_sent = final
+            self._last_step_at = trio.current_time()
+            step = self.stats.steps
+            now = time.time_ns()
+            batches = {s: (None if final else self._take(s)) for s in self._columns}
+            present = {s: t for s, t in batches.items() if t is not None}
+            ops, self._ops = tuple(self._ops), []
+            self.stats.steps += 1
+            await self._inline(
+                {
+                    s: MarketBatch(step=step, ts_start=now, symbol=s, ticks=batches[s], final=final)
+                    for s in self._symbols
+                },
+                MarketStep(step=step, ts_start=now, ticks=present, ops=ops, final=final),
+            )
+        finally:
+            self._stepping.release()
+
+    async def _send_to_channels(self, *, final: bool) -> None:
         step = self.stats.steps
         now = time.time_ns()
-        batches = {s: (None if final else cols.take()) for s, cols in self._columns.items()}
+        batches = {s: (None if final else self._take(s)) for s in self._columns}
         present = {s: t for s, t in batches.items() if t is not None}
         ops, self._ops = tuple(self._ops), []
         # The symbol actors first (they decide; execution waits for risk anyway), and
@@ -902,6 +1000,19 @@ class LiveFeed:
                 await channel.send(message)
         self.stats.steps += 1
 
+    def _take(self, symbol: str) -> Ticks | None:
+        """The symbol's step as a batch, with its book columns when it has a book."""
+        ticks = self._columns[symbol].take()
+        marks = self._book_marks[symbol]
+        if ticks is None or not self._book_levels:
+            return ticks
+        carry = self._book_carry[symbol]
+        if marks:
+            self._book_carry[symbol] = marks[-1][1]
+        out = _attach_book(ticks, carry, marks, self._book_levels)
+        marks.clear()
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Counters, latency and per-symbol book and trade figures for the report."""
         per_symbol = {}
@@ -922,6 +1033,45 @@ class LiveFeed:
             "latency": self.latency.summary(),
             "symbols": per_symbol,
         }
+
+
+def _attach_book(
+    ticks: Ticks, carry: np.ndarray | None, marks: list[tuple[int, np.ndarray | None]], levels: int
+) -> Ticks:
+    """``ticks`` with book columns: state 0 is ``carry`` (the book before the step; None:
+    not synced), then one state per synced depth row of ``marks`` (``(row, state)``).
+
+    Each row points at the latest state at or before it, -1 where the book is not
+    synced: the columns replay builds (:class:`~engine.feeds._bookcols.BookRebuild`),
+    within one batch.
+    """
+    if carry is None and not marks:
+        return ticks
+    n = len(ticks)
+    states = [] if carry is None else [carry]
+    at = np.full(n, -2, dtype=np.int64)  # -2: no depth row here
+    for row, state in marks:
+        if state is None:
+            at[row] = -1
+        else:
+            at[row] = len(states)
+            states.append(state)
+    # Forward fill: each row takes the mark of the latest depth row at or before it.
+    idx = np.where(at != -2, np.arange(n), -1)
+    np.maximum.accumulate(idx, out=idx)
+    book_row = np.where(idx >= 0, at[np.maximum(idx, 0)], 0 if carry is not None else -1)
+    stacked = np.stack(states) if states else np.empty((0, 4, levels), dtype=np.float64)
+    cols = [np.ascontiguousarray(stacked[:, k, :]) for k in range(4)]
+    for arr in (book_row, *cols):
+        arr.flags.writeable = False
+    return attrs.evolve(
+        ticks,
+        book_row=book_row,
+        book_bid_px=cols[0],
+        book_bid_qty=cols[1],
+        book_ask_px=cols[2],
+        book_ask_qty=cols[3],
+    )
 
 
 def _is_partial_depth(stream: str) -> bool:

@@ -18,11 +18,16 @@ cold; specialised: 8.4).
 
 Where nothing can be written (a read-only install without a usable temporary
 directory), the generic kernels are used: same results, slower first start.
+
+:func:`is_cached` and :func:`warm` are the start-up's view of numba's on-disk cache: whether
+a kernel is there for given arguments (without loading it), and a first call that survives
+an unreadable cache file (numba itself would raise on a truncated index or data file).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -35,6 +40,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from . import _set
 from ._common import package_digest
@@ -223,3 +229,93 @@ def specialize(module: ModuleType, functions: tuple[str, ...], kernels: ModuleTy
     tag = module.__name__.replace(".", "-")
     copy = _load(_directories(package, tag), module.__package__, f"set_{key}.py", text)
     return module if copy is None else copy
+
+
+# -- numba's on-disk cache at start-up ---------------------------------------------------
+# These read numba's cache the way its dispatcher does (``numba.core.caching.Cache``:
+# ``_cache_file``, ``_index_key``). On another numba version the attributes may differ:
+# every guess then errs on the safe side (not cached, nothing deleted).
+
+
+def drop_cache(kernel: Any) -> None:
+    """Delete ``kernel``'s cache index, so that numba compiles it afresh and rewrites it."""
+    with contextlib.suppress(AttributeError, OSError):
+        Path(kernel._cache._cache_file._index_path).unlink(missing_ok=True)
+
+
+def _drop_caches_reached(kernel: Any) -> None:
+    """:func:`drop_cache` for ``kernel`` and every kernel its globals reach (its callees:
+    numba loads a cached callee from its own files while compiling the caller)."""
+    seen: set[int] = set()
+    todo = [kernel]
+    while todo:
+        k = todo.pop()
+        if id(k) in seen or not hasattr(k, "py_func"):
+            continue
+        seen.add(id(k))
+        drop_cache(k)
+        todo.extend(v for v in k.py_func.__globals__.values() if hasattr(v, "py_func"))
+
+
+def is_cached(kernel: Any, args: Sequence[object]) -> bool:
+    """Whether numba's cache holds ``kernel`` for the types of ``args`` (nothing is loaded).
+
+    An index numba cannot read (a truncated or foreign file) is deleted, with its
+    callees' (see :func:`warm`): False.
+    """
+    try:
+        cache = kernel._cache
+        load_index = cache._cache_file._load_index
+    except AttributeError:  # no cache (``cache=False``) or another numba
+        return False
+    try:
+        index = load_index()
+    except Exception:  # numba raises whatever unpickling garbage raises
+        _drop_caches_reached(kernel)
+        return False
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        return cache._index_key(sig, kernel.targetctx.codegen()) in index
+    except Exception:  # another numba: assume not cached (costs a compile, not a wrong kernel)
+        return False
+
+
+def skip_blas_probe() -> None:
+    """Import ``numba.np.arraymath`` without its BLAS probe, which imports ``scipy.linalg``.
+
+    numba imports ``arraymath`` when it first loads or compiles a kernel, and the module
+    sets ``_HAVE_BLAS`` by importing ``scipy.linalg.cython_blas``: about 0.14 CPU s, a
+    third of a warm start's kernel load, spent on scipy modules the engine does not use.
+    The flag only chooses BLAS for the inner products of ``np.convolve`` /
+    ``np.correlate`` inside kernels (no kernel here uses them; without it numba uses its
+    own loop); ``np.dot`` and ``np.linalg`` in a kernel still import scipy when they are
+    compiled, and any later ``import scipy.linalg`` works as usual. Nothing happens when
+    numba or scipy is already further along.
+    """
+    probe = "scipy.linalg.cython_blas"
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules[probe] = None  # type: ignore[assignment]  # import fails: no BLAS
+    try:
+        importlib.import_module("numba.np.arraymath")
+    finally:
+        if sys.modules.get(probe, 0) is None:
+            del sys.modules[probe]
+
+
+def warm(kernel: Any, args: Sequence[object]) -> None:
+    """Call ``kernel(*args)`` once, loading or compiling it; a cache numba fails to read
+    (a truncated data file, say: the kernel's or a callee's) is dropped and the kernel
+    compiled instead.
+
+    Raises:
+        Exception: whatever the kernel raises once loaded or compiled.
+    """
+    skip_blas_probe()
+    try:
+        kernel(*args)
+    except Exception:
+        if kernel.signatures:  # it loaded: the kernel itself failed
+            raise
+        _drop_caches_reached(kernel)
+        kernel(*args)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ import numpy as np
 from numba import njit
 
 from .._errors import DataError
+from .._progress import slow_step
 from ..book import BookError as _BookError
 from ..book import BookSync, DepthSnapshot, OrderBook, decode_snapshot
 from ..feeds._capture import (
@@ -63,7 +66,7 @@ from ..feeds._columns import Columns, append_message
 from ..indicators import IndicatorSet, IndicatorSpec, spec
 from ..indicators._common import drop_stale_kernel_cache
 from ..indicators._set import update_quote, update_trade
-from ..indicators._specialize import specialize
+from ..indicators._specialize import is_cached, specialize, warm
 from ..messages import EventKind, Ticks
 from ._regime import UNKNOWN, Regime, RegimeDetector
 
@@ -286,6 +289,61 @@ def _kernels(indicators: IndicatorSet) -> ModuleType:
     return specialize(sys.modules[__name__], _KERNELS, indicators.kernels)
 
 
+def _warm_ticks() -> Ticks:
+    """A quote and a trade: enough rows to call every branch of :func:`_consume_ticks`."""
+    cols = Columns()
+    cols.ints.extend((1, 1, 0, _QUOTE, 0, 2, 2, 1, _TRADE, 1))
+    nan = math.nan
+    cols.floats.extend((99.0, 1.0, 101.0, 1.0, nan, nan, nan, nan, nan, nan, 100.0, 0.5))
+    ticks = cols.take()
+    assert ticks is not None
+    return ticks
+
+
+class _BackgroundCompile:
+    """The default spec's :func:`_consume_ticks` compiling in a child process.
+
+    numba compiles under a process-wide lock (and mostly holds the GIL), so a thread
+    would stall every other kernel load and the replay itself; a child process compiles
+    on another core and leaves the result in numba's on-disk cache, which this process
+    then loads in a fraction of a second. The child runs :func:`_compile_main` with this
+    interpreter and the same environment (``NUMBA_CACHE_DIR`` included).
+    """
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding ``engine``
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-c", f"import {__name__} as m; m._compile_main()"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def done(self) -> bool:
+        """Whether the child has exited (its kernels, if any, are in the cache)."""
+        return self._proc is None or self._proc.poll() is not None
+
+    def wait(self) -> None:
+        """Wait for the child. A failed child only means this process compiles itself."""
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+
+#: Background compiles in flight, by kernel module (see :meth:`FeatureBuilder.warm_up`).
+_compiling: dict[ModuleType, _BackgroundCompile] = {}
+
+
+def _compile_main() -> None:
+    """The child of :class:`_BackgroundCompile`: compile the default spec's kernel."""
+    b = FeatureBuilder(default_feature_spec())
+    ticks = _warm_ticks()
+    warm(b._k._consume_ticks, b._consume_args(ticks, 0, len(ticks)))
+
+
 # -- the feature table -----------------------------------------------------------------
 
 
@@ -469,6 +527,12 @@ class FeatureBuilder:
         self.book = OrderBook()
         self._sync = BookSync(self.book)
         self._k = _kernels(self.indicators)
+        # While the kernel compiles in the background (:meth:`warm_up`): the compile and
+        # the ``(ticks, start, stop)`` ranges to consume once it is done.
+        compiling = _compiling.get(self._k)
+        self._deferred: tuple[_BackgroundCompile, list[tuple[Ticks, int, int]]] | None = (
+            None if compiling is None else (compiling, [])
+        )
         self._fs = _new_float_state()
         self._t_last = np.full(1, -1, dtype=np.int64)
         self._state = _State(self.indicators.values, self._fs, self.book)
@@ -493,23 +557,39 @@ class FeatureBuilder:
     # -- Ticks ---------------------------------------------------------------
 
     @staticmethod
-    def warm_up() -> None:
-        """Load (or compile) the :meth:`on_ticks` kernel of the default spec now.
+    def warm_up(*, background: bool = False) -> None:
+        """Load (or compile) the default spec's :meth:`on_ticks` kernel.
 
-        numba loads cached kernels in a fraction of a second; compiling them from scratch
-        takes seconds, which the first signal would otherwise pay. :meth:`on_ticks` passes
-        every column read-only, so this one compilation serves the replay tape and the
-        live feeds alike. The :meth:`on_event` kernels (research only) compile at their
-        first call. A stale cache is dropped first (:func:`_kernels`).
+        A kernel in numba's on-disk cache is loaded now (a fraction of a second; a cache
+        numba cannot read is dropped). One that is not (a first run: seconds of
+        compilation) is compiled now, or with ``background`` in a child process
+        (:class:`_BackgroundCompile`) while the caller goes on starting up: until it is
+        done, builders of that kernel keep the ranges :meth:`on_ticks` gives them and
+        consume them, in order, at the first :meth:`row` or :meth:`regime` (waiting for
+        the child there), so the rows are the same either way. Replay wants that (the
+        first signal comes seconds of replay later); a live run would rather not take
+        its first signal late, and waits here. :meth:`on_ticks` passes every column
+        read-only, so this one compilation serves the replay tape and the live feeds
+        alike. The :meth:`on_event` kernels (research only) compile at their first call.
+        A stale cache is dropped first (:func:`_kernels`).
+
+        Args:
+            background: compile a missing kernel in a child process and return.
         """
-        cols = Columns()
-        cols.ints.extend((1, 1, 0, _QUOTE, 0, 2, 2, 1, _TRADE, 1))
-        nan = math.nan
-        cols.floats.extend((99.0, 1.0, 101.0, 1.0, nan, nan, nan, nan, nan, nan, 100.0, 0.5))
-        ticks = cols.take()
-        assert ticks is not None
         b = FeatureBuilder(default_feature_spec())
-        b.on_ticks(ticks, 0, len(ticks))
+        if b._k in _compiling:
+            if not background:
+                b._catch_up()
+            return
+        ticks = _warm_ticks()
+        kernel, args = b._k._consume_ticks, b._consume_args(ticks, 0, len(ticks))
+        if background and not is_cached(kernel, args):
+            try:
+                _compiling[b._k] = _BackgroundCompile()
+                return
+            except OSError:  # no child process: compile here, as before
+                pass
+        warm(kernel, args)  # an unreadable cache is dropped and compiled here
         b.row(1.0)
 
     def on_ticks(self, ticks: Ticks, start: int = 0, stop: int | None = None) -> None:
@@ -524,13 +604,24 @@ class FeatureBuilder:
             ticks: the batch (its columns are only read).
             start: first row.
             stop: one past the last row (None: the end of the batch).
+
+        While :meth:`warm_up`'s background compile runs, the range is kept (``ticks`` is
+        referenced, not copied) and consumed later, in order.
         """
         n = len(ticks)
         stop = n if stop is None else min(stop, n)
         if start >= stop:
             return
+        if self._deferred is not None:
+            if not self._deferred[0].done():
+                self._deferred[1].append((ticks, start, stop))
+                return
+            self._catch_up()
+        self._k._consume_ticks(*self._consume_args(ticks, start, stop))
+
+    def _consume_args(self, ticks: Ticks, start: int, stop: int) -> tuple[object, ...]:
         ind = self.indicators
-        self._k._consume_ticks(
+        return (
             self._fs,
             self._t_last,
             ind.spec_table,
@@ -553,10 +644,25 @@ class FeatureBuilder:
             stop,
         )
 
+    def _catch_up(self) -> None:
+        """Wait for the background compile and consume the ranges kept meanwhile."""
+        if self._deferred is None:
+            return
+        compile_, kept = self._deferred
+        self._deferred = None
+        # Waits for the child, then loads what it cached (or compiles here if it failed).
+        with slow_step("compiling the feature kernels (first run only)"):
+            compile_.wait()
+            t = _warm_ticks()  # on a scratch builder's state, not this one's
+            warm(self._k._consume_ticks, FeatureBuilder(self.spec)._consume_args(t, 0, len(t)))
+            for ticks, start, stop in kept:
+                self._k._consume_ticks(*self._consume_args(ticks, start, stop))
+
     # -- messages ------------------------------------------------------------
 
     def on_event(self, ts: int, msg: object) -> None:
         """Consume one decoded event (other message types are ignored)."""
+        self._catch_up()
         handler = self._handlers.get(type(msg))
         if handler is not None:
             handler(ts, msg)
@@ -615,6 +721,7 @@ class FeatureBuilder:
         Returns:
             ``out``; NaN where a feature is not warm yet.
         """
+        self._catch_up()
         if out is None:
             out = np.empty(self.n_features, dtype=self._dtype)
         s = self._state
@@ -631,6 +738,7 @@ class FeatureBuilder:
 
     def regime(self) -> Regime:
         """The market regime as of the last event (what the ``regime_*`` features encode)."""
+        self._catch_up()
         v, fs = self.indicators.values, self._fs
         return self._detector.classify(
             float(v[self._rvol_at]),

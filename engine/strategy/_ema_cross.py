@@ -25,8 +25,9 @@ from numba import njit
 
 from .._config import SizingSection, StrategySection
 from ..indicators import atr_state, atr_update, ema_state, ema_update, rsi_state, rsi_update
+from ..indicators._specialize import warm
 from ..messages import Ticks
-from ._base import Mode, Signal, Strategy
+from ._base import Mode, Signal, Strategy, state_slot, store_entry
 
 __all__ = ["EmaCross", "Mode", "Signal", "make_params", "new_indicators", "new_state", "scan"]
 
@@ -178,12 +179,17 @@ def warm_up() -> None:
     """Load (or compile) :func:`scan` now, so the first market batch does not pay for it.
 
     numba loads a cached kernel on its first call in a process (about 0.3 s
-    here; compiling from scratch about 1 s).
+    here; compiling from scratch about 1 s). A cache numba cannot read is dropped
+    and the kernel compiled (:func:`~engine.indicators._specialize.warm`).
     """
     n = 4
     ts = np.arange(n, dtype=np.int64)
     kind = np.ones(n, dtype=np.int8)
     px = np.full(n, 100.0)
+    # The replay tape's columns are read-only, and numba types them apart from writable
+    # ones: warm the signature the replay calls, not a second one.
+    for column in (ts, kind, px):
+        column.flags.writeable = False
     params = make_params(
         sample_ms=1,
         rsi_long_max=70.0,
@@ -193,7 +199,7 @@ def warm_up() -> None:
         take_profit_bps=10.0,
         max_hold_ms=1,
     )
-    scan(ts, kind, px, px, 0, n, new_state(), *new_indicators(2, 3, 2), params)
+    warm(scan, (ts, kind, px, px, 0, n, new_state(), *new_indicators(2, 3, 2), params))
 
 
 class EmaCross(Strategy):
@@ -225,26 +231,13 @@ class EmaCross(Strategy):
             fast, slow, rsi, atr, self._params,
         )  # fmt: skip
 
-    @property
-    def last_bid(self) -> float:
-        return float(self._state[LAST_BID])
-
-    @property
-    def last_ask(self) -> float:
-        return float(self._state[LAST_ASK])
-
-    @property
-    def atr(self) -> float:
-        return float(self._state[ATR])
-
-    @property
-    def strength(self) -> float:
-        return float(self._state[STRENGTH])
+    last_bid = state_slot(LAST_BID)
+    last_ask = state_slot(LAST_ASK)
+    atr = state_slot(ATR)
+    strength = state_slot(STRENGTH)
 
     def on_entry_filled(self, side: int, entry_price: float, ts: int) -> None:
-        self._state[SIDE] = float(side)
-        self._state[ENTRY_PRICE] = entry_price
-        self._state[ENTRY_TS] = float(ts)
+        store_entry(self._state, (SIDE, ENTRY_PRICE, ENTRY_TS), side, entry_price, ts)
 
     @classmethod
     def warm_up(cls) -> None:

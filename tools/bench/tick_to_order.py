@@ -1,13 +1,15 @@
 """Live tick-to-order latency: the engine in live mode against the loopback exchange.
 
 ``python -m tools.bench tick_to_order [--seconds S] [--speed X] [--min-step-ms MS]
-[--transport lean|httpx] [--no-inline]`` prints JSON. The exchange is
+[--transport lean|httpx] [--no-inline] [--actors]`` prints JSON. The exchange is
 ``python -m engine sim-exchange`` in another process playing the bundled BTCUSDT
 capture at ``--speed``; the engine runs in this process exactly as
 ``python -m engine --mode live`` runs it (:func:`engine._supervisor.run_live`: live
 feed over wsproto, the actor shells, :class:`BinanceVenue` over real HTTP), with a
 strategy that trades often (``sample_ms=200, fast=3, slow=8, rsi_period=5``, no ML
-filter), for ``--seconds`` of wall time.
+filter), for ``--seconds`` of wall time. By default the feed's read loop runs each
+step through the symbol, risk and execution cores (``feeds.inline``, the default);
+``--actors`` runs them in their actor tasks over channels instead (the path before).
 
 Per order the venue times (``BinanceVenue.write_latency``, logged as ``order
 written``), on one clock (``time.time_ns``):
@@ -130,6 +132,8 @@ def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> d
     }
     if args.min_step_ms is not None:
         feeds["min_step_ms"] = args.min_step_ms
+    if args.actors:
+        feeds["inline"] = False
     return {
         "engine": {"mode": "live", "live": True},
         "data": {"symbols": ["BTCUSDT"]},
@@ -165,6 +169,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     )
     parser.add_argument(
         "--no-inline", action="store_true", help="the sender task writes every order"
+    )
+    parser.add_argument(
+        "--actors",
+        action="store_true",
+        help="feeds.inline = false: the steps run in the actor tasks, over channels",
     )
     args = parser.parse_args(argv)
     os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"] = KEY, SECRET
@@ -216,6 +225,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "min_step_ms": config.feeds.min_step_ms,
             "order_transport": args.transport,
             "write_inline": not args.no_inline,
+            "feeds_inline": config.feeds.inline,
             "strategy": STRATEGY,
             "feed_transport": config.feeds.transport,
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
