@@ -1,7 +1,7 @@
 """``[hardware]``: the hardware actor's configuration.
 
 Field types are limited to what the engine's TOML loader converts (bool, int,
-tuple[int, ...]); "automatic" is an empty tuple, never ``None``. The
+float, tuple[int, ...]); "automatic" is an empty tuple, never ``None``. The
 annotations are real types (no ``from __future__ import annotations``) so that
 ``attrs.fields(HardwareConfig)[i].type`` is usable without resolving.
 """
@@ -21,6 +21,26 @@ def _gc_thresholds(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...
     # loader names the key.
     if len(value) > 3:
         raise ValueError(f"'{attribute.name}' must hold at most 3 values: {list(value)}")
+
+
+def _seconds(value: Any) -> Any:
+    # An integer is a number of seconds too (TOML ``60``); a bool is not.
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _mmap_threshold(_inst: Any, attribute: attrs.Attribute, value: int) -> None:
+    # Up to glibc's own ceiling for its dynamic threshold (32 MiB on 64-bit); below
+    # a few pages every small buffer would be a system call.
+    if value != 0 and not 16 <= value <= 32_768:
+        raise ValueError(
+            f"'{attribute.name}' must be 0 (glibc's default) or 16..32768 KiB: {value}"
+        )
+
+
+def _trim_interval(_inst: Any, attribute: attrs.Attribute, value: float) -> None:
+    # A trim every few milliseconds would only burn a core: 0 (off) or a second up.
+    if value != 0 and not 1 <= value <= 86_400:
+        raise ValueError(f"'{attribute.name}' must be 0 (off) or 1..86400 seconds: {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +71,19 @@ class HardwareConfig:
         gc_freeze: ``gc.freeze()`` once warm-up is over.
         lag_interval_ms: how often the event-loop lag is sampled; 0: never.
         lag_window: how many recent lag samples the percentiles cover.
+        malloc_trim_s: seconds between calls of glibc's ``malloc_trim(0)`` in
+            paper and live runs, handing the heap's free pages back to the
+            kernel (engine._memory); 0: never. Not covered by ``enabled`` (it
+            places nothing); skipped where the C library has no ``malloc_trim``.
+        malloc_mmap_threshold_kb: glibc's ``M_MMAP_THRESHOLD`` in paper and live
+            runs, in KiB: blocks this large or larger get a mapping of their own,
+            returned to the kernel when freed, instead of fragmenting the heap
+            (engine._memory); 0 (the default) leaves glibc's dynamic threshold. Not
+            glibc: skipped. The soak measured no gain from 128 with ``malloc_arena_max
+            = 2`` (engine._memory), so it is off unless set.
+        malloc_arena_max: glibc's ``M_ARENA_MAX`` in paper and live runs: at most
+            this many malloc arenas (one per allocating thread otherwise, up to 8
+            per core); 0 (the default) leaves glibc's. Not glibc: skipped.
     """
 
     enabled: bool = attrs.field(default=True, validator=v.instance_of(bool))
@@ -79,3 +112,12 @@ class HardwareConfig:
     gc_freeze: bool = attrs.field(default=True, validator=v.instance_of(bool))
     lag_interval_ms: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(0)])
     lag_window: int = attrs.field(default=4096, validator=[v.instance_of(int), v.gt(0)])
+    malloc_trim_s: float = attrs.field(
+        default=60.0, converter=_seconds, validator=[v.instance_of(float), _trim_interval]
+    )
+    malloc_mmap_threshold_kb: int = attrs.field(
+        default=0, validator=[v.instance_of(int), _mmap_threshold]
+    )
+    malloc_arena_max: int = attrs.field(
+        default=0, validator=[v.instance_of(int), v.ge(0), v.le(1024)]
+    )

@@ -107,7 +107,8 @@ async def paper_run(tmp_path, recording, faults=(), **feeds):
     settings = ServerSettings(speed=SPEED, faults=tuple(faults))
     server = StreamServer(recording, settings, QUIET)
     watch = FeedWatch(recording)
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(120):
+    # A guard against a hang, not a speed limit: a loaded CI machine took over 120 s.
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):
         patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)

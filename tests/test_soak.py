@@ -7,7 +7,19 @@ import os
 import numpy as np
 import pytest
 
-from tools.bench.soak import _figures, _heap_figures, _heap_now, _memory_kb, _type_growth
+from tools.bench.soak import (
+    _engine_doc,
+    _figures,
+    _growth,
+    _heap_figures,
+    _heap_now,
+    _memory_kb,
+    _owner_chains,
+    _parse,
+    _type_counts,
+    _type_growth,
+    run,
+)
 
 
 def samples(market_s: np.ndarray, anon_kb: np.ndarray, file_kb: np.ndarray) -> list[tuple]:
@@ -57,12 +69,15 @@ def test_heap_slopes_are_per_market_hour_after_warmup():
     used = 50_000.0 + np.minimum(market, 120.0) / 120 * 20_480
     free = 1_000.0 + np.maximum(market - 120.0, 0.0)
     blocks = 300_000.0 + market / 60 * 100
-    out = _heap_figures(list(zip(market, used, free, blocks, strict=True)), warmup_s=120.0)
+    sqlite = np.full_like(market, 512.0)
+    rows = list(zip(market, used, free, blocks, sqlite, strict=True))
+    out = _heap_figures(rows, warmup_s=120.0)
     assert out["malloc_in_use_mb"]["per_market_hour"] == pytest.approx(0.0, abs=1e-6)
     assert out["malloc_in_use_mb"]["warmup"] == pytest.approx(70_480 / 1024, abs=0.01)
     assert out["malloc_free_mb"]["per_market_hour"] == pytest.approx(3600 / 1024, abs=1e-3)
     assert out["python_blocks"]["per_market_hour"] == pytest.approx(6000, abs=1e-3)
     assert out["python_blocks"]["end"] == pytest.approx(301_000)
+    assert out["sqlite_mb"] == {"warmup": 0.5, "end": 0.5, "per_market_hour": 0.0}
 
 
 def test_type_growth_ranks_the_types_that_grew():
@@ -73,8 +88,131 @@ def test_type_growth_ranks_the_types_that_grew():
 
 def test_heap_figures_of_this_process():
     held = np.full(4 << 20, 1.0)  # 32 MiB through malloc (mapped on its own)
-    used, free, blocks = _heap_now()
+    used, free, blocks, sqlite = _heap_now()
     assert used >= held.nbytes / 1024
     assert free >= 0 and blocks > 1000
     del held
     assert _heap_now()[0] < used
+    # SQLite's memory: a connection's page cache filled by a table, given back on close.
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.executemany("INSERT INTO t VALUES (?)", [(b"x" * 100,)] * 10_000)
+    filled = _heap_now()[3]
+    db.close()
+    assert filled > sqlite + 512  # KB: the table's pages (about 1.2 MB) were in the cache
+    assert _heap_now()[3] < filled
+
+
+def test_trim_interval_is_the_shipped_market_interval_at_the_soak_pace(tmp_path):
+    # config.toml trims every 60 s: at 5x that is every 12 s of wall time.
+    doc = _engine_doc(_parse(["--speed", "5"]), (1, 2), tmp_path)
+    assert doc["hardware"]["malloc_trim_s"] == 12.0
+    assert (
+        _engine_doc(_parse(["--speed", "200"]), (1, 2), tmp_path)["hardware"]["malloc_trim_s"]
+        == 1.0
+    )  # the key's minimum
+    for given, want in (("0", 0.0), ("30", 30.0)):
+        doc = _engine_doc(_parse(["--trim-s", given]), (1, 2), tmp_path)
+        assert doc["hardware"]["malloc_trim_s"] == want
+
+
+def test_bad_trim_interval_exits_2_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(["--trim-s", "0.5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --trim-s must be 0 (off) or 1..86400 seconds, got 0.5"]
+
+
+class _Owner:
+    def method(self) -> None:
+        pass
+
+
+def _callback(_ref: object) -> None:
+    pass
+
+
+def test_type_counts_say_what_weak_references_and_methods_point_at():
+    import weakref
+
+    owner = _Owner()
+    before = _type_counts()
+    kept = [weakref.ref(owner, _callback) for _ in range(3)] + [owner.method, [].append]
+    after = _type_counts()
+    grown = _type_growth(before["detail"], after["detail"])
+    assert grown["weakref to _Owner cb _callback"] == 3
+    assert grown["method _Owner.method"] == 1
+    assert grown["builtin_function_or_method list.append"] == 1
+    assert _type_growth(before["types"], after["types"])["ReferenceType"] == 3
+    del kept
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.refs: list[object] = []
+
+
+def test_owner_chains_name_what_holds_dead_weak_references():
+    import weakref
+
+    holder = _Holder()
+    for _ in range(4):
+        owner = _Owner()
+        holder.refs.append(weakref.ref(owner))
+        del owner  # dead now; the list keeps the reference object
+    chains = _owner_chains(top=10_000)
+    ours = {k: v for k, v in chains.items() if "_Holder" in k}
+    assert sum(ours.values()) == 4, chains
+    assert all(k.startswith("dead weakref <- list <- ") for k in ours)
+
+
+def test_floor_slope_sees_through_the_trim_saw_tooth():
+    # Every 12 s of wall time (60 s of market at 5x) a trim drops RSS by what it
+    # gained since the last one (+700 KB): the floor is flat, the plain slope is not.
+    market = np.arange(120.0, 721.0, 2.5)
+    saw = (market % 60.0) / 60.0 * 700.0
+    anon = 110_000.0 + saw
+    file = np.full_like(market, 100_000.0)
+    out = _figures(samples(market, anon, file), warmup_s=120.0, floor_window_s=12.0)
+    assert out["floor_mb_per_market_hour"] == pytest.approx(0.0, abs=1e-6)
+    # A real growth of 1 MB per market hour under the same saw-tooth.
+    anon = anon + (market - 120.0) / 3600.0 * 1024.0
+    out = _figures(samples(market, anon, file), warmup_s=120.0, floor_window_s=12.0)
+    assert out["floor_mb_per_market_hour"] == pytest.approx(1.0, abs=0.02)
+    assert "floor_mb_per_market_hour" not in _figures(samples(market, anon, file), 120.0)
+
+
+def test_tracemalloc_growth_between_two_traced_snapshots_ignores_turnover(tmp_path):
+    # A ring buffer that turns its items over and a list that keeps growing, both
+    # traced before the first snapshot: only the list grows between the two.
+    import collections
+    import tracemalloc
+
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start(1)
+    try:
+        ring: collections.deque[str] = collections.deque(maxlen=2000)
+        grows: list[str] = []
+
+        def step(n: int) -> None:
+            ring.append(f"ring item {n:>64}")
+            grows.append(f"kept item {n:>64}")
+
+        for n in range(2000):
+            step(n)
+        tracemalloc.take_snapshot().dump(str(tmp_path / "mid.snap"))
+        for n in range(2000, 6000):
+            step(n)
+        tracemalloc.take_snapshot().dump(str(tmp_path / "end.snap"))
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    top = _growth(tmp_path / "mid.snap", tmp_path / "end.snap")
+    assert top[0]["site"].endswith(f":{step.__code__.co_firstlineno + 2}")  # grows.append
+    assert top[0]["blocks_grown"] >= 4000
+    ring_line = f":{step.__code__.co_firstlineno + 1}"
+    assert all(abs(t["blocks_grown"]) < 10 for t in top if t["site"].endswith(ring_line))

@@ -23,6 +23,9 @@ import trio
 from .._errors import JournalError
 from ..messages import JournalBatch, JournalRecord
 
+# The connection's page cache in KiB (``PRAGMA cache_size`` negative = KiB).
+CACHE_KIB = 256
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
@@ -95,6 +98,9 @@ class Journal:
             # NORMAL in WAL mode survives a process crash; FULL would also survive
             # power loss at the cost of an fsync per step.
             db.execute("PRAGMA synchronous=NORMAL")
+            # Appends touch the last pages only: a small page cache (256 KiB, not
+            # SQLite's 2 MiB) keeps a live run's memory from growing with the file.
+            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(SCHEMA)
             for kind, payload in db.execute("SELECT kind, payload FROM journal ORDER BY id"):
                 self._sha.update(_digest_line(kind, payload.encode()))

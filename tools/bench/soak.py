@@ -1,8 +1,9 @@
 """Soak: the engine's resident memory over many minutes of market data.
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
-[--mode paper|live] [--sample-s S] [--tracemalloc] [--malloc-trim] [--heap]
-[--keep DIR]``
+[--mode paper|live] [--sample-s S] [--trim-s S] [--mmap-threshold-kb K] [--arena-max N]
+[--tracemalloc] [--malloc-trim]
+[--heap] [--keep DIR]``
 prints JSON.
 
 The engine runs as users run it, ``python -m engine --config ... --mode paper``
@@ -31,8 +32,20 @@ backoff of 0.05-0.5 s). Reported:
   after warm-up, and ``mb_per_market_hour`` extrapolated from it (target: < 1);
   ``kb_per_wall_s`` for comparison with wall-clock figures;
 - ``engine``: the run's own report figures (messages, reconnects, steps,
-  orders, fills) and its exit status: a run that fell behind or lost its feed
-  would not be a soak.
+  orders, fills, and its ``malloc_trim`` calls) and its exit status: a run that
+  fell behind or lost its feed would not be a soak.
+- ``mmap_threshold_kb``, ``arena_max``: the engine's ``mallopt`` settings
+  (``hardware.malloc_mmap_threshold_kb`` and ``malloc_arena_max``; 0: glibc's
+  own), from config.toml unless ``--mmap-threshold-kb`` / ``--arena-max`` say;
+  the engine's report (``engine.malloc_trim.mallopt``) says what glibc took.
+- ``trim_s``: the engine's ``hardware.malloc_trim_s`` in this run (wall
+  seconds). The shipped value is in market time as a live run sees it, so the
+  soak divides it by ``--speed`` (60 s at 5x: every 12 s of wall time, every
+  60 s of market time); ``--trim-s`` sets it (0: off, to measure without).
+- ``floor_mb_per_market_hour``: the same slope through the lowest RSS of each
+  trim interval (``trim_s`` of wall time; 12 s without trims): RSS rises
+  between two trims and falls at each, and the floor is what the engine still
+  holds, so its slope is the growth without the saw-tooth's noise;
 - ``by_kind``: the same slope for the two parts of RSS (``RssAnon``: memory the
   process allocated; ``RssFile``: pages of mapped files, mostly shared libraries,
   which come in as code paths first run and which the kernel may drop again), and
@@ -44,8 +57,11 @@ backoff of 0.05-0.5 s). Reported:
 - with ``--tracemalloc``: the engine runs with :mod:`tracemalloc` on from the
   end of warm-up (slower from there; RSS then includes tracemalloc's own
   records, so take the MB/hour figure from a run without it) and the top
-  allocation sites (file:line) that grew between the end of warm-up and the
-  end.
+  allocation sites (file:line) that grew between a snapshot a third of the way
+  from warm-up to the end (``mid.snap``) and the end. Not from the end of
+  warm-up: only what was allocated after tracing started is seen, so a ring
+  buffer or a book that turns its items over would count in full as growth;
+  between two traced snapshots its old items and its new ones cancel out.
 - with ``--malloc-trim`` (a diagnostic; glibc): at the end of warm-up and at the
   end the engine calls ``malloc_trim(0)``, which hands the heap's free pages
   back to the kernel; ``malloc_trim`` reports RSS before and after each call.
@@ -54,11 +70,20 @@ backoff of 0.05-0.5 s). Reported:
 
 - with ``--heap``: at every sample the engine reports glibc's ``mallinfo2``
   (memory malloc has handed out and not got back; memory it holds free) and
-  ``sys.getallocatedblocks()`` (Python's live blocks); ``heap`` gives each one's
+  ``sys.getallocatedblocks()`` (Python's live blocks) and ``sqlite3_memory_used()``
+  (SQLite's own memory: the journal's page cache); ``heap`` gives each one's
   value at warm-up and end and its slope per market hour, and the object types
-  whose live count grew (``gc_objects_growth``). RSS growing while malloc's
-  in-use memory and Python's blocks stay flat is the allocator keeping freed
-  memory (``malloc_free_mb`` grows), not a live structure.
+  whose live count grew (``gc_objects_growth``; counted without a collection,
+  so cyclic garbage not yet collected counts too), and the same growth for weak
+  references by referent and callback, and bound methods by owner and name
+  (``gc_detail_growth``: what keeps creating them); at the end, what holds the
+  dead weak references and Trio's cancel scopes, nurseries and tasks (``gc_owners``:
+  chains of referrer types, counted); with ``--keep``, every sample in
+  ``DIR/heap.csv``. The probes run just before the first sample after warm-up
+  and just after the last one, so their own allocations stay out of the
+  slopes. RSS growing while malloc's in-use memory and
+  Python's blocks stay flat is the allocator keeping freed memory
+  (``malloc_free_mb`` grows), not a live structure.
 
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
@@ -110,6 +135,21 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup-minutes", type=float, default=2.0, help="market time left out")
     p.add_argument("--mode", choices=["paper", "live"], default="paper")
     p.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period, wall")
+    p.add_argument(
+        "--trim-s",
+        type=float,
+        help="hardware.malloc_trim_s, wall seconds (0: off; default: config.toml's / --speed)",
+    )
+    p.add_argument(
+        "--mmap-threshold-kb",
+        type=int,
+        help="hardware.malloc_mmap_threshold_kb (0: glibc's dynamic one; default: config.toml's)",
+    )
+    p.add_argument(
+        "--arena-max",
+        type=int,
+        help="hardware.malloc_arena_max (0: glibc's default; default: config.toml's)",
+    )
     p.add_argument("--tracemalloc", action="store_true", help="find the growing sites")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument(
@@ -130,6 +170,8 @@ def run(argv: list[str]) -> Mapping[str, Any]:
             line on stderr); 1 when the engine or the exchange fails.
     """
     args = _parse(argv)
+    if args.trim_s is not None and args.trim_s != 0 and not 1 <= args.trim_s <= 86_400:
+        _usage_error(f"--trim-s must be 0 (off) or 1..86400 seconds, got {args.trim_s:g}")
     segments = _plan(args.minutes, args.mode)
     if args.warmup_minutes >= args.minutes:
         _usage_error("--warmup-minutes must be shorter than --minutes")
@@ -176,15 +218,22 @@ def _soak(
     report_path = work / "report.json"
     ports = _free_ports()
     config = work / "soak.toml"
-    config.write_text(_toml(_engine_doc(args, ports, work)))
+    doc = _engine_doc(args, ports, work)
+    trim_s = doc["hardware"]["malloc_trim_s"]
+    config.write_text(_toml(doc))
     engine_log = _LogWatch(work / "engine.jsonl")
     samples: list[tuple[float, ...]] = []  # (wall s, market s, RSS, anon, file KB)
-    heap: list[tuple[float, ...]] = []  # (market s, malloc in use, free KB, Python blocks)
-    types: list[dict[str, int]] = []
+    # (market s, malloc in use KB, free KB, Python blocks, SQLite KB)
+    heap: list[tuple[float, ...]] = []
+    types: list[dict[str, dict[str, int]]] = []
     snapshots: list[Path] = []
     trims: list[dict[str, float]] = []
     offset = 0.0
     t0 = 0.0
+    warm_probed = False
+    # tracemalloc: a second snapshot a third of the way from warm-up to the end.
+    mid_s = args.warmup_minutes * 60 + (args.minutes - args.warmup_minutes) * 20
+    owners: dict[str, int] = {}
     engine = _start_engine(args, config, report_path, work, env)
     try:
         for index, (files, seconds) in enumerate(segments):
@@ -198,31 +247,48 @@ def _soak(
                     raise SystemExit("error: the engine did not connect within 300 s")
                 started = time.monotonic()
                 t0 = t0 or started
+
+                def market_now(
+                    at: float = started, base: float = offset, s: float = seconds
+                ) -> float:
+                    return base + min(s, (time.monotonic() - at) * args.speed)
+
                 while True:
-                    market = offset + min(seconds, (time.monotonic() - started) * args.speed)
+                    market = market_now()
+                    if market >= args.warmup_minutes * 60 and not warm_probed:
+                        # The probes allocate in the engine (a list of every object,
+                        # a snapshot): before the first sample after warm-up, so that
+                        # the slope starts after them.
+                        warm_probed = True
+                        if args.heap:
+                            types.append(_types(engine, work / "warm.types"))
+                        if args.tracemalloc:
+                            snapshots.append(_snapshot(engine, work / "warm.snap"))
+                        if args.malloc_trim:
+                            trims.append(_trim(engine, work / "warm.trim"))
+                        market = market_now()
+                    if args.tracemalloc and len(snapshots) == 1 and market >= mid_s:
+                        snapshots.append(_snapshot(engine, work / "mid.snap"))
+                        market = market_now()
                     samples.append((time.monotonic() - t0, market, *_memory_kb(engine.pid)))
                     if args.heap:
                         heap.append((market, *_heap(engine, work / "heap.json")))
-                    if market >= args.warmup_minutes * 60:
-                        if args.heap and not types:
-                            types.append(_types(engine, work / "warm.types"))
-                        if args.tracemalloc and not snapshots:
-                            snapshots.append(_snapshot(engine, work / "warm.snap"))
-                        if args.malloc_trim and not trims:
-                            trims.append(_trim(engine, work / "warm.trim"))
                     if market >= offset + seconds or exchange_log.count(_PLAYED):
                         break
                     time.sleep(args.sample_s)
                     _check(engine)
             offset += seconds
+        # The last sample first, then the probes (they allocate).
+        samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
+        if args.heap:
+            heap.append((offset, *_heap(engine, work / "heap.json")))
         if args.tracemalloc:
             snapshots.append(_snapshot(engine, work / "end.snap"))
         if args.heap:
             types.append(_types(engine, work / "end.types"))
-            heap.append((offset, *_heap(engine, work / "heap.json")))
+            owners = _owners(engine, work / "end.owners")
         if args.malloc_trim:
             trims.append(_trim(engine, work / "end.trim"))
-        samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
         engine.send_signal(signal.SIGINT)
         rc = engine.wait(timeout=120)
     finally:
@@ -232,13 +298,20 @@ def _soak(
     with (work / "samples.csv").open("w") as f:  # kept with --keep, for plots
         f.write("wall_s,market_s,rss_kb,anon_kb,file_kb\n")
         f.writelines(f"{w:.3f},{m:.3f},{r:.0f},{a:.0f},{fi:.0f}\n" for w, m, r, a, fi in samples)
-    out = _figures(samples, args.warmup_minutes * 60.0)
+    if heap:
+        with (work / "heap.csv").open("w") as f:
+            f.write("market_s,malloc_in_use_kb,malloc_free_kb,python_blocks,sqlite_kb\n")
+            f.writelines(f"{m:.3f},{u:.0f},{fr:.0f},{b:.0f},{sq:.0f}\n" for m, u, fr, b, sq in heap)
+    out = _figures(samples, args.warmup_minutes * 60.0, floor_window_s=trim_s or 12.0)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     feed = report.get("feed", {})
     played = sum(_played(files, seconds) for files, seconds in segments)
     out = {
         "mode": args.mode,
         "speed": args.speed,
+        "trim_s": trim_s,
+        "mmap_threshold_kb": doc["hardware"].get("malloc_mmap_threshold_kb"),
+        "arena_max": doc["hardware"].get("malloc_arena_max"),
         "market_minutes": round(offset / 60.0, 2),
         "wall_seconds": round(samples[-1][0], 1),
         "segments": [
@@ -258,14 +331,18 @@ def _soak(
             "orders": report.get("orders"),
             "fills": report.get("fills"),
             "risk_steps": (report.get("risk") or {}).get("steps"),
+            "malloc_trim": (report.get("hardware") or {}).get("malloc_trim"),
         },
     }
     if heap:
         out["heap"] = _heap_figures(heap, args.warmup_minutes * 60.0)
     if len(types) == 2:
-        out["heap"]["gc_objects_growth"] = _type_growth(*types)
-    if len(snapshots) == 2:
-        out["tracemalloc_top_growth"] = _growth(*snapshots)
+        out["heap"]["gc_objects_growth"] = _type_growth(types[0]["types"], types[1]["types"])
+        out["heap"]["gc_detail_growth"] = _type_growth(types[0]["detail"], types[1]["detail"])
+    if owners:
+        out["heap"]["gc_owners"] = owners
+    if len(snapshots) >= 2:  # mid to end (warm-up to end if the run ended before mid)
+        out["tracemalloc_top_growth"] = _growth(snapshots[-2], snapshots[-1])
     if len(trims) == 2:
         out["malloc_trim"] = {
             "warmup": trims[0],
@@ -284,8 +361,11 @@ def _played(files: tuple[Path, ...], seconds: float) -> int:
     return sum(1 for m in messages if m.ts - first <= seconds * 1e9)
 
 
-def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any]:
-    """The figures of ``(wall s, market s, RSS KB, RssAnon KB, RssFile KB)`` samples."""
+def _figures(
+    samples: list[tuple[float, ...]], warmup_s: float, floor_window_s: float = 0.0
+) -> dict[str, Any]:
+    """The figures of ``(wall s, market s, RSS KB, RssAnon KB, RssFile KB)`` samples;
+    with ``floor_window_s``, also the slope of RSS's floor (see :func:`_floor_slope`)."""
     wall, market, rss, anon, file = np.array(samples, dtype=np.float64).T
     after = market >= warmup_s
     warm = int(np.argmax(after))
@@ -312,6 +392,15 @@ def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any
         "mb_per_market_hour": None if slope_min is None else round(slope_min * 60 / 1024, 3),
         "kb_per_wall_s": None if slope_wall is None else round(slope_wall, 2),
         "late_half_mb_per_market_hour": per_hour(slope(minutes, rss, late)),
+        **(
+            {
+                "floor_mb_per_market_hour": per_hour(
+                    _floor_slope(wall, minutes, rss, after, floor_window_s)
+                )
+            }
+            if floor_window_s > 0
+            else {}
+        ),
         "by_kind": {
             name: {
                 "warmup_mb": round(kind[warm] / 1024, 1),
@@ -321,6 +410,28 @@ def _figures(samples: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any
             for name, kind in (("anon", anon), ("file", file))
         },
     }
+
+
+def _floor_slope(
+    wall: np.ndarray, x: np.ndarray, y: np.ndarray, where: np.ndarray, window_s: float
+) -> float | None:
+    """Slope of the lowest ``y`` of each ``window_s`` of wall time (whole windows
+    only) against its ``x``: memory that is periodically handed back (a trim every
+    ``window_s``) rises and falls within a window; what stays after each fall is
+    what the process holds, and its trend is the growth."""
+    if where.sum() < 3:
+        return None
+    w, xs, ys = wall[where], x[where], y[where]
+    index = np.floor((w - w[0]) / window_s).astype(np.int64)
+    whole = index < index[-1]  # the last window is cut short
+    xs_min, ys_min = [], []
+    for i in np.unique(index[whole]):
+        at = np.flatnonzero(index == i)
+        low = at[np.argmin(ys[at])]
+        xs_min.append(xs[low])
+        ys_min.append(ys[low])
+    mins = np.ones(len(xs_min), dtype=bool)
+    return _slope(np.array(xs_min), np.array(ys_min), mins)
 
 
 def _slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
@@ -420,6 +531,11 @@ def _engine_doc(args: argparse.Namespace, ports: tuple[int, int], work: Path) ->
     doc["journal"]["dir"] = str(work / "runs")
     doc["logging"]["path"] = str(work / "engine.jsonl")
     doc["hardware"]["enabled"] = False  # no pinning on a shared machine
+    doc["hardware"]["malloc_trim_s"] = _trim_s(args, doc["hardware"].get("malloc_trim_s", 60.0))
+    if args.mmap_threshold_kb is not None:  # checked by the engine's config loader
+        doc["hardware"]["malloc_mmap_threshold_kb"] = args.mmap_threshold_kb
+    if args.arena_max is not None:
+        doc["hardware"]["malloc_arena_max"] = args.arena_max
     if args.mode == "live":
         doc["engine"]["live"] = True
         doc["venue"].update(
@@ -430,6 +546,14 @@ def _engine_doc(args: argparse.Namespace, ports: tuple[int, int], work: Path) ->
             api_secret_env="SOAK_SECRET",
         )
     return doc
+
+
+def _trim_s(args: argparse.Namespace, shipped: float) -> float:
+    """The engine's ``malloc_trim_s`` (wall seconds): ``--trim-s``, else the shipped
+    interval of market time at this pace (at least 1 s, the key's minimum)."""
+    if args.trim_s is not None:
+        return float(args.trim_s)
+    return 0.0 if shipped == 0 else max(1.0, round(shipped / args.speed, 1))
 
 
 def _start_engine(
@@ -493,6 +617,8 @@ def probed_engine(frames: int) -> None:
                 Path(path).write_text(json.dumps(_heap_now()))
             elif kind == "types":
                 Path(path).write_text(json.dumps(_type_counts()))
+            elif kind == "owners":
+                Path(path).write_text(json.dumps(_owner_chains()))
             else:
                 if not tracemalloc.is_tracing():
                     tracemalloc.start(frames)
@@ -525,7 +651,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _heap_now() -> list[float]:
-    """In the engine: malloc's live and free KB, and Python's live blocks.
+    """In the engine: malloc's live and free KB, Python's live blocks, and SQLite's KB.
 
     ``mallinfo2`` sums every arena (the main heap and the threads'): ``uordblks +
     hblkhd`` is what malloc has handed out and not got back (numpy arrays, numba
@@ -533,26 +659,55 @@ def _heap_now() -> list[float]:
     ``fordblks`` what it holds free (fragmentation, or memory it will reuse).
     ``sys.getallocatedblocks()`` counts Python's live memory blocks (its small
     object arenas are mapped outside malloc): flat while no Python object piles up.
+    ``sqlite3_memory_used()``: what SQLite holds (the journal's page cache, its
+    statements; part of malloc's in-use memory, and invisible to tracemalloc); 0
+    where the sqlite3 module has no shared libsqlite3 to ask.
     """
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
+    try:
+        used = ctypes.CDLL("libsqlite3.so.0").sqlite3_memory_used  # the loaded one
+        used.restype = ctypes.c_int64
+        sqlite_kb = used() / 1024
+    except (OSError, AttributeError):  # SQLite linked into the sqlite3 module
+        sqlite_kb = 0.0
     return [
         (info.uordblks + info.hblkhd) / 1024,
         info.fordblks / 1024,
         float(sys.getallocatedblocks()),
+        sqlite_kb,
     ]
 
 
-def _type_counts() -> dict[str, int]:
-    """In the engine: live objects tracked by the garbage collector, by type name."""
+def _type_counts() -> dict[str, dict[str, int]]:
+    """In the engine: live objects tracked by the garbage collector, by type name
+    (``types``), and weak references and bound methods by what they point at
+    (``detail``)."""
     import gc
+    import types as pytypes
+    import weakref
 
     counts: dict[str, int] = {}
+    detail: dict[str, int] = {}
     for obj in gc.get_objects():
-        name = type(obj).__qualname__
+        tp = type(obj)
+        name = tp.__qualname__
         counts[name] = counts.get(name, 0) + 1
-    return counts
+        if tp is weakref.ReferenceType:
+            target = obj()
+            callback = getattr(obj, "__callback__", None)
+            key = (
+                f"weakref to {'(dead)' if target is None else type(target).__qualname__}"
+                f" cb {getattr(callback, '__qualname__', None)}"
+            )
+        elif tp is pytypes.BuiltinMethodType or tp is pytypes.MethodType:
+            owner = getattr(obj, "__self__", None)
+            key = f"{name} {type(owner).__qualname__}.{getattr(obj, '__name__', '?')}"
+        else:
+            continue
+        detail[key] = detail.get(key, 0) + 1
+    return {"types": counts, "detail": detail}
 
 
 def _heap(engine: subprocess.Popen[bytes], path: Path) -> list[float]:
@@ -562,9 +717,73 @@ def _heap(engine: subprocess.Popen[bytes], path: Path) -> list[float]:
     return [float(x) for x in json.loads(path.read_text())]
 
 
-def _types(engine: subprocess.Popen[bytes], path: Path) -> dict[str, int]:
-    _request(engine, "types", path)
+_HELD = ("CancelScope", "CancelStatus", "Nursery", "Task")
+
+
+def _owner_chains(depth: int = 4, top: int = 15) -> dict[str, int]:
+    """In the engine: what holds the dead weak references and Trio's scopes and tasks
+    alive. For each such object, the chain of the objects that refer to it (the
+    first found at each level, up to ``depth``), counted by chain of type names."""
+    import gc
+    import weakref
+
+    objects = gc.get_objects()  # made before what follows: none of it is in here
+    targets = [
+        o
+        for o in objects
+        if (type(o) is weakref.ReferenceType and o() is None) or type(o).__name__ in _HELD
+    ]
+    chains = {
+        id(t): ["dead weakref" if type(t) is weakref.ReferenceType else type(t).__qualname__]
+        for t in targets
+    }
+    head = {id(t): id(t) for t in targets}  # target -> the object its chain reached
+    for _level in range(depth):
+        wanted = set(head.values())
+        if not wanted:
+            break
+        holder: dict[int, object] = {}
+        for o in objects:
+            for r in gc.get_referents(o):
+                if id(r) in wanted and id(r) not in holder:
+                    holder[id(r)] = o
+        for target, at in list(head.items()):
+            o = holder.get(at)
+            if o is None:
+                del head[target]  # held by no tracked object (a frame, C code) or by none
+                continue
+            chains[target].append(_what(o))
+            head[target] = id(o)
+    counts: dict[str, int] = {}
+    for chain in chains.values():
+        key = " <- ".join(chain)
+        counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts, key=lambda k: (-counts[k], k))[:top]
+    return {k: counts[k] for k in ranked}
+
+
+def _what(obj: object) -> str:
+    """A short name for an object in an owner chain."""
+    import types as pytypes
+
+    if isinstance(obj, pytypes.FrameType):
+        return f"frame {obj.f_code.co_qualname}"
+    if isinstance(obj, pytypes.FunctionType | pytypes.MethodType):
+        return f"{type(obj).__name__} {obj.__qualname__}"
+    if isinstance(obj, pytypes.CoroutineType):
+        return f"coroutine {obj.__qualname__}"
+    return type(obj).__qualname__
+
+
+def _owners(engine: subprocess.Popen[bytes], path: Path) -> dict[str, int]:
+    _request(engine, "owners", path)
     return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _types(engine: subprocess.Popen[bytes], path: Path) -> dict[str, dict[str, int]]:
+    _request(engine, "types", path)
+    got = json.loads(path.read_text())
+    return {part: {str(k): int(v) for k, v in got[part].items()} for part in ("types", "detail")}
 
 
 def _type_growth(before: dict[str, int], after: dict[str, int], top: int = 12) -> dict[str, int]:
@@ -576,8 +795,9 @@ def _type_growth(before: dict[str, int], after: dict[str, int], top: int = 12) -
 
 def _heap_figures(heap: list[tuple[float, ...]], warmup_s: float) -> dict[str, Any]:
     """Slopes per market hour of ``(market s, malloc in use KB, malloc free KB, Python
-    blocks)`` samples after warm-up, and their values at the end of warm-up and at the end."""
-    market, used, free, blocks = np.array(heap, dtype=np.float64).T
+    blocks, SQLite KB)`` samples after warm-up, and their values at the end of warm-up
+    and at the end."""
+    market, used, free, blocks, sqlite = np.array(heap, dtype=np.float64).T
     after = market >= warmup_s
     warm = int(np.argmax(after))
     hours = market / 3600.0
@@ -586,6 +806,7 @@ def _heap_figures(heap: list[tuple[float, ...]], warmup_s: float) -> dict[str, A
         ("malloc_in_use_mb", used, 1 / 1024),
         ("malloc_free_mb", free, 1 / 1024),
         ("python_blocks", blocks, 1.0),
+        ("sqlite_mb", sqlite, 1 / 1024),
     ):
         per_hour = _slope(hours, y, after)
         out[name] = {

@@ -1,0 +1,349 @@
+"""Memory maintenance: the malloc_trim task, its config key, and what it gives back.
+
+The soak itself (RSS per market hour over minutes of data) is a benchmark:
+``python -m tools.bench soak``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import threading
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from test_live import QUIET, SPEED, FeedWatch, paper_config, recording  # noqa: F401 (a fixture)
+
+from engine import _supervisor
+from engine._cli import main
+from engine._memory import (
+    M_ARENA_MAX,
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    MallocTrimmer,
+    find_malloc_trim,
+    find_mallopt,
+    tune_malloc,
+)
+from engine.venues.sim._stream_server import ServerSettings, StreamServer
+from hardware import HardwareConfig
+from tools.bench.soak import _memory_kb
+
+TRIM = find_malloc_trim()
+needs_glibc = pytest.mark.skipif(TRIM is None, reason="no malloc_trim in this C library")
+
+
+@needs_glibc
+def test_trim_gives_freed_heap_pages_back():
+    # 64 MiB in 4 KiB blocks, touched, then all freed but the highest: that block
+    # keeps the heap from shrinking, so the free pages below it stay
+    # resident until malloc_trim hands them back (the engine's fragmentation, made
+    # on purpose).
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size, count = 4096, 16384
+    blocks = [libc.malloc(size) for _ in range(count)]
+    assert all(blocks)
+    for b in blocks:
+        ctypes.memset(b, 1, size)
+    top = max(blocks)  # the highest: everything freed lies below a block in use
+    for b in blocks:
+        if b != top:
+            libc.free(b)
+    before = _memory_kb(os.getpid())[1]
+    trimmer = MallocTrimmer(interval_s=60.0, trim=TRIM)
+    assert trimmer.trim_once() is True
+    after = _memory_kb(os.getpid())[1]
+    libc.free(top)
+    assert before - after > 32 * 1024  # KB: most of the 64 MiB went back
+    assert trimmer.trims == 1 and trimmer.released == 1
+    assert 0 < trimmer.max_ms == trimmer.total_ms
+
+
+@needs_glibc
+async def test_trims_every_interval_in_a_worker_thread(autojump_clock):
+    calls: list[tuple[int, int]] = []  # (pad, thread)
+    setups: list[int] = []
+    third = trio.Event()
+
+    def trim(pad: int) -> int:
+        calls.append((pad, threading.get_ident()))
+        if len(calls) == 3:
+            trio.from_thread.run_sync(third.set)
+        return TRIM(pad)
+
+    trimmer = MallocTrimmer(
+        interval_s=60.0, trim=trim, thread_setup=lambda: setups.append(threading.get_ident())
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trimmer.run)
+        # No other deadline: the virtual clock jumps only to the trimmer's wake-ups.
+        await third.wait()
+        assert trio.current_time() == 180.0  # every 60 s, from the start
+        nursery.cancel_scope.cancel()
+    assert trimmer.trims == len(calls) == 3  # the third call finished despite the cancel
+    assert {pad for pad, _t in calls} == {0}
+    assert threading.get_ident() not in {t for _p, t in calls}  # never the Trio thread
+    assert setups == [t for _p, t in calls]  # set up first, in the same thread, every time
+    summary = trimmer.summary()
+    assert summary["interval_s"] == 60.0 and summary["available"] is True
+    assert summary["trims"] == 3
+
+
+@pytest.mark.parametrize(("interval", "trim"), [(0.0, len), (60.0, None)])
+async def test_off_or_unavailable_does_nothing(autojump_clock, interval, trim):
+    trimmer = MallocTrimmer(interval_s=interval, trim=trim)
+    with trio.move_on_after(3600):
+        await trimmer.run()  # returns at once: nothing to do
+    assert trio.current_time() == 0
+    assert trimmer.trims == 0 and not trimmer.active
+    assert trimmer.summary()["available"] is (trim is not None)
+
+
+def test_unavailable_trim_is_refused_when_called():
+    with pytest.raises(RuntimeError, match="malloc_trim is not available"):
+        MallocTrimmer(interval_s=60.0, trim=None).trim_once()
+
+
+def test_config_key_defaults_and_converts():
+    assert HardwareConfig().malloc_trim_s == 60.0
+    assert HardwareConfig(malloc_trim_s=30).malloc_trim_s == 30.0  # an integer is seconds
+    assert HardwareConfig(malloc_trim_s=0).malloc_trim_s == 0.0
+
+
+def write_config(tmp_path, extra: str):
+    cfg = tmp_path / "config.toml"
+    sample = Path(_supervisor.__file__).parents[1] / "data/sample/btcusdt_20240808_180s.gz"
+    cfg.write_text(
+        f'[data]\npaths = ["{sample}"]\n[journal]\ndir = "{tmp_path / "runs"}"\n'
+        f'[logging]\npath = "{tmp_path / "engine.jsonl"}"\n{extra}\n'
+    )
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-1", "hardware.malloc_trim_s: must be 0 (off) or 1..86400 seconds, got -1.0"),
+        ("0.5", "hardware.malloc_trim_s: must be 0 (off) or 1..86400 seconds, got 0.5"),
+        ("inf", "hardware.malloc_trim_s: expected a finite number, got inf"),
+        ("true", "hardware.malloc_trim_s: expected a number, got True"),
+        ('"60"', "hardware.malloc_trim_s: expected a number, got '60'"),
+    ],
+)
+def test_bad_value_exits_2_with_one_line(tmp_path, capsys, value, expected):
+    cfg = write_config(tmp_path, f"[hardware]\nmalloc_trim_s = {value}")
+    assert main(["--config", str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+    assert out == ""
+
+
+@needs_glibc
+async def test_paper_run_trims_and_reports_it(tmp_path, recording):  # noqa: F811
+    # The supervisor starts the task in paper (and live) runs; the run stops once the
+    # feed has passed the whole capture on and the task has trimmed twice.
+    trimmed = trio.Event()
+
+    class Watched(MallocTrimmer):
+        def trim_once(self) -> bool:
+            released = super().trim_once()
+            if self.trims >= 2:
+                trio.from_thread.run_sync(trimmed.set)
+            return released
+
+    settings = ServerSettings(speed=SPEED)
+    server = StreamServer(recording, settings, QUIET)
+    watch = FeedWatch(recording)
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(120):
+        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
+        patch.setattr(_supervisor, "MallocTrimmer", Watched)
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            config = paper_config(tmp_path, ws_port, rest_port)
+            hardware = attrs.evolve(
+                config.hardware, malloc_trim_s=1, malloc_mmap_threshold_kb=128, malloc_arena_max=2
+            )
+            config = attrs.evolve(config, hardware=hardware)
+            stop = trio.Event()
+
+            async def stop_when_done() -> None:
+                await watch.caught_up.wait()
+                await trimmed.wait()
+                stop.set()
+
+            nursery.start_soon(stop_when_done)
+            report = await _supervisor.run_paper(config, log=QUIET, stop=stop)
+            nursery.cancel_scope.cancel()
+    trim = report.hardware["malloc_trim"]
+    assert trim["available"] is True and trim["trims"] >= 2
+    # The mallopt settings, taken by glibc at the start of the run.
+    assert trim["mallopt"] == {
+        "available": MALLOPT is not None,
+        "mmap_threshold_kb": 128 if MALLOPT else None,
+        "trim_threshold_kb": 256 if MALLOPT else None,
+        "arena_max": 2 if MALLOPT else None,
+        "refused": [],
+    }
+    json.dumps(trim)  # the report is JSON
+
+
+async def test_live_venue_forgets_finished_orders(autojump_clock):
+    # Per-order maps of the live venue: a run of hours sends thousands of orders,
+    # and a finished one must leave nothing behind once the resolver has passed.
+    from test_binance_venue import FakeBinance, quotes, running, settle, submit_order
+
+    fake = FakeBinance()
+    async with running(fake) as venue:
+        for n in range(1, 51):
+            assert venue.submit(submit_order(0.01, n=n)) == []
+            await settle()
+        events = venue.on_market(quotes(60010.0, 60012.0))
+        assert sum(type(e).__name__ == "OrderFilled" for e in events) == 50
+        await settle(1.0)  # the resolver runs every 0.25 s
+        assert venue.pending_orders == 0
+        assert venue._orders == {} and venue._by_engine_id == {}
+
+
+def test_journal_page_cache_is_small(tmp_path):
+    # SQLite's default page cache is 2 MiB per connection, filled as a live run's
+    # journal grows; appends touch the last pages only.
+    from engine.journal import Journal
+
+    with Journal(tmp_path / "j.sqlite") as journal:
+        assert journal._open().execute("PRAGMA cache_size").fetchone() == (-256,)
+
+
+MALLOPT = find_mallopt()
+needs_mallopt = pytest.mark.skipif(MALLOPT is None, reason="not glibc: no mallopt")
+
+_MAPPED_APART = """
+import ctypes, json, sys
+from engine._memory import find_mallopt, tune_malloc
+from tools.bench.soak import _MallInfo2
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = _MallInfo2
+
+def mapped_apart(size):
+    # Whether a block of this size gets a mapping of its own (mallinfo2's hblks).
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblks - before
+    libc.free(block)
+    return mapped == 1
+
+tuning = None
+if sys.argv[1] == "tuned":
+    tuning = tune_malloc(mmap_threshold_kb=128, arena_max=2, mallopt=find_mallopt())
+first = mapped_apart(1 << 20)  # 1 MiB: above either threshold, mapped
+print(json.dumps({"tuning": tuning, "first": first, "then_768k": mapped_apart(768 << 10)}))
+"""
+
+
+@needs_mallopt
+@pytest.mark.parametrize("how", ["default", "tuned"])
+def test_fixed_mmap_threshold_keeps_large_blocks_mapped_apart(how):
+    # glibc's dynamic threshold rises to the size of a freed mapped block: after one
+    # 1 MiB buffer, a 768 KiB one grows the heap (where it fragments it). With the
+    # threshold fixed at 128 KiB it is mapped apart, and unmapped on free. (A block
+    # that fits a free chunk of the heap reuses it either way: 768 KiB is larger
+    # than any the interpreter leaves after start-up.)
+    # A fresh interpreter: mallopt's settings last for the whole process.
+    import subprocess
+    import sys
+
+    root = Path(_supervisor.__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _MAPPED_APART, how],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    assert got["first"] is True
+    if how == "default":
+        assert got["then_768k"] is False
+    else:
+        assert got["tuning"] == {
+            "available": True,
+            "mmap_threshold_kb": 128,
+            "trim_threshold_kb": 256,
+            "arena_max": 2,
+            "refused": [],
+        }
+        assert got["then_768k"] is True
+
+
+def test_tune_malloc_calls_mallopt_for_each_setting_and_reports_refusals():
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 0 if param == M_ARENA_MAX else 1  # glibc says 0 when it refuses
+
+    got = tune_malloc(mmap_threshold_kb=64, arena_max=4, mallopt=mallopt)
+    assert calls == [(M_MMAP_THRESHOLD, 65536), (M_TRIM_THRESHOLD, 131072), (M_ARENA_MAX, 4)]
+    assert got == {
+        "available": True,
+        "mmap_threshold_kb": 64,
+        "trim_threshold_kb": 128,
+        "arena_max": None,
+        "refused": ["arena_max"],
+    }
+    calls.clear()
+    got = tune_malloc(mmap_threshold_kb=0, arena_max=0, mallopt=mallopt)  # 0: leave alone
+    assert calls == [] and got["mmap_threshold_kb"] is None and got["refused"] == []
+    got = tune_malloc(mmap_threshold_kb=128, arena_max=2, mallopt=None)  # not glibc
+    assert got == {
+        "available": False,
+        "mmap_threshold_kb": None,
+        "trim_threshold_kb": None,
+        "arena_max": None,
+        "refused": [],
+    }
+
+
+def test_mallopt_keys_default_to_off():
+    assert HardwareConfig().malloc_mmap_threshold_kb == 0  # off: glibc's own
+    assert HardwareConfig().malloc_arena_max == 0
+    on = HardwareConfig(malloc_mmap_threshold_kb=128, malloc_arena_max=2)
+    assert (on.malloc_mmap_threshold_kb, on.malloc_arena_max) == (128, 2)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "malloc_mmap_threshold_kb = 8",
+            "hardware.malloc_mmap_threshold_kb: must be 0 (glibc's default) or 16..32768 KiB",
+        ),
+        (
+            "malloc_mmap_threshold_kb = 65536",
+            "hardware.malloc_mmap_threshold_kb: must be 0 (glibc's default) or 16..32768 KiB",
+        ),
+        ("malloc_mmap_threshold_kb = 128.5", "hardware.malloc_mmap_threshold_kb"),
+        ("malloc_arena_max = -1", "hardware.malloc_arena_max"),
+        ("malloc_arena_max = true", "hardware.malloc_arena_max"),
+    ],
+)
+def test_bad_mallopt_value_exits_2_with_one_line(tmp_path, capsys, line, expected):
+    cfg = write_config(tmp_path, f"[hardware]\n{line}")
+    assert main(["--config", str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+    assert out == ""
