@@ -551,7 +551,6 @@ class Score:
     correlation_id: str
     score: float
     model: str
-    cached: bool
 
 
 @attrs.frozen(kw_only=True)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from engine.actors._model import LATENCY_WINDOW, ModelStats
-from engine.models._onnx import ScoreCache
 
 
 def test_latency_ring_stays_at_its_bound_and_keeps_the_latest():
@@ -21,7 +20,7 @@ def test_latency_ring_stays_at_its_bound_and_keeps_the_latest():
     assert stats.latencies().shape == (LATENCY_WINDOW,)
     latest = values[-LATENCY_WINDOW:]
     assert sorted(stats.latencies()) == sorted(latest)
-    summary = stats.summary(ScoreCache(object(), maxsize=4))  # type: ignore[arg-type]
+    summary = stats.summary()
     assert summary["inference_us_p50"] == pytest.approx(np.percentile(latest, 50), abs=0.1)
     assert summary["inference_us_p99"] == pytest.approx(np.percentile(latest, 99), abs=0.1)
 
@@ -30,6 +29,6 @@ def test_latency_percentiles_before_the_ring_is_full():
     stats = ModelStats()
     for v in (10.0, 20.0, 30.0):
         stats.record_latency(v)
-    summary = stats.summary(ScoreCache(object(), maxsize=4))  # type: ignore[arg-type]
+    summary = stats.summary()
     assert summary["inference_us_p50"] == 20.0  # the unwritten slots are not counted
-    assert ModelStats().summary(ScoreCache(object(), maxsize=4))["inference_us_p50"] == 0.0  # type: ignore[arg-type]
+    assert ModelStats().summary()["inference_us_p50"] == 0.0

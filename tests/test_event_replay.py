@@ -31,7 +31,7 @@ FAST = {"sample_ms": 200, "fast": 3, "slow": 8, "rsi_period": 5, "max_hold_ms": 
 
 
 def shipped(tmp_path: Path, **sections: dict) -> object:
-    """config.toml as shipped (ML filter and online retraining on), journal under tmp_path."""
+    """config.toml as shipped (ML filter off unless a test turns it on), journal under tmp_path."""
     config = load_config(ROOT / "config.toml")
     config = attrs.evolve(
         config,
@@ -61,7 +61,7 @@ def rows(path: str) -> list[tuple[str, dict]]:
 def test_sample_digest_is_the_same_for_every_batching_and_scheduler_seed(tmp_path):
     digests = {}
     for i, (step_ms, events) in enumerate(BATCHINGS):
-        config = batched(shipped(tmp_path / str(i)), step_ms, events)
+        config = batched(shipped(tmp_path / str(i), model={"enabled": True}), step_ms, events)
         with scheduler_seed(i + 1):
             report = trio.run(replay, config)
         digests[(step_ms, events)] = report.journal_sha256

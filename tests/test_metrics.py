@@ -202,7 +202,7 @@ def test_the_grafana_dashboard_reads_only_series_we_expose():
         "trireme_rate_limit_used",
         "trireme_channel_buffered",
         "trireme_event_loop_lag_seconds",
-        "trireme_model_cache_hit_rate",
+        "trireme_model_decisions_total",
     ):
         assert needed in seen, f"the dashboard has no panel on {needed}"
 

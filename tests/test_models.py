@@ -1,4 +1,4 @@
-"""engine.models: Ticks features without look-ahead, checked ONNX loading, iobinding, cache."""
+"""engine.models: Ticks features without look-ahead, checked ONNX loading, iobinding."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from engine.models import (
     FeatureSpec,
     ModelError,
     OnnxModel,
-    ScoreCache,
     default_feature_spec,
     features_at,
     read_events,
@@ -335,20 +334,6 @@ def test_ensemble_is_the_weighted_mean(shipped, spec):
         Ensemble(models, [1.0])
 
 
-def test_cache_hits_on_quantized_rows(shipped, spec):
-    model = OnnxModel.load(shipped[0], spec)
-    cache = ScoreCache(model, maxsize=2, quantum=1e-2)
-    row = np.linspace(-1, 1, len(spec.names)).astype(np.float32)
-    p = cache.predict_one(row)
-    assert cache.predict_one(row + 1e-4) == p  # same grid point
-    assert (cache.hits, cache.misses) == (1, 1)
-    cache.predict_one(row + 1.0)
-    cache.predict_one(row + 2.0)  # evicts the first
-    assert len(cache) == 2
-    cache.predict_one(row)
-    assert (cache.hits, cache.misses) == (1, 4)
-
-
 def test_training_rows_find_signals_by_time(spec):
     ticks = ticks_of([SAMPLE])
     quotes = np.flatnonzero(ticks.kind == EventKind.QUOTE)
@@ -361,3 +346,13 @@ def test_training_rows_find_signals_by_time(spec):
         np.testing.assert_array_equal(row, features_at(ticks, {i: float(side)}, spec)[0])
     with pytest.raises(ValueError, match="no quote"):
         training_rows([SAMPLE], "BTCUSDT", [(int(ticks.ts[0]) - 1, 1)], spec)
+
+
+@pytest.mark.parametrize("key", ["cache_size", "cache_quantum"])
+def test_a_config_that_still_sets_the_removed_score_cache_is_refused(key):
+    from engine import ConfigError
+    from engine._config import config_from_dict
+
+    with pytest.raises(ConfigError, match=f"x.toml: model.{key}: removed: the score cache") as exc:
+        config_from_dict({"model": {key: 1}}, source="x.toml")
+    assert exc.value.key == f"model.{key}"

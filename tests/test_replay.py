@@ -139,11 +139,19 @@ def test_zero_latency_fills_on_the_signal_quote_in_causal_order(tmp_path, sample
 # next 250 ms step). The event-accurate driver makes the same 4 orders at the same
 # times and prices, but each fill's position change is journaled at the fill's own
 # time (220-228 ms earlier than before), and records are journaled in event order.
-SAMPLE_DIGEST = "8ff44aead925c8cc2594ae47a4652fed51fd2eeb2e6a494cf045fcd045d733f8"
+# 8ff44aea... was the shipped config's until 2026-12-06, when config.toml turned the ML
+# filter off by default (out of sample it did not earn its place: README, "ML entry
+# filter", "Out-of-sample evidence"). Off, the strategy's 34 orders all go out: f5f8d847...
+# FILTER_ON_DIGEST is the same replay with the filter configured on: the same 4 orders as
+# 8ff44aea..., but the online labels (DecisionLabeled) now charge the venue's 5 bps a leg
+# (model.label_fee_bps, 2 before), which changes some labels and so the digest.
+SAMPLE_DIGEST = "f5f8d84785dd4271cd5dfb9318671e20397789c4676cef38997127b829527407"
+FILTER_ON_DIGEST = "e7cdc931d870046652b35cee997254b4d345e8c521ebb739f077a74ac6385ecd"
 
 
-def shipped_config(tmp_path):
-    """config.toml as shipped (ML filter on), with the journal and log under tmp_path."""
+def shipped_config(tmp_path, **model):
+    """config.toml as shipped (ML filter off), with the journal and log under tmp_path;
+    ``model`` overrides ``[model]`` keys."""
     from pathlib import Path
 
     import attrs
@@ -155,10 +163,37 @@ def shipped_config(tmp_path):
         config,
         journal=attrs.evolve(config.journal, dir=str(tmp_path / "runs")),
         logging=attrs.evolve(config.logging, path=str(tmp_path / "engine.jsonl")),
+        model=attrs.evolve(config.model, **model),
     )
 
 
 def test_shipped_config_on_the_sample_gives_the_recorded_digest(tmp_path):
     report = run(shipped_config(tmp_path))
-    assert report.model["enabled"] is True
+    assert report.model == {"enabled": False}
     assert report.journal_sha256 == SAMPLE_DIGEST
+
+
+def test_the_filter_turned_on_gives_its_recorded_digest(tmp_path):
+    # The model path stays covered: the shipped ensemble and online retraining, as
+    # config.toml configures them, only switched on.
+    report = run(shipped_config(tmp_path, enabled=True))
+    assert report.model["enabled"] is True
+    assert report.model["requests"] == report.model["taken"] + report.model["blocked"] > 0
+    assert report.model["taken"] > 0
+    assert report.orders == 4
+    assert report.journal_sha256 == FILTER_ON_DIGEST
+
+
+def test_a_filter_that_blocks_every_signal_says_so(tmp_path):
+    from engine._report import summary_text
+
+    # A threshold no calibrated score reaches: every scored signal is blocked.
+    blocked = run(shipped_config(tmp_path, enabled=True, threshold=1.0, threshold_max=1.0))
+    assert blocked.model["taken"] == 0 and blocked.model["blocked"] > 0
+    assert blocked.orders == 0
+    line = next(x for x in summary_text(blocked).splitlines() if "model filter" in x)
+    assert f"WARNING: the filter blocked every one of {blocked.model['blocked']} signals" in line
+    # A filter that takes some says how many, and warns of nothing.
+    taken = run(shipped_config(tmp_path / "on", enabled=True))
+    line = next(x for x in summary_text(taken).splitlines() if "model filter" in x)
+    assert f"{taken.model['taken']} taken" in line and "WARNING" not in line

@@ -37,6 +37,10 @@ class PendingEntry:
     regime: str
     row: np.ndarray
 
+    def passes(self, score: float) -> bool:
+        """Whether a score takes this entry (at or above its threshold)."""
+        return score >= self.threshold
+
 
 def regime_scales(cfg: ModelSection) -> dict[str, float]:
     """The threshold multipliers per regime component, from ``[model]``."""
@@ -94,6 +98,8 @@ class EntryFilter:
         self._requests: list[ScoreRequest] = []
         self._pending: dict[str, PendingEntry] = {}
         self.not_ready = 0
+        self.taken = 0  # scored signals at or above their threshold
+        self.blocked = 0  # scored signals below it
 
     def begin(self, ticks: Ticks) -> None:
         """Start a step's batch (the strategy kernel is about to scan it)."""
@@ -185,8 +191,13 @@ class EntryFilter:
         return labeled, records
 
     def resolve(self, score: Score) -> PendingEntry:
-        """The pending entry a score answers."""
-        return self._pending.pop(score.correlation_id)
+        """The pending entry a score answers (counted as taken or blocked)."""
+        pending = self._pending.pop(score.correlation_id)
+        if pending.passes(score.score):
+            self.taken += 1
+        else:
+            self.blocked += 1
+        return pending
 
     def record_outcome(self, win: bool) -> None:
         """A closed trade's result (after fees), for the threshold's win-rate adaptation."""

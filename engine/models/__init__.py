@@ -33,12 +33,14 @@ from ._online import retrain as retrain
 from ._onnx import Ensemble as Ensemble
 from ._onnx import ModelError as ModelError
 from ._onnx import OnnxModel as OnnxModel
-from ._onnx import ScoreCache as ScoreCache
 from ._onnx import check_sidecar as check_sidecar
 from ._onnx import read_sidecar as read_sidecar
 from ._regime import AdaptiveThreshold as AdaptiveThreshold
 from ._regime import Regime as Regime
 from ._regime import RegimeDetector as RegimeDetector
+from ._sequence import SequenceModel as SequenceModel
+from ._sequence import SequenceRing as SequenceRing
+from ._sequence import load_model as load_model
 
 __all__ = [
     "DEPTH_FEATURES",
@@ -54,10 +56,12 @@ __all__ = [
     "Regime",
     "RegimeDetector",
     "RetrainResult",
-    "ScoreCache",
+    "SequenceModel",
+    "SequenceRing",
     "check_sidecar",
     "default_feature_spec",
     "features_at",
+    "load_model",
     "read_events",
     "read_sidecar",
     "retrain",

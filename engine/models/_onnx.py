@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +100,25 @@ def check_sidecar(onnx_path: Path, blob: bytes, sidecar: dict[str, Any], spec: F
         )
 
 
+def open_session(path: Path, blob: bytes, threads: int) -> Any:
+    """An onnxruntime CPU session of the model ``blob`` (read from ``path``):
+    sequential, ``threads`` intra-op threads, one inter-op thread.
+
+    Raises:
+        ModelError: onnxruntime cannot load it.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (non-exported) types
+        raise ModelError(path, "", f"onnxruntime cannot load it ({exc})") from exc
+
+
 class OnnxModel:
     """One checked model: P(entry pays) for feature rows.
 
@@ -112,27 +130,19 @@ class OnnxModel:
         blob: the ONNX bytes (what :func:`~engine.models.retrain` compares against).
         sidecar: the sidecar's JSON object.
         spec: the feature spec it was checked against.
+        window: 0: a row model (a :class:`~engine.models.SequenceModel` has its window).
     """
+
+    window = 0
 
     def __init__(
         self, path: Path, blob: bytes, sidecar: dict[str, Any], spec: FeatureSpec, threads: int
     ) -> None:
-        import onnxruntime as ort
-
         self.path = path
         self.blob = blob
         self.sidecar = sidecar
         self.spec = spec
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = ort.InferenceSession(
-                blob, sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own (non-exported) types
-            raise ModelError(path, "", f"onnxruntime cannot load it ({exc})") from exc
+        self.session = open_session(path, blob, threads)
         self._input = sidecar.get("input_name", "input")
         self._output = sidecar.get("output_name", "probabilities")
         self._col = int(sidecar.get("positive_class_column", 1))
@@ -233,12 +243,17 @@ class OnnxModel:
 class Ensemble:
     """A weighted average of models' probabilities (weights normalized to sum to 1).
 
+    Members may be row models (:class:`OnnxModel`) or sequence models
+    (:class:`~engine.models.SequenceModel`); with any of the latter, :attr:`window` is the
+    longest window and the callers pass each request's ordered window (each sequence member
+    reads its last ``window`` rows).
+
     Raises:
         ValueError: no models, a weight count mismatch, negative weights or models trained
             on different feature specs.
     """
 
-    def __init__(self, models: Sequence[OnnxModel], weights: Sequence[float] | None = None):
+    def __init__(self, models: Sequence[Any], weights: Sequence[float] | None = None):
         if not models:
             raise ValueError("an ensemble needs at least one model")
         w = np.ones(len(models)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -249,82 +264,18 @@ class Ensemble:
         self.models = tuple(models)
         self.weights = w / w.sum()
         self.spec = models[0].spec
+        self.window = max(int(m.window) for m in self.models)
 
-    def predict_one(self, row: np.ndarray) -> float:
-        """Weighted P(1) of one row."""
-        return float(
-            sum(w * m.predict_one(row) for m, w in zip(self.models, self.weights, strict=True))
-        )
+    def predict_one(self, row: np.ndarray, window: np.ndarray | None = None) -> float:
+        """Weighted P(1) of one row (``window``: its ordered window, for sequence members)."""
+        total = 0.0
+        for m, w in zip(self.models, self.weights, strict=True):
+            total += w * (m.predict_window(window) if m.window else m.predict_one(row))
+        return float(total)
 
-    def predict_batch(self, rows: np.ndarray) -> np.ndarray:
-        """Weighted P(1) of each row."""
+    def predict_batch(self, rows: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
+        """Weighted P(1) of each row (``windows``: ``(n, window, F)``, for sequence members)."""
         return sum(
-            w * m.predict_batch(rows) for m, w in zip(self.models, self.weights, strict=True)
+            w * (m.predict_windows(windows) if m.window else m.predict_batch(rows))
+            for m, w in zip(self.models, self.weights, strict=True)
         )
-
-
-class ScoreCache:
-    """An LRU cache of scores keyed by the feature row quantized to ``quantum``.
-
-    Rows that round to the same grid point share a score, so ``quantum`` trades accuracy for
-    hits; NaNs are keyed as such.
-
-    Args:
-        model: an :class:`OnnxModel` or :class:`Ensemble`.
-        maxsize: entries kept.
-        quantum: grid step per feature (scalar or one per feature).
-    """
-
-    def __init__(
-        self,
-        model: OnnxModel | Ensemble,
-        *,
-        maxsize: int = 4096,
-        quantum: float | np.ndarray = 1e-3,
-    ) -> None:
-        if maxsize <= 0:
-            raise ValueError("maxsize must be positive")
-        self.model = model
-        self.maxsize = maxsize
-        self._inv = 1.0 / np.asarray(quantum, dtype=np.float64)
-        self._cache: OrderedDict[bytes, float] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def key(self, row: np.ndarray) -> bytes:
-        """The quantized key of a row."""
-        with np.errstate(invalid="ignore"):
-            q = np.rint(np.asarray(row, dtype=np.float64) * self._inv)
-        return q.tobytes()
-
-    def get(self, key: bytes) -> float | None:
-        """The cached score under ``key`` (from :meth:`key`), None on a miss; counts either."""
-        cache = self._cache
-        hit = cache.get(key)
-        if hit is None:
-            self.misses += 1
-            return None
-        cache.move_to_end(key)
-        self.hits += 1
-        return hit
-
-    def put(self, key: bytes, value: float) -> None:
-        """Store a score computed elsewhere (e.g. in a batch), evicting the oldest entry."""
-        cache = self._cache
-        cache[key] = value
-        cache.move_to_end(key)
-        if len(cache) > self.maxsize:
-            cache.popitem(last=False)
-
-    def predict_one(self, row: np.ndarray) -> float:
-        """The cached score of the row's grid point, computing it on a miss."""
-        k = self.key(row)
-        hit = self.get(k)
-        if hit is not None:
-            return hit
-        value = self.model.predict_one(row)
-        self.put(k, value)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._cache)

@@ -234,10 +234,11 @@ class _Families:
         # Model.
         self.model_requests = c("trireme_model_requests", "Entry signals scored")
         self.model_batches = c("trireme_model_batches", "Scoring batches")
-        self.model_cache = c(
-            "trireme_model_cache_lookups", "Score cache lookups", labels=["result"]
+        self.model_decisions = c(
+            "trireme_model_decisions",
+            "Scored entry signals taken or blocked by the filter",
+            labels=["symbol", "decision"],
         )
-        self.model_hit_rate = g("trireme_model_cache_hit_rate", "Score cache hit rate")
         self.model_latency = g(
             "trireme_model_inference_seconds",
             "Inference time per batch over the recent window",
@@ -356,9 +357,6 @@ def _model(f: _Families, model: Any, filters: dict[str, Any]) -> None:
     summary = model.summary()
     f.model_requests.add_metric([], summary["requests"])
     f.model_batches.add_metric([], summary["batches"])
-    f.model_cache.add_metric(["hit"], summary["cache_hits"])
-    f.model_cache.add_metric(["miss"], summary["cache_misses"])
-    f.model_hit_rate.add_metric([], summary["cache_hit_rate"])
     if summary["batches"]:
         f.model_latency.add_metric(["0.5"], summary["inference_us_p50"] / 1e6)
         f.model_latency.add_metric(["0.99"], summary["inference_us_p99"] / 1e6)
@@ -366,6 +364,8 @@ def _model(f: _Families, model: Any, filters: dict[str, Any]) -> None:
     for symbol, flt in sorted(filters.items()):
         f.model_threshold.add_metric([symbol], flt.threshold.current)
         f.model_not_ready.add_metric([symbol], flt.not_ready)
+        f.model_decisions.add_metric([symbol, "taken"], flt.taken)
+        f.model_decisions.add_metric([symbol, "blocked"], flt.blocked)
 
 
 def metrics_registry(state: ControlState) -> CollectorRegistry:

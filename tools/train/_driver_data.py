@@ -42,6 +42,7 @@ class DriverSignals:
     ret_bps: np.ndarray  # (n,) float64 net return of the label's barrier, NaN if undecided
     side: np.ndarray  # (n,) int8
     ts: np.ndarray  # (n,) int64 decision time (ns)
+    ts_resolved: np.ndarray  # (n,) int64 when the label was decided (ns); int64 max if not
     symbol: tuple[str, ...]
     correlation_id: tuple[str, ...]
     journal_path: Path
@@ -96,6 +97,9 @@ def read_signals(journal_path: Path) -> DriverSignals:
         ret_bps=np.array([np.nan if x is None else x["ret_bps"] for x in lab], dtype=np.float64),
         side=np.array([r["side"] for r in scored], dtype=np.int8),
         ts=np.array([r["ts_event"] for r in scored], dtype=np.int64),
+        ts_resolved=np.array(
+            [np.iinfo(np.int64).max if x is None else x["ts_event"] for x in lab], dtype=np.int64
+        ),
         symbol=tuple(r["symbol"] for r in scored),
         correlation_id=tuple(r["correlation_id"] for r in scored),
         journal_path=journal_path,
@@ -119,7 +123,8 @@ def driver_signals(config: engine.Config, files: Sequence[Path], work_dir: Path)
         cfg,
         data=attrs.evolve(cfg.data, paths=tuple(str(p) for p in files)),
         journal=attrs.evolve(cfg.journal, dir=str(work_dir)),
-        logging=attrs.evolve(cfg.logging, path=str(work_dir / "engine.jsonl")),
+        # The caller shows progress over its replays, not each replay its own.
+        logging=attrs.evolve(cfg.logging, path=str(work_dir / "engine.jsonl"), progress="off"),
     )
     log, stream = engine.make_logger(cfg.logging.path, cfg.logging.level)
     try:

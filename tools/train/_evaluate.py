@@ -350,7 +350,6 @@ def _run_summary(
             for k in (
                 "model",
                 "requests",
-                "cache_hit_rate",
                 "inference_us_p50",
                 "inference_us_p99",
                 "retrains",
