@@ -14,7 +14,9 @@ Every indicator ``x`` comes in three parts:
 
 :data:`REGISTRY` lists every indicator by name with its kernel, parameters (types and
 defaults), inputs and outputs; :func:`spec_from_config` builds a checked
-:class:`IndicatorSpec` from a config table, which is how strategies reach them.
+:class:`IndicatorSpec` from a config table, which is how strategies reach them
+(:func:`specs_from_config`: a strategy's ``[[strategy.indicators]]``; :func:`bind_to_set`
+compiles a strategy's kernel onto its set's own kernels).
 :class:`IndicatorSet` fuses a symbol's indicators into one state array updated by one
 compiled call per tick or per batch of ticks (:func:`update_batch`).
 
@@ -27,6 +29,7 @@ them from here (usually from :attr:`IndicatorSet.values`).
 
 from pathlib import Path as _Path
 
+from ._bind import bind_to_set as bind_to_set
 from ._common import drop_stale_kernel_cache as _drop_stale_kernel_cache
 from ._flow import cvd as cvd
 from ._flow import cvd_state as cvd_state
@@ -165,11 +168,13 @@ from ._set import record_batch as record_batch
 from ._set import registry_table as registry_table
 from ._set import spec as spec
 from ._set import spec_from_config as spec_from_config
+from ._set import specs_from_config as specs_from_config
 from ._set import update_batch as update_batch
 from ._set import update_book as update_book
 from ._set import update_depth as update_depth
 from ._set import update_quote as update_quote
 from ._set import update_trade as update_trade
+from ._set import value_names as value_names
 from ._stats import linearreg as linearreg
 from ._stats import linearreg_angle as linearreg_angle
 from ._stats import linearreg_angle_state as linearreg_angle_state
@@ -293,6 +298,7 @@ __all__ = [
     "bbands",
     "bbands_state",
     "bbands_update",
+    "bind_to_set",
     "book_depth",
     "book_depth_state",
     "book_depth_update",
@@ -408,6 +414,7 @@ __all__ = [
     "sma_update",
     "spec",
     "spec_from_config",
+    "specs_from_config",
     "spoofing",
     "spoofing_state",
     "spoofing_update",
@@ -452,6 +459,7 @@ __all__ = [
     "update_depth",
     "update_quote",
     "update_trade",
+    "value_names",
     "var",
     "var_state",
     "var_update",

@@ -316,7 +316,11 @@ def _ultosc_fast(
     p3: int,
     out: np.ndarray,
 ) -> bool:
-    """:func:`ultosc_update` over bars: three re-anchored window sums in registers."""
+    """:func:`ultosc_update` over bars: three re-anchored window sums in registers.
+
+    One pass: ``bp`` and ``tr`` go to two rings that stay in L1 (no temporaries the
+    size of the input, whose page faults and cache misses cost more than the sums).
+    """
     row = out[0]
     m = close.shape[0]
     for i in range(min(p3, m)):
@@ -324,49 +328,58 @@ def _ultosc_fast(
     if m <= p3:
         return not (has_nan(high) or has_nan(low) or has_nan(close))
     bad = (high[0] != high[0]) | (low[0] != low[0]) | (close[0] != close[0])
-    bp = np.empty(m, dtype=np.float64)
-    tr = np.empty(m, dtype=np.float64)
+    # Slots of rows <= 0 read 0.0 (a filling window subtracts nothing): with a ring of
+    # at least 2 * (p3 + 1) no row written before them lands on them.
+    size = 64
+    while size < 2 * (p3 + 1):
+        size *= 2
+    mask = np.uintp(size - 1)
+    ring_bp = np.zeros(size, dtype=np.float64)
+    ring_tr = np.zeros(size, dtype=np.float64)
     sums = np.empty((6, _UO_BLOCK), dtype=np.float64)
     done = p3  # rows before this one have their output
-    for i in range(1, m):
-        prev = close[i - 1]
-        bad |= (high[i] != high[i]) | (low[i] != low[i]) | (close[i] != close[i])
-        bp[i] = close[i] - min(low[i], prev)
-        r = high[i] - low[i]
-        t = abs(prev - high[i])
-        if t > r:
-            r = t
-        t = abs(prev - low[i])
-        if t > r:
-            r = t
-        tr[i] = r
     # Per window: sums of a and b, their add-only twins, the ring position; push j is row j.
     a1 = f1 = b1 = g1 = a2 = f2 = b2 = g2 = a3 = f3 = b3 = g3 = 0.0
     pos1 = pos2 = pos3 = 0
+    prev = close[0]
     for i in range(1, m):
-        a = bp[i]
-        b = tr[i]
-        full = i > p1
-        a1 = a1 + a - (bp[i - p1] if full else 0.0)
-        b1 = b1 + b - (tr[i - p1] if full else 0.0)
+        h = high[i]
+        lo = low[i]
+        c = close[i]
+        bad |= (h != h) | (lo != lo) | (c != c)
+        a = c - min(lo, prev)
+        b = h - lo
+        t = abs(prev - h)
+        if t > b:
+            b = t
+        t = abs(prev - lo)
+        if t > b:
+            b = t
+        prev = c
+        k = np.uintp(i) & mask
+        ring_bp[k] = a
+        ring_tr[k] = b
+        k = np.uintp(i - p1) & mask
+        a1 = a1 + a - ring_bp[k]
+        b1 = b1 + b - ring_tr[k]
         f1 += a
         g1 += b
         pos1 += 1
         if pos1 == p1:
             pos1 = 0
             a1, b1, f1, g1 = f1, g1, 0.0, 0.0
-        full = i > p2
-        a2 = a2 + a - (bp[i - p2] if full else 0.0)
-        b2 = b2 + b - (tr[i - p2] if full else 0.0)
+        k = np.uintp(i - p2) & mask
+        a2 = a2 + a - ring_bp[k]
+        b2 = b2 + b - ring_tr[k]
         f2 += a
         g2 += b
         pos2 += 1
         if pos2 == p2:
             pos2 = 0
             a2, b2, f2, g2 = f2, g2, 0.0, 0.0
-        full = i > p3
-        a3 = a3 + a - (bp[i - p3] if full else 0.0)
-        b3 = b3 + b - (tr[i - p3] if full else 0.0)
+        k = np.uintp(i - p3) & mask
+        a3 = a3 + a - ring_bp[k]
+        b3 = b3 + b - ring_tr[k]
         f3 += a
         g3 += b
         pos3 += 1

@@ -490,8 +490,45 @@ def spec_from_config(entry: Mapping[str, Any], key: str = "indicator") -> Indica
     try:
         info.make_state(**params)
     except ValueError as exc:
-        raise IndicatorConfigError(key, f"{name}: {exc}") from None
+        # The factories' messages start with the parameter at fault, when there is one.
+        first = str(exc).split(" ", 1)[0]
+        at = f"{key}.{first}" if any(p.name == first for p in info.params) else key
+        raise IndicatorConfigError(at, f"{name}: {exc}") from None
     return IndicatorSpec(name=name, params=params, bar_ns=bar_ns, label=label)
+
+
+def specs_from_config(
+    entries: Sequence[Mapping[str, Any]], key: str = "indicators"
+) -> tuple[IndicatorSpec, ...]:
+    """Specs of a list of config tables (``[[strategy.indicators]]``), for one set.
+
+    Each entry as :func:`spec_from_config` reads it, named ``key[i]``; the value names
+    of the entries (see :attr:`IndicatorSet.names`) must be distinct.
+
+    Raises:
+        IndicatorConfigError: naming the dotted key at fault (``indicators[1].label``
+            for a value name an earlier entry already has).
+    """
+    specs: list[IndicatorSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        s = spec_from_config(entry, f"{key}[{i}]")
+        for name in value_names(s):
+            if name in seen:
+                raise IndicatorConfigError(
+                    f"{key}[{i}].label",
+                    f"value name {name!r} is also entry {seen[name]}'s: give one a label",
+                )
+            seen[name] = i
+        specs.append(s)
+    return tuple(specs)
+
+
+def value_names(entry: IndicatorSpec) -> tuple[str, ...]:
+    """The names an entry's outputs take in a set: its label, or ``label.output`` each."""
+    outputs = REGISTRY[entry.name].outputs
+    label = entry.value_label
+    return (label,) if len(outputs) == 1 else tuple(f"{label}.{o}" for o in outputs)
 
 
 # spec table columns
@@ -555,8 +592,7 @@ class IndicatorSet:
                 if e.bar_ns not in bar_lengths:
                     bar_lengths.append(e.bar_ns)
                 builder = bar_lengths.index(e.bar_ns)
-            label = e.value_label
-            outs = [label] if len(kind.outputs) == 1 else [f"{label}.{o}" for o in kind.outputs]
+            outs = value_names(e)
             rows.append([kind.kernel, offset, block.shape[0], len(names), len(outs), src, builder])
             names.extend(outs)
             blocks.append(block)

@@ -169,7 +169,7 @@ def _moments_into(
     # From here the update's run of equal samples is kept as the row where it started.
     start = n - run
     turn = 0 if turns == 1 else 1
-    # Later turns, one ring turn (n rows) per block: no ring position to test per row.
+    # Later turns, whole ring turns per block: no ring position to test per row.
     # Views made once (slicing per turn costs reference counting); unsigned indices
     # spare numba's negative-index wrap.
     cur = x[n:]
@@ -178,7 +178,9 @@ def _moments_into(
     rows = m - n
     start_j = 0
     while start_j < rows:
-        stop_j = min(start_j + n, rows)
+        # Every turn up to the next re-anchoring in one loop: no per-turn overhead.
+        span = (turns - turn) * n
+        stop_j = min(start_j + span, rows)
         for j in range(start_j, stop_j):
             u = np.uintp(j)
             v = cur[u]
@@ -188,16 +190,15 @@ def _moments_into(
                 start = j + n
             prev = v
             dst[u] = _moment_out(s1, s2, inv, j + 1 >= start, nbdev, mode)
-        if turn < turns - 1:
-            turn += 1
-        elif stop_j - start_j == n:
-            # The ring turned: the add-only sums of the turn, shifted by its first sample
-            # (a second pass over n rows still in L1), take over from its last row on,
-            # whose output the update computes after the swap.
-            k = cur[np.uintp(start_j)]
+        if stop_j - start_j == span:
+            # The ring turned: the add-only sums of the last turn, shifted by its first
+            # sample (a second pass over n rows still in L1), take over from its last
+            # row on, whose output the update computes after the swap.
+            first = stop_j - n
+            k = cur[np.uintp(first)]
             s1 = 0.0
             s2 = 0.0
-            for j in range(start_j, stop_j):
+            for j in range(first, stop_j):
                 d = cur[np.uintp(j)] - k
                 s1 += d
                 s2 += d * d

@@ -22,7 +22,6 @@ import numpy as np
 from numba import njit
 
 from ._common import (
-    as_f64,
     check_int,
     fma,
     has_nan,
@@ -251,17 +250,6 @@ def t3(real: np.ndarray, timeperiod: int = 5, vfactor: float = 0.7) -> np.ndarra
     st = t3_state(timeperiod, vfactor)
     params = (int(st[_T3_N]), st[_T3_K], st[_T3_OMK], st[_T3_C1 : _T3_C4 + 1].copy())
     return run_batch(_t3_fast, (real,), 1, params)[0]
-
-
-def _run_stateful(kernel, state: np.ndarray, inputs: tuple, n_out: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Batch by feeding every row to the update: one output row, or ``n_out`` rows."""
-    arrays = [as_f64(a) for a in inputs]
-    n = arrays[0].shape[0]
-    if any(a.shape != (n,) for a in arrays):
-        raise ValueError("input arrays must be 1-D and of the same length")
-    out = np.empty((n_out, n), dtype=np.float64)
-    kernel(state, *arrays, out)
-    return out[0] if n_out == 1 else out
 
 
 # --- KAMA -----------------------------------------------------------------------------
@@ -637,18 +625,49 @@ def ht_trendline_update(state: np.ndarray, x: float) -> float:
     """
     if x != x:
         return np.nan
+    k = _ht_core(state, x)
+    if k < 0:
+        return np.nan
     st = state
+    t = int(st[_HT_COUNT]) - 1
+    mean = 0.0
+    for j in range(k):
+        mean += st[_HT_RING + ((t - j) & (_HT_RING_LEN - 1))]
+    if k > 0:
+        mean = mean / float(k)
+    return _ht_trend(st, mean, t)
+
+
+@njit(nogil=True, error_model="numpy")
+def _ht_trend(st: np.ndarray, mean: float, t: int) -> float:
+    """The trendline from this row's mean and the last three (kept in the state)."""
+    t1 = st[_HT_T1]
+    t2 = st[_HT_T2]
+    trend = (fma(2.0, t2, fma(4.0, mean, 3.0 * t1)) + st[_HT_T3]) / 10.0
+    st[_HT_T3] = t2
+    st[_HT_T2] = t1
+    st[_HT_T1] = mean
+    return trend if t >= _HT_LOOKBACK else np.nan
+
+
+@njit(nogil=True, error_model="numpy")
+def _ht_core(st: np.ndarray, x: float) -> int:
+    """All of :func:`ht_trendline_update` but the trendline (``x`` is not NaN).
+
+    Returns:
+        How many of the latest prices the trendline averages (from row 37), else -1.
+    """
     t = int(st[_HT_COUNT])
     st[_HT_COUNT] = t + 1.0
     st[_HT_RING + (t & (_HT_RING_LEN - 1))] = x
     if t == 0:
         st[_HT_SUB] = x
         st[_HT_SUM] = x
-        return np.nan
+        return -1
     if t < 3:
         st[_HT_SUB] += x
         st[_HT_SUM] = fma(x, t + 1.0, st[_HT_SUM])
-        return np.nan
+        return -1
     sub = st[_HT_SUB] + x - st[_HT_TRAIL]
     wsum = fma(x, 4.0, st[_HT_SUM])
     st[_HT_TRAIL] = st[_HT_RING + ((t - 3) & (_HT_RING_LEN - 1))]
@@ -656,7 +675,7 @@ def ht_trendline_update(state: np.ndarray, x: float) -> float:
     st[_HT_SUB] = sub
     st[_HT_SUM] = wsum - sub
     if t < 37:
-        return np.nan
+        return -1
     period = st[_HT_PERIOD]
     adj = fma(0.075, period, 0.54)
     idx = int(st[_HT_IDX])
@@ -701,25 +720,86 @@ def ht_trendline_update(state: np.ndarray, x: float) -> float:
     st[_HT_PERIOD] = period
     smooth = fma(0.33, period, 0.67 * st[_HT_SMOOTH])
     st[_HT_SMOOTH] = smooth
-    k = int(smooth + 0.5)
-    mean = 0.0
-    for j in range(k):
-        mean += st[_HT_RING + ((t - j) & (_HT_RING_LEN - 1))]
-    if k > 0:
-        mean = mean / float(k)
-    t1 = st[_HT_T1]
-    t2 = st[_HT_T2]
-    trend = (fma(2.0, t2, fma(4.0, mean, 3.0 * t1)) + st[_HT_T3]) / 10.0
-    st[_HT_T3] = t2
-    st[_HT_T2] = t1
-    st[_HT_T1] = mean
-    return trend if t >= _HT_LOOKBACK else np.nan
+    return int(smooth + 0.5)
+
+
+# Rows per block of the batch: their counts, then their means, in buffers that stay in L1.
+_HT_BLOCK = 256
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _ht_run(state: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        out[0, i] = ht_trendline_update(state, x[i])
+def _ht_fast(x: np.ndarray, out: np.ndarray) -> bool:
+    """:func:`ht_trendline_update` over a series (False, early, at a NaN).
+
+    Per block of rows: first the serial recurrence (:func:`_ht_core`) for each row,
+    then the means, four rows at a time. Each mean is still summed newest first, one
+    add after another, but four independent sums run side by side instead of one
+    chain of up to 50 dependent adds per row.
+    """
+    row = out[0]
+    m = x.shape[0]
+    st = ht_trendline_state_nb()
+    counts = np.empty(_HT_BLOCK, dtype=np.int64)
+    means = np.empty(_HT_BLOCK, dtype=np.float64)
+    for lo in range(0, m, _HT_BLOCK):
+        hi = min(lo + _HT_BLOCK, m)
+        for i in range(lo, hi):
+            v = x[i]
+            if v != v:
+                return False
+            counts[i - lo] = _ht_core(st, v)
+        i = lo
+        # Before row 64, prices before row 0 read 0.0 (the update's ring starts zeroed).
+        while i < hi and i < _HT_RING_LEN:
+            k = counts[i - lo]
+            mean = 0.0
+            for j in range(max(k, 0)):
+                mean += x[i - j] if i - j >= 0 else 0.0
+            means[i - lo] = mean / float(k) if k > 0 else mean
+            i += 1
+        while i + 4 <= hi:
+            q = i - lo
+            k0 = counts[q]
+            k1 = counts[q + 1]
+            k2 = counts[q + 2]
+            k3 = counts[q + 3]
+            m0 = m1 = m2 = m3 = 0.0
+            for j in range(min(min(k0, k1), min(k2, k3))):
+                u = np.uintp(i - j)
+                m0 += x[u]
+                m1 += x[u + np.uintp(1)]
+                m2 += x[u + np.uintp(2)]
+                m3 += x[u + np.uintp(3)]
+            c = min(min(k0, k1), min(k2, k3))
+            for j in range(c, k0):
+                m0 += x[np.uintp(i - j)]
+            for j in range(c, k1):
+                m1 += x[np.uintp(i + 1 - j)]
+            for j in range(c, k2):
+                m2 += x[np.uintp(i + 2 - j)]
+            for j in range(c, k3):
+                m3 += x[np.uintp(i + 3 - j)]
+            means[q] = m0 / float(k0) if k0 > 0 else m0
+            means[q + 1] = m1 / float(k1) if k1 > 0 else m1
+            means[q + 2] = m2 / float(k2) if k2 > 0 else m2
+            means[q + 3] = m3 / float(k3) if k3 > 0 else m3
+            i += 4
+        while i < hi:
+            k = counts[i - lo]
+            mean = 0.0
+            for j in range(k):
+                mean += x[np.uintp(i - j)]
+            means[i - lo] = mean / float(k) if k > 0 else mean
+            i += 1
+        for i in range(lo, hi):
+            row[i] = _ht_trend(st, means[i - lo], i) if counts[i - lo] >= 0 else np.nan
+    return True
+
+
+@njit(nogil=True, error_model="numpy")
+def ht_trendline_state_nb() -> np.ndarray:
+    """:func:`ht_trendline_state` inside njit code."""
+    return np.zeros(_HT_SIZE, dtype=np.float64)
 
 
 def ht_trendline(real: np.ndarray) -> np.ndarray:
@@ -727,4 +807,4 @@ def ht_trendline(real: np.ndarray) -> np.ndarray:
 
     See :func:`ht_trendline_update` for the method.
     """
-    return _run_stateful(_ht_run, ht_trendline_state(), (real,))
+    return run_batch(_ht_fast, (real,), 1)[0]

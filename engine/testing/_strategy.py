@@ -29,6 +29,7 @@ import attrs
 import orjson
 import trio
 
+from .._config import SHIPPED_STRATEGIES
 from .._supervisor import RunReport
 from ..strategy import Strategy
 from ._helpers import replay, replay_config
@@ -75,6 +76,7 @@ class StrategyRun:
 def run_strategy(
     strategy: type[Strategy],
     data: list[str | Path],
+    /,
     *,
     params: dict[str, Any] | None = None,
     **sections: dict[str, Any],
@@ -92,8 +94,15 @@ def run_strategy(
     Raises:
         ConfigError: the class cannot be loaded from its file, or a parameter is wrong.
     """
-    path = Path(inspect.getfile(strategy)).resolve()
-    chosen = {"path": str(path), "name": strategy.__name__, "params": dict(params or {})}
+    chosen: dict[str, Any] = {"params": dict(params or {})}
+    kind = getattr(strategy, "kind", "")
+    if SHIPPED_STRATEGIES.get(kind) == f"{strategy.__module__}:{strategy.__qualname__}":
+        # A shipped strategy by its kind: loaded from its file under a second module
+        # name, its numba cache would name that module, which other processes lack.
+        chosen["kind"] = kind
+    else:
+        path = Path(inspect.getfile(strategy)).resolve()
+        chosen.update(path=str(path), name=strategy.__name__)
     sections = {**sections, "strategy": {**sections.get("strategy", {}), **chosen}}
     sections.setdefault("model", {"enabled": False})
     with tempfile.TemporaryDirectory(prefix="trireme-strategy-") as tmp:

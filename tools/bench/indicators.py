@@ -1,7 +1,7 @@
 """Indicator kernels: batch ns/element next to TA-Lib, incremental ns/update, fused set.
 
-``python -m tools.bench indicators [--size N] [--repeat N]`` prints JSON with, for every
-indicator:
+``python -m tools.bench indicators [--size N] [--repeat N] [--only a,b]`` prints JSON
+with, for every indicator (``--only``: the batch pairs of the named ones alone):
 
 - ``incremental_ns``: ns per update, called the way the symbol actor calls it: a
   one-indicator :class:`~engine.indicators.IndicatorSet` fed ``size`` trades (or quotes)
@@ -341,7 +341,17 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m tools.bench indicators")
     parser.add_argument("--size", type=int, default=1_000_000, help="series length")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated TA-Lib-shared names: time only their batch pairs (no "
+        "incremental, own-indicator or fused figures)",
+    )
     args = parser.parse_args(argv)
+    only = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(only) - set(_SHARED))
+    if unknown:
+        parser.error(f"--only: not TA-Lib-shared indicators: {', '.join(unknown)}")
     if args.size < 1000 or args.repeat < 1:
         parser.error("--size must be >= 1000 and --repeat >= 1")
     pinned = _pin_malloc()
@@ -358,9 +368,13 @@ def run(argv: list[str]) -> dict[str, Any]:
     }
     table = out["indicators"]
     for name, (inputs, params) in _SHARED.items():
+        if only and name not in only:
+            continue
         data = [s[k] for k in inputs]
         ours = getattr(ind, name)
-        row: dict[str, Any] = {"incremental_ns": _incremental_ns(name, params, s, args.repeat)}
+        row: dict[str, Any] = {}
+        if not only:
+            row["incremental_ns"] = _incremental_ns(name, params, s, args.repeat)
 
         def run_ours(f=ours, d=data, p=params) -> object:  # type: ignore[no-untyped-def]
             return f(*d, **p)
@@ -377,12 +391,13 @@ def run(argv: list[str]) -> dict[str, Any]:
         else:
             row["batch_ns"] = _per_element(run_ours, args.repeat, size)
         table[name] = row
-    for name, params in _OWN.items():
+    for name, params in {} if only else _OWN.items():
         table[name] = {"incremental_ns": _incremental_ns(name, params, s, args.repeat)}
     shared = {k: r["batch_vs_talib"] for k, r in table.items() if "batch_vs_talib" in r}
     if shared:
         out["batch_vs_talib_max"] = max(shared.values())
         out["batch_at_or_below_talib"] = [k for k, r in shared.items() if r <= 1.0]
         out["batch_above_talib"] = {k: r for k, r in shared.items() if r > 1.0}
-    out["fused_default_set"] = _fused(s, args.repeat)
+    if not only:
+        out["fused_default_set"] = _fused(s, args.repeat)
     return out
