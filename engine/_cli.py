@@ -36,6 +36,7 @@ from ._config import Config, Override, env_overrides, load_config, set_overrides
 from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
+from ._meter import Meter, file_bytes, watch
 from ._preflight import check_config_paths, check_cpus
 from ._report import check_results_paths, summary_text, write_report, write_results
 from ._signals import wait_for_stop
@@ -638,6 +639,8 @@ def _import_main(args: argparse.Namespace) -> int:
             base_dir=Path(config.base_dir),
             where=config.where("data.tick_store"),
         )
+        # With the order book columns when the configured strategy reads them.
+        book = resolve_strategy(config).cls.uses_book
         if store is None:
             raise ConfigError(
                 config.where("data.tick_store"), "data.tick_store", "the tick store is off"
@@ -653,7 +656,16 @@ def _import_main(args: argparse.Namespace) -> int:
         paths = expand_paths(args.paths or [config.resolve(p) for p in config.data.paths])
         symbols = resolve_symbols(config, paths)
         started = time.perf_counter()
-        tape = store.load(paths, symbols, limits=limits, stats=CaptureStats())
+        stats = CaptureStats()
+        meter = Meter(
+            "import",
+            file_bytes(paths),
+            "bytes",
+            style=config.logging.progress_style,
+            every_s=config.logging.progress_every_s,
+        )
+        with watch(meter, lambda: stats.read.n):
+            tape = store.load(paths, symbols, limits=limits, stats=stats, book=book)
         seconds = time.perf_counter() - started
     except DataError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -661,7 +673,7 @@ def _import_main(args: argparse.Namespace) -> int:
     if store.last_outcome == "not_stored":
         sys.stderr.write(f"error: data.tick_store: {store.last_problem}\n")
         return EXIT_USAGE
-    entry = store.entry_for(paths, symbols, limits=limits)
+    entry = store.entry_for(paths, symbols, limits=limits, book=book)
     size = sum(f.stat().st_size for f in entry.iterdir()) if entry.is_dir() else 0
     outcome = {
         "hit": "already stored",
@@ -717,28 +729,21 @@ def data_main(argv: Sequence[str]) -> int:
     symbols = [s for s in args.symbols.split(",") if s]
     kinds = [k for k in args.kinds.split(",") if k]
 
-    shown = [False]  # a progress line is open on stderr
-
-    def progress(done: int, total: int) -> None:
-        sys.stderr.write(f"\rdata download: {done}/{total} file(s)")
-        shown[0] = done < total
-        if not shown[0]:
-            sys.stderr.write("\n")
-
     try:
         files = archive_files(symbols, kinds, args.start, args.end, interval=args.interval)
-        stats = trio.run(
-            functools.partial(
-                download_archive,
-                files,
-                args.out,
-                base_url=args.base_url,
-                parallel=args.parallel,
-                progress=progress,
+        with Meter("download", len(files), "files") as meter:
+            stats = trio.run(
+                functools.partial(
+                    download_archive,
+                    files,
+                    args.out,
+                    base_url=args.base_url,
+                    parallel=args.parallel,
+                    progress=lambda done, _total: meter.update(done),
+                )
             )
-        )
     except DataError as exc:
-        sys.stderr.write(("\n" if shown[0] else "") + f"error: {exc}\n")
+        sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
     sys.stdout.write(
         f"downloaded {stats.downloaded} (resumed {stats.resumed}), already present "

@@ -15,9 +15,12 @@ the JSON log and the report never depend on it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Literal, TextIO
 
 Style = Literal["auto", "bar", "lines", "off"]
@@ -154,3 +157,40 @@ class Meter:
         self._out.write(line + "\n")
         self._out.flush()
         self.lines += 1
+
+
+@contextlib.contextmanager
+def watch(meter: Meter, done: Callable[[], int], *, every_s: float = 0.25) -> Iterator[Meter]:
+    """Keep ``meter`` at ``done()`` from a thread while the block runs synchronously.
+
+    For work that cannot stop to report (parsing a capture runs in one call):
+    ``done`` reads a counter the work keeps (e.g. the bytes a capture parse has read,
+    ``CaptureStats.read.n``), polled every ``every_s``; the meter is closed at
+    the end of the block.
+    """
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(every_s):
+            meter.update(done())
+
+    thread = threading.Thread(target=poll, name=f"progress-{meter.what}", daemon=True)
+    thread.start()
+    try:
+        yield meter
+    finally:
+        stop.set()
+        thread.join()
+        meter.update(done())
+        meter.close()
+
+
+def file_bytes(paths: Iterable[Path]) -> int:
+    """The total size of the files among ``paths`` (0 for those that cannot be read)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+    return total

@@ -19,14 +19,20 @@ from typing import TextIO
 
 
 @contextmanager
-def slow_step(what: str, *, after_s: float = 1.0, stream: TextIO | None = None) -> Iterator[None]:
+def slow_step(
+    what: str, *, after_s: float = 1.0, stream: TextIO | None = None, style: str = "auto"
+) -> Iterator[None]:
     """Say on ``stream`` (stderr) that ``what`` is under way, if it takes over ``after_s``.
 
     Args:
         what: the step, as the line names it (``compiling kernels (first run only)``).
         after_s: how long the step may run before the line appears.
         stream: where the line goes (default: ``sys.stderr`` at the time of the call).
+        style: ``logging.progress`` (``off``: say nothing).
     """
+    if style == "off":
+        yield
+        return
     out = stream if stream is not None else sys.stderr
     started = time.monotonic()
     said = threading.Event()

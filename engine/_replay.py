@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ._config import Config, parse_utc
 from ._errors import ActorFailedError, DataError, single_cause
-from ._meter import Meter
+from ._meter import Meter, file_bytes, watch
 from ._progress import slow_step
 from ._report import data_notes
 from .actors import HardwareActor
@@ -77,8 +77,22 @@ async def run_replay_driven(
         journal.set_meta({"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(data)})
         log.info("replay starting", symbols=symbols, data=data, journal=str(journal.path))
         try:
-            with slow_step(f"reading market data ({len(paths)} file(s))"):
-                tape = load_tape(paths, symbols, limits=limits, stats=stats, store=store)
+            reading = Meter(
+                f"reading {len(paths)} file(s)",
+                file_bytes(paths),
+                "bytes",
+                style=config.logging.progress_style,
+                every_s=config.logging.progress_every_s,
+            )
+            with watch(reading, lambda: stats.read.n):  # silent on a tick-store hit
+                tape = load_tape(
+                    paths,
+                    symbols,
+                    limits=limits,
+                    stats=stats,
+                    store=store,
+                    book=spec.cls.uses_book,
+                )
             tape = restrict_tape(tape, *_window(config))  # data.start / data.end
         except DataError as exc:
             log.error("cannot start", error=str(exc))
@@ -115,7 +129,10 @@ async def run_replay_driven(
             if len(symbols) > 1:
                 importlib.import_module("engine.portfolio._optimize")  # cvxpy: set-up time
             portfolio = sup.portfolio_solver(config, log)
-        with slow_step("loading the ML filter (feature kernels compile on a first run)"):
+        with slow_step(
+            "loading the ML filter (feature kernels compile on a first run)",
+            style=config.logging.progress_style,
+        ):
             model, filters, _channels = sup._model_wiring(config, symbols, "replay", log)
         cores = [
             SymbolCore(
@@ -164,7 +181,10 @@ async def run_replay_driven(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(hardware_actor.run)
-                with slow_step("loading the strategy kernel (it compiles on a first run)"):
+                with slow_step(
+                    "loading the strategy kernel (it compiles on a first run)",
+                    style=config.logging.progress_style,
+                ):
                     spec.cls.warm_up()
                 warmed_up.set()
                 await hardware_actor.settled.wait()
@@ -173,7 +193,7 @@ async def run_replay_driven(
                 with Meter(
                     "replay",
                     driver.events,
-                    style=config.logging.progress,
+                    style=config.logging.progress_style,
                     every_s=config.logging.progress_every_s,
                 ) as meter:
                     nursery.start_soon(_show_progress, driver, meter)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine._meter import Meter
+from engine._meter import Meter, file_bytes, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,3 +104,43 @@ def test_replay_shows_progress_lines_when_asked(tmp_path: Path) -> None:
     said = [ln for ln in runs[0].stderr.splitlines() if ln.startswith("trireme: replay")]
     if said:
         assert said[-1].startswith("trireme: replay: ") and " events in " in said[-1]
+
+
+def test_watch_polls_a_counter_while_the_block_runs() -> None:
+    """Work that cannot report (one synchronous call) is shown by polling its counter
+    from a thread; the meter ends at the final count and is closed."""
+    import threading
+
+    out = io.StringIO()
+    count = [0]
+    polled = threading.Event()
+
+    def done() -> int:
+        if count[0] >= 50:
+            polled.set()
+        return count[0]
+
+    meter = Meter("import", 100, "bytes", stream=out, after_s=0.0, every_s=0.0)
+    with watch(meter, done, every_s=0.001):
+        count[0] = 50
+        assert polled.wait(60)  # the poller saw the half-way count while we ran
+        count[0] = 100
+    lines = out.getvalue().splitlines()
+    assert any("50/100 bytes (50%)" in ln for ln in lines)
+    assert lines[-1].startswith("trireme: import: 100 bytes in ")
+    assert meter.style == "off"
+
+
+def test_parsing_counts_the_bytes_read_through_the_tick_store(tmp_path: Path) -> None:
+    """The parse counts every byte of the files (compressed, as stored), also when the
+    tick store parses on the caller's behalf; a store hit reads nothing."""
+    from engine.feeds import CaptureStats, TickStore, load_tape
+
+    paths = [ROOT / "data" / "sample" / "btcusdt_20240808_180s.gz"]
+    assert file_bytes([*paths, tmp_path / "missing"]) == paths[0].stat().st_size
+    store = TickStore(tmp_path / "ticks")
+    first, second = CaptureStats(), CaptureStats()
+    load_tape(paths, ["BTCUSDT"], stats=first, store=store)
+    assert first.read.n == paths[0].stat().st_size
+    load_tape(paths, ["BTCUSDT"], stats=second, store=store)
+    assert store.last_outcome == "hit" and second.read.n == 0

@@ -194,6 +194,15 @@ class CaptureLimits:
     max_time_jump_ms: int = attrs.field(default=3_600_000, validator=attrs.validators.gt(0))
 
 
+class ByteCount:
+    """A count of bytes read, shared by the readers of one load and its progress meter."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 @attrs.define
 class CaptureStats:
     """What readers saw besides market events.
@@ -220,6 +229,10 @@ class CaptureStats:
     # The levels themselves, not a counter: left out of comparisons and reprs (a
     # tape mapped from the tick store has its book already, and no snapshots).
     snapshots: list[list[Any]] = attrs.field(factory=list, eq=False, repr=False)
+    # Bytes of the files read so far (as stored: compressed for gzip), shared with
+    # the stats of a parse made on this one's behalf: what progress meters poll while
+    # a parse runs; not a fact about the data.
+    read: ByteCount = attrs.field(factory=lambda: ByteCount(), eq=False, repr=False)
 
     def summary(self) -> dict[str, object]:
         """The per-file facts for the run report (units, clamped, duplicates, truncated)."""
@@ -248,8 +261,10 @@ class _TruncatedGzipError(Exception):
     """The gzip stream ended before its end-of-stream marker."""
 
 
-def _chunks(path: Path, size: int = _CHUNK) -> Iterator[bytes]:
+def _chunks(path: Path, size: int = _CHUNK, stats: CaptureStats | None = None) -> Iterator[bytes]:
     """The file's bytes in chunks of ``size`` bytes read, gunzipped (every gzip member).
+
+    ``stats.read`` (when given) counts the bytes read from the file.
 
     Raises:
         _TruncatedGzipError: after the last chunk, when the last gzip member has no end.
@@ -259,10 +274,14 @@ def _chunks(path: Path, size: int = _CHUNK) -> Iterator[bytes]:
         f.seek(0)
         if head != b"\x1f\x8b":
             while chunk := f.read(size):
+                if stats is not None:
+                    stats.read.n += len(chunk)
                 yield chunk
             return
         inflater = zlib.decompressobj(wbits=47)
         while raw := f.read(size):
+            if stats is not None:
+                stats.read.n += len(raw)
             while raw:
                 yield inflater.decompress(raw)
                 raw = inflater.unused_data
@@ -295,7 +314,7 @@ def open_capture(
     """
     tail = b""
     try:
-        for data in _chunks(path, chunk):
+        for data in _chunks(path, chunk, stats):
             if not data:
                 continue
             lines = (tail + data).split(b"\n")
