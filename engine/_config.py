@@ -121,6 +121,7 @@ class FeedsSection:
     )
     duration_s: float = attrs.field(default=0.0, validator=_nonneg)
     min_step_ms: float = attrs.field(default=0.0, validator=_nonneg)
+    inline: bool = attrs.field(default=True, validator=v.instance_of(bool))
     transport: Literal["wsproto", "trio-websocket"] = attrs.field(
         default="wsproto", validator=v.in_(("wsproto", "trio-websocket"))
     )
@@ -150,8 +151,20 @@ class ChannelsSection:
 SHIPPED_STRATEGIES: dict[str, str] = {
     "ema_cross": "engine.strategy._ema_cross:EmaCross",
     "scalper": "engine.strategy._scalper:Scalper",
+    "book_imbalance": "engine.strategy._book_imbalance:BookImbalance",
+    "market_maker": "engine.strategy._market_maker:MarketMaker",
 }
 """The shipped strategies by ``strategy.kind``: ``module:Class`` (imported on use)."""
+
+
+def _indicators(instance: Any, attribute: Any, value: tuple[dict[str, Any], ...]) -> None:
+    if value:
+        from .indicators import IndicatorConfigError, specs_from_config  # numba: on use only
+
+        try:
+            specs_from_config(value, "indicators")
+        except IndicatorConfigError as exc:
+            raise FieldValueError(exc.key, exc.problem) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -193,6 +206,10 @@ class StrategySection:
     )
     limit_offset_bps: float = attrs.field(default=0.0, validator=_nonneg)
     entry_timeout_ms: float = attrs.field(default=0.0, validator=_nonneg)
+    # ``[[strategy.indicators]]``: indicators by registry name (``name``, the indicator's
+    # parameters, optional ``bar_ns`` and ``label``), checked at load; a strategy reads
+    # them through ``Strategy.configured_indicators`` (README, "Your own strategy").
+    indicators: tuple[dict[str, Any], ...] = attrs.field(default=(), validator=_indicators)
 
     def __attrs_post_init__(self) -> None:
         if self.fast >= self.slow:
@@ -399,6 +416,11 @@ class VenueSection:
     )
     # Start-up waits out a 429, a 418 ban and unanswered requests this long, then exit 2.
     startup_deadline_s: float = attrs.field(default=300.0, validator=[v.gt(0), v.le(86_400)])
+    # Live: while a position is held, rest the [exits] stop (fixed or trailing) on the
+    # exchange as a STOP_MARKET closePosition order; move it when the level moves by more
+    # than protective_move_bps; cancel it when the position closes (issue 13).
+    protective_stop: bool = False
+    protective_move_bps: float = attrs.field(default=5.0, validator=_nonneg)
 
 
 _DEFAULT_MODELS = (
@@ -412,8 +434,8 @@ _DEFAULT_MODELS = (
 class ModelSection:
     """``[model]``: the ML entry filter (ONNX ensemble, regimes, online retraining).
 
-    Off unless configured (the shipped ``config.toml`` turns it on): a library user's
-    default config needs no model files.
+    Off unless configured (the shipped ``config.toml`` keeps it off too: out of sample it
+    did not beat no filter, README's ML section): a default config needs no model files.
     """
 
     enabled: bool = False
@@ -432,9 +454,8 @@ class ModelSection:
     target_win_rate: float = attrs.field(default=0.5, validator=[v.ge(0), v.le(1)])
     adapt_window: int = attrs.field(default=20, validator=_pos)
     adapt_gain: float = attrs.field(default=0.2, validator=_nonneg)
-    cache_size: int = attrs.field(default=4096, validator=_pos)
-    cache_quantum: float = attrs.field(default=1e-3, validator=v.gt(0))
-    label_fee_bps: float = attrs.field(default=2.0, validator=_nonneg)
+    # The labels' fee per leg: the venue's taker fee (the strategy's market orders pay it).
+    label_fee_bps: float = attrs.field(default=5.0, validator=_nonneg)
     retrain: bool = True
     retrain_every_events: int = attrs.field(default=50_000, validator=_pos)
     retrain_every_s: float = attrs.field(default=3600.0, validator=v.gt(0))
@@ -513,8 +534,8 @@ class LoggingSection:
     """``[logging]``: JSON log destination (a file path, or ``-`` for stderr) and level.
 
     ``progress`` is how long tasks (replays, sweeps) show their progress on stderr:
-    ``auto`` (a bar on a terminal, a plain line every ``progress_every_s`` otherwise),
-    ``bar``, ``lines`` or ``off``.
+    ``auto`` (a bar on a terminal, a plain line every ``progress_every_s`` otherwise;
+    nothing when the JSON log itself goes to stderr), ``bar``, ``lines`` or ``off``.
     """
 
     path: str = "logs/trireme.jsonl"
@@ -525,6 +546,14 @@ class LoggingSection:
         default="auto", validator=v.in_(("auto", "bar", "lines", "off"))
     )
     progress_every_s: float = attrs.field(default=10.0, validator=_pos)
+
+    @property
+    def progress_style(self) -> Literal["auto", "bar", "lines", "off"]:
+        """``progress``, with ``auto`` silent when the log is on stderr (``path = "-"``):
+        a progress line there would break the one-JSON-object-per-line stream."""
+        if self.progress == "auto" and self.path == "-":
+            return "off"
+        return self.progress
 
 
 @attrs.frozen(kw_only=True)
@@ -571,7 +600,7 @@ def _describe(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if attrs.has(tp):
+    if origin is dict or attrs.has(tp):
         return "a table"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         tp, str(tp)
@@ -636,11 +665,21 @@ def build_table(cls: type, table: dict[str, Any], source: str, prefix: str) -> A
         raise ConfigError(source, prefix, str(exc)) from exc
 
 
+# Keys that once existed: a config that still sets one is refused with why it went.
+_CACHE_GONE = "removed: the score cache hit 0 times on every capture (README, ML filter)"
+_REMOVED_KEYS: Mapping[str, str] = {
+    "model.cache_size": _CACHE_GONE,
+    "model.cache_quantum": _CACHE_GONE,
+}
+
+
 def _build(cls: type, table: dict[str, Any], source: str, prefix: str) -> Any:
     fields = {f.name: f for f in attrs.fields(cls)}
     kwargs: dict[str, Any] = {}
     for name, value in table.items():
         key = f"{prefix}.{name}"
+        if key in _REMOVED_KEYS:
+            raise ConfigError(source, key, _REMOVED_KEYS[key])
         if name not in fields:
             raise ConfigError(
                 source, key, f"unknown key; expected one of: {', '.join(sorted(fields))}"

@@ -12,11 +12,17 @@ Every edge is its own bounded ``trio.open_memory_channel``; actors start in
 dependency order with ``nursery.start`` so each is ready before its producers.
 If any actor fails, the nursery cancels the rest: trading stops (fail closed),
 the journal keeps every complete step, and the error propagates.
+
+With ``feeds.inline`` (the default) the feed's read loop runs each step through the
+symbol, risk and execution actors' steps itself (:class:`~engine.actors.InlineStep`):
+the same steps on the same inputs, without the channel hops and task switches
+between a tick and its order's write; those three actor tasks do not run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import time
@@ -34,8 +40,9 @@ import hardware
 from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError, single_cause
+from ._memory import MallocTrimmer, find_malloc_trim, find_mallopt, tune_malloc
 from ._progress import slow_step
-from .actors import ExecutionActor, HardwareActor, RiskActor, SymbolActor
+from .actors import ExecutionActor, HardwareActor, InlineStep, RiskActor, SymbolActor
 from .core import ExecutionCore, RiskCore, SymbolCore
 from .feeds import (
     CaptureStats,
@@ -45,6 +52,7 @@ from .feeds import (
     scan_symbols,
     untradeable,
 )
+from .feeds._bookcols import BOOK_LEVELS
 from .feeds._live import LiveFeed, market_data_client
 from .journal import Journal, JournalActor, journal_files, new_journal_file
 from .ledger import PositionLedger
@@ -147,18 +155,24 @@ async def _run_actors(
     risk: RiskActor,
     actors: list[SymbolActor],
     feed: LiveFeed,
+    inline: InlineStep | None,
 ) -> None:
-    """Start the actors in dependency order and wait until the replay has drained."""
+    """Start the actors in dependency order and wait until the run has drained. With
+    ``inline``, the feed runs the symbol, risk and execution steps itself."""
     async with trio.open_nursery() as nursery:
         await nursery.start(journal_actor.run)
-        await nursery.start(execution.run)
+        if inline is None:
+            await nursery.start(execution.run)
         if portfolio_actor is not None:
             await nursery.start(portfolio_actor.run)
         if model_actor is not None:
             await nursery.start(model_actor.run)
-        await nursery.start(risk.run)
-        for actor in actors:
-            await nursery.start(actor.run)
+        if inline is None:
+            await nursery.start(risk.run)
+            for actor in actors:
+                await nursery.start(actor.run)
+        else:
+            await nursery.start(inline.run)
         await nursery.start(feed.run)
 
 
@@ -183,7 +197,9 @@ def _model_wiring(
     from .models import FeatureBuilder, default_feature_spec, retrain
 
     spec = default_feature_spec()
-    FeatureBuilder.warm_up()  # compile (or load) the feature kernels now, not at a signal
+    # Replay compiles a missing feature kernel in a child process and waits for it at the
+    # first signal; paper and live wait here, so that no signal is taken late.
+    FeatureBuilder.warm_up(background=mode == "replay")
     ensemble = load_ensemble(cfg, spec, config.resolve)
     requests: dict[str, trio.MemoryReceiveChannel[ScoreBatch]] = {}
     replies: dict[str, trio.MemorySendChannel[ScoreReply]] = {}
@@ -223,18 +239,25 @@ def _model_summary(actor: ModelActor | None, filters: dict[str, EntryFilter]) ->
         "enabled": True,
         **actor.summary(),
         "not_ready": sum(f.not_ready for f in filters.values()),
+        "taken": sum(f.taken for f in filters.values()),
+        "blocked": sum(f.blocked for f in filters.values()),
         "thresholds": {s: round(f.threshold.current, 4) for s, f in filters.items()},
     }
 
 
-def _hardware_summary(actor: HardwareActor) -> dict[str, object]:
+def _hardware_summary(
+    actor: HardwareActor, trimmer: MallocTrimmer | None = None
+) -> dict[str, object]:
     applied = actor.applied
-    return {
+    out: dict[str, object] = {
         "affinity": list(applied.affinity) if applied is not None else [],
         "worker_cpus": list(applied.plan.worker_cpus) if applied is not None else [],
         "refused": [f"{r.setting}: {r.reason}" for r in applied.refused] if applied else [],
         "loop_lag_ms": actor.lag.summary(),
     }
+    if trimmer is not None:  # paper and live runs
+        out["malloc_trim"] = trimmer.summary()
+    return out
 
 
 def _risk_summary(risk: RiskCore, ledger: PositionLedger) -> dict[str, object]:
@@ -448,6 +471,8 @@ async def run_live(
         limiter=limiter,
         server_clock=server_clock,
         startup_deadline_s=v.startup_deadline_s,
+        protective=config.exits if v.protective_stop else None,
+        protective_move_bps=v.protective_move_bps,
     )
     log.info(
         "live venue",
@@ -627,6 +652,7 @@ async def _run_streaming(
         def make_feed(
             market_tx: dict[str, trio.MemorySendChannel[MarketBatch]],
             step_tx: trio.MemorySendChannel[MarketStep],
+            inline: InlineStep | None,
         ) -> LiveFeed:
             assert http is not None
             feed = LiveFeed(
@@ -639,6 +665,9 @@ async def _run_streaming(
                 log=log.bind(actor="feed"),
                 stop=stop,
                 seed=config.engine.seed,
+                # Book columns only for a strategy that reads them (a state per diff).
+                book_levels=BOOK_LEVELS if resolve_strategy(config).cls.uses_book else 0,
+                inline=inline,
             )
             live.append(feed)
             return feed
@@ -756,7 +785,10 @@ async def _run_journaled(
         portfolio_requests=request_tx,
         portfolio_answers=answer_rx,
     )
-    with slow_step("loading the ML filter (feature kernels compile on a first run)"):
+    with slow_step(
+        "loading the ML filter (feature kernels compile on a first run)",
+        style=config.logging.progress_style,
+    ):
         model_actor, filters, score_channels = _model_wiring(config, symbols, mode, log)
     spec = resolve_strategy(config)
     actors = [
@@ -778,9 +810,24 @@ async def _run_journaled(
         )
         for s in symbols
     ]
-    feed = make_feed(market_tx, step_tx)
+    # Inline (``feeds.inline``): the feed's read loop runs each step through the cores.
+    inline = (
+        InlineStep(actors=actors, risk=risk, execution=execution, journal=journal_tx)
+        if config.feeds.inline
+        else None
+    )
+    feed = make_feed(market_tx, step_tx, inline)
 
     warmed_up = trio.Event()
+    trimmer: MallocTrimmer | None = None
+    tuning = None
+    if mode in ("paper", "live"):
+        # Before the feed and the worker threads allocate: large buffers mapped apart.
+        tuning = tune_malloc(
+            mmap_threshold_kb=config.hardware.malloc_mmap_threshold_kb,
+            arena_max=config.hardware.malloc_arena_max,
+            mallopt=find_mallopt(),
+        )
     hardware_actor = HardwareActor(
         config=config.hardware, log=log.bind(actor="hardware"), warmed_up=warmed_up
     )
@@ -817,14 +864,29 @@ async def _run_journaled(
                 # Connected, templates built, reconciled: only then may anything trade.
                 await outer.start(venue.run)
                 _adopt_reconciliation(venue, actors, journal, log)
-            with slow_step("loading the strategy kernel (it compiles on a first run)"):
+            with slow_step(
+                "loading the strategy kernel (it compiles on a first run)",
+                style=config.logging.progress_style,
+            ):
                 spec.cls.warm_up()
             warmed_up.set()
             await hardware_actor.settled.wait()  # the GC freeze is set-up, not trading
+            if mode in ("paper", "live"):
+                # Runs of hours: the heap's freed pages go back to the kernel now and then.
+                pinning = hardware_actor.plan
+                trimmer = MallocTrimmer(
+                    interval_s=config.hardware.malloc_trim_s,
+                    trim=find_malloc_trim(),
+                    thread_setup=None
+                    if pinning is None
+                    else functools.partial(hardware.setup_worker_thread, pinning),
+                    tuning=tuning,
+                )
+                await outer.start(trimmer.run)
             started = time.perf_counter()
             setup = started - setup_started
             await _run_actors(
-                journal_actor, execution, portfolio_actor, model_actor, risk, actors, feed
+                journal_actor, execution, portfolio_actor, model_actor, risk, actors, feed, inline
             )
             outer.cancel_scope.cancel()
     except Exception as exc:
@@ -861,6 +923,7 @@ async def _run_journaled(
         model=model_actor,
         filters=filters,
         hardware_actor=hardware_actor,
+        trimmer=trimmer,
         journal=journal,
         feed_summary=feed_summary,
         lines=lines,
@@ -891,6 +954,7 @@ def build_report(
     hardware_actor: HardwareActor,
     journal: Journal,
     feed_summary: dict[str, object],
+    trimmer: MallocTrimmer | None = None,
     lines: int,
     skipped: dict[str, int],
     steps: int,
@@ -955,7 +1019,7 @@ def build_report(
         risk=_risk_summary(risk, ledger),
         portfolio=portfolio.stats.summary() if portfolio is not None else {},
         model=_model_summary(model, filters),
-        hardware=_hardware_summary(hardware_actor),
+        hardware=_hardware_summary(hardware_actor, trimmer),
         per_symbol=per_symbol,
         journal_path=str(journal.path),
         journal_records=journal.records,

@@ -11,6 +11,12 @@ driver hands it long stretches of ticks) and in paper and live (a step's batch).
 A shipped strategy is chosen by ``strategy.kind``; ``SHIPPED_STRATEGIES`` (in the
 config module) maps each kind to its class, each in a file of the same shape as a
 user's: ``ema_cross`` (:mod:`engine.strategy._ema_cross`), ``scalper``, ``book_imbalance``.
+
+A :class:`QuotingStrategy` (``market_maker``) is the other kind: it does not enter and
+exit one position but keeps a bid and an ask resting (post-only) and lets its
+inventory move with their fills. Its kernel stops when the quotes it wants differ
+enough from the ones working (:attr:`Signal.REQUOTE`); the core then asks
+:meth:`QuotingStrategy.quotes` and places, amends or cancels one order per side.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from attrs import validators as v
 
 from .._config import SHIPPED_STRATEGIES, Config, SizingSection, StrategySection, build_table
 from .._errors import ConfigError
+from ..indicators import IndicatorSet, specs_from_config, value_names
 from ..messages import Ticks
 
 
@@ -43,6 +50,7 @@ class Signal(enum.IntEnum):
     EXIT_STOP = 4
     EXIT_TAKE_PROFIT = 5
     EXIT_TIME = 6
+    REQUOTE = 7  # a quoting strategy's wanted quotes moved away from the working ones
 
 
 class Mode(enum.IntEnum):
@@ -51,6 +59,7 @@ class Mode(enum.IntEnum):
     FLAT = 0  # IDLE: look for entries
     HOLDING = 1  # IN_POSITION: look for exits
     WAITING = 2  # SIGNALED / ORDERING / EXITING: only update indicators
+    QUOTING = 3  # a quoting strategy with nothing in flight: look for requotes
 
 
 EXIT_REASONS: dict[int, str] = {
@@ -104,6 +113,10 @@ class Strategy(abc.ABC):
     kind: ClassVar[str]
     Params: ClassVar[type | None] = None
     """An attrs class of the strategy's parameters (``[strategy.params]``), or None."""
+    uses_book: ClassVar[bool] = False
+    """Whether the kernel reads the order book columns (``Ticks.book_*``): replay
+    rebuilds the book from depth diffs only for such strategies (it costs about as
+    much as the rest of the parse)."""
 
     @abc.abstractmethod
     def __init__(self, config: StrategySection, sizing: SizingSection, params: Any = None) -> None:
@@ -150,14 +163,112 @@ class Strategy(abc.ABC):
         says (a market order unless configured otherwise)."""
         return None
 
+    cross_reason: ClassVar[str] = EXIT_REASONS[Signal.EXIT_CROSS]
+    """The journal's name for :attr:`Signal.EXIT_CROSS` (``opposite_signal`` where the
+    strategy's own opposite entry signal is what closes)."""
+
     def exit_reason(self, signal: int) -> str:
         """The journal's name for an exit signal."""
+        if signal == Signal.EXIT_CROSS:
+            return self.cross_reason
         return EXIT_REASONS[signal]
+
+    # -- configured indicators (``[[strategy.indicators]]``) --------------------------
+
+    reads_indicators: ClassVar[bool] = False
+    """Whether the strategy reads ``[[strategy.indicators]]`` (a config that declares
+    some for a strategy that does not is refused)."""
+    indicator_params: ClassVar[tuple[str, ...]] = ()
+    """Fields of :attr:`Params` whose values name configured indicator values; each is
+    checked at load to be one (``strategy.params.<field>``)."""
+    indicator_set: IndicatorSet | None = None
+    """This symbol's configured indicators, once :meth:`configured_indicators` ran."""
+
+    def configured_indicators(self, config: StrategySection) -> IndicatorSet:
+        """This symbol's :class:`~engine.indicators.IndicatorSet` of ``config.indicators``,
+        kept in :attr:`indicator_set`. Its :attr:`~engine.indicators.IndicatorSet.arrays`
+        go to the strategy's njit kernel, which feeds them per tick (compile the kernel
+        onto the set with :func:`engine.indicators.bind_to_set`) and reads
+        ``values[index[name]]``; Python hooks read :meth:`indicator`."""
+        self.indicator_set = IndicatorSet(specs_from_config(config.indicators))
+        return self.indicator_set
+
+    def indicator(self, name: str) -> float:
+        """The latest value of configured indicator value ``name`` (``"kama_30"``,
+        ``"macd_12_26_9.macdsignal"``; NaN while warming up).
+
+        Raises:
+            KeyError: no such value (the message lists the configured ones).
+        """
+        iset = self.indicator_set
+        names = () if iset is None else iset.names
+        if iset is None or name not in iset.index:
+            raise KeyError(f"no configured indicator value {name!r}; configured: {names}")
+        return float(iset.values[iset.index[name]])
 
     @classmethod
     @abc.abstractmethod
     def warm_up(cls) -> None:
         """Load (or compile) the kernel now, not at the first market batch."""
+
+
+class QuotingStrategy(Strategy):
+    """A strategy that quotes both sides (a market maker) instead of taking positions.
+
+    The symbol core drives it in quoting mode: at most one resting GTX (post-only)
+    LIMIT order per side, amended in place (:class:`~engine.messages.ReplaceOrder`)
+    when the wanted price moves, cancelled when the side is no longer wanted. The
+    core keeps the strategy told of what is working (:meth:`on_working`) and of the
+    inventory its fills made (:meth:`on_inventory`); the kernel, in
+    :attr:`Mode.QUOTING`, returns :attr:`Signal.REQUOTE` at the first event where the
+    quotes :meth:`quotes` would give differ from the working ones by the strategy's
+    refresh rule, and :attr:`Signal.EXIT_TIME` when the inventory has been held too
+    long (the core then closes it with a reduce-only market order). In
+    :attr:`Mode.WAITING` (a command unanswered, or that close in flight) it only
+    updates its indicators.
+    """
+
+    @abc.abstractmethod
+    def quotes(self) -> tuple[float, float, float, float]:
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` wanted now, on the tick grid; a NaN
+        price means no quote on that side (warming up, or the inventory cap)."""
+
+    @abc.abstractmethod
+    def on_working(
+        self, bid_px: float, ask_px: float, bid_ts: int, ask_ts: int, quiet_until: int
+    ) -> None:
+        """The prices now working (NaN: no order on that side) and when each was set;
+        no requote before ``quiet_until`` (after a denial or a rejection)."""
+
+    @abc.abstractmethod
+    def on_inventory(self, qty: float, since_ts: int) -> None:
+        """The signed inventory after a fill, non-zero since ``since_ts``."""
+
+    def on_entry_filled(self, side: int, entry_price: float, ts: int) -> None:
+        """Not used in quoting mode."""
+
+
+def state_slot(slot: int, doc: str = "") -> Any:
+    """A read-only float property reading ``self._state[slot]``: the kernel's state
+    array, where strategies keep their latest quote, ATR, strength...::
+
+        last_bid = state_slot(LAST_BID)
+    """
+
+    def get(self: Any) -> float:
+        return float(self._state[slot])
+
+    return property(get, doc=doc)
+
+
+def store_entry(state: Any, slots: tuple[int, int, int], side: int, price: float, ts: int) -> None:
+    """Write an entry's side, price and time into the kernel state's ``slots``
+    (``(SIDE, ENTRY_PRICE, ENTRY_TS)``): what :meth:`Strategy.on_entry_filled` does
+    for kernels that manage their own exits."""
+    side_slot, price_slot, ts_slot = slots
+    state[side_slot] = float(side)
+    state[price_slot] = price
+    state[ts_slot] = float(ts)
 
 
 @attrs.frozen
@@ -201,16 +312,34 @@ def resolve_strategy(config: Config) -> StrategySpec:
         if not cfg.path:
             raise ConfigError(config.where("strategy.path"), "strategy.path", "required with name")
         cls = load_strategy(config.resolve(cfg.path), cfg.name, config.where("strategy.path"))
+    if issubclass(cls, QuotingStrategy) and config.engine.mode != "replay":
+        # The paper/live risk and execution actors do not route CancelOrder and
+        # ReplaceOrder yet (the replay driver does): refused before anything starts.
+        key = "strategy.name" if cfg.name else "strategy.kind"
+        raise ConfigError(
+            config.where(key), key, f"{cls.__name__} quotes: replay only (engine.mode = replay)"
+        )
     if config.exits.uses_atr and cls.atr is Strategy.atr:
         key = "exits.atr_stop" if config.exits.atr_stop else "exits.trail_atr"
         raise ConfigError(config.where(key), key, f"{cls.__name__} has no atr (it is NaN)")
+    if cfg.indicators and not cls.reads_indicators:
+        key = "strategy.indicators"
+        raise ConfigError(config.where(key), key, f"{cls.__name__} reads no configured indicators")
     if cls.Params is None:
         if cfg.params:
             key = f"strategy.params.{next(iter(cfg.params))}"
             raise ConfigError(config.where(key), key, f"{cls.__name__} takes no [strategy.params]")
         return StrategySpec(cls)
     source = config.where("strategy.params")
-    return StrategySpec(cls, build_table(cls.Params, cfg.params, source, "strategy.params"))
+    params = build_table(cls.Params, cfg.params, source, "strategy.params")
+    configured = {n for s in specs_from_config(cfg.indicators) for n in value_names(s)}
+    for field in cls.indicator_params:
+        name = getattr(params, field)
+        if name not in configured:
+            key = f"strategy.params.{field}"
+            problem = f"{name!r} is not a value of [[strategy.indicators]] ({sorted(configured)})"
+            raise ConfigError(config.where(key), key, problem)
+    return StrategySpec(cls, params)
 
 
 def load_strategy(path: Path, name: str, where: str) -> type[Strategy]:

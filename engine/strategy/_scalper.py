@@ -87,7 +87,7 @@ from engine.indicators import (
     trade_ofi_update,
 )
 from engine.messages import Ticks
-from engine.strategy import Mode, Signal, Strategy
+from engine.strategy import Mode, Strategy, state_slot, store_entry
 
 __all__ = ["SIGNALS", "Scalper", "ScalperParams"]
 
@@ -530,6 +530,7 @@ class Scalper(Strategy):
     """The eight-signal scalper as a :class:`~engine.strategy.Strategy` (``kind = "scalper"``)."""
 
     kind = "scalper"
+    cross_reason = "opposite_signal"
     Params = ScalperParams
 
     def __init__(self, config: Any, sizing: Any, params: ScalperParams | None = None) -> None:
@@ -545,22 +546,12 @@ class Scalper(Strategy):
             *self._indicators,
         )  # fmt: skip
 
-    @property
-    def last_bid(self) -> float:
-        return float(self._state[LAST_BID])
-
-    @property
-    def last_ask(self) -> float:
-        return float(self._state[LAST_ASK])
-
-    @property
-    def atr(self) -> float:
-        return float(self._state[ATR])
-
-    @property
-    def strength(self) -> float:
-        """The entry's strength: its side's share of the (decayed) vote weight."""
-        return float(self._state[STRENGTH])
+    last_bid = state_slot(LAST_BID)
+    last_ask = state_slot(LAST_ASK)
+    atr = state_slot(ATR)
+    strength = state_slot(
+        STRENGTH, "The entry's strength: its side's share of the (decayed) vote weight."
+    )
 
     @property
     def votes(self) -> tuple[str, ...]:
@@ -569,14 +560,7 @@ class Scalper(Strategy):
         return tuple(name for k, name in enumerate(SIGNALS) if bits >> k & 1)
 
     def on_entry_filled(self, side: int, entry_price: float, ts: int) -> None:
-        self._state[SIDE] = float(side)
-        self._state[ENTRY_PRICE] = entry_price
-        self._state[ENTRY_TS] = float(ts)
-
-    def exit_reason(self, signal: int) -> str:
-        if signal == Signal.EXIT_CROSS:
-            return "opposite_signal"
-        return super().exit_reason(signal)
+        store_entry(self._state, (SIDE, ENTRY_PRICE, ENTRY_TS), side, entry_price, ts)
 
     @classmethod
     def warm_up(cls) -> None:
