@@ -205,18 +205,7 @@ class SimVenue:
         due = order.ts_event + self._latency_ns
         refusal = self._refusal(order)
         if refusal is not None:
-            return [
-                OrderRejected(
-                    client_order_id=order.client_order_id,
-                    symbol=order.symbol,
-                    purpose=order.purpose,
-                    reason=refusal,
-                    ts_event=due,
-                    ts_init=due,
-                    seq=self._next_seq(),
-                    correlation_id=order.correlation_id,
-                )
-            ]
+            return [self._rejected(order, refusal, due)]
         if order.order_type != "MARKET":
             self._resting.append(
                 _Resting(
@@ -399,18 +388,7 @@ class SimVenue:
                 else:
                     r.queue = _queue_at(order.side, r.price, bid, bid_qty, ask, ask_qty)
             return out
-        return [
-            OrderRejected(
-                client_order_id=command.client_order_id,
-                symbol=command.symbol,
-                purpose=command.purpose,
-                reason="-2013 order does not exist",
-                ts_event=ts,
-                ts_init=ts,
-                seq=self._next_seq(),
-                correlation_id=command.correlation_id,
-            )
-        ]
+        return [self._rejected(command, "-2013 order does not exist", ts)]
 
     # -- resting orders: arrival, queue, fills ---------------------------------------
 
@@ -426,18 +404,7 @@ class SimVenue:
         tif = order.time_in_force
         if crosses and tif == "GTX":
             self._drop(r)
-            return [
-                OrderRejected(
-                    client_order_id=order.client_order_id,
-                    symbol=order.symbol,
-                    purpose=order.purpose,
-                    reason=GTX_WOULD_TAKE,
-                    ts_event=ts,
-                    ts_init=ts,
-                    seq=self._next_seq(),
-                    correlation_id=order.correlation_id,
-                )
-            ]
+            return [self._rejected(order, GTX_WOULD_TAKE, ts)]
         out: list[OrderEvent] = [self._accepted(r, ts)]
         if crosses:
             touch, touch_qty = (ask, ask_qty) if order.side > 0 else (bid, bid_qty)
@@ -526,6 +493,18 @@ class SimVenue:
             # A triggered stop that reduce-only capped: Binance expires the rest.
             return [fill, self._close(r, OrderExpired, ts, "reduce_only_nothing_to_reduce")]
         return [fill]
+
+    def _rejected(self, order: SubmitOrder | ReplaceOrder, reason: str, ts: int) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            reason=reason,
+            ts_event=ts,
+            ts_init=ts,
+            seq=self._next_seq(),
+            correlation_id=order.correlation_id,
+        )
 
     def _accepted(self, r: _Resting, ts: int) -> OrderAccepted:
         return OrderAccepted(
