@@ -139,17 +139,6 @@ def test_the_kind_and_its_params_are_checked(tmp_path):
         resolve_strategy(bad)
 
 
-def test_paper_and_live_refuse_it_until_their_actors_route_amendments(tmp_path):
-    config = replay_config(
-        tmp_path,
-        [ROOT / "data/sample"],
-        strategy={"kind": "market_maker"},
-        engine={"mode": "paper"},
-    )
-    with pytest.raises(ConfigError, match=r"strategy\.kind: MarketMaker quotes: replay only"):
-        resolve_strategy(config)
-
-
 def test_the_example_config_loads_every_param_at_its_default():
     config = load_config(ROOT / "examples/configs/market_maker.toml")
     spec = resolve_strategy(config)
@@ -287,3 +276,91 @@ def test_same_journal_for_any_batching(tmp_path, data):
         assert any(kind == "ReplaceOrder" for kind, _ in rows)
         digests.add(report.journal_sha256)
     assert len(digests) == 1
+
+
+# -- paper: the live feed from the loopback exchange, cancels and amends through risk -------
+
+
+async def test_paper_quotes_rest_amend_and_fill_against_the_loopback_exchange(tmp_path):
+    """Paper mode: the loopback exchange streams the sample; the symbol actor quotes,
+    risk passes (and journals) the amendments and cancels, execution sends them to the
+    simulated venue, and quotes fill as maker; the inventory never passes its cap."""
+    from engine import _supervisor, config_from_dict
+    from engine._supervisor import run_paper
+    from engine.feeds._live import LiveFeed
+    from engine.testing import quiet_logger
+    from engine.venues.sim._recorded import load_recording
+    from engine.venues.sim._stream_server import ServerSettings, StreamServer
+
+    recording = load_recording([ROOT / "data/sample/btcusdt_20240808_180s.gz"])
+    last = max(
+        orjson.loads(m.data)["u"] for m in recording.messages if m.stream.endswith("@bookTicker")
+    )
+    caught_up = trio.Event()
+
+    def passed(_ts: int, raw: bytes) -> None:  # the feed's record hook
+        data = orjson.loads(raw)["data"]
+        if data.get("e") == "bookTicker" and data["u"] >= last:
+            caught_up.set()
+
+    def make_feed(**kwargs: Any) -> LiveFeed:
+        return LiveFeed(**kwargs, record=passed)
+
+    cap = 0.01
+    server = StreamServer(recording, ServerSettings(speed=20.0), quiet_logger())
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):  # a hang guard
+        patch.setattr(_supervisor, "LiveFeed", make_feed)
+        async with trio.open_nursery() as nursery:
+            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
+            config = config_from_dict(
+                {
+                    "engine": {"mode": "paper"},
+                    "data": {"symbols": ["BTCUSDT"]},
+                    "journal": {"dir": str(tmp_path / "runs")},
+                    "logging": {"path": str(tmp_path / "engine.jsonl")},
+                    "feeds": {
+                        "ws_url": f"ws://127.0.0.1:{ws_port}",
+                        "rest_url": f"http://127.0.0.1:{rest_port}",
+                        "streams": ["bookTicker", "trade", "depth@0ms"],
+                        "stale_ms": 60_000,
+                    },
+                    "strategy": {
+                        "kind": "market_maker",
+                        # Times in wall-clock ms: the exchange plays 20x the pace.
+                        "params": {
+                            "quote_qty": 0.002,
+                            "max_inventory": cap,
+                            "vol_sample_ms": 50,
+                            "vol_period": 5,
+                            "refresh_ms": 50,
+                            "min_quote_life_ms": 25,
+                        },
+                    },
+                    "model": {"enabled": False},
+                    "hardware": {"enabled": False},
+                },
+                source="<test>",
+                base_dir=str(tmp_path),
+            )
+            stop = trio.Event()
+
+            async def stop_when_caught_up() -> None:
+                await caught_up.wait()
+                stop.set()
+
+            nursery.start_soon(stop_when_caught_up)
+            report = await run_paper(config, log=quiet_logger(), stop=stop)
+            nursery.cancel_scope.cancel()
+    with sqlite3.connect(report.journal_path) as db:
+        rows = [(k, orjson.loads(p)) for k, p in db.execute("SELECT kind, payload FROM journal")]
+    kinds = collections.Counter(k for k, _ in rows)
+    fills = [p for k, p in rows if k == "OrderFilled"]
+    submits = [p for k, p in rows if k == "SubmitOrder"]
+    assert submits and all(p["time_in_force"] == "GTX" for p in submits if p["purpose"] == "ENTRY")
+    assert kinds["ReplaceOrder"] > 0 or kinds["CancelOrder"] > 0  # quotes refreshed
+    assert fills and any(p["liquidity"] == "MAKER" for p in fills)
+    inventory = 0.0
+    for p in fills:
+        inventory += p["side"] * p["last_qty"]  # side: +1 buy, -1 sell
+        assert abs(inventory) <= cap + 1e-9
+    assert {p["side"] for p in fills} == {1, -1}  # both sides filled

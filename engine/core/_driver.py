@@ -662,46 +662,20 @@ class ReplayDriver:
             raise RuntimeError(f"{sym.name}: orders made while handling reports")
 
     def _amend(self, sym: _Symbol, commands: list[Any], ts: int) -> list[Any]:
-        """Send the core's cancels and replaces; the new orders are returned for risk.
-
-        A cancel only lowers exposure and goes straight to the venue. A replace is
-        checked by risk as a new order of its size at its price in place of the one it
-        amends; a denied replace cancels the order instead (journaled as a
-        :class:`CancelOrder` whose reason names the check), so a quote risk would not
-        place does not keep resting at its old price.
-        """
+        """Send the core's cancels and replaces as risk vets them
+        (:meth:`~engine.core.RiskCore.vet_amendment`: a denied replace becomes a
+        cancel); the new orders are returned for risk."""
         orders = []
         for command in commands:
-            if isinstance(command, CancelOrder):
-                self._records.append(command)
-                self._events(self._exec.cancel(command), ts)
-            elif isinstance(command, ReplaceOrder):
-                reason = self._risk.approve_replace(command)
-                if reason is None:
-                    self._records.append(command)
-                    self._events(self._exec.replace(command), ts)
-                    continue
-                cancel = CancelOrder(
-                    client_order_id=command.client_order_id,
-                    symbol=command.symbol,
-                    purpose=command.purpose,
-                    reason=f"replace_denied_{reason}",
-                    ts_event=command.ts_event,
-                    ts_init=command.ts_init,
-                    seq=command.seq,
-                    correlation_id=command.correlation_id,
-                )
-                self._log.warning(
-                    "order denied",
-                    symbol=command.symbol,
-                    client_order_id=command.client_order_id,
-                    reason=reason,
-                    ts_event=command.ts_event,
-                )
-                self._records.append(cancel)
-                self._events(self._exec.cancel(cancel), ts)
-            else:
+            if not isinstance(command, CancelOrder | ReplaceOrder):
                 orders.append(command)
+                continue
+            vetted = self._risk.vet_amendment(command)
+            self._records.append(vetted)
+            if isinstance(vetted, CancelOrder):
+                self._events(self._exec.cancel(vetted), ts)
+            else:
+                self._events(self._exec.replace(vetted), ts)
         return orders
 
     def _schedule_fill(self, accepted: OrderAccepted) -> None:

@@ -57,6 +57,7 @@ import fsm
 from .._config import RiskSection
 from ..ledger import PositionLedger
 from ..messages import (
+    CancelOrder,
     ControlCommand,
     FeedReconnected,
     JournalRecord,
@@ -75,6 +76,9 @@ from ..messages import (
     TradingStateChanged,
 )
 from ..risk import RiskMetrics
+
+OrderCommand = SubmitOrder | CancelOrder | ReplaceOrder
+"""What the symbol cores send towards execution, through risk."""
 
 _SECOND_NS = 1_000_000_000
 _MS = 1_000_000
@@ -429,13 +433,22 @@ class RiskCore:
                 self._activate("reconciliation", self._trig.reconciliation_action, op.reason)
 
     def approve(
-        self, commands: list[SubmitOrder], records: list[JournalRecord]
-    ) -> tuple[list[SubmitOrder], list[OrderDenied]]:
-        """Check orders in ``(ts_event, symbol, seq)`` order; denials go to ``records``."""
+        self, commands: list[OrderCommand], records: list[JournalRecord]
+    ) -> tuple[list[OrderCommand], list[OrderDenied]]:
+        """Check orders in ``(ts_event, symbol, seq)`` order; denials go to ``records``.
+
+        Cancels and amendments of resting orders (a quoting strategy's) pass as
+        :meth:`vet_amendment` leaves them, journaled here.
+        """
         commands.sort(key=lambda c: (c.ts_event, c.symbol, c.seq))
-        approved: list[SubmitOrder] = []
+        approved: list[OrderCommand] = []
         denials: list[OrderDenied] = []
         for command in commands:
+            if not isinstance(command, SubmitOrder):
+                vetted = self.vet_amendment(command)
+                approved.append(vetted)
+                records.append(vetted)
+                continue
             reason = self.check(command)
             if reason is None:
                 approved.append(command)
@@ -447,6 +460,34 @@ class RiskCore:
                 denials.append(denial)
                 records.append(denial)
         return approved, denials
+
+    def vet_amendment(self, command: CancelOrder | ReplaceOrder) -> CancelOrder | ReplaceOrder:
+        """What to send for a cancel or an amendment: a cancel as it is (it only lowers
+        exposure); an amendment risk approves (:meth:`approve_replace`) as it is, one it
+        denies as a cancel whose reason names the check, so that a quote risk would not
+        place does not keep resting at its old price."""
+        if isinstance(command, CancelOrder):
+            return command
+        reason = self.approve_replace(command)
+        if reason is None:
+            return command
+        self._log.warning(
+            "order denied",
+            symbol=command.symbol,
+            client_order_id=command.client_order_id,
+            reason=reason,
+            ts_event=command.ts_event,
+        )
+        return CancelOrder(
+            client_order_id=command.client_order_id,
+            symbol=command.symbol,
+            purpose=command.purpose,
+            reason=f"replace_denied_{reason}",
+            ts_event=command.ts_event,
+            ts_init=command.ts_init,
+            seq=command.seq,
+            correlation_id=command.correlation_id,
+        )
 
     def approve_replace(self, command: ReplaceOrder) -> str | None:
         """Check an amendment as a new order of its size at its price, in place of the

@@ -312,13 +312,6 @@ def resolve_strategy(config: Config) -> StrategySpec:
         if not cfg.path:
             raise ConfigError(config.where("strategy.path"), "strategy.path", "required with name")
         cls = load_strategy(config.resolve(cfg.path), cfg.name, config.where("strategy.path"))
-    if issubclass(cls, QuotingStrategy) and config.engine.mode != "replay":
-        # The paper/live risk and execution actors do not route CancelOrder and
-        # ReplaceOrder yet (the replay driver does): refused before anything starts.
-        key = "strategy.name" if cfg.name else "strategy.kind"
-        raise ConfigError(
-            config.where(key), key, f"{cls.__name__} quotes: replay only (engine.mode = replay)"
-        )
     if config.exits.uses_atr and cls.atr is Strategy.atr:
         key = "exits.atr_stop" if config.exits.atr_stop else "exits.trail_atr"
         raise ConfigError(config.where(key), key, f"{cls.__name__} has no atr (it is NaN)")
