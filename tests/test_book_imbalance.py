@@ -402,7 +402,7 @@ async def test_live_batches_carry_the_book_and_the_strategy_trades_on_it(tmp_pat
                 done.set()
 
     server = StreamServer(recording, ServerSettings(speed=60.0), quiet_logger())
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(120):
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):  # a hang guard
         patch.setattr(_supervisor, "LiveFeed", make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
@@ -418,7 +418,13 @@ async def test_live_batches_carry_the_book_and_the_strategy_trades_on_it(tmp_pat
                         "streams": ["bookTicker", "trade", "depth@0ms"],
                         "stale_ms": 60_000,
                     },
-                    "strategy": {"kind": "book_imbalance"},
+                    # Signals from the book alone (no wall-clock persistence, which
+                    # would make trading depend on the machine's pace at 60x).
+                    "strategy": {
+                        "kind": "book_imbalance",
+                        "params": {"persist_ms": 0, "persist_updates": 1, "confirm": "none"},
+                    },
+                    "model": {"enabled": False},
                     "hardware": {"enabled": False},
                 },
                 source="<test>",
