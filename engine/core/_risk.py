@@ -471,13 +471,7 @@ class RiskCore:
         reason = self.approve_replace(command)
         if reason is None:
             return command
-        self._log.warning(
-            "order denied",
-            symbol=command.symbol,
-            client_order_id=command.client_order_id,
-            reason=reason,
-            ts_event=command.ts_event,
-        )
+        self._log_denied(command, reason)
         return CancelOrder(
             client_order_id=command.client_order_id,
             symbol=command.symbol,
@@ -715,9 +709,7 @@ class RiskCore:
         )
         return t
 
-    def _deny(self, order: SubmitOrder, reason: str) -> OrderDenied:
-        self._seq += 1
-        self.denied[reason] = self.denied.get(reason, 0) + 1
+    def _log_denied(self, order: SubmitOrder | ReplaceOrder, reason: str) -> None:
         self._log.warning(
             "order denied",
             symbol=order.symbol,
@@ -725,6 +717,11 @@ class RiskCore:
             reason=reason,
             ts_event=order.ts_event,
         )
+
+    def _deny(self, order: SubmitOrder, reason: str) -> OrderDenied:
+        self._seq += 1
+        self.denied[reason] = self.denied.get(reason, 0) + 1
+        self._log_denied(order, reason)
         return OrderDenied(
             client_order_id=order.client_order_id,
             symbol=order.symbol,

@@ -133,61 +133,43 @@ def train_all(
     """
     spec = default_feature_spec()
     # Progress on stderr (a bar on a terminal, lines otherwise): the data, then each fit.
-    meter = Meter("training", 1 + len(kinds), "steps")
-    with meter:
-        return _train_all(paths, out_dir, cfg, spec, meter, kinds, seed, test_fraction,
-                          embargo_ms, threshold, small)  # fmt: skip
-
-
-def _train_all(
-    paths: Sequence[Path],
-    out_dir: Path,
-    cfg: StrategyConfig,
-    spec: FeatureSpec,
-    meter: Meter,
-    kinds: Sequence[str],
-    seed: int,
-    test_fraction: float,
-    embargo_ms: int,
-    threshold: float,
-    small: bool,
-) -> dict[str, Any]:
-    ds = build_dataset(paths, cfg, spec)
-    meter.update(1)
-    embargo_ns = embargo_ms * 1_000_000
-    train, test = holdout(ds.labels.t0, ds.labels.t1, test_fraction, embargo_ns)
-    if len(train) < 10 or len(np.unique(ds.y[train])) < 2:
-        raise ValueError(f"too few training samples ({len(train)}) or a single class")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"samples": len(ds.y), "train": len(train), "test": len(test)}
-    for i, kind in enumerate(kinds):
-        model = fit_calibrated(kind, ds.X[train], ds.y[train], seed, small=small)
-        blob = to_onnx(model, len(spec.names), f"entry_filter_{kind}")
-        parity = check_parity(model, blob, ds.X[test] if len(test) else ds.X[train])
-        p_test = onnx_proba(blob, ds.X[test]) if len(test) else np.zeros(0)
-        p_train = onnx_proba(blob, ds.X[train])
-        onnx_path = out_dir / f"entry_filter_{kind}.onnx"
-        onnx_path.write_bytes(blob)
-        sidecar = make_sidecar(
-            name=f"entry_filter_{kind}",
-            kind=kind,
-            blob=blob,
-            spec=spec,
-            seed=seed,
-            training_data={"files": [Path(p).name for p in paths], "sha256": ds.digest},
-            strategy=attrs.asdict(cfg),
-            splits={
-                "embargo_ms": embargo_ms,
-                "train": span(ds.labels.t0[train]) | {"n": len(train)},
-                "test": (span(ds.labels.t0[test]) | {"n": len(test)}) if len(test) else None,
-            },
-            metrics={
-                "train": metrics(ds.y[train], p_train, threshold),
-                "test": metrics(ds.y[test], p_test, threshold),
-            },
-            parity=parity,
-        )
-        onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        summary[kind] = {"path": str(onnx_path), "bytes": len(blob), **sidecar["metrics"]}
-        meter.update(2 + i)
-    return summary
+    with Meter("training", 1 + len(kinds), "steps") as meter:
+        ds = build_dataset(paths, cfg, spec)
+        meter.update(1)
+        embargo_ns = embargo_ms * 1_000_000
+        train, test = holdout(ds.labels.t0, ds.labels.t1, test_fraction, embargo_ns)
+        if len(train) < 10 or len(np.unique(ds.y[train])) < 2:
+            raise ValueError(f"too few training samples ({len(train)}) or a single class")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary: dict[str, Any] = {"samples": len(ds.y), "train": len(train), "test": len(test)}
+        for i, kind in enumerate(kinds):
+            model = fit_calibrated(kind, ds.X[train], ds.y[train], seed, small=small)
+            blob = to_onnx(model, len(spec.names), f"entry_filter_{kind}")
+            parity = check_parity(model, blob, ds.X[test] if len(test) else ds.X[train])
+            p_test = onnx_proba(blob, ds.X[test]) if len(test) else np.zeros(0)
+            p_train = onnx_proba(blob, ds.X[train])
+            onnx_path = out_dir / f"entry_filter_{kind}.onnx"
+            onnx_path.write_bytes(blob)
+            sidecar = make_sidecar(
+                name=f"entry_filter_{kind}",
+                kind=kind,
+                blob=blob,
+                spec=spec,
+                seed=seed,
+                training_data={"files": [Path(p).name for p in paths], "sha256": ds.digest},
+                strategy=attrs.asdict(cfg),
+                splits={
+                    "embargo_ms": embargo_ms,
+                    "train": span(ds.labels.t0[train]) | {"n": len(train)},
+                    "test": (span(ds.labels.t0[test]) | {"n": len(test)}) if len(test) else None,
+                },
+                metrics={
+                    "train": metrics(ds.y[train], p_train, threshold),
+                    "test": metrics(ds.y[test], p_test, threshold),
+                },
+                parity=parity,
+            )
+            onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+            summary[kind] = {"path": str(onnx_path), "bytes": len(blob), **sidecar["metrics"]}
+            meter.update(2 + i)
+        return summary
