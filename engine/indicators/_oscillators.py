@@ -234,7 +234,8 @@ def cmo(real: np.ndarray, timeperiod: int = 14) -> np.ndarray:
 _UO_COUNT, _UO_PREV = range(2)
 _UO_P = 2
 _UO_BLOCKS = 5
-# Rows whose window sums are buffered before the divisions (fits L1).
+# Rows per block of the batch loop: their bp, tr and window sums are buffered (8 x 2 KiB,
+# in L1) between its three loops.
 _UO_BLOCK = 256
 
 
@@ -318,8 +319,10 @@ def _ultosc_fast(
 ) -> bool:
     """:func:`ultosc_update` over bars: three re-anchored window sums in registers.
 
-    One pass: ``bp`` and ``tr`` go to two rings that stay in L1 (no temporaries the
-    size of the input, whose page faults and cache misses cost more than the sums).
+    Per block of rows, three loops: buying pressure and true range (and the NaN check),
+    which LLVM vectorizes; the serial window sums, whose ``bp`` and ``tr`` go to two
+    rings that stay in L1 (no temporaries the size of the input, whose page faults and
+    cache misses cost more than the sums); the four divisions per row, vectorized too.
     """
     row = out[0]
     m = close.shape[0]
@@ -336,73 +339,84 @@ def _ultosc_fast(
     mask = np.uintp(size - 1)
     ring_bp = np.zeros(size, dtype=np.float64)
     ring_tr = np.zeros(size, dtype=np.float64)
-    sums = np.empty((6, _UO_BLOCK), dtype=np.float64)
-    done = p3  # rows before this one have their output
+    sums = np.empty((8, _UO_BLOCK), dtype=np.float64)
+    bps = sums[6]
+    trs = sums[7]
     # Per window: sums of a and b, their add-only twins, the ring position; push j is row j.
     a1 = f1 = b1 = g1 = a2 = f2 = b2 = g2 = a3 = f3 = b3 = g3 = 0.0
     pos1 = pos2 = pos3 = 0
-    prev = close[0]
-    for i in range(1, m):
-        h = high[i]
-        lo = low[i]
-        c = close[i]
-        bad |= (h != h) | (lo != lo) | (c != c)
-        a = c - min(lo, prev)
-        b = h - lo
-        t = abs(prev - h)
-        if t > b:
-            b = t
-        t = abs(prev - lo)
-        if t > b:
-            b = t
-        prev = c
-        k = np.uintp(i) & mask
-        ring_bp[k] = a
-        ring_tr[k] = b
-        k = np.uintp(i - p1) & mask
-        a1 = a1 + a - ring_bp[k]
-        b1 = b1 + b - ring_tr[k]
-        f1 += a
-        g1 += b
-        pos1 += 1
-        if pos1 == p1:
-            pos1 = 0
-            a1, b1, f1, g1 = f1, g1, 0.0, 0.0
-        k = np.uintp(i - p2) & mask
-        a2 = a2 + a - ring_bp[k]
-        b2 = b2 + b - ring_tr[k]
-        f2 += a
-        g2 += b
-        pos2 += 1
-        if pos2 == p2:
-            pos2 = 0
-            a2, b2, f2, g2 = f2, g2, 0.0, 0.0
-        k = np.uintp(i - p3) & mask
-        a3 = a3 + a - ring_bp[k]
-        b3 = b3 + b - ring_tr[k]
-        f3 += a
-        g3 += b
-        pos3 += 1
-        if pos3 == p3:
-            pos3 = 0
-            a3, b3, f3, g3 = f3, g3, 0.0, 0.0
-        if i >= p3:
-            q = i - done
-            sums[0, q] = a1
-            sums[1, q] = b1
-            sums[2, q] = a2
-            sums[3, q] = b2
-            sums[4, q] = a3
-            sums[5, q] = b3
-            if q == _UO_BLOCK - 1 or i == m - 1:
-                # The four divisions per row in a loop of their own, which LLVM
-                # vectorizes (they bound the serial loop otherwise).
-                for j in range(q + 1):
-                    u = np.uintp(j)
-                    row[np.uintp(done) + u] = _uo_value(
-                        sums[0, u], sums[1, u], sums[2, u], sums[3, u], sums[4, u], sums[5, u]
-                    )
-                done += q + 1
+    # Rows 1 on; block row j is row start + j + 1.
+    h1 = high[1:]
+    l1 = low[1:]
+    c1 = close[1:]
+    c0 = close[: m - 1]
+    rows = m - 1
+    for start in range(0, rows, _UO_BLOCK):
+        cnt = min(_UO_BLOCK, rows - start)
+        s0 = np.uintp(start)
+        for j in range(cnt):
+            u = np.uintp(j)
+            h = h1[s0 + u]
+            lo = l1[s0 + u]
+            c = c1[s0 + u]
+            prev = c0[s0 + u]
+            bad |= (h != h) | (lo != lo) | (c != c)
+            b = h - lo
+            t = abs(prev - h)
+            if t > b:
+                b = t
+            t = abs(prev - lo)
+            if t > b:
+                b = t
+            bps[u] = c - min(lo, prev)
+            trs[u] = b
+        for j in range(cnt):
+            u = np.uintp(j)
+            a = bps[u]
+            b = trs[u]
+            i = start + j + 1
+            k = np.uintp(i) & mask
+            ring_bp[k] = a
+            ring_tr[k] = b
+            k = np.uintp(i - p1) & mask
+            a1 = a1 + a - ring_bp[k]
+            b1 = b1 + b - ring_tr[k]
+            f1 += a
+            g1 += b
+            pos1 += 1
+            if pos1 == p1:
+                pos1 = 0
+                a1, b1, f1, g1 = f1, g1, 0.0, 0.0
+            k = np.uintp(i - p2) & mask
+            a2 = a2 + a - ring_bp[k]
+            b2 = b2 + b - ring_tr[k]
+            f2 += a
+            g2 += b
+            pos2 += 1
+            if pos2 == p2:
+                pos2 = 0
+                a2, b2, f2, g2 = f2, g2, 0.0, 0.0
+            k = np.uintp(i - p3) & mask
+            a3 = a3 + a - ring_bp[k]
+            b3 = b3 + b - ring_tr[k]
+            f3 += a
+            g3 += b
+            pos3 += 1
+            if pos3 == p3:
+                pos3 = 0
+                a3, b3, f3, g3 = f3, g3, 0.0, 0.0
+            sums[0, u] = a1
+            sums[1, u] = b1
+            sums[2, u] = a2
+            sums[3, u] = b2
+            sums[4, u] = a3
+            sums[5, u] = b3
+        # The first output is row p3, block row p3 - 1 - start.
+        for j in range(max(0, p3 - 1 - start), cnt):
+            u = np.uintp(j)
+            row[s0 + u + np.uintp(1)] = _uo_value(
+                sums[0, u], sums[1, u], sums[2, u], sums[3, u], sums[4, u], sums[5, u]
+            )
     return not bad
 
 

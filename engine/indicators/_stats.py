@@ -371,9 +371,57 @@ def _lr_output(
     return k + fma(m, n - 1.0, b_rel)
 
 
+# Rows of the batch loop per block: its sums are buffered (in L1), then turned into
+# outputs in a loop per mode (ANGLE's atan calls do not spill the serial loop's state).
+_LR_BLOCK = 256
+
+
+@njit(nogil=True, error_model="numpy")
+def _lr_rows(
+    dst: np.ndarray,
+    sb: np.ndarray,
+    tb: np.ndarray,
+    kb: np.ndarray,
+    cnt: int,
+    fn: float,
+    sum_x: float,
+    iden: float,
+    invn: float,
+    mode: int,
+) -> None:
+    """``dst[:cnt]`` from buffered sums: :func:`_lr_output` with the mode out of the loop."""
+    if mode == LR_ANGLE:
+        for j in range(cnt):
+            u = np.uintp(j)
+            sb[u] = _lr_output(fn, sum_x, iden, invn, sb[u], tb[u], kb[u], LR_SLOPE)
+        for j in range(cnt):
+            u = np.uintp(j)
+            dst[u] = math.atan(sb[u]) * _RAD2DEG
+    elif mode == LR_SLOPE:
+        for j in range(cnt):
+            u = np.uintp(j)
+            dst[u] = _lr_output(fn, sum_x, iden, invn, sb[u], tb[u], kb[u], LR_SLOPE)
+    elif mode == LR_INTERCEPT:
+        for j in range(cnt):
+            u = np.uintp(j)
+            dst[u] = _lr_output(fn, sum_x, iden, invn, sb[u], tb[u], kb[u], LR_INTERCEPT)
+    elif mode == LR_TSF:
+        for j in range(cnt):
+            u = np.uintp(j)
+            dst[u] = _lr_output(fn, sum_x, iden, invn, sb[u], tb[u], kb[u], LR_TSF)
+    else:
+        for j in range(cnt):
+            u = np.uintp(j)
+            dst[u] = _lr_output(fn, sum_x, iden, invn, sb[u], tb[u], kb[u], LR_VALUE)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _lr_fast(x: np.ndarray, n: int, turns: int, mode: int, out: np.ndarray) -> bool:
-    """:func:`linreg_update` over ``x`` with the state in registers (False on a NaN)."""
+    """:func:`linreg_update` over ``x`` with the state in registers (False on a NaN).
+
+    Per block of rows, the serial loop only slides the sums (buffering ``S``, ``T`` and
+    the shift ``k``); :func:`_lr_rows` then computes the block's outputs.
+    """
     row = out[0]
     m = x.shape[0]
     fn = float(n)
@@ -400,31 +448,49 @@ def _lr_fast(x: np.ndarray, n: int, turns: int, mode: int, out: np.ndarray) -> b
     sf = 0.0
     tf = 0.0
     pos = 0
-    for j in range(m - n):
-        v = cur[j]
-        bad |= v != v
-        active = turn == turns - 1
-        if active:
-            if pos == 0:
-                kn = v
-                sf = 0.0
-                tf = 0.0
-            tf += sf
-            sf += v - kn
-        e = old[j] - k
-        t += s - fn * e
-        s += (v - k) - e
-        pos += 1
-        if pos == n:
-            pos = 0
+    rows = m - n
+    # SLOPE's three operations per row cost less in the serial loop than a buffer pass.
+    direct = mode == LR_SLOPE
+    buf = np.empty((3, _LR_BLOCK), dtype=np.float64)
+    sb = buf[0]
+    tb = buf[1]
+    kb = buf[2]
+    for start in range(0, rows, _LR_BLOCK):
+        cnt = min(_LR_BLOCK, rows - start)
+        s0 = np.uintp(start)
+        for j in range(cnt):
+            u = np.uintp(j)
+            v = cur[s0 + u]
+            bad |= v != v
+            active = turn == turns - 1
             if active:
-                k = kn
-                s = sf
-                t = tf
-                turn = 0
+                if pos == 0:
+                    kn = v
+                    sf = 0.0
+                    tf = 0.0
+                tf += sf
+                sf += v - kn
+            e = old[s0 + u] - k
+            t += s - fn * e
+            s += (v - k) - e
+            pos += 1
+            if pos == n:
+                pos = 0
+                if active:
+                    k = kn
+                    s = sf
+                    t = tf
+                    turn = 0
+                else:
+                    turn += 1
+            if direct:
+                dst[s0 + u] = _lr_output(fn, sum_x, iden, invn, s, t, k, LR_SLOPE)
             else:
-                turn += 1
-        dst[j] = _lr_output(fn, sum_x, iden, invn, s, t, k, mode)
+                sb[u] = s
+                tb[u] = t
+                kb[u] = k
+        if not direct:
+            _lr_rows(dst[start:], sb, tb, kb, cnt, fn, sum_x, iden, invn, mode)
     return bad == 0
 
 

@@ -202,11 +202,33 @@ def t3_update(state: np.ndarray, x: float) -> float:
     )
 
 
+@njit(nogil=True, error_model="numpy")
+def _t3_skewed_step(e: np.ndarray, d: np.ndarray, x: float, k: float, omk: float, lo: int) -> None:
+    """One iteration of :func:`_t3_fast`'s skewed loop on arrays, for its ramps.
+
+    Moves the stages ``j >= lo`` (0-based; ``lo < 0``: stages ``j < -lo``) one row on,
+    the last first, so that each reads its feeder's row of the iteration before; ``d``
+    keeps ``e4`` one row back and ``e3`` one and two rows back.
+    """
+    d[2] = d[1]
+    d[1] = e[2]
+    d[0] = e[3]
+    for j in range(5, -1, -1):
+        if (j >= lo) if lo >= 0 else (j < -lo):
+            e[j] = fma(omk, e[j], k * (e[j - 1] if j else x))
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _t3_fast(x: np.ndarray, n: int, k: float, omk: float, c: np.ndarray, out: np.ndarray) -> bool:
     """:func:`t3_update` over ``x``: staged seeds, then six EMAs in registers.
 
-    A NaN sample leaves the first EMA NaN to the end, which is the NaN check.
+    The six stages run skewed: iteration ``t`` takes stage ``j`` (1-based) to row
+    ``t - j + 1`` from its feeder's value of the iteration before, and finishes row
+    ``t - 5``. The operations and their operands are those of the plain order (results
+    bit for bit the same), but no stage waits for another of the same iteration: six
+    independent multiply-FMA steps instead of one chain of six that the CPU must overlap
+    across iterations (measured 13% faster; ``tools/bench indicators``). A NaN sample
+    leaves the first EMA NaN to the end, which is the NaN check.
     """
     row = out[0]
     m = x.shape[0]
@@ -232,16 +254,42 @@ def _t3_fast(x: np.ndarray, n: int, k: float, omk: float, c: np.ndarray, out: np
             e[j] = (e[j] + v) / n if i == seeded else fma(omk, e[j], k * v)
             v = e[j]
     c1, c2, c3, c4 = c[0], c[1], c[2], c[3]
+    row[first] = fma(c4, e[2], fma(c3, e[3], fma(c1, e[5], c2 * e[4])))
+    if m - first <= 6:
+        for i in range(first + 1, m):
+            v = x[i]
+            for j in range(6):
+                e[j] = fma(omk, e[j], k * v)
+                v = e[j]
+            row[i] = fma(c4, e[2], fma(c3, e[3], fma(c1, e[5], c2 * e[4])))
+        return e[0] == e[0]
+    # Ramp up: stage j (0-based) starts at iteration j + 1.
+    d = np.zeros(3)
+    for s in range(1, 6):
+        _t3_skewed_step(e, d, x[first + s], k, omk, -s)
     e1, e2, e3, e4, e5, e6 = e[0], e[1], e[2], e[3], e[4], e[5]
-    row[first] = fma(c4, e3, fma(c3, e4, fma(c1, e6, c2 * e5)))
-    for i in range(first + 1, m):
-        e1 = fma(omk, e1, k * x[i])
-        e2 = fma(omk, e2, k * e1)
-        e3 = fma(omk, e3, k * e2)
-        e4 = fma(omk, e4, k * e3)
-        e5 = fma(omk, e5, k * e4)
+    d4, d31, d32 = d[0], d[1], d[2]
+    src = x[first + 6 :]
+    dst = row[first + 1 :]
+    for i in range(m - first - 6):
+        u = np.uintp(i)
         e6 = fma(omk, e6, k * e5)
-        row[i] = fma(c4, e3, fma(c3, e4, fma(c1, e6, c2 * e5)))
+        dst[u] = fma(c4, d32, fma(c3, d4, fma(c1, e6, c2 * e5)))
+        d32 = d31
+        d31 = e3
+        d4 = e4
+        e5 = fma(omk, e5, k * e4)
+        e4 = fma(omk, e4, k * e3)
+        e3 = fma(omk, e3, k * e2)
+        e2 = fma(omk, e2, k * e1)
+        e1 = fma(omk, e1, k * src[u])
+    e[0], e[1], e[2], e[3], e[4], e[5] = e1, e2, e3, e4, e5, e6
+    d[0], d[1], d[2] = d4, d31, d32
+    # Ramp down: the last five rows, stage j (0-based) stopping after iteration j.
+    for s in range(1, 6):
+        e6 = fma(omk, e[5], k * e[4])
+        row[m - 6 + s] = fma(c4, d[2], fma(c3, d[0], fma(c1, e6, c2 * e[4])))
+        _t3_skewed_step(e, d, 0.0, k, omk, s)
     return e1 == e1
 
 

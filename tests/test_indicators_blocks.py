@@ -1,0 +1,73 @@
+"""Batch kernels with a ramp or blocks: every length equals the incremental updates.
+
+T3 runs its six EMAs skewed (a five-row ramp in and out), ULTOSC and the LINEARREG
+family work in blocks of rows (``_UO_BLOCK``, ``_LR_BLOCK``). A series cut anywhere,
+around the ramps and on either side of a block edge, NaN or not, must give the values
+the O(1) updates give at every index, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import engine.indicators as ind
+from engine.indicators._oscillators import _UO_BLOCK
+from engine.indicators._stats import _LR_BLOCK
+
+SIZE = 3 * max(_UO_BLOCK, _LR_BLOCK) + 40
+
+
+def _series(nan_at: int | None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(20240808)
+    close = 60_000.0 + np.cumsum(rng.standard_normal(SIZE))
+    spread = np.abs(rng.standard_normal(SIZE))
+    d = {"high": close + 0.5 * spread, "low": close - 0.5 * spread, "close": close}
+    if nan_at is not None:
+        d["close"][nan_at] = np.nan
+    return d
+
+
+# name, inputs, params, first output row (where the ramp or the first block starts)
+CASES: list[tuple[str, tuple[str, ...], dict[str, Any], int]] = [
+    ("t3", ("close",), {}, 24),
+    ("t3", ("close",), {"timeperiod": 2, "vfactor": 1.0}, 6),
+    ("t3", ("close",), {"timeperiod": 11, "vfactor": 0.0}, 60),
+    ("ultosc", ("high", "low", "close"), {}, 28),
+    ("ultosc", ("high", "low", "close"), {"timeperiod1": 1, "timeperiod2": 2, "timeperiod3": 3}, 3),
+    ("linearreg", ("close",), {}, 13),
+    ("linearreg_slope", ("close",), {"timeperiod": 5}, 4),
+    ("linearreg_angle", ("close",), {}, 13),
+    ("linearreg_intercept", ("close",), {"timeperiod": 40}, 39),
+    ("tsf", ("close",), {"timeperiod": 2}, 1),
+]
+
+
+def _lengths(first: int) -> list[int]:
+    near = range(max(0, first - 2), first + 10)
+    edges = [
+        first + k * b + d for b in (_UO_BLOCK, _LR_BLOCK) for k in (1, 2) for d in (-1, 0, 1, 2)
+    ]
+    return sorted({0, 1, 2, *near, *edges, SIZE})
+
+
+def _incremental(name: str, inputs: tuple[str, ...], params: dict[str, Any], d: dict) -> np.ndarray:
+    state = getattr(ind, f"{name}_state")(**params)
+    update: Callable[..., float] = getattr(ind, f"{name}_update")
+    cols = [d[k] for k in inputs]
+    return np.array([update(state, *(c[i] for c in cols)) for i in range(SIZE)])
+
+
+@pytest.mark.parametrize("nan_at", [None, 30, _LR_BLOCK + 20])
+@pytest.mark.parametrize(("name", "inputs", "params", "first"), CASES)
+def test_every_length_equals_the_updates(name, inputs, params, first, nan_at):
+    d = _series(nan_at)
+    ref = _incremental(name, inputs, params, d)
+    batch = getattr(ind, name)
+    for n in _lengths(first):
+        ours = batch(*(d[k][:n] for k in inputs), **params)
+        # A NaN row is NaN in the batch and the update alike (the tick is skipped).
+        np.testing.assert_array_equal(ours, ref[:n], err_msg=f"{name} {params} length {n}")
