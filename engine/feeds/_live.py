@@ -39,7 +39,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -71,6 +71,7 @@ _MS = 1_000_000
 Connector = Callable[[str], AbstractAsyncContextManager[MessageStream]]
 _MAX_STREAMS = 1024
 _NEW, _DUPLICATE, _HELD, _LATE = object(), object(), object(), object()
+_STREAM_TEXT, _STREAM_BYTES = '{"stream"', b'{"stream"'  # a combined-stream envelope
 _SNAPSHOT_RETRY_S = 1.0  # after a failure other than a rate limit (those wait as told)
 _BACKFILL_PATIENCE_S = 10.0  # newer trades are held meanwhile: do not hold them longer
 # A successor holds what it receives until the old stream reaches it (a busy
@@ -230,6 +231,31 @@ class LatencyStats:
         self.count += 1
         if ms > self.max_ms:
             self.max_ms = ms
+
+    def record_many(self, ts_ns: int, event_times_ms: list[int]) -> None:
+        """Add the samples of messages received at ``ts_ns`` with these event times
+        (epoch ms), in order: the same ring, count and max as :meth:`record` of each
+        ``(ts_ns - event_time * 1e6) / 1e6``, in one numpy pass."""
+        ms = (ts_ns - np.array(event_times_ms, dtype=np.int64) * _MS) / 1e6
+        ring = self._ring
+        size = ring.shape[0]
+        n = ms.shape[0]
+        if n > size:  # only the newest fit: write them where they would have ended up
+            skip = n - size
+            self._next = (self._next + skip) % size
+            self.count += skip
+            self.max_ms = max(self.max_ms, float(ms[:skip].max()))
+            ms = ms[skip:]
+            n = size
+        i = self._next
+        first = min(n, size - i)
+        ring[i : i + first] = ms[:first]
+        ring[: n - first] = ms[first:]
+        self._next = (i + n) % size
+        self.count += n
+        top = float(ms.max())
+        if top > self.max_ms:
+            self.max_ms = top
 
     def summary(self) -> dict[str, float | int | None]:
         """Count and max (whole run), p50 and p99 (the window), in ms."""
@@ -508,6 +534,8 @@ class LiveFeed:
         successor_failures = 0
         last_message = trio.current_time()
         take: Callable[[], str | bytes | None] | None = getattr(ws, "get_message_nowait", None)
+        # What one socket read completed, in one call (the wsproto transport).
+        many: Callable[[], Awaitable[list[str | bytes]]] | None = getattr(ws, "get_messages", None)
         while True:
             if successor is not None and successor.abandoned:
                 successor_failures += 1
@@ -538,7 +566,10 @@ class LiveFeed:
                 if successor is not None:
                     successor.wake = scope
                 try:
-                    text = await ws.get_message()
+                    if many is not None and predecessor is None and successor is None:
+                        texts = await many()
+                    else:
+                        texts = [await ws.get_message()]
                 except TransportError as exc:
                     if successor is None:
                         raise
@@ -552,24 +583,23 @@ class LiveFeed:
                     return "handed_over"
                 last_message = trio.current_time()
                 if predecessor is not None:
-                    for t in predecessor.from_successor(text, last_message):
+                    for t in predecessor.from_successor(texts[0], last_message):
                         self._on_message(t)
                 elif successor is not None:
-                    release, stop = successor.from_old(text)
+                    release, stop = successor.from_old(texts[0])
                     for t in release:
                         self._on_message(t)
                     if stop:
                         return "handed_over"
                 else:
-                    # Stamped when its bytes were read (the transport's time, if it has
-                    # one), not when the frames before it in the same read are done.
-                    received = getattr(ws, "received_ns", 0)
-                    self._on_message(text, received)
-                    if take is not None:
+                    if many is None and take is not None:
                         # The rest of the same read, without a cancel scope and a
                         # checkpoint per message.
                         while (more := take()) is not None:
-                            self._on_message(more, received)
+                            texts.append(more)
+                    # Stamped when their bytes were read (the transport's time, if it
+                    # has one), not when the frames before them in the read are done.
+                    self._on_messages(texts, getattr(ws, "received_ns", 0) or time.time_ns())
                 read = True
             if read:
                 if self._inline is not None:
@@ -634,51 +664,95 @@ class LiveFeed:
 
     def _on_message(self, text: str | bytes, ts: int = 0) -> None:
         """Decode, de-duplicate and pass on one message received at ``ts`` (0: now)."""
-        if not ts:
-            ts = time.time_ns()
-        raw = text.encode() if isinstance(text, str) else text
-        self.stats.messages += 1
-        partial_depth = False
-        try:
-            if raw.startswith(b'{"stream"'):
-                envelope = _ENVELOPE.decode(raw)
-                msg = envelope.data
+        self._on_messages((text,), ts or time.time_ns())
+
+    def _on_messages(self, texts: Sequence[str | bytes], ts: int) -> None:
+        """Decode, de-duplicate and pass on messages received at ``ts``, in order.
+
+        One pass over what a socket read brought: per message only the decode, the
+        de-duplication and the column append; the latency samples, the data event
+        and the first/last times are taken once for the batch. A quote or trade
+        that is plainly the next one (update id above the last, trade id one above
+        the mark, no backfill running) skips :meth:`_classify`; any other goes
+        through it. Text is encoded to bytes only where bytes are kept (the
+        recorder, trades held during a backfill).
+        """
+        stats = self.stats
+        stats.messages += len(texts)
+        states = self.state
+        book_levels = self._book_levels
+        record = self._record
+        columns = self._columns
+        event_times: list[int] = []
+        passed = 0
+        for text in texts:
+            try:
+                if text.startswith(_STREAM_TEXT if type(text) is str else _STREAM_BYTES):
+                    envelope = _ENVELOPE.decode(text)
+                    msg = envelope.data
+                    stream = envelope.stream
+                else:
+                    msg = _BARE.decode(text)
+                    stream = ""
+            except msgspec.ValidationError:
+                stats.unknown += 1
+                self._log.debug("unknown message", head=_head(text))
+                continue
+            except msgspec.DecodeError:
+                stats.malformed += 1
+                self._log.warning("malformed message", head=_head(text))
+                continue
+            state = states.get(msg.symbol)
+            if state is None:
+                stats.unknown += 1
+                continue
+            if msg.event_time:
+                event_times.append(msg.event_time)
+            kind = type(msg)
+            if "@depth" in stream and _is_partial_depth(stream):
                 # depth5/10/20 are top-of-book snapshots sent as "depthUpdate" too;
                 # they must not reach the diff book.
-                partial_depth = _is_partial_depth(envelope.stream)
+                self._pass(state, ts, msg, text)
+                passed += 1
+                continue
+            if kind is BookTicker and msg.update_id > state.last_quote_u:
+                # The common case, inline: a quote newer than the last (no trade audit).
+                state.last_quote_u = msg.update_id
+                if record is not None:
+                    record(ts, text.encode() if type(text) is str else text)
+                self._seq += 1
+                append_message(columns[msg.symbol], ts, self._seq, msg)
+                passed += 1
+                continue
+            if (
+                (kind is Trade or kind is AggTrade)
+                and state.held is None
+                and msg.trade_id == state.trade_ids.high + 1
+                and msg.trade_id > 0
+            ):
+                state.trade_ids.mark(msg.trade_id)
             else:
-                msg = _BARE.decode(raw)
-        except msgspec.ValidationError:
-            self.stats.unknown += 1
-            self._log.debug("unknown message", head=raw[:120].decode(errors="replace"))
-            return
-        except msgspec.DecodeError:
-            self.stats.malformed += 1
-            self._log.warning("malformed message", head=raw[:120].decode(errors="replace"))
-            return
-        state = self.state.get(msg.symbol)
-        if state is None:
-            self.stats.unknown += 1
-            return
-        if msg.event_time:
-            self.latency.record((ts - msg.event_time * _MS) / 1e6)
-        if partial_depth:
-            self._append(state, ts, msg, raw)
-            return
-        verdict = self._classify(state, msg, raw)
-        if verdict is _NEW:
-            self._append(state, ts, msg, raw)
-            if self._book_levels and isinstance(msg, DepthUpdate):
+                raw = text.encode() if type(text) is str else text
+                verdict = self._classify(state, msg, raw)
+                if verdict is _DUPLICATE:
+                    state.duplicates += 1
+                if verdict is not _NEW:
+                    continue
+            self._pass(state, ts, msg, text)
+            passed += 1
+            if book_levels and kind is DepthUpdate:
                 book = state.book
                 synced = book.book.synced and not book.needs_snapshot
                 self._book_marks[state.symbol].append(
                     (
                         len(self._columns[state.symbol].ints) // N_INT - 1,
-                        book_state(book.book, self._book_levels) if synced else None,
+                        book_state(book.book, book_levels) if synced else None,
                     )
                 )
-        elif verdict is _DUPLICATE:
-            state.duplicates += 1
+        if event_times:
+            self.latency.record_many(ts, event_times)
+        if passed:
+            self._passed(ts)
 
     def _classify(self, state: SymbolState, msg: MarketMessage, raw: bytes) -> object:
         """``_NEW`` to pass on, ``_DUPLICATE`` to drop, ``_HELD`` while trades are backfilled."""
@@ -718,11 +792,17 @@ class LiveFeed:
         return _NEW
 
     def _append(self, state: SymbolState, ts: int, msg: MarketMessage, raw: bytes) -> None:
+        self._pass(state, ts, msg, raw)
+        self._passed(ts)
+
+    def _pass(self, state: SymbolState, ts: int, msg: MarketMessage, raw: str | bytes) -> None:
+        """Add one message to its symbol's step (call :meth:`_passed` after a batch)."""
         if self._record is not None:
             # After de-duplication, with the time the engine saw it: replaying the
             # recording gives the events this run traded on.
-            self._record(ts, raw)
-        if isinstance(msg, Trade | AggTrade):
+            self._record(ts, raw.encode() if type(raw) is str else raw)
+        kind = type(msg)
+        if kind is Trade or kind is AggTrade:
             state.trades += 1
             if msg.trade_id >= 0:
                 if state.last_passed_id >= 0:
@@ -733,6 +813,9 @@ class LiveFeed:
                 state.last_passed_id = max(state.last_passed_id, msg.trade_id)
         self._seq += 1
         append_message(self._columns[state.symbol], ts, self._seq, msg)
+
+    def _passed(self, ts: int) -> None:
+        """Messages received at ``ts`` went into the steps: wake the step loop."""
         self._data.set()
         if self.first_ts is None:
             self.first_ts = ts
@@ -1072,6 +1155,11 @@ def _attach_book(
         book_ask_px=cols[2],
         book_ask_qty=cols[3],
     )
+
+
+def _head(text: str | bytes) -> str:
+    """The start of a message, for a log line."""
+    return text[:120] if isinstance(text, str) else text[:120].decode(errors="replace")
 
 
 def _is_partial_depth(stream: str) -> bool:

@@ -11,6 +11,8 @@
   symbol actors, fed by a server (:mod:`tools.bench._frame_server`) that writes the
   full BTCUSDT capture's bookTicker and trade frames pre-encoded, flat out (the
   loopback exchange encodes as it plays and is too slow to load a client);
+- ``cpu`` (``--cpu-only``): CPU microseconds per message of the frame parser and
+  the feed's decode, de-duplication and columns, no socket (steady under load);
 - ``latency_ms``: from the server handing a message to its socket to the symbol
   actor processing the batch that holds it (p50, p99), at 2x recorded pace, with
   server and engine in one process so both read the same clock.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import statistics
 import subprocess
@@ -198,6 +201,59 @@ async def _ingest_run(transport: str, port: int, total: int) -> dict[str, float]
     return seen
 
 
+def _cpu_per_message(capture: Path, repeat: int) -> dict[str, Any]:
+    """CPU microseconds per message of the wsproto transport's frame parser and the
+    feed's decode, de-duplication and columns (no socket, no steps), over the same
+    pre-encoded frames as the ingestion figure, cut into 64 KiB reads.
+
+    Thread CPU time, so it is steadier than the rate on a loaded machine."""
+    return trio.run(_cpu_run, capture, repeat)
+
+
+async def _cpu_run(capture: Path, repeat: int) -> dict[str, Any]:
+    import httpx
+
+    from engine.feeds._live import LiveFeed, market_data_client
+    from engine.feeds._transport import _RECEIVE, _Wsproto
+    from tools.bench._frame_server import frames
+
+    buffer, n = frames(str(capture), {"bookTicker", "trade"})
+    config = config_from_dict(
+        {"data": {"symbols": ["BTCUSDT"]}, "feeds": {"streams": ["bookTicker", "trade"]}},
+        source="<bench>",
+        base_dir=str(ROOT),
+    )
+    out = []
+    async with httpx.AsyncClient() as http:
+        for _ in range(repeat):
+            market_tx, _market_rx = trio.open_memory_channel[Any](math.inf)
+            step_tx, _step_rx = trio.open_memory_channel[Any](math.inf)
+            feed = LiveFeed(
+                settings=config.feeds,
+                symbols=["BTCUSDT"],
+                step_ns=100_000_000,
+                symbol_channels={"BTCUSDT": market_tx},
+                execution_channel=step_tx,
+                rest=market_data_client(http, "http://127.0.0.1:9"),
+                log=QUIET,
+                stop=trio.Event(),
+            )
+            # What ``run`` opens (a trade gap asks for a backfill; nothing serves it).
+            feed._backfill_requests, _backfills = trio.open_memory_channel[Any](math.inf)
+            feed._resync_requests, _resyncs = trio.open_memory_channel[Any](math.inf)
+            ws = _Wsproto(None, None)  # type: ignore[arg-type]
+            t0 = time.thread_time()
+            for i in range(0, len(buffer), _RECEIVE):
+                ws._parse(buffer[i : i + _RECEIVE])
+                texts = list(ws._pending)
+                ws._pending.clear()
+                feed._on_messages(texts, time.time_ns())
+                feed._take("BTCUSDT")
+            out.append((time.thread_time() - t0) / n * 1e6)
+            assert feed.stats.messages == n
+    return {"messages": n, "us_per_message": statistics.median(out), "runs": out}
+
+
 async def _stop_later(stop: trio.Event, seconds: float) -> None:
     await trio.sleep(seconds)
     stop.set()
@@ -247,8 +303,28 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--ingest-only", action="store_true", help="only the pre-encoded-frames ingestion figure"
     )
+    parser.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only the CPU cost per message of frame parsing and the feed's decode (no socket)",
+    )
+    parser.add_argument(
+        "--transports",
+        default="wsproto,trio-websocket",
+        help="comma-separated transports to measure (default: both)",
+    )
     args = parser.parse_args(argv)
+    transports = [t for t in args.transports.split(",") if t]
+    for t in transports:
+        if t not in ("wsproto", "trio-websocket"):
+            parser.error(f"--transports: unknown transport {t!r}")
     capture = FULL if FULL.exists() else SAMPLE
+    if args.cpu_only:
+        return {
+            "benchmark": "feed",
+            "capture": str(capture),
+            "cpu": _cpu_per_message(capture, max(args.repeat, 1)),
+        }
     if args.ingest_only:
         return {
             "benchmark": "feed",
@@ -259,12 +335,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                         [_ingest(t, capture)["msgs_per_s"] for _ in range(args.repeat)]
                     )
                 }
-                for t in ("wsproto", "trio-websocket")
+                for t in transports
             },
         }
     total = len(load_recording([SAMPLE]).messages)
     out: dict[str, Any] = {"benchmark": "feed", "messages": total, "repeat": args.repeat}
-    for transport in ("wsproto", "trio-websocket"):
+    for transport in transports:
         recv = [trio.run(_receive, transport, total) for _ in range(args.repeat)]
         pipe = [trio.run(_pipeline, transport, total) for _ in range(args.repeat)]
         ingest = [_ingest(transport, capture)["msgs_per_s"] for _ in range(args.repeat)]
@@ -274,9 +350,10 @@ def run(argv: list[str]) -> dict[str, Any]:
             "pipeline_events_per_s": statistics.median(pipe),
             "latency_ms": trio.run(_latency, transport, args.latency_seconds),
         }
-    out["receive_ratio_wsproto_over_trio_websocket"] = (
-        out["wsproto"]["receive_msgs_per_s"] / out["trio-websocket"]["receive_msgs_per_s"]
-    )
+    if len(transports) == 2:
+        out["receive_ratio_wsproto_over_trio_websocket"] = (
+            out["wsproto"]["receive_msgs_per_s"] / out["trio-websocket"]["receive_msgs_per_s"]
+        )
     return out
 
 
