@@ -148,3 +148,16 @@ def test_a_symbols_own_state_blocks_only_its_entries():
     assert risk.check(order("A", Side.BUY, 1, 100.0)) == "symbol_reducing"
     assert risk.check(order("A", Side.SELL, 2, 100.0, exit_=True)) is None
     assert risk.check(order("B", Side.BUY, 1, 100.0)) is None
+
+
+def test_each_order_of_a_step_is_checked_against_the_ones_approved_before_it():
+    # Exposures are computed once per check: the second order must still see the
+    # first one, approved (open) in the same step.
+    risk = make_risk(max_notional_per_symbol=1000.0, max_notional_total=1500.0)
+    first, second = order("A", Side.BUY, 6, 100.0, 1), order("A", Side.BUY, 6, 100.0, 2)
+    approved, denials = risk.approve([first, second], [])
+    assert approved == [first]
+    assert [d.reason for d in denials] == ["max_notional_per_symbol"]
+    third = order("B", Side.SELL, 9.5, 100.0, 3)
+    approved, denials = risk.approve([third], [])
+    assert approved == [] and [d.reason for d in denials] == ["max_notional_total"]

@@ -10,9 +10,12 @@ the journal writer, the model and portfolio actors, the venue's streams.
 
 It runs the same steps, in the same order, on the same inputs as the actor tasks
 (each step's intents read execution's report of the step before), so for the same
-market steps the journal is the same, record for record. It waits only where an
-actor waits too: for a model's scores, for a portfolio answer due at the step, for
-room in the journal's channel, and for the venue's last answers at the end.
+market steps the journal is the same, record for record. One thing moves: risk takes
+execution's report as soon as the step's orders are written instead of at the top
+of the next step, off the next order's path (nothing between reads or changes what
+it updates). It waits only where an actor waits too: for a model's scores, for a
+portfolio answer due at the step, for room in the journal's channel, and for the
+venue's last answers at the end.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ class InlineStep:
         self._step = 0
         self._now = 0
         self._symbol_reports: dict[str, ReportBatch] | None = None
-        self._risk_report: ReportBatch | None = None
         self._done = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -97,9 +99,16 @@ class InlineStep:
             )
             for actor in self._actors
         ]
-        orders = await self._risk.step(step, self._risk_report, intents)
+        # Risk took execution's report of the step before already (below).
+        orders = await self._risk.step(step, None, intents)
         out = await self._execution.step(step, market, orders)
-        self._symbol_reports, self._risk_report = out.symbol_reports, out.risk_report
+        self._symbol_reports = out.symbol_reports
+        if out.risk_report is not None:
+            # Now, after the step's orders are written, rather than at the top of the
+            # next step, on its way to the next order: what risk does with a report
+            # (ends open orders, takes the sample) reads nothing the symbol steps in
+            # between change, so the next step's checks see the same state.
+            self._risk.on_report(out.risk_report)
         if out.journal is not None:
             try:
                 self._journal.send_nowait(out.journal)

@@ -131,9 +131,7 @@ class RiskActor(RiskCore):
         (:class:`~engine.actors.InlineStep`) runs the rest in the feed's task.
         """
         if report is not None:
-            self.on_order_events(report.events)
-            self.on_sample(report.marks, report.equity, report.trades)
-            self.on_ops(report.ops)
+            self.on_report(report)
         commands: list[SubmitOrder] = []
         records: list[JournalRecord] = []
         final = False

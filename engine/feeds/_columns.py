@@ -15,6 +15,7 @@ KLINE = int(EventKind.KLINE)
 MARK = int(EventKind.MARK)
 N_INT = 5  # ts, ts_exchange, seq, kind, buyer_maker
 N_FLOAT = 6  # bid, bid_qty, ask, ask_qty, price, qty
+_MAX_CACHED = 64  # the longest step whose constant columns are kept (live steps are short)
 
 
 class Columns:
@@ -27,43 +28,64 @@ class Columns:
     # columns are kept sparse, ``(row, index_price, funding_rate, next_funding_ns)``,
     # and spread into full columns once per step.
 
-    __slots__ = ("floats", "ints", "marks")
+    # A live step holds a few events, and each numpy allocation costs about a
+    # microsecond there: the columns that are constant without MARK rows (index
+    # price and funding rate NaN, next funding 0, no book) are read-only views of
+    # arrays kept per length, and ``kind`` and ``buyer_maker`` come from one
+    # conversion.
+
+    __slots__ = ("_blank", "floats", "ints", "marks")
 
     def __init__(self) -> None:
         self.ints: list[int] = []
         self.floats: list[float] = []
         self.marks: list[tuple[int, float, float, int]] = []
+        self._blank: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _constant(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read-only views of all-NaN (float), all-0 and all--1 (int64) columns of length n."""
+        cached = self._blank.get(n)
+        if cached is None:
+            cached = (np.full(n, NAN), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            for arr in cached:
+                arr.flags.writeable = False
+            if n <= _MAX_CACHED:
+                self._blank[n] = cached
+        # Views of read-only arrays cannot be made writeable again.
+        return cached[0][:], cached[1][:], cached[2][:]
 
     def take(self) -> Ticks | None:
         if not self.ints:
             return None
-        ints = np.array(self.ints, dtype=np.int64).reshape(-1, N_INT).T.copy()
-        floats = np.array(self.floats, dtype=np.float64).reshape(-1, N_FLOAT).T.copy()
+        n = len(self.ints) // N_INT
+        ints = np.array(self.ints, dtype=np.int64).reshape(n, N_INT).T.copy()
+        floats = np.array(self.floats, dtype=np.float64).reshape(n, N_FLOAT).T.copy()
         self.ints.clear()
         self.floats.clear()
         ints.flags.writeable = False
         floats.flags.writeable = False
-        n = ints.shape[1]
-        index_price = np.full(n, NAN)
-        next_funding = np.zeros(n, dtype=np.int64)
+        small = ints[3:5].astype(np.int8)  # kind, buyer_maker (writeable, as kernels expect)
+        nan, zero, no_book = self._constant(n)
         if self.marks:
+            index_price = np.full(n, NAN)
             funding_rate = np.full(n, NAN)
+            next_funding = np.zeros(n, dtype=np.int64)
             rows, index, rate, next_ns = zip(*self.marks, strict=True)
             index_price[list(rows)] = index
             funding_rate[list(rows)] = rate
             next_funding[list(rows)] = next_ns
             self.marks.clear()
-            funding_rate.flags.writeable = False
+            for arr in (index_price, funding_rate, next_funding):
+                arr.flags.writeable = False
         else:
-            funding_rate = index_price  # both all NaN, and read-only: one array serves
-        index_price.flags.writeable = False
-        next_funding.flags.writeable = False
+            index_price = funding_rate = nan  # both all NaN, and read-only: one array serves
+            next_funding = zero
         return Ticks(
             ts=ints[0],
             ts_exchange=ints[1],
             seq=ints[2],
-            kind=ints[3].astype(np.int8),
-            buyer_maker=ints[4].astype(np.int8),
+            kind=small[0],
+            buyer_maker=small[1],
             bid=floats[0],
             bid_qty=floats[1],
             ask=floats[2],
@@ -73,6 +95,7 @@ class Columns:
             index_price=index_price,
             funding_rate=funding_rate,
             next_funding_ts=next_funding,
+            book_row=no_book,
         )
 
 

@@ -23,6 +23,14 @@ written``), on one clock (``time.time_ns``):
 ``entries`` is the same for entry orders only (their ``ts_event`` is always a tick's;
 an exit may be decided by a timer or a retry at a step's time). Percentiles are
 exact over every order of the run (p50 / p99 / max, us).
+
+``--stages`` (inline path) splits each entry's tick-to-written time into stages,
+stamped by wrappers around the feed's step, the inline step, the three actors'
+steps and ``BinanceVenue.submit`` (a wrapper costs about a microsecond):
+``read_to_step`` (the tick's receive stamp to the feed's step: frame decode and the
+rest of the read), ``take_batches`` (the step's columns and batch messages),
+``symbol``, ``risk``, ``execution_to_submit`` (execution's step up to the venue's
+``submit``), ``submit_to_written``; each as p50 / p99 / max, us.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,12 +117,15 @@ def _exchange(speed: float, nice: int) -> Iterator[tuple[int, int]]:
 class _Written:
     """A structlog processor keeping the ``order written`` events; drops every event."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: _Stages | None = None) -> None:
         self.events: list[dict[str, Any]] = []
+        self._stages = stages
 
     def __call__(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> Any:
         if event_dict.get("event") == "order written":
             self.events.append(dict(event_dict))
+            if self._stages is not None:
+                self._stages.written(event_dict)
         raise structlog.DropEvent
 
     def logger(self) -> Any:
@@ -122,6 +134,80 @@ class _Written:
             processors=[self],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         )
+
+
+class _Stages:
+    """Stamps of the inline path's stages for the step being run (see ``--stages``)."""
+
+    def __init__(self) -> None:
+        self.step: dict[str, int] = {}
+        self.entries: list[dict[str, float]] = []
+
+    def install(self) -> None:
+        """Wrap the stages' methods on their classes (before the engine is built)."""
+        from engine.actors import ExecutionActor, InlineStep, RiskActor, SymbolActor
+        from engine.feeds._live import LiveFeed
+
+        step = self.step
+        send_step, inline_call = LiveFeed._send_step, InlineStep.__call__
+        symbol_step, risk_step, execution_step = (
+            SymbolActor.step,
+            RiskActor.step,
+            ExecutionActor.step,
+        )
+        submit = BinanceVenue.submit
+
+        async def send_step_(feed: Any, *, final: bool) -> None:
+            step.clear()
+            step["step"] = time.time_ns()
+            await send_step(feed, final=final)
+
+        async def inline_(inline: Any, *a: Any) -> None:
+            step["inline"] = time.time_ns()
+            await inline_call(inline, *a)
+
+        def timed(name: str, method: Any) -> Any:
+            async def wrapper(actor: Any, *a: Any) -> Any:
+                t = time.time_ns()
+                step.setdefault(f"{name}_at", t)
+                out = await method(actor, *a)
+                step[name] = step.get(name, 0) + time.time_ns() - t
+                return out
+
+            return wrapper
+
+        def submit_(venue: Any, order: Any) -> Any:
+            step["submit_at"] = time.time_ns()
+            return submit(venue, order)
+
+        LiveFeed._send_step = send_step_  # type: ignore[method-assign]
+        InlineStep.__call__ = inline_  # type: ignore[method-assign]
+        SymbolActor.step = timed("symbol", symbol_step)  # type: ignore[method-assign]
+        RiskActor.step = timed("risk", risk_step)  # type: ignore[method-assign]
+        ExecutionActor.step = timed("execution", execution_step)  # type: ignore[method-assign]
+        BinanceVenue.submit = submit_  # type: ignore[method-assign]
+
+    def written(self, event: dict[str, Any]) -> None:
+        """An entry's ``order written`` event: its stages from the step's stamps."""
+        st = self.step
+        if event.get("purpose") != "ENTRY" or "submit_at" not in st or "inline" not in st:
+            return
+        submit_ns = event["submit_ms"] * 1e6
+        tick = st["submit_at"] + submit_ns - event["latency_ms"] * 1e6
+        self.entries.append(
+            {
+                "read_to_step": (st["step"] - tick) / 1e3,
+                "take_batches": (st["inline"] - st["step"]) / 1e3,
+                "symbol": st.get("symbol", 0) / 1e3,
+                "risk": st.get("risk", 0) / 1e3,
+                "execution_to_submit": (st["submit_at"] - st["execution_at"]) / 1e3,
+                "submit_to_written": submit_ns / 1e3,
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        names = self.entries[0].keys() if self.entries else ()
+        return {name: _stats([e[name] for e in self.entries]) for name in names}
 
 
 def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> dict[str, Any]:
@@ -175,10 +261,16 @@ def run(argv: list[str]) -> dict[str, Any]:
         action="store_true",
         help="feeds.inline = false: the steps run in the actor tasks, over channels",
     )
+    parser.add_argument(
+        "--stages", action="store_true", help="split each entry's time into stages (inline)"
+    )
     args = parser.parse_args(argv)
     os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"] = KEY, SECRET
     BinanceVenue.write_inline = not args.no_inline
-    written = _Written()
+    stages = _Stages() if args.stages else None
+    if stages is not None:
+        stages.install()
+    written = _Written(stages)
     with (
         tempfile.TemporaryDirectory() as tmp,
         _exchange(args.speed, args.exchange_nice) as (ws_port, rest_port),
@@ -208,7 +300,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     tick = [e["latency_ms"] * 1e3 for e in events]
     submit = [e["submit_ms"] * 1e3 for e in events]
     entries = [e for e in events if e.get("purpose") == "ENTRY"]
-    return {
+    out: dict[str, Any] = {
         "orders": len(events),
         "written_inline": sum(1 for e in events if e.get("queued") == 0),
         "tick_to_written_us": _stats(tick),
@@ -231,3 +323,6 @@ def run(argv: list[str]) -> dict[str, Any]:
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
         },
     }
+    if stages is not None:
+        out["entry_stages_us"] = stages.summary()
+    return out
