@@ -321,3 +321,37 @@ def test_while_halted_an_exit_is_denied_once_then_goes_when_the_halt_ends(
     assert retry["ts_event"] - resumed <= config.risk.sample_ms * 2 * 1_000_000
     filled = {f["client_order_id"] for f in rows(report, "OrderFilled")}
     assert retry["client_order_id"] in filled
+
+
+def test_post_only_refusals_are_not_execution_errors():
+    """A GTX order that would take is refused (-5022) by design: a market maker meets it
+    whenever the price moves through its quote, and must not halt for it."""
+    from engine.messages import OrderRejected, Purpose
+
+    risk = RiskCore(
+        config=RiskSection(triggers=TriggersSection(max_execution_errors=3)),
+        symbols=["A"],
+        log=quiet_logger(),
+    )
+
+    def refused(i: int, reason: str) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=f"o{i}",
+            symbol="A",
+            purpose=Purpose.ENTRY,
+            reason=reason,
+            ts_event=i,
+            ts_init=i,
+            seq=i,
+            correlation_id=f"o{i}",
+        )
+
+    gtx = "-5022 Due to the order could not be executed as maker, the Post Only order ..."
+    risk.on_order_events([refused(i, gtx) for i in range(10)])
+    records: list = []
+    risk.update_trading_state(100, records)
+    assert risk.trading.state is fsm.TradingState.ACTIVE and not records
+    risk.on_order_events([refused(10 + i, "-2019 Margin is insufficient.") for i in range(3)])
+    risk.update_trading_state(200, records)
+    assert risk.trading.state is fsm.TradingState.HALTED
+    assert "execution_errors" in records[0].reason

@@ -34,7 +34,6 @@ changes no result) or depends on how Trio schedules tasks: there is one task.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from array import array
 from typing import TYPE_CHECKING, Any
@@ -497,8 +496,8 @@ class ReplayDriver:
         if count <= 0:
             return nxt
         times = np.arange(nxt, nxt + count * step, step, dtype=np.int64)
-        quoted: dict[str, list[int]] = {}
-        mids: dict[str, list[float]] = {}
+        quoted: dict[str, np.ndarray] = {}
+        mids: dict[str, np.ndarray] = {}
         rows: dict[str, np.ndarray] = {}
         for sym in self._symbols:
             k = np.searchsorted(sym.q_ts, times, side="left") - 1
@@ -508,17 +507,17 @@ class ReplayDriver:
                 r = np.full(count, -1, dtype=np.int64)
             rows[sym.name] = r
             got = np.maximum(r, 0)
-            quoted[sym.name] = np.where(r >= 0, sym.ticks.ts[got], -1).tolist()
+            quoted[sym.name] = np.where(r >= 0, sym.ticks.ts[got], -1)
             mid = 0.5 * (sym.ticks.bid[got] + sym.ticks.ask[got])
-            mids[sym.name] = np.where(r >= 0, mid, np.nan).tolist()
-        equities = self._equities(mids, count)
-        m = self._risk.calm_samples(times.tolist(), equities, quoted)
+            mids[sym.name] = np.where(r >= 0, mid, np.nan)
+        equity_array = self._equities(mids, count)
+        m = self._risk.calm_samples(times, equity_array, quoted)
         if m == 0:
             return nxt
-        for equity in equities[:m]:
-            venue.record_equity(equity)
+        equities = equity_array[:m].tolist()
+        venue.record_equities(equities)
         self._curve_ts.extend(times[:m].tolist())
-        self._curve_equity.extend(equities[:m])
+        self._curve_equity.extend(equities)
         last = {}
         for sym in self._symbols:
             row = int(rows[sym.name][m - 1])
@@ -530,9 +529,14 @@ class ReplayDriver:
         # In segments that end where the portfolio acts, so that each solve sees the
         # returns up to its own sample (outside them its call does nothing).
         i = 0
+        segmented = self._portfolio is not None and (
+            self._pending_limits or self._may_solve(mids, m)
+        )
         while i < m:
-            j = m if self._portfolio is None else min(m, i + self._samples_to_portfolio())
-            segment = {name: [x for x in series[i:j] if x == x] for name, series in mids.items()}
+            j = min(m, i + self._samples_to_portfolio()) if segmented else m
+            segment = {
+                name: series[i:j][~np.isnan(series[i:j])].tolist() for name, series in mids.items()
+            }
             marks = list(last.values()) if j == m else []
             self._risk.on_calm_samples(marks, segment, equities[i:j])
             self._samples += j - i
@@ -542,6 +546,17 @@ class ReplayDriver:
         self.steps += m
         return int(times[m - 1]) + step
 
+    def _may_solve(self, mids: dict[str, np.ndarray], m: int) -> bool:
+        """Whether the portfolio could solve within the next ``m`` calm samples: only if
+        every symbol can reach ``min_periods`` returns by then (a candle-only symbol
+        never has one, and then the calm run needs no cut at the portfolio's cadence)."""
+        need = self._portfolio_cfg.min_periods
+        returns = self._risk._returns
+        return all(
+            len(returns[name]) + int(np.count_nonzero(~np.isnan(series[:m]))) >= need
+            for name, series in mids.items()
+        )
+
     def _samples_to_portfolio(self) -> int:
         """Samples until the portfolio next acts (a solve or an answer applied)."""
         every = self._portfolio_cfg.every_steps
@@ -550,36 +565,33 @@ class ReplayDriver:
             due = min(due, self._pending_limits[0][0])
         return max(1, due - self._samples)
 
-    def _equities(self, mids: dict[str, list[float]], count: int) -> list[float]:
+    def _equities(self, mids: dict[str, np.ndarray], count: int) -> np.ndarray:
         """The ledger's equity at each of ``count`` samples (``mids``: per symbol, its mid
         at each, NaN before its first quote), marked as :meth:`SimVenue.mark_to` marks it:
-        the mark price where one is known, else the sample's mid, else the last mark."""
+        the mark price where one is known, else the sample's mid, else the last mark.
+        Elementwise, in the ledger's account order: the arithmetic of one sample."""
         venue = self._venue
-        series: list[tuple[float, list[float] | None]] = []
+        total = np.zeros(count)
         for symbol, acct in venue.ledger.accounts.items():
             fixed = acct.realized - acct.fees
             if acct.qty == 0.0:
-                series.append((fixed, None))
+                total = total + (fixed + 0.0)
                 continue
             price = venue.mark_prices.get(symbol)
             if price is not None:
-                marks = [price] * count
+                marks = np.full(count, price)
             else:
-                marks = []
+                series = mids.get(symbol)
+                if series is None:
+                    series = np.full(count, np.nan)
+                seen = np.where(series == series, np.arange(count), -1)
+                np.maximum.accumulate(seen, out=seen)
                 last = acct.last_mid
-                for mid in mids.get(symbol, [math.nan] * count):
-                    if mid == mid:
-                        last = mid
-                    marks.append(last)
+                marks = np.where(seen >= 0, series[np.maximum(seen, 0)], last)
             qty, avg = acct.qty, acct.avg_price
-            series.append((fixed, [qty * (p - avg) if p == p else 0.0 for p in marks]))
-        out = []
-        for k in range(count):
-            total = 0.0
-            for fixed, unrealized in series:
-                total += fixed + (unrealized[k] if unrealized is not None else 0.0)
-            out.append(total)
-        return out
+            unrealized = np.where(marks == marks, qty * (marks - avg), 0.0)
+            total = total + (fixed + unrealized)
+        return total
 
     def _apply_portfolio(self) -> None:
         actor = self._portfolio

@@ -26,7 +26,9 @@ Account-wide triggers (each with a configured action ``halt``/``reduce``/``off``
 move the account's machine: ``daily_loss`` (realized + unrealized since the UTC
 day began, replay clock), ``drawdown`` (from the equity peak), ``reconnect_storm``
 of feed reconnects not tied to a symbol, ``rate_limit_ban`` (until the ban ends),
-``execution_errors`` (venue rejections in a window), ``reconciliation``.
+``execution_errors`` (venue rejections in a window; a post-only order refused because
+it would take, Binance's -5022, is the order type working, not an error: a market
+maker meets it every time the price moves through its quote), ``reconciliation``.
 
 Per-symbol triggers have a per-symbol cause and move only that symbol's own
 machine (ACTIVE or REDUCING: no new entries on the symbol, its exits still go, the
@@ -72,6 +74,7 @@ from ..messages import (
     RateLimitBanned,
     ReconciliationFailed,
     ReplaceOrder,
+    ReportBatch,
     SubmitOrder,
     TradingStateChanged,
 )
@@ -84,6 +87,9 @@ _SECOND_NS = 1_000_000_000
 _MS = 1_000_000
 _DAY_NS = 86_400 * _SECOND_NS
 _MIN_CORRELATION_SAMPLES = 20
+
+
+_POST_ONLY_REFUSED = "-5022"  # the reason of a GTX order that would take (sim and live)
 
 
 class RiskCore:
@@ -145,6 +151,10 @@ class RiskCore:
         self.exposure_limits: dict[str, float] = {}
         self._mids: dict[str, float] = {}
         self._corr: dict[tuple[str, str], float] | None = None
+        # While :meth:`check` runs: each symbol's exposure and the order's notional
+        # after it, computed once for the checks that read them (None otherwise).
+        self._memo: dict[str, float] | None = None
+        self._memo_notional: float | None = None
         self._checks: list[tuple[str, Callable[[SubmitOrder], bool]]] = [
             ("max_orders_per_second", self._rate_ok),
             ("not_reducing", self._reduces_if_reduce_only),
@@ -181,12 +191,16 @@ class RiskCore:
         own = self.symbol_trading.get(order.symbol)
         if own is not None and own.state is not fsm.TradingState.ACTIVE and not order.reduce_only:
             return "symbol_reducing"
-        for reason, passes in self._checks:
-            if not passes(order):
-                return reason
-            if order.reduce_only and reason == "not_reducing":
-                return None
-        return None
+        self._memo = {}
+        try:
+            for reason, passes in self._checks:
+                if not passes(order):
+                    return reason
+                if order.reduce_only and reason == "not_reducing":
+                    return None
+            return None
+        finally:
+            self._memo = self._memo_notional = None
 
     def _rate_ok(self, order: SubmitOrder) -> bool:
         window_start = order.ts_event - _SECOND_NS
@@ -224,11 +238,16 @@ class RiskCore:
         return abs(after) * _order_price(order) <= limit
 
     def _notional_after(self, order: SubmitOrder) -> float:
+        if self._memo_notional is not None:
+            return self._memo_notional
         after = self._exposure(order.symbol) + int(order.side) * order.qty
         others = sum(
             abs(self._exposure(s)) * self._price(s) for s in self._symbols if s != order.symbol
         )
-        return others + abs(after) * _order_price(order)
+        notional = others + abs(after) * _order_price(order)
+        if self._memo is not None:
+            self._memo_notional = notional
+        return notional
 
     def _total_notional_ok(self, order: SubmitOrder) -> bool:
         return self._notional_after(order) <= self._cfg.max_notional_total
@@ -286,12 +305,18 @@ class RiskCore:
 
     def _exposure(self, symbol: str) -> float:
         """Position (the ledger's) plus what open orders would add."""
+        memo = self._memo
+        if memo is not None and symbol in memo:
+            return memo[symbol]
         pending = sum(
             int(o.side) * (o.qty - self._filled.get(c, 0.0))
             for c, o in self._open.items()
             if o.symbol == symbol
         )
-        return self.ledger.qty(symbol) + pending
+        exposure = self.ledger.qty(symbol) + pending
+        if memo is not None:
+            memo[symbol] = exposure
+        return exposure
 
     def _price(self, symbol: str) -> float:
         mark = self.marks.get(symbol)
@@ -315,8 +340,17 @@ class RiskCore:
             elif isinstance(event, OrderRejected | OrderExpired | OrderDenied | OrderCanceled):
                 self._open.pop(event.client_order_id, None)
                 self._filled.pop(event.client_order_id, None)
-                if isinstance(event, OrderRejected):
+                if isinstance(event, OrderRejected) and not event.reason.startswith(
+                    _POST_ONLY_REFUSED
+                ):
                     self._errors.append(event.ts_event)
+
+    def on_report(self, report: ReportBatch) -> None:
+        """Execution's report of a step: its order events, then its sample (marks,
+        equity, closed trades), then its operational events."""
+        self.on_order_events(report.events)
+        self.on_sample(report.marks, report.equity, report.trades)
+        self.on_ops(report.ops)
 
     def on_sample(
         self,
@@ -351,47 +385,62 @@ class RiskCore:
         command waiting (see :meth:`calm_samples`)."""
         if self._origin is None or self._resumed or now < self._ban_until:
             return False
-        if self.active or any(self.symbol_active.values()):
+        if self.active or not all(self._steady_stale(s) for s in self._symbols):
             return False
         if self._reconnects or self._errors or any(self._symbol_reconnects.values()):
             return False
         control = self._control
         return control is None or control.statistics().current_buffer_used == 0
 
+    def _steady_stale(self, symbol: str) -> bool:
+        """Whether the symbol's own triggers leave its machine where it is: none raised,
+        or only ``stale`` with the symbol already REDUCING (candle-only data never has a
+        quote; a calm run ends where a fresh quote could clear it)."""
+        own = self.symbol_active[symbol]
+        if not own:
+            return True
+        return (
+            own.keys() == {"stale"}
+            and self.symbol_trading[symbol].state is fsm.TradingState.REDUCING
+        )
+
     def calm_samples(
-        self, times: list[int], equities: list[float], quoted: dict[str, list[int]]
+        self, times: np.ndarray, equities: np.ndarray, quoted: dict[str, np.ndarray]
     ) -> int:
-        """How many of these samples, in order, raise no trigger (while :meth:`quiet`).
+        """How many of these samples, in order, raise no trigger and clear none (while
+        :meth:`quiet`): the checks of :meth:`_evaluate_triggers`, over arrays.
 
         Args:
-            times: the samples' times.
-            equities: the account's equity at each.
+            times: the samples' times (int64).
+            equities: the account's equity at each (float64).
             quoted: per symbol, the time of its latest quote before each sample (-1:
                 none yet).
 
-        A sample in a new UTC day ends the calm run too (the day's loss restarts there).
+        A sample in a new UTC day ends the calm run too (the day's loss restarts there),
+        and so does a fresh quote of a symbol whose ``stale`` trigger is raised.
         """
         t = self._trig
-        stale_ns = t.stale_data_ms * _MS
-        check_stale = t.stale_data_action != "off"
-        check_loss = t.daily_loss_action != "off"
-        check_drawdown = t.drawdown_action != "off"
-        origin = self._origin if self._origin is not None else 0
-        peak = self.metrics.peak
-        for k, (now, equity) in enumerate(zip(times, equities, strict=True)):
-            if now // _DAY_NS != self._day:
-                return k
-            peak = max(peak, equity)
-            if check_loss and self._day_start_equity - equity >= t.daily_loss_limit:
-                return k
-            if check_drawdown and peak - equity >= t.max_drawdown:
-                return k
-            if check_stale:
-                for symbol in self._symbols:
-                    last = quoted[symbol][k]
-                    if now - (last if last >= 0 else origin) >= stale_ns:
-                        return k
-        return len(times)
+        ends = [int(times.shape[0])]
+
+        def first(bad: np.ndarray) -> None:
+            hit = np.flatnonzero(bad)
+            if hit.size:
+                ends.append(int(hit[0]))
+
+        first(times // _DAY_NS != self._day)
+        if t.daily_loss_action != "off":
+            first(self._day_start_equity - equities >= t.daily_loss_limit)
+        if t.drawdown_action != "off":
+            peaks = np.maximum(np.maximum.accumulate(equities), self.metrics.peak)
+            first(peaks - equities >= t.max_drawdown)
+        if t.stale_data_action != "off":
+            origin = self._origin if self._origin is not None else 0
+            stale_ns = t.stale_data_ms * _MS
+            for symbol in self._symbols:
+                last = quoted[symbol]
+                fresh = times - np.where(last >= 0, last, origin) < stale_ns
+                first(fresh if self.symbol_active[symbol] else ~fresh)
+        return min(ends)
 
     def on_calm_samples(
         self, marks: list[Mark], mids: dict[str, list[float]], equities: list[float]
@@ -413,13 +462,16 @@ class RiskCore:
                 continue
             returns = self._returns[symbol]
             old = self._mids.get(symbol)
+            keep = returns.maxlen
+            if keep is not None and len(series) > keep:
+                # The deque keeps only the last ``keep`` returns: skip the others.
+                old, series = series[-keep - 1], series[-keep:]
             for mid in series:
                 if old is not None:
                     returns.append(math.log(mid / old))
                 old = mid
             self._mids[symbol] = series[-1]
-        for equity in equities:
-            self.metrics.record_equity(equity)
+        self.metrics.record_equities(equities)
         self.equity = equities[-1]
 
     def on_ops(self, ops: tuple[OpsEvent, ...] | list[OpsEvent]) -> None:

@@ -35,6 +35,7 @@ whole curve; past it they come from the running sums, which agree to rounding
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from statistics import NormalDist
 
 import attrs
@@ -121,6 +122,40 @@ class RiskMetrics:
         dd = self.peak - equity
         self.max_drawdown = max(self.max_drawdown, dd)
         self.max_drawdown_pct = max(self.max_drawdown_pct, dd / (self.capital + self.peak))
+
+    def record_equities(self, equities: Iterable[float]) -> None:
+        """:meth:`record_equity` for each (Python floats), in order, with the same
+        arithmetic (a calm replay stretch takes its samples in one call)."""
+        last, head, steps, window = self._last, self._head, self.steps, self.window
+        mean, m2, down_sq = self._mean, self._m2, self._down_sq
+        peak, max_dd, max_dd_pct = self.peak, self.max_drawdown, self.max_drawdown_pct
+        capital, returns = self.capital, []
+        for equity in equities:
+            r = (equity - last) / (capital + last)
+            last = equity
+            returns.append(r)
+            steps += 1
+            delta = r - mean
+            mean += delta / steps
+            m2 += delta * (r - mean)
+            if r < 0.0:
+                down_sq += r * r
+            # max(a, b) without the call: the same value (b only where b > a).
+            if equity > peak:
+                peak = equity
+            dd = peak - equity
+            if dd > max_dd:
+                max_dd = dd
+            dd_pct = dd / (capital + peak)
+            if dd_pct > max_dd_pct:
+                max_dd_pct = dd_pct
+        kept = np.array(returns[-window:])  # into the ring, as one write per step would
+        slots = (head + len(returns) - kept.shape[0] + np.arange(kept.shape[0])) % window
+        self._ring[slots] = kept
+        head = (head + len(returns)) % window
+        self._last, self._head, self.steps = last, head, steps
+        self._mean, self._m2, self._down_sq = mean, m2, down_sq
+        self.peak, self.max_drawdown, self.max_drawdown_pct = peak, max_dd, max_dd_pct
 
     def record_trade(self, pnl: float) -> None:
         """Add a closed trade's (or partial close's) realized PnL after fees."""

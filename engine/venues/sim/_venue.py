@@ -685,6 +685,18 @@ class SimVenue:
         self.equity_peak = max(self.equity_peak, equity)
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
 
+    def record_equities(self, equities: list[float]) -> None:
+        """:meth:`record_equity` for each sample of a calm replay stretch, in order."""
+        peak, max_dd = self.equity_peak, self.max_drawdown
+        for equity in equities:
+            if equity > peak:  # max(), without the call
+                peak = equity
+            if peak - equity > max_dd:
+                max_dd = peak - equity
+        self.equity_peak, self.max_drawdown = peak, max_dd
+        if equities:
+            self.equity = equities[-1]
+
     def cancel_all(self, ts: int, reason: str) -> list[OrderEvent]:
         """Cancel every open order (with what each has filled)."""
         return self._end_pending(OrderCanceled, ts, reason)
