@@ -84,6 +84,10 @@ class HardwareConfig:
         malloc_arena_max: glibc's ``M_ARENA_MAX`` in paper and live runs: at most
             this many malloc arenas (one per allocating thread otherwise, up to 8
             per core); 0 (the default) leaves glibc's. Not glibc: skipped.
+        numpy_cache_fill: fill numpy's cache of small freed buffers (3.6 MB) at
+            the start of paper and live runs instead of letting it fill over hours
+            as new sizes come (engine._memory.fill_numpy_cache): RSS is flat after
+            warm-up instead of creeping up to it.
     """
 
     enabled: bool = attrs.field(default=True, validator=v.instance_of(bool))
@@ -121,3 +125,4 @@ class HardwareConfig:
     malloc_arena_max: int = attrs.field(
         default=0, validator=[v.instance_of(int), v.ge(0), v.le(1024)]
     )
+    numpy_cache_fill: bool = attrs.field(default=True, validator=v.instance_of(bool))

@@ -184,6 +184,7 @@ async def test_paper_run_trims_and_reports_it(tmp_path, recording):  # noqa: F81
             nursery.cancel_scope.cancel()
     trim = report.hardware["malloc_trim"]
     assert trim["available"] is True and trim["trims"] >= 2
+    assert trim["numpy_cache_kb"] == 7 * sum(range(1024)) // 1024  # filled at the start
     # The mallopt settings, taken by glibc at the start of the run.
     assert trim["mallopt"] == {
         "available": MALLOPT is not None,
@@ -347,3 +348,110 @@ def test_bad_mallopt_value_exits_2_with_one_line(tmp_path, capsys, line, expecte
     assert len(lines) == 1, err
     assert expected in lines[0]
     assert out == ""
+
+
+_NUMPY_CACHE = """
+import ctypes, json, sys
+import numpy as np
+from engine._memory import fill_numpy_cache
+from tools.bench.soak import _MallInfo2
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = _MallInfo2
+
+def in_use():
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+filled = fill_numpy_cache() if sys.argv[1] == "filled" else 0
+before = in_use()
+# What a run does over hours: arrays of every small size, several alive at once
+# (8: one more than numpy keeps of a size), then freed.
+for size in range(1, 1024):
+    arrays = [np.empty(size, dtype=np.uint8) for _ in range(8)]
+    del arrays
+print(json.dumps({"filled": filled, "grown": in_use() - before}))
+"""
+
+
+@needs_mallopt  # glibc: mallinfo2
+@pytest.mark.parametrize("how", ["filled", "not filled"])
+def test_filled_numpy_cache_keeps_in_use_memory_flat(how):
+    # numpy keeps up to 7 freed buffers of each size under 1 KiB and never frees
+    # them: a run that meets new batch sizes for hours grows by up to 3.6 MB of
+    # malloc's in-use memory. Filled at the start, nothing more is kept later.
+    # A fresh interpreter: numpy's cache lasts for the whole process.
+    import subprocess
+    import sys
+
+    root = Path(_supervisor.__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _NUMPY_CACHE, how],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    if how == "filled":
+        assert got["filled"] == 7 * sum(range(1024))  # 3.6 MB
+        assert got["grown"] < 64 * 1024
+    else:  # what the engine did before: the run fills it
+        assert got["grown"] > 3_000_000
+
+
+def test_loop_lag_window_is_allocated_up_front():
+    # The lag window (4,096 samples, 10 a second) took 7 minutes of wall time to
+    # fill as a deque of floats, 32 B a sample: growth in the soak until full.
+    import tracemalloc
+
+    from hardware import LoopLagStats
+
+    stats = LoopLagStats(window=4096)
+    tracemalloc.start()
+    try:
+        for i in range(2 * 4096):
+            stats.record(0.001 + i * 1e-7)
+        grown, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert grown < 4096  # bytes: none per sample
+    assert stats.count == 8192
+    assert stats.percentile(100) == pytest.approx(0.001 + 8191e-7)  # the newest kept
+    assert stats.percentile(1) >= 0.001 + 4096e-7  # the oldest overwritten
+
+
+_PROTECT = """
+import json
+from engine._config import ExitsSection
+from engine.strategy import _exits
+from engine.venues.binance._protect import ProtectiveStops
+
+before = [len(_exits.enter.signatures), len(_exits.scan_exits.signatures)]
+ProtectiveStops(ExitsSection(), move_bps=1.0, now_ns=lambda: 0, fallback_bps=100.0)
+print(json.dumps({"before": before, "after": [len(_exits.enter.signatures),
+                                              len(_exits.scan_exits.signatures)]}))
+"""
+
+
+def test_live_protective_stops_load_the_exit_kernels_at_start():
+    # The live venue's protective stops run the exit kernels, which the symbol core
+    # does not use while [exits] is off: the first entry of a live run loaded them
+    # (numba's cache, LLVM), 0.3-0.5 MB that appeared mid-run in the live soak, and
+    # a pause on the order path. A fresh interpreter: numba's dispatchers are global.
+    import subprocess
+    import sys
+
+    root = Path(_supervisor.__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROTECT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    assert got["before"] == [0, 0]
+    assert got["after"][0] >= 1 and got["after"][1] >= 1

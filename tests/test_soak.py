@@ -216,3 +216,47 @@ def test_tracemalloc_growth_between_two_traced_snapshots_ignores_turnover(tmp_pa
     assert top[0]["blocks_grown"] >= 4000
     ring_line = f":{step.__code__.co_firstlineno + 1}"
     assert all(abs(t["blocks_grown"]) < 10 for t in top if t["site"].endswith(ring_line))
+
+
+_TRACKED = """
+import sys
+import memray
+
+kept = []
+
+def keep():
+    kept.append(bytearray(3 << 20))
+
+def drop():
+    freed = bytearray(5 << 20)
+    del freed
+
+with memray.Tracker(sys.argv[1], native_traces=True):
+    keep()
+    drop()
+"""
+
+
+def test_memray_leaks_list_what_was_kept_not_what_was_freed(tmp_path):
+    # ``--memray``: the stacks of what the tracker saw allocated and not freed.
+    pytest.importorskip("memray")
+    import subprocess
+    import sys
+
+    from tools.bench.soak import _memray_leaks
+
+    path = tmp_path / "memray.bin"
+    subprocess.run([sys.executable, "-c", _TRACKED, str(path)], check=True, timeout=120)
+    top = _memray_leaks(path)
+    assert top[0]["kb"] >= 3 * 1024
+    assert top[0]["allocations"] == 1
+    assert any(frame.startswith("keep ") for frame in top[0]["stack"])
+    # The 5 MiB buffer was freed: no stack through drop() kept anything that large.
+    assert all(t["kb"] < 1024 for t in top if any(f.startswith("drop ") for f in t["stack"]))
+
+
+def test_memray_flag_is_parsed():
+    assert _parse(["--memray"]).memray is True
+    assert _parse([]).memray is False
+    assert _parse(["--no-numpy-cache-fill"]).numpy_cache_fill is False
+    assert _parse([]).numpy_cache_fill is None  # config.toml's

@@ -2,8 +2,8 @@
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
 [--mode paper|live] [--sample-s S] [--trim-s S] [--mmap-threshold-kb K] [--arena-max N]
-[--tracemalloc] [--malloc-trim]
-[--heap] [--keep DIR]``
+[--[no-]numpy-cache-fill] [--tracemalloc] [--malloc-trim]
+[--heap] [--memray] [--keep DIR]``
 prints JSON.
 
 The engine runs as users run it, ``python -m engine --config ... --mode paper``
@@ -38,6 +38,8 @@ backoff of 0.05-0.5 s). Reported:
   (``hardware.malloc_mmap_threshold_kb`` and ``malloc_arena_max``; 0: glibc's
   own), from config.toml unless ``--mmap-threshold-kb`` / ``--arena-max`` say;
   the engine's report (``engine.malloc_trim.mallopt``) says what glibc took.
+- ``numpy_cache_fill``: ``hardware.numpy_cache_fill`` (numpy's small-buffer
+  cache filled at the start; ``--no-numpy-cache-fill`` to measure without).
 - ``trim_s``: the engine's ``hardware.malloc_trim_s`` in this run (wall
   seconds). The shipped value is in market time as a live run sees it, so the
   soak divides it by ``--speed`` (60 s at 5x: every 12 s of wall time, every
@@ -84,6 +86,18 @@ backoff of 0.05-0.5 s). Reported:
   slopes. RSS growing while malloc's in-use memory and
   Python's blocks stay flat is the allocator keeping freed memory
   (``malloc_free_mb`` grows), not a live structure.
+- with ``--memray`` (``pip install -e .[profile]``): the engine runs memray's
+  tracker with native stacks from the end of warm-up to the end (``memray.bin``
+  with ``--keep``; ``python -m memray flamegraph --leaks`` or ``stats`` read it),
+  and ``memray_top_leaks`` lists the call stacks (C and Python frames) of what was
+  allocated in that time and not freed, the largest first. What a bounded
+  structure allocated to replace items freed before tracking counts too; a
+  cache that fills slowly (numpy's small buffers, found this way) or a leak
+  shows as the same stacks growing between two runs of different lengths. The
+  tracker slows the engine: RSS slopes of such a run are not figures. Start-up
+  is not tracked (numba's compiling under it would take minutes). Run with
+  ``PYTHONMALLOC=malloc`` in the environment to see Python's small objects
+  one by one rather than as pymalloc's arenas.
 
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
@@ -150,6 +164,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         type=int,
         help="hardware.malloc_arena_max (0: glibc's default; default: config.toml's)",
     )
+    p.add_argument(
+        "--numpy-cache-fill",
+        action=argparse.BooleanOptionalAction,
+        help="hardware.numpy_cache_fill (default: config.toml's)",
+    )
     p.add_argument("--tracemalloc", action="store_true", help="find the growing sites")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument(
@@ -157,6 +176,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--heap", action="store_true", help="sample malloc's and Python's live memory too"
+    )
+    p.add_argument(
+        "--memray",
+        action="store_true",
+        help="native allocation profile from warm-up to end (needs memray: the profile extra)",
     )
     p.add_argument("--keep", type=Path, help="keep config, logs and journal in this folder")
     return p.parse_args(argv)
@@ -266,6 +290,8 @@ def _soak(
                             snapshots.append(_snapshot(engine, work / "warm.snap"))
                         if args.malloc_trim:
                             trims.append(_trim(engine, work / "warm.trim"))
+                        if args.memray:
+                            _request(engine, "memray", work / "memray.bin")
                         market = market_now()
                     if args.tracemalloc and len(snapshots) == 1 and market >= mid_s:
                         snapshots.append(_snapshot(engine, work / "mid.snap"))
@@ -280,6 +306,8 @@ def _soak(
             offset += seconds
         # The last sample first, then the probes (they allocate).
         samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
+        if args.memray and warm_probed:
+            _request(engine, "memray", work / "memray.bin")  # stops it
         if args.heap:
             heap.append((offset, *_heap(engine, work / "heap.json")))
         if args.tracemalloc:
@@ -312,6 +340,7 @@ def _soak(
         "trim_s": trim_s,
         "mmap_threshold_kb": doc["hardware"].get("malloc_mmap_threshold_kb"),
         "arena_max": doc["hardware"].get("malloc_arena_max"),
+        "numpy_cache_fill": doc["hardware"].get("numpy_cache_fill", True),
         "market_minutes": round(offset / 60.0, 2),
         "wall_seconds": round(samples[-1][0], 1),
         "segments": [
@@ -343,6 +372,8 @@ def _soak(
         out["heap"]["gc_owners"] = owners
     if len(snapshots) >= 2:  # mid to end (warm-up to end if the run ended before mid)
         out["tracemalloc_top_growth"] = _growth(snapshots[-2], snapshots[-1])
+    if args.memray and (work / "memray.bin").exists():
+        out["memray_top_leaks"] = _memray_leaks(work / "memray.bin")
     if len(trims) == 2:
         out["malloc_trim"] = {
             "warmup": trims[0],
@@ -536,6 +567,8 @@ def _engine_doc(args: argparse.Namespace, ports: tuple[int, int], work: Path) ->
         doc["hardware"]["malloc_mmap_threshold_kb"] = args.mmap_threshold_kb
     if args.arena_max is not None:
         doc["hardware"]["malloc_arena_max"] = args.arena_max
+    if args.numpy_cache_fill is not None:
+        doc["hardware"]["numpy_cache_fill"] = args.numpy_cache_fill
     if args.mode == "live":
         doc["engine"]["live"] = True
         doc["venue"].update(
@@ -562,7 +595,7 @@ def _start_engine(
     engine_args = ["--config", str(config), "--mode", args.mode, "--report", str(report)]
     if args.mode == "live":
         engine_args.append("--i-understand-live")
-    if args.tracemalloc or args.malloc_trim or args.heap:
+    if args.tracemalloc or args.malloc_trim or args.heap or args.memray:
         code = f"from tools.bench.soak import probed_engine; probed_engine({args.frames})"
         cmd = [sys.executable, "-c", code, *engine_args]
     else:
@@ -619,12 +652,36 @@ def probed_engine(frames: int) -> None:
                 Path(path).write_text(json.dumps(_type_counts()))
             elif kind == "owners":
                 Path(path).write_text(json.dumps(_owner_chains()))
+            elif kind == "memray":
+                # In the main thread (a signal handler runs there), so that memray
+                # follows the event loop's Python stack; .done comes from there.
+                memray_path.append(path)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                continue
             else:
                 if not tracemalloc.is_tracing():
                     tracemalloc.start(frames)
                 tracemalloc.take_snapshot().dump(path)
             Path(path + ".done").touch()
 
+    memray_path: list[str] = []
+    trackers: list[Any] = []
+
+    def toggle_memray(_signum: int, _frame: object) -> None:
+        """Start memray's tracker (first request) or stop it, writing its file."""
+        import memray
+
+        path = memray_path.pop()
+        if trackers:
+            trackers.pop().__exit__(None, None, None)
+        else:
+            Path(path).unlink(missing_ok=True)
+            tracker = memray.Tracker(path, native_traces=True)
+            tracker.__enter__()
+            trackers.append(tracker)
+        Path(path + ".done").touch()
+
+    signal.signal(signal.SIGUSR1, toggle_memray)
     threading.Thread(target=serve, args=(sys.stdin,), daemon=True).start()
     sys.argv = ["python -m engine", *sys.argv[1:]]
     runpy.run_module("engine", run_name="__main__", alter_sys=True)
@@ -819,9 +876,10 @@ def _heap_figures(heap: list[tuple[float, ...]], warmup_s: float) -> dict[str, A
 
 def _request(engine: subprocess.Popen[bytes], kind: str, path: Path) -> None:
     assert engine.stdin is not None
+    done = Path(str(path) + ".done")  # the engine writes it when the request is served
+    done.unlink(missing_ok=True)  # from an earlier request on the same path
     engine.stdin.write(f"{kind} {path}\n".encode())
     engine.stdin.flush()
-    done = Path(str(path) + ".done")  # the engine writes it when the request is served
     if not _wait(engine, done.exists, 600):
         raise SystemExit(f"error: no answer to {kind} {path} within 600 s")
 
@@ -841,6 +899,35 @@ def _trim(engine: subprocess.Popen[bytes], path: Path) -> dict[str, float]:
         "after_mb": round(after / 1024, 1),
         "released_mb": round((before - after) / 1024, 1),
     }
+
+
+def _memray_leaks(path: Path, top: int = 15, frames: int = 10) -> list[dict[str, Any]]:
+    """The allocations memray saw from warm-up to the end that were not freed, by
+    call stack (native and Python frames together), the largest first."""
+    from memray import FileReader
+
+    reader = FileReader(str(path))
+    try:
+        records = sorted(
+            reader.get_leaked_allocation_records(merge_threads=True), key=lambda r: -r.size
+        )
+        out = []
+        for record in records[:top]:
+            try:
+                stack = record.hybrid_stack_trace(max_stacks=frames)
+            except NotImplementedError:  # no native frames recorded
+                stack = record.stack_trace(max_stacks=frames)
+            out.append(
+                {
+                    "kb": round(record.size / 1024, 1),
+                    "allocations": record.n_allocations,
+                    "allocator": str(record.allocator).rpartition(".")[2],
+                    "stack": [f"{fn} {_short(str(file))}:{line}" for fn, file, line in stack],
+                }
+            )
+        return out
+    finally:
+        reader.close()
 
 
 def _growth(before: Path, after: Path, top: int = 15) -> list[dict[str, Any]]:
