@@ -23,6 +23,7 @@ BUNDLE = (
     "data/sample/*.md",
     "models/onnx/*.onnx",
     "models/onnx/*.json",
+    "models/onnx/regime/hmm3.json",  # [model] regime = "hmm"
 )
 
 

@@ -10,6 +10,14 @@ hands the pending entry back for the decision.
 Every scored signal is also given to an :class:`~engine.models.OnlineLabeler`, which
 labels it from later quotes only (triple barrier: the strategy's exits and fees); the
 labels feed online retraining and are journaled (:class:`DecisionLabeled`).
+
+With ``[model] regime = "hmm"`` the threshold's regime is the fitted HMM's
+(:class:`~engine.models._hmm.TradeBarRegime`): the same ticks, cut into bars of the model's
+``bar_ms``, step its forward filter once per closed bar, and the most probable state (calm,
+normal, turbulent) takes the place of the ``vol`` component (calm is low, the last state
+high); ``volume`` and ``trend`` stay the thresholds'. Until the bar features are warm the
+threshold regime is used and counted (:attr:`EntryFilter.regime_fallback`). The feature row
+the model scores is the same either way.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import numpy as np
 
 from .._config import ModelSection, StrategySection, VenueSection
 from ..messages import DecisionLabeled, LabeledDecision, Score, ScoreRequest, Side, Ticks
-from ..models import AdaptiveThreshold, FeatureBuilder, FeatureSpec, OnlineLabeler
+from ..models import AdaptiveThreshold, FeatureBuilder, FeatureSpec, OnlineLabeler, Regime
+from ..models._hmm import HmmParams, TradeBarRegime
+from ..models._regime import HIGH, LOW, NORMAL
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -54,6 +64,13 @@ def regime_scales(cfg: ModelSection) -> dict[str, float]:
     }
 
 
+def hmm_vol_level(state: int, n_states: int) -> int:
+    """The ``vol`` level of an HMM state (ordered calm first): the first LOW, the last HIGH."""
+    if state == 0:
+        return LOW
+    return HIGH if state == n_states - 1 else NORMAL
+
+
 class EntryFilter:
     """Features, threshold and labels of one symbol's entry signals.
 
@@ -63,6 +80,8 @@ class EntryFilter:
         model: the ``[model]`` section (threshold, adaptation, label fee).
         strategy: the strategy's exits (the labels' barriers).
         venue: the simulated venue's latency (when an entry would fill).
+        regime_model: the HMM whose state is the threshold's ``vol`` regime (None: the
+            threshold regime, ``[model] regime = "threshold"``).
     """
 
     def __init__(
@@ -73,6 +92,7 @@ class EntryFilter:
         model: ModelSection,
         strategy: StrategySection,
         venue: VenueSection,
+        regime_model: HmmParams | None = None,
     ) -> None:
         self.symbol = symbol
         self.builder = FeatureBuilder(spec)
@@ -100,6 +120,9 @@ class EntryFilter:
         self.not_ready = 0
         self.taken = 0  # scored signals at or above their threshold
         self.blocked = 0  # scored signals below it
+        self.hmm = None if regime_model is None else TradeBarRegime(regime_model)
+        self.regime_hmm = 0  # proposals whose threshold used the HMM's regime
+        self.regime_fallback = 0  # ... the threshold regime, the HMM not warm yet
 
     def begin(self, ticks: Ticks) -> None:
         """Start a step's batch (the strategy kernel is about to scan it)."""
@@ -109,7 +132,10 @@ class EntryFilter:
     def advance(self, stop: int) -> None:
         """Feed the batch's ticks up to ``stop`` (exclusive) to the features."""
         if self._ticks is not None and stop > self._fed:
-            self.builder.on_ticks(self._ticks, self._fed, stop)
+            t = self._ticks
+            self.builder.on_ticks(t, self._fed, stop)
+            if self.hmm is not None:
+                self.hmm.on_ticks(t.ts, t.kind, t.price, t.qty, self._fed, stop)
             self._fed = stop
 
     def propose(self, side: Side, qty: float, price: float, ts: int) -> PendingEntry | None:
@@ -118,7 +144,7 @@ class EntryFilter:
         if not self.builder.ready(row):
             self.not_ready += 1
             return None
-        regime = self.builder.regime()
+        regime = self.regime()
         self._decisions += 1
         pending = PendingEntry(
             correlation_id=f"{self.symbol}-d{self._decisions}",
@@ -142,6 +168,19 @@ class EntryFilter:
         )
         self.labeler.add(pending.correlation_id, ts, int(side), pending.row)
         return pending
+
+    def regime(self) -> Regime:
+        """The threshold's regime now (counts which model gave it under ``regime = "hmm"``)."""
+        regime = self.builder.regime()
+        hmm = self.hmm
+        if hmm is None:
+            return regime
+        if hmm.state < 0:
+            self.regime_fallback += 1
+            return regime
+        self.regime_hmm += 1
+        vol = hmm_vol_level(hmm.state, hmm.params.n_states)
+        return Regime(vol=vol, volume=regime.volume, trend=regime.trend)
 
     def take_step(
         self, ticks: Ticks | None, next_seq: Callable[[], int]

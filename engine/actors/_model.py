@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -38,6 +40,7 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import ModelSection
+from .._errors import DataError
 from ..messages import (
     LabeledDecision,
     ModelRetrained,
@@ -47,6 +50,7 @@ from ..messages import (
     ScoreRequest,
 )
 from ..models import Ensemble, FeatureSpec, ModelError, OnnxModel, SequenceRing, load_model
+from ..models._hmm import HmmParams
 from ..models._onnx import sidecar_path
 from ._symbol import ProtocolError
 
@@ -89,6 +93,21 @@ def load_ensemble(
     window = np.zeros((ensemble.window, row.shape[0]), dtype=row.dtype) if ensemble.window else None
     ensemble.predict_one(row, window)
     return ensemble
+
+
+def load_regime_model(config: ModelSection, resolve: Callable[[str], Any]) -> HmmParams | None:
+    """The HMM of ``[model] regime = "hmm"`` (None with the threshold regime).
+
+    Raises:
+        ModelError: ``regime_model`` is missing or not a valid HMM parameter file (one line
+            naming the key and the file).
+    """
+    if config.regime != "hmm":
+        return None
+    try:
+        return HmmParams.load(resolve(config.regime_model))
+    except DataError as exc:
+        raise ModelError("model.regime_model", "", str(exc)) from None
 
 
 LATENCY_WINDOW = 100_000  # scored batches whose latency the percentiles cover
@@ -155,6 +174,9 @@ class ModelActor:
         deterministic: replay: wait for a retrain at its apply step (digest stays the same
             run after run); live: apply whenever it is ready.
         retrain_fn: the pure retrain function (``engine.models.retrain``), run in a thread.
+        swap_dir: where each refit that is swapped in is saved, ``<candidate>.onnx`` and its
+            sidecar ``<candidate>.json`` (the id the :class:`ModelRetrained` row names), so a
+            swap can be audited or loaded again; None: not saved.
     """
 
     def __init__(
@@ -168,8 +190,10 @@ class ModelActor:
         log: FilteringBoundLogger,
         deterministic: bool = True,
         retrain_fn: Callable[..., Any] | None = None,
+        swap_dir: Path | None = None,
     ) -> None:
         self._cfg = config
+        self._swap_dir = swap_dir
         self._symbols = list(symbols)
         self._requests = requests
         self._replies = replies
@@ -379,6 +403,13 @@ class ModelActor:
         self._job = None
         return [self.swap(job.result[0], job.samples, f"online-{job.request_step}", ts, step)]
 
+    def _save(self, candidate: str, blob: bytes, sidecar: Any) -> None:
+        assert self._swap_dir is not None
+        self._swap_dir.mkdir(parents=True, exist_ok=True)
+        (self._swap_dir / f"{candidate}.onnx").write_bytes(blob)
+        text = json.dumps(dict(sidecar), indent=1, sort_keys=True) + "\n"
+        (self._swap_dir / f"{candidate}.json").write_text(text)
+
     def swap(self, result: Any, samples: int, name: str, ts: int, step: int) -> ModelRetrained:
         """Apply a retrain's result: swap the candidate in if it was accepted; the record."""
         previous = self.model_id
@@ -404,6 +435,8 @@ class ModelActor:
                     threads=self._cfg.threads,
                     name=name,
                 )
+                if self._swap_dir is not None:
+                    self._save(candidate, result.blob, result.sidecar)
                 members = (new_member, *self.ensemble.models[1:])
                 self._set_ensemble(Ensemble(members, self.ensemble.weights))
                 self.stats.swaps += 1

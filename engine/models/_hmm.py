@@ -332,6 +332,8 @@ class HmmParams:
         covars: ``(K, D, D)`` full covariances, standardized units.
         shift, scale: ``(D,)`` standardization, ``z = (x - shift) / scale``.
         features: the bar feature definitions the model was fitted on.
+        bar_ms: the length of the bars it was fitted on, ms (the engine builds bars of this
+            length from trades; files without the key were fitted on 1-minute klines).
         meta: what the file says about its fit (data window, symbols, scores).
     """
 
@@ -343,6 +345,7 @@ class HmmParams:
     shift: np.ndarray
     scale: np.ndarray
     features: BarFeatureSpec
+    bar_ms: int = 60_000
     meta: Mapping[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -359,6 +362,8 @@ class HmmParams:
             raise ValueError("probabilities must be non-negative")
         if np.any(self.scale <= 0):
             raise ValueError("scale must be positive")
+        if isinstance(self.bar_ms, bool) or not isinstance(self.bar_ms, int) or self.bar_ms <= 0:
+            raise ValueError(f"bar_ms must be a positive integer, got {self.bar_ms!r}")
         for s in range(k):
             try:
                 np.linalg.cholesky(self.covars[s])
@@ -393,6 +398,7 @@ class HmmParams:
             "feature_names": list(FEATURE_NAMES),
             "feature_version": FEATURE_VERSION,
             "features": self.features.as_dict(),
+            "bar_ms": self.bar_ms,
             "labels": list(self.labels),
             "startprob": self.startprob.tolist(),
             "transmat": self.transmat.tolist(),
@@ -429,7 +435,7 @@ class HmmParams:
             raise DataError(f"{source}: features: {exc}") from None
         known = {
             "format_version", "model", "feature_names", "feature_version", "features",
-            "labels", "startprob", "transmat", "means", "covars", "shift", "scale",
+            "labels", "startprob", "transmat", "means", "covars", "shift", "scale", "bar_ms",
         }  # fmt: skip
         try:
             return cls(
@@ -441,6 +447,7 @@ class HmmParams:
                 shift=_as_array(doc, "shift", (d,), source),
                 scale=_as_array(doc, "scale", (d,), source),
                 features=features,
+                bar_ms=doc.get("bar_ms", 60_000),
                 meta={key: v for key, v in doc.items() if key not in known},
             )
         except ValueError as exc:
@@ -583,3 +590,133 @@ def forward_filter(params: HmmParams, X: np.ndarray) -> tuple[np.ndarray, np.nda
         loglik,
     )
     return out, loglik
+
+
+# TradeBars state slots.
+_BAR_ID, _BAR_CLOSE, _BAR_VOLUME, _BAR_OPEN = range(4)
+_TRADE = 2  # engine.messages.EventKind.TRADE (not imported: the models package stays leaf)
+
+
+@njit(cache=True, nogil=True)
+def _trade_bars(
+    ts: np.ndarray,
+    kind: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    lo: int,
+    hi: int,
+    bar_ns: int,
+    max_gap: int,
+    state: np.ndarray,
+    close_out: np.ndarray,
+    volume_out: np.ndarray,
+) -> tuple[int, int]:
+    """Trades ``lo..hi`` into bars; the closed bars go to ``close_out``/``volume_out``.
+
+    A bar closes when a trade of a later bar arrives. Bars without a trade in between are
+    given as ``(previous close, 0)``, as a kline would be; a gap of more than ``max_gap``
+    bars is one NaN close instead (a break: the caller starts afresh). Stops early when the
+    outputs could overflow.
+
+    Returns:
+        ``(bars written, row to resume from)``.
+    """
+    cap = close_out.shape[0]
+    n = 0
+    for i in range(lo, hi):
+        if kind[i] != _TRADE:
+            continue
+        p = price[i]
+        q = qty[i]
+        if not (math.isfinite(p) and math.isfinite(q) and p > 0.0 and q >= 0.0):
+            continue
+        b = float(ts[i] // bar_ns)
+        if state[_BAR_OPEN] != 0.0 and b > state[_BAR_ID]:
+            gap = int(b - state[_BAR_ID]) - 1
+            need = 1 + (1 if gap > max_gap else gap)
+            if n + need > cap:
+                return n, i
+            close_out[n] = state[_BAR_CLOSE]
+            volume_out[n] = state[_BAR_VOLUME]
+            n += 1
+            if gap > max_gap:
+                close_out[n] = np.nan
+                volume_out[n] = 0.0
+                n += 1
+            else:
+                for _ in range(gap):
+                    close_out[n] = state[_BAR_CLOSE]
+                    volume_out[n] = 0.0
+                    n += 1
+            state[_BAR_VOLUME] = 0.0
+            state[_BAR_ID] = b
+        elif state[_BAR_OPEN] == 0.0:
+            state[_BAR_OPEN] = 1.0
+            state[_BAR_ID] = b
+            state[_BAR_VOLUME] = 0.0
+        state[_BAR_CLOSE] = p
+        state[_BAR_VOLUME] += q
+    return n, hi
+
+
+class TradeBarRegime:
+    """A symbol's HMM regime from its trades: bars of ``params.bar_ms``, one filter step each.
+
+    The tick rows are cut into bars by their replay time (trades only: a bar's close is its
+    last trade price, its volume the traded quantity, as a kline's). Each closed bar updates
+    :class:`HmmRegime` in O(states²) into preallocated arrays, so the regime at a moment
+    depends on the bars closed before it only, and on nothing of how the rows were batched.
+    A gap of more than ``window + warm_bars`` bars without a trade (e.g. between the captures
+    of a multi-window replay) starts the features and the filter afresh: warm-up again.
+
+    Args:
+        params: the fitted model (its ``bar_ms`` and feature spec are used).
+        trace: when a list, each closed bar appends ``(close, volume, state)`` (tests).
+    """
+
+    def __init__(self, params: HmmParams, trace: list[tuple[float, float, int]] | None = None):
+        self.params = params
+        spec = params.features
+        self.max_gap = spec.window + spec.warm_bars
+        self._bar_ns = int(params.bar_ms) * 1_000_000
+        self._state = np.zeros(4)
+        cap = self.max_gap + 64
+        self._close = np.empty(cap)
+        self._volume = np.empty(cap)
+        self._regime = HmmRegime(params)
+        self._trace = trace
+        self.state = -1  # the most probable state after the last closed bar; -1: not warm
+        self.bars = 0  # bars closed
+        self.breaks = 0  # gaps that restarted the warm-up
+
+    def on_ticks(
+        self, ts: np.ndarray, kind: np.ndarray, price: np.ndarray, qty: np.ndarray, lo: int, hi: int
+    ) -> None:
+        """Consume rows ``lo..hi`` of a batch's columns (only read)."""
+        while lo < hi:
+            n, lo = _trade_bars(
+                ts,
+                kind,
+                price,
+                qty,
+                lo,
+                hi,
+                self._bar_ns,
+                self.max_gap,
+                self._state,
+                self._close,
+                self._volume,
+            )
+            for j in range(n):
+                self._bar(float(self._close[j]), float(self._volume[j]))
+
+    def _bar(self, close: float, volume: float) -> None:
+        if not math.isfinite(close):
+            self._regime = HmmRegime(self.params)
+            self.state = -1
+            self.breaks += 1
+            return
+        self.bars += 1
+        self.state = self._regime.update(close, volume)
+        if self._trace is not None:
+            self._trace.append((close, volume, self.state))
