@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import attrs
 import numpy as np
 import pytest
 import trio
@@ -30,6 +31,7 @@ from test_loopback_order_types import (
 from engine._config import ExitsSection
 from engine.messages import EventKind, FillRecovered, Purpose, Side, Ticks
 from engine.venues.binance._protect import CancelStop, PlaceStop, ProtectiveStops
+from engine.venues.binance._reconcile import ExchangeSnapshot, JournalView, plan_reconciliation
 from engine.venues.sim._algo import AlgoRequest
 from engine.venues.sim._recorded import Recording, load_recording
 
@@ -227,3 +229,74 @@ def test_core_flip_short_refusal_and_levels_that_would_trigger_at_once():
     )
     # Only ATR stops: no level without the strategy's ATR.
     assert core(atr_stop=2.0).on_step("ETHUSDT", 1.0, 2000.0, None, now=1) == []
+
+
+def test_core_without_an_exits_stop_rests_the_fallback_stop():
+    clock = iter(range(1_000, 10_000))
+    stops = ProtectiveStops(
+        ExitsSection(atr_stop=2.0), move_bps=5.0, now_ns=lambda: next(clock), fallback_bps=100.0
+    )
+    # No level the venue can use ([exits] off, or ATR only): 100 bps from the entry.
+    (place,) = stops.on_step("ETHUSDT", 1.0, 2000.0, None, now=1)
+    assert place.side is Side.SELL and place.trigger == pytest.approx(1980.0)
+    assert stops.on_placed("ETHUSDT", place.client_algo_id) == []
+    # It does not trail.
+    assert (
+        stops.on_step("ETHUSDT", 1.0, 2000.0, quote_ticks([2100.0], 0.1, "ETHUSDT")["ETHUSDT"], 2)
+        == []
+    )
+    (gone,) = stops.on_step("ETHUSDT", 0.0, 0.0, None, now=3)
+    assert isinstance(gone, CancelStop)
+    # Short: above the entry.
+    (short,) = stops.on_step("ETHUSDT", -1.0, 2000.0, None, now=4)
+    assert short.side is Side.BUY and short.trigger == pytest.approx(2020.0)
+    # An [exits] stop wins over the fallback.
+    clock2 = iter(range(1_000, 10_000))
+    with_stop = ProtectiveStops(
+        ExitsSection(stop_bps=20.0), move_bps=5.0, now_ns=lambda: next(clock2), fallback_bps=100.0
+    )
+    (own,) = with_stop.on_step("ETHUSDT", 1.0, 2000.0, None, now=1)
+    assert own.trigger == pytest.approx(1996.0)
+
+
+def test_reconciliation_recovers_a_protective_stops_fills_not_a_hand_trade():
+    # The journal: a long of 0.016 filled at t=1000 ms; the stop then closed it while no
+    # engine ran (its trade at t=2000 ms, of an order the journal never saw).
+    view = JournalView(positions={"BTCUSDT": (0.016, 61_800.0)}, last_ts=1_000 * 1_000_000)
+    trade = {"id": 7, "orderId": 55, "side": "SELL", "qty": "0.016", "price": "61740.1",
+             "commission": "0.49", "time": 2_000}  # fmt: skip
+    risk = ({"symbol": "BTCUSDT", "positionAmt": "0", "entryPrice": "0", "positionSide": "BOTH"},)
+    by_hand = ExchangeSnapshot(position_risk=risk, trades={"BTCUSDT": (trade,)})
+    plan = plan_reconciliation(view, by_hand, symbols=["BTCUSDT"], policy="cancel")
+    assert plan.fills == () and len(plan.notes) == 1  # unknown order: a trade by hand
+    stop = attrs.evolve(by_hand, protective={55: "ps-BTCUSDT-abc"})
+    plan = plan_reconciliation(view, stop, symbols=["BTCUSDT"], policy="cancel")
+    assert plan.notes == ()
+    (fill,) = plan.fills
+    assert (fill.client_order_id, fill.side, fill.qty, fill.trade_id) == (
+        "ps-BTCUSDT-abc", Side.SELL, Decimal("0.016"), 7,
+    )  # fmt: skip
+    # Already journaled (at or before the journal's last record): not recovered again.
+    later = attrs.evolve(view, last_ts=2_000 * 1_000_000, positions={"BTCUSDT": (0.0, 0.0)})
+    assert plan_reconciliation(later, stop, symbols=["BTCUSDT"], policy="cancel").fills == ()
+
+
+def test_core_a_move_before_the_first_stop_is_confirmed_leaves_no_gap():
+    # What the end-to-end trailing test found: the first stop, superseded before its
+    # placement was answered, was cancelled at once, and nothing rested until the
+    # second one was placed.
+    for second_first in (False, True):
+        stops = core(trail_bps=20.0)
+        (a,) = stops.on_step("BTCUSDT", 0.5, 100.0, None, now=1)
+        (b,) = stops.on_step("BTCUSDT", 0.5, 100.0, quote_ticks([100.1], 0.01)["BTCUSDT"], 2)
+        assert isinstance(b, PlaceStop) and b.trigger > a.trigger  # and A is not cancelled
+        if second_first:
+            assert stops.on_placed("BTCUSDT", b.client_algo_id) == []  # nothing rested
+            (stale,) = stops.on_placed("BTCUSDT", a.client_algo_id)
+            assert stale.client_algo_id == a.client_algo_id
+        else:
+            assert stops.on_placed("BTCUSDT", a.client_algo_id) == []  # it rests till B
+            assert stops.resting("BTCUSDT") == (a.client_algo_id, a.trigger)
+            (moved,) = stops.on_placed("BTCUSDT", b.client_algo_id)
+            assert moved.client_algo_id == a.client_algo_id and moved.reason == "moved"
+        assert stops.resting("BTCUSDT") == (b.client_algo_id, b.trigger)

@@ -19,9 +19,12 @@ halt does not leave it unprotected:
 
 :class:`ProtectiveStops` is the synchronous core (positions and prices in, the
 requests to make out); :class:`~engine.venues.binance.BinanceVenue` does the
-I/O. ATR levels need the strategy's ATR, which the venue does not see: with
-``atr_stop`` or ``trail_atr`` alone no stop rests on the exchange (the engine's
-own check still runs).
+I/O. ATR levels need the strategy's ATR, which the venue does not see. When
+``[exits]`` gives no level the venue can use (no ``stop_bps`` or ``trail_bps``:
+the default config, a strategy with its own stops only, ATR stops alone) an
+emergency stop rests ``fallback_bps`` from the entry (``venue.protective_fallback_bps``,
+100 by default; 0: none rests then), so that a live position is never left
+unprotected; it does not trail.
 """
 
 from __future__ import annotations
@@ -79,8 +82,12 @@ class _Resting:
 class _Symbol:
     policy: ExitPolicy
     held: int = 0  # the position's side as last seen: 1, -1 or 0
+    entry: float = math.nan  # the entry price when the position opened (or was adopted)
     resting: _Resting | None = None
     pending: _Resting | None = None  # placed, not yet confirmed
+    # Placed, not yet confirmed, and a newer one placed since: kept (as the resting
+    # one) if confirmed while none rests, so that a move never leaves a gap.
+    superseded: dict[str, _Resting] = attrs.Factory(dict)
     failed_level: float = math.nan  # a placement refused at this level is not retried
 
 
@@ -92,14 +99,28 @@ class ProtectiveStops:
         move_bps: move a stop only when its level changed by more than this
             (each move costs two requests).
         now_ns: the id source's clock (ids must not repeat across restarts).
+        fallback_bps: where the stop rests, from the entry, when ``exits`` gives no
+            level (0: none rests then).
     """
 
-    def __init__(self, exits: ExitsSection, *, move_bps: float, now_ns: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        exits: ExitsSection,
+        *,
+        move_bps: float,
+        now_ns: Callable[[], int],
+        fallback_bps: float = 0.0,
+    ) -> None:
         self._exits = exits
         self._move = move_bps / 1e4
+        self._fallback = fallback_bps / 1e4
         self._now_ns = now_ns
         self._symbols: dict[str, _Symbol] = {}
         self._ids = itertools.count()
+        # The exit kernels now, at start-up: loaded (or compiled) by the first entry
+        # they were a pause on the order path and 0.3-0.5 MB of numba/LLVM memory
+        # that appeared mid-run (the soak, --mode live --memray).
+        ExitPolicy.warm_up()
 
     def _state(self, symbol: str) -> _Symbol:
         state = self._symbols.get(symbol)
@@ -138,8 +159,10 @@ class ProtectiveStops:
                 s.resting = None
             if s.pending is not None and (side == 0 or s.pending.side is not _closing(side)):
                 s.pending = None
+            s.superseded.clear()  # their confirmations cancel them
             s.failed_level = math.nan
             s.held = side
+            s.entry = entry if side else math.nan
             if side:
                 s.policy.on_entry(side, entry, now, math.nan)
         if not side:
@@ -164,15 +187,19 @@ class ProtectiveStops:
         out.append(PlaceStop(symbol=symbol, side=new.side, trigger=level,
                              client_algo_id=new.client_algo_id))  # fmt: skip
         if s.pending is not None:
-            # Superseded before it was confirmed: the newer one wins.
-            out.append(CancelStop(symbol=symbol, client_algo_id=s.pending.client_algo_id,
-                                  reason="moved"))  # fmt: skip
+            # Superseded before it was confirmed: cancelled once something else rests.
+            s.superseded[s.pending.client_algo_id] = s.pending
         s.pending = new
         return out
 
     def on_placed(self, symbol: str, client_algo_id: str) -> list[StopAction]:
         """The exchange took a stop: it replaces the one resting (cancel that)."""
         s = self._state(symbol)
+        superseded = s.superseded.pop(client_algo_id, None)
+        if superseded is not None and s.resting is None:
+            # A newer one is on its way but none rests yet: this one protects till then.
+            s.resting = superseded
+            return []
         if s.pending is None or s.pending.client_algo_id != client_algo_id:
             # Superseded or no longer wanted: cancel it.
             return [CancelStop(symbol=symbol, client_algo_id=client_algo_id, reason="stale")]
@@ -184,6 +211,7 @@ class ProtectiveStops:
     def on_refused(self, symbol: str, client_algo_id: str) -> None:
         """The exchange refused a stop: not retried at the same level."""
         s = self._state(symbol)
+        s.superseded.pop(client_algo_id, None)
         if s.pending is not None and s.pending.client_algo_id == client_algo_id:
             s.failed_level = s.pending.trigger
             s.pending = None
@@ -202,7 +230,9 @@ class ProtectiveStops:
             if math.isfinite(v := levels[k]) and v > 0.0
         ]
         if not found:
-            return math.nan
+            if not self._fallback:
+                return math.nan
+            return s.entry * (1.0 - side * self._fallback)
         return max(found) if side > 0 else min(found)
 
     def _new_id(self, symbol: str) -> str:

@@ -23,6 +23,9 @@ Before the live venue trades after a (re)start, it compares:
   status at the exchange, or still open; "not found" means it was never placed:
   REJECTED ``not_placed``), and the fills the journal lacks, trade by trade from
   ``userTrades`` (:class:`RecoveredFill`): no fill is lost;
+* the fills of a protective stop (:mod:`._protect`, ids ``ps-...``) that triggered
+  while no engine ran are the engine's, recovered as such (the order that traded is
+  looked up by ``orderId``; its ``clientOrderId`` is the stop's), not trades by hand;
 * open orders at the exchange are adopted or cancelled by ``policy``
   (``"adopt"`` keeps them and counts their fills; ``"cancel"`` cancels them),
   whether the journal knows them or not;
@@ -63,6 +66,7 @@ from ...messages import Side
 from ._client import BinanceRestClient
 from ._errors import RequestRejectedError
 from ._ids import venue_client_order_id
+from ._protect import is_protective_id
 
 _ZERO = Decimal(0)
 _NOT_FOUND = -2013
@@ -139,12 +143,16 @@ class ExchangeSnapshot:
         trades: per symbol, ``GET /fapi/v1/userTrades`` (recent, and of the orders queried).
         queried: per ``clientOrderId`` of a journal order not open, ``GET
             /fapi/v1/order``'s answer, or ``None`` for -2013 (does not exist).
+        protective: ``orderId`` -> ``clientOrderId`` of the orders that triggered
+            protective stops placed (ids ``ps-...``; the journal does not know them),
+            among those that traded after the journal's last record.
     """
 
     open_orders: tuple[Mapping[str, Any], ...] = ()
     position_risk: tuple[Mapping[str, Any], ...] = ()
     trades: Mapping[str, tuple[Mapping[str, Any], ...]] = attrs.Factory(dict)
     queried: Mapping[str, Mapping[str, Any] | None] = attrs.Factory(dict)
+    protective: Mapping[int, str] = attrs.Factory(dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -582,6 +590,32 @@ def plan_reconciliation(
     for ref in refs:
         ours.add(ref.order_id)
 
+    # A protective stop that triggered while no engine ran: its fills are the engine's.
+    for symbol in sorted(traded):
+        for t in snapshot.trades.get(symbol, ()):
+            order_id = int(t.get("orderId", -1))
+            cid = snapshot.protective.get(order_id)
+            if (
+                cid is None
+                or order_id in ours
+                or int(t.get("time", 0)) <= view.last_ts // 1_000_000
+            ):
+                continue
+            fills.append(
+                RecoveredFill(
+                    client_order_id=cid,
+                    venue_client_order_id=cid,
+                    symbol=symbol,
+                    side=Side.BUY if str(t.get("side")) == "BUY" else Side.SELL,
+                    qty=_dec(t["qty"]),
+                    price=_dec(t["price"]),
+                    commission=_dec(t.get("commission")),
+                    trade_id=int(t["id"]),
+                    time_ms=int(t["time"]),
+                )
+            )
+    ours.update(snapshot.protective)
+
     exchange_pos: dict[str, tuple[Decimal, Decimal]] = {}
     for row in snapshot.position_risk:
         symbol = str(row["symbol"])
@@ -676,16 +710,35 @@ async def fetch_snapshot(
     for symbol, order_id in per_order:
         for t in await client.user_trades(symbol, order_id=order_id, limit=1000):
             trades[symbol][int(t["id"])] = t
+    protective: dict[int, str] = {}
     if view.last_ts:
         start_ms = view.last_ts // 1_000_000
         for symbol in traded:
             for t in await client.user_trades(symbol, start_time_ms=start_ms, limit=1000):
                 trades[symbol][int(t["id"])] = t
+        # Orders the journal does not know that traded since: a protective stop's
+        # (``ps-...``, placed by the venue, not journaled) or foreign (by hand).
+        own = set(view.known_venue_order_ids) | {order_id for _s, order_id in per_order}
+        own |= {int(o["orderId"]) for o in open_orders}
+        unknown = sorted(
+            {
+                (symbol, int(t["orderId"]))
+                for symbol, by_id in trades.items()
+                for t in by_id.values()
+                if int(t["orderId"]) not in own and int(t.get("time", 0)) > start_ms
+            }
+        )
+        for symbol, order_id in unknown:
+            raw = await client.query_order(symbol, order_id=order_id)
+            cid = str(raw.get("clientOrderId", ""))
+            if is_protective_id(cid):
+                protective[order_id] = cid
     return ExchangeSnapshot(
         open_orders=open_orders,
         position_risk=position_risk,
         trades={s: tuple(by_id[i] for i in sorted(by_id)) for s, by_id in trades.items()},
         queried=queried,
+        protective=protective,
     )
 
 

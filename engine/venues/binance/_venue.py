@@ -356,6 +356,8 @@ class BinanceVenue:
             :meth:`take_ops`), so the next start's reconciliation counts them.
         protective_move_bps: move a protective stop only when its level moved
             by more than this.
+        protective_fallback_bps: with ``protective``, where the stop rests (from
+            the entry) when its stops give no level the venue can use (0: none).
     """
 
     write_inline = True
@@ -397,6 +399,7 @@ class BinanceVenue:
         ledger: PositionLedger | None = None,
         protective: ExitsSection | None = None,
         protective_move_bps: float = 5.0,
+        protective_fallback_bps: float = 0.0,
     ) -> None:
         if order_transport not in ("httpx", "lean"):
             raise ValueError(f"order_transport must be 'httpx' or 'lean', not {order_transport!r}")
@@ -459,9 +462,14 @@ class BinanceVenue:
         self._ready = False
         self.protective: ProtectiveStops | None = None
         """The protective stops' core (``None`` without ``protective`` stops)."""
-        if protective is not None and (protective.stop_bps or protective.trail_bps):
+        if protective is not None and (
+            protective.stop_bps or protective.trail_bps or protective_fallback_bps
+        ):
             self.protective = ProtectiveStops(
-                protective, move_bps=protective_move_bps, now_ns=now_ns
+                protective,
+                move_bps=protective_move_bps,
+                now_ns=now_ns,
+                fallback_bps=protective_fallback_bps,
             )
         self.protective_adopted: list[str] = []
         """Protective stops a start found protecting a held position, and kept."""
@@ -751,7 +759,7 @@ class BinanceVenue:
             await self._client.new_order(prepared, priority=Priority.CLOSE)
         except FilterError as exc:
             self._log.warning("protective stop refused before sending", reason=exc.reason,
-                              symbol=action.symbol, trigger=action.trigger)  # fmt: skip
+                              symbol=action.symbol, price=float(action.trigger))  # fmt: skip
             self._protective_gone(action.client_algo_id)
             self.protective.on_refused(action.symbol, action.client_algo_id)
             return
@@ -759,7 +767,7 @@ class BinanceVenue:
             self._log.warning(
                 "protective stop refused",
                 symbol=action.symbol,
-                trigger=action.trigger,
+                price=float(action.trigger),  # ``trigger`` is the exit's reason (a keyword)
                 error=exc.msg,
                 **{"error.code": str(exc.code)},
             )
@@ -772,7 +780,7 @@ class BinanceVenue:
                               client_order_id=action.client_algo_id, error=str(exc))  # fmt: skip
             self.protective.on_refused(action.symbol, action.client_algo_id)
             return
-        self._log.info("protective stop placed", symbol=action.symbol, trigger=action.trigger,
+        self._log.info("protective stop placed", symbol=action.symbol, price=float(action.trigger),
                        client_order_id=action.client_algo_id)  # fmt: skip
         self._protect(self.protective.on_placed(action.symbol, action.client_algo_id))
 
