@@ -271,22 +271,39 @@ def _only(name: str) -> dict[str, float]:
     return {f"weight_{s}": (1.0 if s == name else 0.0) for s in SIGNALS}
 
 
-def test_holding_exits_on_the_opposite_signal_and_by_stop():
+def test_holding_exits_on_the_opposite_signal_and_by_the_exits_stop():
     tape = micro_trend().mids(100.2, 100.1, 100.0, dt=100)  # then three moves down
-    p = ScalperParams(**{**SMALL, "min_confirmations": 1, "min_strength": 0.0, "stop_bps": 50})
+    p = ScalperParams(**{**SMALL, "min_confirmations": 1, "min_strength": 0.0})
     s = Scalper(None, _sizing(), p)
     ticks = tape.ticks()
     i, signal = s.scan(ticks, 0, len(ticks), Mode.FLAT)
     assert signal == Signal.ENTER_LONG
     s.on_entry_filled(1, s.last_ask, int(ticks.ts[i]))
-    _, signal = s.scan(ticks, i + 1, len(ticks), Mode.HOLDING)
+    opposite, signal = s.scan(ticks, i + 1, len(ticks), Mode.HOLDING)
     assert signal == Signal.EXIT_CROSS and s.exit_reason(signal) == "opposite_signal"
-    # The same with a tight stop: the stop comes first (two ticks down).
-    p = ScalperParams(**{**SMALL, "min_confirmations": 1, "min_strength": 0.0, "stop_bps": 1})
-    s = Scalper(None, _sizing(), p)
-    i, _ = s.scan(ticks, 0, len(ticks), Mode.FLAT)
-    s.on_entry_filled(1, s.last_ask, int(ticks.ts[i]))
-    assert s.scan(ticks, i + 1, len(ticks), Mode.HOLDING)[1] == Signal.EXIT_STOP
+    # The scalper has no stop of its own: [exits] stop_bps (a tight one here) closes
+    # first, two ticks down, before the opposite signal.
+    from engine._config import ExitsSection, StrategySection
+    from engine.core import SymbolCore
+    from engine.ledger import PositionLedger
+    from engine.strategy._exits import POLICY_SIGNAL, STOP_LOSS
+    from engine.testing import quiet_logger
+
+    ledger = PositionLedger()
+    core = SymbolCore(
+        symbol="BTCUSDT",
+        config=StrategySection(kind="scalper"),
+        log=quiet_logger(),
+        ledger=ledger,
+        strategy=Scalper(None, _sizing(), p),
+        exits=ExitsSection(stop_bps=1.0),
+    )
+    i, signal = core.scan(ticks, 0, len(ticks))
+    assert signal == Signal.ENTER_LONG
+    ledger.adopt("BTCUSDT", 0.01, core.strategy.last_ask)  # as if the entry filled
+    core.adopt_position(int(ticks.ts[i]))
+    stop, signal = core.scan(ticks, i + 1, len(ticks))
+    assert signal == POLICY_SIGNAL + STOP_LOSS and stop < opposite
 
 
 @pytest.mark.parametrize(
@@ -301,6 +318,9 @@ def test_holding_exits_on_the_opposite_signal_and_by_stop():
         ({"weight_spread": -1.0}, "strategy.params.weight_spread", "must be >= 0"),
         (_only("nothing"), "strategy.params.weight_spread", "must be above 0"),
         ({"bar_ms": "1s"}, "strategy.params.bar_ms", "expected an integer"),
+        # Stops, targets and time limits are [exits]'s now, not the scalper's.
+        ({"stop_bps": 8.0}, "strategy.params.stop_bps", "unknown key"),
+        ({"max_hold_ms": 30000}, "strategy.params.max_hold_ms", "unknown key"),
     ],
 )
 def test_a_wrong_parameter_names_its_key(tmp_path, params, key, problem):

@@ -52,9 +52,10 @@ after the previous such signal (a new direction, or again after its window ran o
 renewing a live vote does not count) (so a refused entry is not raised again on every tick by the
 same votes, and an exit does not at once reverse on the votes that caused it).
 
-Exits (HOLDING): the opposite side meeting the entry rule (reason ``opposite_signal``),
-and, until the engine-wide exit policies replace them, a stop and a target in bps of
-the entry price (marked at the side the position would close at) and a time limit.
+Exits (HOLDING): the opposite side meeting the entry rule (reason ``opposite_signal``).
+Stops, targets and time limits are the engine's ``[exits]`` policies, the one place for
+them (``examples/configs/scalper.toml`` suggests a stop of 8 bps, a target of 12 bps and
+30 s); without ``[exits]`` a position is held until the opposite signal.
 
 Every update is O(1) per event except the divergence ring (``divergence_bars`` per
 *bar*); nothing is allocated in the kernel. The ATR (``sizing.atr_period`` bars) is
@@ -118,11 +119,10 @@ STATE_SIZE = VOTE_START + N_SIG
 
 # Parameters (float64).
 (
-    P_BAR_NS, P_WINDOW_NS, P_MIN_CONF, P_MIN_STRENGTH, P_ALLOW_SHORT, P_STOP, P_TAKE,
-    P_MAX_HOLD_NS, P_MICRO_TICKS, P_VOL_MULT, P_OFI_TH, P_SQUEEZE_RATIO, P_DIV_BARS,
-    P_SPREAD_EXPAND, P_HTF_NS, P_DECAY,
-) = range(16)  # fmt: skip
-P_WEIGHT = 16
+    P_BAR_NS, P_WINDOW_NS, P_MIN_CONF, P_MIN_STRENGTH, P_ALLOW_SHORT, P_MICRO_TICKS,
+    P_VOL_MULT, P_OFI_TH, P_SQUEEZE_RATIO, P_DIV_BARS, P_SPREAD_EXPAND, P_HTF_NS, P_DECAY,
+) = range(13)  # fmt: skip
+P_WEIGHT = 13
 PARAMS_SIZE = P_WEIGHT + N_SIG
 
 _QUOTE = 1
@@ -174,10 +174,7 @@ class ScalperParams:
     weight_ema_cross: float = attrs.field(default=1.0, validator=v.ge(0))
     weight_rsi_divergence: float = attrs.field(default=1.0, validator=v.ge(0))
     weight_spread: float = attrs.field(default=1.0, validator=v.ge(0))
-    # Until the engine-wide exit policies land: stop, target and time limit.
-    stop_bps: float = attrs.field(default=8.0, validator=v.gt(0))
-    take_bps: float = attrs.field(default=12.0, validator=v.gt(0))
-    max_hold_ms: int = attrs.field(default=30_000, validator=v.gt(0))
+    # Stops, targets and time limits: ``[exits]``.
 
     def __attrs_post_init__(self) -> None:
         _check(self)
@@ -194,9 +191,6 @@ def pack_params(p: ScalperParams) -> np.ndarray:
     out[P_MIN_CONF] = p.min_confirmations
     out[P_MIN_STRENGTH] = p.min_strength
     out[P_ALLOW_SHORT] = 1.0 if p.allow_short else 0.0
-    out[P_STOP] = p.stop_bps * 1e-4
-    out[P_TAKE] = p.take_bps * 1e-4
-    out[P_MAX_HOLD_NS] = p.max_hold_ms * 1e6
     out[P_MICRO_TICKS] = p.micro_ticks
     out[P_VOL_MULT] = p.volume_mult
     out[P_OFI_TH] = p.ofi_threshold
@@ -498,15 +492,6 @@ def scan(
             if (side > 0.0 and short_ok) or (side < 0.0 and long_ok):
                 signal = 3
                 st[VOTES] = tally[5] if side > 0.0 else tally[4]
-            elif k == _QUOTE:
-                exit_px = st[LAST_BID] if side > 0.0 else st[LAST_ASK]
-                ret = side * (exit_px - st[ENTRY_PRICE]) / st[ENTRY_PRICE]
-                if ret <= -p[P_STOP]:
-                    signal = 4
-                elif ret >= p[P_TAKE]:
-                    signal = 5
-                elif t - st[ENTRY_TS] >= p[P_MAX_HOLD_NS]:
-                    signal = 6
         if signal != 0:
             if signal <= 3:
                 st[LAST_SIGNAL] = t
