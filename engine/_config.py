@@ -167,6 +167,48 @@ def _indicators(instance: Any, attribute: Any, value: tuple[dict[str, Any], ...]
             raise FieldValueError(exc.key, exc.problem) from None
 
 
+CONFIRM_INDICATORS = ("sma", "ema", "wma", "dema", "tema", "kama")
+
+
+@attrs.frozen(kw_only=True)
+class ConfirmSection:
+    """``[strategy.confirm]``: multi-timeframe confirmation of every strategy's entries.
+
+    The symbol core builds bars of each of ``timeframes_ms`` from the symbol's trades
+    and keeps ``indicator`` (a moving average of ``period`` bar closes) on each. A
+    timeframe is up when its last closed bar closed above that average, down when
+    below. An entry signal is taken when at least ``min_agree`` timeframes agree with
+    it (0: all of them); exits are never held back. Until every timeframe's average
+    exists, ``warmup`` says what happens to an entry: ``"block"`` or ``"pass"``. No
+    timeframes (the default): off. See :mod:`engine.strategy._confirm`.
+    """
+
+    timeframes_ms: tuple[int, ...] = ()
+    indicator: str = attrs.field(default="ema", validator=v.in_(CONFIRM_INDICATORS))
+    period: int = attrs.field(default=20, validator=v.ge(2))
+    min_agree: int = attrs.field(default=0, validator=_nonneg)
+    warmup: Literal["block", "pass"] = attrs.field(
+        default="block", validator=v.in_(("block", "pass"))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        tfs = self.timeframes_ms
+        if any(t <= 0 for t in tfs) or len(set(tfs)) != len(tfs) or len(tfs) > 8:
+            raise FieldValueError(
+                "timeframes_ms", f"must be up to 8 distinct lengths > 0 (ms), got {list(tfs)}"
+            )
+        if self.min_agree > len(tfs):
+            raise FieldValueError(
+                "min_agree",
+                f"must be <= the number of timeframes ({len(tfs)}), got {self.min_agree}",
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether entries are confirmed (some timeframe configured)."""
+        return bool(self.timeframes_ms)
+
+
 @attrs.frozen(kw_only=True)
 class StrategySection:
     """``[strategy]``: which strategy trades, and its parameters.
@@ -210,6 +252,8 @@ class StrategySection:
     # parameters, optional ``bar_ns`` and ``label``), checked at load; a strategy reads
     # them through ``Strategy.configured_indicators`` (README, "Your own strategy").
     indicators: tuple[dict[str, Any], ...] = attrs.field(default=(), validator=_indicators)
+    # ``[strategy.confirm]``: multi-timeframe confirmation of entries (off by default).
+    confirm: ConfirmSection = ConfirmSection()
 
     def __attrs_post_init__(self) -> None:
         if self.fast >= self.slow:
@@ -418,9 +462,12 @@ class VenueSection:
     startup_deadline_s: float = attrs.field(default=300.0, validator=[v.gt(0), v.le(86_400)])
     # Live: while a position is held, rest the [exits] stop (fixed or trailing) on the
     # exchange as a STOP_MARKET closePosition order; move it when the level moves by more
-    # than protective_move_bps; cancel it when the position closes (issue 13).
-    protective_stop: bool = False
+    # than protective_move_bps; cancel it when the position closes (issue 13). Without
+    # an [exits] stop_bps/trail_bps it rests protective_fallback_bps from the entry
+    # (an emergency stop; 0: none then).
+    protective_stop: bool = True
     protective_move_bps: float = attrs.field(default=5.0, validator=_nonneg)
+    protective_fallback_bps: float = attrs.field(default=100.0, validator=_nonneg)
 
 
 _DEFAULT_MODELS = (
@@ -464,6 +511,12 @@ class ModelSection:
     validation_fraction: float = attrs.field(default=0.3, validator=[v.gt(0), v.lt(1)])
     min_auc_gain: float = attrs.field(default=0.0, validator=v.ge(-1))
     apply_after_steps: int = attrs.field(default=4, validator=_pos)
+    # Accepted online refits saved here as <sha12>.onnx + .json (empty: not saved).
+    swap_dir: str = ""
+    # The threshold's regime: "threshold" (RegimeDetector) or "hmm" (regime_model's forward
+    # filter on trade bars; the threshold regime until its features are warm).
+    regime: str = attrs.field(default="threshold", validator=v.in_(("threshold", "hmm")))
+    regime_model: str = "models/onnx/regime/hmm3.json"
 
     def __attrs_post_init__(self) -> None:
         if self.enabled and not self.paths:

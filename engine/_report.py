@@ -252,6 +252,17 @@ def _execution_lines(execution: object) -> list[str]:
     ]  # fmt: skip
 
 
+def _confirm_lines(report: RunReport) -> list[str]:
+    """``[strategy.confirm]``'s entry decisions summed over the symbols (none when off)."""
+    total: dict[str, int] = {}
+    for sym in report.per_symbol:
+        for k, n in sym.confirm.items():
+            total[k] = total.get(k, 0) + n
+    if not total:
+        return []
+    return ["  confirm       " + ", ".join(f"{k} {n}" for k, n in sorted(total.items()))]
+
+
 def summary_text(report: RunReport) -> str:
     """A short human summary of a run."""
     skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "none"
@@ -260,7 +271,8 @@ def summary_text(report: RunReport) -> str:
     lines = [
         f"trireme {report.mode}: "
         + (f"{len(report.data)} file(s)" if report.mode == "replay" else ", ".join(report.data))
-        + f", symbols {', '.join(report.symbols)}",
+        + f", symbols {', '.join(report.symbols)}"
+        + (f", strategy {report.strategy}" if report.strategy else ""),
         f"  events        {report.events:,} ({report.lines:,} lines; skipped: {skipped})",
         *_data_lines(report.feed),
         f"  steps         {report.steps:,}",
@@ -276,6 +288,7 @@ def summary_text(report: RunReport) -> str:
         f"  trading       {report.trading_state} ({len(report.trading_changes)} change(s))",
         f"  risk          {_risk_line(report.risk)}",
         f"  model filter  {_model_line(report.model)}",
+        *_confirm_lines(report),
         f"  journal       {report.journal_path} ({report.journal_records} records)",
         f"  journal_sha256 {report.journal_sha256}",
         f"  set-up        {report.setup_seconds:.3f} s (symbol scan, kernel load, model load)",
@@ -378,6 +391,7 @@ def write_results(
         "mode": report.mode,
         "data": ", ".join(report.data),
         "symbols": ", ".join(report.symbols),
+        "strategy": report.strategy,
         "period (UTC)": f"{first} to {last}",
         "events": f"{report.events:,}",
         "orders / fills": f"{report.orders} / {report.fills}",

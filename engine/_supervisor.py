@@ -40,7 +40,13 @@ import hardware
 from ._config import Config
 from ._control import ControlState
 from ._errors import ActorFailedError, ConfigError, DataError, single_cause
-from ._memory import MallocTrimmer, find_malloc_trim, find_mallopt, tune_malloc
+from ._memory import (
+    MallocTrimmer,
+    fill_numpy_cache,
+    find_malloc_trim,
+    find_mallopt,
+    tune_malloc,
+)
 from ._progress import slow_step
 from .actors import ExecutionActor, HardwareActor, InlineStep, RiskActor, SymbolActor
 from .core import ExecutionCore, RiskCore, SymbolCore
@@ -75,7 +81,7 @@ from .messages import (
 )
 from .portfolio import PortfolioActor
 from .results import run_results
-from .strategy import resolve_strategy
+from .strategy import resolve_strategy, strategy_label
 from .venues import ConnectedVenue, Venue
 from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
@@ -101,6 +107,9 @@ class SymbolSummary:
     round_trips: int
     realized_pnl: float
     fees: float
+    # ``[strategy.confirm]``'s entry decisions (confirmed, passed_warmup,
+    # blocked_disagree, blocked_warmup); empty when confirmation is off.
+    confirm: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -145,6 +154,8 @@ class RunReport:
     # (downsampled; see RunResults.curve_json).
     trades: dict[str, object] = attrs.Factory(dict)
     equity_curve: dict[str, object] = attrs.Factory(dict)
+    # The strategy run: its ``strategy.kind``, or ``<file>:<class>`` of a user's.
+    strategy: str = ""
 
 
 async def _run_actors(
@@ -193,7 +204,7 @@ def _model_wiring(
         return None, {}, {}
     # Imported here: onnxruntime and scikit-learn load only when the filter is on.
     from .actors._filter import EntryFilter
-    from .actors._model import ModelActor, load_ensemble
+    from .actors._model import ModelActor, load_ensemble, load_regime_model
     from .models import FeatureBuilder, default_feature_spec, retrain
 
     spec = default_feature_spec()
@@ -201,6 +212,7 @@ def _model_wiring(
     # first signal; paper and live wait here, so that no signal is taken late.
     FeatureBuilder.warm_up(background=mode == "replay")
     ensemble = load_ensemble(cfg, spec, config.resolve)
+    regime_model = load_regime_model(cfg, config.resolve)  # None: threshold regimes
     requests: dict[str, trio.MemoryReceiveChannel[ScoreBatch]] = {}
     replies: dict[str, trio.MemorySendChannel[ScoreReply]] = {}
     channels = {}
@@ -210,7 +222,12 @@ def _model_wiring(
         replies[s], reply_rx = trio.open_memory_channel[ScoreReply](1)
         channels[s] = (request_tx, reply_rx)
         filters[s] = EntryFilter(
-            symbol=s, spec=spec, model=cfg, strategy=config.strategy, venue=config.venue
+            symbol=s,
+            spec=spec,
+            model=cfg,
+            strategy=config.strategy,
+            venue=config.venue,
+            regime_model=regime_model,
         )
     actor = ModelActor(
         config=cfg,
@@ -221,6 +238,7 @@ def _model_wiring(
         log=log,
         deterministic=mode == "replay",
         retrain_fn=retrain,
+        swap_dir=config.resolve(cfg.swap_dir) if cfg.swap_dir else None,
     )
     log.info(
         "model filter loaded",
@@ -241,7 +259,19 @@ def _model_summary(actor: ModelActor | None, filters: dict[str, EntryFilter]) ->
         "not_ready": sum(f.not_ready for f in filters.values()),
         "taken": sum(f.taken for f in filters.values()),
         "blocked": sum(f.blocked for f in filters.values()),
+        **_regime_summary(filters),
         "thresholds": {s: round(f.threshold.current, 4) for s, f in filters.items()},
+    }
+
+
+def _regime_summary(filters: dict[str, EntryFilter]) -> dict[str, object]:
+    """``[model] regime = "hmm"``: proposals that used the HMM and those that fell back."""
+    if not any(f.hmm is not None for f in filters.values()):
+        return {}
+    return {
+        "regime_hmm": sum(f.regime_hmm for f in filters.values()),
+        "regime_fallback": sum(f.regime_fallback for f in filters.values()),
+        "regime_bars": sum(f.hmm.bars for f in filters.values() if f.hmm is not None),
     }
 
 
@@ -473,6 +503,7 @@ async def run_live(
         startup_deadline_s=v.startup_deadline_s,
         protective=config.exits if v.protective_stop else None,
         protective_move_bps=v.protective_move_bps,
+        protective_fallback_bps=v.protective_fallback_bps,
     )
     log.info(
         "live venue",
@@ -821,6 +852,7 @@ async def _run_journaled(
     warmed_up = trio.Event()
     trimmer: MallocTrimmer | None = None
     tuning = None
+    numpy_cache_kb = None
     if mode in ("paper", "live"):
         # Before the feed and the worker threads allocate: large buffers mapped apart.
         tuning = tune_malloc(
@@ -828,6 +860,8 @@ async def _run_journaled(
             arena_max=config.hardware.malloc_arena_max,
             mallopt=find_mallopt(),
         )
+        if config.hardware.numpy_cache_fill:  # full now, not creeping up for hours
+            numpy_cache_kb = fill_numpy_cache() // 1024
     hardware_actor = HardwareActor(
         config=config.hardware, log=log.bind(actor="hardware"), warmed_up=warmed_up
     )
@@ -881,6 +915,7 @@ async def _run_journaled(
                     if pinning is None
                     else functools.partial(hardware.setup_worker_thread, pinning),
                     tuning=tuning,
+                    numpy_cache_kb=numpy_cache_kb,
                 )
                 await outer.start(trimmer.run)
             started = time.perf_counter()
@@ -987,6 +1022,7 @@ def build_report(
                 round_trips=acct.round_trips,
                 realized_pnl=acct.realized,
                 fees=acct.fees,
+                confirm=core.confirm_counts,
             )
         )
     realized = sum(a.realized for a in ledger.accounts.values())
@@ -1030,6 +1066,7 @@ def build_report(
         events_per_second=events / wall if wall > 0 else 0.0,
         trades=results.stats,
         equity_curve=results.curve_json(),
+        strategy=strategy_label(config),
     )
     log.info(
         f"{mode} finished",

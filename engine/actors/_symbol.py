@@ -152,6 +152,7 @@ class SymbolActor(SymbolCore):
             final = report.final
             if not final:
                 self.retry_exit(now)
+                self.expire_entry(now)
         if batch is not None and batch.ticks is not None:
             self._scan_batch(batch)
         if self._scores is not None:

@@ -8,6 +8,10 @@ of one clock: the entry's time is the fill's ``ts_init`` (when this process saw 
 the replay clock in replay, the local clock live, as the ticks' times are), never
 the exchange's own fill time.
 
+With ``[strategy.confirm]`` (:mod:`engine.strategy._confirm`) the core feeds every
+scanned event to the higher timeframes' bars and drops the entry signals they do not
+confirm, scanning on after each; exits always pass.
+
 A :class:`~engine.strategy.QuotingStrategy` (the market maker) runs the core in
 quoting mode instead: the position machine stays IDLE and the core keeps at most one
 resting GTX LIMIT order per side, placed, amended in place
@@ -58,6 +62,7 @@ from ..risk import SizingInputs, size_notional
 from ..strategy import Mode, QuotingStrategy, Signal, Strategy, make_strategy
 from ..strategy._base import MARKET as MARKET_SPEC
 from ..strategy._base import configured_entry_order
+from ..strategy._confirm import Confirmation
 from ..strategy._exits import EXIT_CODES, PARTIAL, POLICY_SIGNAL, ExitPolicy
 
 if TYPE_CHECKING:
@@ -197,12 +202,18 @@ class SymbolCore:
         self._seq = 0
         self._orders = 0
         self._live_order: SubmitOrder | None = None
+        self._timed_out = ""  # the entry :meth:`expire_entry` sent a cancel for
         self._sizing_basis = "fixed"
         self._entry_cost = 0.0
         self._entry_qty = 0.0
         self._entry_fees = 0.0
         self._last_exit_ts = -(2**62)
         self._exits = ExitPolicy(exits) if exits is not None and exits.enabled else None
+        # ``[strategy.confirm]``: entries need the higher timeframes to agree (not in
+        # quoting mode, which has no entry signals).
+        self._confirm = (
+            Confirmation(config.confirm) if config.confirm.enabled and not self._quoting else None
+        )
         self._strategy_exits = exits is None or exits.opposite_signal
         # The quantity an exit in progress leaves held (0: a full exit; >0: a partial
         # take-profit), so a retried exit sends the same reduction.
@@ -257,13 +268,42 @@ class SymbolCore:
             index, signal = self.strategy.scan(ticks, start, stop, mode)
             self.ticks += index + (1 if signal else 0) - start
             return index, signal
-        mode = _KERNEL_MODE[self.position.state]
-        if mode is not Mode.HOLDING or (self._exits is None and self._strategy_exits):
-            index, signal = self.strategy.scan(ticks, start, stop, mode)
-        else:
-            index, signal = self._scan_holding(ticks, start, stop)
+        index, signal = self._scan_position(ticks, start, stop)
+        if self._confirm is not None:
+            index, signal = self._scan_confirmed(ticks, start, stop, index, signal)
         self.ticks += index + (1 if signal else 0) - start
         return index, signal
+
+    def _scan_position(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
+        mode = _KERNEL_MODE[self.position.state]
+        if mode is not Mode.HOLDING or (self._exits is None and self._strategy_exits):
+            return self.strategy.scan(ticks, start, stop, mode)
+        return self._scan_holding(ticks, start, stop)
+
+    def _scan_confirmed(
+        self, ticks: Ticks, start: int, stop: int, index: int, signal: int
+    ) -> tuple[int, int]:
+        """Feed the confirmation the events scanned, and drop the entry signals the
+        higher timeframes do not confirm, scanning on after each (exits pass)."""
+        confirm = self._confirm
+        assert confirm is not None
+        while True:
+            end = index + 1 if signal else index
+            confirm.feed(ticks, start, end)
+            if signal not in (Signal.ENTER_LONG, Signal.ENTER_SHORT):
+                return index, signal
+            side = 1 if signal == Signal.ENTER_LONG else -1
+            decision = confirm.admit(side)
+            if confirm.takes(decision):
+                return index, signal
+            self._log.debug("entry not confirmed", reason=decision, side=Side(side).name)
+            start = end
+            index, signal = self._scan_position(ticks, start, stop)
+
+    @property
+    def confirm_counts(self) -> dict[str, int]:
+        """``[strategy.confirm]``'s entry decisions by kind (empty when it is off)."""
+        return {} if self._confirm is None else dict(sorted(self._confirm.counts.items()))
 
     def _scan_holding(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
         """The exit policies to their first trigger ``e``, then the strategy up to ``e``
@@ -468,6 +508,10 @@ class SymbolCore:
         self._last_exit_ts = ts
         side = Side.SELL if self.position_qty > 0 else Side.BUY
         price = self.strategy.last_bid if side is Side.SELL else self.strategy.last_ask
+        if not price > 0.0 and self._entry_qty:
+            # No quote seen yet (a position adopted at a live restart, closed before the
+            # strategy's first quote): the entry's price is the reference.
+            price = self._entry_cost / self._entry_qty
         qty = round(abs(self.position_qty) - self._exit_keep, 12)
         self._submit(side, qty, float(price), Purpose.EXIT, ts)
 
@@ -504,6 +548,37 @@ class SymbolCore:
         ):
             self._log.info("retrying exit", position_qty=self.position_qty)
             self._submit_exit(now)
+
+    def expire_entry(self, now: int) -> None:
+        """Paper and live: cancel the limit entry in flight once it has been open
+        ``strategy.entry_timeout_ms`` (the replay driver keeps that timer itself, in
+        market time). The cancel's answer ends the entry as any cancel does (IDLE, or
+        held with what of it filled)."""
+        order = self._live_order
+        timeout_ns = self._cfg.entry_timeout_ms * 1_000_000
+        if (
+            timeout_ns <= 0
+            or self._quoting
+            or order is None
+            or order.purpose is not Purpose.ENTRY
+            or order.order_type == "MARKET"
+            or order.client_order_id == self._timed_out
+            or now - order.ts_event < timeout_ns
+        ):
+            return
+        self._timed_out = order.client_order_id
+        self._commands.append(
+            CancelOrder(
+                client_order_id=order.client_order_id,
+                symbol=self.symbol,
+                purpose=order.purpose,
+                reason="entry_timeout",
+                ts_event=now,
+                ts_init=now,
+                seq=self._next_seq(),
+                correlation_id=order.correlation_id,
+            )
+        )
 
     def _closed_outside(self, now: int) -> bool:
         """Go flat when the position was closed by an order the engine did not send

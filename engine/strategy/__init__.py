@@ -20,6 +20,7 @@ from ._base import resolve_strategy as resolve_strategy  # noqa: E402
 from ._base import state_slot as state_slot  # noqa: E402
 from ._base import store_entry as store_entry  # noqa: E402
 from ._base import strategy_class as strategy_class  # noqa: E402
+from ._base import strategy_label as strategy_label  # noqa: E402
 
 __all__ = [
     "Mode",
@@ -34,4 +35,5 @@ __all__ = [
     "state_slot",
     "store_entry",
     "strategy_class",
+    "strategy_label",
 ]

@@ -335,6 +335,15 @@ def resolve_strategy(config: Config) -> StrategySpec:
     return StrategySpec(cls, params)
 
 
+def strategy_label(config: Config) -> str:
+    """What the report names the strategy by: ``strategy.kind`` for a shipped one,
+    ``<file>:<class>`` (the file resolved against the config's directory) for a user's."""
+    cfg = config.strategy
+    if cfg.name and cfg.path:
+        return f"{config.resolve(cfg.path)}:{cfg.name}"
+    return cfg.kind
+
+
 def load_strategy(path: Path, name: str, where: str) -> type[Strategy]:
     """Class ``name`` of the Python file ``path``, checked to be a complete :class:`Strategy`.
 
