@@ -247,6 +247,20 @@ class CancelOrder:
     seq: int
     correlation_id: str
 
+    @classmethod
+    def of(cls, order: SubmitOrder | ReplaceOrder, reason: str, ts: int, seq: int) -> CancelOrder:
+        """The cancel of ``order`` (its ids, symbol and purpose), issued at ``ts``."""
+        return cls(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            purpose=order.purpose,
+            reason=reason,
+            ts_event=ts,
+            ts_init=ts,
+            seq=seq,
+            correlation_id=order.correlation_id,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class ReplaceOrder:

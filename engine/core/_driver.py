@@ -412,16 +412,7 @@ class ReplayDriver:
         """``[strategy] entry_timeout_ms`` after an entry was sent: cancel what of it
         is still open (nothing happens when it has filled or ended)."""
         sym, order = payload
-        cancel = CancelOrder(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            purpose=order.purpose,
-            reason="entry_timeout",
-            ts_event=ts,
-            ts_init=ts,
-            seq=next(self._venue.seq),
-            correlation_id=order.correlation_id,
-        )
+        cancel = CancelOrder.of(order, "entry_timeout", ts, next(self._venue.seq))
         events = self._exec.cancel(cancel)
         if events:
             self._records.append(cancel)

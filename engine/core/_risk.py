@@ -524,16 +524,8 @@ class RiskCore:
         if reason is None:
             return command
         self._log_denied(command, reason)
-        return CancelOrder(
-            client_order_id=command.client_order_id,
-            symbol=command.symbol,
-            purpose=command.purpose,
-            reason=f"replace_denied_{reason}",
-            ts_event=command.ts_event,
-            ts_init=command.ts_init,
-            seq=command.seq,
-            correlation_id=command.correlation_id,
-        )
+        cancel = CancelOrder.of(command, f"replace_denied_{reason}", command.ts_event, command.seq)
+        return attrs.evolve(cancel, ts_init=command.ts_init)
 
     def approve_replace(self, command: ReplaceOrder) -> str | None:
         """Check an amendment as a new order of its size at its price, in place of the

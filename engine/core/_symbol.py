@@ -567,18 +567,7 @@ class SymbolCore:
         ):
             return
         self._timed_out = order.client_order_id
-        self._commands.append(
-            CancelOrder(
-                client_order_id=order.client_order_id,
-                symbol=self.symbol,
-                purpose=order.purpose,
-                reason="entry_timeout",
-                ts_event=now,
-                ts_init=now,
-                seq=self._next_seq(),
-                correlation_id=order.correlation_id,
-            )
-        )
+        self._commands.append(CancelOrder.of(order, "entry_timeout", now, self._next_seq()))
 
     def _closed_outside(self, now: int) -> bool:
         """Go flat when the position was closed by an order the engine did not send
@@ -813,18 +802,7 @@ class SymbolCore:
         q = self._quotes[side]
         assert q.order is not None
         q.pending = "cancel"
-        self._commands.append(
-            CancelOrder(
-                client_order_id=q.order.client_order_id,
-                symbol=self.symbol,
-                purpose=q.order.purpose,
-                reason=reason,
-                ts_event=ts,
-                ts_init=ts,
-                seq=self._next_seq(),
-                correlation_id=q.order.correlation_id,
-            )
-        )
+        self._commands.append(CancelOrder.of(q.order, reason, ts, self._next_seq()))
 
     def _quote_guard(self, now: int) -> None:
         """While trading is not active (or flattening) no quote rests; while flattening
