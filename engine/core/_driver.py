@@ -76,6 +76,7 @@ _TIMER, _MARKET = 0, 1
 _SAMPLE, _FAULT, _RETRAIN, _SWAP, _FILL, _MARK, _SIGNAL, _ROW, _TIMEOUT = range(9)
 _FLUSH_RECORDS = 4096
 _NEVER = 2**63 - 1
+_DAY_NS = 86_400 * 1_000_000_000
 _YIELD_EVERY_S = 0.05  # let the control socket answer during long replays
 
 
@@ -483,6 +484,8 @@ class ReplayDriver:
         ):
             return nxt
         end = min(self._heap[0][0] if self._heap else _NEVER, (self.last_ts or 0) + step + 1)
+        # A new UTC day ends a calm run (the daily loss restarts): no samples past it.
+        end = min(end, (nxt // _DAY_NS + 1) * _DAY_NS)
         count = (end - 1 - nxt) // step + 1 if end > nxt else 0
         if count <= 0:
             return nxt
