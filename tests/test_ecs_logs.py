@@ -40,6 +40,7 @@ import pytest
 import trio
 import trio_websocket
 import yaml
+from test_model_filter import FAST as STRATEGY  # the strategy the shipped models were trained for
 
 from engine import config_from_dict, make_logger
 from engine._cli import main as cli_main
@@ -83,17 +84,6 @@ ACCEPTS: dict[str, set[str]] = {
     "nested": {"object"},
 }
 
-# The strategy the shipped models were trained for (models/onnx/*.json "strategy").
-STRATEGY = {
-    "sample_ms": 200,
-    "fast": 3,
-    "slow": 8,
-    "rsi_long_max": 90.0,
-    "rsi_short_min": 10.0,
-    "stop_loss_bps": 6.0,
-    "take_profit_bps": 10.0,
-    "max_hold_ms": 20000,
-}
 # Fast and loose, so that orders flow at 60x pace: wall-clock buckets of 20 ms.
 LIVE_STRATEGY = {
     **STRATEGY,

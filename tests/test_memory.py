@@ -225,6 +225,25 @@ def test_journal_page_cache_is_small(tmp_path):
 MALLOPT = find_mallopt()
 needs_mallopt = pytest.mark.skipif(MALLOPT is None, reason="not glibc: no mallopt")
 
+
+def _in_fresh_interpreter(script: str, *args: str, timeout: float = 120) -> dict:
+    """The JSON ``script`` prints, run by a new interpreter in the repository (what it
+    measures lasts for a whole process: mallopt settings, numpy's cache, numba)."""
+    import subprocess
+    import sys
+
+    root = Path(_supervisor.__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 _MAPPED_APART = """
 import ctypes, json, sys
 from engine._memory import find_mallopt, tune_malloc
@@ -261,19 +280,7 @@ def test_fixed_mmap_threshold_keeps_large_blocks_mapped_apart(how):
     # that fits a free chunk of the heap reuses it either way: 768 KiB is larger
     # than any the interpreter leaves after start-up.)
     # A fresh interpreter: mallopt's settings last for the whole process.
-    import subprocess
-    import sys
-
-    root = Path(_supervisor.__file__).parents[1]
-    done = subprocess.run(
-        [sys.executable, "-c", _MAPPED_APART, how],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    got = json.loads(done.stdout)
+    got = _in_fresh_interpreter(_MAPPED_APART, how)
     assert got["first"] is True
     if how == "default":
         assert got["then_768k"] is False
@@ -381,19 +388,7 @@ def test_filled_numpy_cache_keeps_in_use_memory_flat(how):
     # them: a run that meets new batch sizes for hours grows by up to 3.6 MB of
     # malloc's in-use memory. Filled at the start, nothing more is kept later.
     # A fresh interpreter: numpy's cache lasts for the whole process.
-    import subprocess
-    import sys
-
-    root = Path(_supervisor.__file__).parents[1]
-    done = subprocess.run(
-        [sys.executable, "-c", _NUMPY_CACHE, how],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    got = json.loads(done.stdout)
+    got = _in_fresh_interpreter(_NUMPY_CACHE, how)
     if how == "filled":
         assert got["filled"] == 7 * sum(range(1024))  # 3.6 MB
         assert got["grown"] < 64 * 1024
@@ -440,18 +435,6 @@ def test_live_protective_stops_load_the_exit_kernels_at_start():
     # does not use while [exits] is off: the first entry of a live run loaded them
     # (numba's cache, LLVM), 0.3-0.5 MB that appeared mid-run in the live soak, and
     # a pause on the order path. A fresh interpreter: numba's dispatchers are global.
-    import subprocess
-    import sys
-
-    root = Path(_supervisor.__file__).parents[1]
-    done = subprocess.run(
-        [sys.executable, "-c", _PROTECT],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    got = json.loads(done.stdout)
+    got = _in_fresh_interpreter(_PROTECT, timeout=300)
     assert got["before"] == [0, 0]
     assert got["after"][0] >= 1 and got["after"][1] >= 1

@@ -12,6 +12,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
+from test_model_filter import FAST  # the strategy the shipped entry models were trained for
 
 from engine import load_config
 from engine.actors._filter import EntryFilter, hmm_vol_level
@@ -28,17 +29,6 @@ MODELS = [str(ROOT / f"models/onnx/entry_filter_{k}.onnx") for k in ("gbdt", "rf
 # The shipped model's bars are 1 minute: 150 of them to warm up, longer than any capture.
 # The sample is 180 s: the same parameters on 500 ms bars warm up within it.
 FAST_BAR_MS = 500
-# The strategy the shipped entry models were trained for (as in test_model_filter).
-FAST = {
-    "sample_ms": 200,
-    "fast": 3,
-    "slow": 8,
-    "rsi_long_max": 90.0,
-    "rsi_short_min": 10.0,
-    "stop_loss_bps": 6.0,
-    "take_profit_bps": 10.0,
-    "max_hold_ms": 20000,
-}
 
 
 def fast_model(tmp_path: Path) -> Path:

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 import trio
+from test_model_filter import FAST  # the strategy the shipped entry models were trained for
 
 from engine.models import default_feature_spec
 from engine.models._training import auc, make_model, make_sidecar, to_onnx
@@ -31,17 +32,6 @@ WINDOWS = [
     EXTERNAL / "hftbacktest_history/usdm_ethusdt_20240719.gz",
     EXTERNAL / "hftbacktest/btcusdt_20240808.gz",
 ]
-# The strategy the shipped entry models were trained for (as in test_model_filter).
-FAST = {
-    "sample_ms": 200,
-    "fast": 3,
-    "slow": 8,
-    "rsi_long_max": 90.0,
-    "rsi_short_min": 10.0,
-    "stop_loss_bps": 6.0,
-    "take_profit_bps": 10.0,
-    "max_hold_ms": 20000,
-}
 RETRAIN = {
     "retrain": True,
     "retrain_every_events": 25_000,
