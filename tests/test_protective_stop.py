@@ -30,8 +30,14 @@ from test_loopback_order_types import (
 
 from engine._config import ExitsSection
 from engine.messages import EventKind, FillRecovered, Purpose, Side, Ticks
-from engine.venues.binance._protect import CancelStop, PlaceStop, ProtectiveStops
+from engine.venues.binance._protect import (
+    CancelStop,
+    PlaceStop,
+    ProtectiveStops,
+    is_protective_id,
+)
 from engine.venues.binance._reconcile import ExchangeSnapshot, JournalView, plan_reconciliation
+from engine.venues.binance._templates import OrderType
 from engine.venues.sim._algo import AlgoRequest
 from engine.venues.sim._recorded import Recording, load_recording
 
@@ -300,3 +306,252 @@ def test_core_a_move_before_the_first_stop_is_confirmed_leaves_no_gap():
             (moved,) = stops.on_placed("BTCUSDT", b.client_algo_id)
             assert moved.client_algo_id == a.client_algo_id and moved.reason == "moved"
         assert stops.resting("BTCUSDT") == (b.client_algo_id, b.trigger)
+
+
+# -- protective targets (TAKE_PROFIT_MARKET) ------------------------------------------------
+
+
+def targets(h: Harness) -> list:
+    return [o for o in h.server.algos.open_orders("BTCUSDT") if o.client_algo_id.startswith("pt-")]
+
+
+def test_core_rests_a_target_beside_the_stop_and_cancels_both_on_close():
+    stops = core(stop_bps=50.0, target_bps=100.0)
+    stop, target = stops.on_step("BTCUSDT", 0.5, 100.0, None, now=1)
+    assert isinstance(stop, PlaceStop) and stop.kind == "stop"
+    assert stop.order_type is OrderType.STOP_MARKET and stop.client_algo_id.startswith("ps-")
+    assert isinstance(target, PlaceStop) and target.kind == "target"
+    assert target.order_type is OrderType.TAKE_PROFIT_MARKET
+    assert target.client_algo_id.startswith("pt-BTCUSDT-") and is_protective_id(
+        target.client_algo_id
+    )
+    assert target.side is Side.SELL and target.trigger == pytest.approx(101.0)
+    assert stops.on_placed("BTCUSDT", stop.client_algo_id) == []
+    assert stops.on_placed("BTCUSDT", target.client_algo_id) == []
+    assert stops.resting("BTCUSDT", "target") == (target.client_algo_id, target.trigger)
+    assert stops.resting("BTCUSDT") == (stop.client_algo_id, stop.trigger)
+    # Prices move (the target's level does not): nothing to do.
+    assert stops.on_step("BTCUSDT", 0.5, 100.0, quote_ticks([100.5], 0.01)["BTCUSDT"], 2) == []
+    # The stop fired at the exchange (or the target, or the engine's exit): both go.
+    stops.on_gone("BTCUSDT", stop.client_algo_id)
+    (cancel,) = stops.on_step("BTCUSDT", 0.0, 0.0, None, now=3)
+    assert cancel == CancelStop(
+        symbol="BTCUSDT", client_algo_id=target.client_algo_id, reason="position closed"
+    )
+    # Short: the target below the entry, a BUY.
+    stop, target = stops.on_step("BTCUSDT", -0.5, 100.0, None, now=4)
+    assert (target.side, target.kind) == (Side.BUY, "target")
+    assert target.trigger == pytest.approx(99.0)
+    stops.on_placed("BTCUSDT", stop.client_algo_id)
+    stops.on_placed("BTCUSDT", target.client_algo_id)
+    # The target filled: the stop is cancelled.
+    stops.on_gone("BTCUSDT", target.client_algo_id)
+    assert stops.on_step("BTCUSDT", 0.0, 0.0, None, now=5) == [
+        CancelStop(symbol="BTCUSDT", client_algo_id=stop.client_algo_id, reason="position closed")
+    ]
+
+
+def test_core_target_is_the_final_one_of_a_ladder_and_off_when_asked():
+    # A ladder that closes everything: its last rung (2R, R = the 50 bps stop) is the
+    # final target, nearer than target_bps; a rung's closePosition would close the rest.
+    stops = core(stop_bps=50.0, target_bps=300.0, partial_r=(1.0, 2.0), partial_fraction=(0.5, 0.5))
+    _stop, target = stops.on_step("ETHUSDT", 1.0, 2000.0, None, now=1)
+    assert target.trigger == pytest.approx(2000.0 + 2 * 10.0)
+    assert stops.final_target("ETHUSDT") == pytest.approx(2020.0)
+    # A ladder that leaves a rest (0.5 in all) to the other policies: target_bps only.
+    rest = core(stop_bps=50.0, target_bps=300.0, partial_r=(1.0,), partial_fraction=(0.5,))
+    _stop, target = rest.on_step("ETHUSDT", 1.0, 2000.0, None, now=1)
+    assert target.trigger == pytest.approx(2060.0)
+    # ... and without target_bps: no target at all.
+    (stop,) = core(stop_bps=50.0, partial_r=(1.0,), partial_fraction=(0.5,)).on_step(
+        "ETHUSDT", 1.0, 2000.0, None, now=1
+    )
+    assert stop.kind == "stop"
+    # No target configured, or targets off (venue.protective_target = false).
+    assert [a.kind for a in core(stop_bps=50.0).on_step("ETHUSDT", 1.0, 2000.0, None, 1)] == [
+        "stop"
+    ]
+    clock = iter(range(1_000, 10_000))
+    off = ProtectiveStops(ExitsSection(stop_bps=50.0, target_bps=100.0), move_bps=5.0,
+                          now_ns=lambda: next(clock), target=False)  # fmt: skip
+    assert [a.kind for a in off.on_step("ETHUSDT", 1.0, 2000.0, None, 1)] == ["stop"]
+    assert not off.adopts("target") and off.adopts("stop")
+    # Targets only: no stop.
+    clock2 = iter(range(1_000, 10_000))
+    only = ProtectiveStops(ExitsSection(target_bps=100.0), move_bps=5.0,
+                           now_ns=lambda: next(clock2), stop=False)  # fmt: skip
+    assert [a.kind for a in only.on_step("ETHUSDT", 1.0, 2000.0, None, 1)] == ["target"]
+    assert only.adopts("stop")  # one found at a start still protects till the close
+    assert ProtectiveStops.wanted(ExitsSection(target_bps=1.0), stop=False)
+    assert not ProtectiveStops.wanted(ExitsSection(target_bps=1.0), target=False)
+
+
+def test_core_target_already_reached_adopted_and_moved():
+    # A bid at or past the target: it would trigger at once (the engine's exit is due).
+    stops = core(stop_bps=50.0, target_bps=100.0)
+    (stop,) = stops.on_step("BTCUSDT", 1.0, 100.0, quote_ticks([101.0], 0.01)["BTCUSDT"], 1)
+    assert stop.kind == "stop"
+    # Adopted at a restart at the level it would be placed at: kept, nothing placed.
+    adopted = core(stop_bps=50.0, target_bps=100.0)
+    adopted.adopt("BTCUSDT", "ps-BTCUSDT-a", Side.SELL, 99.5)
+    adopted.adopt("BTCUSDT", "pt-BTCUSDT-b", Side.SELL, 101.0)
+    assert adopted.on_step("BTCUSDT", 1.0, 100.0, None, now=1) == []
+    assert adopted.resting("BTCUSDT", "target") == ("pt-BTCUSDT-b", 101.0)
+    # Adopted at a level the entry no longer gives (by more than move_bps): a new
+    # target first, then the old one cancelled; a farther one moves back too.
+    for old in (101.5, 100.5):
+        moved = core(stop_bps=50.0, target_bps=100.0)
+        moved.adopt("BTCUSDT", "ps-BTCUSDT-a", Side.SELL, 99.5)
+        moved.adopt("BTCUSDT", "pt-BTCUSDT-b", Side.SELL, old)
+        (new,) = moved.on_step("BTCUSDT", 1.0, 100.0, None, now=1)
+        assert new.kind == "target" and new.trigger == pytest.approx(101.0)
+        (cancel,) = moved.on_placed("BTCUSDT", new.client_algo_id)
+        assert cancel.client_algo_id == "pt-BTCUSDT-b" and cancel.reason == "moved"
+    # A refused target is not retried at its level; the stop is unaffected.
+    refused = core(stop_bps=50.0, target_bps=100.0)
+    stop, target = refused.on_step("BTCUSDT", 1.0, 100.0, None, now=1)
+    refused.on_refused("BTCUSDT", target.client_algo_id)
+    assert refused.on_placed("BTCUSDT", stop.client_algo_id) == []
+    assert refused.on_step("BTCUSDT", 1.0, 100.0, None, now=2) == []
+    assert refused.resting("BTCUSDT") == (stop.client_algo_id, stop.trigger)
+
+
+def test_reconciliation_recovers_a_protective_targets_fills():
+    view = JournalView(positions={"BTCUSDT": (0.016, 61_800.0)}, last_ts=1_000 * 1_000_000)
+    trade = {"id": 8, "orderId": 56, "side": "SELL", "qty": "0.016", "price": "61862.0",
+             "commission": "0.49", "time": 2_000}  # fmt: skip
+    risk = ({"symbol": "BTCUSDT", "positionAmt": "0", "entryPrice": "0", "positionSide": "BOTH"},)
+    snapshot = ExchangeSnapshot(
+        position_risk=risk, trades={"BTCUSDT": (trade,)}, protective={56: "pt-BTCUSDT-abc"}
+    )
+    plan = plan_reconciliation(view, snapshot, symbols=["BTCUSDT"], policy="cancel")
+    assert plan.notes == ()
+    (fill,) = plan.fills
+    assert (fill.client_order_id, fill.side, fill.qty) == ("pt-BTCUSDT-abc", Side.SELL,
+                                                           Decimal("0.016"))  # fmt: skip
+
+
+async def test_a_protective_target_rests_triggers_closes_and_the_stop_is_cancelled(recording):
+    server = new_server(recording)
+    async with serving(server) as ports:
+        ask = Decimal(server.stats.book_ticker("BTCUSDT")["askPrice"])
+        high = max(future_trades(server, 6000))
+        assert high > ask
+        # Halfway up to where the capture goes next: above the market, and reached.
+        target_bps = float((high - ask) / ask * 10_000) / 2
+        exits = ExitsSection(stop_bps=100.0, target_bps=target_bps)
+        async with venue_on(server, ports, protective=exits) as h:
+            await open_long(h)
+            await until(
+                h,
+                lambda: (
+                    h.venue.protective.resting("BTCUSDT") is not None
+                    and h.venue.protective.resting("BTCUSDT", "target") is not None
+                ),
+            )
+            (stop,) = protective_orders(h)
+            (target,) = targets(h)
+            entry = h.venue.ledger.avg_price("BTCUSDT")
+            tick = server.engine.rules["BTCUSDT"].tick
+            level = Decimal(repr(entry * (1 + target_bps / 10_000)))
+            assert target.type == "TAKE_PROFIT_MARKET" and target.side == "SELL"
+            assert target.close_position
+            assert target.trigger_price == (level / tick).to_integral_value("ROUND_CEILING") * tick
+            assert stop.type == "STOP_MARKET"
+            await until(h, lambda: True)  # a step: nothing more while the levels stand
+            assert len(protective_orders(h)) == len(targets(h)) == 1
+
+            server.advance(6000)  # the market rises through the target
+            await until(h, lambda: h.venue.ledger.qty("BTCUSDT") == 0.0)
+            assert server.engine.position("BTCUSDT").amount == 0
+            (done,) = [o for o in server.algos.orders("BTCUSDT") if o.algo_id == target.algo_id]
+            assert done.status == "FINISHED" and done.actual_qty == Decimal("0.02")
+            recovered = [op for op in h.venue.take_ops() if isinstance(op, FillRecovered)]
+            assert sum(op.qty for op in recovered) == pytest.approx(0.02)
+            assert {(op.side, op.client_order_id, op.correlation_id) for op in recovered} == {
+                (Side.SELL, target.client_algo_id, "protective_target")
+            }
+            # The stop is cancelled now that the position is closed.
+            await until(h, lambda: not protective_orders(h) and not targets(h))
+            (gone,) = [o for o in server.algos.orders("BTCUSDT") if o.algo_id == stop.algo_id]
+            assert gone.status == "CANCELED"
+            assert h.venue.protective.resting("BTCUSDT") is None
+            assert h.venue.protective.resting("BTCUSDT", "target") is None
+
+
+async def test_a_restart_adopts_stop_and_target_and_cancels_orphan_targets(recording):
+    exits = ExitsSection(stop_bps=50.0, target_bps=50.0)
+    server = new_server(recording)
+    async with serving(server) as ports:
+        async with venue_on(server, ports, protective=exits) as first:
+            await open_long(first)
+            await until(first, lambda: len(protective_orders(first)) == len(targets(first)) == 1)
+            (stop,) = protective_orders(first)
+            (target,) = targets(first)
+            journal = first.journal()
+        last = server.engine.mark_price("BTCUSDT")
+        # A target on the wrong side (a short's) and a second one on the right side.
+        orphans = []
+        for side, trigger, name in (("BUY", last / 2, "a"), ("SELL", last * 2, "b")):
+            orphan, _events = server.algos.place(
+                AlgoRequest(symbol="BTCUSDT", side=side, type="TAKE_PROFIT_MARKET",
+                            quantity=Decimal(0), trigger_price=trigger.quantize(Decimal("0.1")),
+                            close_position=True, client_algo_id=f"pt-BTCUSDT-orphan{name}"),
+                last, last, int(time.time() * 1000),
+            )  # fmt: skip
+            orphans.append(orphan.client_algo_id)
+        async with venue_on(server, ports, protective=exits, journal=journal) as second:
+            # The newest of each kind on the closing side is kept: the second orphan
+            # ("b", placed last) outranks the engine's own target by algo id.
+            assert sorted(second.venue.protective_adopted) == sorted(
+                [stop.client_algo_id, orphans[1]]
+            )
+            assert sorted(second.venue.protective_cancelled) == sorted(
+                [orphans[0], target.client_algo_id]
+            )
+            # Its level is not the entry's target: replaced (new first, then cancelled).
+            await until(
+                second,
+                lambda: (
+                    [o.client_algo_id for o in targets(second)] not in ([], [orphans[1]])
+                    and len(targets(second)) == 1
+                ),
+            )
+            (moved,) = targets(second)
+            assert moved.trigger_price == target.trigger_price
+            assert [o.client_algo_id for o in protective_orders(second)] == [stop.client_algo_id]
+        # Targets off: a start cancels the targets it finds and places none.
+        async with venue_on(
+            server, ports, protective=exits, journal=journal, protective_target=False
+        ) as third:
+            assert third.venue.protective_adopted == [stop.client_algo_id]
+            assert third.venue.protective_cancelled == [moved.client_algo_id]
+            await until(third, lambda: True)
+            assert targets(third) == []
+
+
+async def test_a_target_that_fired_while_no_venue_ran_is_recovered_and_the_stop_cancelled(
+    recording,
+):
+    server = new_server(recording)
+    async with serving(server) as ports:
+        ask = Decimal(server.stats.book_ticker("BTCUSDT")["askPrice"])
+        high = max(future_trades(server, 6000))
+        exits = ExitsSection(stop_bps=100.0, target_bps=float((high - ask) / ask * 10_000) / 2)
+        async with venue_on(server, ports, protective=exits) as first:
+            await open_long(first)
+            await until(first, lambda: len(protective_orders(first)) == len(targets(first)) == 1)
+            (stop,) = protective_orders(first)
+            (target,) = targets(first)
+            journal = first.journal()
+        server.advance(6000)  # no venue runs: the target closes the position
+        assert server.engine.position("BTCUSDT").amount == 0
+        async with venue_on(server, ports, protective=exits, journal=journal) as second:
+            plan = second.venue.reconciliation
+            assert plan.notes == ()  # the engine's own order, not a trade by hand
+            assert {f.client_order_id for f in plan.fills} == {target.client_algo_id}
+            assert sum(f.qty for f in plan.fills) == Decimal("0.02")
+            assert second.venue.ledger.qty("BTCUSDT") == 0.0
+            # Flat: the stop left behind is an orphan, cancelled.
+            assert second.venue.protective_cancelled == [stop.client_algo_id]
+            assert protective_orders(second) == [] and targets(second) == []

@@ -23,7 +23,8 @@ the order before it is sent. The tour exits ``hold`` quotes after each fill
 (``Signal.EXIT_TIME``: the engine closes with a reduce-only MARKET order). After
 ``max_entries`` entries it stops. Stops resting on the exchange come from config, not
 from the strategy: ``venue.protective_stop`` rests a STOP_MARKET at the ``[exits]``
-``stop_bps`` level while each live position is held.
+``stop_bps`` level, and ``venue.protective_target`` a TAKE_PROFIT_MARKET at its
+``target_bps`` level (when set), while each live position is held.
 
 ``Quoter`` (a ``QuotingStrategy``) keeps a post-only bid and ask ``offset_ticks``
 behind the touch; when the touch moves ``refresh_ticks`` away the engine amends the

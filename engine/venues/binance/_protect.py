@@ -1,30 +1,44 @@
-"""Protective stops resting on the exchange while a live position is held.
+"""Protective orders resting on the exchange while a live position is held.
 
 The symbol core checks its ``[exits]`` levels tick by tick (:mod:`engine.strategy._exits`);
 that protects a position only while the engine runs and reaches the exchange. In
-live mode the venue also rests a STOP_MARKET ``closePosition`` order (Binance's
-algo order API) at the position's stop level, so a crash, a cut connection or a
-halt does not leave it unprotected:
+live mode the venue also rests, on Binance's algo order API, a STOP_MARKET
+``closePosition`` order at the position's stop level and a TAKE_PROFIT_MARKET
+``closePosition`` order at its final target, so a crash, a cut connection or a
+halt does not leave it unprotected (nor let it run past its target):
 
 * a position opens (the ledger goes from flat to long or short): a stop is placed
   at the tightest of the fixed stop, the ATR stop and the trailing stop
-  (:meth:`ExitPolicy.levels`, from the ledger's entry price);
-* the trailing level moves by more than ``move_bps`` towards the price: a new
-  stop is placed at the new level, then the old one is cancelled (never a moment
-  without one; two ``closePosition`` stops close one position once);
-* the position closes (any way): the stop is cancelled; one that triggered has
-  closed it itself (its fills reach the ledger like any fill);
-* at a restart, open protective orders (ids starting ``ps-``) are adopted when
-  their symbol holds a position on their closing side, and cancelled otherwise.
+  (:meth:`ExitPolicy.levels`, from the ledger's entry price), and a target at
+  the final target (:meth:`ProtectiveStops.final_target`: the level at which the
+  engine's exits close what is left; none configured, none rests);
+* a level moves by more than ``move_bps`` (the trailing stop towards the price;
+  the target either way): a new order is placed at the new level, then the old
+  one is cancelled (never a moment without one; two ``closePosition`` orders
+  close one position once);
+* the position closes (any way: the engine's exit, the stop or the target at the
+  exchange): what still rests is cancelled; one that triggered has closed the
+  position itself (its fills reach the ledger like any fill);
+* at a restart, open protective orders (ids starting ``ps-``: stops, ``pt-``:
+  targets) are adopted when their symbol holds a position on their closing side,
+  one of each kind, and cancelled otherwise.
+
+``closePosition`` closes the whole position, whatever its size: with a partial
+take-profit ladder only the *final* target may rest (a rung's order would close
+the rest with it). That is ``target_bps`` or, when the ladder's fractions sum to 1
+(its last rung closes what is left), the last rung (``partial_r[-1]`` R from the
+entry; R from the fixed stop, as the venue does not see the strategy's ATR), the
+nearer of the two; a ladder summing to less than 1 leaves the rest to the other
+policies, so only ``target_bps`` counts then.
 
 :class:`ProtectiveStops` is the synchronous core (positions and prices in, the
 requests to make out); :class:`~engine.venues.binance.BinanceVenue` does the
 I/O. ATR levels need the strategy's ATR, which the venue does not see. When
-``[exits]`` gives no level the venue can use (no ``stop_bps`` or ``trail_bps``:
-the default config, a strategy with its own stops only, ATR stops alone) an
-emergency stop rests ``fallback_bps`` from the entry (``venue.protective_fallback_bps``,
-100 by default; 0: none rests then), so that a live position is never left
-unprotected; it does not trail.
+``[exits]`` gives no stop level the venue can use (no ``stop_bps`` or
+``trail_bps``: the default config, a strategy with its own stops only, ATR stops
+alone) an emergency stop rests ``fallback_bps`` from the entry
+(``venue.protective_fallback_bps``, 100 by default; 0: none rests then), so that a
+live position is never left unprotected; it does not trail.
 """
 
 from __future__ import annotations
@@ -32,36 +46,60 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import attrs
 
 from ..._config import ExitsSection
 from ...messages import Side, Ticks
-from ...strategy._exits import ExitPolicy
+from ...strategy._exits import ExitPolicy, R
 from ._ids import _base36
+from ._templates import OrderType
 
 PROTECTIVE_PREFIX = "ps-"
 """Client algo ids of protective stops start with this (``ps-<SYMBOL>-<n>``)."""
+TARGET_PREFIX = "pt-"
+"""Client algo ids of protective targets start with this (``pt-<SYMBOL>-<n>``)."""
+
+Kind = Literal["stop", "target"]
+KINDS: tuple[Kind, ...] = ("stop", "target")
+_PREFIXES: dict[Kind, str] = {"stop": PROTECTIVE_PREFIX, "target": TARGET_PREFIX}
+_ORDER_TYPES: dict[Kind, OrderType] = {
+    "stop": OrderType.STOP_MARKET,
+    "target": OrderType.TAKE_PROFIT_MARKET,
+}
 
 
 def is_protective_id(client_algo_id: str) -> bool:
-    """Whether a client (algo) order id is a protective stop's."""
-    return client_algo_id.startswith(PROTECTIVE_PREFIX)
+    """Whether a client (algo) order id is a protective order's (stop or target)."""
+    return client_algo_id.startswith((PROTECTIVE_PREFIX, TARGET_PREFIX))
+
+
+def protective_kind(client_algo_id: str) -> Kind:
+    """``"target"`` for a protective target's id, else ``"stop"``."""
+    return "target" if client_algo_id.startswith(TARGET_PREFIX) else "stop"
 
 
 @attrs.frozen(kw_only=True)
 class PlaceStop:
-    """Place a STOP_MARKET ``closePosition`` order closing ``symbol``'s position."""
+    """Place a STOP_MARKET (``kind`` ``"stop"``) or TAKE_PROFIT_MARKET (``"target"``)
+    ``closePosition`` order closing ``symbol``'s position."""
 
     symbol: str
     side: Side  # the closing side
     trigger: float
     client_algo_id: str
+    kind: Kind = attrs.field(default="stop", validator=attrs.validators.in_(KINDS))
+
+    @property
+    def order_type(self) -> OrderType:
+        """The algo order's type."""
+        return _ORDER_TYPES[self.kind]
 
 
 @attrs.frozen(kw_only=True)
 class CancelStop:
-    """Cancel the protective stop ``client_algo_id``."""
+    """Cancel the protective order ``client_algo_id``."""
 
     symbol: str
     client_algo_id: str
@@ -79,10 +117,9 @@ class _Resting:
 
 
 @attrs.define
-class _Symbol:
-    policy: ExitPolicy
-    held: int = 0  # the position's side as last seen: 1, -1 or 0
-    entry: float = math.nan  # the entry price when the position opened (or was adopted)
+class _Slot:
+    """One kind of protective order of one symbol."""
+
     resting: _Resting | None = None
     pending: _Resting | None = None  # placed, not yet confirmed
     # Placed, not yet confirmed, and a newer one placed since: kept (as the resting
@@ -91,16 +128,26 @@ class _Symbol:
     failed_level: float = math.nan  # a placement refused at this level is not retried
 
 
+@attrs.define
+class _Symbol:
+    policy: ExitPolicy
+    held: int = 0  # the position's side as last seen: 1, -1 or 0
+    entry: float = math.nan  # the entry price when the position opened (or was adopted)
+    slots: dict[Kind, _Slot] = attrs.Factory(lambda: {k: _Slot() for k in KINDS})
+
+
 class ProtectiveStops:
-    """Which protective stops should rest on the exchange, step by step.
+    """Which protective orders should rest on the exchange, step by step.
 
     Args:
-        exits: the ``[exits]`` section (its stops give the levels).
-        move_bps: move a stop only when its level changed by more than this
+        exits: the ``[exits]`` section (its stops and targets give the levels).
+        move_bps: move an order only when its level changed by more than this
             (each move costs two requests).
         now_ns: the id source's clock (ids must not repeat across restarts).
         fallback_bps: where the stop rests, from the entry, when ``exits`` gives no
-            level (0: none rests then).
+            stop level (0: none rests then).
+        stop: rest protective stops.
+        target: rest protective targets (at :meth:`final_target`).
     """
 
     def __init__(
@@ -110,11 +157,20 @@ class ProtectiveStops:
         move_bps: float,
         now_ns: Callable[[], int],
         fallback_bps: float = 0.0,
+        stop: bool = True,
+        target: bool = True,
     ) -> None:
         self._exits = exits
         self._move = move_bps / 1e4
         self._fallback = fallback_bps / 1e4
         self._now_ns = now_ns
+        self._kinds: set[Kind] = set()
+        if stop and _has_stop(exits, fallback_bps):
+            self._kinds.add("stop")
+        if target and _has_target(exits):
+            self._kinds.add("target")
+        # The ladder closes what is left at its last rung only if its fractions sum to 1.
+        self._ladder_r = exits.partial_r[-1] if _ladder_closes(exits) else math.nan
         self._symbols: dict[str, _Symbol] = {}
         self._ids = itertools.count()
         # The exit kernels now, at start-up: loaded (or compiled) by the first entry
@@ -122,20 +178,36 @@ class ProtectiveStops:
         # that appeared mid-run (the soak, --mode live --memray).
         ExitPolicy.warm_up()
 
+    @staticmethod
+    def wanted(
+        exits: ExitsSection, *, stop: bool = True, target: bool = True, fallback_bps: float = 0.0
+    ) -> bool:
+        """Whether any protective order can ever rest under this configuration."""
+        return (stop and _has_stop(exits, fallback_bps)) or (target and _has_target(exits))
+
+    def adopts(self, kind: Kind) -> bool:
+        """Whether a start keeps an order of ``kind`` it finds protecting a held
+        position: a stop always (it protects till the position closes, then it is
+        cancelled), a target only while targets rest (one left by a run with other
+        settings would close the position early); the others are cancelled."""
+        return kind == "stop" or kind in self._kinds
+
     def _state(self, symbol: str) -> _Symbol:
         state = self._symbols.get(symbol)
         if state is None:
             state = self._symbols[symbol] = _Symbol(policy=ExitPolicy(self._exits))
         return state
 
-    def resting(self, symbol: str) -> tuple[str, float] | None:
-        """The confirmed protective stop of ``symbol`` (id, trigger), if any."""
-        rest = self._state(symbol).resting
+    def resting(self, symbol: str, kind: Kind = "stop") -> tuple[str, float] | None:
+        """The confirmed protective order of ``kind`` of ``symbol`` (id, trigger), if any."""
+        rest = self._state(symbol).slots[kind].resting
         return None if rest is None else (rest.client_algo_id, rest.trigger)
 
     def adopt(self, symbol: str, client_algo_id: str, side: Side, trigger: float) -> None:
-        """A stop found at the exchange at start-up protects ``symbol``'s position."""
-        self._state(symbol).resting = _Resting(client_algo_id, side, trigger)
+        """An order found at the exchange at start-up protects ``symbol``'s position
+        (a stop or a target, by its id)."""
+        slot = self._state(symbol).slots[protective_kind(client_algo_id)]
+        slot.resting = _Resting(client_algo_id, side, trigger)
 
     def on_step(
         self, symbol: str, qty: float, entry: float, ticks: Ticks | None, now: int
@@ -151,16 +223,21 @@ class ProtectiveStops:
         if side != s.held:
             if s.held:
                 s.policy.on_flat()
-            for rest in (s.resting, s.pending):
-                if rest is not None and (side == 0 or rest.side is not _closing(side)):
-                    out.append(CancelStop(symbol=symbol, client_algo_id=rest.client_algo_id,
-                                          reason="position closed"))  # fmt: skip
-            if s.resting is not None and (side == 0 or s.resting.side is not _closing(side)):
-                s.resting = None
-            if s.pending is not None and (side == 0 or s.pending.side is not _closing(side)):
-                s.pending = None
-            s.superseded.clear()  # their confirmations cancel them
-            s.failed_level = math.nan
+            for slot in s.slots.values():
+                for rest in (slot.resting, slot.pending):
+                    if rest is not None and (side == 0 or rest.side is not _closing(side)):
+                        out.append(CancelStop(symbol=symbol, client_algo_id=rest.client_algo_id,
+                                              reason="position closed"))  # fmt: skip
+                if slot.resting is not None and (
+                    side == 0 or slot.resting.side is not _closing(side)
+                ):
+                    slot.resting = None
+                if slot.pending is not None and (
+                    side == 0 or slot.pending.side is not _closing(side)
+                ):
+                    slot.pending = None
+                slot.superseded.clear()  # their confirmations cancel them
+                slot.failed_level = math.nan
             s.held = side
             s.entry = entry if side else math.nan
             if side:
@@ -169,58 +246,96 @@ class ProtectiveStops:
             return out
         if ticks is not None and len(ticks.ts):
             s.policy.scan(ticks, 0, len(ticks.ts))
-        level = self._level(s, side)
-        if not math.isfinite(level) or level <= 0.0:
-            return out
+        last = math.nan
         if ticks is not None and len(ticks.ts):
             last = float(ticks.bid[-1] if side > 0 else ticks.ask[-1])
-            if math.isfinite(last) and (level >= last if side > 0 else level <= last):
-                return out  # it would trigger at once: the engine's own exit is due
-        current = s.pending or s.resting
-        if current is not None:
-            tighter = level > current.trigger if side > 0 else level < current.trigger
-            if not tighter or abs(level - current.trigger) <= self._move * current.trigger:
-                return out
-        elif s.failed_level == level:
-            return out
-        new = _Resting(self._new_id(symbol), _closing(side), level)
-        out.append(PlaceStop(symbol=symbol, side=new.side, trigger=level,
-                             client_algo_id=new.client_algo_id))  # fmt: skip
-        if s.pending is not None:
-            # Superseded before it was confirmed: cancelled once something else rests.
-            s.superseded[s.pending.client_algo_id] = s.pending
-        s.pending = new
+        for kind in KINDS:
+            slot = s.slots[kind]
+            if kind not in self._kinds:
+                level = math.nan
+            elif kind == "stop":
+                level = self._level(s, side)
+            else:
+                level = self.final_target(symbol)
+            if not math.isfinite(level) or level <= 0.0:
+                continue
+            out.extend(self._place(symbol, s, slot, kind, side, level, last))
         return out
 
-    def on_placed(self, symbol: str, client_algo_id: str) -> list[StopAction]:
-        """The exchange took a stop: it replaces the one resting (cancel that)."""
-        s = self._state(symbol)
-        superseded = s.superseded.pop(client_algo_id, None)
-        if superseded is not None and s.resting is None:
-            # A newer one is on its way but none rests yet: this one protects till then.
-            s.resting = superseded
+    def _place(
+        self, symbol: str, s: _Symbol, slot: _Slot, kind: Kind, side: int, level: float,
+        last: float,
+    ) -> list[StopAction]:  # fmt: skip
+        stop = kind == "stop"
+        # At or past the last closing price it would trigger at once (Binance refuses
+        # it, -2021): the engine's own exit is due.
+        if math.isfinite(last) and (
+            (level >= last if side > 0 else level <= last)
+            if stop
+            else (level <= last if side > 0 else level >= last)
+        ):
             return []
-        if s.pending is None or s.pending.client_algo_id != client_algo_id:
+        current = slot.pending or slot.resting
+        if current is not None:
+            far = abs(level - current.trigger) > self._move * current.trigger
+            tighter = level > current.trigger if side > 0 else level < current.trigger
+            # A stop only tightens (it trails); a target follows its level either way.
+            if not far or (stop and not tighter):
+                return []
+        elif slot.failed_level == level:
+            return []
+        new = _Resting(self._new_id(symbol, kind), _closing(side), level)
+        if slot.pending is not None:
+            # Superseded before it was confirmed: cancelled once something else rests.
+            slot.superseded[slot.pending.client_algo_id] = slot.pending
+        slot.pending = new
+        return [PlaceStop(symbol=symbol, side=new.side, trigger=level,
+                          client_algo_id=new.client_algo_id, kind=kind)]  # fmt: skip
+
+    def on_placed(self, symbol: str, client_algo_id: str) -> list[StopAction]:
+        """The exchange took an order: it replaces the one resting (cancel that)."""
+        slot = self._state(symbol).slots[protective_kind(client_algo_id)]
+        superseded = slot.superseded.pop(client_algo_id, None)
+        if superseded is not None and slot.resting is None:
+            # A newer one is on its way but none rests yet: this one protects till then.
+            slot.resting = superseded
+            return []
+        if slot.pending is None or slot.pending.client_algo_id != client_algo_id:
             # Superseded or no longer wanted: cancel it.
             return [CancelStop(symbol=symbol, client_algo_id=client_algo_id, reason="stale")]
-        old, s.resting, s.pending = s.resting, s.pending, None
+        old, slot.resting, slot.pending = slot.resting, slot.pending, None
         if old is None:
             return []
         return [CancelStop(symbol=symbol, client_algo_id=old.client_algo_id, reason="moved")]
 
     def on_refused(self, symbol: str, client_algo_id: str) -> None:
-        """The exchange refused a stop: not retried at the same level."""
-        s = self._state(symbol)
-        s.superseded.pop(client_algo_id, None)
-        if s.pending is not None and s.pending.client_algo_id == client_algo_id:
-            s.failed_level = s.pending.trigger
-            s.pending = None
+        """The exchange refused an order: not retried at the same level."""
+        slot = self._state(symbol).slots[protective_kind(client_algo_id)]
+        slot.superseded.pop(client_algo_id, None)
+        if slot.pending is not None and slot.pending.client_algo_id == client_algo_id:
+            slot.failed_level = slot.pending.trigger
+            slot.pending = None
 
     def on_gone(self, symbol: str, client_algo_id: str) -> None:
-        """A stop ended at the exchange (triggered, cancelled, expired)."""
+        """An order ended at the exchange (triggered, cancelled, expired)."""
+        slot = self._state(symbol).slots[protective_kind(client_algo_id)]
+        if slot.resting is not None and slot.resting.client_algo_id == client_algo_id:
+            slot.resting = None
+
+    def final_target(self, symbol: str) -> float:
+        """The level at which the engine's exits close what is left of ``symbol``'s
+        position on a gain (NaN: flat, or no target configured): the nearer of
+        ``target_bps``'s level and, for a ladder that closes everything, its last rung."""
         s = self._state(symbol)
-        if s.resting is not None and s.resting.client_algo_id == client_algo_id:
-            s.resting = None
+        if not s.held:
+            return math.nan
+        found = [v] if math.isfinite(v := s.policy.levels()["take_profit"]) and v > 0 else []
+        r = float(s.policy.state[R])
+        if math.isfinite(self._ladder_r) and math.isfinite(r) and r > 0.0:
+            found.append(s.entry + s.held * self._ladder_r * r)
+        if not found:
+            return math.nan
+        return min(found) if s.held > 0 else max(found)
 
     def _level(self, s: _Symbol, side: int) -> float:
         levels = s.policy.levels()
@@ -235,8 +350,22 @@ class ProtectiveStops:
             return s.entry * (1.0 - side * self._fallback)
         return max(found) if side > 0 else min(found)
 
-    def _new_id(self, symbol: str) -> str:
-        return f"{PROTECTIVE_PREFIX}{symbol}-{_base36(self._now_ns() + next(self._ids))}"
+    def _new_id(self, symbol: str, kind: Kind = "stop") -> str:
+        return f"{_PREFIXES[kind]}{symbol}-{_base36(self._now_ns() + next(self._ids))}"
+
+
+def _ladder_closes(exits: ExitsSection) -> bool:
+    """Whether the take-profit ladder's last rung closes what is left (its fractions
+    sum to 1) at a level the venue knows (R from the fixed stop)."""
+    return bool(exits.partial_r and exits.stop_bps) and sum(exits.partial_fraction) >= 1.0 - 1e-9
+
+
+def _has_stop(exits: ExitsSection, fallback_bps: float) -> bool:
+    return bool(exits.stop_bps or exits.trail_bps or fallback_bps)
+
+
+def _has_target(exits: ExitsSection) -> bool:
+    return bool(exits.target_bps) or _ladder_closes(exits)
 
 
 def _closing(side: int) -> Side:

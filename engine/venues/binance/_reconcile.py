@@ -23,9 +23,10 @@ Before the live venue trades after a (re)start, it compares:
   status at the exchange, or still open; "not found" means it was never placed:
   REJECTED ``not_placed``), and the fills the journal lacks, trade by trade from
   ``userTrades`` (:class:`RecoveredFill`): no fill is lost;
-* the fills of a protective stop (:mod:`._protect`, ids ``ps-...``) that triggered
-  while no engine ran are the engine's, recovered as such (the order that traded is
-  looked up by ``orderId``; its ``clientOrderId`` is the stop's), not trades by hand;
+* the fills of a protective stop or target (:mod:`._protect`, ids ``ps-...`` and
+  ``pt-...``) that triggered while no engine ran are the engine's, recovered as such
+  (the order that traded is looked up by ``orderId``; its ``clientOrderId`` is the
+  stop's or target's), not trades by hand;
 * open orders at the exchange are adopted or cancelled by ``policy``
   (``"adopt"`` keeps them and counts their fills; ``"cancel"`` cancels them),
   whether the journal knows them or not;
@@ -144,7 +145,8 @@ class ExchangeSnapshot:
         queried: per ``clientOrderId`` of a journal order not open, ``GET
             /fapi/v1/order``'s answer, or ``None`` for -2013 (does not exist).
         protective: ``orderId`` -> ``clientOrderId`` of the orders that triggered
-            protective stops placed (ids ``ps-...``; the journal does not know them),
+            protective stops and targets placed (ids ``ps-...``, ``pt-...``; the
+            journal does not know them),
             among those that traded after the journal's last record.
     """
 
@@ -717,7 +719,8 @@ async def fetch_snapshot(
             for t in await client.user_trades(symbol, start_time_ms=start_ms, limit=1000):
                 trades[symbol][int(t["id"])] = t
         # Orders the journal does not know that traded since: a protective stop's
-        # (``ps-...``, placed by the venue, not journaled) or foreign (by hand).
+        # or target's (``ps-``/``pt-...``, placed by the venue, not journaled) or
+        # foreign (by hand).
         own = set(view.known_venue_order_ids) | {order_id for _s, order_id in per_order}
         own |= {int(o["orderId"]) for o in open_orders}
         unknown = sorted(

@@ -50,7 +50,7 @@ API (``POST /fapi/v1/algoOrder``). :meth:`BinanceVenue.cancel` and
 conditional order places on trigger carries its client id, so its fills are that
 order's. ``AMENDMENT`` updates (or the amend's answer, whichever comes first)
 become :class:`OrderReplaced`. With ``protective`` the venue also rests
-protective stops on the exchange while a position is held (:mod:`._protect`).
+protective stops and targets on the exchange while a position is held (:mod:`._protect`).
 
 Failure handling, per order:
 
@@ -154,7 +154,14 @@ from ._errors import (
     UnknownOrderStateError,
 )
 from ._ids import venue_client_order_id
-from ._protect import CancelStop, PlaceStop, ProtectiveStops, StopAction, is_protective_id
+from ._protect import (
+    CancelStop,
+    PlaceStop,
+    ProtectiveStops,
+    StopAction,
+    is_protective_id,
+    protective_kind,
+)
 from ._ratelimit import DEFAULT_LIMITS, Priority, RateLimiter, rate_limits_from_exchange_info
 from ._reconcile import JournalView, ReconcilePlan, journal_view_from_files, reconcile
 from ._signing import Credentials
@@ -358,6 +365,10 @@ class BinanceVenue:
             by more than this.
         protective_fallback_bps: with ``protective``, where the stop rests (from
             the entry) when its stops give no level the venue can use (0: none).
+        protective_stop: with ``protective``, rest the stop (STOP_MARKET).
+        protective_target: with ``protective``, rest a TAKE_PROFIT_MARKET
+            ``closePosition`` order at the final target (``target_bps`` or a ladder's
+            last rung, see :mod:`._protect`; none configured: none rests).
     """
 
     write_inline = True
@@ -400,6 +411,8 @@ class BinanceVenue:
         protective: ExitsSection | None = None,
         protective_move_bps: float = 5.0,
         protective_fallback_bps: float = 0.0,
+        protective_stop: bool = True,
+        protective_target: bool = True,
     ) -> None:
         if order_transport not in ("httpx", "lean"):
             raise ValueError(f"order_transport must be 'httpx' or 'lean', not {order_transport!r}")
@@ -462,19 +475,24 @@ class BinanceVenue:
         self._ready = False
         self.protective: ProtectiveStops | None = None
         """The protective stops' core (``None`` without ``protective`` stops)."""
-        if protective is not None and (
-            protective.stop_bps or protective.trail_bps or protective_fallback_bps
+        if protective is not None and ProtectiveStops.wanted(
+            protective,
+            stop=protective_stop,
+            target=protective_target,
+            fallback_bps=protective_fallback_bps,
         ):
             self.protective = ProtectiveStops(
                 protective,
                 move_bps=protective_move_bps,
                 now_ns=now_ns,
                 fallback_bps=protective_fallback_bps,
+                stop=protective_stop,
+                target=protective_target,
             )
         self.protective_adopted: list[str] = []
-        """Protective stops a start found protecting a held position, and kept."""
+        """Protective orders (stops, targets) a start found protecting a held position, and kept."""
         self.protective_cancelled: list[str] = []
-        """Protective stops a start found orphaned (no position to protect), cancelled."""
+        """Protective orders a start found orphaned (no position to protect), cancelled."""
         self._protective_cum: dict[str, Decimal] = {}  # protective id -> filled so far
         self._protective_symbol: dict[str, str] = {}
 
@@ -714,26 +732,33 @@ class BinanceVenue:
                 self._spawn(self._cancel_protective, action)
 
     async def _adopt_protective(self, client: BinanceRestClient) -> None:
-        """At start: adopt the protective stops that still protect a held position
-        (one per symbol, on its closing side); cancel the other ``ps-`` orders."""
+        """At start: adopt the protective orders that still protect a held position
+        (one stop and one target per symbol, on its closing side; targets only while
+        they rest: :meth:`ProtectiveStops.adopts`); cancel the other ``ps-``/``pt-`` orders."""
         assert self.protective is not None
         rows = await client.open_algo_orders()
-        kept: set[str] = set()
+        kept: set[tuple[str, str]] = set()
         for row in sorted(rows, key=lambda r: int(r.get("algoId", 0)), reverse=True):
             cid = str(row.get("clientAlgoId", ""))
             symbol = str(row.get("symbol", ""))
             if not is_protective_id(cid) or symbol not in self.symbols:
                 continue
+            kind = protective_kind(cid)
             qty = self.ledger.qty(symbol)
             closing = "SELL" if qty > 0 else "BUY"
-            if qty != 0.0 and row.get("side") == closing and symbol not in kept:
-                kept.add(symbol)
+            if (
+                qty != 0.0
+                and row.get("side") == closing
+                and (symbol, kind) not in kept
+                and self.protective.adopts(kind)
+            ):
+                kept.add((symbol, kind))
                 trigger = float(row.get("triggerPrice", 0.0))
                 self.protective.adopt(symbol, cid, Side[closing], trigger)
                 self._protective_symbol[cid] = symbol
                 self._protective_cum[cid] = _ZERO
                 self.protective_adopted.append(cid)
-                self._log.info("protective stop adopted", symbol=symbol, client_order_id=cid,
+                self._log.info(f"protective {kind} adopted", symbol=symbol, client_order_id=cid,
                                trigger=trigger)  # fmt: skip
                 continue
             try:
@@ -742,7 +767,7 @@ class BinanceVenue:
                 if exc.code not in (_NOT_FOUND, _UNKNOWN_ORDER):
                     raise
             self.protective_cancelled.append(cid)
-            self._log.warning("orphan protective stop cancelled", symbol=symbol,
+            self._log.warning(f"orphan protective {kind} cancelled", symbol=symbol,
                               client_order_id=cid)  # fmt: skip
 
     async def _place_protective(self, action: PlaceStop) -> None:
@@ -752,20 +777,21 @@ class BinanceVenue:
                 action.side,
                 abs(self.ledger.qty(action.symbol)) or 1.0,  # not sent: closePosition
                 client_order_id=action.client_algo_id,
-                order_type=OrderType.STOP_MARKET,
+                order_type=action.order_type,
                 trigger_price=action.trigger,
                 close_position=True,
             )
             await self._client.new_order(prepared, priority=Priority.CLOSE)
         except FilterError as exc:
-            self._log.warning("protective stop refused before sending", reason=exc.reason,
-                              symbol=action.symbol, price=float(action.trigger))  # fmt: skip
+            self._log.warning(f"protective {action.kind} refused before sending",
+                              reason=exc.reason, symbol=action.symbol,
+                              price=float(action.trigger))  # fmt: skip
             self._protective_gone(action.client_algo_id)
             self.protective.on_refused(action.symbol, action.client_algo_id)
             return
         except RequestRejectedError as exc:
             self._log.warning(
-                "protective stop refused",
+                f"protective {action.kind} refused",
                 symbol=action.symbol,
                 price=float(action.trigger),  # ``trigger`` is the exit's reason (a keyword)
                 error=exc.msg,
@@ -776,11 +802,12 @@ class BinanceVenue:
             return
         except BinanceError as exc:
             # It may rest at the exchange: the next start finds and cancels or adopts it.
-            self._log.warning("protective stop not confirmed", symbol=action.symbol,
+            self._log.warning(f"protective {action.kind} not confirmed", symbol=action.symbol,
                               client_order_id=action.client_algo_id, error=str(exc))  # fmt: skip
             self.protective.on_refused(action.symbol, action.client_algo_id)
             return
-        self._log.info("protective stop placed", symbol=action.symbol, price=float(action.trigger),
+        self._log.info(f"protective {action.kind} placed", symbol=action.symbol,
+                       price=float(action.trigger),
                        client_order_id=action.client_algo_id)  # fmt: skip
         self._protect(self.protective.on_placed(action.symbol, action.client_algo_id))
 
@@ -790,14 +817,16 @@ class BinanceVenue:
             await self._client.cancel_algo_order(client_algo_id=action.client_algo_id)
         except RequestRejectedError as exc:
             # Gone already: triggered, or expired with its position.
-            self._log.info("protective stop not cancelled", client_order_id=action.client_algo_id,
+            self._log.info(f"protective {protective_kind(action.client_algo_id)} not cancelled",
+                           client_order_id=action.client_algo_id,
                            error=exc.msg, **{"error.code": str(exc.code)})  # fmt: skip
             return
         except BinanceError as exc:
-            self._log.warning("protective stop cancel failed",
+            self._log.warning(f"protective {protective_kind(action.client_algo_id)} cancel failed",
                               client_order_id=action.client_algo_id, error=str(exc))  # fmt: skip
             return
-        self._log.info("protective stop cancelled", symbol=action.symbol,
+        self._log.info(f"protective {protective_kind(action.client_algo_id)} cancelled",
+                       symbol=action.symbol,
                        client_order_id=action.client_algo_id, reason=action.reason)  # fmt: skip
 
     def _protective_gone(self, client_algo_id: str) -> None:
@@ -839,12 +868,13 @@ class BinanceVenue:
                         "trade_id": o.trade_id,
                         "ts_event": ts,
                         "ts_init": self._now_ns(),
-                        "correlation_id": "protective_stop",
+                        "correlation_id": f"protective_{protective_kind(o.client_order_id)}",
                     },
                 )
             )
             self._protective_cum[o.client_order_id] = o.cum_qty
-            self._log.warning("protective stop filled", symbol=o.symbol, qty=qty, price=price,
+            self._log.warning(f"protective {protective_kind(o.client_order_id)} filled",
+                              symbol=o.symbol, qty=qty, price=price,
                               client_order_id=o.client_order_id)  # fmt: skip
         if fsm.status_from_exchange(o.status) in fsm.TERMINAL_STATUSES:
             self._protective_gone(o.client_order_id)
