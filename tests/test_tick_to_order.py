@@ -262,6 +262,9 @@ async def test_live_engine_writes_each_order_inline_and_times_it_from_its_tick(
                     "api_key_env": "SIM_API_KEY",
                     "api_secret_env": "SIM_API_SECRET",
                     "order_transport": "lean",
+                    # A protective stop's placement after each entry holds the pooled
+                    # connection for a moment: an exit then would wait for it (queued).
+                    "protective_stop": False,
                 },
                 "hardware": {"enabled": False},
             }

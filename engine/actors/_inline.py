@@ -16,18 +16,121 @@ of the next step, off the next order's path (nothing between reads or changes wh
 it updates). It waits only where an actor waits too: for a model's scores, for a
 portfolio answer due at the step, for room in the journal's channel, and for the
 venue's last answers at the end.
+
+Log lines wait too: while a step runs, the lines logged through a
+:func:`deferring` logger (the pipeline's, with ``feeds.inline``) are held, in the
+order they were logged, and written when the step's orders are on the wire. A line
+costs its processors (time stamp, ECS fields, JSON, a write to the log file) and a
+handful of cold code paths; the symbol, risk and execution steps and the venue
+log several between a tick and its order. Lines keep their order; their
+``@timestamp`` is when they are written, at most a step later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+from typing import Any, cast
 
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from ..messages import JournalBatch, MarketBatch, MarketStep, ReportBatch
 from ._execution import ExecutionActor
 from ._risk import RiskActor
 from ._symbol import ProtocolError, SymbolActor
+
+
+class LogDeferral:
+    """Holds the log calls made through :func:`deferring` loggers while a step runs."""
+
+    __slots__ = ("_held", "holding")
+
+    def __init__(self) -> None:
+        self.holding = False
+        self._held: list[tuple[Any, str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def hold(self, method: Any, event: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        if kw.get("exc_info") is True:
+            kw["exc_info"] = sys.exc_info()  # the exception being handled now, not later
+        self._held.append((method, event, args, kw))
+
+    def release(self) -> None:
+        """Stop holding; write what was held, in order."""
+        self.holding = False
+        held, self._held = self._held, []
+        for method, event, args, kw in held:
+            method(event, *args, **kw)
+
+
+class _DeferringLogger:
+    """A bound logger whose calls wait in ``deferral`` while it holds (see the module
+    docstring); ``bind`` and the rest are the wrapped logger's."""
+
+    __slots__ = ("_deferral", "_log")
+
+    def __init__(self, log: FilteringBoundLogger, deferral: LogDeferral) -> None:
+        self._log = log
+        self._deferral = deferral
+
+    def _call(self, name: str, event: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        method = getattr(self._log, name)
+        if self._deferral.holding:
+            self._deferral.hold(method, event, args, kw)
+            return None
+        return method(event, *args, **kw)
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._call("debug", event, args, kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._call("info", event, args, kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._call("warning", event, args, kw)
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._call("error", event, args, kw)
+
+    def critical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._call("critical", event, args, kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._call("error", event, args, kw)
+
+    warn = warning
+    msg = info
+
+    def bind(self, **kw: Any) -> FilteringBoundLogger:
+        return cast(FilteringBoundLogger, _DeferringLogger(self._log.bind(**kw), self._deferral))
+
+    def new(self, **kw: Any) -> FilteringBoundLogger:
+        return cast(FilteringBoundLogger, _DeferringLogger(self._log.new(**kw), self._deferral))
+
+    def unbind(self, *keys: str) -> FilteringBoundLogger:
+        return cast(FilteringBoundLogger, _DeferringLogger(self._log.unbind(*keys), self._deferral))
+
+    def try_unbind(self, *keys: str) -> FilteringBoundLogger:
+        return cast(
+            FilteringBoundLogger, _DeferringLogger(self._log.try_unbind(*keys), self._deferral)
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def deferring(log: FilteringBoundLogger) -> FilteringBoundLogger:
+    """``log``, and every logger bound from it, able to hold its lines while an
+    :class:`InlineStep` runs (``log`` itself when it is one already)."""
+    if isinstance(log, _DeferringLogger):
+        return log
+    return cast(FilteringBoundLogger, _DeferringLogger(log, LogDeferral()))
+
+
+def deferral_of(log: FilteringBoundLogger) -> LogDeferral | None:
+    """The deferral a :func:`deferring` logger holds its lines in (None: not one)."""
+    return log._deferral if isinstance(log, _DeferringLogger) else None
 
 
 class InlineStep:
@@ -38,6 +141,8 @@ class InlineStep:
         risk: the risk actor.
         execution: the execution actor.
         journal: the send side towards the journal actor (execution's: it closes it).
+        logs: where the pipeline's :func:`deferring` loggers hold their lines: held
+            during each step but the final ones (None: lines are written as logged).
 
     Start :meth:`run` in the pipeline's nursery (it closes the actors' outputs, which
     ends the journal, model and portfolio actors, after the final step), then call
@@ -51,6 +156,7 @@ class InlineStep:
         risk: RiskActor,
         execution: ExecutionActor,
         journal: trio.MemorySendChannel[JournalBatch],
+        logs: LogDeferral | None = None,
     ) -> None:
         self._actors = list(actors)
         self._risk = risk
@@ -60,6 +166,7 @@ class InlineStep:
         self._now = 0
         self._symbol_reports: dict[str, ReportBatch] | None = None
         self._done = trio.Event()
+        self._logs = logs
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the actors' outputs open until the final step has run, then close them."""
@@ -79,7 +186,15 @@ class InlineStep:
         """
         if self._done.is_set() or market.step != self._step:
             raise ProtocolError(f"inline: market step {market.step} != {self._step}")
-        await self._round(batches, market)
+        logs = self._logs
+        if logs is None or market.final:  # the end may wait seconds for the venue
+            await self._round(batches, market)
+        else:
+            logs.holding = True
+            try:
+                await self._round(batches, market)
+            finally:
+                logs.release()
         while market.final and not self._done.is_set():
             await self._round(None, None)
 

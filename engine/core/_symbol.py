@@ -176,6 +176,8 @@ class SymbolCore:
         self._filter = entry_filter
         self._cfg = config
         self._sizing = sizing or SizingSection()
+        # Fixed sizing needs no inputs: the entry path skips building them.
+        self._fixed_sizing = self._sizing.mode == "fixed" and not self._sizing.scale_by_strength
         self._capital = capital
         self._max_notional = max_notional
         self._equity = 0.0
@@ -195,6 +197,11 @@ class SymbolCore:
         self.strategy = strategy if strategy is not None else make_strategy(config, self._sizing)
         # Quoting mode (a market maker): two resting quotes instead of the position machine.
         self._quoting = isinstance(self.strategy, QuotingStrategy)
+        # Entries are market orders whatever the quote: no spec to work out per entry.
+        self._market_entries = (
+            type(self.strategy).entry_order is Strategy.entry_order
+            and config.entry_order == "market"
+        )
         self._quotes = {Side.BUY: _Quote(), Side.SELL: _Quote()}
         self._quiet_until = 0
         self.inventory = QuoteInventory()
@@ -405,25 +412,30 @@ class SymbolCore:
         strategy = self.strategy
         price = strategy.last_ask if side is Side.BUY else strategy.last_bid
         sz = self._sizing
-        notional, basis = size_notional(
-            SizingInputs(
-                price=price,
-                equity=self._capital + self._equity,
-                atr=strategy.atr,
-                strength=strategy.strength,
-                trade_returns=list(self._trade_returns),
-            ),
-            mode=sz.mode,
-            order_notional=self._cfg.order_notional,
-            max_notional=self._max_notional,
-            risk_per_trade=sz.risk_per_trade,
-            atr_stop_mult=sz.atr_stop_mult,
-            kelly_fraction_scale=sz.kelly_fraction,
-            kelly_cap=sz.kelly_cap,
-            kelly_min_trades=sz.kelly_min_trades,
-            scale_by_strength=sz.scale_by_strength,
-            min_scale=sz.min_scale,
-        )
+        if self._fixed_sizing:  # size_notional's answer for fixed sizing, without its inputs
+            notional, basis = self._cfg.order_notional, "fixed"
+            if notional > self._max_notional:
+                notional, basis = self._max_notional, "fixed, capped"
+        else:
+            notional, basis = size_notional(
+                SizingInputs(
+                    price=price,
+                    equity=self._capital + self._equity,
+                    atr=strategy.atr,
+                    strength=strategy.strength,
+                    trade_returns=list(self._trade_returns),
+                ),
+                mode=sz.mode,
+                order_notional=self._cfg.order_notional,
+                max_notional=self._max_notional,
+                risk_per_trade=sz.risk_per_trade,
+                atr_stop_mult=sz.atr_stop_mult,
+                kelly_fraction_scale=sz.kelly_fraction,
+                kelly_cap=sz.kelly_cap,
+                kelly_min_trades=sz.kelly_min_trades,
+                scale_by_strength=sz.scale_by_strength,
+                min_scale=sz.min_scale,
+            )
         qty = round_down(notional / price, self._cfg.qty_step)
         if qty <= 0.0:
             self._log.info("entry skipped", reason=basis, notional=notional, price=price)
@@ -605,7 +617,7 @@ class SymbolCore:
     ) -> None:
         self._orders += 1
         spec = MARKET_SPEC
-        if purpose is Purpose.ENTRY:
+        if purpose is Purpose.ENTRY and not self._market_entries:
             bid, ask = self.strategy.last_bid, self.strategy.last_ask
             spec = self.strategy.entry_order(int(side), bid, ask) or configured_entry_order(
                 self._cfg, int(side), bid, ask
@@ -636,10 +648,10 @@ class SymbolCore:
         self._log.info(
             "order intent",
             client_order_id=order.client_order_id,
-            side=order.side.name,
+            side=order.side._name_,
             qty=order.qty,
             ref_price=order.ref_price,
-            purpose=order.purpose.value,
+            purpose=order.purpose._value_,
             sizing=sizing,
             ts_event=order.ts_event,
         )
@@ -914,24 +926,27 @@ class SymbolCore:
         correlation_id: str,
     ) -> None:
         """Journal, count and log a position transition."""
+        # ``_value_``, not ``value``: the property costs a descriptor call per use, and
+        # this runs between a tick and its order.
+        src, dst, qty = source._value_, target._value_, self.position_qty
         self._records.append(
             PositionChanged(
                 symbol=self.symbol,
-                source=source.value,
-                target=target.value,
+                source=src,
+                target=dst,
                 trigger=trigger,
-                position_qty=self.position_qty,
+                position_qty=qty,
                 ts_event=ts_event,
                 ts_init=ts_init,
                 seq=self._next_seq(),
                 correlation_id=correlation_id,
             )
         )
-        self.transitions[target.value] = self.transitions.get(target.value, 0) + 1
+        self.transitions[dst] = self.transitions.get(dst, 0) + 1
         self._log.info(
             "position transition",
-            **{"from": source.value, "to": target.value},
+            **{"from": src, "to": dst},
             trigger=trigger,
-            position_qty=self.position_qty,
+            position_qty=qty,
             ts_event=ts_event,
         )

@@ -31,6 +31,11 @@ steps and ``BinanceVenue.submit`` (a wrapper costs about a microsecond):
 rest of the read), ``take_batches`` (the step's columns and batch messages),
 ``symbol``, ``risk``, ``execution_to_submit`` (execution's step up to the venue's
 ``submit``), ``submit_to_written``; each as p50 / p99 / max, us.
+
+The engine's log lines are dropped as they are made (after structlog's call and the
+first processor) unless ``--log-file``: then they go through the engine's own
+processors (:func:`engine._logging.make_logger`'s: time stamp, redaction, ECS, JSON)
+to a file, as ``python -m engine`` writes them (``log_lines`` counts them).
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 import trio
 
 from engine import config_from_dict
+from engine._logging import redact_secrets, to_ecs
 from engine._supervisor import new_journal_path, run_live
 from engine.venues.binance import BinanceVenue
 
@@ -115,23 +122,47 @@ def _exchange(speed: float, nice: int) -> Iterator[tuple[int, int]]:
 
 
 class _Written:
-    """A structlog processor keeping the ``order written`` events; drops every event."""
+    """A structlog processor keeping the ``order written`` events; drops every event,
+    or, with ``log_file``, passes it on to the engine's processors writing that file."""
 
-    def __init__(self, stages: _Stages | None = None) -> None:
+    def __init__(self, stages: _Stages | None = None, log_file: Path | None = None) -> None:
         self.events: list[dict[str, Any]] = []
+        self.lines = 0
         self._stages = stages
+        self._log_file = log_file
 
     def __call__(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> Any:
+        self.lines += 1
         if event_dict.get("event") == "order written":
             self.events.append(dict(event_dict))
             if self._stages is not None:
                 self._stages.written(event_dict)
-        raise structlog.DropEvent
+        if self._log_file is None:
+            raise structlog.DropEvent
+        return event_dict
 
-    def logger(self) -> Any:
+    def logger(self, stack: contextlib.ExitStack) -> Any:
+        if self._log_file is None:
+            return structlog.wrap_logger(
+                structlog.ReturnLogger(),
+                processors=[self],
+                wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            )
+        # engine._logging.make_logger's processors, after this one.
+        stream = stack.enter_context(self._log_file.open("ab"))
         return structlog.wrap_logger(
-            structlog.ReturnLogger(),
-            processors=[self],
+            structlog.BytesLogger(stream),
+            processors=[
+                self,
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S.%fZ", utc=True),
+                redact_secrets,
+                to_ecs,
+                structlog.processors.JSONRenderer(
+                    serializer=lambda obj, **_kw: orjson.dumps(obj, default=str)
+                ),
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         )
 
@@ -264,17 +295,24 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--stages", action="store_true", help="split each entry's time into stages (inline)"
     )
+    parser.add_argument(
+        "--log-file",
+        action="store_true",
+        help="write the engine's log lines to a file (JSON, ECS) instead of dropping them",
+    )
     args = parser.parse_args(argv)
     os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"] = KEY, SECRET
     BinanceVenue.write_inline = not args.no_inline
     stages = _Stages() if args.stages else None
     if stages is not None:
         stages.install()
-    written = _Written(stages)
     with (
         tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as files,
         _exchange(args.speed, args.exchange_nice) as (ws_port, rest_port),
     ):
+        written = _Written(stages, Path(tmp) / "engine.jsonl" if args.log_file else None)
+        log = written.logger(files)
         doc = _doc(args, ws_port, rest_port, Path(tmp))
         config = config_from_dict(doc, source="<bench>", base_dir=tmp)
 
@@ -289,7 +327,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                 nursery.start_soon(stopper)
                 await run_live(
                     config,
-                    log=written.logger(),
+                    log=log,
                     stop=stop,
                     journal_path=new_journal_path(config, "live"),
                 )
@@ -306,6 +344,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "tick_to_written_us": _stats(tick),
         "submit_to_written_us": _stats(submit),
         "pipeline_us": _stats([t - s for t, s in zip(tick, submit, strict=True)]),
+        "log_lines": written.lines,
         "entries": {
             "tick_to_written_us": _stats([e["latency_ms"] * 1e3 for e in entries]),
             "submit_to_written_us": _stats([e["submit_ms"] * 1e3 for e in entries]),
@@ -318,6 +357,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "order_transport": args.transport,
             "write_inline": not args.no_inline,
             "feeds_inline": config.feeds.inline,
+            "log_file": args.log_file,
             "strategy": STRATEGY,
             "feed_transport": config.feeds.transport,
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
