@@ -62,6 +62,11 @@ from typing import Any
 import attrs
 import msgspec
 
+try:  # zlib-ng inflates the same streams about twice as fast as zlib
+    from zlib_ng import zlib_ng as _zlib
+except ImportError:  # pragma: no cover - a declared dependency; zlib still reads them
+    _zlib = zlib  # type: ignore[assignment]
+
 from .._errors import DataError
 
 _MS = 1_000_000
@@ -278,7 +283,7 @@ def _chunks(path: Path, size: int = _CHUNK, stats: CaptureStats | None = None) -
                     stats.read.n += len(chunk)
                 yield chunk
             return
-        inflater = zlib.decompressobj(wbits=47)
+        inflater = _zlib.decompressobj(wbits=47)
         while raw := f.read(size):
             if stats is not None:
                 stats.read.n += len(raw)
@@ -287,10 +292,28 @@ def _chunks(path: Path, size: int = _CHUNK, stats: CaptureStats | None = None) -
                 raw = inflater.unused_data
                 if raw:  # a concatenated gzip member starts here
                     yield inflater.flush()
-                    inflater = zlib.decompressobj(wbits=47)
+                    inflater = _zlib.decompressobj(wbits=47)
         yield inflater.flush()
         if not inflater.eof:
             raise _TruncatedGzipError
+
+
+#: Errors of a corrupt gzip stream (zlib's, and zlib-ng's when it is the inflater).
+_ZLIB_ERRORS = (zlib.error, _zlib.error)
+
+
+def _inflate_all(path: Path) -> tuple[bytes, int, BaseException | None]:
+    """The whole file decompressed: ``(bytes, bytes read, error)`` (a truncated or
+    corrupt stream: the bytes up to the error, and the error)."""
+    parts: list[bytes] = []
+    counter = CaptureStats()
+    error: BaseException | None = None
+    try:
+        for data in _chunks(path, _CHUNK, counter):
+            parts.append(data)
+    except (_TruncatedGzipError, OSError, *_ZLIB_ERRORS) as exc:
+        error = exc
+    return b"".join(parts), counter.read.n, error
 
 
 def open_capture(
@@ -328,7 +351,7 @@ def open_capture(
         stats.truncated.append(str(path))
         stats.skipped["truncated"] += 1  # the cut line, never complete
         return
-    except (OSError, zlib.error) as exc:
+    except (OSError, *_ZLIB_ERRORS) as exc:
         raise DataError(f"{path}: cannot read market data ({exc})") from exc
     if tail:
         yield tail
@@ -977,6 +1000,7 @@ def scan_symbols(paths: Iterable[Path]) -> list[str]:
             contracts (a ``"ps"`` pair field, or a symbol with ``_``).
     """
     from ._csv import csv_symbol, is_csv_source  # _csv builds on this module
+    from ._fastcap import parse_file, small_enough
     from ._feather import feather_symbol, is_feather_source
 
     found: set[str] = set()
@@ -988,24 +1012,9 @@ def scan_symbols(paths: Iterable[Path]) -> list[str]:
             symbol = feather_symbol(path)
             found.update([symbol] if symbol is not None else [])
             continue
-        in_file: set[bytes] = set()
-        pair = b""
-        tail = b""
-        try:
-            for chunk in _chunks(path):
-                # The tail overlaps chunks so that a match cut by a boundary is seen whole.
-                window = tail + chunk
-                in_file.update(_SYMBOL_RE.findall(window))
-                if not pair:
-                    match = _PAIR_RE.search(window)
-                    pair = match[0] if match is not None else b""
-                tail = window[-64:]
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such market data file") from None
-        except _TruncatedGzipError:
-            pass  # the reader replays up to the cut and reports it
-        except (OSError, zlib.error) as exc:
-            raise DataError(f"{path}: cannot read market data ({exc})") from exc
+        in_file, pair = (
+            _scan_parsed(path, parse_file) if small_enough(path) else _scan_streamed(path)
+        )
         for raw in sorted(in_file):
             problem = unsupported_symbol(raw.decode())
             if problem is not None:
@@ -1015,6 +1024,42 @@ def scan_symbols(paths: Iterable[Path]) -> list[str]:
         suffix = SPOT_SUFFIX if in_file and probe_capture(path).spot else ""
         found.update(s.decode() + suffix for s in in_file)
     return sorted(found)
+
+
+def _scan_parsed(path: Path, parse_file: Any) -> tuple[set[bytes], bytes]:
+    """Symbols and the first pair field of a file read whole: it is parsed, and the
+    parse kept for the read that follows (see :mod:`engine.feeds._fastcap`)."""
+    parsed = parse_file(path, keep=True)
+    error = parsed.error
+    if isinstance(error, FileNotFoundError):
+        raise DataError(f"{path}: no such market data file") from None
+    if error is not None and not isinstance(error, _TruncatedGzipError):
+        # (a truncated stream: the reader replays up to the cut and reports it)
+        raise DataError(f"{path}: cannot read market data ({error})") from error
+    return parsed.symbols_found(_SYMBOL_RE, _PAIR_RE)
+
+
+def _scan_streamed(path: Path) -> tuple[set[bytes], bytes]:
+    """Symbols and the first pair field of a large file, a chunk at a time."""
+    in_file: set[bytes] = set()
+    pair = b""
+    tail = b""
+    try:
+        for chunk in _chunks(path):
+            # The tail overlaps chunks so that a match cut by a boundary is seen whole.
+            window = tail + chunk
+            in_file.update(_SYMBOL_RE.findall(window))
+            if not pair:
+                match = _PAIR_RE.search(window)
+                pair = match[0] if match is not None else b""
+            tail = window[-64:]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such market data file") from None
+    except _TruncatedGzipError:
+        pass  # the reader replays up to the cut and reports it
+    except (OSError, *_ZLIB_ERRORS) as exc:
+        raise DataError(f"{path}: cannot read market data ({exc})") from exc
+    return in_file, pair
 
 
 _DOC_SUFFIXES = frozenset({".md", ".txt", ".rst", ".html", ".pdf", ".part", ".checksum"})

@@ -34,6 +34,7 @@ from ._capture import (
     merge_captures,
 )
 from ._columns import N_INT, NAN, QUOTE, TRADE, Columns, append_other
+from ._fastcap import fast_path_for, forget, read_capture_columns
 
 if TYPE_CHECKING:
     from ._store import TickStore
@@ -188,6 +189,12 @@ def parse_tape(
         DataError: a source cannot be read or fails the readers' checks.
     """
     order = tuple(dict.fromkeys(symbols))
+    if len(paths) == 1 and fast_path_for(paths[0], book):
+        # One capture, no book: parsed into columns by the compiled reader.
+        read = read_capture_columns(paths[0], stats, frozenset(order), limits or CaptureLimits())
+        if read is not None:
+            return _tape_of_columns(order, *read)
+    forget()  # (what a scan kept for the compiled reader)
     buffers = {s: Columns() for s in order}
     parts: dict[str, dict[str, list[np.ndarray]]] = {
         s: {name: [] for name in COLUMN_NAMES} for s in order
@@ -262,6 +269,24 @@ def parse_tape(
             columns[symbol].update(book_columns(book))
             counts[symbol] = book.counts
     return tape_from_columns(order, columns, counts)
+
+
+def _tape_of_columns(
+    order: tuple[str, ...], cols: dict[str, np.ndarray], symbol: np.ndarray, names: list[str]
+) -> Tape:
+    """The tape of one file's events in order (``symbol``: an index into ``names``)."""
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for name in order:
+        sid = names.index(name) if name in names else -1
+        rows = np.flatnonzero(symbol == sid)
+        out: dict[str, np.ndarray] = {}
+        for column, dtype in COLUMNS:
+            whole = rows if column == "seq" else cols[column][rows]
+            whole = whole.astype(dtype, copy=False)
+            whole.flags.writeable = False
+            out[column] = whole
+        columns[name] = out
+    return tape_from_columns(order, columns, {})
 
 
 def book_columns(book: BookColumns) -> dict[str, np.ndarray]:
