@@ -4,6 +4,10 @@ T3 runs its six EMAs skewed (a five-row ramp in and out), ULTOSC and the LINEARR
 family work in blocks of rows (``_UO_BLOCK``, ``_LR_BLOCK``). A series cut anywhere,
 around the ramps and on either side of a block edge, NaN or not, must give the values
 the O(1) updates give at every index, bit for bit.
+
+The EMA-chain and ATR loops carry no per-row NaN test: a NaN is caught by the chain
+itself going NaN (and, for ATR's previous close, a running sum). A NaN in any one input
+on any row, seed rows and the last row included, must still give the updates' values.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pytest
 import engine.indicators as ind
 from engine.indicators._oscillators import _UO_BLOCK
 from engine.indicators._stats import _LR_BLOCK
+from engine.indicators._volatility import _BLOCK as _ATR_BLOCK
 
 SIZE = 3 * max(_UO_BLOCK, _LR_BLOCK) + 40
 
@@ -71,3 +76,49 @@ def test_every_length_equals_the_updates(name, inputs, params, first, nan_at):
         ours = batch(*(d[k][:n] for k in inputs), **params)
         # A NaN row is NaN in the batch and the update alike (the tick is skipped).
         np.testing.assert_array_equal(ours, ref[:n], err_msg=f"{name} {params} length {n}")
+
+
+def _updates(name: str, d: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The O(1) updates of ``name`` (period ``n``) over the series, one row per output."""
+    if name == "macd":
+        state, buf = ind.macd_state(n, 2 * n, n), np.empty(3)
+        rows = []
+        for x in d["close"]:
+            ind.macd_update(state, x, buf)
+            rows.append(buf.copy())
+        return np.array(rows).T
+    if name in ("atr", "natr"):
+        state = getattr(ind, f"{name}_state")(n)
+        update = getattr(ind, f"{name}_update")
+        cols = (d["high"], d["low"], d["close"])
+        return np.array([[update(state, *(c[i] for c in cols)) for i in range(SIZE)]])
+    state = ind.ema_state(n) if name == "ema" else ind.trix_state(n)
+    update = ind.ema_update if name == "ema" else ind.trix_update
+    return np.array([[update(state, x) for x in d["close"]]])
+
+
+def _batch(name: str, d: dict[str, np.ndarray], n: int) -> np.ndarray:
+    if name == "macd":
+        return np.array(ind.macd(d["close"], n, 2 * n, n))
+    if name in ("atr", "natr"):
+        return getattr(ind, name)(d["high"], d["low"], d["close"], n)[None]
+    return getattr(ind, name)(d["close"], n)[None]
+
+
+@pytest.mark.parametrize(
+    ("name", "column"),
+    [(k, c) for k in ("atr", "natr") for c in ("high", "low", "close")]
+    + [(k, "close") for k in ("ema", "trix", "macd")],
+)
+def test_a_nan_anywhere_equals_the_updates(name: str, column: str) -> None:
+    n = 5
+    # Seed rows, the first output row and the one after, block edges of NATR's chain,
+    # the middle, the last two rows.
+    rows = [0, 1, n - 1, n, n + 1, n + 2, 3 * n, n + 1 + _ATR_BLOCK, n + _ATR_BLOCK]
+    rows += [SIZE // 2, SIZE - 2, SIZE - 1]
+    for at in rows:
+        d = _series(None)
+        d[column][at] = np.nan
+        ours = _batch(name, d, n)
+        ref = _updates(name, d, n)
+        np.testing.assert_array_equal(ours, ref, err_msg=f"{name}: NaN {column}[{at}]")

@@ -240,15 +240,21 @@ def _macd_fast(x: np.ndarray, fast: int, slow: int, signal: int, out: np.ndarray
     out[0, i0] = line
     out[1, i0] = eg
     out[2, i0] = line - eg
-    for i in range(i0 + 1, m):
-        v = x[i]
+    # Offset views indexed from 0 with np.uintp: no negative-index wrap code per access.
+    src = x[i0 + 1 :]
+    d0 = out[0, i0 + 1 :]
+    d1 = out[1, i0 + 1 :]
+    d2 = out[2, i0 + 1 :]
+    for i in range(m - i0 - 1):
+        u = np.uintp(i)
+        v = src[u]
         es = ema_step(es, ks, v)
         ef = ema_step(ef, kf, v)
         line = ef - es
         eg = ema_step(eg, kg, line)
-        out[0, i] = line
-        out[1, i] = eg
-        out[2, i] = line - eg
+        d0[u] = line
+        d1[u] = eg
+        d2[u] = line - eg
     return es == es
 
 
@@ -423,12 +429,16 @@ def _trix_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
         return not has_nan(x)
     k = 2.0 / (n + 1.0)
     e1, e2, e3 = ema_chain_seed(x, n, 3)
-    for i in range(lb, m):
-        e1 = ema_step(e1, k, x[i])
+    # Offset views indexed from 0 with np.uintp: no negative-index wrap code per access.
+    src = x[lb:]
+    dst = out[0, lb:]
+    for i in range(m - lb):
+        u = np.uintp(i)
+        e1 = ema_step(e1, k, src[u])
         e2 = ema_step(e2, k, e1)
         prev = e3
         e3 = ema_step(e3, k, e2)
-        out[0, i] = _roc_value(e3, prev)
+        dst[u] = _roc_value(e3, prev)
     return e1 == e1
 
 

@@ -269,28 +269,29 @@ def ema_chain_seed(x: np.ndarray, n: int, depth: int) -> tuple[float, float, flo
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _ema_fast(x: np.ndarray, n: int, out: np.ndarray) -> bool:
+    # Every sample feeds the chain, so a NaN leaves it NaN to the end: the last value is
+    # the NaN check (an inf - inf also trips it; run_batch then finds no NaN input and
+    # keeps this run). No per-row test or branch in the loop, and offset views indexed
+    # from 0 with np.uintp: no negative-index wrap code (4 integer ops per access).
     m = x.shape[0]
-    alpha = 2.0 / (n + 1.0)
-    s = 0.0
+    row = out[0]
     for i in range(min(n - 1, m)):
-        if x[i] != x[i]:
-            return False
-        s += x[i]
-        out[0, i] = np.nan
+        row[i] = np.nan
     if m < n:
-        return True
-    v = x[n - 1]
-    if v != v:
-        return False
-    v = (s + v) / n
-    out[0, n - 1] = v
-    for i in range(n, m):
-        xi = x[i]
-        if xi != xi:
-            return False
-        v = ema_step(v, alpha, xi)
-        out[0, i] = v
-    return True
+        return not has_nan(x)
+    s = 0.0
+    for i in range(n - 1):
+        s += x[i]
+    v = (s + x[n - 1]) / n
+    row[n - 1] = v
+    alpha = 2.0 / (n + 1.0)
+    src = x[n:]
+    dst = row[n:]
+    for i in range(m - n):
+        u = np.uintp(i)
+        v = ema_step(v, alpha, src[u])
+        dst[u] = v
+    return v == v
 
 
 def ema(real: np.ndarray, timeperiod: int = 30) -> np.ndarray:

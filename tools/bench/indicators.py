@@ -21,6 +21,18 @@ per single-trade call from Python. Every figure is the median over ``--repeat`` 
 after one untimed run that compiles or loads the kernels. Times are thread CPU time:
 the kernels run in the calling thread, and wall time on a shared machine also counts
 whatever else ran meanwhile.
+
+``--paired`` (with ``--repeat`` >= 41, default 41 there) times only the TA-Lib-shared
+batch functions, in a paired design: per repeat, ours and TA-Lib's on the same array
+back to back, the order alternating repeat by repeat (so neither side always runs on
+the caches or the clock state the other left), in thread CPU time with the pinned
+allocator as above. Each function gets ``ratio_median``, the median of the per-pair
+ratios ours / TA-Lib, and ``ratio_ci95``, a percentile bootstrap 95% interval of that
+median (``BOOTSTRAP`` resamples of blocks of ``BLOCK`` consecutive pairs, fixed seed).
+``below_with_confidence`` lists the functions whose whole interval is at or below 1,
+``above_with_confidence`` those whose whole interval is above 1, ``undecided`` the
+rest. A control, TA-Lib's ATR timed against itself, shows the run's resolution: on a
+loaded machine, differences within its interval's width are not resolved.
 """
 
 from __future__ import annotations
@@ -150,7 +162,11 @@ def _pin_malloc() -> bool:
     try:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**62))
+        # mallopt takes a C int: ctypes masks a larger Python int to 32 bits, and 2**62
+        # became 0, i.e. trim on every free, so that each large output was faulted in
+        # anew (a 1M-row EMA: 4.1 ns/row instead of 2.0). INT_MAX is the largest value.
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError, TypeError):  # not glibc
         return False
 
@@ -193,6 +209,95 @@ def _per_element_pair(
         b.append(t2 - t1)
     ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
     return statistics.median(a) / size * 1e9, statistics.median(b) / size * 1e9, ratio
+
+
+BOOTSTRAP = 4000
+"""Bootstrap resamples for the paired mode's confidence intervals."""
+
+
+def _paired_ratios(
+    ours: Callable[[], object], theirs: Callable[[], object], repeat: int
+) -> list[float]:
+    """Per-pair ratios ours / theirs, timed back to back in alternating order."""
+    ours()
+    theirs()
+    ratios: list[float] = []
+    for r in range(repeat):
+        first, second = (ours, theirs) if r % 2 == 0 else (theirs, ours)
+        t0 = time.thread_time_ns()
+        first()
+        t1 = time.thread_time_ns()
+        second()
+        t2 = time.thread_time_ns()
+        a, b = (t1 - t0, t2 - t1) if r % 2 == 0 else (t2 - t1, t1 - t0)
+        ratios.append(a / b)
+    return ratios
+
+
+BLOCK = 4
+"""Consecutive pairs resampled together: the load drifts, so neighbouring ratios correlate."""
+
+
+def median_ci(
+    values: list[float], resamples: int = BOOTSTRAP, seed: int = 18, block: int = BLOCK
+) -> tuple[float, float, float]:
+    """Median of ``values`` and a moving-block bootstrap 95% interval of it.
+
+    Blocks of ``block`` consecutive values are drawn with replacement, so that runs of
+    correlated ratios (a stretch of heavy load) are not counted as independent evidence;
+    an iid bootstrap gave intervals that excluded 1 for a function timed against itself.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = x.shape[0]
+    b = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - b + 1, size=(resamples, -(-n // b)))
+    idx = (starts[:, :, None] + np.arange(b)).reshape(resamples, -1)[:, :n]
+    medians = np.median(x[idx], axis=1)
+    lo, hi = np.quantile(medians, [0.025, 0.975])
+    return float(np.median(x)), float(lo), float(hi)
+
+
+def _paired(s: dict[str, np.ndarray], repeat: int, only: list[str]) -> dict[str, Any]:
+    """The paired comparison of every (or every ``only``) TA-Lib-shared batch function.
+
+    ``control`` times TA-Lib's ATR against itself the same way: its interval should
+    hold 1, and its width is the resolution of the run (the machine's noise).
+    """
+    table: dict[str, Any] = {}
+    below: list[str] = []
+    above: list[str] = []
+    undecided: list[str] = []
+    for name, (inputs, params) in _SHARED.items():
+        if only and name not in only:
+            continue
+        data = [s[k] for k in inputs]
+        ours = getattr(ind, name)
+        theirs = getattr(talib, name.upper())
+
+        def run_ours(f=ours, d=data, p=params) -> object:  # type: ignore[no-untyped-def]
+            return f(*d, **p)
+
+        def run_theirs(f=theirs, d=data, p=params) -> object:  # type: ignore[no-untyped-def]
+            return f(*d, **p)
+
+        ratios = _paired_ratios(run_ours, run_theirs, repeat)
+        med, lo, hi = median_ci(ratios)
+        table[name] = {"ratio_median": med, "ratio_ci95": [lo, hi]}
+        (below if hi <= 1.0 else above if lo > 1.0 else undecided).append(name)
+    hlc = [s["h"], s["l"], s["c"]]
+
+    def control() -> object:
+        return talib.ATR(*hlc, timeperiod=14)
+
+    med, lo, hi = median_ci(_paired_ratios(control, control, repeat))
+    return {
+        "indicators": table,
+        "below_with_confidence": below,
+        "above_with_confidence": above,
+        "undecided": undecided,
+        "control_talib_atr_vs_itself": {"ratio_median": med, "ratio_ci95": [lo, hi]},
+    }
 
 
 @njit
@@ -340,23 +445,47 @@ def run(argv: list[str]) -> dict[str, Any]:
     """Run the benchmark and return its JSON-able result."""
     parser = argparse.ArgumentParser(prog="python -m tools.bench indicators")
     parser.add_argument("--size", type=int, default=1_000_000, help="series length")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="timed runs per figure (5; --paired: 41)"
+    )
     parser.add_argument(
         "--only",
         default="",
         help="comma-separated TA-Lib-shared names: time only their batch pairs (no "
         "incremental, own-indicator or fused figures)",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="paired design for the TA-Lib-shared batch functions only: median ratio "
+        "ours / TA-Lib with a bootstrap 95%% interval (--repeat >= 41, default 41)",
+    )
     args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 41 if args.paired else 5
     only = [n for n in args.only.split(",") if n]
     unknown = sorted(set(only) - set(_SHARED))
     if unknown:
         parser.error(f"--only: not TA-Lib-shared indicators: {', '.join(unknown)}")
     if args.size < 1000 or args.repeat < 1:
         parser.error("--size must be >= 1000 and --repeat >= 1")
+    if args.paired and args.repeat < 41:
+        parser.error("--paired needs --repeat >= 41")
+    if args.paired and talib is None:
+        parser.error("--paired needs TA-Lib (pip install ta-lib)")
     pinned = _pin_malloc()
     s = _series(args.size)
     size = args.size
+    if args.paired:
+        return {
+            "benchmark": "indicators-paired",
+            "size": size,
+            "repeat": args.repeat,
+            "malloc_pinned": pinned,
+            "talib_version": talib.__ta_version__.decode(),
+            "bootstrap": BOOTSTRAP,
+            **_paired(s, args.repeat, only),
+        }
     out: dict[str, Any] = {
         "benchmark": "indicators",
         "size": size,
