@@ -38,7 +38,27 @@ start of a paper or live run (``mallopt``):
   (Trio's worker threads, onnxruntime's, SQLite's writer) may get an arena of
   its own, up to 8 per core, each with its own free lists and fragmentation.
 
-Both are off (0) by default: the soak measured no gain. Paper, 10.95 market
+Defaults: 64 KiB and one arena. Measured once numpy's cache was filled (below),
+when what still grew was malloc's free memory: ``python -m tools.bench soak
+--minutes 10.95 --speed 5 --warmup-minutes 2 --heap`` (paper; live: ``--mode live
+--minutes 7.99``), variants interleaved, 3 runs each, load 5-10 on 2 cores, MB per
+market hour after warm-up as RSS slope / RSS floor / malloc free memory:
+
+- glibc's own (0, 0): paper 2.0 / 1.7 / 5.3 (medians; free +3.7 to +6.5), live
+  2.6 / 1.5 / 5.4 (slopes -7.4 to +5.1; floor 0.7 to 4.0; free +3.4 to +6.1).
+- ``mallopt`` 64 KiB, 1 arena, in the process at the run's start (these keys):
+  paper 1.3 / 1.4 / 0.7 (floor 0.95 to 2.2; free +0.2 to +1.4), live 0.4 /
+  0.7 / -0.1 (slopes 0.3 to 1.4; floor 0.69 to 0.77; free -0.2 to +1.6): under
+  1 MB per market hour live, not yet in paper.
+- the same from exec (``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536:
+  glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=1``, so start-up's
+  allocations are laid out that way too): paper 0.5 / 0.6 / 0.1, live 1.3 /
+  0.1 / 0.3: the lowest; an environment variable of the service, not a key.
+- jemalloc 5.3 (``LD_PRELOAD``, Debian ``libjemalloc2``, its defaults): paper
+  -18, -17 (it purges start-up's pages over minutes: not flat) and +4.2; live
+  +38, +7, -26: no. mimalloc 2.0.9: paper +2.5, live +5.8 (one run each): no.
+
+The earlier finding, before the numpy cache fill: no gain. Paper, 10.95 market
 minutes at 5x with trims every 60 s of market time: +4.9 MB per market hour
 without them (ML filter on), +4.8 with 128 KiB and 2 arenas (set from process
 start; ML filter off); live, 8 minutes, with them: +8.1. Of the growth that
@@ -62,6 +82,14 @@ still grows is glibc's free memory (+0.5 to 0.8 MB in 6-9 market minutes, while
 in-use memory moves by 0.05-0.2 MB): chunks freed in pages that keep a live
 one, which ``malloc_trim`` cannot hand back; and in paper, the chained segments'
 reconnect (a new book snapshot and trade backfill, about 0.2 MB once).
+
+The live run's one-time +0.2 MB near 150 market seconds was the exit kernel
+loaded again at the first entry (``--mode live --memray``: 215 KB under numba's
+``caching.rebuild`` and LLVM's bitcode reader, called from the protective stops'
+``ExitPolicy.scan``): the live feed's ``ts``, ``bid`` and ``ask`` columns are
+read-only, a numba signature of their own, and ``ExitPolicy.warm_up`` loaded the
+writeable one only. It loads both now. (The live figures above: round 1's glibc,
+tunables, jemalloc and mimalloc runs still had that step; the others had not.)
 """
 
 from __future__ import annotations
@@ -80,6 +108,24 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 NUMPY_CACHE_BUCKETS = 1024  # numpy's alloc.c: NBUCKETS, one per size in bytes below it
 NUMPY_CACHE_DEPTH = 7  # NCACHE: freed buffers kept per size
+
+
+ALLOCATORS = {"jemalloc": "jemalloc", "mimalloc": "mimalloc"}  # name: library (lib*.so)
+
+
+def find_allocator(name: str) -> str | None:
+    """The shared library of a C allocator to preload (``LD_PRELOAD``), as the dynamic
+    linker finds it (its soname, e.g. ``libjemalloc.so.2``), or None when it is not
+    installed (Debian: ``libjemalloc2``, ``libmimalloc2.0``).
+
+    Raises:
+        ValueError: ``name`` is not in :data:`ALLOCATORS`.
+    """
+    if name not in ALLOCATORS:
+        raise ValueError(f"unknown allocator {name!r}; one of {sorted(ALLOCATORS)}")
+    import ctypes.util
+
+    return ctypes.util.find_library(ALLOCATORS[name])
 
 
 def find_malloc_trim() -> Trim | None:

@@ -78,12 +78,12 @@ class HardwareConfig:
         malloc_mmap_threshold_kb: glibc's ``M_MMAP_THRESHOLD`` in paper and live
             runs, in KiB: blocks this large or larger get a mapping of their own,
             returned to the kernel when freed, instead of fragmenting the heap
-            (engine._memory); 0 (the default) leaves glibc's dynamic threshold. Not
-            glibc: skipped. The soak measured no gain from 128 with ``malloc_arena_max
-            = 2`` (engine._memory), so it is off unless set.
+            (engine._memory); 0 leaves glibc's dynamic threshold. Not glibc:
+            skipped. Default 64: with ``malloc_arena_max = 1`` the soak measured
+            glibc's free memory growing 5-10x slower (engine._memory).
         malloc_arena_max: glibc's ``M_ARENA_MAX`` in paper and live runs: at most
             this many malloc arenas (one per allocating thread otherwise, up to 8
-            per core); 0 (the default) leaves glibc's. Not glibc: skipped.
+            per core); 0 leaves glibc's. Default 1 (see above). Not glibc: skipped.
         numpy_cache_fill: fill numpy's cache of small freed buffers (3.6 MB) at
             the start of paper and live runs instead of letting it fill over hours
             as new sizes come (engine._memory.fill_numpy_cache): RSS is flat after
@@ -120,9 +120,9 @@ class HardwareConfig:
         default=60.0, converter=_seconds, validator=[v.instance_of(float), _trim_interval]
     )
     malloc_mmap_threshold_kb: int = attrs.field(
-        default=0, validator=[v.instance_of(int), _mmap_threshold]
+        default=64, validator=[v.instance_of(int), _mmap_threshold]
     )
     malloc_arena_max: int = attrs.field(
-        default=0, validator=[v.instance_of(int), v.ge(0), v.le(1024)]
+        default=1, validator=[v.instance_of(int), v.ge(0), v.le(1024)]
     )
     numpy_cache_fill: bool = attrs.field(default=True, validator=v.instance_of(bool))

@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from _loopback import patch_live_feed
 from test_live import QUIET, SPEED, FeedWatch, paper_config, recording  # noqa: F401 (a fixture)
 
 from engine import _supervisor
@@ -163,7 +164,7 @@ async def test_paper_run_trims_and_reports_it(tmp_path, recording):  # noqa: F81
     server = StreamServer(recording, settings, QUIET)
     watch = FeedWatch(recording)
     with pytest.MonkeyPatch.context() as patch, trio.fail_after(120):
-        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
+        patch_live_feed(patch, watch.make_feed)
         patch.setattr(_supervisor, "MallocTrimmer", Watched)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
@@ -324,9 +325,12 @@ def test_tune_malloc_calls_mallopt_for_each_setting_and_reports_refusals():
     }
 
 
-def test_mallopt_keys_default_to_off():
-    assert HardwareConfig().malloc_mmap_threshold_kb == 0  # off: glibc's own
-    assert HardwareConfig().malloc_arena_max == 0
+def test_mallopt_keys_default_to_what_the_soak_measured():
+    # 64 KiB and one arena: glibc's free memory grew 5-10x slower (engine._memory).
+    assert HardwareConfig().malloc_mmap_threshold_kb == 64
+    assert HardwareConfig().malloc_arena_max == 1
+    off = HardwareConfig(malloc_mmap_threshold_kb=0, malloc_arena_max=0)  # glibc's own
+    assert (off.malloc_mmap_threshold_kb, off.malloc_arena_max) == (0, 0)
     on = HardwareConfig(malloc_mmap_threshold_kb=128, malloc_arena_max=2)
     assert (on.malloc_mmap_threshold_kb, on.malloc_arena_max) == (128, 2)
 
@@ -438,3 +442,48 @@ def test_live_protective_stops_load_the_exit_kernels_at_start():
     got = _in_fresh_interpreter(_PROTECT, timeout=300)
     assert got["before"] == [0, 0]
     assert got["after"][0] >= 1 and got["after"][1] >= 1
+
+
+def test_find_allocator_knows_jemalloc_and_mimalloc_only():
+    from engine._memory import find_allocator
+
+    with pytest.raises(ValueError, match="unknown allocator 'tcmalloc'"):
+        find_allocator("tcmalloc")
+    for name in ("jemalloc", "mimalloc"):
+        found = find_allocator(name)
+        assert found is None or f"lib{name}" in found
+
+
+_PROTECT_LIVE_STEP = """
+import json
+from engine._config import ExitsSection
+from engine.feeds._capture import BookTicker
+from engine.feeds._columns import Columns, append_message
+from engine.strategy import _exits
+from engine.strategy._exits import ExitPolicy
+from engine.venues.binance._protect import ProtectiveStops
+
+ProtectiveStops(ExitsSection(), move_bps=1.0, now_ns=lambda: 0, fallback_bps=100.0)
+loaded = len(_exits.scan_exits.signatures)
+cols = Columns()  # a live step's columns, as the live feed builds them (read-only)
+for i in range(3):
+    quote = BookTicker(symbol="X", bid=10.0, bid_qty=1.0, ask=10.5, ask_qty=1.0, event_time=i)
+    append_message(cols, 100 + i, i, quote)
+ticks = cols.take()
+policy = ExitPolicy(ExitsSection(stop_bps=50.0))
+policy.on_entry(1, 10.2, 0, float("nan"))
+policy.scan(ticks, 0, len(ticks.ts))
+print(json.dumps({"loaded": loaded, "after_live_step": len(_exits.scan_exits.signatures),
+                  "readonly_ts": not ticks.ts.flags.writeable}))
+"""
+
+
+def test_live_steps_find_the_exit_kernel_loaded():
+    # The live feed's columns are read-only, a numba signature of their own: the
+    # exit kernel warmed up with writeable arrays only was loaded again (numba's
+    # cache, LLVM) at the live run's first protective-stop scan: the +0.2 MB step
+    # near 150 market seconds of the live soak (memray: numba's caching.rebuild
+    # under _protect.on_step -> ExitPolicy.scan).
+    got = _in_fresh_interpreter(_PROTECT_LIVE_STEP, timeout=300)
+    assert got["readonly_ts"] is True
+    assert got["after_live_step"] == got["loaded"]

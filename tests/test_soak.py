@@ -260,3 +260,79 @@ def test_memray_flag_is_parsed():
     assert _parse([]).memray is False
     assert _parse(["--no-numpy-cache-fill"]).numpy_cache_fill is False
     assert _parse([]).numpy_cache_fill is None  # config.toml's
+
+
+def test_engine_env_must_be_name_equals_value(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(["--engine-env", "GLIBC_TUNABLES"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --engine-env takes NAME=VALUE"]
+
+
+def test_allocator_and_engine_env_reach_the_engine_only():
+    from engine._memory import find_allocator
+    from tools.bench.soak import _engine_env
+
+    tunables = "GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536"
+    assert _engine_env(_parse(["--engine-env", tunables])) == {
+        "GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536"
+    }
+    assert _parse([]).allocator == "glibc"
+    library = find_allocator("jemalloc")
+    if library is None:
+        pytest.skip("libjemalloc2 is not installed")
+    env = _engine_env(_parse(["--allocator", "jemalloc", "--engine-env", "MALLOC_CONF=narenas:1"]))
+    assert env == {"LD_PRELOAD": library, "MALLOC_CONF": "narenas:1"}
+
+
+_PRELOADED_HEAP = """
+import json, os, sys
+import numpy as np
+from tools.bench.soak import _heap_now, _mapped
+
+before = _heap_now()
+held = np.ones(4 << 20)  # 32 MiB through the allocator
+after = _heap_now()
+print(json.dumps({"mapped": _mapped(os.getpid(), sys.argv[1]), "before": before, "after": after}))
+"""
+
+
+@pytest.mark.parametrize("allocator", ["jemalloc", "mimalloc"])
+def test_heap_figures_follow_a_preloaded_allocator(allocator):
+    # Under jemalloc, glibc's mallinfo2 counts glibc's own heap, which nothing uses:
+    # the figures come from jemalloc's stats. mimalloc has none: not measured (NaN),
+    # and the slopes leave NaN out.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine._memory import find_allocator
+
+    library = find_allocator(allocator)
+    if library is None:
+        pytest.skip(f"{allocator} is not installed")
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELOADED_HEAP, allocator],
+        cwd=Path(__file__).parents[1],
+        env=dict(os.environ, LD_PRELOAD=library),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    assert got["mapped"] is True
+    used_before, free_before, _blocks, _sqlite = got["before"]
+    used_after = got["after"][0]
+    if allocator == "jemalloc":
+        assert used_after - used_before >= 32 * 1024  # KB
+        assert free_before >= 0
+    else:
+        assert np.isnan(used_before) and np.isnan(free_before) and np.isnan(used_after)
+        market = np.arange(0.0, 601.0, 60.0)
+        nan = np.full_like(market, np.nan)
+        rows = list(zip(market, nan, nan, market, np.zeros_like(market), strict=True))
+        out = _heap_figures(rows, warmup_s=120.0)
+        assert out["malloc_in_use_mb"] == {"warmup": None, "end": None, "per_market_hour": None}
+        assert out["python_blocks"]["per_market_hour"] == pytest.approx(3600.0)

@@ -259,9 +259,13 @@ class ExitPolicy:
         """Load (or compile) the kernels now."""
         cfg = ExitsSection(stop_bps=1.0, trail_bps=1.0, partial_r=(1.0,), partial_fraction=(0.5,))
         policy = ExitPolicy(cfg)
-        policy.on_entry(1, 100.0, 0, float("nan"))
         n = 2
-        px = np.full(n, 100.0)
-        ticks_ts = np.arange(n, dtype=np.int64)
         kind = np.ones(n, dtype=np.int8)
-        scan_exits(ticks_ts, kind, px, px, 0, n, policy.state, policy._params)
+        # Replay batches are writeable; the live feed's ts, bid and ask are read-only
+        # views, a numba signature of their own (loaded mid-run otherwise: +0.2 MB).
+        for writeable in (True, False):
+            policy.on_entry(1, 100.0, 0, float("nan"))
+            px = np.full(n, 100.0)
+            ticks_ts = np.arange(n, dtype=np.int64)
+            px.flags.writeable = ticks_ts.flags.writeable = writeable
+            scan_exits(ticks_ts, kind, px, px, 0, n, policy.state, policy._params)

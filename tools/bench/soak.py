@@ -2,7 +2,8 @@
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
 [--mode paper|live] [--sample-s S] [--trim-s S] [--mmap-threshold-kb K] [--arena-max N]
-[--[no-]numpy-cache-fill] [--tracemalloc] [--malloc-trim]
+[--[no-]numpy-cache-fill] [--allocator glibc|jemalloc|mimalloc] [--engine-env NAME=VALUE]
+[--tracemalloc] [--malloc-trim]
 [--heap] [--memray] [--keep DIR]``
 prints JSON.
 
@@ -40,6 +41,16 @@ backoff of 0.05-0.5 s). Reported:
   the engine's report (``engine.malloc_trim.mallopt``) says what glibc took.
 - ``numpy_cache_fill``: ``hardware.numpy_cache_fill`` (numpy's small-buffer
   cache filled at the start; ``--no-numpy-cache-fill`` to measure without).
+- ``allocator``: the engine's C allocator, ``glibc`` or a library preloaded into
+  the engine process alone (``LD_PRELOAD``; Debian ``libjemalloc2``,
+  ``libmimalloc2.0``; exit 2 when not installed), and ``allocator_mapped``: whether
+  the engine had it mapped at the end (None for glibc). ``engine_env``: variables
+  set in the engine's environment only (``--engine-env``, repeatable: e.g.
+  ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536:glibc.malloc.arena_max=1``,
+  which glibc reads at exec, before the interpreter allocates; ``MALLOC_CONF`` for
+  jemalloc). Under jemalloc ``--heap``'s malloc figures are jemalloc's own
+  (``stats.allocated``; resident less allocated as "free"); mimalloc has none
+  (null).
 - ``trim_s``: the engine's ``hardware.malloc_trim_s`` in this run (wall
   seconds). The shipped value is in market time as a live run sees it, so the
   soak divides it by ``--speed`` (60 s at 5x: every 12 s of wall time, every
@@ -169,6 +180,19 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         help="hardware.numpy_cache_fill (default: config.toml's)",
     )
+    p.add_argument(
+        "--allocator",
+        choices=["glibc", "jemalloc", "mimalloc"],
+        default="glibc",
+        help="the engine's C allocator: glibc's, or a library preloaded (LD_PRELOAD)",
+    )
+    p.add_argument(
+        "--engine-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the engine's environment only (GLIBC_TUNABLES, MALLOC_CONF, MIMALLOC_...)",
+    )
     p.add_argument("--tracemalloc", action="store_true", help="find the growing sites")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument(
@@ -196,6 +220,8 @@ def run(argv: list[str]) -> Mapping[str, Any]:
     args = _parse(argv)
     if args.trim_s is not None and args.trim_s != 0 and not 1 <= args.trim_s <= 86_400:
         _usage_error(f"--trim-s must be 0 (off) or 1..86400 seconds, got {args.trim_s:g}")
+    if any("=" not in e or not e.partition("=")[0] for e in args.engine_env):
+        _usage_error("--engine-env takes NAME=VALUE")
     segments = _plan(args.minutes, args.mode)
     if args.warmup_minutes >= args.minutes:
         _usage_error("--warmup-minutes must be shorter than --minutes")
@@ -306,6 +332,7 @@ def _soak(
             offset += seconds
         # The last sample first, then the probes (they allocate).
         samples.append((time.monotonic() - t0, offset, *_memory_kb(engine.pid)))
+        allocator_mapped = _mapped(engine.pid, args.allocator)
         if args.memray and warm_probed:
             _request(engine, "memray", work / "memray.bin")  # stops it
         if args.heap:
@@ -341,6 +368,9 @@ def _soak(
         "mmap_threshold_kb": doc["hardware"].get("malloc_mmap_threshold_kb"),
         "arena_max": doc["hardware"].get("malloc_arena_max"),
         "numpy_cache_fill": doc["hardware"].get("numpy_cache_fill", True),
+        "allocator": args.allocator,
+        "allocator_mapped": allocator_mapped,
+        "engine_env": dict(e.partition("=")[::2] for e in args.engine_env),
         "market_minutes": round(offset / 60.0, 2),
         "wall_seconds": round(samples[-1][0], 1),
         "segments": [
@@ -467,6 +497,7 @@ def _floor_slope(
 
 def _slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
     """Least-squares slope of ``y`` against ``x`` over ``where`` (None: too few points)."""
+    where = where & np.isfinite(y)  # NaN: not measured (mimalloc's heap)
     if where.sum() < 3 or np.ptp(x[where]) <= 0:
         return None
     return float(np.polyfit(x[where], y[where], 1)[0])
@@ -600,12 +631,36 @@ def _start_engine(
         cmd = [sys.executable, "-c", code, *engine_args]
     else:
         cmd = [sys.executable, "-m", "engine", *engine_args]
+    env = dict(env, **_engine_env(args))
     out = (work / "engine.out").open("wb")
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT
     )
     out.close()
     return proc
+
+
+def _engine_env(args: argparse.Namespace) -> dict[str, str]:
+    """The engine's own environment variables: ``--engine-env``'s, and ``LD_PRELOAD``
+    naming the ``--allocator``'s library (exit 2 when it is not installed)."""
+    out = dict(e.partition("=")[::2] for e in args.engine_env)
+    if args.allocator != "glibc":
+        from engine._memory import find_allocator
+
+        library = find_allocator(args.allocator)
+        if library is None:
+            _usage_error(f"--allocator {args.allocator}: its library is not installed")
+        out["LD_PRELOAD"] = library
+    return out
+
+
+def _mapped(pid: int, allocator: str) -> bool | None:
+    """Whether the engine process has the ``allocator``'s library mapped (it was
+    preloaded); None for glibc's own."""
+    if allocator == "glibc":
+        return None
+    with open(f"/proc/{pid}/maps") as f:
+        return any(f"lib{allocator}" in line for line in f)
 
 
 def _memory_kb(pid: int) -> tuple[float, float, float]:
@@ -719,10 +774,20 @@ def _heap_now() -> list[float]:
     ``sqlite3_memory_used()``: what SQLite holds (the journal's page cache, its
     statements; part of malloc's in-use memory, and invisible to tracemalloc); 0
     where the sqlite3 module has no shared libsqlite3 to ask.
+
+    With jemalloc preloaded (``--allocator jemalloc``; glibc's ``mallinfo2`` would
+    count glibc's own, unused heap): its ``stats.allocated`` (in use) and
+    ``stats.resident`` less that (held but not in use: free pages not yet purged,
+    fragmentation, its metadata). mimalloc has no such figures in its API: NaN.
     """
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    heap = _jemalloc_heap()
+    if heap is None and _loaded("mi_version") is not None:
+        heap = (float("nan"), float("nan"))
+    if heap is None:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        heap = ((info.uordblks + info.hblkhd) / 1024, info.fordblks / 1024)
     try:
         used = ctypes.CDLL("libsqlite3.so.0").sqlite3_memory_used  # the loaded one
         used.restype = ctypes.c_int64
@@ -730,11 +795,38 @@ def _heap_now() -> list[float]:
     except (OSError, AttributeError):  # SQLite linked into the sqlite3 module
         sqlite_kb = 0.0
     return [
-        (info.uordblks + info.hblkhd) / 1024,
-        info.fordblks / 1024,
+        *heap,
         float(sys.getallocatedblocks()),
         sqlite_kb,
     ]
+
+
+def _loaded(symbol: str) -> Any:
+    """A C function already loaded into this process, or None."""
+    return getattr(ctypes.CDLL(None), symbol, None)
+
+
+def _jemalloc_heap() -> tuple[float, float] | None:
+    """jemalloc's (in use KB, resident but not in use KB), or None without jemalloc."""
+    mallctl = _loaded("mallctl")
+    if mallctl is None:
+        return None
+    mallctl.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+    ]
+    epoch = ctypes.c_uint64(1)  # stats are a snapshot taken at each epoch write
+    mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.sizeof(epoch))
+    values = []
+    for name in (b"stats.allocated", b"stats.resident"):
+        value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+        if mallctl(name, ctypes.byref(value), ctypes.byref(size), None, 0) != 0:
+            return None  # built without stats
+        values.append(value.value / 1024)
+    return values[0], values[1] - values[0]
 
 
 def _type_counts() -> dict[str, dict[str, int]]:
@@ -867,11 +959,16 @@ def _heap_figures(heap: list[tuple[float, ...]], warmup_s: float) -> dict[str, A
     ):
         per_hour = _slope(hours, y, after)
         out[name] = {
-            "warmup": round(float(y[warm]) * scale, 2),
-            "end": round(float(y[-1]) * scale, 2),
+            "warmup": _finite(y[warm] * scale),
+            "end": _finite(y[-1] * scale),
             "per_market_hour": None if per_hour is None else round(per_hour * scale, 3),
         }
     return out
+
+
+def _finite(value: float) -> float | None:
+    """Rounded for the JSON, or None for NaN (not measured)."""
+    return round(float(value), 2) if np.isfinite(value) else None
 
 
 def _request(engine: subprocess.Popen[bytes], kind: str, path: Path) -> None:
