@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.models import SequenceModel, SequenceRing, default_feature_spec, load_model  # noqa: E402
+from engine.models import SequenceModel, default_feature_spec, load_model  # noqa: E402
 from tools.train import _deep  # noqa: E402
 
 SPEC = default_feature_spec()
@@ -80,27 +80,68 @@ def test_export_is_loadable_by_the_pinned_onnxruntime_versions():
     assert {o.domain: o.version for o in proto.opset_import}[""] == _deep.OPSET <= 21
 
 
-def test_training_windows_are_the_rings_windows():
-    from tools.train._driver_data import DriverSignals
+def test_training_features_are_the_served_features(tmp_path, sample):
+    """Train a multi-modal model on ``tools.train deep``'s windows and book levels, serve it
+    in a replay, and score the replay's journaled signals with PyTorch on training's windows
+    and books: the engine's scores are PyTorch's (1e-5), so the windows and book levels
+    training builds are the ones the engine serves."""
+    import functools
+    import sqlite3
 
-    rng = np.random.default_rng(4)
-    n = 9
-    symbols = ("A", "B", "A", "A", "B", "A", "A", "A", "B")
-    X = rng.normal(size=(n, F)).astype(np.float32)
-    sig = DriverSignals(
-        X=X, label=np.zeros(n, np.int8), ret_bps=np.zeros(n), side=np.ones(n, np.int8),
-        ts=np.arange(n, dtype=np.int64), ts_resolved=np.arange(n, dtype=np.int64),
-        symbol=symbols, correlation_id=tuple(map(str, range(n))), journal_path=Path("x"),
+    import trio
+
+    import engine
+    from tools.train._driver_data import driver_signals, read_signals
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = engine.load_config(root / "config.toml")
+    sig = driver_signals(cfg, [sample], tmp_path / "driver")
+    windows, books = _deep.sequences_of(cfg, [sample], sig, 6, 4)
+    assert np.isfinite(books).all()  # the sample has a book from its first seconds
+    y = np.where(sig.label > 0, 1, 0)
+    model = _deep.fit("multimodal", windows, books, y, levels=4, seed=0, epochs=2)
+    blob = _deep.to_onnx(model, "multimodal", 6, F, 4)
+    side = _deep.sidecar(
+        kind="multimodal", blob=blob, window=6, levels=4, seed=0, rows=len(y),
+        positives=int(y.sum()), metrics={}, parity={},
     )  # fmt: skip
-    w = _deep.windows_of(sig, 3)
-    for i in range(n):
-        own = [X[j] for j in range(i + 1) if symbols[j] == symbols[i]][-3:]
-        want = np.stack([np.zeros(F, np.float32)] * (3 - len(own)) + own)
-        np.testing.assert_array_equal(w[i], want)
-    ring = SequenceRing(3, F)
-    for j in (0, 2, 3):
-        ring.push(X[j])
-    np.testing.assert_array_equal(ring.view(), w[3])
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(blob)
+    path.with_suffix(".json").write_text(json.dumps(side))
+    config = _serving(cfg, sample, path, tmp_path / "serve")
+    log, log_file = engine.make_logger(str(tmp_path / "serve.jsonl"), "info")
+    try:
+        report = trio.run(functools.partial(engine.run_replay, config, log=log))
+    finally:
+        log_file.close()
+    assert report.model["book_missing"] == 0
+    served = read_signals(Path(report.journal_path))
+    db = sqlite3.connect(report.journal_path)
+    try:
+        scores = [json.loads(p)["score"] for (p,) in db.execute(
+            "SELECT payload FROM journal WHERE kind = 'EntryScored' ORDER BY id"
+        )]  # fmt: skip
+    finally:
+        db.close()
+    assert len(scores) == len(served.symbol) > 10
+    w, b = _deep.sequences_of(cfg, [sample], served, 6, 4)
+    want = _deep.predict(model, "multimodal", w, b)
+    np.testing.assert_allclose(scores, want, atol=1e-5)
+    assert np.std(want) > 0
+
+
+def _serving(cfg, sample: Path, path: Path, work: Path):
+    """``cfg`` replaying ``sample`` with only the model at ``path`` (threshold as shipped)."""
+    import attrs
+
+    work.mkdir(parents=True, exist_ok=True)
+    return attrs.evolve(
+        cfg,
+        data=attrs.evolve(cfg.data, paths=(str(sample),)),
+        model=attrs.evolve(cfg.model, enabled=True, paths=(str(path),), weights=(), retrain=False),
+        journal=attrs.evolve(cfg.journal, dir=str(work)),
+        logging=attrs.evolve(cfg.logging, path=str(work / "engine.jsonl"), progress="off"),
+    )
 
 
 def test_the_deep_command_exports_models_the_engine_loads(tmp_path, sample, capsys):
@@ -125,7 +166,7 @@ def test_the_deep_command_exports_models_the_engine_loads(tmp_path, sample, caps
     import engine
 
     cfg = engine.load_config(Path(__file__).resolve().parents[1] / "config.toml")
-    books = _deep.books_of(cfg, [sample], read_signals(journal), 2)
+    _windows, books = _deep.sequences_of(cfg, [sample], read_signals(journal), 4, 2)
     assert np.isfinite(books).any()
     assert (books[:, 0, 0] < books[:, 0, 2])[np.isfinite(books[:, 0, 0])].all()  # bid < ask
 

@@ -20,7 +20,14 @@ from engine.models import (
     ticks_of,
 )
 from engine.models._labels import Quotes, triple_barrier
-from engine.models._training import fit_calibrated, to_onnx
+from engine.models._training import (
+    auc,
+    calibration_of,
+    fit_calibrated,
+    make_model,
+    sigmoid_slopes,
+    to_onnx,
+)
 from tools.train._labels import StrategyConfig, entry_signals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +209,65 @@ def test_retrain_purges_labels_open_into_validation():
     assert res.n_validation == 90 and res.n_train == 299 - 90 - 60
     horizon = retrain(X, y, ts, current=None, spec=spec, horizon_ns=10_000_000_000, small=True)
     assert horizon.n_train == 299 - 90 - 10
+
+
+def test_a_tie_is_not_a_swap(first):
+    """At ``min_auc_gain = 0`` a refit must be strictly better: the same refit again (the
+    same bytes, so the same validation AUC) keeps the current model."""
+    spec, X, y, ts = _data(300)
+    again = retrain(X, y, ts, current=first.blob, spec=spec, seed=3, small=True, min_auc_gain=0)
+    assert again.blob == first.blob
+    assert again.metrics_current["auc"] == again.metrics_candidate["auc"]
+    assert not again.accepted and again.reason.startswith("refused"), again.reason
+
+
+def _inverting(n: int = 48):
+    """One informative feature whose relation to the label flips after the first quarter:
+    each time-ordered calibration fold sees the opposite of what its estimator learned, and
+    every fold's sigmoid comes out with a positive slope (measured: +1.35, +1.37, +0.40)."""
+    spec = default_feature_spec()
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(n, len(spec.names))).astype(np.float32)
+    y = (X[:, 1] > 0).astype(np.int64)
+    y[12:48] = 1 - y[12:48]
+    return spec, X, y
+
+
+def test_calibration_that_would_invert_falls_back_to_uncalibrated():
+    _spec, X, y = _inverting()
+    # What sigmoid calibration does here: the fitted ranking is turned upside down.
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import TimeSeriesSplit
+
+    raw = CalibratedClassifierCV(
+        make_model("gbdt", 0, small=True), method="sigmoid", cv=TimeSeriesSplit(3)
+    ).fit(X.astype(np.float64), y)
+    assert all(a > 0 for a in sigmoid_slopes(raw))
+    assert auc(y, raw.predict_proba(X.astype(np.float64))[:, 1]) < 0.5  # inverted
+    model = fit_calibrated("gbdt", X, y, 0, small=True)
+    assert sigmoid_slopes(model) == []  # uncalibrated, and it says why
+    why = calibration_of(model)
+    assert why is not None and "fold 1 slope +" in why and "uncalibrated" in why
+    assert auc(y, model.predict_proba(X.astype(np.float64))[:, 1]) > 0.9  # not inverted
+
+
+def test_an_ordinary_fit_stays_calibrated():
+    _spec, X, y, _ts = _data(300)
+    model = fit_calibrated("gbdt", X[:200], y[:200], 0, small=True)
+    slopes = sigmoid_slopes(model)
+    assert len(slopes) == 3 and all(a < 0 for a in slopes)
+    assert calibration_of(model) is None
+
+
+def test_retrain_says_when_it_refused_calibration():
+    spec, X, y = _inverting()
+    # 48 training rows (the inverting case) and 21 later validation rows of the later regime.
+    rng = np.random.default_rng(6)
+    Xv = rng.normal(size=(21, X.shape[1])).astype(np.float32)
+    yv = (Xv[:, 1] <= 0).astype(np.int64)
+    X, y = np.concatenate([X, Xv]), np.concatenate([y, yv])
+    ts = 1_700_000_000_000_000_000 + np.arange(len(y), dtype=np.int64) * 1_000_000_000
+    res = retrain(X, y, ts, current=None, spec=spec, seed=0, min_samples=30, small=True)
+    assert res.n_train == 48 and res.n_validation == 21
+    assert res.sidecar is not None and res.sidecar["calibration"].startswith("none: sigmoid")
+    assert "calibration sigmoid calibration refused" in res.reason

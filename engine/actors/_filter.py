@@ -18,6 +18,13 @@ normal, turbulent) takes the place of the ``vol`` component (calm is low, the la
 high); ``volume`` and ``trend`` stay the thresholds'. Until the bar features are warm the
 threshold regime is used and counted (:attr:`EntryFilter.regime_fallback`). The feature row
 the model scores is the same either way.
+
+With sequence models (``window`` N > 0) the features are fed through a
+:class:`~engine.models.TickWindows`, which keeps the symbol's last N ticks' rows in a
+preallocated ring; a request carries the window as of the signal's tick. With a multi-modal
+model (``book_levels`` K > 0) it also carries the top K levels of the batch's book at that
+tick (:func:`~engine.models.book_at`; NaN where there is none, counted in
+:attr:`EntryFilter.book_missing`).
 """
 
 from __future__ import annotations
@@ -29,7 +36,15 @@ import numpy as np
 
 from .._config import ModelSection, StrategySection, VenueSection
 from ..messages import DecisionLabeled, LabeledDecision, Score, ScoreRequest, Side, Ticks
-from ..models import AdaptiveThreshold, FeatureBuilder, FeatureSpec, OnlineLabeler, Regime
+from ..models import (
+    AdaptiveThreshold,
+    FeatureBuilder,
+    FeatureSpec,
+    OnlineLabeler,
+    Regime,
+    TickWindows,
+    book_at,
+)
 from ..models._hmm import HmmParams, TradeBarRegime
 from ..models._regime import HIGH, LOW, NORMAL
 
@@ -82,6 +97,8 @@ class EntryFilter:
         venue: the simulated venue's latency (when an entry would fill).
         regime_model: the HMM whose state is the threshold's ``vol`` regime (None: the
             threshold regime, ``[model] regime = "threshold"``).
+        window: ticks per sequence window the ensemble reads (0: row models only).
+        book_levels: book levels the ensemble reads (0: none).
     """
 
     def __init__(
@@ -93,9 +110,14 @@ class EntryFilter:
         strategy: StrategySection,
         venue: VenueSection,
         regime_model: HmmParams | None = None,
+        window: int = 0,
+        book_levels: int = 0,
     ) -> None:
         self.symbol = symbol
         self.builder = FeatureBuilder(spec)
+        self.windows = TickWindows(self.builder, window) if window > 0 else None
+        self.book_levels = book_levels
+        self.book_missing = 0  # requests whose book levels are NaN (no book at the tick)
         self.threshold = AdaptiveThreshold(
             base=model.threshold,
             lo=model.threshold_min,
@@ -133,7 +155,10 @@ class EntryFilter:
         """Feed the batch's ticks up to ``stop`` (exclusive) to the features."""
         if self._ticks is not None and stop > self._fed:
             t = self._ticks
-            self.builder.on_ticks(t, self._fed, stop)
+            if self.windows is not None:
+                self.windows.on_ticks(t, self._fed, stop)
+            else:
+                self.builder.on_ticks(t, self._fed, stop)
             if self.hmm is not None:
                 self.hmm.on_ticks(t.ts, t.kind, t.price, t.qty, self._fed, stop)
             self._fed = stop
@@ -157,6 +182,14 @@ class EntryFilter:
             row=row.copy(),
         )
         self._pending[pending.correlation_id] = pending
+        window = book = None
+        if self.windows is not None:
+            window = np.empty((self.windows.window, row.shape[0]), dtype=row.dtype)
+            self.windows.window_into(window, float(int(side)))
+        if self.book_levels:
+            book = np.empty((self.book_levels, 4), dtype=row.dtype)
+            if self._ticks is None or not book_at(self._ticks, self._fed - 1, book):
+                self.book_missing += 1
         self._requests.append(
             ScoreRequest(
                 correlation_id=pending.correlation_id,
@@ -164,6 +197,8 @@ class EntryFilter:
                 side=side,
                 row=pending.row,
                 ts_event=ts,
+                window=window,
+                book=book,
             )
         )
         self.labeler.add(pending.correlation_id, ts, int(side), pending.row)

@@ -7,9 +7,11 @@ pre-bound single-row path, several in one batch) and answers each symbol with a
 Labelled decisions that came with the batches are kept, in step order, as the training
 window for online retraining.
 With sequence members (``"input": "sequence"`` sidecars: :mod:`engine.models._sequence`)
-it keeps, per symbol, a preallocated ring of the last ``window`` rows it was sent, pushes
-every request's row there in request order and scores each request on its symbol's window;
-online retraining refits row models only (none when the first member is a sequence model).
+each request carries its window, the symbol's last ``window`` ticks' rows as of the signal's
+tick (kept per symbol, tick by tick, in the symbol's
+:class:`~engine.actors._filter.EntryFilter`), and with a multi-modal member its book levels;
+a request without them is a protocol error. Online retraining refits row models only (none
+when the first member is a sequence model).
 
 Retraining runs on a schedule (market events in replay, market time live) in a worker
 thread (:func:`trio.to_thread.run_sync`): fit on the older part of the window, validate
@@ -49,9 +51,8 @@ from ..messages import (
     ScoreReply,
     ScoreRequest,
 )
-from ..models import Ensemble, FeatureSpec, ModelError, OnnxModel, SequenceRing, load_model
+from ..models import Ensemble, FeatureSpec, ModelError, OnnxModel, load_model, read_sidecar
 from ..models._hmm import HmmParams
-from ..models._onnx import sidecar_path
 from ._symbol import ProtocolError
 
 _SECOND = 1_000_000_000
@@ -72,27 +73,39 @@ def load_ensemble(
     """The configured ensemble, every member checked against ``spec``.
 
     A member whose sidecar says ``"input": "sequence"`` is a
-    :class:`~engine.models.SequenceModel`; one that reads book levels is refused (a
-    :class:`ScoreRequest` carries the feature row only).
+    :class:`~engine.models.SequenceModel` (the symbols' filters then keep
+    ``ensemble.window`` ticks' rows; with ``ensemble.book_levels`` they also send the
+    book levels at the signal's tick, see :func:`model_reads_book`).
 
     Raises:
         ModelError: a model file or its sidecar is missing, corrupt or does not match.
     """
     models = [load_model(resolve(p), spec, threads=config.threads) for p in config.paths]
-    for m in models:
-        if getattr(m, "book_levels", 0):
-            raise ModelError(
-                sidecar_path(m.path),
-                "book_levels",
-                f"is {m.book_levels}: the model actor gets no book levels at a signal "
-                "(score it offline with tools.train deep)",
-            )
     ensemble = Ensemble(models, config.weights or None)
     # One run each: onnxruntime's first call allocates; do that in set-up, not at a signal.
     row = np.zeros(len(spec.names), dtype=np.dtype(spec.dtype))
     window = np.zeros((ensemble.window, row.shape[0]), dtype=row.dtype) if ensemble.window else None
-    ensemble.predict_one(row, window)
+    book = np.full((ensemble.book_levels, 4), np.nan, dtype=row.dtype)
+    ensemble.predict_one(row, window, book)
     return ensemble
+
+
+def model_reads_book(config: ModelSection, resolve: Callable[[str], Any]) -> bool:
+    """Whether a configured model reads book levels (its sidecar's ``book_levels`` > 0), so
+    that replay loads and live feeds build the book columns (as for a strategy that reads
+    the book). Read from the sidecars alone, before the data; an unreadable sidecar counts
+    as no (:func:`load_ensemble` then refuses it, naming it)."""
+    if not config.enabled:
+        return False
+    for p in config.paths:
+        try:
+            sidecar = read_sidecar(resolve(p))
+        except ModelError:
+            continue
+        levels = sidecar.get("book_levels", 0)
+        if sidecar.get("input") == "sequence" and isinstance(levels, int) and levels > 0:
+            return True
+    return False
 
 
 def load_regime_model(config: ModelSection, resolve: Callable[[str], Any]) -> HmmParams | None:
@@ -201,18 +214,6 @@ class ModelActor:
         self._deterministic = deterministic
         self._retrain_fn = retrain_fn
         self._set_ensemble(ensemble)
-        # Sequence members: per symbol, the last ``ensemble.window`` rows (preallocated).
-        width = len(ensemble.spec.names)
-        self._rings = (
-            {s: SequenceRing(ensemble.window, width, ensemble.spec.dtype) for s in self._symbols}
-            if ensemble.window
-            else {}
-        )
-        self._one_window = (
-            np.zeros((ensemble.window, width), dtype=np.dtype(ensemble.spec.dtype))
-            if ensemble.window
-            else None
-        )
         self.stats = ModelStats()
         self._window: deque[LabeledDecision] = deque(maxlen=config.retrain_window)
         self._events_since = 0
@@ -280,33 +281,33 @@ class ModelActor:
         There is no score cache: one keyed by feature rows quantized to 0.001 was measured
         at 0 hits on every capture (26 real-valued features never repeat) and removed.
 
-        With sequence members, every request's row is pushed into its symbol's ring, in
-        request order, and the request is scored on the ring's window as it stood right
-        after its own row (a later request of the same step does not leak into it). The
-        model actor is fed the rows the symbol actors send, i.e. one per entry signal.
+        With sequence members each request is scored on the window it carries (its
+        symbol's last ticks as of its signal) and, for a member that reads the book, on
+        the book levels it carries.
+
+        Raises:
+            ProtocolError: the ensemble reads windows (or book levels) and a request has
+                none (its symbol's filter was not built for this ensemble).
         """
         if not requests:
             return []
         t0 = time.perf_counter()
-        rings = self._rings
+        ens = self.ensemble
+        if ens.window:
+            for r in requests:
+                if r.window is None or (ens.book_levels and r.book is None):
+                    raise ProtocolError(
+                        f"model: {r.correlation_id} came without the window"
+                        f"{' and book levels' if ens.book_levels else ''} the ensemble reads"
+                    )
         if len(requests) == 1:
-            window = None
-            if rings:
-                ring = rings[requests[0].symbol]
-                ring.push(requests[0].row)
-                window = self._one_window
-                ring.copy_into(window)
-            values = [self.ensemble.predict_one(requests[0].row, window)]
+            r = requests[0]
+            values = [ens.predict_one(r.row, r.window, r.book)]
         else:
             rows = np.stack([r.row for r in requests])
-            windows = None
-            if rings:
-                windows = np.empty((len(requests), *self._one_window.shape), dtype=rows.dtype)
-                for i, r in enumerate(requests):
-                    ring = rings[r.symbol]
-                    ring.push(r.row)
-                    ring.copy_into(windows[i])
-            values = [float(v) for v in self.ensemble.predict_batch(rows, windows)]
+            windows = np.stack([r.window for r in requests]) if ens.window else None
+            books = np.stack([r.book for r in requests]) if ens.book_levels else None
+            values = [float(v) for v in ens.predict_batch(rows, windows, books)]
         elapsed_us = (time.perf_counter() - t0) * 1e6 / len(requests)
         self.stats.requests += len(requests)
         self.stats.batches += 1

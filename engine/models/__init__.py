@@ -40,7 +40,10 @@ from ._regime import Regime as Regime
 from ._regime import RegimeDetector as RegimeDetector
 from ._sequence import SequenceModel as SequenceModel
 from ._sequence import SequenceRing as SequenceRing
+from ._sequence import TickWindows as TickWindows
+from ._sequence import book_at as book_at
 from ._sequence import load_model as load_model
+from ._sequence import windows_at as windows_at
 
 __all__ = [
     "DEPTH_FEATURES",
@@ -58,6 +61,8 @@ __all__ = [
     "RetrainResult",
     "SequenceModel",
     "SequenceRing",
+    "TickWindows",
+    "book_at",
     "check_sidecar",
     "default_feature_spec",
     "features_at",
@@ -67,4 +72,5 @@ __all__ = [
     "retrain",
     "ticks_of",
     "training_rows",
+    "windows_at",
 ]

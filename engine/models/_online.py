@@ -25,6 +25,7 @@ from ._labels import Barrier, BarrierWalk, QuoteColumns, net_bps
 from ._training import (
     CALIBRATION_FOLDS,
     ExportParityError,
+    calibration_of,
     check_parity,
     fit_calibrated,
     make_sidecar,
@@ -202,10 +203,13 @@ def retrain(
     given): no training label overlaps the validation window. Sigmoid calibration uses 3
     time-ordered folds, fewer (down to 2) when a class has fewer training rows. The
     challenger is exported with skl2onnx (IR 9) and must match scikit-learn within 1e-5 on
-    the validation rows.
+    the validation rows. A fold whose sigmoid slope is not negative (it would invert the
+    refit) makes the challenger uncalibrated instead (see
+    :func:`~engine.models._training.fit_calibrated`; the reason and the sidecar say so).
     Both it and the current model (its ONNX bytes) are scored there by onnxruntime, and
-    ``accepted`` is ``AUC(new) >= AUC(current) + min_auc_gain``, AUC(current) being 0.5
-    with no current model. Deterministic for a fixed ``seed``.
+    ``accepted`` is ``AUC(new) > AUC(current) + min_auc_gain``, strictly: a tie keeps the
+    current model (at ``min_auc_gain = 0`` an equal refit is no swap), AUC(current) being
+    0.5 with no current model. Deterministic for a fixed ``seed``.
 
     Args:
         X: ``(n, n_features)`` feature rows (rows with a non-finite value are dropped).
@@ -295,10 +299,15 @@ def retrain(
     m_cur = None if current is None else metrics(y[val], onnx_proba(current, X[val]), threshold)
     auc_new = m_new["auc"]
     auc_cur = 0.5 if m_cur is None or m_cur["auc"] is None else m_cur["auc"]
-    accepted = auc_new is not None and auc_new >= auc_cur + min_auc_gain
+    # Strictly better: a tie (an identical refit, or one that ranks the slice the same) is
+    # no swap.
+    accepted = auc_new is not None and auc_new > auc_cur + min_auc_gain
     who = "no current model (0.5)" if m_cur is None else f"current {auc_cur:.4f}"
     verdict = "accepted" if accepted else "refused"
     reason = f"{verdict}: validation AUC {auc_new:.4f} vs {who} + gain {min_auc_gain:g}"
+    fallback = calibration_of(model)
+    if fallback is not None:
+        reason += f"; calibration {fallback}"
     sidecar = make_sidecar(
         name=name,
         kind=kind,
@@ -318,6 +327,7 @@ def retrain(
         },
         parity=parity,
         folds=folds,
+        calibration_fallback=fallback,
     )
     return RetrainResult(
         accepted=accepted,

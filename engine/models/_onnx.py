@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -100,6 +100,28 @@ def check_sidecar(onnx_path: Path, blob: bytes, sidecar: dict[str, Any], spec: F
         )
 
 
+_M = TypeVar("_M")
+
+
+def model_from_bytes(
+    cls: Callable[[Path, bytes, dict[str, Any], FeatureSpec, int], _M],
+    blob: bytes,
+    sidecar: dict[str, Any],
+    spec: FeatureSpec,
+    threads: int,
+    name: str,
+) -> _M:
+    """``cls`` (a model class) from memory, checked as files are (:func:`check_sidecar`):
+    what :meth:`OnnxModel.from_bytes` and :meth:`SequenceModel.from_bytes` do.
+
+    Raises:
+        ModelError: sidecar mismatch, hash mismatch, or onnxruntime refuses it.
+    """
+    path = Path(name)
+    check_sidecar(path, blob, sidecar, spec)
+    return cls(path, blob, dict(sidecar), spec, threads)
+
+
 def open_session(path: Path, blob: bytes, threads: int) -> Any:
     """An onnxruntime CPU session of the model ``blob`` (read from ``path``):
     sequential, ``threads`` intra-op threads, one inter-op thread.
@@ -131,9 +153,11 @@ class OnnxModel:
         sidecar: the sidecar's JSON object.
         spec: the feature spec it was checked against.
         window: 0: a row model (a :class:`~engine.models.SequenceModel` has its window).
+        book_levels: 0: reads no book levels.
     """
 
     window = 0
+    book_levels = 0
 
     def __init__(
         self, path: Path, blob: bytes, sidecar: dict[str, Any], spec: FeatureSpec, threads: int
@@ -210,9 +234,7 @@ class OnnxModel:
         Raises:
             ModelError: sidecar mismatch, hash mismatch, or onnxruntime refuses it.
         """
-        path = Path(name)
-        check_sidecar(path, blob, sidecar, spec)
-        return cls(path, blob, dict(sidecar), spec, threads)
+        return model_from_bytes(cls, blob, sidecar, spec, threads, name)
 
     @property
     def name(self) -> str:
@@ -246,7 +268,8 @@ class Ensemble:
     Members may be row models (:class:`OnnxModel`) or sequence models
     (:class:`~engine.models.SequenceModel`); with any of the latter, :attr:`window` is the
     longest window and the callers pass each request's ordered window (each sequence member
-    reads its last ``window`` rows).
+    reads its last ``window`` rows); :attr:`book_levels` is the most book levels a member
+    reads, and the callers pass that many (each member reads its first ``book_levels``).
 
     Raises:
         ValueError: no models, a weight count mismatch, negative weights or models trained
@@ -265,17 +288,27 @@ class Ensemble:
         self.weights = w / w.sum()
         self.spec = models[0].spec
         self.window = max(int(m.window) for m in self.models)
+        self.book_levels = max(int(m.book_levels) for m in self.models)
 
-    def predict_one(self, row: np.ndarray, window: np.ndarray | None = None) -> float:
-        """Weighted P(1) of one row (``window``: its ordered window, for sequence members)."""
+    def predict_one(
+        self, row: np.ndarray, window: np.ndarray | None = None, book: np.ndarray | None = None
+    ) -> float:
+        """Weighted P(1) of one row (``window``: its ordered window, for sequence members;
+        ``book``: ``(K, 4)`` levels, for members that read the book)."""
         total = 0.0
         for m, w in zip(self.models, self.weights, strict=True):
-            total += w * (m.predict_window(window) if m.window else m.predict_one(row))
+            total += w * (m.predict_window(window, book) if m.window else m.predict_one(row))
         return float(total)
 
-    def predict_batch(self, rows: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
-        """Weighted P(1) of each row (``windows``: ``(n, window, F)``, for sequence members)."""
+    def predict_batch(
+        self,
+        rows: np.ndarray,
+        windows: np.ndarray | None = None,
+        books: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Weighted P(1) of each row (``windows``: ``(n, window, F)``, for sequence members;
+        ``books``: ``(n, K, 4)``, for members that read the book)."""
         return sum(
-            w * (m.predict_windows(windows) if m.window else m.predict_batch(rows))
+            w * (m.predict_windows(windows, books) if m.window else m.predict_batch(rows))
             for m, w in zip(self.models, self.weights, strict=True)
         )

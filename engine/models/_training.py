@@ -4,7 +4,12 @@ online retraining (:func:`~engine.models.retrain`) and the offline tool (``tools
 Models (scikit-learn, fixed seed): gradient boosting, random forest and an MLP (standardized
 inputs), each wrapped in :class:`~sklearn.calibration.CalibratedClassifierCV` (sigmoid,
 time-ordered folds). skl2onnx converts the calibrated wrapper whole, so calibration is inside
-the ``.onnx`` (no post-processing). An export is refused unless onnxruntime reproduces
+the ``.onnx`` (no post-processing). A sigmoid fitted on a few dozen noisy rows can come out
+with a non-negative slope, which turns the estimator's ranking upside down (or flat): then
+the estimator is refitted on all rows *uncalibrated* and the fallback is recorded
+(:func:`calibration_of`, the sidecar's ``calibration``). Not isotonic: on folds of a dozen
+rows its steps collapse most scores into ties, which ruins the ranking the online retrain's
+AUC comparison reads. An export is refused unless onnxruntime reproduces
 ``predict_proba`` within :data:`PARITY_TOL`. scikit-learn, skl2onnx and onnxruntime are
 imported on first use.
 """
@@ -29,12 +34,35 @@ MODEL_KINDS = ("gbdt", "rf", "mlp")
 CALIBRATION_FOLDS = 3
 
 
-def calibration_note(folds: int = CALIBRATION_FOLDS) -> str:
-    """How sidecars describe the calibration."""
+def calibration_note(folds: int = CALIBRATION_FOLDS, fallback: str | None = None) -> str:
+    """How sidecars describe the calibration (``fallback``: why there is none, see
+    :func:`calibration_of`)."""
+    if fallback is not None:
+        return f"none: {fallback}"
     return (
         f"CalibratedClassifierCV(method='sigmoid', cv=TimeSeriesSplit({folds})), "
         "inside the ONNX graph"
     )
+
+
+#: Attribute :func:`fit_calibrated` sets on an estimator it returned uncalibrated: why.
+_FALLBACK_ATTR = "trireme_calibration_fallback_"
+
+
+def sigmoid_slopes(model: Any) -> list[float]:
+    """The slope ``a`` of each fold's sigmoid (P = 1 / (1 + exp(a * f + b))): negative keeps
+    the estimator's order; empty for a model that is not sigmoid-calibrated."""
+    out = []
+    for cc in getattr(model, "calibrated_classifiers_", ()):
+        for cal in cc.calibrators:
+            if hasattr(cal, "a_"):
+                out.append(float(cal.a_))
+    return out
+
+
+def calibration_of(model: Any) -> str | None:
+    """Why :func:`fit_calibrated` returned ``model`` uncalibrated (None: it is calibrated)."""
+    return getattr(model, _FALLBACK_ATTR, None)
 
 
 class ExportParityError(ModelError):
@@ -109,7 +137,10 @@ def fit_calibrated(
 ) -> Any:
     """Fit ``kind`` wrapped in sigmoid calibration over ``folds`` time-ordered folds.
 
-    scikit-learn needs at least ``folds`` rows of each class.
+    scikit-learn needs at least ``folds`` rows of each class. When a fold's sigmoid has a
+    slope that is not negative (it would invert or flatten the estimator's scores: seen on a
+    few dozen noisy rows), ``kind`` is refitted on all the rows without calibration and
+    returned with the reason (:func:`calibration_of`; the sidecar says ``none: ...``).
 
     Raises:
         ValueError: from scikit-learn, e.g. a calibration fold with a single class.
@@ -125,7 +156,20 @@ def fit_calibrated(
         warnings.simplefilter("ignore", ConvergenceWarning)
         # Rows are float32 in the engine: fit on exactly the values ONNX will see.
         model.fit(np.asarray(X, dtype=np.float32).astype(np.float64), y)
-    return model
+        slopes = sigmoid_slopes(model)
+        bad = [i for i, a in enumerate(slopes) if not a < 0.0]
+        if not bad:
+            return model
+        plain = make_model(kind, seed, small=small)
+        plain.fit(np.asarray(X, dtype=np.float32).astype(np.float64), y)
+    why = ", ".join(f"fold {i + 1} slope {slopes[i]:+.3g}" for i in bad)
+    setattr(
+        plain,
+        _FALLBACK_ATTR,
+        f"sigmoid calibration refused ({why} of {len(slopes)}: a non-negative slope inverts "
+        f"or flattens the scores); {estimator_name(kind)} uncalibrated",
+    )
+    return plain
 
 
 def to_onnx(model: Any, n_features: int, name: str = "entry_filter") -> bytes:
@@ -234,12 +278,14 @@ def make_sidecar(
     parity: float,
     strategy: Mapping[str, Any] | None = None,
     folds: int = CALIBRATION_FOLDS,
+    calibration_fallback: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON sidecar of an exported model (what :meth:`OnnxModel.load` checks)."""
+    """The JSON sidecar of an exported model (what :meth:`OnnxModel.load` checks);
+    ``calibration_fallback``: :func:`calibration_of` the fitted model."""
     sidecar: dict[str, Any] = {
         "model": name,
         "estimator": estimator_name(kind),
-        "calibration": calibration_note(folds),
+        "calibration": calibration_note(folds, calibration_fallback),
         "feature_names": list(spec.names),
         "feature_spec_version": spec.version,
         "input_name": "input",

@@ -90,6 +90,12 @@ def _startup(argv: list[str]) -> Mapping[str, Any]:
     return startup.run(argv)
 
 
+def _tick_windows(argv: list[str]) -> Mapping[str, Any]:
+    from . import tick_windows
+
+    return tick_windows.main(argv)
+
+
 def _sweep(argv: list[str]) -> Mapping[str, Any]:
     from . import sweep
 
@@ -110,6 +116,7 @@ BENCHMARKS: Mapping[str, Benchmark] = {
     "startup": _startup,
     "sweep": _sweep,
     "tick_to_order": _tick_to_order,
+    "tick_windows": _tick_windows,
 }
 
 

@@ -5,11 +5,13 @@ Needs the ``dl`` extra (PyTorch CPU): ``pip install -e '.[dl]'``.
 **Data.** The engine's own entry signals and labels (:func:`driver_signals`: a take-all replay
 of each continuous capture, labelled by the engine's triple barrier at ``venue.taker_fee_bps``
 a leg), grouped into captures and time windows exactly as :mod:`tools.train._walkforward`
-does. A signal's *sequence* is the ordered window of the last ``window`` feature rows of its
-symbol in that replay, itself last, zero-padded at the start: the rows the model actor is fed
-(one per scored signal) and keeps in its per-symbol :class:`~engine.models.SequenceRing`, so
-training and serving see the same windows. The multi-modal model also reads the top
-``book_levels`` levels of the replay's rebuilt book (``load_tape(book=True)``) at the signal.
+does. A signal's *sequence* is the ordered window of its symbol's last ``window`` ticks'
+feature rows (QUOTE and TRADE rows of the replay's own columns), its own tick last,
+zero-padded at the start: built by :func:`engine.models.windows_at`, i.e. the
+:class:`~engine.models.TickWindows` the engine's filter keeps per symbol, so training and
+serving see the same windows (:func:`sequences_of` checks each ends in the row the engine
+journaled). The multi-modal model also reads the top ``book_levels`` levels of the replay's
+rebuilt book (``load_tape(book=True)``) at the signal's tick, as the engine serves them.
 
 **Models** (tiny: a few hundred labelled signals): ``cnn`` (two 1-D convolutions, global
 average pool), ``lstm`` (one layer), ``transformer`` (one encoder layer, 2 heads, learned
@@ -80,30 +82,38 @@ class SequenceData:
     capture: np.ndarray  # (n,) int index of the capture
 
 
-def windows_of(sig: DriverSignals, window: int) -> np.ndarray:
-    """Each signal's ordered window of its symbol's last ``window`` rows (itself last).
+class WindowParityError(RuntimeError):
+    """Training's window of a signal does not end in the row the engine journaled for it."""
 
-    Built with a :class:`~engine.models.SequenceRing` per symbol, fed in journal order: the
-    very code the model actor runs.
+
+def sequences_of(
+    config: engine.Config, files: Sequence[Path], sig: DriverSignals, window: int, levels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each signal's window of its symbol's last ``window`` ticks' rows (itself last) and the
+    top ``levels`` book levels at its tick (NaN: no book there).
+
+    The replay's own columns (:func:`load_tape`, book included, ``data.start``/``end``
+    applied), each signal placed at the first quote of its time
+    (:func:`~engine.models._features.signal_rows`, as ``tools.train`` places rows) and the
+    windows built by :func:`engine.models.windows_at`: the engine's
+    :class:`~engine.models.TickWindows`, the class the filter runs. Checked: every window's
+    last row is the row the engine journaled for that signal.
+
+    Raises:
+        WindowParityError: a window's last row differs from the journaled one.
     """
-    from engine.models import SequenceRing
+    from engine._replay import _window
+    from engine.feeds._tape import restrict_tape
+    from engine.models import windows_at
+    from engine.models._features import signal_rows
 
-    n, width = sig.X.shape
-    out = np.zeros((n, window, width), dtype=np.float32)
-    rings: dict[str, SequenceRing] = {}
-    for i in range(n):
-        ring = rings.get(sig.symbol[i])
-        if ring is None:
-            ring = rings[sig.symbol[i]] = SequenceRing(window, width)
-        ring.push(sig.X[i])
-        ring.copy_into(out[i])
-    return out
-
-
-def books_of(
-    config: engine.Config, files: Sequence[Path], sig: DriverSignals, levels: int
-) -> np.ndarray:
-    """The top ``levels`` book levels of each signal's symbol at its time (NaN: no book)."""
+    spec = default_feature_spec()
+    n = len(sig.symbol)
+    windows = np.zeros((n, window, len(spec.names)), dtype=np.float32)
+    books = np.full((n, levels, 4), np.nan, dtype=np.float32)
+    symbols = tuple(sorted(set(sig.symbol)))
+    if not symbols:
+        return windows, books
     store = open_tick_store(
         config.data.tick_store, base_dir=Path(config.base_dir), where="data.tick_store"
     )
@@ -111,28 +121,28 @@ def books_of(
         max_receive_skew_ms=config.data.max_receive_skew_ms,
         max_time_jump_ms=config.data.max_time_jump_ms,
     )
-    symbols = tuple(sorted(set(sig.symbol)))
-    out = np.full((len(sig.symbol), levels, 4), np.nan, dtype=np.float32)
-    if not symbols:
-        return out
     tape = load_tape(
         list(files), symbols, limits=limits, stats=CaptureStats(), store=store, book=True
     )
+    tape = restrict_tape(tape, *_window(config))
     for s in symbols:
         ticks = tape.ticks[s]
-        rows = getattr(ticks, "book_row", None)
-        if rows is None:
-            continue
         idx = np.flatnonzero(np.asarray(sig.symbol) == s)
-        pos = np.searchsorted(ticks.ts, sig.ts[idx], side="right") - 1
-        for j, p in zip(idx, pos, strict=True):
-            b = rows[p] if p >= 0 else -1
-            if b >= 0:
-                out[j, :, 0] = ticks.book_bid_px[b, :levels]
-                out[j, :, 1] = ticks.book_bid_qty[b, :levels]
-                out[j, :, 2] = ticks.book_ask_px[b, :levels]
-                out[j, :, 3] = ticks.book_ask_qty[b, :levels]
-    return out
+        rows = signal_rows(ticks, sig.ts[idx])
+        order = np.argsort(rows, kind="stable")
+        at = [(int(rows[k]), float(sig.side[idx[k]])) for k in order]
+        w, b = windows_at(ticks, at, spec, window, levels)
+        windows[idx[order]] = w
+        books[idx[order]] = b
+    last, journaled = windows[:, -1], sig.X
+    same = (last == journaled) | (np.isnan(last) & np.isnan(journaled))
+    bad = np.flatnonzero(~same.all(axis=1))
+    if bad.size:
+        raise WindowParityError(
+            f"{bad.size} of {n} windows do not end in the engine's journaled row "
+            f"(first: {sig.correlation_id[bad[0]]})"
+        )
+    return windows, books
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -433,7 +443,8 @@ def load_signals(
     parts = []
     for c, cap in enumerate(captures):
         sig = driver_signals(config, cap.files, work / f"c{c}")
-        parts.append((sig, windows_of(sig, window), books_of(config, cap.files, sig, levels), c))
+        w, b = sequences_of(config, cap.files, sig, window, levels)
+        parts.append((sig, w, b, c))
     data = SequenceData(
         windows=np.concatenate([p[1] for p in parts]),
         books=np.concatenate([p[2] for p in parts]),
