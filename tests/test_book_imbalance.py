@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -367,10 +368,9 @@ def test_a_replay_is_deterministic():
 
 
 async def test_live_batches_carry_the_book_and_the_strategy_trades_on_it(tmp_path):
-    from engine import _supervisor
-    from engine._supervisor import run_paper
+    from _loopback import QUIET, loopback_doc, run_on_loopback
+
     from engine.feeds._live import LiveFeed
-    from engine.testing import quiet_logger
     from engine.venues.sim._recorded import load_recording
     from engine.venues.sim._stream_server import ServerSettings, StreamServer
 
@@ -401,44 +401,23 @@ async def test_live_batches_carry_the_book_and_the_strategy_trades_on_it(tmp_pat
             if passed[-1] == ids[-1]:
                 done.set()
 
-    server = StreamServer(recording, ServerSettings(speed=60.0), quiet_logger())
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):  # a hang guard
-        patch.setattr(_supervisor, "LiveFeed", make_feed)
-        async with trio.open_nursery() as nursery:
-            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            config = config_from_dict(
-                {
-                    "engine": {"mode": "paper"},
-                    "data": {"symbols": ["BTCUSDT"]},
-                    "journal": {"dir": str(tmp_path / "runs")},
-                    "logging": {"path": str(tmp_path / "engine.jsonl")},
-                    "feeds": {
-                        "ws_url": f"ws://127.0.0.1:{ws_port}",
-                        "rest_url": f"http://127.0.0.1:{rest_port}",
-                        "streams": ["bookTicker", "trade", "depth@0ms"],
-                        "stale_ms": 60_000,
-                    },
-                    # Signals from the book alone (no wall-clock persistence, which
-                    # would make trading depend on the machine's pace at 60x).
-                    "strategy": {
-                        "kind": "book_imbalance",
-                        "params": {"persist_ms": 0, "persist_updates": 1, "confirm": "none"},
-                    },
-                    "model": {"enabled": False},
-                    "hardware": {"enabled": False},
-                },
-                source="<test>",
-                base_dir=str(tmp_path),
-            )
-            stop = trio.Event()
+    server = StreamServer(recording, ServerSettings(speed=60.0), QUIET)
 
-            async def stop_when_done() -> None:
-                await done.wait()
-                stop.set()
+    def doc(ws_port: int, rest_port: int) -> dict[str, Any]:
+        doc = loopback_doc(tmp_path, ws_port, rest_port, stale_ms=60_000)
+        # Signals from the book alone (no wall-clock persistence, which would make
+        # trading depend on the machine's pace at 60x).
+        doc["strategy"] = {
+            "kind": "book_imbalance",
+            "params": {"persist_ms": 0, "persist_updates": 1, "confirm": "none"},
+        }
+        doc["model"] = {"enabled": False}
+        doc["hardware"] = {"enabled": False}
+        return doc
 
-            nursery.start_soon(stop_when_done)
-            report = await run_paper(config, log=quiet_logger(), stop=stop)
-            nursery.cancel_scope.cancel()
+    report = await run_on_loopback(
+        server, tmp_path, doc, make_feed=make_feed, until=done, guard_s=600
+    )
     # The depth rows the feed passed on are the capture's first ones, and the batches
     # hold them but those of the final step (it goes out empty). Once the book has
     # caught up with the exchange's snapshot, each synced row's state is replay's state

@@ -50,7 +50,8 @@ def test_run_prints_summary_writes_report_and_ecs_logs(tmp_path):
     for word in ("events", "orders", "fills", "round trips", "realized PnL", "fees"):
         assert word in out.stdout
     assert "max drawdown" in out.stdout and "events/s" in out.stdout
-    assert out.stderr == ""
+    # Nothing but progress lines (shown when a step takes over a second: machine speed).
+    assert [x for x in out.stderr.splitlines() if not x.startswith("trireme: ")] == []
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["orders"] > 0 and report["fills"] > 0
     assert len(report["journal_sha256"]) == 64

@@ -234,21 +234,25 @@ def test_a_wrong_key_is_one_line_naming_it(table, key, problem):
     assert "\n" not in str(err.value)
 
 
-def test_the_cli_exits_2_with_one_line(tmp_path):
+def run_cli(cfg: Path, toml: str) -> tuple[int, list[str]]:
+    """``python -m engine --config cfg`` on the sample with ``toml`` added: its exit
+    status and its stderr lines."""
     import subprocess
     import sys
 
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(
-        f'[data]\npaths = ["{ROOT / "data/sample"}"]\n'
-        "[strategy.confirm]\ntimeframes_ms = [5000]\nmin_agree = 2\n"
-    )
+    cfg.write_text(f'[data]\npaths = ["{ROOT / "data/sample"}"]\n' + toml)
     done = subprocess.run(
         [sys.executable, "-m", "engine", "--config", str(cfg)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    return done.returncode, done.stderr.strip().splitlines()
+
+
+def test_the_cli_exits_2_with_one_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    rc, lines = run_cli(cfg, "[strategy.confirm]\ntimeframes_ms = [5000]\nmin_agree = 2\n")
+    assert rc == 2
+    assert lines == [
         f"error: {cfg}: strategy.confirm.min_agree: must be <= the number of timeframes (1), got 2"
     ]
 
@@ -256,6 +260,67 @@ def test_the_cli_exits_2_with_one_line(tmp_path):
 def test_off_by_default():
     config = config_from_dict({}, source="c.toml")
     assert not config.strategy.confirm.enabled
+
+
+# -- refused where it could never act ----------------------------------------------------
+
+ON = {"timeframes_ms": [5000]}
+
+
+def resolve(doc: dict[str, Any], base_dir: str = ".") -> None:
+    from engine.strategy import resolve_strategy
+
+    resolve_strategy(config_from_dict(doc, source="c.toml", base_dir=base_dir))
+
+
+def test_a_quoting_strategy_refuses_it_naming_the_section():
+    with pytest.raises(ConfigError) as err:
+        resolve({"strategy": {"kind": "market_maker", "confirm": ON}})
+    assert err.value.key == "strategy.confirm"
+    assert str(err.value) == (
+        "c.toml: strategy.confirm: MarketMaker is a quoting strategy: it has no entry "
+        "signals to confirm (remove [strategy.confirm])"
+    )
+    resolve({"strategy": {"kind": "market_maker"}})  # without the section: fine
+
+
+def test_a_users_quoting_strategy_refuses_it(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "from engine.strategy._market_maker import MarketMaker\n\n\n"
+        "class MyQuoter(MarketMaker):\n    pass\n"
+    )
+    strategy = {"path": "mine.py", "name": "MyQuoter"}
+    with pytest.raises(ConfigError, match="MyQuoter is a quoting strategy") as err:
+        resolve({"strategy": {**strategy, "confirm": ON}}, base_dir=str(tmp_path))
+    assert err.value.key == "strategy.confirm"
+    resolve({"strategy": strategy}, base_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("mode", ["paper", "live"])
+def test_paper_and_live_without_a_trade_stream_refuse_it(mode):
+    doc: dict[str, Any] = {
+        "engine": {"mode": mode},
+        "feeds": {"streams": ["bookTicker", "depth@100ms"]},
+        "strategy": {"confirm": ON},
+    }
+    with pytest.raises(ConfigError) as err:
+        resolve(doc)
+    assert err.value.key == "strategy.confirm"
+    assert "no aggTrade or trade stream" in str(err.value) and "\n" not in str(err.value)
+    resolve({**doc, "feeds": {"streams": ["bookTicker", "trade"]}})
+    resolve({**doc, "engine": {"mode": "replay"}})  # replay's trades come from the data
+
+
+def test_the_cli_refuses_it_for_the_market_maker_with_one_line(tmp_path):
+    cfg = tmp_path / "mm.toml"
+    rc, lines = run_cli(
+        cfg, '[strategy]\nkind = "market_maker"\n[strategy.confirm]\ntimeframes_ms = [5000]\n'
+    )
+    assert rc == 2
+    assert lines == [
+        f"error: {cfg}: strategy.confirm: MarketMaker is a quoting strategy: it has no "
+        "entry signals to confirm (remove [strategy.confirm])"
+    ]
 
 
 # -- a real capture ----------------------------------------------------------------------

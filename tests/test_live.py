@@ -11,23 +11,22 @@ from __future__ import annotations
 import gzip
 import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import trio
+from _loopback import QUIET, FeedWatch, loopback_doc, run_on_loopback
 
-from engine import _supervisor, config_from_dict
+from engine import config_from_dict
 from engine.feeds import CaptureLimits, CaptureStats, read_capture
-from engine.feeds._live import LiveFeed
 from engine.feeds._record import record
 from engine.feeds._recorder import CaptureWriter
-from engine.testing import quiet_logger
 from engine.venues.sim._recorded import load_recording
 from engine.venues.sim._stream_server import Fault, ServerSettings, StreamServer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/sample/btcusdt_20240808_180s.gz"
 SPEED = 20.0
-QUIET = quiet_logger()
 
 
 @pytest.fixture(scope="module")
@@ -37,91 +36,35 @@ def recording():
 
 def paper_config(tmp_path: Path, ws_port: int, rest_port: int, **feeds):
     return config_from_dict(
-        {
-            "engine": {"mode": "paper"},
-            "data": {"symbols": ["BTCUSDT"]},
-            "journal": {"dir": str(tmp_path / "runs")},
-            "logging": {"path": str(tmp_path / "engine.jsonl")},
-            "feeds": {
-                "ws_url": f"ws://127.0.0.1:{ws_port}",
-                "rest_url": f"http://127.0.0.1:{rest_port}",
-                "streams": ["bookTicker", "trade", "depth@0ms"],
-                "backoff_initial_ms": 50,
-                "backoff_max_ms": 500,
-                # Far above any pause of a busy machine: no reconnect the test did not
-                # ask for (the stall test sets its own, below its stall).
-                "stale_ms": 60_000,
-                **feeds,
-            },
-            # Wall-clock buckets: at 20x pace 20 ms is 0.4 s of recorded market.
-            "strategy": {"sample_ms": 20, "fast": 3, "slow": 8, "rsi_period": 5},
-            "hardware": {"enabled": False},
-        },
-        source="<test>",
-        base_dir=str(tmp_path),
+        paper_doc(tmp_path, ws_port, rest_port, **feeds), source="<test>", base_dir=str(tmp_path)
     )
 
 
-class FeedWatch:
-    """What the engine's live feed passes on, seen through its ``record`` hook.
-
-    ``caught_up`` is set once the capture's last bookTicker, depth update and trade
-    have all been passed on (received, or backfilled over REST, and de-duplicated):
-    on one connection everything before them has come too, and after a drop or a
-    hand-over the feed has recovered up to the end. That, not a pause after the
-    server's ``finished`` (set when the last message is queued, not yet sent), is
-    when a test may stop the run.
-    """
-
-    def __init__(self, recording) -> None:
-        self.last = final_ids(recording, "BTCUSDT")
-        self.seen = dict.fromkeys(self.last, -1)
-        self.caught_up = trio.Event()
-
-    def make_feed(self, **kwargs) -> LiveFeed:
-        """Stands in for ``LiveFeed`` in the supervisor: the real feed, watched."""
-        return LiveFeed(**kwargs, record=self._passed)
-
-    def _passed(self, _ts_ns: int, raw: bytes) -> None:
-        data = orjson.loads(raw)["data"]
-        kind = data["e"]
-        if kind in self.seen:
-            self.seen[kind] = max(self.seen[kind], data["t" if kind == "trade" else "u"])
-            if all(self.seen[k] >= last for k, last in self.last.items()):
-                self.caught_up.set()
-
-
-def final_ids(recording, symbol: str) -> dict[str, int]:
-    """The update id of the last bookTicker and depth update, the last trade's id."""
-    last = {}
-    for m in recording.messages:
-        if m.symbol == symbol:
-            data = orjson.loads(m.data)
-            last[data["e"]] = data["t" if data["e"] == "trade" else "u"]
-    return {k: last[k] for k in ("bookTicker", "depthUpdate", "trade")}
+def paper_doc(tmp_path: Path, ws_port: int, rest_port: int, **feeds) -> dict[str, Any]:
+    defaults = {
+        "backoff_initial_ms": 50,
+        "backoff_max_ms": 500,
+        # Far above any pause of a busy machine: no reconnect the test did not
+        # ask for (the stall test sets its own, below its stall).
+        "stale_ms": 60_000,
+    }
+    doc = loopback_doc(tmp_path, ws_port, rest_port, **{**defaults, **feeds})
+    # Wall-clock buckets: at 20x pace 20 ms is 0.4 s of recorded market.
+    doc["strategy"] = {"sample_ms": 20, "fast": 3, "slow": 8, "rsi_period": 5}
+    doc["hardware"] = {"enabled": False}
+    return doc
 
 
 async def paper_run(tmp_path, recording, faults=(), **feeds):
-    from engine._supervisor import run_paper
-
-    settings = ServerSettings(speed=SPEED, faults=tuple(faults))
-    server = StreamServer(recording, settings, QUIET)
+    server = StreamServer(recording, ServerSettings(speed=SPEED, faults=tuple(faults)), QUIET)
     watch = FeedWatch(recording)
-    # A guard against a hang, not a speed limit: a loaded CI machine took over 120 s.
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):
-        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
-        async with trio.open_nursery() as nursery:
-            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            config = paper_config(tmp_path, ws_port, rest_port, **feeds)
-            stop = trio.Event()
-
-            async def stop_when_caught_up() -> None:
-                await watch.caught_up.wait()
-                stop.set()
-
-            nursery.start_soon(stop_when_caught_up)
-            report = await run_paper(config, log=QUIET, stop=stop)
-            nursery.cancel_scope.cancel()
+    report = await run_on_loopback(
+        server,
+        tmp_path,
+        lambda ws_port, rest_port: paper_doc(tmp_path, ws_port, rest_port, **feeds),
+        make_feed=watch.make_feed,
+        until=watch.caught_up,
+    )
     return report, server
 
 

@@ -47,10 +47,20 @@ import pytest
 import structlog
 import trio
 import trio_websocket
+from _loopback import (
+    KEY,
+    QUIET,
+    SECRET,
+    FeedWatch,
+    free_port,
+    loopback_doc,
+    patch_live_feed,
+    run_on_loopback,
+    wait_for,
+)
 
-from engine import _supervisor, config_from_dict
+from engine import config_from_dict
 from engine._supervisor import RunReport, new_journal_path, run_live
-from engine.feeds._live import LiveFeed
 from engine.journal import Journal as JournalFile
 from engine.journal import journal_files
 from engine.messages import (
@@ -61,7 +71,6 @@ from engine.messages import (
     Side,
     SubmitOrder,
 )
-from engine.testing import quiet_logger
 from engine.venues.binance import (
     ReconciliationError,
     StartupDeadlineError,
@@ -79,9 +88,6 @@ SPEED = 60.0  # the 180 s capture in 3 s
 POLL_S = 0.02  # how often a settled run's books are looked at (a poll, not a guess)
 # A failure guard, not a wait: a run on a loaded 2-core machine took 39 s.
 GUARD_S = 300
-KEY = "simkey" + "A" * 58
-SECRET = "simsecret" + "b" * 55
-QUIET = quiet_logger()
 ORDER = "@POST/fapi/v1/order"
 FINAL = ("OrderRejected", "OrderCanceled", "OrderExpired")
 FINAL_AT_EXCHANGE = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
@@ -112,30 +118,22 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def live_doc(tmp_path: Path, ws_port: int, rest_port: int, **venue: Any) -> dict[str, Any]:
-    return {
-        "engine": {"mode": "live", "live": True},
-        "data": {"symbols": ["BTCUSDT"]},
-        "journal": {"dir": str(tmp_path / "runs")},
-        "logging": {"path": str(tmp_path / "engine.jsonl")},
-        "feeds": {
-            "ws_url": f"ws://127.0.0.1:{ws_port}",
-            "rest_url": f"http://127.0.0.1:{rest_port}",
-            "streams": ["bookTicker", "trade", "depth@0ms"],
-            "backoff_initial_ms": 50,
-            "backoff_max_ms": 500,
-        },
-        "strategy": STRATEGY,
-        "venue": {
-            "kind": "binance",
-            "rest_url": f"http://127.0.0.1:{rest_port}",
-            "ws_url": f"ws://127.0.0.1:{ws_port}",
-            "api_key_env": "SIM_API_KEY",
-            "api_secret_env": "SIM_API_SECRET",
-            "unknown_grace_ms": 1000,
-            **venue,
-        },
-        "hardware": {"enabled": False},
+    doc = loopback_doc(
+        tmp_path, ws_port, rest_port, "live", backoff_initial_ms=50, backoff_max_ms=500
+    )
+    doc["engine"]["live"] = True
+    doc["strategy"] = dict(STRATEGY)  # a copy: overrides update it in place
+    doc["venue"] = {
+        "kind": "binance",
+        "rest_url": f"http://127.0.0.1:{rest_port}",
+        "ws_url": f"ws://127.0.0.1:{ws_port}",
+        "api_key_env": "SIM_API_KEY",
+        "api_secret_env": "SIM_API_SECRET",
+        "unknown_grace_ms": 1000,
+        **venue,
     }
+    doc["hardware"] = {"enabled": False}
+    return doc
 
 
 @attrs.frozen(kw_only=True)
@@ -234,37 +232,6 @@ def check_books(
         assert not j.unfinished(), "an order the venue took has no final event"
 
 
-class FeedWatch:
-    """What the engine's live feed passes on, seen through its ``record`` hook.
-
-    ``caught_up`` is set once the capture's last bookTicker, depth update and trade
-    have been passed on: the engine has seen the whole capture. The server's
-    ``finished`` is set when the last message is queued, not when it is sent.
-    """
-
-    def __init__(self, recording: Recording, symbol: str = "BTCUSDT") -> None:
-        last: dict[str, int] = {}
-        for m in recording.messages:
-            if m.symbol == symbol:
-                data = json.loads(m.data)
-                last[data["e"]] = data["t" if data["e"] == "trade" else "u"]
-        self.last = {k: last[k] for k in ("bookTicker", "depthUpdate", "trade")}
-        self.seen = dict.fromkeys(self.last, -1)
-        self.caught_up = trio.Event()
-
-    def make_feed(self, **kwargs: Any) -> LiveFeed:
-        """Stands in for ``LiveFeed`` in the supervisor: the real feed, watched."""
-        return LiveFeed(**kwargs, record=self._passed)
-
-    def _passed(self, _ts_ns: int, raw: bytes) -> None:
-        data = json.loads(raw)["data"]
-        kind = data["e"]
-        if kind in self.seen:
-            self.seen[kind] = max(self.seen[kind], data["t" if kind == "trade" else "u"])
-            if all(self.seen[k] >= last for k, last in self.last.items()):
-                self.caught_up.set()
-
-
 def books_settled(server: StreamServer, journal_path: Path, foreign: frozenset[str]) -> bool:
     """Whether every order the exchange knows (but ``foreign``) is final there, the
     journal has each of its fills, and every order the venue took has its final
@@ -286,6 +253,20 @@ def books_settled(server: StreamServer, journal_path: Path, foreign: frozenset[s
     return at_exchange == journal.fills() and not journal.unfinished()
 
 
+async def until_settled(
+    server: StreamServer,
+    watch: FeedWatch,
+    journal_path: Path,
+    foreign: frozenset[str] = frozenset(),
+) -> None:
+    """Return once the engine has seen the whole capture and the books are settled
+    (see :func:`books_settled`); the caller's ``fail_after`` bounds the wait."""
+    await watch.caught_up.wait()
+    # No event covers both books (the exchange's and the journal file): poll them.
+    while not books_settled(server, journal_path, foreign):  # noqa: ASYNC110
+        await trio.sleep(POLL_S)
+
+
 async def stop_when_settled(
     stop: trio.Event,
     server: StreamServer,
@@ -293,12 +274,8 @@ async def stop_when_settled(
     journal_path: Path,
     foreign: frozenset[str] = frozenset(),
 ) -> None:
-    """Set ``stop`` once the engine has seen the whole capture and the books are
-    settled (see :func:`books_settled`); the caller's ``fail_after`` bounds the wait."""
-    await watch.caught_up.wait()
-    # No event covers both books (the exchange's and the journal file): poll them.
-    while not books_settled(server, journal_path, foreign):  # noqa: ASYNC110
-        await trio.sleep(POLL_S)
+    """Set ``stop`` once :func:`until_settled` returns."""
+    await until_settled(server, watch, journal_path, foreign)
     stop.set()
 
 
@@ -321,21 +298,22 @@ async def live_run(
         api_keys={KEY: SECRET},
     )
     watch = FeedWatch(recording)
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(GUARD_S):
-        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
-        async with trio.open_nursery() as nursery:
-            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            if prepare is not None:
-                await prepare(server, ws_port, rest_port)
-            doc = live_doc(tmp_path, ws_port, rest_port, **venue)
-            for section, table in (overrides or {}).items():
-                doc.setdefault(section, {}).update(table)
-            config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
-            journal_path = new_journal_path(config, "live")
-            stop = trio.Event()
-            nursery.start_soon(stop_when_settled, stop, server, watch, journal_path, foreign)
-            report = await run_live(config, log=QUIET, stop=stop, journal_path=journal_path)
-            nursery.cancel_scope.cancel()
+
+    def doc(ws_port: int, rest_port: int) -> dict[str, Any]:
+        doc = live_doc(tmp_path, ws_port, rest_port, **venue)
+        for section, table in (overrides or {}).items():
+            doc.setdefault(section, {}).update(table)
+        return doc
+
+    report = await run_on_loopback(
+        server,
+        tmp_path,
+        doc,
+        make_feed=watch.make_feed,
+        until=lambda journal_path: until_settled(server, watch, journal_path, foreign),
+        prepare=prepare,
+        guard_s=GUARD_S,
+    )
     journal = Journal.read(report.journal_path)
     (summary,) = report.per_symbol
     check_books([journal], server, summary.position_qty, foreign)
@@ -494,7 +472,7 @@ async def test_a_restart_closes_what_it_adopts_and_the_next_start_reconciles(
     )
     watch = FeedWatch(recording)
     with pytest.MonkeyPatch.context() as patch, trio.fail_after(2 * GUARD_S):
-        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
+        patch_live_feed(patch, watch.make_feed)
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
             config = config_from_dict(
@@ -800,19 +778,6 @@ async def test_dropped_user_stream_fills_are_recovered(tmp_path, recording, cred
 # -- kill -9 and restart ----------------------------------------------------------------
 
 
-def wait_for(predicate: Any, what: str, timeout_s: float, proc: subprocess.Popen[Any]) -> Any:
-    """Poll ``predicate`` (a process is running; this is a wait, not a measurement)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) waiting for {what}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {what} within {timeout_s} s")
-
-
 def journal_kinds(path: Path) -> collections.Counter[str]:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as db:
@@ -897,12 +862,6 @@ class HoldingProxy:
             sock.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
     """SIGKILL the engine while its first orders are in flight (executed at the
     exchange, answers held back), restart it on the same journal directory: the
@@ -938,7 +897,12 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
         first = subprocess.Popen(engine_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
             journal_dir = tmp_path / "runs"
-            wait_for(lambda: log_events(log_path, "binance venue ready"), "venue", GUARD_S, first)
+            wait_for(
+                lambda: log_events(log_path, "binance venue ready"),
+                "venue",
+                first,
+                timeout_s=GUARD_S,
+            )
             # From now on the first run hears nothing from its user stream; its first
             # order is executed at once and answered only after 8 s.
             proxy.hold.set()
@@ -949,7 +913,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                         return path
                 return None
 
-            first_journal = wait_for(submitted, "order submitted", GUARD_S, first)
+            first_journal = wait_for(submitted, "order submitted", first, timeout_s=GUARD_S)
 
             def placed() -> bool:
                 # Journaled as submitted is not yet at the exchange: kill only once it is
@@ -957,7 +921,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                 with httpx.Client(base_url=f"http://127.0.0.1:{rest_port}") as http:
                     return bool(exchange_books(http)["trades"])
 
-            wait_for(placed, "order executed at the exchange", GUARD_S, first)
+            wait_for(placed, "order executed at the exchange", first, timeout_s=GUARD_S)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
@@ -974,8 +938,8 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
             wait_for(
                 lambda: len(log_events(log_path, "reconciled")) >= 2,
                 "reconciliation",
-                GUARD_S,
                 second,
+                timeout_s=GUARD_S,
             )
             second_journal = journal_files(journal_dir, "live")[-1]
 
@@ -987,7 +951,7 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
                     (m["source"], m["target"]) == ("EXITING", "IDLE") for m in moves[adopted[0] :]
                 )
 
-            wait_for(adopted_then_closed, "the adopted position closed", GUARD_S, second)
+            wait_for(adopted_then_closed, "the adopted position closed", second, timeout_s=GUARD_S)
         finally:
             second.send_signal(signal.SIGINT)
             second.wait(timeout=GUARD_S)
@@ -1006,8 +970,8 @@ def test_kill_9_mid_order_then_restart_reconciles(tmp_path, recording):
             wait_for(
                 lambda: len(log_events(log_path, "reconciled")) >= 3,
                 "the next start's reconciliation",
-                GUARD_S,
                 third,
+                timeout_s=GUARD_S,
             )
         finally:
             third.send_signal(signal.SIGINT)

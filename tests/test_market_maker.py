@@ -285,10 +285,9 @@ async def test_paper_quotes_rest_amend_and_fill_against_the_loopback_exchange(tm
     """Paper mode: the loopback exchange streams the sample; the symbol actor quotes,
     risk passes (and journals) the amendments and cancels, execution sends them to the
     simulated venue, and quotes fill as maker; the inventory never passes its cap."""
-    from engine import _supervisor, config_from_dict
-    from engine._supervisor import run_paper
+    from _loopback import QUIET, loopback_doc, run_on_loopback
+
     from engine.feeds._live import LiveFeed
-    from engine.testing import quiet_logger
     from engine.venues.sim._recorded import load_recording
     from engine.venues.sim._stream_server import ServerSettings, StreamServer
 
@@ -307,50 +306,29 @@ async def test_paper_quotes_rest_amend_and_fill_against_the_loopback_exchange(tm
         return LiveFeed(**kwargs, record=passed)
 
     cap = 0.01
-    server = StreamServer(recording, ServerSettings(speed=20.0), quiet_logger())
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(600):  # a hang guard
-        patch.setattr(_supervisor, "LiveFeed", make_feed)
-        async with trio.open_nursery() as nursery:
-            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            config = config_from_dict(
-                {
-                    "engine": {"mode": "paper"},
-                    "data": {"symbols": ["BTCUSDT"]},
-                    "journal": {"dir": str(tmp_path / "runs")},
-                    "logging": {"path": str(tmp_path / "engine.jsonl")},
-                    "feeds": {
-                        "ws_url": f"ws://127.0.0.1:{ws_port}",
-                        "rest_url": f"http://127.0.0.1:{rest_port}",
-                        "streams": ["bookTicker", "trade", "depth@0ms"],
-                        "stale_ms": 60_000,
-                    },
-                    "strategy": {
-                        "kind": "market_maker",
-                        # Times in wall-clock ms: the exchange plays 20x the pace.
-                        "params": {
-                            "quote_qty": 0.002,
-                            "max_inventory": cap,
-                            "vol_sample_ms": 50,
-                            "vol_period": 5,
-                            "refresh_ms": 50,
-                            "min_quote_life_ms": 25,
-                        },
-                    },
-                    "model": {"enabled": False},
-                    "hardware": {"enabled": False},
-                },
-                source="<test>",
-                base_dir=str(tmp_path),
-            )
-            stop = trio.Event()
+    server = StreamServer(recording, ServerSettings(speed=20.0), QUIET)
 
-            async def stop_when_caught_up() -> None:
-                await caught_up.wait()
-                stop.set()
+    def doc(ws_port: int, rest_port: int) -> dict[str, Any]:
+        doc = loopback_doc(tmp_path, ws_port, rest_port, stale_ms=60_000)
+        doc["strategy"] = {
+            "kind": "market_maker",
+            # Times in wall-clock ms: the exchange plays 20x the pace.
+            "params": {
+                "quote_qty": 0.002,
+                "max_inventory": cap,
+                "vol_sample_ms": 50,
+                "vol_period": 5,
+                "refresh_ms": 50,
+                "min_quote_life_ms": 25,
+            },
+        }
+        doc["model"] = {"enabled": False}
+        doc["hardware"] = {"enabled": False}
+        return doc
 
-            nursery.start_soon(stop_when_caught_up)
-            report = await run_paper(config, log=quiet_logger(), stop=stop)
-            nursery.cancel_scope.cancel()
+    report = await run_on_loopback(
+        server, tmp_path, doc, make_feed=make_feed, until=caught_up, guard_s=600
+    )
     with sqlite3.connect(report.journal_path) as db:
         rows = [(k, orjson.loads(p)) for k, p in db.execute("SELECT kind, payload FROM journal")]
     kinds = collections.Counter(k for k, _ in rows)

@@ -6,15 +6,12 @@ the final position, nothing left unfinished)."""
 
 from __future__ import annotations
 
-import pytest
-import trio
+from typing import Any
+
+from _loopback import KEY, QUIET, SECRET, FeedWatch, run_on_loopback
 from test_live_trading import (  # the loopback exchange's live-run helpers
     GUARD_S,
-    KEY,
-    QUIET,
-    SECRET,
     SPEED,
-    FeedWatch,
     Journal,
     check_books,
     credentials,  # noqa: F401 (a fixture)
@@ -22,8 +19,6 @@ from test_live_trading import (  # the loopback exchange's live-run helpers
     recording,  # noqa: F401 (a fixture)
 )
 
-from engine import _supervisor, config_from_dict
-from engine._supervisor import new_journal_path, run_live
 from engine.venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings
 from engine.venues.sim._trading import AccountSettings
 
@@ -39,35 +34,32 @@ async def test_quotes_rest_amend_and_fill_at_the_exchange(tmp_path, recording, c
         api_keys={KEY: SECRET},
     )
     watch = FeedWatch(recording)
-    with pytest.MonkeyPatch.context() as patch, trio.fail_after(GUARD_S):  # a hang guard
-        patch.setattr(_supervisor, "LiveFeed", watch.make_feed)
-        async with trio.open_nursery() as nursery:
-            ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            doc = live_doc(tmp_path, ws_port, rest_port)
-            doc["strategy"] = {
-                "kind": "market_maker",
-                # Times in wall-clock ms: the exchange plays 60x the recorded pace.
-                "params": {
-                    "quote_qty": 0.002,
-                    "max_inventory": CAP,
-                    "vol_sample_ms": 20,
-                    "vol_period": 5,
-                    "refresh_ms": 20,
-                    "min_quote_life_ms": 10,
-                },
-            }
-            doc["model"] = {"enabled": False}
-            config = config_from_dict(doc, source="<test>", base_dir=str(tmp_path))
-            journal_path = new_journal_path(config, "live")
-            stop = trio.Event()
 
-            async def stop_when_caught_up() -> None:
-                await watch.caught_up.wait()  # the whole capture was passed on
-                stop.set()
+    def doc(ws_port: int, rest_port: int) -> dict[str, Any]:
+        doc = live_doc(tmp_path, ws_port, rest_port)
+        doc["strategy"] = {
+            "kind": "market_maker",
+            # Times in wall-clock ms: the exchange plays 60x the recorded pace.
+            "params": {
+                "quote_qty": 0.002,
+                "max_inventory": CAP,
+                "vol_sample_ms": 20,
+                "vol_period": 5,
+                "refresh_ms": 20,
+                "min_quote_life_ms": 10,
+            },
+        }
+        doc["model"] = {"enabled": False}
+        return doc
 
-            nursery.start_soon(stop_when_caught_up)
-            report = await run_live(config, log=QUIET, stop=stop, journal_path=journal_path)
-            nursery.cancel_scope.cancel()
+    report = await run_on_loopback(
+        server,
+        tmp_path,
+        doc,
+        make_feed=watch.make_feed,
+        until=watch.caught_up,  # the whole capture was passed on
+        guard_s=GUARD_S,
+    )
     journal = Journal.read(report.journal_path)
     (summary,) = report.per_symbol
     # The resting quotes were cancelled at the stop: both books agree, nothing open.

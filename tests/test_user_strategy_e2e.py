@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _loopback import KEY, SECRET, free_port, wait_for
 
 from engine.venues.binance import venue_client_order_id
 from engine.venues.sim._exchange_api import sign
@@ -50,8 +50,6 @@ from engine.venues.sim._exchange_api import sign
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples/strategies/order_types.py"
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
-KEY = "simkey" + "A" * 58
-SECRET = "simsecret" + "b" * 55
 # The exchange plays the sample at 4x: fast, and the market moves little while a loaded
 # machine's engine lags behind it (a post-only price 30 bps through the touch still
 # crosses when it arrives).
@@ -115,12 +113,6 @@ def user_dir(tmp_path: Path) -> Path:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env() -> dict[str, str]:
     return dict(os.environ, SIM_API_KEY=KEY, SIM_API_SECRET=SECRET, PYTHONUNBUFFERED="1")
 
@@ -153,23 +145,6 @@ def unfinished(records: list[tuple[str, dict[str, Any]]]) -> set[str]:
         f["client_order_id"] for f in of(records, "OrderFilled") if f["cum_qty"] >= f["order_qty"]
     }
     return {o["client_order_id"] for o in of(records, "SubmitOrder")} - final
-
-
-def wait_for(
-    predicate: Callable[[], Any], what: str, *procs: subprocess.Popen[Any], poll_s: float = 0.05
-) -> Any:
-    """Poll ``predicate`` while the processes run (a wait for a condition; ``poll_s``
-    spaces the polls of the exchange's REST API, which counts request weight)."""
-    deadline = time.monotonic() + GUARD_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        for proc in procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{proc.args[3:5]} ended (rc {proc.returncode}) before {what}")
-        time.sleep(poll_s)
-    raise AssertionError(f"no {what} within {GUARD_S} s")
 
 
 def write_config(user_dir: Path, head: str, body: str) -> Path:

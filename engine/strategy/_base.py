@@ -315,6 +315,9 @@ def resolve_strategy(config: Config) -> StrategySpec:
     if config.exits.uses_atr and cls.atr is Strategy.atr:
         key = "exits.atr_stop" if config.exits.atr_stop else "exits.trail_atr"
         raise ConfigError(config.where(key), key, f"{cls.__name__} has no atr (it is NaN)")
+    from ._confirm import check_confirm  # it imports this module
+
+    check_confirm(config, cls)  # a [strategy.confirm] that could never act
     if cfg.indicators and not cls.reads_indicators:
         key = "strategy.indicators"
         raise ConfigError(config.where(key), key, f"{cls.__name__} reads no configured indicators")

@@ -20,6 +20,10 @@ trade, nothing allocated); the check runs in Python only at an entry signal. The
 trends at a signal depend only on the trades up to and including the signal's event,
 so the decision is the same however the events are batched (replay's ``step_ms``,
 paper and live batches).
+
+:func:`check_confirm` refuses, at start, a confirmation that could never act: with a
+quoting strategy (no entry signals), or in paper and live modes without a trade
+stream in ``feeds.streams`` (no bars to build).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._config import ConfirmSection
+from .._config import Config, ConfirmSection
+from .._errors import ConfigError
 from ..indicators import IndicatorSet
 from ..indicators._set import _B_DONE_BAR, spec, update_trade
 from ..messages import Ticks
+from ._base import QuotingStrategy
 
-__all__ = ["BLOCKED_DISAGREE", "BLOCKED_WARMUP", "Confirmation", "feed_trades"]
+__all__ = ["BLOCKED_DISAGREE", "BLOCKED_WARMUP", "Confirmation", "check_confirm", "feed_trades"]
 
 _TRADE = 2
 _CLOSE = _B_DONE_BAR + 3  # the bar builder's last closed bar's close
@@ -45,6 +51,43 @@ PASSED_WARMUP = "passed_warmup"
 """An entry taken unconfirmed while warming up (``warmup = "pass"``)."""
 CONFIRMED = "confirmed"
 """An entry taken with enough timeframes agreeing."""
+
+
+_TRADE_STREAMS = ("aggTrade", "trade")
+"""The ``feeds.streams`` that carry trades, from which the confirmation builds its bars."""
+
+
+def check_confirm(config: Config, strategy: type) -> None:
+    """Refuse a ``[strategy.confirm]`` that would be accepted and then do nothing.
+
+    Args:
+        config: the whole config (the section, the mode, the feed's streams).
+        strategy: the strategy class ``[strategy]`` resolved to.
+
+    Raises:
+        ConfigError: naming ``strategy.confirm``: the strategy quotes (a
+            :class:`~engine.strategy.QuotingStrategy` has no entry signals to confirm),
+            or paper/live mode subscribes to no trade stream (no bars, so every entry
+            would be blocked, or passed unconfirmed, for ever).
+    """
+    if not config.strategy.confirm.enabled:
+        return
+    where = config.where("strategy.confirm.timeframes_ms")
+    if issubclass(strategy, QuotingStrategy):
+        raise ConfigError(
+            where,
+            "strategy.confirm",
+            f"{strategy.__name__} is a quoting strategy: it has no entry signals to "
+            "confirm (remove [strategy.confirm])",
+        )
+    streams = config.feeds.streams
+    if config.engine.mode != "replay" and not any(s in _TRADE_STREAMS for s in streams):
+        raise ConfigError(
+            where,
+            "strategy.confirm",
+            f"builds its bars from trades, but feeds.streams {list(streams)} has no "
+            "aggTrade or trade stream",
+        )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

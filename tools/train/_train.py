@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from engine._meter import Meter
+from engine._progress import Meter
 from engine.messages import Ticks
 from engine.models import FeatureSpec, default_feature_spec, features_at, ticks_of
 from engine.models._training import (
@@ -28,6 +28,7 @@ from engine.models._training import (
     MODEL_KINDS,
     TARGET_OPSET,
     ExportParityError,
+    calibration_of,
     check_parity,
     fit_calibrated,
     make_model,
@@ -168,6 +169,7 @@ def train_all(
                     "test": metrics(ds.y[test], p_test, threshold),
                 },
                 parity=parity,
+                calibration_fallback=calibration_of(model),
             )
             onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             summary[kind] = {"path": str(onnx_path), "bytes": len(blob), **sidecar["metrics"]}

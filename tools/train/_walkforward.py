@@ -46,7 +46,7 @@ import attrs
 import numpy as np
 
 import engine
-from engine._meter import Meter
+from engine._progress import Meter
 from engine.feeds import (
     CaptureLimits,
     CaptureStats,
@@ -59,6 +59,7 @@ from engine.models import Ensemble, OnnxModel, default_feature_spec
 from engine.models._training import (
     MODEL_KINDS,
     auc,
+    calibration_of,
     check_parity,
     fit_calibrated,
     make_sidecar,
@@ -289,6 +290,7 @@ def _fit(
             splits={"train": span(t) | {"n": len(y)}},
             metrics={},
             parity=parity,
+            calibration_fallback=calibration_of(model),
         )
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
         paths.append(path)
