@@ -1,7 +1,9 @@
 # Each target does its own set-up on a fresh machine: it creates .venv if
 # missing and installs the project (editable) before running. `make run` and the
 # operator targets install the runtime dependencies only; `make test`, `lint` and
-# `format` add the test extras. Each install has its own stamp.
+# `format` add the test extras. Each install has its own stamp. After installing, each
+# compiles the kernels of config.toml's runs once (`python -m engine warm-up`, a progress
+# line while it works), so the first run is a warm start (README: Start-up).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,11 +18,13 @@ $(PY):
 
 $(RUN_STAMP): pyproject.toml setup.py | $(PY)
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m engine warm-up --config config.toml
 	touch $@
 
 # The test extras include the runtime dependencies: this satisfies `run` too.
 $(TEST_STAMP): pyproject.toml setup.py | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m engine warm-up --config config.toml
 	touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)

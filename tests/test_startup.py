@@ -7,6 +7,7 @@ one is rebuilt, and the rows are the same every way.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,116 @@ def test_kernel_load_skips_numbas_blas_probe_and_scipy_still_imports():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+
+
+# Modules of paper, live and the other commands: a replay must not load them (each costs
+# import time on every start; together about a fifth of the engine's import).
+_NOT_FOR_REPLAY = (
+    "engine.feeds._live",
+    "engine.venues.binance",
+    "engine.venues.sim._stream_server",
+    "engine.venues.sim._exchange_api",
+    "engine.feeds._record",
+    "engine.feeds._archive",
+    "engine.ops",
+    "engine.models",
+    "httpx",
+    "h11",
+    "wsproto",
+    "trio_websocket",
+    "prometheus_client",
+)
+
+_REPLAY_MODULES = """
+import json, runpy, sys
+out = sys.argv[1]
+sys.argv = ["engine", "--config", "config.toml", "--set", "journal.dir=" + sys.argv[2]]
+try:
+    runpy.run_module("engine", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+with open(out, "w") as f:
+    json.dump(sorted(sys.modules), f)
+"""
+
+
+def test_a_replay_does_not_import_the_live_modules(tmp_path: Path):
+    # ``python -m engine --config config.toml`` (the shipped replay) in a fresh interpreter.
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _REPLAY_MODULES, str(out), str(tmp_path / "runs")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "journal_sha256" in done.stdout  # it did replay
+    loaded = set(json.loads(out.read_text()))
+    assert "engine.venues.sim._venue" in loaded  # the replay's own venue
+    found = sorted(
+        m for m in loaded for name in _NOT_FOR_REPLAY if m == name or m.startswith(name + ".")
+    )
+    assert found == []
+
+
+def test_the_loopback_exchange_names_still_import_from_engine_venues_sim():
+    code = (
+        "import sys\n"
+        "import engine.venues.sim as sim\n"
+        "assert 'engine.venues.sim._stream_server' not in sys.modules\n"
+        "from engine.venues.sim import StreamServer, load_recording, REQUEST_FAULT_KINDS\n"
+        "assert StreamServer.__module__ == 'engine.venues.sim._stream_server'\n"
+        "assert all(getattr(sim, name) is not None for name in sim.__all__)\n"
+        "try:\n"
+        "    sim.NoSuchName\n"
+        "except AttributeError as exc:\n"
+        "    assert 'NoSuchName' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+
+
+@pytest.mark.slow
+def test_the_first_run_after_warm_up_compiles_nothing(tmp_path: Path):
+    # What `make run` does after installing, on an empty kernel cache: warm-up, then the
+    # shipped replay, which must find every kernel it calls in the cache.
+    cache = tmp_path / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+
+    def engine(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    warm = engine("warm-up", "--config", "config.toml")
+    assert warm.stdout.startswith("warm-up: kernels ready in ")
+    compiled = set(cache.rglob("*.nbc"))
+    assert any("_ema_cross.scan" in p.name for p in compiled)
+    run = engine("--config", "config.toml", "--set", f"journal.dir={tmp_path / 'runs'}")
+    assert "journal_sha256" in run.stdout
+    assert set(cache.rglob("*.nbc")) == compiled  # nothing new compiled
+
+
+def test_warm_up_with_a_bad_config_value_exits_2_naming_the_key(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "warm-up", "--set", "risk.capital=-5"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "risk.capital" in done.stderr and len(done.stderr.splitlines()) == 1

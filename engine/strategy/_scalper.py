@@ -504,9 +504,12 @@ def _warm_up() -> None:
     ts = np.arange(n, dtype=np.int64)
     kind = np.array([1, 2, 1, 2], dtype=np.int8)
     px = np.full(n, 100.0)
+    side = np.zeros(n, dtype=np.int8)
+    for column in (ts, kind, px, side):
+        column.flags.writeable = False  # the columns are read-only: compile that signature
     p = ScalperParams(bar_ms=1, ema_fast=2, ema_slow=3)
     scan(
-        ts, kind, px, px, px, px, np.zeros(n, dtype=np.int8), 0, n, 0, new_state(),
+        ts, kind, px, px, px, px, side, 0, n, 0, new_state(),
         pack_params(p), *new_indicators(p, 2),
     )  # fmt: skip
 
