@@ -36,25 +36,17 @@ from ._config import Config, Override, env_overrides, load_config, set_overrides
 from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
-from ._meter import Meter, file_bytes, watch
 from ._preflight import check_config_paths, check_cpus
+from ._progress import Meter, file_bytes, watch
 from ._report import check_results_paths, summary_text, write_report, write_results
 from ._signals import wait_for_stop
 from ._supervisor import RunReport, run_live, run_paper, run_replay
 from .feeds import CaptureLimits, CaptureStats, expand_paths, open_tick_store
-from .feeds._archive import DEFAULT_BASE_URL, archive_files, list_archive
-from .feeds._archive import download as download_archive
-from .feeds._record import record
-from .feeds._recorder import CaptureWriter
 from .messages import ControlCommand
-from .models import ModelError
-from .ops import serve_ops
 from .strategy import resolve_strategy
-from .venues.binance import ReconciliationError, StartupDeadlineError
-from .venues.sim._exchange_limits import LimitSettings
-from .venues.sim._recorded import load_recording
-from .venues.sim._stream_server import ServerSettings, StreamServer, TradingSettings, split_faults
-from .venues.sim._trading import AccountSettings
+
+# The other commands' modules (the loopback exchange, the recorder, the archive, the ops
+# server, the Binance venue) are imported where used: a replay does not load them.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -71,6 +63,7 @@ COMMANDS = {
     "data": "download Binance's public-data archive (verified, resumable); list what is on "
     "disk; import captures into the tick store",
     "sweep": "replay a grid of configs as Dask tasks (walk-forward too): ranked table, best config",
+    "warm-up": "compile the kernels a config uses, once after installing (make run/test do)",
 }
 
 _EPILOG = "commands:\n{commands}\n\n{more}".format(
@@ -313,6 +306,16 @@ def _join_negative_values(argv: Sequence[str], options: Sequence[str]) -> list[s
 
 def sim_exchange_main(argv: Sequence[str]) -> int:
     """``trireme sim-exchange``: serve until interrupted; 2 for bad usage or a busy port."""
+    from .venues.sim._exchange_limits import LimitSettings
+    from .venues.sim._recorded import load_recording
+    from .venues.sim._stream_server import (
+        ServerSettings,
+        StreamServer,
+        TradingSettings,
+        split_faults,
+    )
+    from .venues.sim._trading import AccountSettings
+
     args = build_sim_exchange_parser().parse_args(_join_negative_values(argv, ["--fault"]))
     try:
         faults, request_faults = split_faults(args.fault)
@@ -419,6 +422,9 @@ def build_record_parser() -> argparse.ArgumentParser:
 
 def record_main(argv: Sequence[str]) -> int:
     """``trireme record``: 0 done, 2 bad usage or config."""
+    from .feeds._record import record
+    from .feeds._recorder import CaptureWriter
+
     args = build_record_parser().parse_args(argv)
     try:
         config = load_cli_config(args.config, args.set)
@@ -520,7 +526,10 @@ async def _run(
     control = receive if config.control.socket or config.api.enabled else None
     async with trio.open_nursery() as nursery:
         # [metrics] and [api] (each when enabled); first: a missing token stops the start.
-        await nursery.start(serve_ops, config, state, send, log.bind(actor="ops"))
+        if config.metrics.enabled or config.api.enabled:
+            from .ops import serve_ops
+
+            await nursery.start(serve_ops, config, state, send, log.bind(actor="ops"))
         if config.control.socket:
             path = config.resolve(config.control.socket)
             await nursery.start(serve_control, path, send, state, log.bind(actor="control"))
@@ -549,16 +558,24 @@ def _trio_run(*args: Any) -> Any:
         raise
 
 
-# Errors that mean the run could not start (nothing traded): exit 2 with one line.
-_CANNOT_START = (
-    ConfigError,
-    DataError,
-    JournalError,
-    ControlError,
-    ModelError,
-    ReconciliationError,
-    StartupDeadlineError,
-)
+def _cannot_start() -> tuple[type[Exception], ...]:
+    """Errors that mean the run could not start (nothing traded): exit 2 with one line.
+
+    Imported when an error is raised (an ``except`` clause evaluates it then): a run
+    that goes well does not load the model or Binance modules for them.
+    """
+    from .models import ModelError
+    from .venues.binance import ReconciliationError, StartupDeadlineError
+
+    return (
+        ConfigError,
+        DataError,
+        JournalError,
+        ControlError,
+        ModelError,
+        ReconciliationError,
+        StartupDeadlineError,
+    )
 
 
 def _config_log(config: Config) -> tuple[FilteringBoundLogger, IO[bytes] | None]:
@@ -589,6 +606,8 @@ def _check_report_path(path: Path) -> None:
 
 def build_data_parser() -> argparse.ArgumentParser:
     """The parser of ``trireme data``."""
+    from .feeds._archive import DEFAULT_BASE_URL
+
     parser = _Parser(
         prog=f"{PROG} data",
         description="Binance's public-data archive (data.binance.vision): download and list; "
@@ -630,7 +649,7 @@ def build_data_parser() -> argparse.ArgumentParser:
 
 def _import_main(args: argparse.Namespace) -> int:
     """``trireme data import PATH...``: 0 stored, 2 bad config or data."""
-    from ._supervisor import resolve_symbols
+    from ._supervisor import model_reads_book, resolve_symbols
 
     try:
         config = load_cli_config(args.config, args.set)
@@ -640,7 +659,7 @@ def _import_main(args: argparse.Namespace) -> int:
             where=config.where("data.tick_store"),
         )
         # With the order book columns when the configured strategy reads them.
-        book = resolve_strategy(config).cls.uses_book
+        book = resolve_strategy(config).cls.uses_book or model_reads_book(config)
         if store is None:
             raise ConfigError(
                 config.where("data.tick_store"), "data.tick_store", "the tick store is off"
@@ -710,6 +729,9 @@ def _day(text: str) -> dt.date:
 
 def data_main(argv: Sequence[str]) -> int:
     """``trireme data download|list|import``: 0 done, 2 bad usage or a download that failed."""
+    from .feeds._archive import archive_files, list_archive
+    from .feeds._archive import download as download_archive
+
     args = build_data_parser().parse_args(argv)
     if args.action == "import":
         return _import_main(args)
@@ -767,10 +789,17 @@ def _sweep_main(argv: Sequence[str]) -> int:
     return sweep_main(argv)
 
 
+def _warm_up_main(argv: Sequence[str]) -> int:
+    from ._warmup import warm_up_main
+
+    return warm_up_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
+        "warm-up": _warm_up_main,
         "control": control_main,
         "sim-exchange": sim_exchange_main,
         "record": record_main,
@@ -800,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         report = _trio_run(_run, config, args.data, log, args.duration)
-    except _CANNOT_START as exc:
+    except _cannot_start() as exc:
         log.error("cannot start", error=str(exc))
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE

@@ -466,6 +466,9 @@ class VenueSection:
     # an [exits] stop_bps/trail_bps it rests protective_fallback_bps from the entry
     # (an emergency stop; 0: none then).
     protective_stop: bool = True
+    # Live: also rest a TAKE_PROFIT_MARKET closePosition at the [exits] final target
+    # (target_bps, or a ladder's last rung when its fractions sum to 1; none: none rests).
+    protective_target: bool = True
     protective_move_bps: float = attrs.field(default=5.0, validator=_nonneg)
     protective_fallback_bps: float = attrs.field(default=100.0, validator=_nonneg)
 

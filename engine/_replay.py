@@ -19,8 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ._config import Config, parse_utc
 from ._errors import ActorFailedError, DataError, single_cause
-from ._meter import Meter, file_bytes, watch
-from ._progress import slow_step
+from ._progress import Meter, file_bytes, slow_step, watch
 from ._report import data_notes
 from .actors import HardwareActor
 from .core import ExecutionCore, ReplayDriver, RiskCore, SymbolCore
@@ -91,7 +90,7 @@ async def run_replay_driven(
                     limits=limits,
                     stats=stats,
                     store=store,
-                    book=spec.cls.uses_book,
+                    book=spec.cls.uses_book or sup.model_reads_book(config),
                 )
             tape = restrict_tape(tape, *_window(config))  # data.start / data.end
         except DataError as exc:

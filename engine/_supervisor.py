@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import trio
 from structlog.typing import FilteringBoundLogger
 
@@ -49,6 +48,7 @@ from ._memory import (
 )
 from ._progress import slow_step
 from .actors import ExecutionActor, HardwareActor, InlineStep, RiskActor, SymbolActor
+from .actors._inline import deferral_of, deferring
 from .core import ExecutionCore, RiskCore, SymbolCore
 from .feeds import (
     CaptureStats,
@@ -59,7 +59,6 @@ from .feeds import (
     untradeable,
 )
 from .feeds._bookcols import BOOK_LEVELS
-from .feeds._live import LiveFeed, market_data_client
 from .journal import Journal, JournalActor, journal_files, new_journal_file
 from .ledger import PositionLedger
 from .messages import (
@@ -83,14 +82,17 @@ from .portfolio import PortfolioActor
 from .results import run_results
 from .strategy import resolve_strategy, strategy_label
 from .venues import ConnectedVenue, Venue
-from .venues.binance import ReconciliationError, StartupDeadlineError
 from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
+    # Paper and live only (imported where used): a replay never loads the live feed,
+    # the Binance venue or httpx (tests/test_startup.py checks it).
+    import httpx
     import numpy as np
 
     from .actors._filter import EntryFilter
     from .actors._model import ModelActor
+    from .feeds._live import LiveFeed
     from .venues.binance import BinanceVenue, RateLimiter, ServerClock
 
 
@@ -187,6 +189,16 @@ async def _run_actors(
         await nursery.start(feed.run)
 
 
+def model_reads_book(config: Config) -> bool:
+    """Whether the ML filter's models read book levels (a multi-modal sequence model): the
+    data must then carry the book columns, as for a strategy that reads the book."""
+    if not config.model.enabled:
+        return False
+    from .actors._model import model_reads_book as reads
+
+    return reads(config.model, config.resolve)
+
+
 def _model_wiring(
     config: Config, symbols: list[str], mode: str, log: FilteringBoundLogger
 ) -> tuple[
@@ -228,6 +240,8 @@ def _model_wiring(
             strategy=config.strategy,
             venue=config.venue,
             regime_model=regime_model,
+            window=ensemble.window,  # sequence models: the last N ticks' rows per symbol
+            book_levels=ensemble.book_levels,  # a multi-modal model: book levels at a signal
         )
     actor = ModelActor(
         config=cfg,
@@ -259,6 +273,12 @@ def _model_summary(actor: ModelActor | None, filters: dict[str, EntryFilter]) ->
         "not_ready": sum(f.not_ready for f in filters.values()),
         "taken": sum(f.taken for f in filters.values()),
         "blocked": sum(f.blocked for f in filters.values()),
+        # A multi-modal model: signals scored without a book at their tick (NaN levels).
+        **(
+            {"book_missing": sum(f.book_missing for f in filters.values())}
+            if any(f.book_levels for f in filters.values())
+            else {}
+        ),
         **_regime_summary(filters),
         "thresholds": {s: round(f.threshold.current, 4) for s, f in filters.items()},
     }
@@ -484,6 +504,8 @@ async def run_live(
     # IP): the venue's orders and queries, the feed's snapshots and backfill.
     server_clock = ServerClock()
     limiter = RateLimiter(clock=server_clock.now)
+    if config.feeds.inline:  # the venue's lines too wait for an inline step's writes
+        log = deferring(log)
     venue = BinanceVenue(
         base_url=v.rest_url,
         ws_url=v.ws_url,
@@ -501,9 +523,11 @@ async def run_live(
         limiter=limiter,
         server_clock=server_clock,
         startup_deadline_s=v.startup_deadline_s,
-        protective=config.exits if v.protective_stop else None,
+        protective=config.exits if v.protective_stop or v.protective_target else None,
         protective_move_bps=v.protective_move_bps,
         protective_fallback_bps=v.protective_fallback_bps,
+        protective_stop=v.protective_stop,
+        protective_target=v.protective_target,
     )
     log.info(
         "live venue",
@@ -661,6 +685,8 @@ async def _run_streaming(
     server_clock: ServerClock | None = None,
 ) -> RunReport:
     setup_started = time.perf_counter()
+    if config.feeds.inline:
+        log = deferring(log)
     if not config.data.symbols:
         raise ConfigError(config.source, "data.symbols", f"{mode} mode needs the symbols to trade")
     for symbol in config.data.symbols:
@@ -668,6 +694,10 @@ async def _run_streaming(
         if problem is not None:
             raise ConfigError(config.where("data.symbols"), "data.symbols", problem)
     symbols = list(config.data.symbols)
+    import httpx
+
+    from .feeds._live import LiveFeed, market_data_client
+
     f = config.feeds
     async with contextlib.AsyncExitStack() as stack:
         if http is None:
@@ -697,7 +727,9 @@ async def _run_streaming(
                 stop=stop,
                 seed=config.engine.seed,
                 # Book columns only for a strategy that reads them (a state per diff).
-                book_levels=BOOK_LEVELS if resolve_strategy(config).cls.uses_book else 0,
+                book_levels=BOOK_LEVELS
+                if resolve_strategy(config).cls.uses_book or model_reads_book(config)
+                else 0,
                 inline=inline,
             )
             live.append(feed)
@@ -746,6 +778,9 @@ async def _run_journaled(
     venue: Venue | None = None,
 ) -> RunReport:
     ch = config.channels
+    if config.feeds.inline:
+        # Lines logged during an inline step are written after its orders (InlineStep).
+        log = deferring(log)
     cfg_sha = config_digest(config)
     journal.set_meta({"mode": mode, "config_sha256": cfg_sha, "data": "\n".join(data)})
     log.info(f"{mode} starting", symbols=symbols, data=data, journal=str(journal.path))
@@ -843,7 +878,13 @@ async def _run_journaled(
     ]
     # Inline (``feeds.inline``): the feed's read loop runs each step through the cores.
     inline = (
-        InlineStep(actors=actors, risk=risk, execution=execution, journal=journal_tx)
+        InlineStep(
+            actors=actors,
+            risk=risk,
+            execution=execution,
+            journal=journal_tx,
+            logs=deferral_of(log),
+        )
         if config.feeds.inline
         else None
     )
@@ -925,6 +966,8 @@ async def _run_journaled(
             )
             outer.cancel_scope.cancel()
     except Exception as exc:
+        from .venues.binance import ReconciliationError, StartupDeadlineError
+
         cause = single_cause(exc)
         if isinstance(cause, DataError | ReconciliationError | StartupDeadlineError):
             # Could not start (bad data; exchange and journal disagree): nothing traded.

@@ -548,7 +548,10 @@ OpsEvent = FeedReconnected | RateLimitBanned | ReconciliationFailed | FundingApp
 class ScoreRequest:
     """Command: score one entry signal (symbol actor -> model actor).
 
-    ``row`` is the feature row at the signal (the engine's feature spec, float32).
+    ``row`` is the feature row at the signal (the engine's feature spec, float32). With
+    sequence models, ``window`` is the ordered ``(N, F)`` window of the symbol's last N
+    ticks' rows (the signal's last) and, with a multi-modal one, ``book`` the ``(K, 4)`` top
+    book levels at the signal's tick (NaN: no book there); None otherwise.
     """
 
     correlation_id: str
@@ -556,6 +559,8 @@ class ScoreRequest:
     side: Side
     row: np.ndarray
     ts_event: int
+    window: np.ndarray | None = None
+    book: np.ndarray | None = None
 
 
 @attrs.frozen(kw_only=True)
