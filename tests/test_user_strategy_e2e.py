@@ -11,7 +11,8 @@ user strategy can ask for (MARKET; LIMIT GTC resting behind the touch, cancelled
 touch, filled as maker or cancelled at the timeout; LIMIT GTX through the opposite
 touch, which the exchange refuses), and exits each position by time with the engine's
 reduce-only MARKET order; ``[exits] stop_bps`` with
-``venue.protective_stop`` rests a STOP_MARKET on the exchange while each position is
+``venue.protective_stop`` rests a STOP_MARKET, and ``target_bps`` with
+``venue.protective_target`` a TAKE_PROFIT_MARKET, on the exchange while each position is
 held. ``Quoter`` (a ``QuotingStrategy`` in the same file) rests post-only quotes,
 amends them in place (cancel-replace) and cancels one.
 
@@ -74,6 +75,7 @@ max_entries = 6
 
 [exits]
 stop_bps = 50.0
+target_bps = 50.0
 
 [risk]
 max_orders_per_second = 100   # at 4x pace the tour's orders come 4x as fast
@@ -424,13 +426,14 @@ protective_stop = true
     assert placed >= set(TOUR) - {"LIMIT GTX"}
     gtc = next(cid for cid in at_exchange if names[cid] == "LIMIT GTC")
     assert at_exchange[gtc]["status"] == "CANCELED"  # cancelled by the entry timeout
-    # A STOP_MARKET rested on the exchange while each position was held and was
-    # cancelled when the position closed.
-    stops = [a for a in algos if a["orderType"] == "STOP_MARKET"]
+    # A STOP_MARKET and a TAKE_PROFIT_MARKET rested on the exchange while each position
+    # was held and were cancelled when the position closed.
     traded = {f["client_order_id"] for f in of(records, "OrderFilled") if f["purpose"] == "ENTRY"}
-    assert len(stops) >= len(traded) >= 3, algos  # one at least per position
-    assert {a["algoStatus"] for a in stops} <= {"CANCELED", "FINISHED", "TRIGGERED"}
-    assert all(a["closePosition"] for a in stops)
+    for order_type in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+        protective = [a for a in algos if a["orderType"] == order_type]
+        assert len(protective) >= len(traded) >= 3, algos  # one at least per position
+        assert {a["algoStatus"] for a in protective} <= {"CANCELED", "FINISHED", "TRIGGERED"}
+        assert all(a["closePosition"] for a in protective)
     assert report["per_symbol"][0]["position_qty"] == 0.0
 
 
