@@ -315,6 +315,25 @@ def test_talib_parity_is_exact_where_the_arithmetic_is_talibs(ohlcv):
         np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("pre", [1, 2, 3, 7])
+def test_bbands_of_a_window_of_equal_samples_is_flat(pre):
+    # A price back at the level the sums are shifted by, after two others: the sliding
+    # sums keep a rounding residue (~1e-24) that is their whole mean square then, so the
+    # relative test alone read it as a spread (3e-12 at a 1e-3 price: 2.2e-9 of TA-Lib's
+    # band, which is flat). Found by tests/test_indicators_properties.py.
+    a, b1, b2 = 0.0013529636999862974, 0.0010609101654268363, 0.001043642370470374
+    x = np.r_[np.full(30 + pre, a), b1, b2, np.full(6, a)]
+    for matype in (0, 1, 2):
+        upper, middle, lower = ind.bbands(x, 6, 2.0, 2.0, matype)
+        ref = talib.BBANDS(x, 6, 2.0, 2.0, matype)
+        assert upper[-1] == middle[-1] == lower[-1], matype
+        np.testing.assert_allclose(middle, ref[1], rtol=RTOL)
+        state, out = ind.bbands_state(6, 2.0, 2.0, matype), np.empty(3)
+        for v in x:
+            ind.bbands_update(state, v, out)
+        assert out[0] == out[1] == out[2], matype
+
+
 # --- incremental == batch -------------------------------------------------------------
 
 BATCH_OF: dict[str, Callable[..., Any]] = {

@@ -481,7 +481,7 @@ def ma_into(x: np.ndarray, start: int, n: int, matype: int, out: np.ndarray) -> 
 
 # --- BBANDS ---------------------------------------------------------------------------
 # [period, nbdevup, nbdevdn, matype, count, pos, shift, s1, s2, next_shift, f1, f2,
-#  ma_len, ring[period], ma_state[ma_len]]
+#  ma_len, run, ring[period], ma_state[ma_len]]
 (
     _BB_N,
     _BB_UP,
@@ -496,8 +496,9 @@ def ma_into(x: np.ndarray, start: int, n: int, matype: int, out: np.ndarray) -> 
     _BB_F1,
     _BB_F2,
     _BB_MALEN,
-) = range(13)
-_BB_RING = 13
+    _BB_RUN,  # how many of the last samples are equal to the last one
+) = range(14)
+_BB_RING = 14
 
 
 def bbands_state(
@@ -537,6 +538,9 @@ def bbands_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
     pos = int(state[_BB_POS])
     slot = _BB_RING + pos
     old = state[slot]
+    prev = state[_BB_RING + (pos - 1 if pos > 0 else ni - 1)]
+    run = state[_BB_RUN] + 1.0 if count > 1.0 and x == prev else 1.0
+    state[_BB_RUN] = run
     state[slot] = x
     # Deviation from sums of (x - shift): with the shift inside the recent price range
     # the sums stay at the scale of the deviations, and x - shift is exact. A second
@@ -580,8 +584,10 @@ def bbands_update(state: np.ndarray, x: float, out: np.ndarray) -> None:
         middle = k + m1
     msq = s2 * inv
     var = msq - m1 * m1
-    # Below 1e-12 of the mean square, the spread is under the rounding of the sums.
-    std = math.sqrt(var) if var > 1e-12 * msq else 0.0
+    # Below 1e-12 of the mean square, the spread is under the rounding of the sums; a
+    # window of equal samples has none (the sliding sums' rounding may remain when the
+    # shift is that value: their mean square is then that rounding too).
+    std = math.sqrt(var) if var > 1e-12 * msq and run < n else 0.0
     out[0] = middle + std * state[_BB_UP]
     out[1] = middle
     out[2] = middle - std * state[_BB_DN]
@@ -606,10 +612,12 @@ def _bbands_fast(x: np.ndarray, n: int, up: float, dn: float, out: np.ndarray) -
     f2 = 0.0
     inv = 1.0 / fn
     pos = 0
+    run = 0
     for i in range(m):
         v = x[i]
         if v != v:
             return False
+        run = run + 1 if i > 0 and v == x[i - 1] else 1
         if pos == 0:
             kn = v
             f1 = 0.0
@@ -639,7 +647,7 @@ def _bbands_fast(x: np.ndarray, n: int, up: float, dn: float, out: np.ndarray) -
         middle = k + m1
         msq = s2 * inv
         var = msq - m1 * m1
-        std = math.sqrt(var) if var > 1e-12 * msq else 0.0
+        std = math.sqrt(var) if var > 1e-12 * msq and run < n else 0.0
         out[0, i] = middle + std * up
         out[1, i] = middle
         out[2, i] = middle - std * dn
