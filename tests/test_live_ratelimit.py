@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import structlog
 import trio
+from _loopback import KEY, SECRET, loopback_doc
 
 from engine import config_from_dict
 from engine._supervisor import run_live, run_paper
@@ -30,8 +31,6 @@ from engine.venues.sim._stream_server import ServerSettings, StreamServer, Tradi
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
-KEY = "simkey" + "A" * 58
-SECRET = "simsecret" + "b" * 55
 QUIET = quiet_logger()
 
 
@@ -74,18 +73,9 @@ class LogWatch:
 
 
 def doc(tmp_path: Path, ws_port: int, rest_port: int, mode: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "engine": {"mode": mode, "live": mode == "live"},
-        "data": {"symbols": ["BTCUSDT"]},
-        "journal": {"dir": str(tmp_path / "runs")},
-        "logging": {"path": str(tmp_path / "engine.jsonl")},
-        "feeds": {
-            "ws_url": f"ws://127.0.0.1:{ws_port}",
-            "rest_url": f"http://127.0.0.1:{rest_port}",
-            "streams": ["bookTicker", "trade", "depth@0ms"],
-        },
-        "hardware": {"enabled": False},
-    }
+    out = loopback_doc(tmp_path, ws_port, rest_port, mode)
+    out["engine"]["live"] = mode == "live"
+    out["hardware"] = {"enabled": False}
     if mode == "live":
         out["venue"] = {
             "kind": "binance",

@@ -23,6 +23,7 @@ import h11
 import pytest
 import structlog
 import trio
+from _loopback import KEY, SECRET, loopback_doc
 
 from engine import config_from_dict
 from engine._supervisor import new_journal_path, run_live
@@ -36,8 +37,6 @@ from engine.venues.sim._stream_server import ServerSettings, StreamServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
-KEY = "simkey" + "A" * 58
-SECRET = "simsecret" + "b" * 55
 
 
 # -- the rate limiter's synchronous grant ------------------------------------------
@@ -234,16 +233,11 @@ async def test_live_engine_writes_each_order_inline_and_times_it_from_its_tick(
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:
             ws_port, rest_port = await nursery.start(server.serve, "127.0.0.1", 0, 0)
-            doc = {
-                "engine": {"mode": "live", "live": True},
-                "data": {"symbols": ["BTCUSDT"]},
-                "journal": {"dir": str(tmp_path / "runs")},
-                "logging": {"path": str(tmp_path / "engine.jsonl")},
-                "feeds": {
-                    "ws_url": f"ws://127.0.0.1:{ws_port}",
-                    "rest_url": f"http://127.0.0.1:{rest_port}",
-                    "streams": ["bookTicker", "trade"],
-                },
+            doc = loopback_doc(
+                tmp_path, ws_port, rest_port, "live", streams=["bookTicker", "trade"]
+            )
+            doc["engine"]["live"] = True
+            doc |= {
                 "strategy": {
                     "sample_ms": 20,
                     "fast": 3,
