@@ -649,7 +649,7 @@ def build_data_parser() -> argparse.ArgumentParser:
 
 def _import_main(args: argparse.Namespace) -> int:
     """``trireme data import PATH...``: 0 stored, 2 bad config or data."""
-    from ._supervisor import model_reads_book, resolve_symbols
+    from ._supervisor import needs_book, resolve_symbols
 
     try:
         config = load_cli_config(args.config, args.set)
@@ -658,8 +658,8 @@ def _import_main(args: argparse.Namespace) -> int:
             base_dir=Path(config.base_dir),
             where=config.where("data.tick_store"),
         )
-        # With the order book columns when the configured strategy reads them.
-        book = resolve_strategy(config).cls.uses_book or model_reads_book(config)
+        # With the order book columns when the configured strategy or model reads them.
+        book = needs_book(config, resolve_strategy(config).cls)
         if store is None:
             raise ConfigError(
                 config.where("data.tick_store"), "data.tick_store", "the tick store is off"

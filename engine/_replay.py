@@ -90,7 +90,7 @@ async def run_replay_driven(
                     limits=limits,
                     stats=stats,
                     store=store,
-                    book=spec.cls.uses_book or sup.model_reads_book(config),
+                    book=sup.needs_book(config, spec.cls),
                 )
             tape = restrict_tape(tape, *_window(config))  # data.start / data.end
         except DataError as exc:

@@ -80,7 +80,7 @@ from .messages import (
 )
 from .portfolio import PortfolioActor
 from .results import run_results
-from .strategy import resolve_strategy, strategy_label
+from .strategy import Strategy, resolve_strategy, strategy_label
 from .venues import ConnectedVenue, Venue
 from .venues.sim import SimVenue
 
@@ -189,14 +189,16 @@ async def _run_actors(
         await nursery.start(feed.run)
 
 
-def model_reads_book(config: Config) -> bool:
-    """Whether the ML filter's models read book levels (a multi-modal sequence model): the
-    data must then carry the book columns, as for a strategy that reads the book."""
+def needs_book(config: Config, strategy: type[Strategy]) -> bool:
+    """Whether the data must carry the order book columns (a state per depth diff): the
+    strategy reads the book, or the ML filter's models do (a multi-modal sequence model)."""
+    if strategy.uses_book:
+        return True
     if not config.model.enabled:
         return False
-    from .actors._model import model_reads_book as reads
+    from .actors._model import model_reads_book
 
-    return reads(config.model, config.resolve)
+    return model_reads_book(config.model, config.resolve)
 
 
 def _model_wiring(
@@ -726,10 +728,7 @@ async def _run_streaming(
                 log=log.bind(actor="feed"),
                 stop=stop,
                 seed=config.engine.seed,
-                # Book columns only for a strategy that reads them (a state per diff).
-                book_levels=BOOK_LEVELS
-                if resolve_strategy(config).cls.uses_book or model_reads_book(config)
-                else 0,
+                book_levels=BOOK_LEVELS if needs_book(config, resolve_strategy(config).cls) else 0,
                 inline=inline,
             )
             live.append(feed)
