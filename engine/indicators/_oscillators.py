@@ -21,7 +21,7 @@ from ._common import (
     window_push2,
 )
 from ._momentum import _aroon_fast, aroon_state, aroon_step
-from ._overlap import ma_into, ma_state, ma_update
+from ._overlap import MA_EMA, ema_step, ma_into, ma_state, ma_update
 
 
 def _run(kernel, state: np.ndarray, inputs: tuple) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -70,6 +70,14 @@ def ppo_state(fastperiod: int = 12, slowperiod: int = 26, matype: int = 1) -> np
 
 
 @njit(nogil=True, error_model="numpy")
+def _po_value(fast: float, slow: float, pct: bool) -> float:
+    """APO ``fast - slow``, or PPO in percent of ``slow`` (0 when ``slow`` is about 0)."""
+    if not pct:
+        return fast - slow
+    return ((fast - slow) / slow) * 100.0 if not is_zero(slow) else 0.0
+
+
+@njit(nogil=True, error_model="numpy")
 def po_update(state: np.ndarray, x: float) -> float:
     """APO ``MA_fast - MA_slow`` or PPO ``(MA_fast - MA_slow) / MA_slow * 100``.
 
@@ -86,29 +94,66 @@ def po_update(state: np.ndarray, x: float) -> float:
     slow = ma_update(state[_PO_MA + fl : _PO_MA + fl + sl], matype, x)
     if slow != slow:
         return np.nan
-    if state[_PO_PCT] == 0.0:
-        return fast - slow
-    return ((fast - slow) / slow) * 100.0 if not is_zero(slow) else 0.0
+    return _po_value(fast, slow, state[_PO_PCT] != 0.0)
 
 
 apo_update = po_update
 ppo_update = po_update
 
 
+@njit(nogil=True, error_model="numpy")
+def _po_ema_into(x: np.ndarray, fast: int, slow: int, pct: bool, row: np.ndarray) -> bool:
+    """APO/PPO of two EMAs in one pass, as :func:`po_update` computes them.
+
+    One loop steps both EMAs and writes the output: the two chains are independent, so
+    they run side by side in the time of one EMA's latency chain, where TA-Lib runs two
+    EMA passes and a combining pass. Returns False if ``x`` holds a NaN: every sample
+    feeds the slow EMA, which a NaN leaves NaN to the end (no pass of its own).
+    """
+    m = x.shape[0]
+    for i in range(min(slow - 1, m)):
+        row[i] = np.nan
+    if m < slow:
+        return not has_nan(x)
+    # Seeds as ema_update's: the mean of each EMA's first ``period`` samples, then the
+    # fast EMA steps on alone up to the slow one's first value.
+    s = 0.0
+    for i in range(fast - 1):
+        s += x[i]
+    ef = (s + x[fast - 1]) / fast
+    kf = 2.0 / (fast + 1.0)
+    for i in range(fast, slow):
+        ef = ema_step(ef, kf, x[i])
+    s = 0.0
+    for i in range(slow - 1):
+        s += x[i]
+    es = (s + x[slow - 1]) / slow
+    ks = 2.0 / (slow + 1.0)
+    row[slow - 1] = _po_value(ef, es, pct)
+    # Offset views indexed from 0 with np.uintp: no negative-index wrap code per access.
+    src = x[slow:]
+    dst = row[slow:]
+    for i in range(m - slow):
+        u = np.uintp(i)
+        v = src[u]
+        ef = ema_step(ef, kf, v)
+        es = ema_step(es, ks, v)
+        dst[u] = _po_value(ef, es, pct)
+    return es == es
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _po_fast(x: np.ndarray, fast: int, slow: int, matype: int, pct: bool, out: np.ndarray) -> bool:
+    row = out[0]
+    if matype == MA_EMA:
+        return _po_ema_into(x, fast, slow, pct, row)
     if has_nan(x):
         return False
-    row = out[0]
     quick = np.empty(x.shape[0], dtype=np.float64)
     ma_into(x, 0, fast, matype, quick)
     ma_into(x, 0, slow, matype, row)
     for i in range(x.shape[0]):
-        s = row[i]
-        if pct:
-            row[i] = ((quick[i] - s) / s) * 100.0 if not is_zero(s) else 0.0
-        else:
-            row[i] = quick[i] - s
+        row[i] = _po_value(quick[i], row[i], pct)
     return True
 
 
