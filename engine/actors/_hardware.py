@@ -47,6 +47,10 @@ class HardwareActor:
         log: a bound structlog logger.
         warmed_up: set when warm-up is over (kernels compiled, models loaded);
             the GC is frozen once after it, if ``config.gc_freeze``.
+        bounded: the run ends on its own (replay): the freeze neither collects
+            first nor counts what it froze (:func:`hardware.freeze_gc`: each a walk
+            of the whole heap, tens of ms, for a few objects of garbage and a log
+            field); that garbage is freed after the actor unfreezes at the end.
         topology: the machine; default: read from ``sys_root``.
         sys_root: where sysfs is mounted.
 
@@ -57,7 +61,9 @@ class HardwareActor:
             ``hardware.setup_worker_thread(actor.plan)`` when they start, and
             the model actor ``hardware.configure_onnx_session(options, actor.plan)``.
         applied: what was applied, read back, once started.
-        frozen_objects: how many objects ``gc.freeze()`` froze; 0 until then.
+        frozen: whether this actor has frozen the GC (it unfreezes when it stops).
+        frozen_objects: how many objects ``gc.freeze()`` froze; 0 until then, None
+            when not counted (``bounded``).
         settled: set when the post-warm-up work is done (at once if there is none),
             so a supervisor can start trading after the GC freeze, not during it.
     """
@@ -68,18 +74,21 @@ class HardwareActor:
         config: HardwareConfig,
         log: FilteringBoundLogger,
         warmed_up: trio.Event | None = None,
+        bounded: bool = False,
         topology: Topology | None = None,
         sys_root: Path = Path("/sys"),
     ) -> None:
         self._cfg = config
         self._log = log
         self._warmed_up = warmed_up
+        self._bounded = bounded
         self._sys_root = sys_root
         self.topology = topology
         self.lag = LoopLagStats(window=config.lag_window)
         self.plan: PinningPlan | None = None
         self.applied: AppliedSettings | None = None
-        self.frozen_objects = 0
+        self.frozen = False
+        self.frozen_objects: int | None = 0
         self.settled = trio.Event()  # set once the post-warm-up work (GC freeze) is done
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -102,14 +111,16 @@ class HardwareActor:
                 task_status.started()
                 await self._sample_lag()
         finally:
-            if self.frozen_objects:
+            if self.frozen:
                 gc.unfreeze()
             restore_settings(applied, log=self._log)
             self._log.info("hardware actor stopped", loop_lag=self.lag.summary())
 
     async def _freeze_after(self, warmed_up: trio.Event) -> None:
         await warmed_up.wait()
-        self.frozen_objects = freeze_gc()
+        full = not self._bounded
+        self.frozen_objects = freeze_gc(collect=full, count=full)
+        self.frozen = True
         self.settled.set()
         self._log.info("gc frozen after warm-up", frozen_objects=self.frozen_objects)
 

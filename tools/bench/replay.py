@@ -6,7 +6,10 @@ median (and min/max) over repeats, in one process, of:
 - ``pipeline``: the full replay from the gzip capture, end to end (symbol scan,
   parse, set-up, the driver through the cores and the simulated venue, SQLite
   journal) as ``python -m engine`` runs it with ``data.tick_store = "off"``;
-- ``pipeline_from_store``: the same with the capture already in the tick store;
+- ``pipeline_from_store``: the same with the capture already in the tick store
+  (issue 12's figure; the engine's logger is a quiet one that drops every line);
+- ``pipeline_from_store_logged``: the same, logging as ``python -m engine`` does (JSON
+  lines at ``info`` to a file: one per position transition, order and fill);
 - ``driver``: that run's events over the driver's own run time (set-up and loading
   excluded: what the cores cost);
 - ``parse_only``: reading and decoding the same capture with no actors, one
@@ -39,7 +42,14 @@ median (and min/max) over repeats, in one process, of:
 traced while parsing into a tape, and the peak of the reader alone (iterating the
 events, keeping none): the tape's own overhead is the difference less the columns.
 
-``--tape-only`` skips the three pipeline/parse figures (the tape figures take seconds).
+``--tape-only`` skips the pipeline/parse figures (the tape figures take seconds);
+``--pipeline-only`` times only the pipeline figures.
+
+What the pipeline figures leave out of a ``python -m engine`` run: the interpreter, the
+imports and the config file; a first run's kernel load (one warm-up run comes first, in
+the same process); the report's printing. The strategy is the code defaults'
+(``replay_config``: EMA 12/26 on 1 s samples), not the shipped ``config.toml``'s (3/8
+on 200 ms samples: about three times as many signals, fills and log lines).
 
 Events are the capture's market events passed on (quotes, trades and depth diffs:
 every row of the tape), the same count for every figure.
@@ -48,6 +58,7 @@ every row of the tape), the same count for every figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -59,6 +70,8 @@ from typing import Any
 import attrs
 import trio
 
+from engine._logging import make_logger
+from engine._supervisor import run_replay
 from engine.feeds import CaptureStats, TickStore, load_tape, read_capture, scan_symbols
 from engine.feeds import _tape as tape_module
 from engine.feeds._capture import open_capture
@@ -78,14 +91,27 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _pipeline(data: Path, tmp: Path, i: int, store: str) -> tuple[float, float, int]:
+def _pipeline(
+    data: Path, tmp: Path, i: int, store: str, *, logged: bool = False
+) -> tuple[float, float, int]:
     """One whole replay as ``python -m engine`` runs it (``store``: ``data.tick_store``):
-    its wall time end to end (set-up, loading, driver, journal) and the driver's own."""
+    its wall time end to end (set-up, loading, driver, journal) and the driver's own.
+    ``logged``: with the engine's JSON logger at ``info`` on a file, not a quiet one."""
     config = replay_config(tmp / str(i), [data])
     config = attrs.evolve(config, data=attrs.evolve(config.data, tick_store=store))
-    t0 = time.perf_counter()
-    report = trio.run(replay, config)
-    return time.perf_counter() - t0, report.wall_seconds, report.events
+    if not logged:
+        t0 = time.perf_counter()
+        report = trio.run(replay, config)
+        return time.perf_counter() - t0, report.wall_seconds, report.events
+    log, file = make_logger(tmp / str(i) / "engine.jsonl", "info")
+    try:
+        t0 = time.perf_counter()
+        report = trio.run(functools.partial(run_replay, config, log=log))
+        wall = time.perf_counter() - t0
+    finally:
+        assert file is not None
+        file.close()
+    return wall, report.wall_seconds, report.events
 
 
 def _parse_only(data: Path) -> tuple[float, int]:
@@ -203,11 +229,20 @@ def run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m tools.bench replay")
     parser.add_argument("--data", type=Path, default=FULL if FULL.exists() else SAMPLE)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--tape-only", action="store_true", help="only the tape figures")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--tape-only", action="store_true", help="only the tape figures")
+    only.add_argument("--pipeline-only", action="store_true", help="only the pipeline figures")
     args = parser.parse_args(argv)
-    pipelines = ["pipeline", "pipeline_from_store", "driver", "parse_only", "json_baseline"]
-    names = [] if args.tape_only else pipelines
-    names += [
+    args.data = args.data.resolve()  # the replays run with their config under a temp dir
+    pipelines = [
+        "pipeline",
+        "pipeline_from_store",
+        "pipeline_from_store_logged",
+        "driver",
+        "parse_only",
+        "json_baseline",
+    ]
+    tapes = [
         "tape_parse",
         "tape_parse_general",
         "scan_and_tape",
@@ -217,6 +252,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "store_load_read",
         "scan_symbols",
     ]
+    names = ([] if args.tape_only else pipelines) + ([] if args.pipeline_only else tapes)
     results: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         events = 0
@@ -230,10 +266,14 @@ def run(argv: list[str]) -> dict[str, Any]:
                 wall, run_s, events = _pipeline(args.data, Path(tmp), i, kept)
                 results["pipeline_from_store"].append(events / wall)
                 results["driver"].append(events / run_s)
+                wall, _run, events = _pipeline(args.data, Path(tmp), i, kept, logged=True)
+                results["pipeline_from_store_logged"].append(events / wall)
                 wall, n = _parse_only(args.data)
                 results["parse_only"].append(n / wall)
                 wall, n = _json_baseline(args.data)
                 results["json_baseline"].append(n / wall)
+            if args.pipeline_only:
+                continue
             wall, events = _tape_parse(args.data)
             results["tape_parse"].append(events / wall)
             wall, events = _tape_parse_general(args.data)
@@ -264,6 +304,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         out["parse_only_vs_json_baseline"] = (
             out["parse_only"]["median"] / out["json_baseline"]["median"]
         )
+    if not args.tape_only:
+        out["from_store_logged_vs_quiet"] = (
+            out["pipeline_from_store_logged"]["median"] / out["pipeline_from_store"]["median"]
+        )
+    if args.pipeline_only:
+        return out
     out["memory"] = _memory(args.data)
     out["store_load_vs_tape_parse"] = out["store_load"]["median"] / out["tape_parse"]["median"]
     out["book_cost"] = out["tape_parse"]["median"] / out["tape_parse_book"]["median"]
