@@ -22,20 +22,30 @@ _TOKEN_LEN = 13  # 36**13 > 2**64
 _MAX_SEQ = 36 ** (36 - len(_PREFIX) - _TOKEN_LEN - 1) - 1
 
 
-def _base36(n: int) -> str:
-    if n == 0:
-        return "0"
+# Every two-digit base-36 string, so a conversion takes one division per two digits:
+# an id is made between a tick and its order's write.
+_PAIRS = tuple(a + b for a in _DIGITS for b in _DIGITS)
+
+
+def _base36_padded(n: int, pairs: int) -> str:
+    """``n`` in base 36, zero-padded to at least ``2 * pairs`` digits."""
     out = []
-    while n:
-        n, rem = divmod(n, 36)
-        out.append(_DIGITS[rem])
-    return "".join(reversed(out))
+    while n or pairs > 0:
+        n, rem = divmod(n, 1296)
+        out.append(_PAIRS[rem])
+        pairs -= 1
+    out.reverse()
+    return "".join(out)
+
+
+def _base36(n: int) -> str:
+    return _base36_padded(n, 0).lstrip("0") or "0"
 
 
 def run_token(run_id: str) -> str:
     """Return the 13-character base-36 digest that stands for ``run_id`` in ids."""
     digest = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big")
-    return _base36(digest).rjust(_TOKEN_LEN, "0")
+    return _base36_padded(digest, 7)[-_TOKEN_LEN:]  # 14 digits; 2**64 < 36**13
 
 
 class ClientOrderIds:
@@ -100,4 +110,8 @@ def venue_client_order_id(symbol: str, engine_order_id: str, ts_event: int, seq:
         ts_event: the order's ``ts_event`` (ns).
         seq: the order's ``seq``.
     """
-    return ClientOrderIds(f"{symbol}|{engine_order_id}|{ts_event}").make(seq)
+    # ``ClientOrderIds(f"{symbol}|{engine_order_id}|{ts_event}").make(seq)``, without
+    # the object: this runs between a tick and its order's write.
+    if not 0 <= seq <= _MAX_SEQ:
+        raise ValueError(f"seq {seq} outside 0..{_MAX_SEQ}")
+    return f"{_PREFIX}{run_token(f'{symbol}|{engine_order_id}|{ts_event}')}-{_base36(seq)}"

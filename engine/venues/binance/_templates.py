@@ -53,6 +53,9 @@ Number = Decimal | str | float | int
 _FLOAT_SNAP = Decimal("1e-9")
 _ZERO = Decimal(0)
 _INF = Decimal("Infinity")
+_FLOAT_INF = math.inf
+_SURE_PASS = 1.0 + 1e-9  # a float notional this far above the bound passes for sure
+_QUANTITIES_KEPT = 4096
 
 
 class OrderType(enum.Enum):
@@ -191,6 +194,13 @@ class OrderTemplate:
     _heads: Mapping[tuple[Side, OrderType, TimeInForce | None], str] = attrs.field(
         init=False, repr=False, eq=False
     )
+    # A float quantity's rounding and its text, by (quantity, market): an order's
+    # Decimal work, done once per quantity (sizes repeat) off the tick-to-order path.
+    _quantities: dict[tuple[float, bool], tuple[Decimal, str]] = attrs.field(
+        init=False, repr=False, eq=False, factory=dict
+    )
+    # ``min_notional`` as a float, for the check's sure passes (see :meth:`prepare`).
+    _min_notional_float: float = attrs.field(init=False, repr=False, eq=False, default=0.0)
 
     def __attrs_post_init__(self) -> None:
         heads: dict[tuple[Side, OrderType, TimeInForce | None], str] = {}
@@ -202,6 +212,7 @@ class OrderTemplate:
                     f"{base}LIMIT&timeInForce={tif.value}&quantity="
                 )
         object.__setattr__(self, "_heads", heads)
+        object.__setattr__(self, "_min_notional_float", float(self.min_notional))
 
     @classmethod
     def from_symbol_info(cls, info: Mapping[str, Any]) -> OrderTemplate:
@@ -295,7 +306,7 @@ class OrderTemplate:
                 close_position=close_position,
             )
         market = order_type is OrderType.MARKET
-        qty = self.round_quantity(quantity, order_type)
+        qty, qty_text = self._quantity(quantity, order_type, market)
         min_qty, max_qty = (
             (self.market_min_qty, self.market_max_qty) if market else (self.min_qty, self.max_qty)
         )
@@ -305,19 +316,28 @@ class OrderTemplate:
             raise FilterError(self.symbol, "QTY_ABOVE_MAX", value=qty, bound=max_qty)
 
         px: Decimal | None = None
+        notional_price: Decimal | None = None
         if market:
             head = self._heads[(side, OrderType.MARKET, None)]
-            params = head + format(qty, "f")
-            notional_price = (
-                None if ref_price is None else _to_decimal(ref_price, self.symbol, "PRICE")[0]
-            )
+            params = head + qty_text
+            if ref_price is None:
+                pass
+            elif type(ref_price) is not float or not -_FLOAT_INF < ref_price < _FLOAT_INF:
+                # Not a finite float: checked (and refused) as before, reduce-only too.
+                notional_price = _to_decimal(ref_price, self.symbol, "PRICE")[0]
+            elif not reduce_only and not (
+                # A sure pass needs no Decimal: a float product's error (a few ulps)
+                # is far inside this margin; anything nearer takes the exact check.
+                float(qty) * ref_price >= self._min_notional_float * _SURE_PASS
+            ):
+                notional_price = _to_decimal(ref_price, self.symbol, "PRICE")[0]
         else:
             if price is None:
                 raise FilterError(self.symbol, "PRICE_INVALID")
             px = self.round_price(price, side)
             self._check_price(px, mark_price)
             head = self._heads[(side, OrderType.LIMIT, time_in_force)]
-            params = f"{head}{format(qty, 'f')}&price={format(px, 'f')}"
+            params = f"{head}{qty_text}&price={format(px, 'f')}"
             notional_price = px
         if not reduce_only and notional_price is not None:
             notional = qty * notional_price
@@ -339,6 +359,24 @@ class OrderTemplate:
             params=params,
             time_in_force=None if market else time_in_force,
         )
+
+    def _quantity(
+        self, quantity: Number, order_type: OrderType, market: bool
+    ) -> tuple[Decimal, str]:
+        """:meth:`round_quantity` and its text, remembered for float quantities."""
+        if type(quantity) is not float:
+            qty = self.round_quantity(quantity, order_type)
+            return qty, format(qty, "f")
+        key = (quantity, market)
+        known = self._quantities.get(key)
+        if known is not None:
+            return known
+        qty = self.round_quantity(quantity, order_type)
+        known = (qty, format(qty, "f"))
+        if len(self._quantities) >= _QUANTITIES_KEPT:
+            self._quantities.clear()
+        self._quantities[key] = known
+        return known
 
     def _prepare_conditional(
         self,

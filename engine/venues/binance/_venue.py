@@ -184,6 +184,9 @@ from ._userstream import (
 )
 
 _ZERO = Decimal(0)
+# The enums by value, looked up per order (an Enum call by value costs a microsecond).
+_ORDER_TYPE_OF = {t.value: t for t in OrderType}
+_TIME_IN_FORCE_OF = {t.value: t for t in TimeInForce}
 _NOT_FOUND = -2013
 _UNKNOWN_ORDER = -2011
 _NO_NEED_TO_MODIFY = -5027
@@ -563,7 +566,10 @@ class BinanceVenue:
             reason = "filter:UNKNOWN_SYMBOL"
         else:
             try:
-                kind = OrderType(order.order_type)
+                kind = _ORDER_TYPE_OF.get(order.order_type)
+                tif = _TIME_IN_FORCE_OF.get(order.time_in_force)
+                if kind is None or tif is None:
+                    raise ValueError(order.order_type)  # as OrderType(...) would
                 prepared = template.prepare(
                     order.side,
                     order.qty,
@@ -572,7 +578,7 @@ class BinanceVenue:
                     reduce_only=order.reduce_only,
                     ref_price=order.ref_price,
                     price=order.price if kind is OrderType.LIMIT else None,
-                    time_in_force=TimeInForce(order.time_in_force),
+                    time_in_force=tif,
                     trigger_price=order.stop_price if kind.conditional else None,
                 )
             except FilterError as exc:
