@@ -46,24 +46,34 @@ class Columns:
         """Read-only views of all-NaN (float), all-0 and all--1 (int64) columns of length n."""
         cached = self._blank.get(n)
         if cached is None:
-            cached = (np.full(n, NAN), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
-            for arr in cached:
+            full = (np.full(n, NAN), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            for arr in full:
                 arr.flags.writeable = False
+            # Views of read-only arrays cannot be made writeable again: the same
+            # views serve every step of this length.
+            cached = (full[0][:], full[1][:], full[2][:])
             if n <= _MAX_CACHED:
                 self._blank[n] = cached
-        # Views of read-only arrays cannot be made writeable again.
-        return cached[0][:], cached[1][:], cached[2][:]
+        return cached
 
     def take(self) -> Ticks | None:
-        if not self.ints:
+        ints_list = self.ints
+        if not ints_list:
             return None
-        n = len(self.ints) // N_INT
-        ints = np.array(self.ints, dtype=np.int64).reshape(n, N_INT).T.copy()
-        floats = np.array(self.floats, dtype=np.float64).reshape(n, N_FLOAT).T.copy()
-        self.ints.clear()
+        n = len(ints_list) // N_INT
+        ints = np.array(ints_list, dtype=np.int64)
+        floats = np.array(self.floats, dtype=np.float64)
+        ints_list.clear()
         self.floats.clear()
+        if n > 1:  # rows to columns (one row is laid out as its column already)
+            ints = ints.reshape(n, N_INT).T.copy()
+            floats = floats.reshape(n, N_FLOAT).T.copy()
+        # On the arrays that own the data: no column can be made writeable again.
         ints.flags.writeable = False
         floats.flags.writeable = False
+        if n == 1:
+            ints = ints.reshape(N_INT, 1)
+            floats = floats.reshape(N_FLOAT, 1)
         small = ints[3:5].astype(np.int8)  # kind, buyer_maker (writeable, as kernels expect)
         nan, zero, no_book = self._constant(n)
         if self.marks:

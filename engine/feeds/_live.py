@@ -77,6 +77,9 @@ _BACKFILL_PATIENCE_S = 10.0  # newer trades are held meanwhile: do not hold them
 # A successor holds what it receives until the old stream reaches it (a busy
 # process reads the old one seconds behind); past this it gives up, losing nothing.
 _HANDOVER_PATIENCE_S = 60.0
+# Latency samples a read loop lets wait before it records them, after a step: one
+# numpy pass for many reads (the summary takes the rest).
+_LATENCY_FLUSH = 256
 
 
 class _Handover:
@@ -205,11 +208,18 @@ class LatencyStats:
     feed does not grow as samples arrive (``window`` x 8 bytes: 512 KiB by
     default).
 
+    The feed's samples wait (:meth:`defer`) and its read loop records them after a
+    step, a few hundred at a time, off the way from a frame to its order: a numpy
+    pass over a read's few samples cost 20-30 us there (cold), more than the rest
+    of the read's decode. At most ``_HOLD`` samples wait; :meth:`summary` takes
+    them first.
+
     Args:
         window: how many of the newest samples the percentiles are taken over.
     """
 
-    __slots__ = ("_next", "_ring", "count", "max_ms")
+    __slots__ = ("_held", "_held_n", "_next", "_ring", "count", "max_ms")
+    _HOLD = 4096
 
     def __init__(self, window: int = 65_536) -> None:
         if window <= 0:
@@ -220,6 +230,36 @@ class LatencyStats:
         self._next = 0
         self.count = 0
         self.max_ms = -math.inf
+        self._held: list[tuple[int, list[int]]] = []
+        self._held_n = 0
+
+    def defer(self, ts_ns: int, event_times_ms: list[int]) -> None:
+        """:meth:`record_many` later (at :meth:`flush`), in the same order: the same
+        ring, count and max once flushed."""
+        if not event_times_ms:
+            return
+        self._held.append((ts_ns, event_times_ms))
+        self._held_n += len(event_times_ms)
+        if self._held_n >= self._HOLD:
+            self.flush()
+
+    @property
+    def held(self) -> int:
+        """Samples :meth:`defer` holds, not yet recorded."""
+        return self._held_n
+
+    def flush(self) -> None:
+        """Record the samples :meth:`defer` holds, in one numpy pass."""
+        held = self._held
+        if not held:
+            return
+        self._held, self._held_n = [], 0
+        if len(held) == 1:
+            self.record_many(*held[0])
+            return
+        ts = np.array([t for t, times in held for _ in times], dtype=np.int64)
+        events = np.array([e for _t, times in held for e in times], dtype=np.int64)
+        self._write((ts - events * _MS) / 1e6)
 
     def record(self, ms: float) -> None:
         """Add one sample (the oldest leaves the window once it is full)."""
@@ -236,7 +276,9 @@ class LatencyStats:
         """Add the samples of messages received at ``ts_ns`` with these event times
         (epoch ms), in order: the same ring, count and max as :meth:`record` of each
         ``(ts_ns - event_time * 1e6) / 1e6``, in one numpy pass."""
-        ms = (ts_ns - np.array(event_times_ms, dtype=np.int64) * _MS) / 1e6
+        self._write((ts_ns - np.array(event_times_ms, dtype=np.int64) * _MS) / 1e6)
+
+    def _write(self, ms: np.ndarray) -> None:
         ring = self._ring
         size = ring.shape[0]
         n = ms.shape[0]
@@ -259,6 +301,7 @@ class LatencyStats:
 
     def summary(self) -> dict[str, float | int | None]:
         """Count and max (whole run), p50 and p99 (the window), in ms."""
+        self.flush()
         if not self.count:
             return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
         a = self._ring if self.count >= self._ring.shape[0] else self._ring[: self.count]
@@ -599,11 +642,17 @@ class LiveFeed:
                             texts.append(more)
                     # Stamped when their bytes were read (the transport's time, if it
                     # has one), not when the frames before them in the read are done.
-                    self._on_messages(texts, getattr(ws, "received_ns", 0) or time.time_ns())
+                    self._on_messages(
+                        texts,
+                        getattr(ws, "received_ns", 0) or time.time_ns(),
+                        wake=self._inline is None,
+                    )
                 read = True
             if read:
                 if self._inline is not None:
                     await self._step_inline()
+                if self.latency.held >= _LATENCY_FLUSH:
+                    self.latency.flush()  # after the step: off the way to its orders
                 continue
             now = trio.current_time()
             if successor is not None and (successor.met or successor.abandoned):
@@ -666,16 +715,18 @@ class LiveFeed:
         """Decode, de-duplicate and pass on one message received at ``ts`` (0: now)."""
         self._on_messages((text,), ts or time.time_ns())
 
-    def _on_messages(self, texts: Sequence[str | bytes], ts: int) -> None:
+    def _on_messages(self, texts: Sequence[str | bytes], ts: int, *, wake: bool = True) -> None:
         """Decode, de-duplicate and pass on messages received at ``ts``, in order.
 
         One pass over what a socket read brought: per message only the decode, the
-        de-duplication and the column append; the latency samples, the data event
-        and the first/last times are taken once for the batch. A quote or trade
-        that is plainly the next one (update id above the last, trade id one above
-        the mark, no backfill running) skips :meth:`_classify`; any other goes
-        through it. Text is encoded to bytes only where bytes are kept (the
-        recorder, trades held during a backfill).
+        de-duplication and the column append; the latency samples (held until the
+        read loop has stepped: :meth:`LatencyStats.defer`), the data event and the
+        first/last times are taken once for the batch. A quote or trade that is
+        plainly the next one (update id above the last, trade id one above the mark,
+        no backfill running) skips :meth:`_classify`; any other goes through it.
+        ``wake=False``: the caller steps what passed itself (:meth:`_step_inline`),
+        so the step loop is not woken for it. Text is encoded to bytes only where
+        bytes are kept (the recorder, trades held during a backfill).
         """
         stats = self.stats
         stats.messages += len(texts)
@@ -750,9 +801,9 @@ class LiveFeed:
                     )
                 )
         if event_times:
-            self.latency.record_many(ts, event_times)
+            self.latency.defer(ts, event_times)
         if passed:
-            self._passed(ts)
+            self._passed(ts, wake=wake)
 
     def _classify(self, state: SymbolState, msg: MarketMessage, raw: bytes) -> object:
         """``_NEW`` to pass on, ``_DUPLICATE`` to drop, ``_HELD`` while trades are backfilled."""
@@ -814,9 +865,11 @@ class LiveFeed:
         self._seq += 1
         append_message(self._columns[state.symbol], ts, self._seq, msg)
 
-    def _passed(self, ts: int) -> None:
-        """Messages received at ``ts`` went into the steps: wake the step loop."""
-        self._data.set()
+    def _passed(self, ts: int, *, wake: bool = True) -> None:
+        """Messages received at ``ts`` went into the steps: wake the step loop (unless
+        the caller steps them itself)."""
+        if wake:
+            self._data.set()
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts
@@ -1013,13 +1066,17 @@ class LiveFeed:
         return bool(self._ops) or any(cols.ints for cols in self._columns.values())
 
     async def _step_inline(self) -> None:
-        """A read loop's step: at once, unless a step is running (the step loop
-        sends what arrived meanwhile) or the final step has gone out."""
-        if self._stepping.locked() or self._final_sent or not self._pending():
+        """A read loop's step: at once, unless a step is running or it is too soon
+        (``min_step_ms``): then the step loop is woken to send it in time. Nothing
+        after the final step."""
+        if self._final_sent or not self._pending():
             return
-        if trio.current_time() < self._last_step_at + self._cfg.min_step_ms / 1000:
-            return  # too soon (``min_step_ms``): the step loop sends it in time
-        self._data = trio.Event()  # taken here: the step loop need not wake for it
+        min_step_ms = self._cfg.min_step_ms
+        if self._stepping.locked() or (
+            min_step_ms and trio.current_time() < self._last_step_at + min_step_ms / 1000
+        ):
+            self._data.set()
+            return
         await self._send_step(final=False)
 
     async def _send_step(self, *, final: bool) -> None:

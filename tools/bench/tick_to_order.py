@@ -1,15 +1,23 @@
 """Live tick-to-order latency: the engine in live mode against the loopback exchange.
 
-``python -m tools.bench tick_to_order [--seconds S] [--speed X] [--min-step-ms MS]
-[--transport lean|httpx] [--no-inline] [--actors]`` prints JSON. The exchange is
-``python -m engine sim-exchange`` in another process playing the bundled BTCUSDT
-capture at ``--speed``; the engine runs in this process exactly as
-``python -m engine --mode live`` runs it (:func:`engine._supervisor.run_live`: live
-feed over wsproto, the actor shells, :class:`BinanceVenue` over real HTTP), with a
-strategy that trades often (``sample_ms=200, fast=3, slow=8, rsi_period=5``, no ML
-filter), for ``--seconds`` of wall time. By default the feed's read loop runs each
-step through the symbol, risk and execution cores (``feeds.inline``, the default);
-``--actors`` runs them in their actor tasks over channels instead (the path before).
+``python -m tools.bench tick_to_order [--entries N] [--seconds S] [--speed X]
+[--min-step-ms MS] [--transport lean|httpx] [--no-inline] [--actors] [--slow-strategy]``
+prints JSON. The exchange is ``python -m engine sim-exchange`` in another process
+playing the bundled BTCUSDT capture at ``--speed``; the engine runs in this process
+exactly as ``python -m engine --mode live`` runs it (:func:`engine._supervisor.run_live`:
+live feed over wsproto, the actor shells, :class:`BinanceVenue` over real HTTP), with
+a strategy set up to trade as often as the capture lets it (the shipped scalper, one
+vote enough, ``[exits]`` at 1 bp or 150 ms; no ML filter; ``risk.max_orders_per_second``
+raised to 50 so that risk's order rate, still checked, denies none of it), until
+``--entries`` entry orders are written (default 200: enough for a p99 over the
+entries; 0: no count) or ``--seconds`` of wall time have passed (default 150),
+whichever comes first; at ``--speed 2`` that is about 6 entries a second, so 200 take
+about 40 s. ``--slow-strategy`` trades as the bench did before (ema_cross,
+``sample_ms=200, fast=3, slow=8, rsi_period=5``: 9-10 entries in 40 s, too few for a
+p99; the EMA cross finds under 50 crossings in the whole capture). By default the
+feed's read loop runs each step through the symbol, risk and execution cores
+(``feeds.inline``, the default); ``--actors`` runs them in their actor tasks over
+channels instead (the path before).
 
 Per order the venue times (``BinanceVenue.write_latency``, logged as ``order
 written``), on one clock (``time.time_ns``):
@@ -30,7 +38,9 @@ steps and ``BinanceVenue.submit`` (a wrapper costs about a microsecond):
 ``read_to_step`` (the tick's receive stamp to the feed's step: frame decode and the
 rest of the read), ``take_batches`` (the step's columns and batch messages),
 ``symbol``, ``risk``, ``execution_to_submit`` (execution's step up to the venue's
-``submit``), ``submit_to_written``; each as p50 / p99 / max, us.
+``submit``), ``submit_checks`` (``submit`` up to the venue's own stamp, after its
+filter checks), ``submit_to_written``; each as p50 / p99 / max, us. Each entry's
+tick is its order's ``ts_event``.
 
 The engine's log lines are dropped as they are made (after structlog's call and the
 first processor) unless ``--log-file``: then they go through the engine's own
@@ -66,7 +76,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
 KEY = "benchkey" + "A" * 56
 SECRET = "benchsecret" + "b" * 53
+# Trades as often as the capture lets it (the shipped scalper, one vote enough, exits
+# at 1 bp or 150 ms): about 3 entries a second of capture, where an EMA cross finds
+# under 50 crossings in the whole 180 s capture.
 STRATEGY = {
+    "kind": "scalper",
+    "params": {
+        "min_confirmations": 1,
+        "min_strength": 0.0,
+        "ofi_period": 5,
+        "ofi_threshold": 0.2,
+        "bar_ms": 100,
+    },
+}
+EXITS = {"stop_bps": 1.0, "target_bps": 1.0, "time_limit_ms": 150}
+# The bench's strategy before ``--entries`` (``--slow-strategy``): 9-10 entries in 40 s.
+SLOW_STRATEGY = {
     "sample_ms": 200,
     "fast": 3,
     "slow": 8,
@@ -125,11 +150,25 @@ class _Written:
     """A structlog processor keeping the ``order written`` events; drops every event,
     or, with ``log_file``, passes it on to the engine's processors writing that file."""
 
-    def __init__(self, stages: _Stages | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        stages: _Stages | None = None,
+        log_file: Path | None = None,
+        *,
+        entries: int = 0,
+        stop: trio.Event | None = None,
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.lines = 0
+        self.entries = 0
         self._stages = stages
         self._log_file = log_file
+        self._want = entries
+        self._stop = stop
+
+    def bind_stop(self, stop: trio.Event) -> None:
+        """Set ``stop`` once the wanted number of entries is written."""
+        self._stop = stop
 
     def __call__(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> Any:
         self.lines += 1
@@ -137,6 +176,10 @@ class _Written:
             self.events.append(dict(event_dict))
             if self._stages is not None:
                 self._stages.written(event_dict)
+            if event_dict.get("purpose") == "ENTRY":
+                self.entries += 1
+                if self._want and self.entries >= self._want and self._stop is not None:
+                    self._stop.set()  # the engine stops as at the end of --seconds
         if self._log_file is None:
             raise structlog.DropEvent
         return event_dict
@@ -209,6 +252,8 @@ class _Stages:
 
         def submit_(venue: Any, order: Any) -> Any:
             step["submit_at"] = time.time_ns()
+            # Per order: a step may submit several, and its log lines come after them all.
+            step[f"order:{order.client_order_id}"] = (step["submit_at"], order.ts_event)
             return submit(venue, order)
 
         LiveFeed._send_step = send_step_  # type: ignore[method-assign]
@@ -221,17 +266,21 @@ class _Stages:
     def written(self, event: dict[str, Any]) -> None:
         """An entry's ``order written`` event: its stages from the step's stamps."""
         st = self.step
-        if event.get("purpose") != "ENTRY" or "submit_at" not in st or "inline" not in st:
+        order = st.get(f"order:{event.get('client_order_id')}")
+        if event.get("purpose") != "ENTRY" or order is None or "inline" not in st:
             return
+        submit_at, tick = order  # tick: the order's ts_event, its tick's receive stamp
         submit_ns = event["submit_ms"] * 1e6
-        tick = st["submit_at"] + submit_ns - event["latency_ms"] * 1e6
+        # The venue stamps its submit time (``submit_ms``'s start) after its checks.
+        venue_at = tick + event["latency_ms"] * 1e6 - submit_ns
         self.entries.append(
             {
                 "read_to_step": (st["step"] - tick) / 1e3,
                 "take_batches": (st["inline"] - st["step"]) / 1e3,
                 "symbol": st.get("symbol", 0) / 1e3,
                 "risk": st.get("risk", 0) / 1e3,
-                "execution_to_submit": (st["submit_at"] - st["execution_at"]) / 1e3,
+                "execution_to_submit": (submit_at - st["execution_at"]) / 1e3,
+                "submit_checks": (venue_at - submit_at) / 1e3,
                 "submit_to_written": submit_ns / 1e3,
             }
         )
@@ -257,7 +306,10 @@ def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> d
         "journal": {"dir": str(tmp / "runs")},
         "logging": {"path": str(tmp / "engine.jsonl")},
         "feeds": feeds,
-        "strategy": STRATEGY,
+        "strategy": SLOW_STRATEGY if args.slow_strategy else STRATEGY,
+        **({} if args.slow_strategy else {"exits": EXITS}),
+        # Risk's order rate must not deny the strategy's orders (checked all the same).
+        "risk": {"max_orders_per_second": 50},
         "venue": {
             "kind": "binance",
             "rest_url": f"http://127.0.0.1:{rest_port}",
@@ -273,7 +325,18 @@ def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> d
 def run(argv: list[str]) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result."""
     parser = argparse.ArgumentParser(prog="python -m tools.bench tick_to_order")
-    parser.add_argument("--seconds", type=float, default=40.0, help="wall time trading")
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=200,
+        help="stop once this many entry orders are written (0: run --seconds)",
+    )
+    parser.add_argument("--seconds", type=float, default=150.0, help="wall time trading, at most")
+    parser.add_argument(
+        "--slow-strategy",
+        action="store_true",
+        help="the bench's strategy before --entries (about one entry in 4 s)",
+    )
     parser.add_argument("--speed", type=float, default=2.0, help="capture playback pace")
     parser.add_argument("--min-step-ms", type=float, default=None, help="feeds.min_step_ms")
     parser.add_argument("--transport", choices=("lean", "httpx"), default="lean")
@@ -311,13 +374,14 @@ def run(argv: list[str]) -> dict[str, Any]:
         contextlib.ExitStack() as files,
         _exchange(args.speed, args.exchange_nice) as (ws_port, rest_port),
     ):
-        written = _Written(stages, Path(tmp) / "engine.jsonl" if args.log_file else None)
-        log = written.logger(files)
         doc = _doc(args, ws_port, rest_port, Path(tmp))
         config = config_from_dict(doc, source="<bench>", base_dir=tmp)
+        wall: dict[str, float] = {}
 
         async def main() -> None:
             stop = trio.Event()
+            written.bind_stop(stop)
+            wall["start"] = time.monotonic()
             async with trio.open_nursery() as nursery:
 
                 async def stopper() -> None:
@@ -332,7 +396,12 @@ def run(argv: list[str]) -> dict[str, Any]:
                     journal_path=new_journal_path(config, "live"),
                 )
                 nursery.cancel_scope.cancel()
+            wall["end"] = time.monotonic()
 
+        written = _Written(
+            stages, Path(tmp) / "engine.jsonl" if args.log_file else None, entries=args.entries
+        )
+        log = written.logger(files)
         trio.run(main)
     events = written.events
     tick = [e["latency_ms"] * 1e3 for e in events]
@@ -349,7 +418,9 @@ def run(argv: list[str]) -> dict[str, Any]:
             "tick_to_written_us": _stats([e["latency_ms"] * 1e3 for e in entries]),
             "submit_to_written_us": _stats([e["submit_ms"] * 1e3 for e in entries]),
         },
+        "wall_s": round(wall["end"] - wall["start"], 1),
         "config": {
+            "entries": args.entries,
             "seconds": args.seconds,
             "speed": args.speed,
             "exchange_nice": args.exchange_nice,
@@ -358,7 +429,9 @@ def run(argv: list[str]) -> dict[str, Any]:
             "write_inline": not args.no_inline,
             "feeds_inline": config.feeds.inline,
             "log_file": args.log_file,
-            "strategy": STRATEGY,
+            "strategy": SLOW_STRATEGY if args.slow_strategy else STRATEGY,
+            "exits": None if args.slow_strategy else EXITS,
+            "risk_max_orders_per_second": config.risk.max_orders_per_second,
             "feed_transport": config.feeds.transport,
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
         },
