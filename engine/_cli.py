@@ -17,6 +17,7 @@ config or data (one line on stderr naming the file, key and what was expected).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import importlib.metadata
@@ -36,6 +37,7 @@ from ._config import Config, Override, env_overrides, load_config, set_overrides
 from ._control import ControlError, ControlState, send_control, serve_control
 from ._errors import ActorFailedError, ConfigError, DataError, JournalError, single_cause
 from ._logging import make_logger
+from ._memory import is_glibc, malloc_exec_env, reexec
 from ._preflight import check_config_paths, check_cpus
 from ._progress import Meter, file_bytes, watch
 from ._report import check_results_paths, summary_text, write_report, write_results
@@ -795,8 +797,33 @@ def _warm_up_main(argv: Sequence[str]) -> int:
     return warm_up_main(argv)
 
 
+def _exec_with_malloc_tunables(config: Config) -> None:
+    """A paper or live run with ``hardware.malloc_at_exec``: execute this command line
+    again at once (same PID, streams and arguments) with the ``hardware.malloc_*``
+    settings in ``GLIBC_TUNABLES``, which glibc reads at exec, so that start-up's
+    allocations are laid out that way too (engine._memory). Returns when there is
+    nothing to do (replay, off, not glibc, already done) or the exec failed: the run
+    then applies them with ``mallopt`` and its report says which way.
+    """
+    if config.engine.mode not in ("paper", "live") or not config.hardware.malloc_at_exec:
+        return
+    args = sys.argv[1:]
+    if sys.orig_argv[len(sys.orig_argv) - len(args) :] != args:
+        return  # main() under another program's command line: not ours to run again
+    env = malloc_exec_env(
+        os.environ,
+        mmap_threshold_kb=config.hardware.malloc_mmap_threshold_kb,
+        arena_max=config.hardware.malloc_arena_max,
+        glibc=is_glibc(),
+    )
+    if env is not None:
+        with contextlib.suppress(OSError):
+            reexec(env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
+    own_command_line = argv is None  # the process's own: it may execute itself again
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "warm-up": _warm_up_main,
@@ -817,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.mode is not None:
             config = attrs.evolve(config, engine=attrs.evolve(config.engine, mode=args.mode))
         check_live_consent(config, confirmed=args.i_understand_live)
+        if own_command_line:
+            _exec_with_malloc_tunables(config)  # returns when there is nothing to do
         check_config_paths(config)
         check_cpus(config)
         resolve_strategy(config)  # a bad strategy file or parameter: exit 2 before anything

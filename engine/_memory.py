@@ -53,7 +53,7 @@ market hour after warm-up as RSS slope / RSS floor / malloc free memory:
 - the same from exec (``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536:
   glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=1``, so start-up's
   allocations are laid out that way too): paper 0.5 / 0.6 / 0.1, live 1.3 /
-  0.1 / 0.3: the lowest; an environment variable of the service, not a key.
+  0.1 / 0.3: the lowest. The default now (``hardware.malloc_at_exec``, below).
 - jemalloc 5.3 (``LD_PRELOAD``, Debian ``libjemalloc2``, its defaults): paper
   -18, -17 (it purges start-up's pages over minutes: not flat) and +4.2; live
   +38, +7, -26: no. mimalloc 2.0.9: paper +2.5, live +5.8 (one run each): no.
@@ -90,13 +90,77 @@ loaded again at the first entry (``--mode live --memray``: 215 KB under numba's
 read-only, a numba signature of their own, and ``ExitPolicy.warm_up`` loaded the
 writeable one only. It loads both now. (The live figures above: round 1's glibc,
 tunables, jemalloc and mimalloc runs still had that step; the others had not.)
+
+Settings from exec (``hardware.malloc_at_exec``, default on): a paper or live
+``python -m engine`` reads its config, then executes its own command line again
+(:func:`reexec`: ``os.execve`` of ``sys.executable`` with ``sys.orig_argv``, so the
+PID, the standard streams and the working directory stay; Python's files close)
+with the keys above in ``GLIBC_TUNABLES`` (:func:`malloc_exec_env`: merged with the
+user's, whose other tunables stay; the config's values win) and
+:data:`EXEC_MARKER` set. glibc reads them before the interpreter allocates. The
+re-executed process finds them there (or the marker) and goes on: never a second
+exec; nor where the service's environment already holds them, nor in replays (their
+start-up time counts), nor without glibc. The run then applies the settings the
+best way left (:func:`malloc_applied`): ``exec`` (already read: ``mallopt`` is not
+called, which would override what the environment chose), else ``mallopt`` at the
+run's start, else ``none``; the report (``hardware.malloc_trim.mallopt.applied``)
+and the log (``malloc settings``) say which. glibc 2.36 parses ``GLIBC_TUNABLES``
+in place: ``/proc/<pid>/environ`` shows the value cut at each ``:`` (the
+process's own ``os.environ`` has it whole). Costs a second interpreter start
+(the imports up to the config: 0.9 to 3.9 s, median 2.8, five starts at load 5 on
+2 cores) in paper and live runs only.
+
+Measured with it, ``python -m tools.bench soak --minutes 10.95 --speed 5
+--warmup-minutes 2 --heap`` (paper; live: ``--mode live --minutes 7.99``) against
+``--no-malloc-at-exec`` (mallopt at the run's start), interleaved (paper exec,
+paper mallopt, live exec, live mallopt, three rounds), load 3.4-6.3 on 2 cores,
+MB per market hour after warm-up, each run as RSS slope / RSS floor / malloc free /
+malloc in use:
+
+- exec (the default): paper 0.91 / 0.82 / 0.38 / 0.40, 1.51 / 1.39 / 1.09 / 0.39,
+  0.95 / 0.84 / 0.32 / 0.43; live 0.54 / 0.45 / -0.46 / 0.54, 0.62 / 0.34 / 0.77 /
+  0.47, 0.27 / -0.57 / -0.37 / 0.38 (medians 0.54 / 0.34).
+- mallopt: paper 1.29 / 1.66 / 0.32 / 0.38, 1.63 / 1.30 / 0.59 / 0.38, 1.40 / 1.61 /
+  1.06 / 0.45; live 1.59 / 1.04 / 1.15 / 0.43, 0.45 / 1.18 / 0.39 / 0.29, 2.36 /
+  1.78 / 0.89 / 0.70 (medians 1.59 / 1.18).
+- two more paper rounds (after the portfolio fix below, load 1.4-2.2): exec
+  1.39 / 1.00 / 0.83 / 0.48, 1.60 / 1.37 / 1.31 / 0.46; mallopt 1.31 / 1.34 / 0.64 /
+  0.27, 1.32 / 1.22 / 0.71 / 0.42. Paper's medians of five: exec 1.39 / 1.00,
+  mallopt 1.32 / 1.34: not under 1 MB per market hour.
+- paper on the first segment only (``--minutes 7.99``: no exchange restart and
+  reconnect), three rounds, load 0.5-1: exec 0.85 / 1.02, 0.28 / -0.17, 1.27 / 0.24
+  (medians 0.85 / 0.24); mallopt 0.23 / 0.97, 0.06 / 0.21, 1.39 / 2.15 (medians
+  0.23 / 0.97).
+
+Live is under 1 MB per market hour from exec, not with mallopt. Paper's 11-minute
+chain is not: its excess is the reconnect to the second segment (a new book
+snapshot, trade backfill: about 0.2 MB once, found earlier, which over 9 measured
+minutes reads as 1.3 MB per hour); without it paper is under 1 in both variants. Run to run the
+figures move by about 1 MB per hour (100 KB of RSS over the run) either way. What
+grows in every variant is malloc's in-use memory, 0.2-0.7 MB per market hour
+(30-100 KB in a run), and free memory that moves by a few hundred KB either way. Where from
+(``--memray --heap``, paper, 5.5 and 10.95 market minutes, stacks held at the end
+that were allocated after warm-up): the order book's level dicts, rebuilt by
+Python at their working size (72 KB a side, the same in both runs), its price memo
+(two generations of 2,048, 13-51 KB a side), the journal's SQLite page cache
+(47 KB), the book's sorted key lists (11 KB a side): bounded structures reaching
+their size, not growth; Trio's deadline heap, whose stale entries (607 at the
+shorter run's end, 780 at the longer's) Trio prunes once they pass twice the live
+ones plus 1,000: a saw-tooth of a few hundred KB over some 15-20 market minutes
+at this rate, longer than a run; and one growing list, the portfolio actor's solve times (one
+float per solve, 2.8 KB then 5.2 KB), now a ring of the latest 1,024
+(``engine.portfolio._actor.SOLVE_WINDOW``). A 9-minute slope extrapolated to an
+hour counts the bounded fills as growth: the figures above are an upper bound.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 import trio
 
@@ -108,6 +172,116 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 NUMPY_CACHE_BUCKETS = 1024  # numpy's alloc.c: NBUCKETS, one per size in bytes below it
 NUMPY_CACHE_DEPTH = 7  # NCACHE: freed buffers kept per size
+
+
+TUNABLES = "GLIBC_TUNABLES"  # read by glibc once, at exec
+# Set in the environment of the re-executed engine: it never re-executes twice.
+EXEC_MARKER = "TRIREME_MALLOC_EXEC"
+
+
+def malloc_tunables(*, mmap_threshold_kb: int, arena_max: int) -> dict[str, str]:
+    """The ``GLIBC_TUNABLES`` entries of the ``hardware.malloc_*`` keys (0: left out):
+    what :func:`tune_malloc` sets with ``mallopt``, in bytes, for glibc to read at exec."""
+    out: dict[str, str] = {}
+    if mmap_threshold_kb:
+        out["glibc.malloc.mmap_threshold"] = str(mmap_threshold_kb * 1024)
+        out["glibc.malloc.trim_threshold"] = str(2 * mmap_threshold_kb * 1024)
+    if arena_max:
+        out["glibc.malloc.arena_max"] = str(arena_max)
+    return out
+
+
+def parse_tunables(value: str | None) -> dict[str, str]:
+    """``name=value:name=value`` (glibc's syntax) as a dict, in order; entries without
+    ``=`` are dropped (glibc ignores them too)."""
+    out: dict[str, str] = {}
+    for item in (value or "").split(":"):
+        name, eq, val = item.partition("=")
+        if eq and name:
+            out[name] = val
+    return out
+
+
+def merge_tunables(current: str | None, wanted: Mapping[str, str]) -> str:
+    """``current`` (the user's ``GLIBC_TUNABLES``) with ``wanted``'s entries set: the
+    user's other tunables are kept, in their order; the config's values win."""
+    merged = parse_tunables(current)
+    merged.update(wanted)
+    return ":".join(f"{name}={val}" for name, val in merged.items())
+
+
+def tunables_in_effect(env: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether ``env``'s ``GLIBC_TUNABLES`` (this process's, read by glibc at its exec)
+    holds every ``wanted`` entry with its value."""
+    have = parse_tunables(env.get(TUNABLES))
+    return all(have.get(name) == val for name, val in wanted.items())
+
+
+def is_glibc() -> bool:
+    """Whether the process's C library is glibc (it has ``gnu_get_libc_version``)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
+    return getattr(libc, "gnu_get_libc_version", None) is not None
+
+
+def malloc_exec_env(
+    env: Mapping[str, str], *, mmap_threshold_kb: int, arena_max: int, glibc: bool
+) -> dict[str, str] | None:
+    """The environment to re-execute the engine with so that glibc reads the
+    ``hardware.malloc_*`` settings at exec (``GLIBC_TUNABLES``, merged with the
+    user's, and :data:`EXEC_MARKER`), or None when there is nothing to do: not glibc,
+    nothing to set, the settings already there, or this process is the re-executed one.
+    """
+    wanted = malloc_tunables(mmap_threshold_kb=mmap_threshold_kb, arena_max=arena_max)
+    if not glibc or not wanted or EXEC_MARKER in env or tunables_in_effect(env, wanted):
+        return None
+    return {**env, TUNABLES: merge_tunables(env.get(TUNABLES), wanted), EXEC_MARKER: "1"}
+
+
+def reexec(env: Mapping[str, str]) -> NoReturn:
+    """Execute this process's command line again (``sys.orig_argv``, the same
+    interpreter) with ``env``: the same PID, standard streams and working directory;
+    files Python opened close (they are not inheritable). Python's own buffers are
+    flushed first.
+
+    Raises:
+        OSError: the exec failed (the process goes on as it was).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], dict(env))
+
+
+def malloc_applied(
+    env: Mapping[str, str], *, mmap_threshold_kb: int, arena_max: int, mallopt: Mallopt | None
+) -> dict[str, object]:
+    """Apply the ``hardware.malloc_*`` settings in a paper or live run, the best way
+    left: already read by glibc at exec (``GLIBC_TUNABLES`` in ``env`` holds them:
+    nothing to do), else :func:`tune_malloc` (``mallopt``, glibc), else nothing.
+
+    Returns :func:`tune_malloc`'s report with ``applied``: ``"exec"``, ``"mallopt"``
+    or ``"none"`` (not glibc, or every key 0), and ``tunables`` (the process's
+    ``GLIBC_TUNABLES``, or None).
+    """
+    wanted = malloc_tunables(mmap_threshold_kb=mmap_threshold_kb, arena_max=arena_max)
+    tunables = env.get(TUNABLES)
+    if mallopt is not None and wanted and tunables_in_effect(env, wanted):
+        out: dict[str, object] = {
+            "available": True,
+            "mmap_threshold_kb": mmap_threshold_kb or None,
+            "trim_threshold_kb": 2 * mmap_threshold_kb or None,
+            "arena_max": arena_max or None,
+            "refused": [],
+        }
+        how = "exec"
+    else:
+        out = tune_malloc(mmap_threshold_kb=mmap_threshold_kb, arena_max=arena_max, mallopt=mallopt)
+        set_any = any(out[k] is not None for k in ("mmap_threshold_kb", "arena_max"))
+        how = "mallopt" if set_any else "none"
+    return {**out, "applied": how, "tunables": tunables}
 
 
 ALLOCATORS = {"jemalloc": "jemalloc", "mimalloc": "mimalloc"}  # name: library (lib*.so)

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ from ._memory import (
     fill_numpy_cache,
     find_malloc_trim,
     find_mallopt,
-    tune_malloc,
+    malloc_applied,
 )
 from ._progress import slow_step
 from .actors import ExecutionActor, HardwareActor, InlineStep, RiskActor, SymbolActor
@@ -894,12 +895,16 @@ async def _run_journaled(
     tuning = None
     numpy_cache_kb = None
     if mode in ("paper", "live"):
-        # Before the feed and the worker threads allocate: large buffers mapped apart.
-        tuning = tune_malloc(
+        # Before the feed and the worker threads allocate: large buffers mapped apart
+        # (read by glibc at exec when the CLI re-executed the engine; else mallopt now).
+        tuning = malloc_applied(
+            os.environ,
             mmap_threshold_kb=config.hardware.malloc_mmap_threshold_kb,
             arena_max=config.hardware.malloc_arena_max,
             mallopt=find_mallopt(),
         )
+        # kind: exec (GLIBC_TUNABLES, read at exec), mallopt (now) or none (not glibc).
+        log.info("malloc settings", kind=tuning["applied"], setting=tuning["tunables"] or "")
         if config.hardware.numpy_cache_fill:  # full now, not creeping up for hours
             numpy_cache_kb = fill_numpy_cache() // 1024
     hardware_actor = HardwareActor(

@@ -84,6 +84,14 @@ class HardwareConfig:
         malloc_arena_max: glibc's ``M_ARENA_MAX`` in paper and live runs: at most
             this many malloc arenas (one per allocating thread otherwise, up to 8
             per core); 0 leaves glibc's. Default 1 (see above). Not glibc: skipped.
+        malloc_at_exec: apply the two settings above from the process's start: a
+            paper or live ``python -m engine`` executes itself again at once (same
+            PID and command line) with ``GLIBC_TUNABLES`` holding them, merged with
+            the user's, so that start-up's allocations are laid out that way too
+            (engine._memory); not when the environment already holds them (glibc
+            read them), nor in replays. False: ``mallopt`` at the run's start
+            instead; not glibc: nothing. The run report says which way
+            (``malloc_trim.mallopt.applied``: exec, mallopt or none).
         numpy_cache_fill: fill numpy's cache of small freed buffers (3.6 MB) at
             the start of paper and live runs instead of letting it fill over hours
             as new sizes come (engine._memory.fill_numpy_cache): RSS is flat after
@@ -125,4 +133,5 @@ class HardwareConfig:
     malloc_arena_max: int = attrs.field(
         default=1, validator=[v.instance_of(int), v.ge(0), v.le(1024)]
     )
+    malloc_at_exec: bool = attrs.field(default=True, validator=v.instance_of(bool))
     numpy_cache_fill: bool = attrs.field(default=True, validator=v.instance_of(bool))

@@ -9,13 +9,16 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
-from _loopback import patch_live_feed
+from _loopback import KEY, SECRET, free_port, loopback_doc, patch_live_feed, wait_for
 from test_live import QUIET, SPEED, FeedWatch, paper_config, recording  # noqa: F401 (a fixture)
 
 from engine import _supervisor
@@ -27,11 +30,16 @@ from engine._memory import (
     MallocTrimmer,
     find_malloc_trim,
     find_mallopt,
+    malloc_applied,
+    malloc_exec_env,
+    malloc_tunables,
+    merge_tunables,
+    tunables_in_effect,
     tune_malloc,
 )
 from engine.venues.sim._stream_server import ServerSettings, StreamServer
 from hardware import HardwareConfig
-from tools.bench.soak import _memory_kb
+from tools.bench.soak import _memory_kb, _toml
 
 TRIM = find_malloc_trim()
 needs_glibc = pytest.mark.skipif(TRIM is None, reason="no malloc_trim in this C library")
@@ -193,6 +201,8 @@ async def test_paper_run_trims_and_reports_it(tmp_path, recording):  # noqa: F81
         "trim_threshold_kb": 256 if MALLOPT else None,
         "arena_max": 2 if MALLOPT else None,
         "refused": [],
+        "applied": "mallopt" if MALLOPT else "none",  # in-process: no exec to read them at
+        "tunables": None,
     }
     json.dumps(trim)  # the report is JSON
 
@@ -487,3 +497,253 @@ def test_live_steps_find_the_exit_kernel_loaded():
     got = _in_fresh_interpreter(_PROTECT_LIVE_STEP, timeout=300)
     assert got["readonly_ts"] is True
     assert got["after_live_step"] == got["loaded"]
+
+
+# -- the malloc settings from exec (hardware.malloc_at_exec) ------------------------------
+
+WANTED = {
+    "glibc.malloc.mmap_threshold": "65536",
+    "glibc.malloc.trim_threshold": "131072",
+    "glibc.malloc.arena_max": "1",
+}
+SHIPPED = (
+    "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=1"
+)
+
+
+def test_tunables_are_the_mallopt_keys_in_bytes():
+    assert malloc_tunables(mmap_threshold_kb=64, arena_max=1) == WANTED
+    assert malloc_tunables(mmap_threshold_kb=0, arena_max=2) == {"glibc.malloc.arena_max": "2"}
+    assert malloc_tunables(mmap_threshold_kb=0, arena_max=0) == {}
+
+
+def test_the_users_tunables_are_kept_and_the_configs_win():
+    user = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=4:junk"
+    merged = merge_tunables(user, WANTED)
+    assert merged == (
+        "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1:"
+        "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=131072"
+    )
+    assert merge_tunables(None, WANTED) == SHIPPED
+
+
+@pytest.mark.parametrize(
+    ("env", "glibc", "execs"),
+    [
+        ({}, True, True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}, True, True),  # merged
+        ({"GLIBC_TUNABLES": SHIPPED.replace("65536", "131072")}, True, True),  # another value
+        ({"GLIBC_TUNABLES": SHIPPED}, True, False),  # already there: no loop
+        ({"GLIBC_TUNABLES": "glibc.malloc.perturb=0:" + SHIPPED}, True, False),
+        ({"TRIREME_MALLOC_EXEC": "1"}, True, False),  # the re-executed process, whatever glibc did
+        ({}, False, False),  # not glibc: mallopt's fallback does nothing either
+    ],
+)
+def test_exec_env_only_when_the_settings_are_not_there_yet(env, glibc, execs):
+    got = malloc_exec_env(env, mmap_threshold_kb=64, arena_max=1, glibc=glibc)
+    if not execs:
+        assert got is None
+        return
+    assert got is not None and got["TRIREME_MALLOC_EXEC"] == "1"
+    assert tunables_in_effect(got, WANTED)
+    # The exec'd process's own check finds them there: it runs, never execs again.
+    assert malloc_exec_env(got, mmap_threshold_kb=64, arena_max=1, glibc=glibc) is None
+    assert (
+        malloc_exec_env(
+            {**got, "TRIREME_MALLOC_EXEC": ""}, mmap_threshold_kb=64, arena_max=1, glibc=glibc
+        )
+        is None
+    )
+    assert malloc_exec_env(env, mmap_threshold_kb=0, arena_max=0, glibc=glibc) is None
+
+
+def test_applied_from_exec_calls_no_mallopt_else_falls_back():
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    got = malloc_applied(
+        {"GLIBC_TUNABLES": SHIPPED}, mmap_threshold_kb=64, arena_max=1, mallopt=mallopt
+    )
+    assert calls == []  # glibc read them at exec: nothing to set again
+    assert got["applied"] == "exec" and got["tunables"] == SHIPPED
+    assert (got["mmap_threshold_kb"], got["trim_threshold_kb"], got["arena_max"]) == (64, 128, 1)
+    got = malloc_applied({}, mmap_threshold_kb=64, arena_max=1, mallopt=mallopt)
+    assert got["applied"] == "mallopt" and got["tunables"] is None
+    assert len(calls) == 3
+    got = malloc_applied({}, mmap_threshold_kb=64, arena_max=1, mallopt=None)
+    assert got["applied"] == "none" and got["available"] is False
+    got = malloc_applied({}, mmap_threshold_kb=0, arena_max=0, mallopt=mallopt)
+    assert got["applied"] == "none" and len(calls) == 3
+
+
+def test_malloc_at_exec_defaults_on():
+    assert HardwareConfig().malloc_at_exec is True
+    assert HardwareConfig(malloc_at_exec=False).malloc_at_exec is False
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("malloc_at_exec = 1", "hardware.malloc_at_exec: expected true or false, got 1"),
+        ('malloc_at_exec = "yes"', "hardware.malloc_at_exec: expected true or false, got 'yes'"),
+    ],
+)
+def test_bad_malloc_at_exec_exits_2_with_one_line(tmp_path, capsys, line, expected):
+    cfg = write_config(tmp_path, f"[hardware]\n{line}")
+    assert main(["--config", str(cfg), "--mode", "paper"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+    assert out == ""
+
+
+# Counts the interpreter's starts (one line each: the re-exec runs this again), then runs
+# ``python -m engine`` with the rest of the command line, as users do.
+_COUNTED_ENGINE = """
+import runpy, sys
+with open(sys.argv[1], "a") as f:
+    f.write("start\\n")
+sys.argv = ["python -m engine", *sys.argv[2:]]
+runpy.run_module("engine", run_name="__main__", alter_sys=True)
+"""
+ROOT = Path(_supervisor.__file__).parents[1]
+SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
+
+
+def _environ(pid: int) -> list[str]:
+    """The environment the process was executed with, as ``/proc`` shows it: glibc
+    (2.36) parses ``GLIBC_TUNABLES`` in place, cutting it at each ``:`` with a NUL, so
+    its entries after the first show as items of their own."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return [item.decode() for item in raw.split(b"\0") if item]
+
+
+def _log_records(path: Path, message: str) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    records = [json.loads(x) for x in lines if x.startswith("{") and x.endswith("}")]
+    return [r for r in records if r.get("message") == message]
+
+
+@needs_glibc
+@pytest.mark.parametrize(
+    ("how", "user_tunables", "starts", "applied"),
+    [
+        ("default", None, 2, "exec"),  # re-executed once, same PID
+        ("default", "glibc.malloc.perturb=0", 2, "exec"),  # merged with the user's
+        ("default", SHIPPED, 1, "exec"),  # the service's environment has them: no exec
+        ("opt-out", None, 1, "mallopt"),
+    ],
+)
+def test_paper_process_runs_with_the_tunables_under_its_own_pid(
+    tmp_path, how, user_tunables, starts, applied
+):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "TRIREME_MALLOC_EXEC")
+    }
+    env.update(SIM_API_KEY=KEY, SIM_API_SECRET=SECRET, PYTHONUNBUFFERED="1")
+    if user_tunables is not None:
+        env["GLIBC_TUNABLES"] = user_tunables
+    ws_port, rest_port = free_port(), free_port()
+    doc = loopback_doc(tmp_path, ws_port, rest_port)
+    doc["hardware"] = {"enabled": False, "malloc_at_exec": how != "opt-out"}
+    config = tmp_path / "paper.toml"
+    config.write_text(_toml(doc))
+    counter = tmp_path / "starts"
+    report = tmp_path / "report.json"
+    log_path = tmp_path / "engine.jsonl"
+    exchange = subprocess.Popen(
+        [
+            sys.executable, "-m", "engine", "sim-exchange", "--data", str(SAMPLE),
+            "--port", str(ws_port), "--rest-port", str(rest_port), "--speed", "10",
+            "--log", str(tmp_path / "exchange.jsonl"),
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert exchange.stdout is not None
+        assert exchange.stdout.readline().startswith("sim-exchange:")
+        engine = subprocess.Popen(
+            [
+                sys.executable, "-c", _COUNTED_ENGINE, str(counter),
+                "--config", str(config), "--mode", "paper", "--report", str(report),
+            ],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: _log_records(log_path, "feed connected"), "feed connected", engine)
+            environ = _environ(engine.pid)  # the process the test started: the same PID
+            settings = _log_records(log_path, "malloc settings")
+        finally:
+            engine.send_signal(signal.SIGINT)
+            engine.wait(timeout=120)
+    finally:
+        exchange.terminate()
+        exchange.wait(timeout=10)
+        exchange.stdout.close()
+    assert engine.returncode == 0
+    assert counter.read_text().count("start") == starts  # re-executed once at most
+    assert [r["process"]["pid"] for r in settings] == [engine.pid]
+    assert settings[0]["trireme"]["kind"] == applied
+    mallopt = json.loads(report.read_text())["hardware"]["malloc_trim"]["mallopt"]
+    assert mallopt["applied"] == applied
+    assert (mallopt["mmap_threshold_kb"], mallopt["arena_max"]) == (64, 1)
+    names = {item.partition("=")[0] for item in environ}
+    if how == "opt-out":
+        assert not names & {"GLIBC_TUNABLES", "TRIREME_MALLOC_EXEC"}
+        assert not any("glibc.malloc" in item for item in environ)
+        return
+    assert "GLIBC_TUNABLES" in names
+    assert all(f"{name}={value}" in " ".join(environ) for name, value in WANTED.items())
+    assert tunables_in_effect({"GLIBC_TUNABLES": mallopt["tunables"]}, WANTED)  # os.environ's
+    if user_tunables is not None:
+        assert mallopt["tunables"].startswith(user_tunables)  # the user's kept
+    assert ("TRIREME_MALLOC_EXEC" in names) is (starts == 2)
+
+
+def test_replay_is_not_re_executed(tmp_path):
+    cfg = write_config(tmp_path, "")
+    counter = tmp_path / "starts"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "TRIREME_MALLOC_EXEC")
+    }
+    done = subprocess.run(
+        [
+            sys.executable, "-c", _COUNTED_ENGINE, str(counter),
+            "--config", str(cfg), "--mode", "replay",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert counter.read_text().count("start") == 1
+
+
+def test_portfolio_solve_times_are_kept_in_a_fixed_window():
+    # One float per portfolio solve was appended to a list for the whole run (the
+    # soak's memray: 2.8 KB after 3.5 market minutes, 5.2 KB after 9). The median
+    # covers the latest SOLVE_WINDOW solves in a ring allocated once; the max, all.
+    import tracemalloc
+
+    from engine.portfolio._actor import SOLVE_WINDOW, PortfolioStats
+
+    stats = PortfolioStats()
+    assert stats.summary()["solve_ms_median"] is None and stats.summary()["solve_ms_max"] is None
+    stats.record_solve(50.0)  # the slowest, early: the max keeps it
+    tracemalloc.start()
+    try:
+        for i in range(4 * SOLVE_WINDOW):
+            stats.record_solve(1.0 + (i % 3))
+        grown, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024  # bytes: none per solve
+    summary = stats.summary()
+    assert summary["solves"] == 4 * SOLVE_WINDOW + 1
+    assert summary["solve_ms_max"] == 50.0
+    assert summary["solve_ms_median"] == 2.0
+    assert len(stats.solve_ms) == SOLVE_WINDOW

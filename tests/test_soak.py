@@ -262,6 +262,15 @@ def test_memray_flag_is_parsed():
     assert _parse([]).numpy_cache_fill is None  # config.toml's
 
 
+def test_malloc_at_exec_reaches_the_engine_config(tmp_path):
+    # The A/B of the mallopt settings from exec (the default) and at the run's start.
+    assert _parse([]).malloc_at_exec is None  # config.toml's: on
+    assert _engine_doc(_parse([]), (1, 2), tmp_path)["hardware"]["malloc_at_exec"] is True
+    for flag, value in (("--no-malloc-at-exec", False), ("--malloc-at-exec", True)):
+        doc = _engine_doc(_parse([flag]), (1, 2), tmp_path)
+        assert doc["hardware"]["malloc_at_exec"] is value
+
+
 def test_engine_env_must_be_name_equals_value(capsys):
     with pytest.raises(SystemExit) as exit_:
         run(["--engine-env", "GLIBC_TUNABLES"])

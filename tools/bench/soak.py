@@ -2,8 +2,8 @@
 
 ``python -m tools.bench soak [--minutes N] [--speed X] [--warmup-minutes W]
 [--mode paper|live] [--sample-s S] [--trim-s S] [--mmap-threshold-kb K] [--arena-max N]
-[--[no-]numpy-cache-fill] [--allocator glibc|jemalloc|mimalloc] [--engine-env NAME=VALUE]
-[--tracemalloc] [--malloc-trim]
+[--[no-]malloc-at-exec] [--[no-]numpy-cache-fill] [--allocator glibc|jemalloc|mimalloc]
+[--engine-env NAME=VALUE] [--tracemalloc] [--malloc-trim]
 [--heap] [--memray] [--keep DIR]``
 prints JSON.
 
@@ -39,6 +39,10 @@ backoff of 0.05-0.5 s). Reported:
   (``hardware.malloc_mmap_threshold_kb`` and ``malloc_arena_max``; 0: glibc's
   own), from config.toml unless ``--mmap-threshold-kb`` / ``--arena-max`` say;
   the engine's report (``engine.malloc_trim.mallopt``) says what glibc took.
+- ``malloc_at_exec``: ``hardware.malloc_at_exec`` (``--[no-]malloc-at-exec``;
+  default config.toml's): the engine executes itself again with those settings
+  in ``GLIBC_TUNABLES`` (same PID, so the samples follow it); ``malloc_applied``:
+  how the engine applied them (``exec``, ``mallopt`` or ``none``, its report's).
 - ``numpy_cache_fill``: ``hardware.numpy_cache_fill`` (numpy's small-buffer
   cache filled at the start; ``--no-numpy-cache-fill`` to measure without).
 - ``allocator``: the engine's C allocator, ``glibc`` or a library preloaded into
@@ -174,6 +178,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--arena-max",
         type=int,
         help="hardware.malloc_arena_max (0: glibc's default; default: config.toml's)",
+    )
+    p.add_argument(
+        "--malloc-at-exec",
+        action=argparse.BooleanOptionalAction,
+        help="hardware.malloc_at_exec: the mallopt settings from exec, by the engine "
+        "executing itself again (default: config.toml's; --no-: mallopt at the run's start)",
     )
     p.add_argument(
         "--numpy-cache-fill",
@@ -368,6 +378,11 @@ def _soak(
         "mmap_threshold_kb": doc["hardware"].get("malloc_mmap_threshold_kb"),
         "arena_max": doc["hardware"].get("malloc_arena_max"),
         "numpy_cache_fill": doc["hardware"].get("numpy_cache_fill", True),
+        "malloc_at_exec": doc["hardware"].get("malloc_at_exec", True),
+        # How the engine applied them: exec (GLIBC_TUNABLES), mallopt or none.
+        "malloc_applied": (
+            ((report.get("hardware") or {}).get("malloc_trim") or {}).get("mallopt") or {}
+        ).get("applied"),
         "allocator": args.allocator,
         "allocator_mapped": allocator_mapped,
         "engine_env": dict(e.partition("=")[::2] for e in args.engine_env),
@@ -600,6 +615,8 @@ def _engine_doc(args: argparse.Namespace, ports: tuple[int, int], work: Path) ->
         doc["hardware"]["malloc_arena_max"] = args.arena_max
     if args.numpy_cache_fill is not None:
         doc["hardware"]["numpy_cache_fill"] = args.numpy_cache_fill
+    if args.malloc_at_exec is not None:
+        doc["hardware"]["malloc_at_exec"] = args.malloc_at_exec
     if args.mode == "live":
         doc["engine"]["live"] = True
         doc["venue"].update(
