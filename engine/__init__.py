@@ -17,12 +17,12 @@ from ._errors import DataError as DataError
 from ._errors import EngineError as EngineError
 from ._errors import JournalError as JournalError
 from ._logging import make_logger as make_logger
+from ._replay import run_replay as run_replay
+from ._report import RunReport as RunReport
+from ._report import SymbolSummary as SymbolSummary
 from ._report import report_json as report_json
 from ._report import summary_text as summary_text
 from ._report import write_report as write_report
-from ._supervisor import RunReport as RunReport
-from ._supervisor import SymbolSummary as SymbolSummary
-from ._supervisor import run_replay as run_replay
 from .journal import journal_digest as journal_digest
 
 __all__ = [

@@ -30,7 +30,8 @@ import trio
 from ._config import Config, Override, env_overrides, load_config
 from ._errors import ConfigError
 from ._logging import make_logger
-from ._supervisor import RunReport, run_replay
+from ._replay import run_replay
+from ._report import RunReport
 from .results import read_trades
 
 if TYPE_CHECKING:

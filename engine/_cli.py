@@ -40,9 +40,10 @@ from ._logging import make_logger
 from ._memory import is_glibc, malloc_exec_env, reexec
 from ._preflight import check_config_paths, check_cpus
 from ._progress import Meter, file_bytes, watch
-from ._report import check_results_paths, summary_text, write_report, write_results
+from ._replay import run_replay
+from ._report import RunReport, check_results_paths, summary_text, write_report, write_results
 from ._signals import wait_for_stop
-from ._supervisor import RunReport, run_live, run_paper, run_replay
+from ._streaming import run_live, run_paper
 from .feeds import CaptureLimits, CaptureStats, expand_paths, open_tick_store
 from .messages import ControlCommand
 from .strategy import resolve_strategy
@@ -651,7 +652,8 @@ def build_data_parser() -> argparse.ArgumentParser:
 
 def _import_main(args: argparse.Namespace) -> int:
     """``trireme data import PATH...``: 0 stored, 2 bad config or data."""
-    from ._supervisor import needs_book, resolve_symbols
+    from ._replay import resolve_symbols
+    from ._supervisor import needs_book
 
     try:
         config = load_cli_config(args.config, args.set)

@@ -3,7 +3,7 @@
 The captures become a :class:`~engine.feeds.Tape` (parsed, or mapped from the tick
 store), the cores are built once (no channels: replay runs in one task), and
 :class:`~engine.core.ReplayDriver` processes the run in market-time order. The
-report is the same :class:`~engine._supervisor.RunReport` paper and live give.
+report is the same :class:`~engine._report.RunReport` paper and live give.
 """
 
 from __future__ import annotations
@@ -20,10 +20,19 @@ from structlog.typing import FilteringBoundLogger
 from ._config import Config, parse_utc
 from ._errors import ActorFailedError, DataError, single_cause
 from ._progress import Meter, file_bytes, slow_step, watch
-from ._report import data_notes
+from ._report import RunReport, build_report, config_digest, data_notes
+from ._supervisor import _model_wiring, needs_book, new_journal_path, portfolio_solver
 from .actors import HardwareActor
 from .core import ExecutionCore, ReplayDriver, RiskCore, SymbolCore
-from .feeds import CaptureLimits, CaptureStats, TickStore, load_tape
+from .feeds import (
+    CaptureLimits,
+    CaptureStats,
+    TickStore,
+    expand_paths,
+    load_tape,
+    open_tick_store,
+    scan_symbols,
+)
 from .feeds._tape import restrict_tape
 from .journal import Journal
 from .ledger import PositionLedger
@@ -32,7 +41,6 @@ from .venues.sim import SimVenue
 
 if TYPE_CHECKING:
     from ._control import ControlState
-    from ._supervisor import RunReport
     from .messages import ControlCommand
 
 
@@ -49,6 +57,89 @@ async def _show_progress(driver: ReplayDriver, meter: Meter) -> None:
         await trio.sleep(0.25)
 
 
+def resolve_symbols(config: Config, paths: list[Path], store: TickStore | None = None) -> list[str]:
+    """The symbols to run: ``data.symbols`` if set, else every symbol in the data (the
+    tick store remembers what a scan of the same files found).
+
+    Raises:
+        DataError: no symbol found, or a configured symbol is not in the data.
+    """
+    found = store.symbols(paths, scan_symbols) if store is not None else scan_symbols(paths)
+    if not config.data.symbols:
+        if not found:
+            names = ", ".join(str(p) for p in paths)
+            raise DataError(f"{names}: no market events found")
+        return found
+    missing = [s for s in config.data.symbols if s not in found]
+    if missing:
+        raise DataError(
+            f"data.symbols: {', '.join(missing)} not found in the data (found: {', '.join(found)})"
+        )
+    return list(config.data.symbols)
+
+
+def replay_sources(
+    config: Config, data: list[str] | None, *, log: FilteringBoundLogger | None = None
+) -> tuple[list[Path], TickStore | None, list[str]]:
+    """The files of a replay (``data``, or ``data.paths`` from config; directories
+    expanded), the tick store it reads them through, and the symbols to run.
+
+    Raises:
+        DataError: the data cannot be found or read, or holds no symbol asked for.
+    """
+    raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
+    paths = expand_paths(raw)
+    store = open_tick_store(
+        config.data.tick_store,
+        base_dir=Path(config.base_dir),
+        where=config.where("data.tick_store"),
+        log=None if log is None else log.bind(actor="tick_store"),
+    )
+    return paths, store, resolve_symbols(config, paths, store)
+
+
+async def run_replay(
+    config: Config,
+    *,
+    data: list[str] | None = None,
+    log: FilteringBoundLogger,
+    journal_path: Path | None = None,
+    control: trio.MemoryReceiveChannel[ControlCommand] | None = None,
+    control_state: ControlState | None = None,
+) -> RunReport:
+    """Replay recorded market data through the cores, event by event (:mod:`engine._replay`).
+
+    Args:
+        config: the engine configuration.
+        data: capture files or directories (default: ``data.paths`` from config).
+        log: the JSON logger.
+        journal_path: where to write the journal (default: a new file under
+            ``journal.dir``).
+        control: operator commands for the risk actor (halt, reduce, resume).
+        control_state: filled in with the risk actor, for ``status`` requests.
+
+    Returns:
+        The run's report, with the journal digest.
+
+    Raises:
+        DataError: the data cannot be found or read.
+        ActorFailedError: an actor failed; trading stopped.
+    """
+    setup_started = time.perf_counter()  # wall clock for the metrics only
+    paths, store, symbols = replay_sources(config, data, log=log)
+    return await run_replay_driven(
+        config,
+        paths=paths,
+        symbols=symbols,
+        store=store,
+        log=log,
+        setup_started=setup_started,
+        journal_path=journal_path or new_journal_path(config, "replay"),
+        control=control,
+        control_state=control_state,
+    )
+
+
 async def run_replay_driven(
     config: Config,
     *,
@@ -61,8 +152,7 @@ async def run_replay_driven(
     control: trio.MemoryReceiveChannel[ControlCommand] | None,
     control_state: ControlState | None,
 ) -> RunReport:
-    """Replay ``paths`` for ``symbols`` (see :func:`engine._supervisor.run_replay`)."""
-    from . import _supervisor as sup  # the report's pieces; it imports this module lazily
+    """Replay ``paths`` for ``symbols`` (see :func:`run_replay`)."""
 
     stats = CaptureStats()
     limits = CaptureLimits(
@@ -72,7 +162,7 @@ async def run_replay_driven(
     data = [str(p) for p in paths]
     spec = resolve_strategy(config)  # a bad strategy file or parameter: before anything
     with Journal(journal_path) as journal:
-        cfg_sha = sup.config_digest(config)
+        cfg_sha = config_digest(config)
         journal.set_meta({"mode": "replay", "config_sha256": cfg_sha, "data": "\n".join(data)})
         log.info("replay starting", symbols=symbols, data=data, journal=str(journal.path))
         try:
@@ -90,7 +180,7 @@ async def run_replay_driven(
                     limits=limits,
                     stats=stats,
                     store=store,
-                    book=sup.needs_book(config, spec.cls),
+                    book=needs_book(config, spec.cls),
                 )
             tape = restrict_tape(tape, *_window(config))  # data.start / data.end
         except DataError as exc:
@@ -127,12 +217,12 @@ async def run_replay_driven(
         if config.portfolio.enabled:
             if len(symbols) > 1:
                 importlib.import_module("engine.portfolio._optimize")  # cvxpy: set-up time
-            portfolio = sup.portfolio_solver(config, log)
+            portfolio = portfolio_solver(config, log)
         with slow_step(
             "loading the ML filter (feature kernels compile on a first run)",
             style=config.logging.progress_style,
         ):
-            model, filters, _channels = sup._model_wiring(config, symbols, "replay", log)
+            model, filters, _channels = _model_wiring(config, symbols, "replay", log)
         cores = [
             SymbolCore(
                 symbol=s,
@@ -212,7 +302,7 @@ async def run_replay_driven(
             log.error("actor failed; trading halted", error=repr(cause), exc_info=True)
             raise ActorFailedError(f"replay stopped: {cause!r}") from exc
         wall = time.perf_counter() - started
-        return sup.build_report(
+        return build_report(
             config,
             mode="replay",
             symbols=symbols,

@@ -1,10 +1,14 @@
-"""The run summary: a short human text for stdout and the same as JSON."""
+"""The run report (:class:`RunReport`, built from the cores, the ledger and the journal by
+:func:`build_report` in every mode) and its summary: a short human text for stdout and
+the same as JSON."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -12,19 +16,271 @@ import orjson
 
 from ._config import SHIPPED_STRATEGIES, Config
 from ._errors import ConfigError, DataError
-from ._supervisor import RunReport
 from .results import (
     Trade,
     read_trades,
+    run_results,
     tape_prices,
     tearsheet_html,
     trades_format,
     write_tearsheet,
     write_trades,
 )
-from .strategy import strategy_class
+from .strategy import strategy_class, strategy_label
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from ._memory import MallocTrimmer
+    from .actors import HardwareActor
+    from .actors._filter import EntryFilter
+    from .actors._model import ModelActor
+    from .core import ExecutionCore, RiskCore, SymbolCore
+    from .journal import Journal
+    from .ledger import PositionLedger
+    from .portfolio import PortfolioActor
+    from .venues import Venue
 
 TEARSHEET_SUFFIXES = (".html", ".htm")
+
+
+@attrs.frozen(kw_only=True)
+class SymbolSummary:
+    """One symbol's results."""
+
+    symbol: str
+    ticks: int
+    signals: int
+    transitions: dict[str, int]
+    position_qty: float
+    fills: int
+    round_trips: int
+    realized_pnl: float
+    fees: float
+    # ``[strategy.confirm]``'s entry decisions (confirmed, passed_warmup,
+    # blocked_disagree, blocked_warmup); empty when confirmation is off.
+    confirm: dict[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class RunReport:
+    """What a replay did; the CLI prints it and ``--report`` writes it as JSON."""
+
+    mode: str
+    data: list[str]
+    symbols: list[str]
+    events: int
+    lines: int
+    skipped: dict[str, int]
+    feed: dict[str, object]
+    steps: int
+    first_ts: int | None
+    last_ts: int | None
+    orders: int
+    denied: dict[str, int]
+    fills: int
+    expired: int
+    round_trips: int
+    realized_pnl: float
+    fees: float
+    net_pnl: float
+    max_drawdown: float
+    transitions: dict[str, int]
+    trading_state: str
+    trading_changes: list[dict[str, str]]
+    risk: dict[str, object]
+    portfolio: dict[str, object]
+    model: dict[str, object]
+    hardware: dict[str, object]
+    per_symbol: list[SymbolSummary]
+    journal_path: str
+    journal_records: int
+    journal_sha256: str
+    config_sha256: str
+    setup_seconds: float
+    wall_seconds: float
+    events_per_second: float
+    # engine.results.trade_stats of the journal's round trips, and the equity curve
+    # (downsampled; see RunResults.curve_json).
+    trades: dict[str, object] = attrs.Factory(dict)
+    equity_curve: dict[str, object] = attrs.Factory(dict)
+    # The strategy run: its ``strategy.kind``, or ``<file>:<class>`` of a user's.
+    strategy: str = ""
+
+
+def _model_summary(actor: ModelActor | None, filters: dict[str, EntryFilter]) -> dict[str, object]:
+    if actor is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        **actor.summary(),
+        "not_ready": sum(f.not_ready for f in filters.values()),
+        "taken": sum(f.taken for f in filters.values()),
+        "blocked": sum(f.blocked for f in filters.values()),
+        # A multi-modal model: signals scored without a book at their tick (NaN levels).
+        **(
+            {"book_missing": sum(f.book_missing for f in filters.values())}
+            if any(f.book_levels for f in filters.values())
+            else {}
+        ),
+        **_regime_summary(filters),
+        "thresholds": {s: round(f.threshold.current, 4) for s, f in filters.items()},
+    }
+
+
+def _regime_summary(filters: dict[str, EntryFilter]) -> dict[str, object]:
+    """``[model] regime = "hmm"``: proposals that used the HMM and those that fell back."""
+    if not any(f.hmm is not None for f in filters.values()):
+        return {}
+    return {
+        "regime_hmm": sum(f.regime_hmm for f in filters.values()),
+        "regime_fallback": sum(f.regime_fallback for f in filters.values()),
+        "regime_bars": sum(f.hmm.bars for f in filters.values() if f.hmm is not None),
+    }
+
+
+def _hardware_summary(
+    actor: HardwareActor, trimmer: MallocTrimmer | None = None
+) -> dict[str, object]:
+    applied = actor.applied
+    out: dict[str, object] = {
+        "affinity": list(applied.affinity) if applied is not None else [],
+        "worker_cpus": list(applied.plan.worker_cpus) if applied is not None else [],
+        "refused": [f"{r.setting}: {r.reason}" for r in applied.refused] if applied else [],
+        "loop_lag_ms": actor.lag.summary(),
+    }
+    if trimmer is not None:  # paper and live runs
+        out["malloc_trim"] = trimmer.summary()
+    return out
+
+
+def _risk_summary(risk: RiskCore, ledger: PositionLedger) -> dict[str, object]:
+    metrics = risk.metrics
+    metrics.exposure = {
+        symbol: abs(acct.qty) * (acct.last_mid if acct.last_mid == acct.last_mid else 0.0)
+        for symbol, acct in ledger.accounts.items()
+    }
+    return {
+        **metrics.summary(),
+        "symbol_states": {s: m.state.value for s, m in risk.symbol_trading.items()},
+        "symbol_changes": [
+            {"symbol": symbol, "from": a, "to": b, "reason": why}
+            for symbol, a, b, why in risk.symbol_changes
+        ],
+    }
+
+
+def config_digest(config: Config) -> str:
+    """sha256 of the effective configuration (what the run depends on)."""
+    body = repr(attrs.evolve(config, source="", base_dir="")).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
+def build_report(
+    config: Config,
+    *,
+    mode: str,
+    symbols: list[str],
+    data: list[str],
+    cores: Sequence[SymbolCore],
+    ledger: PositionLedger,
+    execution: ExecutionCore,
+    risk: RiskCore,
+    venue: Venue,
+    portfolio: PortfolioActor | None,
+    model: ModelActor | None,
+    filters: dict[str, EntryFilter],
+    hardware_actor: HardwareActor,
+    journal: Journal,
+    feed_summary: dict[str, object],
+    trimmer: MallocTrimmer | None = None,
+    lines: int,
+    skipped: dict[str, int],
+    steps: int,
+    first_ts: int | None,
+    last_ts: int | None,
+    setup: float,
+    wall: float,
+    log: FilteringBoundLogger,
+    equity_curve: tuple[np.ndarray, np.ndarray] | None = None,
+) -> RunReport:
+    """The run's report, from the cores, the ledger and the journal (every mode).
+
+    ``equity_curve`` is the replay driver's (times, PnL); without it the results use
+    the realized curve rebuilt from the journal's fills.
+    """
+    per_symbol = []
+    transitions: dict[str, int] = {}
+    for core in cores:
+        acct = ledger.account(core.symbol)
+        for state, count in core.transitions.items():
+            transitions[state] = transitions.get(state, 0) + count
+        per_symbol.append(
+            SymbolSummary(
+                symbol=core.symbol,
+                ticks=core.ticks,
+                signals=core.signals,
+                transitions=dict(sorted(core.transitions.items())),
+                position_qty=acct.qty,
+                fills=acct.fills,
+                round_trips=acct.round_trips,
+                realized_pnl=acct.realized,
+                fees=acct.fees,
+                confirm=core.confirm_counts,
+            )
+        )
+    realized = sum(a.realized for a in ledger.accounts.values())
+    fees = sum(a.fees for a in ledger.accounts.values())
+    events = sum(core.ticks for core in cores)
+    results = run_results(journal.path, start_equity=config.risk.capital, equity_curve=equity_curve)
+    report = RunReport(
+        mode=mode,
+        data=data,
+        symbols=symbols,
+        events=events,
+        lines=lines,
+        skipped=skipped,
+        feed=feed_summary,
+        steps=steps,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        orders=execution.orders_sent + sum(risk.denied.values()),
+        denied=dict(sorted(risk.denied.items())),
+        fills=execution.fills,
+        expired=execution.expired,
+        round_trips=sum(a.round_trips for a in ledger.accounts.values()),
+        realized_pnl=realized,
+        fees=fees,
+        net_pnl=realized - fees,
+        max_drawdown=venue.max_drawdown,
+        transitions=dict(sorted(transitions.items())),
+        trading_state=risk.trading.state.value,
+        trading_changes=[{"from": a, "to": b, "reason": why} for a, b, why in risk.state_changes],
+        risk=_risk_summary(risk, ledger),
+        portfolio=portfolio.stats.summary() if portfolio is not None else {},
+        model=_model_summary(model, filters),
+        hardware=_hardware_summary(hardware_actor, trimmer),
+        per_symbol=per_symbol,
+        journal_path=str(journal.path),
+        journal_records=journal.records,
+        journal_sha256=journal.digest(),
+        config_sha256=config_digest(config),
+        setup_seconds=setup,
+        wall_seconds=wall,
+        events_per_second=events / wall if wall > 0 else 0.0,
+        trades=results.stats,
+        equity_curve=results.curve_json(),
+        strategy=strategy_label(config),
+    )
+    log.info(
+        f"{mode} finished",
+        events=report.events,
+        orders=report.orders,
+        fills=report.fills,
+        journal_sha256=report.journal_sha256,
+        events_per_second=round(report.events_per_second),
+    )
+    return report
 
 
 def report_json(report: RunReport) -> bytes:

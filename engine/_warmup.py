@@ -49,7 +49,7 @@ def warm_up_main(argv: Sequence[str]) -> int:
     """``trireme warm-up``: 0 done, 2 bad usage or config, 1 the replay failed."""
     from ._cli import bundled_config, load_cli_config
     from ._logging import make_logger
-    from ._supervisor import run_replay
+    from ._replay import run_replay
 
     args = build_warm_up_parser().parse_args(argv)
     sample = bundled_config().parent / _SAMPLE

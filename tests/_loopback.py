@@ -24,7 +24,9 @@ import pytest
 import trio
 
 from engine import config_from_dict
-from engine._supervisor import RunReport, new_journal_path, run_live, run_paper
+from engine._report import RunReport
+from engine._streaming import run_live, run_paper
+from engine._supervisor import new_journal_path
 from engine.feeds import _live
 from engine.feeds._live import LiveFeed
 from engine.testing import quiet_logger

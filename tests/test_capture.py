@@ -12,7 +12,7 @@ import trio
 
 from engine import ConfigError, DataError
 from engine._config import config_from_dict
-from engine._supervisor import run_paper
+from engine._streaming import run_paper
 from engine.feeds import (
     CaptureLimits,
     CaptureStats,

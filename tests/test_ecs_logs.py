@@ -46,7 +46,8 @@ from engine import config_from_dict, make_logger
 from engine._cli import main as cli_main
 from engine._errors import ActorFailedError
 from engine._logging import ECS_FIELD_SETS, ECS_KEYS, ECS_VERSION
-from engine._supervisor import run_live, run_replay
+from engine._replay import run_replay
+from engine._streaming import run_live
 from engine.journal import Journal
 from engine.venues.sim._exchange_api import sign
 from engine.venues.sim._exchange_faults import RequestFault

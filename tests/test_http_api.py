@@ -24,7 +24,7 @@ import trio
 from engine import config_from_dict
 from engine._control import ControlState
 from engine._logging import make_logger
-from engine._supervisor import run_paper
+from engine._streaming import run_paper
 from engine.messages import ControlCommand
 from engine.ops import OpsAddresses, serve_ops
 from engine.testing import quiet_logger

@@ -24,7 +24,8 @@ import trio
 import trio.testing
 
 from engine import config_from_dict
-from engine._supervisor import ActorFailedError, _run_pipeline
+from engine._errors import ActorFailedError
+from engine._supervisor import _run_pipeline
 from engine.actors import InlineStep
 from engine.feeds import CaptureStats, parse_line
 from engine.feeds._columns import Columns, append_message

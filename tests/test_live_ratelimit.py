@@ -23,7 +23,7 @@ import trio
 from _loopback import KEY, SECRET, loopback_doc
 
 from engine import config_from_dict
-from engine._supervisor import run_live, run_paper
+from engine._streaming import run_live, run_paper
 from engine.testing import quiet_logger
 from engine.venues.sim._exchange_faults import RequestFault
 from engine.venues.sim._recorded import Recording, load_recording

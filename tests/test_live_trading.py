@@ -2,7 +2,7 @@
 
 The loopback exchange plays the bundled BTCUSDT sample at many times its recorded
 pace and trades the engine's orders against the replayed book; the engine runs in
-live mode (:func:`engine._supervisor.run_live`, the Binance venue, real HTTP and
+live mode (:func:`engine._streaming.run_live`, the Binance venue, real HTTP and
 websockets over 127.0.0.1) in the same Trio run. A request fault armed on
 ``POST /fapi/v1/order`` hits the engine's first order. Once the engine's feed has
 passed on the whole capture and nothing is left in flight (every order final at
@@ -60,7 +60,9 @@ from _loopback import (
 )
 
 from engine import config_from_dict
-from engine._supervisor import RunReport, new_journal_path, run_live
+from engine._report import RunReport
+from engine._streaming import run_live
+from engine._supervisor import new_journal_path
 from engine.journal import Journal as JournalFile
 from engine.journal import journal_files
 from engine.messages import (

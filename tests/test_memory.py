@@ -21,7 +21,7 @@ import trio
 from _loopback import KEY, SECRET, free_port, loopback_doc, patch_live_feed, wait_for
 from test_live import QUIET, SPEED, FeedWatch, paper_config, recording  # noqa: F401 (a fixture)
 
-from engine import _supervisor
+from engine import _streaming, _supervisor
 from engine._cli import main
 from engine._memory import (
     M_ARENA_MAX,
@@ -189,7 +189,7 @@ async def test_paper_run_trims_and_reports_it(tmp_path, recording):  # noqa: F81
                 stop.set()
 
             nursery.start_soon(stop_when_done)
-            report = await _supervisor.run_paper(config, log=QUIET, stop=stop)
+            report = await _streaming.run_paper(config, log=QUIET, stop=stop)
             nursery.cancel_scope.cancel()
     trim = report.hardware["malloc_trim"]
     assert trim["available"] is True and trim["trims"] >= 2

@@ -18,7 +18,7 @@ from engine.testing import quiet_logger, replay, replay_config
 
 def run(config, control=None):
     async def main():
-        from engine._supervisor import run_replay
+        from engine._replay import run_replay
 
         log = quiet_logger()
         if control is None:

@@ -15,7 +15,7 @@ import trio
 
 from engine import ConfigError, load_config
 from engine._config import Override, parse_utc
-from engine._supervisor import run_replay
+from engine._replay import run_replay
 from engine.feeds import CaptureStats
 from engine.feeds._tape import parse_tape, restrict_tape
 from engine.sweep import folds, grid_points, parse_grid, parse_walk_forward, trade_pnls

@@ -26,7 +26,8 @@ import trio
 from _loopback import KEY, SECRET, loopback_doc
 
 from engine import config_from_dict
-from engine._supervisor import new_journal_path, run_live
+from engine._streaming import run_live
+from engine._supervisor import new_journal_path
 from engine.testing import quiet_logger
 from engine.venues.binance import RateLimiter
 from engine.venues.binance._ratelimit import Priority, RateLimit

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -223,22 +222,15 @@ def data_span(config: Config, data: list[str] | None) -> tuple[list[str], int, i
         DataError: the data cannot be found or read, or holds no event.
     """
     from .._errors import DataError
-    from .._supervisor import resolve_symbols
-    from ..feeds import CaptureLimits, CaptureStats, expand_paths, load_tape, open_tick_store
+    from .._replay import replay_sources
+    from ..feeds import CaptureLimits, CaptureStats, load_tape
 
-    raw = data if data else [str(config.resolve(p)) for p in config.data.paths]
-    paths = expand_paths(raw)
-    store = open_tick_store(
-        config.data.tick_store,
-        base_dir=Path(config.base_dir),
-        where=config.where("data.tick_store"),
-    )
-    symbols = resolve_symbols(config, paths, store)
+    paths, store, symbols = replay_sources(config, data)
     limits = CaptureLimits(
         max_receive_skew_ms=config.data.max_receive_skew_ms,
         max_time_jump_ms=config.data.max_time_jump_ms,
     )
     tape = load_tape(paths, symbols, limits=limits, stats=CaptureStats(), store=store)
     if tape.first_ts is None or tape.last_ts is None:
-        raise DataError(f"{', '.join(raw)}: no market events found")
+        raise DataError(f"{', '.join(str(p) for p in paths)}: no market events found")
     return [str(p.resolve()) for p in paths], tape.first_ts, tape.last_ts

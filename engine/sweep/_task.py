@@ -24,7 +24,8 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import Config
-from .._supervisor import RunReport, run_replay
+from .._replay import run_replay
+from .._report import RunReport
 
 #: Without :mod:`engine.results`' statistics, the annualised Sharpe of a run shorter than
 #: this is left out of the table: minutes of per-step returns scaled to a year is noise

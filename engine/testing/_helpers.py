@@ -14,7 +14,8 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from .._config import Config, config_from_dict
-from .._supervisor import RunReport, run_replay
+from .._replay import run_replay
+from .._report import RunReport
 
 
 def replay_config(tmp_dir: Path, data: list[str | Path], **sections: dict[str, Any]) -> Config:

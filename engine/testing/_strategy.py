@@ -30,7 +30,7 @@ import orjson
 import trio
 
 from .._config import SHIPPED_STRATEGIES
-from .._supervisor import RunReport
+from .._report import RunReport
 from ..strategy import Strategy
 from ._helpers import replay, replay_config
 

@@ -114,7 +114,7 @@ async def _receive(transport: str, total: int) -> float:
 
 
 async def _pipeline(transport: str, total: int) -> float:
-    from engine._supervisor import run_paper
+    from engine._streaming import run_paper
 
     with _Server() as server, tempfile.TemporaryDirectory() as tmp:
         config = _config(Path(tmp), server, transport, min_step_ms=0.0)
@@ -168,7 +168,7 @@ def _ingest(transport: str, capture: Path) -> dict[str, float]:
 
 
 async def _ingest_run(transport: str, port: int, total: int) -> dict[str, float]:
-    from engine._supervisor import run_paper
+    from engine._streaming import run_paper
 
     if True:
         with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +260,7 @@ async def _stop_later(stop: trio.Event, seconds: float) -> None:
 
 
 async def _latency(transport: str, seconds: float) -> dict[str, float]:
-    from engine._supervisor import run_paper
+    from engine._streaming import run_paper
 
     recording = load_recording([SAMPLE])
     server = StreamServer(recording, ServerSettings(speed=2.0), QUIET)

@@ -71,7 +71,7 @@ import attrs
 import trio
 
 from engine._logging import make_logger
-from engine._supervisor import run_replay
+from engine._replay import run_replay
 from engine.feeds import CaptureStats, TickStore, load_tape, read_capture, scan_symbols
 from engine.feeds import _tape as tape_module
 from engine.feeds._capture import open_capture

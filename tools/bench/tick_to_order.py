@@ -4,7 +4,7 @@
 [--min-step-ms MS] [--transport lean|httpx] [--no-inline] [--actors] [--slow-strategy]``
 prints JSON. The exchange is ``python -m engine sim-exchange`` in another process
 playing the bundled BTCUSDT capture at ``--speed``; the engine runs in this process
-exactly as ``python -m engine --mode live`` runs it (:func:`engine._supervisor.run_live`:
+exactly as ``python -m engine --mode live`` runs it (:func:`engine._streaming.run_live`:
 live feed over wsproto, the actor shells, :class:`BinanceVenue` over real HTTP), with
 a strategy set up to trade as often as the capture lets it (the shipped scalper, one
 vote enough, ``[exits]`` at 1 bp or 150 ms; no ML filter; ``risk.max_orders_per_second``
@@ -69,7 +69,8 @@ import trio
 
 from engine import config_from_dict
 from engine._logging import redact_secrets, to_ecs
-from engine._supervisor import new_journal_path, run_live
+from engine._streaming import run_live
+from engine._supervisor import new_journal_path
 from engine.venues.binance import BinanceVenue
 
 ROOT = Path(__file__).resolve().parents[2]
