@@ -80,8 +80,7 @@ to +5.3 without, +1.1 to +2.9 with. Live (8 minutes, 2 pairs): in-use +4.1 to
 entry, 0.3-0.5 MB of numba and LLVM mid-run: they load at start-up now). What
 still grows is glibc's free memory (+0.5 to 0.8 MB in 6-9 market minutes, while
 in-use memory moves by 0.05-0.2 MB): chunks freed in pages that keep a live
-one, which ``malloc_trim`` cannot hand back; and in paper, the chained segments'
-reconnect (a new book snapshot and trade backfill, about 0.2 MB once).
+one, which ``malloc_trim`` cannot hand back.
 
 The live run's one-time +0.2 MB near 150 market seconds was the exit kernel
 loaded again at the first entry (``--mode live --memray``: 215 KB under numba's
@@ -133,10 +132,12 @@ malloc in use:
   0.23 / 0.97).
 
 Live is under 1 MB per market hour from exec, not with mallopt. Paper's 11-minute
-chain is not: its excess is the reconnect to the second segment (a new book
-snapshot, trade backfill: about 0.2 MB once, found earlier, which over 9 measured
-minutes reads as 1.3 MB per hour); without it paper is under 1 in both variants. Run to run the
-figures move by about 1 MB per hour (100 KB of RSS over the run) either way. What
+chain read 1.39 / 1.00 here (load 1.4-6.3) and 0.79 / 0.60 in three later runs at load
+~1 (exec: 0.68 / 0.30, 1.03 / 0.60, 0.79 / 0.62). Reconnects keep nothing (``python -m
+tools.bench soak --reconnect-at MIN``, the exchange drops every connection: four drops
+in one run moved the RSS floor by -0.02 to +0.10 MB each, malloc's in-use memory by at
+most 0.03 MB; the exchange restart of the chain under 0.03 MB in seven runs). Run to
+run the figures move by about 1 MB per hour (100 KB of RSS over the run) either way. What
 grows in every variant is malloc's in-use memory, 0.2-0.7 MB per market hour
 (30-100 KB in a run), and free memory that moves by a few hundred KB either way. Where from
 (``--memray --heap``, paper, 5.5 and 10.95 market minutes, stacks held at the end

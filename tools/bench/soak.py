@@ -4,7 +4,7 @@
 [--mode paper|live] [--sample-s S] [--trim-s S] [--mmap-threshold-kb K] [--arena-max N]
 [--[no-]malloc-at-exec] [--[no-]numpy-cache-fill] [--allocator glibc|jemalloc|mimalloc]
 [--engine-env NAME=VALUE] [--tracemalloc] [--malloc-trim]
-[--heap] [--memray] [--keep DIR]``
+[--heap] [--memray] [--reconnect-at MIN ...] [--warmup-reconnect] [--keep DIR]``
 prints JSON.
 
 The engine runs as users run it, ``python -m engine --config ... --mode paper``
@@ -114,6 +114,19 @@ backoff of 0.05-0.5 s). Reported:
   ``PYTHONMALLOC=malloc`` in the environment to see Python's small objects
   one by one rather than as pymalloc's arenas.
 
+- with ``--reconnect-at MIN`` (repeatable, market minutes): the exchange drops
+  every websocket connection then (its ``drop`` fault: the TCP stream aborted), and
+  the engine reconnects to the same exchange and resyncs (a new book snapshot, the
+  missed trades backfilled over REST), the feed's path after the chain's exchange
+  restart without a new capture; ``--warmup-reconnect``: one such drop at half the
+  warm-up, so that what a first reconnect fills counts as warm-up.
+  ``reconnect_steps``: for each drop and each exchange restart (``kind``), the
+  lowest RSS and RssAnon in the 60 market seconds after it (from 10 s on: the
+  resync) less the lowest in the 60 s before (one trim interval each: the floor),
+  and the same for the median of malloc's in-use memory (``--heap``), in MB. A
+  retention per reconnect shows as the same step at every one; a one-time fill at
+  the first only.
+
 ``--mode live`` runs the engine's Binance venue against the exchange's trading
 side. A restarted exchange is a fresh account the engine would reconcile against
 (and halt on), so live mode plays one segment only (up to 8 minutes).
@@ -216,6 +229,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="native allocation profile from warm-up to end (needs memray: the profile extra)",
     )
+    p.add_argument(
+        "--reconnect-at",
+        type=float,
+        action="append",
+        default=[],
+        metavar="MIN",
+        help="drop the feed's connections at this market minute (repeatable): "
+        "the engine reconnects and resyncs",
+    )
+    p.add_argument(
+        "--warmup-reconnect",
+        action="store_true",
+        help="one such reconnect at half the warm-up (its fill counts as warm-up)",
+    )
     p.add_argument("--keep", type=Path, help="keep config, logs and journal in this folder")
     return p.parse_args(argv)
 
@@ -235,6 +262,11 @@ def run(argv: list[str]) -> Mapping[str, Any]:
     segments = _plan(args.minutes, args.mode)
     if args.warmup_minutes >= args.minutes:
         _usage_error("--warmup-minutes must be shorter than --minutes")
+    if args.warmup_reconnect:
+        args.reconnect_at.append(args.warmup_minutes / 2)
+    args.reconnect_at.sort()
+    if any(not 0 < m < args.minutes for m in args.reconnect_at):
+        _usage_error(f"--reconnect-at must be within 0..{args.minutes:g} market minutes")
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
             work = args.keep
@@ -294,14 +326,26 @@ def _soak(
     # tracemalloc: a second snapshot a third of the way from warm-up to the end.
     mid_s = args.warmup_minutes * 60 + (args.minutes - args.warmup_minutes) * 20
     owners: dict[str, int] = {}
+    # Market seconds of each reconnect: the exchange's drops and its restarts.
+    steps: list[tuple[float, str]] = [(m * 60.0, "drop") for m in args.reconnect_at]
+    steps += [(sum(s for _f, s in segments[:i]), "restart") for i in range(1, len(segments))]
+    connects = 0  # the engine's connections so far: one per segment and per drop
     engine = _start_engine(args, config, report_path, work, env)
     try:
         for index, (files, seconds) in enumerate(segments):
             exchange_log = _LogWatch(work / f"exchange-{index}.jsonl")
-            with _exchange(files, args.speed, ports, exchange_log.path, env):
+            # The drops within this segment, in seconds of its playback (wall).
+            drops = tuple(
+                (m * 60.0 - offset) / args.speed
+                for m in args.reconnect_at
+                if offset <= m * 60.0 < offset + seconds
+            )
+            with _exchange(files, args.speed, ports, exchange_log.path, env, drops):
                 # Playback starts when the engine connects (it boots, or reconnects).
-                def connected(n: int = index + 1) -> bool:
+                def connected(n: int = connects + 1) -> bool:
                     return engine_log.count(_CONNECTED) >= n
+
+                connects += 1 + len(drops)
 
                 if not _wait(engine, connected, 300):
                     raise SystemExit("error: the engine did not connect within 300 s")
@@ -410,6 +454,8 @@ def _soak(
     }
     if heap:
         out["heap"] = _heap_figures(heap, args.warmup_minutes * 60.0)
+    if steps:
+        out["reconnect_steps"] = _reconnect_steps(samples, heap, sorted(steps))
     if len(types) == 2:
         out["heap"]["gc_objects_growth"] = _type_growth(types[0]["types"], types[1]["types"])
         out["heap"]["gc_detail_growth"] = _type_growth(types[0]["detail"], types[1]["detail"])
@@ -426,6 +472,44 @@ def _soak(
             "growth_after_trims_mb": round(trims[1]["after_mb"] - trims[0]["after_mb"], 2),
         }
     return out
+
+
+def _reconnect_steps(
+    samples: list[tuple[float, ...]],
+    heap: list[tuple[float, ...]],
+    steps: list[tuple[float, str]],
+    window_s: float = 60.0,
+    settle_s: float = 10.0,
+) -> list[dict[str, Any]]:
+    """What each reconnect (``(market s, "drop" | "restart")``) added: the lowest RSS
+    and RssAnon (MB) of the ``window_s`` of market time after it (from ``settle_s``
+    on: the resync's snapshot and backfill) less that of the ``window_s`` before it,
+    and the same for the median of malloc's in-use memory (``--heap``). A window of
+    one trim interval (60 market s shipped) holds one trim, so its lowest RSS is the
+    floor. None where a window holds no sample."""
+    market = np.array([x[1] for x in samples], dtype=np.float64)
+    rss = np.array([x[2] for x in samples], dtype=np.float64)
+    anon = np.array([x[3] for x in samples], dtype=np.float64)
+    heap_at = np.array([x[0] for x in heap], dtype=np.float64)
+    in_use = np.array([x[1] for x in heap], dtype=np.float64)
+
+    def step(x: np.ndarray, y: np.ndarray, at: float, pick: Callable[..., Any]) -> float | None:
+        before = y[(x >= at - window_s) & (x < at)]
+        after = y[(x >= at + settle_s) & (x < at + settle_s + window_s)]
+        if not len(before) or not len(after):
+            return None
+        return round(float(pick(after) - pick(before)) / 1024, 3)
+
+    return [
+        {
+            "market_min": round(at / 60.0, 2),
+            "kind": kind,
+            "rss_floor_mb": step(market, rss, at, np.min),
+            "anon_floor_mb": step(market, anon, at, np.min),
+            "malloc_in_use_mb": step(heap_at, in_use, at, np.median) if heap else None,
+        }
+        for at, kind in steps
+    ]
 
 
 def _played(files: tuple[Path, ...], seconds: float) -> int:
@@ -520,12 +604,20 @@ def _slope(x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float | None:
 
 @contextlib.contextmanager
 def _exchange(
-    files: tuple[Path, ...], speed: float, ports: tuple[int, int], log: Path, env: dict[str, str]
+    files: tuple[Path, ...],
+    speed: float,
+    ports: tuple[int, int],
+    log: Path,
+    env: dict[str, str],
+    drops: tuple[float, ...] = (),
 ) -> Iterator[None]:
-    """A sim-exchange process playing ``files`` on ``ports`` (ws, rest) while inside."""
+    """A sim-exchange process playing ``files`` on ``ports`` (ws, rest) while inside,
+    dropping every websocket connection at each of ``drops`` (seconds of playback)."""
     cmd = [sys.executable, "-m", "engine", "sim-exchange", "--speed", str(speed)]
     for f in files:
         cmd += ["--data", str(f)]
+    for at_s in drops:
+        cmd += ["--fault", f"drop@{at_s:.3f}"]
     cmd += ["--port", str(ports[0]), "--rest-port", str(ports[1]), "--log", str(log)]
     cmd += ["--api-key-env", "SOAK_KEY", "--api-secret-env", "SOAK_SECRET"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True)
