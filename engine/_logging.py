@@ -26,6 +26,7 @@ index template for these lines.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import numbers
 import os
@@ -86,12 +87,21 @@ ECS_FIELD_SETS = frozenset((
 # fmt: on
 
 
+# Values that hold no field names: passed as they are by the redaction and the ECS
+# mapping, without their isinstance checks (a log line's fields are mostly these).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_secret(key: str) -> bool:
+    # Memoised: a run logs the same few hundred field names over and over.
     lowered = key.lower()
     return key not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
 
 
 def _redact(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, Mapping):
         return {k: REDACTED if _is_secret(str(k)) else _redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -234,7 +244,10 @@ def to_ecs(_logger: WrappedLogger, method: str, event_dict: EventDict) -> EventD
             put(fields, key, plain(value))
         else:
             inner = key.removeprefix(f"{NAMESPACE}.")
-            put(custom, inner, plain(value))
+            if type(value) in _SCALARS and "." not in inner:
+                custom[inner] = value  # what put() and plain() make of it
+            else:
+                put(custom, inner, plain(value))
     if custom:
         fields[NAMESPACE] = custom
     out.update(fields)

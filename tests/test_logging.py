@@ -173,3 +173,31 @@ def test_dotted_keys_expand_into_nested_objects(tmp_path):
     )
     assert record["trireme"]["order"] == {"qty": 0.5, "side": "BUY", "price": 100.0}
     assert record["trireme"]["book"] == {"top": {"bid": 1.0, "ask": 2.0}}
+
+
+def test_the_scalar_fast_path_writes_what_the_general_path_writes(tmp_path, monkeypatch):
+    # Redaction and the ECS mapping pass plain scalars on without their type checks;
+    # with that fast path off (no type counts as a plain scalar) every line is the same.
+    from engine import _logging
+
+    class Side(enum.Enum):
+        BUY = "BUY"
+
+    def write(path):
+        log, stream = make_logger(path)
+        bound = log.bind(actor="symbol", symbol="BTCUSDT", api_key="k" * 8)
+        bound.info("order intent", side="BUY", qty=0.001, price=60000.5, flag=True, none=None)
+        bound.info("n", **{"a.b": 1, "a": 2, "trireme.c": "x", "d": {"e.f": 3, "token": "t"}})
+        bound.info("x", side=Side.BUY, qty=np.float64(1.5), n=np.int64(3), dec=Decimal("0.1"))
+        bound.info("y", reason="signal", nan=float("nan"), ids=[1, 2], pair=("a", 1), s={"b"})
+        stream.close()
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    fast = write(tmp_path / "fast.jsonl")
+    monkeypatch.setattr(_logging, "_SCALARS", frozenset())
+    general = write(tmp_path / "general.jsonl")
+    for a, b in zip(fast, general, strict=True):
+        a.pop("@timestamp")
+        b.pop("@timestamp")
+        assert a == b
+    assert fast[0]["trireme"]["api_key"] == "[REDACTED]"
