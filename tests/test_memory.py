@@ -277,8 +277,11 @@ def mapped_apart(size):
 tuning = None
 if sys.argv[1] == "tuned":
     tuning = tune_malloc(mmap_threshold_kb=128, arena_max=2, mallopt=find_mallopt())
-first = mapped_apart(1 << 20)  # 1 MiB: above either threshold, mapped
-print(json.dumps({"tuning": tuning, "first": first, "then_768k": mapped_apart(768 << 10)}))
+first = mapped_apart(8 << 20)  # 8 MiB: above either threshold, mapped
+# Larger than all the heap's free memory together, so that no free chunk can hold it
+# (start-up may leave one of several hundred KiB, depending on the hash seed).
+size = max(768 << 10, libc.mallinfo2().fordblks + (256 << 10))
+print(json.dumps({"tuning": tuning, "first": first, "size": size, "then": mapped_apart(size)}))
 """
 
 
@@ -286,15 +289,16 @@ print(json.dumps({"tuning": tuning, "first": first, "then_768k": mapped_apart(76
 @pytest.mark.parametrize("how", ["default", "tuned"])
 def test_fixed_mmap_threshold_keeps_large_blocks_mapped_apart(how):
     # glibc's dynamic threshold rises to the size of a freed mapped block: after one
-    # 1 MiB buffer, a 768 KiB one grows the heap (where it fragments it). With the
-    # threshold fixed at 128 KiB it is mapped apart, and unmapped on free. (A block
-    # that fits a free chunk of the heap reuses it either way: 768 KiB is larger
-    # than any the interpreter leaves after start-up.)
+    # 8 MiB buffer, a smaller one (at least 768 KiB, more than all the heap's free
+    # memory) grows the heap (where it fragments it). With the threshold fixed at
+    # 128 KiB it is mapped apart, and unmapped on free. (A block that fits a free
+    # chunk of the heap reuses it either way: hence larger than all of them.)
     # A fresh interpreter: mallopt's settings last for the whole process.
     got = _in_fresh_interpreter(_MAPPED_APART, how)
     assert got["first"] is True
+    assert got["size"] < 8 << 20  # under the risen threshold: a test of it
     if how == "default":
-        assert got["then_768k"] is False
+        assert got["then"] is False
     else:
         assert got["tuning"] == {
             "available": True,
@@ -303,7 +307,7 @@ def test_fixed_mmap_threshold_keeps_large_blocks_mapped_apart(how):
             "arena_max": 2,
             "refused": [],
         }
-        assert got["then_768k"] is True
+        assert got["then"] is True
 
 
 def test_tune_malloc_calls_mallopt_for_each_setting_and_reports_refusals():
