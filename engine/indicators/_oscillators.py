@@ -21,7 +21,7 @@ from ._common import (
     window_push2,
 )
 from ._momentum import _aroon_fast, aroon_state, aroon_step
-from ._overlap import MA_EMA, ema_step, ma_into, ma_state, ma_update
+from ._overlap import MA_EMA, ema_chain_seed, ema_step, ma_into, ma_state, ma_update
 
 
 def _run(kernel, state: np.ndarray, inputs: tuple) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -117,17 +117,11 @@ def _po_ema_into(x: np.ndarray, fast: int, slow: int, pct: bool, row: np.ndarray
         return not has_nan(x)
     # Seeds as ema_update's: the mean of each EMA's first ``period`` samples, then the
     # fast EMA steps on alone up to the slow one's first value.
-    s = 0.0
-    for i in range(fast - 1):
-        s += x[i]
-    ef = (s + x[fast - 1]) / fast
+    ef = ema_chain_seed(x, fast, 1)[0]
     kf = 2.0 / (fast + 1.0)
     for i in range(fast, slow):
         ef = ema_step(ef, kf, x[i])
-    s = 0.0
-    for i in range(slow - 1):
-        s += x[i]
-    es = (s + x[slow - 1]) / slow
+    es = ema_chain_seed(x, slow, 1)[0]
     ks = 2.0 / (slow + 1.0)
     row[slow - 1] = _po_value(ef, es, pct)
     # Offset views indexed from 0 with np.uintp: no negative-index wrap code per access.
