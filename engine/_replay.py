@@ -307,6 +307,7 @@ async def run_replay_driven(
             mode="replay",
             symbols=symbols,
             data=data,
+            config_sha256=cfg_sha,
             cores=cores,
             ledger=ledger,
             execution=execution,

@@ -182,6 +182,7 @@ def build_report(
     mode: str,
     symbols: list[str],
     data: list[str],
+    config_sha256: str,
     cores: Sequence[SymbolCore],
     ledger: PositionLedger,
     execution: ExecutionCore,
@@ -206,6 +207,7 @@ def build_report(
 ) -> RunReport:
     """The run's report, from the cores, the ledger and the journal (every mode).
 
+    ``config_sha256`` is the digest the run journaled (:func:`config_digest`).
     ``equity_curve`` is the replay driver's (times, PnL); without it the results use
     the realized curve rebuilt from the journal's fills.
     """
@@ -264,7 +266,7 @@ def build_report(
         journal_path=str(journal.path),
         journal_records=journal.records,
         journal_sha256=journal.digest(),
-        config_sha256=config_digest(config),
+        config_sha256=config_sha256,
         setup_seconds=setup,
         wall_seconds=wall,
         events_per_second=events / wall if wall > 0 else 0.0,

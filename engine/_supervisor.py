@@ -450,6 +450,7 @@ async def _run_journaled(
         mode=mode,
         symbols=symbols,
         data=data,
+        config_sha256=cfg_sha,
         cores=actors,
         ledger=ledger,
         execution=execution,
