@@ -51,7 +51,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ._decode import LevelsInput, decode_levels
-from ._errors import BookPriceError
+from ._errors import BookError, BookPriceError
 from ._prices import PriceGrid
 
 _MEMO_MAX = 1 << 11
@@ -275,6 +275,26 @@ class OrderBook:
             BookPriceError: a price is malformed or has too many decimal places
                 (the book is left unsynced).
         """
+        verdict = self._verdict(first_id, last_id, prev_last_id)
+        if verdict is not None:
+            return verdict
+        bid_levels = decode_levels(bids)
+        ask_levels = decode_levels(asks)
+        try:
+            self._apply_side(bid_levels, self._bids, self._bid_keys, 1)
+            self._apply_side(ask_levels, self._asks, self._ask_keys, -1)
+        except BookPriceError:
+            self._synced = False
+            raise
+        self._prune()
+        self._last_update_id = last_id
+        self._tx_time = tx_time
+        self._bridged = True
+        return ApplyResult.APPLIED
+
+    def _verdict(self, first_id: int, last_id: int, prev_last_id: int) -> ApplyResult | None:
+        """:meth:`apply_diff`'s update-id checks: what becomes of the diff, None if it
+        connects (``GAP`` has unsynced the book)."""
         if not self._synced:
             return ApplyResult.NOT_SYNCED
         last = self._last_update_id
@@ -290,19 +310,45 @@ class OrderBook:
             if first_id > last:
                 self._synced = False
                 return ApplyResult.GAP
-        bid_levels = decode_levels(bids)
-        ask_levels = decode_levels(asks)
-        try:
-            self._apply_side(bid_levels, self._bids, self._bid_keys, 1)
-            self._apply_side(ask_levels, self._asks, self._ask_keys, -1)
-        except BookPriceError:
-            self._synced = False
-            raise
-        self._prune()
+        return None
+
+    def advance(
+        self, first_id: int, last_id: int, prev_last_id: int, *, tx_time: int = 0
+    ) -> ApplyResult:
+        """:meth:`apply_diff` in two halves, this the first: the update-id checks, and
+        for a diff that connects (``APPLIED``) the book's ids move on to it, but its
+        levels wait for :meth:`apply_levels`.
+
+        Until the levels are applied the book's levels are behind its
+        :attr:`last_update_id`: only :class:`BookSync` uses the two halves, and it
+        applies the levels before anything reads the book (see
+        :meth:`BookSync.on_diff`).
+        """
+        verdict = self._verdict(first_id, last_id, prev_last_id)
+        if verdict is not None:
+            return verdict
         self._last_update_id = last_id
         self._tx_time = tx_time
         self._bridged = True
         return ApplyResult.APPLIED
+
+    def apply_levels(self, bids: LevelsInput, asks: LevelsInput) -> None:
+        """The second half of :meth:`apply_diff`: the levels of a diff :meth:`advance`
+        passed, in stream order.
+
+        Raises:
+            BookDecodeError, BookPriceError: the levels cannot be applied; the book
+                is left unsynced either way (its ids are past this diff already).
+        """
+        try:
+            bid_levels = decode_levels(bids)
+            ask_levels = decode_levels(asks)
+            self._apply_side(bid_levels, self._bids, self._bid_keys, 1)
+            self._apply_side(ask_levels, self._asks, self._ask_keys, -1)
+        except BookError:
+            self._synced = False
+            raise
+        self._prune()
 
     def _apply_side(
         self, levels: list[tuple[str, float]], qty: dict[int, float], keys: list[int], sign: int

@@ -38,7 +38,7 @@ import attrs
 
 from ._book import ApplyResult, OrderBook
 from ._decode import DepthSnapshot, LevelsInput
-from ._errors import BookPriceError, BookTransitionError
+from ._errors import BookError, BookPriceError, BookTransitionError
 
 
 class SyncState(enum.Enum):
@@ -129,7 +129,7 @@ class BookSync:
             another snapshot).
     """
 
-    __slots__ = ("_book", "_buffer", "_state", "stats")
+    __slots__ = ("_book", "_buffer", "_state", "_unapplied", "stats")
 
     def __init__(self, book: OrderBook, *, max_buffer: int = 1000) -> None:
         if max_buffer < 1:
@@ -137,12 +137,20 @@ class BookSync:
         self._book = book
         self._buffer: deque[DepthDiff] = deque(maxlen=max_buffer)
         self._state = SyncState.AWAITING_SNAPSHOT
+        self._unapplied: list[DepthDiff] = []  # passed diffs whose levels wait (defer=True)
         self.stats = SyncStats()
 
     @property
     def book(self) -> OrderBook:
-        """The book kept in sync."""
+        """The book kept in sync (the levels of deferred diffs applied first)."""
+        if self._unapplied:
+            self.apply_deferred()
         return self._book
+
+    @property
+    def deferred(self) -> int:
+        """Diffs passed with ``defer=True`` whose levels are not applied yet."""
+        return len(self._unapplied)
 
     @property
     def state(self) -> SyncState:
@@ -159,8 +167,16 @@ class BookSync:
         """How many diffs wait for a snapshot."""
         return len(self._buffer)
 
-    def on_diff(self, diff: DepthDiff) -> ApplyResult:
+    def on_diff(self, diff: DepthDiff, *, defer: bool = False) -> ApplyResult:
         """Take the next diff of the stream.
+
+        ``defer=True``: the update-id checks run now (the result, :attr:`state`,
+        :attr:`needs_snapshot` and the counters are what they would be), but the
+        levels of a diff that connects wait until :meth:`apply_deferred`, which
+        applies them in stream order. :attr:`book`, :meth:`on_snapshot` and an
+        ``on_diff`` without ``defer`` apply them first, so nothing sees the book
+        behind. The live feed defers a read's diffs until after the read's step
+        when that step carries no book (the levels are off the way to an order).
 
         Returns:
             ``BUFFERED`` while awaiting a snapshot; otherwise the book's verdict
@@ -172,11 +188,20 @@ class BookSync:
             BookDecodeError: from the book, which is unchanged (the next diff
                 reports the gap).
             BookPriceError: from the book, which is left unsynced; the buffer is
-                emptied and a snapshot is needed.
+                emptied and a snapshot is needed. BookDecodeError: levels that are not
+                ``[[price, qty], ...]`` (the book is unchanged).
         """
+        if self._unapplied and not defer:
+            self.apply_deferred()
         state = self._state
         if state is SyncState.AWAITING_SNAPSHOT:
             result = self._buffer_diff(diff)
+        elif defer:
+            result = self._book.advance(
+                diff.first_id, diff.last_id, diff.prev_last_id, tx_time=diff.tx_time
+            )
+            if result is ApplyResult.APPLIED:
+                self._unapplied.append(diff)
         else:
             try:
                 result = self._book.apply_diff(
@@ -208,9 +233,12 @@ class BookSync:
         Raises:
             BookTransitionError: no snapshot was needed (the state is unchanged).
             BookDecodeError, BookPriceError: the snapshot is bad (the book and the
-                buffer are unchanged; still awaiting a snapshot).
+                buffer are unchanged; still awaiting a snapshot), or so are the
+                levels of a deferred diff (see :meth:`apply_deferred`).
         """
         target = self._next(self._state, DepthSnapshot)
+        if self._unapplied:
+            self.apply_deferred()  # in order: the snapshot replaces what they leave
         self._book.apply_snapshot(
             snapshot.last_update_id, snapshot.bids, snapshot.asks, tx_time=snapshot.tx_time
         )
@@ -219,6 +247,29 @@ class BookSync:
         pending = list(self._buffer)
         self._buffer.clear()
         return [(diff, self.on_diff(diff)) for diff in pending]
+
+    def apply_deferred(self) -> None:
+        """Apply the levels of the diffs ``on_diff(defer=True)`` passed, in order.
+
+        Raises:
+            BookDecodeError, BookPriceError: a diff's levels cannot be applied (what
+                ``on_diff`` raises for it without ``defer``); the book is left
+                unsynced, the rest of the deferred diffs are dropped and a snapshot
+                is needed (the buffer of a gap that came after them is kept).
+        """
+        unapplied = self._unapplied
+        if not unapplied:
+            return
+        self._unapplied = []
+        book = self._book
+        try:
+            for diff in unapplied:
+                book.apply_levels(diff.bids, diff.asks)
+        except BookError:
+            # The book's ids are past this diff: only a snapshot helps (fail closed).
+            if self._state is not SyncState.AWAITING_SNAPSHOT:
+                self._state = self._next(self._state, BookPriceError)
+            raise
 
     def _buffer_diff(self, diff: DepthDiff) -> ApplyResult:
         buffer = self._buffer

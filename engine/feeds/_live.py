@@ -70,7 +70,7 @@ from ._transport import MessageStream, TransportError, open_transport
 _MS = 1_000_000
 Connector = Callable[[str], AbstractAsyncContextManager[MessageStream]]
 _MAX_STREAMS = 1024
-_NEW, _DUPLICATE, _HELD, _LATE = object(), object(), object(), object()
+_NEW, _DUPLICATE, _HELD, _LATE, _MALFORMED = object(), object(), object(), object(), object()
 _STREAM_TEXT, _STREAM_BYTES = '{"stream"', b'{"stream"'  # a combined-stream envelope
 _SNAPSHOT_RETRY_S = 1.0  # after a failure other than a rate limit (those wait as told)
 _BACKFILL_PATIENCE_S = 10.0  # newer trades are held meanwhile: do not hold them longer
@@ -375,6 +375,7 @@ class SymbolState:
     resyncing: bool = False
     resyncs: int = 0
     book_gaps: int = 0
+    book_errors: int = 0  # depth diffs whose levels the book refused (resynced)
     held: list[tuple[Any, bytes]] | None = None
     duplicates: int = 0
     late_trades: int = 0
@@ -464,6 +465,7 @@ class LiveFeed:
         self._rng = random.Random(seed)
         self._record = record
         self._columns = {s: Columns() for s in symbols}
+        self._column_list = list(self._columns.values())
         self._book_levels = book_levels
         # Per symbol: this step's (row, book state or None: not synced) per depth row,
         # and the state the last step ended on (rows before this step's first depth
@@ -472,10 +474,15 @@ class LiveFeed:
         self._book_carry: dict[str, np.ndarray | None] = dict.fromkeys(symbols)
         self._data = trio.Event()
         self._inline = inline
-        self._stepping = trio.Lock()  # one step at a time (inline: from any task)
+        # One step at a time (inline: from any task): set while a step runs, and
+        # ``_step_done`` set when it ends if a task waits.
+        self._stepping = False
+        self._step_done: trio.Event | None = None
         self._last_step_at = -math.inf  # trio time the last step went out
         self._final_sent = False
         self._ops: list[OpsEvent] = []
+        # Books with depth diffs whose levels wait until the read's step is done.
+        self._deferred_books: list[SymbolState] = []
         self._seq = 0
         self._ops_seq = 0
         self.state = {s: SymbolState(symbol=s, book=self._new_book(s)) for s in symbols}
@@ -646,11 +653,16 @@ class LiveFeed:
                         texts,
                         getattr(ws, "received_ns", 0) or time.time_ns(),
                         wake=self._inline is None,
+                        defer_books=self._inline is not None,
                     )
                 read = True
             if read:
                 if self._inline is not None:
-                    await self._step_inline()
+                    try:
+                        await self._step_inline()
+                    finally:
+                        if self._deferred_books:
+                            self._apply_deferred_books()
                 if self.latency.held >= _LATENCY_FLUSH:
                     self.latency.flush()  # after the step: off the way to its orders
                 continue
@@ -715,7 +727,14 @@ class LiveFeed:
         """Decode, de-duplicate and pass on one message received at ``ts`` (0: now)."""
         self._on_messages((text,), ts or time.time_ns())
 
-    def _on_messages(self, texts: Sequence[str | bytes], ts: int, *, wake: bool = True) -> None:
+    def _on_messages(
+        self,
+        texts: Sequence[str | bytes],
+        ts: int,
+        *,
+        wake: bool = True,
+        defer_books: bool = False,
+    ) -> None:
         """Decode, de-duplicate and pass on messages received at ``ts``, in order.
 
         One pass over what a socket read brought: per message only the decode, the
@@ -727,8 +746,12 @@ class LiveFeed:
         ``wake=False``: the caller steps what passed itself (:meth:`_step_inline`),
         so the step loop is not woken for it. Text is encoded to bytes only where
         bytes are kept (the recorder, trades held during a backfill).
+        ``defer_books``: the caller steps what passed, then calls
+        :meth:`_apply_deferred_books`; depth diffs' levels wait until then when the
+        step carries no book columns (``book_levels`` 0): see ``BookSync.on_diff``.
         """
         stats = self.stats
+        defer = defer_books and not self._book_levels
         stats.messages += len(texts)
         states = self.state
         book_levels = self._book_levels
@@ -784,7 +807,7 @@ class LiveFeed:
                 state.trade_ids.mark(msg.trade_id)
             else:
                 raw = text.encode() if type(text) is str else text
-                verdict = self._classify(state, msg, raw)
+                verdict = self._classify(state, msg, raw, defer)
                 if verdict is _DUPLICATE:
                     state.duplicates += 1
                 if verdict is not _NEW:
@@ -805,8 +828,13 @@ class LiveFeed:
         if passed:
             self._passed(ts, wake=wake)
 
-    def _classify(self, state: SymbolState, msg: MarketMessage, raw: bytes) -> object:
-        """``_NEW`` to pass on, ``_DUPLICATE`` to drop, ``_HELD`` while trades are backfilled."""
+    def _classify(
+        self, state: SymbolState, msg: MarketMessage, raw: bytes, defer: bool = False
+    ) -> object:
+        """``_NEW`` to pass on, ``_DUPLICATE`` to drop, ``_HELD`` while trades are backfilled.
+
+        ``defer``: a depth diff's levels wait for :meth:`_apply_deferred_books` (its
+        update-id checks, and so any resync, happen now)."""
         if isinstance(msg, BookTicker):
             if 0 <= msg.update_id <= state.last_quote_u:
                 return _DUPLICATE
@@ -815,7 +843,14 @@ class LiveFeed:
             if msg.last_id <= state.last_depth_u:
                 return _DUPLICATE
             state.last_depth_u = msg.last_id
-            result = state.book.on_diff(msg)
+            book = state.book
+            try:
+                result = book.on_diff(msg, defer=defer)
+            except BookError as exc:
+                self._bad_levels(state, exc)
+                return _MALFORMED
+            if defer and result is ApplyResult.APPLIED:
+                self._deferred_books.append(state)
             if result is ApplyResult.GAP:
                 state.book_gaps += 1
                 self._log.warning("book gap; resyncing", symbol=state.symbol, u=msg.last_id)
@@ -841,6 +876,24 @@ class LiveFeed:
                 return _HELD
             ids.mark(msg.trade_id)
         return _NEW
+
+    def _apply_deferred_books(self) -> None:
+        """Apply the levels of the depth diffs a read deferred (after its step)."""
+        states, self._deferred_books = self._deferred_books, []
+        for state in states:
+            try:
+                state.book.apply_deferred()
+            except BookError as exc:
+                self._bad_levels(state, exc)
+
+    def _bad_levels(self, state: SymbolState, exc: BookError) -> None:
+        """A depth diff whose levels the book refused (a malformed price or level
+        list): counted, logged, and the book resynced from a snapshot (it is left
+        unsynced); the feed reads on."""
+        self.stats.malformed += 1
+        state.book_errors += 1
+        self._log.warning("malformed depth levels; resyncing", symbol=state.symbol, error=str(exc))
+        self._request_resync(state.symbol)
 
     def _append(self, state: SymbolState, ts: int, msg: MarketMessage, raw: bytes) -> None:
         self._pass(state, ts, msg, raw)
@@ -1063,7 +1116,12 @@ class LiveFeed:
                 await trio.sleep_until(sent_at + min_step_s)
 
     def _pending(self) -> bool:
-        return bool(self._ops) or any(cols.ints for cols in self._columns.values())
+        if self._ops:
+            return True
+        for cols in self._column_list:  # noqa: SIM110 (no generator on a read loop's way)
+            if cols.ints:
+                return True
+        return False
 
     async def _step_inline(self) -> None:
         """A read loop's step: at once, unless a step is running or it is too soon
@@ -1072,7 +1130,7 @@ class LiveFeed:
         if self._final_sent or not self._pending():
             return
         min_step_ms = self._cfg.min_step_ms
-        if self._stepping.locked() or (
+        if self._stepping or (
             min_step_ms and trio.current_time() < self._last_step_at + min_step_ms / 1000
         ):
             self._data.set()
@@ -1083,11 +1141,13 @@ class LiveFeed:
         if self._inline is None:
             await self._send_to_channels(final=final)
             return
-        # ``acquire`` checkpoints even when the lock is free: not on a read loop's path.
-        if self._stepping.locked():
-            await self._stepping.acquire()
-        else:
-            self._stepping.acquire_nowait()
+        # One step at a time: a plain flag, and an event only when a task must wait
+        # (a trio.Lock's acquire and release cost ~1 us on a read loop's way).
+        while self._stepping:
+            if self._step_done is None:
+                self._step_done = trio.Event()
+            await self._step_done.wait()
+        self._stepping = True
         try:
             if self._final_sent:
                 return
@@ -1095,19 +1155,31 @@ class LiveFeed:
             self._last_step_at = trio.current_time()
             step = self.stats.steps
             now = time.time_ns()
-            batches = {s: (None if final else self._take(s)) for s in self._columns}
-            present = {s: t for s, t in batches.items() if t is not None}
-            ops, self._ops = tuple(self._ops), []
+            present: dict[str, Ticks] = {}
+            if not final:
+                for s in self._symbols:
+                    ticks = self._take(s)
+                    if ticks is not None:
+                        present[s] = ticks
+            ops: tuple[OpsEvent, ...] = ()
+            if self._ops:
+                ops, self._ops = tuple(self._ops), []
             self.stats.steps += 1
             await self._inline(
                 {
-                    s: MarketBatch(step=step, ts_start=now, symbol=s, ticks=batches[s], final=final)
+                    s: MarketBatch(
+                        step=step, ts_start=now, symbol=s, ticks=present.get(s), final=final
+                    )
                     for s in self._symbols
                 },
                 MarketStep(step=step, ts_start=now, ticks=present, ops=ops, final=final),
             )
         finally:
-            self._stepping.release()
+            self._stepping = False
+            done = self._step_done
+            if done is not None:  # wake the tasks waiting to step (one gets it)
+                self._step_done = None
+                done.set()
 
     async def _send_to_channels(self, *, final: bool) -> None:
         step = self.stats.steps
@@ -1143,9 +1215,9 @@ class LiveFeed:
     def _take(self, symbol: str) -> Ticks | None:
         """The symbol's step as a batch, with its book columns when it has a book."""
         ticks = self._columns[symbol].take()
-        marks = self._book_marks[symbol]
         if ticks is None or not self._book_levels:
             return ticks
+        marks = self._book_marks[symbol]
         carry = self._book_carry[symbol]
         if marks:
             self._book_carry[symbol] = marks[-1][1]
@@ -1166,6 +1238,7 @@ class LiveFeed:
                 "backfilled": st.backfilled,
                 "book_resyncs": st.resyncs,
                 "book_gaps": st.book_gaps,
+                "book_errors": st.book_errors,
                 "book_synced": st.book.book.synced,
             }
         return {
