@@ -69,6 +69,16 @@ class Table(Generic[S]):
             for state in self._targets_of(target):
                 if not isinstance(state, states):
                     raise TableError(f"{name}: target {state!r} is not a {states.__name__}")
+        # Per state, its edges by event type, each with the target's own edges: a
+        # running machine follows these without hashing a state (an Enum's hash is a
+        # Python call) or building a key per event.
+        out: dict[Any, dict[type, Any]] = {state: {} for state in states}
+        for (source, event_type), target in self.transitions.items():
+            if isinstance(target, enum.Enum):
+                out[source][event_type] = (target, out[target])
+            else:
+                out[source][event_type] = [(guard, state, out[state]) for guard, state in target]
+        self._out = out
 
     @staticmethod
     def _targets_of(target: Target) -> list[Any]:
@@ -140,11 +150,12 @@ class Machine(Generic[S]):
             rebuild a machine from a journal.
     """
 
-    __slots__ = ("_state", "table")
+    __slots__ = ("_out", "_state", "table")
 
     def __init__(self, table: Table[S], state: S | None = None) -> None:
         self.table = table
         self._state = table.initial if state is None else state
+        self._out = table._out[self._state]  # the current state's edges
 
     @property
     def state(self) -> S:
@@ -161,9 +172,17 @@ class Machine(Generic[S]):
         Raises:
             InvalidTransitionError: no edge (or no guard holds); the state is unchanged.
         """
-        target = self.table.resolve(self._state, event)
-        if target is None:
+        edge = self._out.get(type(event))
+        if edge is None:
             raise InvalidTransitionError(self.table.name, self._state, event)
+        if type(edge) is tuple:
+            target, out = edge
+        else:  # guarded: the first guard that holds
+            held = next((option for option in edge if option[0](event)), None)
+            if held is None:
+                raise InvalidTransitionError(self.table.name, self._state, event)
+            _guard, target, out = held
         transition = Transition(source=self._state, target=target, event=event)
         self._state = target
+        self._out = out
         return transition

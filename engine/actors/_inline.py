@@ -10,12 +10,15 @@ the journal writer, the model and portfolio actors, the venue's streams.
 
 It runs the same steps, in the same order, on the same inputs as the actor tasks
 (each step's intents read execution's report of the step before), so for the same
-market steps the journal is the same, record for record. One thing moves: risk takes
-execution's report as soon as the step's orders are written instead of at the top
-of the next step, off the next order's path (nothing between reads or changes what
-it updates). It waits only where an actor waits too: for a model's scores, for a
-portfolio answer due at the step, for room in the journal's channel, and for the
-venue's last answers at the end.
+market steps the journal is the same, record for record. Two things move off the
+orders' path: risk takes execution's report as soon as the step's orders are written
+instead of at the top of the next step (nothing between reads or changes what it
+updates), and the records of the symbol steps' position transitions are built from
+their fields (taken as each transition happens) once execution's step is done, then
+join the step's journal batch in its canonical order (``record_key``, unique per
+record): the same records, the same order. It waits only where an actor waits too:
+for a model's scores, for a portfolio answer due at the step, for room in the
+journal's channel, and for the venue's last answers at the end.
 
 Log lines wait too: while a step runs, the lines logged through a
 :func:`deferring` logger (the pipeline's, with ``feeds.inline``) are held, in the
@@ -35,7 +38,8 @@ from typing import Any, cast
 import trio
 from structlog.typing import FilteringBoundLogger
 
-from ..messages import JournalBatch, MarketBatch, MarketStep, ReportBatch
+from ..core._execution import record_key
+from ..messages import JournalBatch, JournalRecord, MarketBatch, MarketStep, ReportBatch
 from ._execution import ExecutionActor
 from ._risk import RiskActor
 from ._symbol import ProtocolError, SymbolActor
@@ -80,13 +84,29 @@ class _DeferringLogger:
             return None
         return method(event, *args, **kw)
 
+    # ``debug``, ``info`` and ``warning`` hold a line themselves (no ``_call`` frame):
+    # they run between a tick and its order. A line without ``exc_info`` is held as
+    # :meth:`LogDeferral.hold` would hold it.
+
     def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        deferral = self._deferral
+        if deferral.holding and "exc_info" not in kw:
+            deferral._held.append((self._log.debug, event, args, kw))
+            return None
         return self._call("debug", event, args, kw)
 
     def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        deferral = self._deferral
+        if deferral.holding and "exc_info" not in kw:
+            deferral._held.append((self._log.info, event, args, kw))
+            return None
         return self._call("info", event, args, kw)
 
     def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        deferral = self._deferral
+        if deferral.holding and "exc_info" not in kw:
+            deferral._held.append((self._log.warning, event, args, kw))
+            return None
         return self._call("warning", event, args, kw)
 
     def error(self, event: str, *args: Any, **kw: Any) -> Any:
@@ -159,6 +179,9 @@ class InlineStep:
         logs: LogDeferral | None = None,
     ) -> None:
         self._actors = list(actors)
+        for actor in self._actors:
+            # Their transitions' records are built after the step's orders are written.
+            actor.defer_transitions()
         self._risk = risk
         self._execution = execution
         self._journal = journal
@@ -218,17 +241,27 @@ class InlineStep:
         orders = await self._risk.step(step, None, intents)
         out = await self._execution.step(step, market, orders)
         self._symbol_reports = out.symbol_reports
+        journal = out.journal
+        built: list[JournalRecord] = []
+        for actor in self._actors:
+            built.extend(actor.deferred_transitions())
+        if built:
+            # The symbol steps' position transitions, off the orders' way (the journal
+            # orders a step's records by ``record_key``, unique per record).
+            records = [*journal.records, *built] if journal is not None else built
+            records.sort(key=record_key)
+            journal = JournalBatch(step=step, records=tuple(records))
         if out.risk_report is not None:
             # Now, after the step's orders are written, rather than at the top of the
             # next step, on its way to the next order: what risk does with a report
             # (ends open orders, takes the sample) reads nothing the symbol steps in
             # between change, so the next step's checks see the same state.
             self._risk.on_report(out.risk_report)
-        if out.journal is not None:
+        if journal is not None:
             try:
-                self._journal.send_nowait(out.journal)
+                self._journal.send_nowait(journal)
             except trio.WouldBlock:
-                await self._journal.send(out.journal)
+                await self._journal.send(journal)
         self._step += 1
         if orders.final:
             self._done.set()

@@ -152,7 +152,7 @@ class RiskActor(RiskCore):
             denials=tuple(denials),
             records=tuple(records),
             cancel_all=cancel_all,
-            trading_state=self.trading.state.value,
+            trading_state=self.trading.state._value_,
             flatten=self.flattening,
             resumed=self._resumed,
             final=final,

@@ -157,7 +157,12 @@ class SymbolActor(SymbolCore):
             self._scan_batch(batch)
         if self._scores is not None:
             await self._ask_model(step, now, batch)
-        commands, records = self.take()
+        # :meth:`take`, without its frame and without new lists when there was nothing.
+        commands, records = self._commands, self._records
+        if commands:
+            self._commands = []
+        if records:
+            self._records = []
         return IntentBatch(
             step=step,
             symbol=self.symbol,

@@ -167,6 +167,10 @@ class RiskCore:
             ("max_open_positions", self._open_positions_ok),
             ("correlation", self._correlation_ok),
         ]
+        # What :meth:`check` runs: a reduce-only order the rate and that it reduces, and
+        # skips the rest; any other order the rest (``not_reducing`` passes it).
+        self._reducing_checks = self._checks[:2]
+        self._opening_checks = [c for c in self._checks if c[0] != "not_reducing"]
 
     @property
     def flattening(self) -> bool:
@@ -193,11 +197,11 @@ class RiskCore:
             return "symbol_reducing"
         self._memo = {}
         try:
-            for reason, passes in self._checks:
+            for reason, passes in (
+                self._reducing_checks if order.reduce_only else self._opening_checks
+            ):
                 if not passes(order):
                     return reason
-                if order.reduce_only and reason == "not_reducing":
-                    return None
             return None
         finally:
             self._memo = self._memo_notional = None
@@ -492,7 +496,8 @@ class RiskCore:
         Cancels and amendments of resting orders (a quoting strategy's) pass as
         :meth:`vet_amendment` leaves them, journaled here.
         """
-        commands.sort(key=lambda c: (c.ts_event, c.symbol, c.seq))
+        if len(commands) > 1:
+            commands.sort(key=_command_order)
         approved: list[OrderCommand] = []
         denials: list[OrderDenied] = []
         for command in commands:
@@ -611,8 +616,8 @@ class RiskCore:
             last = mark.ts if mark is not None else self._origin
             if now - last >= t.stale_data_ms * _MS:
                 self._activate("stale", t.stale_data_action, f"no quote for {symbol}", own)
-            elif auto:
-                self._clear("stale", own)
+            elif auto and own:
+                own.pop("stale", None)
             self._windowed(
                 "reconnect_storm",
                 self._symbol_reconnects[symbol],
@@ -643,8 +648,8 @@ class RiskCore:
         )
         if now < self._ban_until:
             self._activate("rate_limit_ban", t.rate_limit_ban_action, "venue ban")
-        else:
-            self._clear("rate_limit_ban")  # a ban ends by itself
+        elif self.active:
+            self.active.pop("rate_limit_ban", None)  # a ban ends by itself
 
     def _windowed(
         self,
@@ -658,6 +663,10 @@ class RiskCore:
         active: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         table = self.active if active is None else active
+        if not times:  # the usual case: nothing in any window (``limit`` is >= 1)
+            if name in table and self._trig.auto_resume:
+                self._clear(name, table)
+            return
         while times and times[0] <= now - max(window, cooldown):
             times.popleft()
         in_window = sum(1 for ts in times if ts > now - window)
@@ -694,7 +703,7 @@ class RiskCore:
         """Evaluate triggers and move the machines; returns a cancel-all reason or ""."""
         self._apply_control()
         self._evaluate_triggers(now)
-        actions = {action for action, _reason in self.active.values()}
+        actions = {action for action, _reason in self.active.values()} if self.active else ()
         if "halt" in actions:
             target, event_type = fsm.TradingState.HALTED, fsm.HaltRequested
         elif "reduce" in actions:
@@ -776,6 +785,11 @@ class RiskCore:
             seq=self._seq,
             correlation_id=order.correlation_id,
         )
+
+
+def _command_order(command: OrderCommand) -> tuple[int, str, int]:
+    """The order :meth:`RiskCore.approve` checks a step's commands in."""
+    return command.ts_event, command.symbol, command.seq
 
 
 def _order_price(order: SubmitOrder) -> float:

@@ -68,13 +68,14 @@ from ..strategy._exits import EXIT_CODES, PARTIAL, POLICY_SIGNAL, ExitPolicy
 if TYPE_CHECKING:
     from ..actors._filter import EntryFilter, PendingEntry
 
-# What the strategy kernel should look for in each position state.
+# What the strategy kernel should look for in each position state, by the state's
+# value (a str's hash is cached; an Enum member's is a Python call, once per step).
 _KERNEL_MODE = {
-    fsm.PositionState.IDLE: Mode.FLAT,
-    fsm.PositionState.IN_POSITION: Mode.HOLDING,
-    fsm.PositionState.SIGNALED: Mode.WAITING,
-    fsm.PositionState.ORDERING: Mode.WAITING,
-    fsm.PositionState.EXITING: Mode.WAITING,
+    fsm.PositionState.IDLE._value_: Mode.FLAT,
+    fsm.PositionState.IN_POSITION._value_: Mode.HOLDING,
+    fsm.PositionState.SIGNALED._value_: Mode.WAITING,
+    fsm.PositionState.ORDERING._value_: Mode.WAITING,
+    fsm.PositionState.EXITING._value_: Mode.WAITING,
 }
 
 
@@ -227,6 +228,9 @@ class SymbolCore:
         self._exit_keep = 0.0
         self._commands: list[SubmitOrder] = []
         self._records: list[JournalRecord] = []
+        # :meth:`defer_transitions`: the position transitions' records, as their fields,
+        # until :meth:`deferred_transitions` builds them (None: built as they happen).
+        self._deferred: list[tuple[str, str, str, float, int, int, int, str]] | None = None
         self._handlers: dict[type, Callable[[OrderEvent, int], None]] = {
             OrderDenied: self._on_denied,
             OrderSubmitted: self._on_submitted,
@@ -248,7 +252,7 @@ class SymbolCore:
         finds no signal in this state, only updates its indicators."""
         if self._quoting:  # a quote command unanswered, or the inventory's close in flight
             return self._live_order is not None or any(q.pending for q in self._quotes.values())
-        return _KERNEL_MODE[self.position.state] is Mode.WAITING
+        return _KERNEL_MODE[self.position.state._value_] is Mode.WAITING
 
     @property
     def live_order(self) -> SubmitOrder | None:
@@ -282,7 +286,7 @@ class SymbolCore:
         return index, signal
 
     def _scan_position(self, ticks: Ticks, start: int, stop: int) -> tuple[int, int]:
-        mode = _KERNEL_MODE[self.position.state]
+        mode = _KERNEL_MODE[self.position.state._value_]
         if mode is not Mode.HOLDING or (self._exits is None and self._strategy_exits):
             return self.strategy.scan(ticks, start, stop, mode)
         return self._scan_holding(ticks, start, stop)
@@ -635,11 +639,24 @@ class SymbolCore:
             time_in_force=spec.time_in_force,
             ts_event=ts,
             ts_init=ts,
-            seq=self._next_seq(),
+            seq=self._seq + 1,
             correlation_id=correlation_id or f"{self.symbol}-{self._orders}",
         )
+        self._seq += 1
         self._live_order = order
-        self._send(order, self._sizing_basis if purpose is Purpose.ENTRY else "close position")
+        # :meth:`_send`'s work, without its frame (this is the entry's way to risk).
+        self._commands.append(order)
+        self._records.append(order)
+        self._log.info(
+            "order intent",
+            client_order_id=order.client_order_id,
+            side=side._name_,
+            qty=qty,
+            ref_price=price,
+            purpose=purpose._value_,
+            sizing=self._sizing_basis if purpose is Purpose.ENTRY else "close position",
+            ts_event=ts,
+        )
 
     def _send(self, order: SubmitOrder, sizing: str) -> None:
         """Hand ``order`` to execution (via risk) and journal and log it."""
@@ -906,6 +923,46 @@ class SymbolCore:
 
     # -- bookkeeping --------------------------------------------------------------
 
+    def defer_transitions(self) -> None:
+        """From now on keep each position transition's record as its fields until
+        :meth:`deferred_transitions` (the inline path: after the step's orders are
+        written; the journal orders a step's records by :func:`record_key`, so
+        where a record joins them does not change the journal)."""
+        if self._deferred is None:
+            self._deferred = []
+
+    def deferred_transitions(self) -> list[PositionChanged]:
+        """The records of the transitions taken since the last call (with
+        :meth:`defer_transitions`; else none), with the fields they had then."""
+        deferred = self._deferred
+        if not deferred:
+            return []
+        self._deferred = []
+        return [self._position_changed(*fields) for fields in deferred]
+
+    def _position_changed(
+        self,
+        source: str,
+        target: str,
+        trigger: str,
+        position_qty: float,
+        ts_event: int,
+        ts_init: int,
+        seq: int,
+        correlation_id: str,
+    ) -> PositionChanged:
+        return PositionChanged(
+            symbol=self.symbol,
+            source=source,
+            target=target,
+            trigger=trigger,
+            position_qty=position_qty,
+            ts_event=ts_event,
+            ts_init=ts_init,
+            seq=seq,
+            correlation_id=correlation_id,
+        )
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -929,19 +986,17 @@ class SymbolCore:
         # ``_value_``, not ``value``: the property costs a descriptor call per use, and
         # this runs between a tick and its order.
         src, dst, qty = source._value_, target._value_, self.position_qty
-        self._records.append(
-            PositionChanged(
-                symbol=self.symbol,
-                source=src,
-                target=dst,
-                trigger=trigger,
-                position_qty=qty,
-                ts_event=ts_event,
-                ts_init=ts_init,
-                seq=self._next_seq(),
-                correlation_id=correlation_id,
+        self._seq += 1
+        if self._deferred is not None:
+            self._deferred.append(
+                (src, dst, trigger, qty, ts_event, ts_init, self._seq, correlation_id)
             )
-        )
+        else:
+            self._records.append(
+                self._position_changed(
+                    src, dst, trigger, qty, ts_event, ts_init, self._seq, correlation_id
+                )
+            )
         self.transitions[dst] = self.transitions.get(dst, 0) + 1
         self._log.info(
             "position transition",
