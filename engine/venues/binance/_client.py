@@ -53,6 +53,9 @@ from ._templates import PreparedOrder
 from ._transport import HttpxTransport, InFlight, LeanTransport, OrderTransport, RawResponse
 
 BASE_URL = "https://fapi.binance.com"
+# Bound once: an enum member lookup costs a call on the inline order path.
+_CLOSE = Priority.CLOSE
+_NEW_ORDER = Priority.NEW_ORDER
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 """The ``limit`` values ``GET /fapi/v1/depth`` accepts."""
 HISTORICAL_TRADES_MAX = 500
@@ -350,7 +353,7 @@ class BinanceRestClient:
         transport = self._order_transport
         if not isinstance(transport, LeanTransport) or not transport.can_write_now():
             return None
-        priority = Priority.CLOSE if order.reduce_only else Priority.NEW_ORDER
+        priority = _CLOSE if order.reduce_only else _NEW_ORDER
         if not self._limiter.try_acquire(0, orders=1, priority=priority):
             return None
         generation = self._clock.generation

@@ -67,6 +67,11 @@ class Priority(enum.IntEnum):
     MARKET_DATA = 4  # depth snapshots, trade backfill: never ahead of trading
 
 
+# Plain ints for the per-request comparisons (an enum member lookup costs a call).
+_CANCEL = int(Priority.CANCEL)
+_MARKET_DATA = int(Priority.MARKET_DATA)
+
+
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """One Binance rate limit.
@@ -175,10 +180,10 @@ class _Meter:
         if amount <= 0:
             return 0.0
         self.roll(now)
-        privileged = priority <= Priority.CANCEL
+        privileged = priority <= _CANCEL
         if privileged:
             cap = self.limit
-        elif priority >= Priority.MARKET_DATA:
+        elif priority >= _MARKET_DATA:
             cap = self.market_data_limit
         else:
             cap = self.working_limit
@@ -376,10 +381,18 @@ class RateLimiter:
         False, with nothing counted, while anyone is queued, a 429 or 418 holds
         requests, or a window has no room; the caller then takes :meth:`acquire`.
         """
-        if self._queue or self.blocked_for() > 0.0:
+        # :meth:`_delay`'s checks without its ticket: this runs between a tick and
+        # its order's write.
+        if self._queue or self.blocked_until > self._monotonic():
             return False
-        ticket = _Ticket(int(priority), next(self._seq), weight, orders)
-        if self._delay(ticket) > 0.0:
+        now = self._clock()
+        rank = int(priority)
+        delay = 0.0
+        for meter in self._weight:
+            delay = max(delay, meter.wait_time(now, weight, rank))
+        for meter in self._orders:
+            delay = max(delay, meter.wait_time(now, orders, rank))
+        if delay > 0.0:
             return False
         for meter in self._weight:
             meter.take(weight)

@@ -10,7 +10,6 @@ any attribute a logger would print, and the object refuses to be pickled.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from typing import NoReturn
 
@@ -19,6 +18,9 @@ from ._errors import AuthenticationError
 API_KEY_HEADER = "X-MBX-APIKEY"
 
 _REDACTED = "<redacted>"
+_BLOCK = hashlib.sha256().block_size  # 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: key XOR pad
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class MissingCredentialsError(AuthenticationError):
@@ -36,22 +38,29 @@ class MissingCredentialsError(AuthenticationError):
 class Credentials:
     """A Binance API key and its secret; signs payloads, never shows the secret.
 
-    The HMAC is keyed once here and copied per signature, which skips the key
-    padding work on every order.
+    The HMAC is keyed once here: the SHA-256 states after the key's inner and
+    outer pads (RFC 2104) are kept, and a signature copies them, so an order pays
+    two hash copies and no key padding, in C calls only (``hmac``'s object wraps
+    each step in Python calls).
 
     Args:
         api_key: the API key, sent as the ``X-MBX-APIKEY`` header.
         secret: the API secret.
     """
 
-    __slots__ = ("_api_key", "_headers", "_mac")
+    __slots__ = ("_api_key", "_headers", "_inner", "_outer")
 
     def __init__(self, api_key: str, secret: str) -> None:
         if not api_key or not secret:
             raise AuthenticationError("empty API key or secret")
         self._api_key = api_key
         self._headers = {API_KEY_HEADER: api_key}
-        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        key = secret.encode()
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     @property
     def headers(self) -> dict[str, str]:
@@ -64,9 +73,11 @@ class Credentials:
         Args:
             payload: the exact query string and body that will be sent.
         """
-        mac = self._mac.copy()
-        mac.update(payload.encode() if isinstance(payload, str) else payload)
-        return mac.hexdigest()
+        inner = self._inner.copy()
+        inner.update(payload.encode() if isinstance(payload, str) else payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def sign_query(self, params: str, *, timestamp_ms: int, recv_window_ms: int | None) -> str:
         """Append ``recvWindow``, ``timestamp`` and ``signature`` to a query string.
@@ -83,7 +94,12 @@ class Credentials:
         window = f"recvWindow={recv_window_ms}&" if recv_window_ms is not None else ""
         sep = "&" if params else ""
         query = f"{params}{sep}{window}timestamp={timestamp_ms}"
-        return f"{query}&signature={self.sign(query)}"
+        # :meth:`sign`, inline: this runs between a tick and its order's write.
+        inner = self._inner.copy()
+        inner.update(query.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"{query}&signature={outer.hexdigest()}"
 
     def __repr__(self) -> str:
         return f"Credentials(api_key={_REDACTED}, secret={_REDACTED})"

@@ -69,7 +69,14 @@ class OrderType(enum.Enum):
     @property
     def conditional(self) -> bool:
         """Placed through the algo order API (a trigger price, no limit price)."""
-        return self in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
+        return self is _STOP_MARKET or self is _TAKE_PROFIT_MARKET
+
+
+# Members bound once: an enum member lookup (and an Enum's hash) costs a Python call,
+# and an order is prepared between a tick and its write.
+_MARKET = OrderType.MARKET
+_STOP_MARKET = OrderType.STOP_MARKET
+_TAKE_PROFIT_MARKET = OrderType.TAKE_PROFIT_MARKET
 
 
 class TimeInForce(enum.Enum):
@@ -199,6 +206,8 @@ class OrderTemplate:
     _quantities: dict[tuple[float, bool], tuple[Decimal, str]] = attrs.field(
         init=False, repr=False, eq=False, factory=dict
     )
+    # A market order's head by side (an int key: no Enum hash per order).
+    _market_heads: dict[Side, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
     # ``min_notional`` as a float, for the check's sure passes (see :meth:`prepare`).
     _min_notional_float: float = attrs.field(init=False, repr=False, eq=False, default=0.0)
 
@@ -212,6 +221,9 @@ class OrderTemplate:
                     f"{base}LIMIT&timeInForce={tif.value}&quantity="
                 )
         object.__setattr__(self, "_heads", heads)
+        self._market_heads.update(
+            {side: heads[(side, OrderType.MARKET, None)] for side in _SIDE_NAMES}
+        )
         object.__setattr__(self, "_min_notional_float", float(self.min_notional))
 
     @classmethod
@@ -295,7 +307,7 @@ class OrderTemplate:
             raise FilterError(self.symbol, "SYMBOL_NOT_TRADING")
         if CLIENT_ORDER_ID_PATTERN.match(client_order_id) is None:
             raise FilterError(self.symbol, "CLIENT_ORDER_ID_INVALID")
-        if order_type.conditional:
+        if order_type is _STOP_MARKET or order_type is _TAKE_PROFIT_MARKET:
             return self._prepare_conditional(
                 side,
                 quantity,
@@ -305,7 +317,7 @@ class OrderTemplate:
                 trigger_price=trigger_price,
                 close_position=close_position,
             )
-        market = order_type is OrderType.MARKET
+        market = order_type is _MARKET
         qty, qty_text = self._quantity(quantity, order_type, market)
         min_qty, max_qty = (
             (self.market_min_qty, self.market_max_qty) if market else (self.min_qty, self.max_qty)
@@ -318,8 +330,7 @@ class OrderTemplate:
         px: Decimal | None = None
         notional_price: Decimal | None = None
         if market:
-            head = self._heads[(side, OrderType.MARKET, None)]
-            params = head + qty_text
+            params = self._market_heads[side] + qty_text
             if ref_price is None:
                 pass
             elif type(ref_price) is not float or not -_FLOAT_INF < ref_price < _FLOAT_INF:

@@ -146,19 +146,29 @@ class InFlight:
 
     Attributes:
         conn: the connection it went out on (checked out of the pool).
-        what: ``"METHOD /path"`` for error messages.
+        method: the request's method (h11 is told of the request by
+            :meth:`LeanTransport.finish`, off the path to the wire).
+        target: the request's path and query.
         written: the request's own write hook.
         rest: bytes the socket did not take at once (:meth:`LeanTransport.finish`
             writes them).
     """
 
-    __slots__ = ("conn", "rest", "what", "written")
+    __slots__ = ("conn", "method", "rest", "target", "written")
 
-    def __init__(self, conn: _Connection, what: str, written: Callable[[], None] | None) -> None:
+    def __init__(
+        self, conn: _Connection, method: str, target: str, written: Callable[[], None] | None
+    ) -> None:
         self.conn = conn
-        self.what = what
+        self.method = method
+        self.target = target
         self.written = written
         self.rest = b""
+
+    @property
+    def what(self) -> str:
+        """``"METHOD /path"`` for error messages (made by :meth:`LeanTransport.finish`)."""
+        return f"{self.method} {self.target.partition('?')[0]}"
 
 
 class _Connection:
@@ -346,7 +356,7 @@ class LeanTransport:
         conn = self._idle[-1]
         if conn.is_stale():
             return None  # :meth:`request` replaces it
-        flight = InFlight(conn, f"{method} {target.partition('?')[0]}", written)
+        flight = InFlight(conn, method, target, written)
         try:
             self._limit.acquire_on_behalf_of_nowait(flight)
         except trio.WouldBlock:
@@ -364,7 +374,8 @@ class LeanTransport:
             flight.rest = data[sent:]
         else:
             self._written(written)
-        self._sent(conn, method)
+        # h11 learns of the request in :meth:`finish` (the answer's task), not here:
+        # this runs in the caller's step, which the next frame waits on.
         return flight
 
     async def finish(self, flight: InFlight) -> RawResponse:
@@ -375,6 +386,7 @@ class LeanTransport:
         conn, what = flight.conn, flight.what
         done = False
         try:
+            self._sent(conn, flight.method)
             if flight.rest:
                 try:
                     await conn.stream.send_all(flight.rest)

@@ -194,6 +194,10 @@ _DUPLICATE_ID = -4116
 _FEE_ASSETS = frozenset({"USDT", "USDC", "BUSD", ""})
 
 _O = fsm.OrderStatus
+# Plain values for the per-step and per-order comparisons (an enum member lookup
+# costs a call each time).
+_QUOTE = int(EventKind.QUOTE)
+_LIMIT = OrderType.LIMIT
 _T = TypeVar("_T")
 
 
@@ -241,6 +245,26 @@ class _Live:
     @property
     def terminal(self) -> bool:
         return self.machine.state in fsm.TERMINAL_STATUSES
+
+
+class _WriteMark:
+    """The write hook of an order written inside :meth:`BinanceVenue.submit`.
+
+    Stamps the time its request's last byte was written (``time.time_ns``), then
+    calls ``then`` when set (the venue's own hook, once the order's record exists).
+    """
+
+    __slots__ = ("ns", "then")
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self.then: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if not self.ns:
+            self.ns = time.time_ns()
+        if self.then is not None:
+            self.then()
 
 
 class WriteLatency:
@@ -465,6 +489,13 @@ class BinanceVenue:
         self._adopted: dict[str, Decimal] = {}  # venue id -> cum qty, orders adopted at start
         self._adopted_symbols: dict[str, str] = {}  # venue id -> symbol
         self._outbox_send, self._outbox = trio.open_memory_channel[_Live](1024)
+        self._outbox_used = 0  # orders in the outbox (its statistics() costs the order path)
+        # Orders written inside submit, for the task that starts their answer readers
+        # (a channel send costs the step less than a task spawn). At most pool_size
+        # are in flight: the inline write needs a free transport slot.
+        self._written_send, self._written = trio.open_memory_channel[
+            tuple[_Live, NewOrderInFlight]
+        ](1024)
         self._orders: dict[str, _Live] = {}  # by venue client order id
         self._by_engine_id: dict[str, str] = {}  # engine client order id -> venue id
         self._queue: list[_Queued] = []
@@ -577,7 +608,7 @@ class BinanceVenue:
                     order_type=kind,
                     reduce_only=order.reduce_only,
                     ref_price=order.ref_price,
-                    price=order.price if kind is OrderType.LIMIT else None,
+                    price=order.price if kind is _LIMIT else None,
                     time_in_force=tif,
                     trigger_price=order.stop_price if kind.conditional else None,
                 )
@@ -594,34 +625,47 @@ class BinanceVenue:
                 reason=reason,
             )
             return [self._local_rejection(order, reason, now)]
+        submitted_ns = time.time_ns()
+        if self.write_inline and self._client is not None and self._outbox_used == 0:
+            # Nothing queued ahead of it: write the request now, in the caller's step,
+            # rather than two task hand-overs later; a task reads the answer. The
+            # order's record is made after the write, off the path to the wire.
+            mark = _WriteMark()
+            sent = self._client.new_order_now(prepared, written=mark)
+            if sent is not None:
+                now_t = trio.current_time()
+                live = _Live(
+                    order=order,
+                    prepared=prepared,
+                    venue_id=venue_id,
+                    queued_at=now_t,
+                    submitted_ns=submitted_ns,
+                    inline=True,
+                    state=_State.SENDING,
+                    sent_at=now_t,
+                )
+                if mark.ns:
+                    self._record_written(live, mark.ns)
+                    self._log_written(live)
+                else:  # the socket took part of it: :meth:`_send` writes the rest
+                    mark.then = functools.partial(self._on_written, live)
+                self._orders[venue_id] = live
+                self._by_engine_id[order.client_order_id] = venue_id
+                try:
+                    self._written_send.send_nowait((live, sent))
+                except trio.WouldBlock:
+                    self._spawn(self._send, live, sent)
+                return []
         live = _Live(
             order=order,
             prepared=prepared,
             venue_id=venue_id,
             queued_at=trio.current_time(),
-            submitted_ns=time.time_ns(),
+            submitted_ns=submitted_ns,
         )
-        if (
-            self.write_inline
-            and self._client is not None
-            and self._outbox_send.statistics().current_buffer_used == 0
-        ):
-            # Nothing queued ahead of it: write the request now, in the caller's step,
-            # rather than two task hand-overs later; a task reads the answer.
-            live.inline = True  # the write hook may run before new_order_now returns
-            sent = self._client.new_order_now(
-                prepared, written=functools.partial(self._on_written, live)
-            )
-            live.inline = sent is not None
-            if sent is not None:
-                self._orders[venue_id] = live
-                self._by_engine_id[order.client_order_id] = venue_id
-                live.state = _State.SENDING
-                live.sent_at = live.queued_at
-                self._spawn(self._send, live, sent)
-                return []
         try:
             self._outbox_send.send_nowait(live)
+            self._outbox_used += 1
         except trio.WouldBlock:
             return [self._local_rejection(order, "venue_queue_full", self._now_ns())]
         self._orders[venue_id] = live
@@ -703,11 +747,11 @@ class BinanceVenue:
         events = self._drain()
         self.step_quotes = {}
         for symbol, batch in ticks.items():
-            mask = batch.kind == EventKind.QUOTE
-            if not np.any(mask):
+            rows = (batch.kind == _QUOTE).nonzero()[0]
+            if not rows.size:
                 continue
-            ts, bid, ask = batch.ts[mask], batch.bid[mask], batch.ask[mask]
-            last = (int(ts[-1]), float(bid[-1]), float(ask[-1]))
+            i = rows[-1]  # the step's last quote
+            last = (int(batch.ts[i]), float(batch.bid[i]), float(batch.ask[i]))
             self.step_quotes[symbol] = last
             self.ledger.mark(symbol, 0.5 * (last[1] + last[2]))
         self._mark()
@@ -1044,6 +1088,7 @@ class BinanceVenue:
                 await lean.warm_up()
             self._ready = True
             nursery.start_soon(self._sender)
+            nursery.start_soon(self._readers)
             nursery.start_soon(self._resolver)
             self._log.info(
                 "binance venue ready",
@@ -1289,6 +1334,11 @@ class BinanceVenue:
         except BinanceError as exc:
             self._log.error("cancel of open orders failed", symbol=symbol, error=str(exc))
 
+    async def _readers(self) -> None:
+        """Start the answer reader of each order :meth:`submit` wrote inline."""
+        async for live, sent in self._written:
+            self._spawn(self._send, live, sent)
+
     async def _sender(self) -> None:
         async with trio.open_nursery() as nursery:
             async for live in self._outbox:
@@ -1298,6 +1348,7 @@ class BinanceVenue:
                         batch.append(self._outbox.receive_nowait())
                     except trio.WouldBlock:
                         break
+                self._outbox_used -= len(batch)
                 # Closing orders first; the limiter keeps that order when it must wait.
                 batch.sort(key=lambda item: (item.priority, item.order.seq))
                 for item in batch:
@@ -1306,11 +1357,16 @@ class BinanceVenue:
     def _on_written(self, live: _Live) -> None:
         if live.written_ns:
             return  # a resend: the order's time is its first write
-        now = time.time_ns()
+        self._record_written(live, time.time_ns())
+        self._log_written(live)
+
+    def _record_written(self, live: _Live, now: int) -> None:
         live.written_ns = now
-        tick_ns = now - live.order.ts_event
-        submit_ns = now - live.submitted_ns
-        self.write_latency.record(tick_ns, submit_ns)
+        self.write_latency.record(now - live.order.ts_event, now - live.submitted_ns)
+
+    def _log_written(self, live: _Live) -> None:
+        tick_ns = live.written_ns - live.order.ts_event
+        submit_ns = live.written_ns - live.submitted_ns
         self._log.info(
             "order written",
             symbol=live.order.symbol,
@@ -1903,6 +1959,8 @@ class BinanceVenue:
         self.max_drawdown = max(self.max_drawdown, self.equity_peak - equity)
 
     def _check_drift(self) -> None:
+        if not self.exchange_positions:
+            return  # nothing to compare (the loop below would do nothing)
         busy = {live.order.symbol for live in self._orders.values() if not live.terminal}
         if self._adopted:
             busy.update(self._adopted_symbols.values())
