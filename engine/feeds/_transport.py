@@ -13,13 +13,21 @@ text or bytes message) and ``closed``; either implementation raises only
   message one socket read completed, in one call: the live feed decodes them in
   one pass), ``pending`` and ``get_message_nowait()``, so a reader takes what one
   socket read brought without a checkpoint per message.
+
+The wsproto transport stamps each read with the kernel's receive time of its bytes
+(``received_ns``; see :class:`_RxStampedStream`), on ``time.time_ns``'s clock, where
+the kernel gives one; else with the time the read returned, and counts that.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import platform
+import socket
 import ssl
+import struct
+import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -34,6 +42,17 @@ from wsproto.utilities import LocalProtocolError
 from .._errors import EngineError
 
 _RECEIVE = 65536
+# Linux's SO_TIMESTAMPNS (its control message, SCM_TIMESTAMPNS, has the same number),
+# which Python's socket module does not name: 35 on the 64-bit machines below (the
+# generic socket numbers; a 64-bit timespec). Elsewhere 0: the post-read stamp.
+_SO_TIMESTAMPNS = (
+    35
+    if sys.platform == "linux"
+    and platform.machine() in ("x86_64", "aarch64", "arm64", "riscv64", "ppc64le")
+    else 0
+)
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on a 64-bit Linux: tv_sec, tv_nsec
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class TransportError(EngineError):
@@ -62,15 +81,20 @@ class MessageStream(Protocol):
 
 
 @contextlib.asynccontextmanager
-async def open_transport(kind: str, url: str) -> AsyncIterator[MessageStream]:
+async def open_transport(
+    kind: str, url: str, *, rx_stamp: bool = True
+) -> AsyncIterator[MessageStream]:
     """Connect to ``url`` with the named transport (``trio-websocket`` or ``wsproto``).
+
+    ``rx_stamp`` (wsproto): stamp reads with the kernel's receive time (see
+    :class:`_RxStampedStream`); False: with the time each read returned.
 
     Raises:
         TransportConnectError: the connection or handshake failed.
         ValueError: an unknown transport name.
     """
     if kind == "wsproto":
-        async with _open_wsproto(url) as conn:
+        async with _open_wsproto(url, rx_stamp=rx_stamp) as conn:
             yield conn
     elif kind == "trio-websocket":
         async with _open_trio_websocket(url) as conn:
@@ -109,6 +133,65 @@ async def _open_trio_websocket(url: str) -> AsyncIterator[MessageStream]:
                 await trio.aclose_forcefully(ws._stream)
 
 
+class _RxStampedStream(trio.abc.HalfCloseableStream):
+    """A TCP stream whose reads carry the kernel's receive time of their bytes.
+
+    ``SO_TIMESTAMPNS`` is set on the socket and each read is a ``recvmsg`` with room
+    for its control message: ``rx_ns`` is then the time (CLOCK_REALTIME, the clock of
+    ``time.time_ns``) at which the kernel received the bytes the read returned, before
+    the wake-up, the event loop's round and the read itself. On a TCP stream the
+    kernel gives one stamp per read, the latest segment's: when one read holds bytes
+    of several segments, those of the earlier ones had arrived before it (their time
+    from the stamp is understated by at most the read's spread). ``rx_ns`` is 0 after
+    a read that brought no stamp (the option refused or off).
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket
+        self.rx_ns = 0
+
+    @classmethod
+    def wrap(cls, stream: trio.SocketStream) -> _RxStampedStream | None:
+        """``stream`` with its option set, or None where the kernel refuses it."""
+        if not _SO_TIMESTAMPNS:
+            return None
+        try:
+            stream.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            return None
+        return cls(stream)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            data, ancillary, _flags, _addr = await self.socket.recvmsg(
+                max_bytes or _RECEIVE, _ANCILLARY
+            )
+        except OSError as exc:
+            if self.socket.fileno() < 0:
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        ns = 0
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(payload)
+                ns = sec * 1_000_000_000 + nsec
+        self.rx_ns = ns
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 class _Wsproto:
     """A websocket client: wsproto for the handshake and every frame it sends, its own
     parser for the frames it receives.
@@ -124,11 +207,19 @@ class _Wsproto:
     close handshake, and fails the connection (``TransportClosedError``) on what RFC
     6455 says a client must: a masked frame, reserved bits or opcodes, an oversized
     or fragmented control frame, a continuation out of place, text that is not UTF-8.
+
+    Each read is stamped: ``read_ns``, the ``time.time_ns`` after it returned, and
+    ``received_ns``, the kernel's receive time of its bytes where ``rx`` (the
+    :class:`_RxStampedStream` under the stream, TLS or not) gave one, else
+    ``read_ns``; ``rx_stamp_fallbacks`` counts the reads stamped so (``reads`` all).
     """
 
-    def __init__(self, stream: trio.abc.Stream, ws: WSConnection) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, ws: WSConnection, rx: _RxStampedStream | None = None
+    ) -> None:
         self._stream = stream
         self._ws = ws
+        self._rx = rx
         self._buffer = bytearray()  # the start of a frame not yet complete
         self._need = 0  # ... and how many bytes it needs before it is parsed again
         self._pending: collections.deque[str | bytes] = collections.deque()
@@ -137,6 +228,9 @@ class _Wsproto:
         self._replies: list[bytes] = []
         self.closed = False
         self.received_ns = 0
+        self.read_ns = 0
+        self.reads = 0
+        self.rx_stamp_fallbacks = 0
 
     @property
     def pending(self) -> int:
@@ -173,7 +267,14 @@ class _Wsproto:
         if not data:
             self.closed = True
             raise TransportClosedError("connection lost: end of stream")
-        self.received_ns = time.time_ns()
+        self.read_ns = now = time.time_ns()
+        self.reads += 1
+        rx = self._rx
+        if rx is not None and rx.rx_ns:
+            self.received_ns = rx.rx_ns
+        else:
+            self.received_ns = now
+            self.rx_stamp_fallbacks += 1
         await self._receive(data)
 
     async def _receive(self, data: bytes | bytearray) -> None:
@@ -313,23 +414,26 @@ class _Wsproto:
 
 
 @contextlib.asynccontextmanager
-async def _open_wsproto(url: str) -> AsyncIterator[MessageStream]:
+async def _open_wsproto(url: str, *, rx_stamp: bool = True) -> AsyncIterator[MessageStream]:
     parts = urllib.parse.urlsplit(url)
     secure = parts.scheme == "wss"
     host = parts.hostname or "localhost"
     port = parts.port or (443 if secure else 80)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
-        if secure:
-            stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=ssl.create_default_context()
-            )
-        else:
-            stream = await trio.open_tcp_stream(host, port)
+        tcp = await trio.open_tcp_stream(host, port)
     except OSError as exc:
         raise TransportConnectError(f"{url}: {exc!r}") from exc
+    rx = _RxStampedStream.wrap(tcp) if rx_stamp else None
+    raw: trio.abc.Stream = rx if rx is not None else tcp
+    stream: trio.abc.Stream = raw
+    if secure:
+        # As trio.open_ssl_over_tcp_stream, over the stamped stream.
+        stream = trio.SSLStream(
+            raw, ssl.create_default_context(), server_hostname=host, https_compatible=False
+        )
     ws = WSConnection(ConnectionType.CLIENT)
-    conn = _Wsproto(stream, ws)
+    conn = _Wsproto(stream, ws, rx)
     try:
         with trio.fail_after(10):
             await stream.send_all(ws.send(Request(host=host, target=target or "/")))

@@ -42,10 +42,28 @@ def _portfolio(argv: list[str]) -> Mapping[str, Any]:
     return portfolio.run(argv)
 
 
+def _cold_path(argv: list[str]) -> Mapping[str, Any]:
+    from . import cold_path
+
+    return cold_path.run(argv)
+
+
+def _entry_step(argv: list[str]) -> Mapping[str, Any]:
+    from . import entry_step
+
+    return entry_step.run(argv)
+
+
 def _feed(argv: list[str]) -> Mapping[str, Any]:
     from . import feed
 
     return feed.run(argv)
+
+
+def _feed_step(argv: list[str]) -> Mapping[str, Any]:
+    from . import feed_step
+
+    return feed_step.run(argv)
 
 
 def _orders(argv: list[str]) -> Mapping[str, Any]:
@@ -103,7 +121,10 @@ def _sweep(argv: list[str]) -> Mapping[str, Any]:
 
 
 BENCHMARKS: Mapping[str, Benchmark] = {
+    "cold_path": _cold_path,
+    "entry_step": _entry_step,
     "feed": _feed,
+    "feed_step": _feed_step,
     "book": _book,
     "indicators": _indicators,
     "live": _live,

@@ -1,7 +1,8 @@
 """Live tick-to-order latency: the engine in live mode against the loopback exchange.
 
 ``python -m tools.bench tick_to_order [--entries N] [--seconds S] [--speed X]
-[--min-step-ms MS] [--transport lean|httpx] [--no-inline] [--actors] [--slow-strategy]``
+[--min-step-ms MS] [--transport lean|httpx] [--no-inline] [--actors] [--slow-strategy]
+[--no-hardware] [--stages] [--log-file]``
 prints JSON. The exchange is ``python -m engine sim-exchange`` in another process
 playing the bundled BTCUSDT capture at ``--speed``; the engine runs in this process
 exactly as ``python -m engine --mode live`` runs it (:func:`engine._streaming.run_live`:
@@ -11,8 +12,14 @@ vote enough, ``[exits]`` at 1 bp or 150 ms; no ML filter; ``risk.max_orders_per_
 raised to 50 so that risk's order rate, still checked, denies none of it), until
 ``--entries`` entry orders are written (default 200: enough for a p99 over the
 entries; 0: no count) or ``--seconds`` of wall time have passed (default 150),
-whichever comes first; at ``--speed 2`` that is about 6 entries a second, so 200 take
-about 40 s. ``--slow-strategy`` trades as the bench did before (ema_cross,
+whichever comes first. The capture plays at its own pace (``--speed 1``): about 2-3
+entries a second, so 200 take about 80-100 s. Each round trip is six order requests
+(the entry, its exit, and the venue's protective stop and target, placed and
+cancelled); at ``--speed 2`` they reach ~200 in a 10 s window, the rate limiter's
+working share of Binance's 300 orders per 10 s, and the limiter holds the next order
+until the window turns (0.2-0.9 s): a policy wait, not the path's. ``queued`` counts
+the orders not written inline (held by the limiter, or with no idle connection); it
+should be 0 at the default pace. ``--slow-strategy`` trades as the bench did before (ema_cross,
 ``sample_ms=200, fast=3, slow=8, rsi_period=5``: 9-10 entries in 40 s, too few for a
 p99; the EMA cross finds under 50 crossings in the whole capture). By default the
 feed's read loop runs each step through the symbol, risk and execution cores
@@ -23,20 +30,31 @@ Per order the venue times (``BinanceVenue.write_latency``, logged as ``order
 written``), on one clock (``time.time_ns``):
 
 - ``tick_to_written_us``: from the order's ``ts_event`` (for an order a tick decided:
-  the tick's receive stamp, taken by the live feed as it decodes the frame read off
-  the websocket) to the order request's last byte written to the socket;
+  the tick's receive stamp, which the live feed takes from its websocket transport:
+  the kernel's receive time of the read's bytes, ``SO_TIMESTAMPNS``, so the figure
+  starts when the triggering frame's bytes were readable on the socket; see
+  ``engine/feeds/_transport.py``) to the order request's last byte written to the
+  socket;
 - ``submit_to_written_us``: from ``BinanceVenue.submit`` (the execution actor) to the
   same write: the venue's and transport's share of the figure above.
 
 ``entries`` is the same for entry orders only (their ``ts_event`` is always a tick's;
-an exit may be decided by a timer or a retry at a step's time). Percentiles are
-exact over every order of the run (p50 / p99 / max, us).
+an exit may be decided by a timer or a retry at a step's time), with, beside it,
+``post_read_tick_to_written_us``: the same from the stamp the feed took before the
+kernel's (the time the socket read returned: without the wake-up, the event loop's
+round and the read), and ``rx_to_read_us``, the difference. ``rx_stamp`` counts the
+feed's reads and those without a kernel stamp (``fallbacks``: stamped after the
+read). On a TCP stream the kernel's stamp is the read's latest segment's: a
+triggering frame that came in an earlier segment of the same read was readable
+earlier still. Percentiles are exact over every order of the run (p50 / p99 / max,
+us).
 
 ``--stages`` (inline path) splits each entry's tick-to-written time into stages,
 stamped by wrappers around the feed's step, the inline step, the three actors'
 steps and ``BinanceVenue.submit`` (a wrapper costs about a microsecond):
-``read_to_step`` (the tick's receive stamp to the feed's step: frame decode and the
-rest of the read), ``take_batches`` (the step's columns and batch messages),
+``rx_to_read`` (the kernel's receive stamp to the read's return), ``read_to_step``
+(the read's return to the feed's step: frame decode and the rest of the read),
+``take_batches`` (the step's columns and batch messages),
 ``symbol``, ``risk``, ``execution_to_submit`` (execution's step up to the venue's
 ``submit``), ``submit_checks`` (``submit`` up to the venue's own stamp, after its
 filter checks), ``submit_to_written``; each as p50 / p99 / max, us. Each entry's
@@ -46,6 +64,12 @@ The engine's log lines are dropped as they are made (after structlog's call and 
 first processor) unless ``--log-file``: then they go through the engine's own
 processors (:func:`engine._logging.make_logger`'s: time stamp, redaction, ECS, JSON)
 to a file, as ``python -m engine`` writes them (``log_lines`` counts them).
+
+The engine runs with the ``[hardware]`` section's defaults, as a live run does (the
+hardware actor pins the event loop, sets the gc thresholds and freezes the start-up
+heap); ``--no-hardware`` runs it with ``hardware.enabled = false``, as this bench did
+before: CPython's default gc thresholds, no freeze, so that full collections walk
+the whole heap of numba, numpy and the engine during the run.
 """
 
 from __future__ import annotations
@@ -211,10 +235,53 @@ class _Written:
         )
 
 
+class _Reads:
+    """Per feed read, its post-read stamp by its receive stamp (the kernel's, which the
+    feed gives its ticks), and per order its ``ts_event``: the figure from the stamp
+    the feed took before, beside the one from the kernel's."""
+
+    def __init__(self) -> None:
+        self.read_ns: dict[int, int] = {}
+        self.ts_event: dict[str, int] = {}
+        self.conns: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Wrap the transport's parse (after both stamps) and the venue's submit."""
+        from engine.feeds._transport import _Wsproto
+
+        parse, submit = _Wsproto._parse, BinanceVenue.submit
+        read_ns, ts_event, conns = self.read_ns, self.ts_event, self.conns
+
+        def parse_(conn: Any, data: Any) -> None:
+            read_ns[conn.received_ns] = conn.read_ns
+            conns[id(conn)] = conn
+            parse(conn, data)
+
+        def submit_(venue: Any, order: Any) -> Any:
+            ts_event[order.client_order_id] = order.ts_event
+            return submit(venue, order)
+
+        _Wsproto._parse = parse_  # type: ignore[method-assign]
+        BinanceVenue.submit = submit_  # type: ignore[method-assign]
+
+    def rx_to_read_ns(self, tick: int) -> int | None:
+        """The post-read stamp minus the receive stamp of the read stamped ``tick``."""
+        read = self.read_ns.get(tick)
+        return None if read is None else read - tick
+
+    def counts(self) -> dict[str, int]:
+        conns = self.conns.values()
+        return {
+            "reads": sum(c.reads for c in conns),
+            "fallbacks": sum(c.rx_stamp_fallbacks for c in conns),
+        }
+
+
 class _Stages:
     """Stamps of the inline path's stages for the step being run (see ``--stages``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reads: _Reads) -> None:
+        self._reads = reads
         self.step: dict[str, int] = {}
         self.entries: list[dict[str, float]] = []
 
@@ -274,9 +341,13 @@ class _Stages:
         submit_ns = event["submit_ms"] * 1e6
         # The venue stamps its submit time (``submit_ms``'s start) after its checks.
         venue_at = tick + event["latency_ms"] * 1e6 - submit_ns
+        rx_to_read = self._reads.rx_to_read_ns(tick)
+        if rx_to_read is None:
+            return
         self.entries.append(
             {
-                "read_to_step": (st["step"] - tick) / 1e3,
+                "rx_to_read": rx_to_read / 1e3,
+                "read_to_step": (st["step"] - tick - rx_to_read) / 1e3,
                 "take_batches": (st["inline"] - st["step"]) / 1e3,
                 "symbol": st.get("symbol", 0) / 1e3,
                 "risk": st.get("risk", 0) / 1e3,
@@ -319,7 +390,9 @@ def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> d
             "api_secret_env": "BENCH_SECRET",
             "order_transport": args.transport,
         },
-        "hardware": {"enabled": False},
+        # The [hardware] section's defaults, as `python -m engine --mode live` runs with
+        # them (pinning, gc thresholds and freeze, malloc settings); --no-hardware: none.
+        **({"hardware": {"enabled": False}} if args.no_hardware else {}),
     }
 
 
@@ -338,7 +411,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         action="store_true",
         help="the bench's strategy before --entries (about one entry in 4 s)",
     )
-    parser.add_argument("--speed", type=float, default=2.0, help="capture playback pace")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="capture playback pace (2 and over: the order-rate limiter holds orders)",
+    )
     parser.add_argument("--min-step-ms", type=float, default=None, help="feeds.min_step_ms")
     parser.add_argument("--transport", choices=("lean", "httpx"), default="lean")
     parser.add_argument(
@@ -357,6 +435,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         help="feeds.inline = false: the steps run in the actor tasks, over channels",
     )
     parser.add_argument(
+        "--no-hardware",
+        action="store_true",
+        help="hardware.enabled = false: no pinning, default gc thresholds, no gc freeze "
+        "(the bench before it ran the [hardware] defaults)",
+    )
+    parser.add_argument(
         "--stages", action="store_true", help="split each entry's time into stages (inline)"
     )
     parser.add_argument(
@@ -367,7 +451,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     args = parser.parse_args(argv)
     os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"] = KEY, SECRET
     BinanceVenue.write_inline = not args.no_inline
-    stages = _Stages() if args.stages else None
+    reads = _Reads()
+    reads.install()
+    stages = _Stages(reads) if args.stages else None
     if stages is not None:
         stages.install()
     with (
@@ -408,9 +494,18 @@ def run(argv: list[str]) -> dict[str, Any]:
     tick = [e["latency_ms"] * 1e3 for e in events]
     submit = [e["submit_ms"] * 1e3 for e in events]
     entries = [e for e in events if e.get("purpose") == "ENTRY"]
+    rx_to_read: list[float] = []
+    post_read: list[float] = []
+    for e in entries:
+        ts_event = reads.ts_event.get(e["client_order_id"])
+        gap = None if ts_event is None else reads.rx_to_read_ns(ts_event)
+        if gap is not None:
+            rx_to_read.append(gap / 1e3)
+            post_read.append(e["latency_ms"] * 1e3 - gap / 1e3)
     out: dict[str, Any] = {
         "orders": len(events),
         "written_inline": sum(1 for e in events if e.get("queued") == 0),
+        "queued": sum(1 for e in events if e.get("queued") != 0),
         "tick_to_written_us": _stats(tick),
         "submit_to_written_us": _stats(submit),
         "pipeline_us": _stats([t - s for t, s in zip(tick, submit, strict=True)]),
@@ -418,7 +513,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         "entries": {
             "tick_to_written_us": _stats([e["latency_ms"] * 1e3 for e in entries]),
             "submit_to_written_us": _stats([e["submit_ms"] * 1e3 for e in entries]),
+            "post_read_tick_to_written_us": _stats(post_read),
+            "rx_to_read_us": _stats(rx_to_read),
         },
+        "rx_stamp": reads.counts(),
         "wall_s": round(wall["end"] - wall["start"], 1),
         "config": {
             "entries": args.entries,
@@ -434,6 +532,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "exits": None if args.slow_strategy else EXITS,
             "risk_max_orders_per_second": config.risk.max_orders_per_second,
             "feed_transport": config.feeds.transport,
+            "hardware": config.hardware.enabled,
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
         },
     }
