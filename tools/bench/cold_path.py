@@ -66,20 +66,11 @@ from typing import Any
 import numpy as np
 import trio
 
+from .tick_to_order import EXITS, STRATEGY
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
 SYMBOL = "BTCUSDT"
-STRATEGY = {
-    "kind": "scalper",
-    "params": {
-        "min_confirmations": 1,
-        "min_strength": 0.0,
-        "ofi_period": 5,
-        "ofi_threshold": 0.2,
-        "bar_ms": 100,
-    },
-}
-EXITS = {"stop_bps": 1.0, "target_bps": 1.0, "time_limit_ms": 150}
 PERF_EVENTS = (
     "task-clock,page-faults,context-switches,cycles,instructions,cache-misses,"
     "cache-references,L1-icache-load-misses,branch-misses"
