@@ -35,6 +35,7 @@ from ..messages import (
     OrderBatch,
     OrderDenied,
     OrderEvent,
+    OrderSubmitted,
     ReplaceOrder,
     ReportBatch,
 )
@@ -172,7 +173,7 @@ class ExecutionActor(ExecutionCore):
         for event in venue_events:
             self.apply(event)
         events.extend(venue_events)
-        events.sort(key=lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq))
+        events.sort(key=_event_order(events))
         records.extend(e for e in events if not isinstance(e, OrderDenied))
         records.extend(ops)
         final = market is not None and market.final
@@ -243,6 +244,30 @@ class ExecutionActor(ExecutionCore):
             return None
         records.sort(key=record_key)
         return JournalBatch(step=step, records=tuple(records))
+
+
+def _event_order(events: list[OrderEvent]) -> Any:
+    """The sort key of a step's events: ``(ts_event, source, symbol, seq)``, with an
+    order's own events never before its :class:`OrderSubmitted`.
+
+    A venue stamps its events with the exchange's time in milliseconds, and an
+    order's ``OrderSubmitted`` carries the decision's time in nanoseconds: an order
+    the exchange took within the same millisecond has an acceptance and fills
+    stamped before its submission. Where they come in one step (a step whose orders'
+    answers are already in when the venue is drained) the symbol would see the fill
+    first and the submission of an order already done. Its events sort at its
+    submission's time at the earliest, the submission first.
+    """
+    submitted = {e.client_order_id: e.ts_event for e in events if type(e) is OrderSubmitted}
+    if not submitted:
+        return lambda e: (e.ts_event, _SOURCE_RANK[type(e)], e.symbol, e.seq)
+
+    def key(e: OrderEvent) -> tuple[int, int, str, int, int]:
+        at = submitted.get(e.client_order_id, e.ts_event)
+        first = type(e) is not OrderSubmitted
+        return (max(e.ts_event, at), _SOURCE_RANK[type(e)], e.symbol, first, e.seq)
+
+    return key
 
 
 class StepOutput(NamedTuple):
