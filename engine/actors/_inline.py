@@ -84,29 +84,13 @@ class _DeferringLogger:
             return None
         return method(event, *args, **kw)
 
-    # ``debug``, ``info`` and ``warning`` hold a line themselves (no ``_call`` frame):
-    # they run between a tick and its order. A line without ``exc_info`` is held as
-    # :meth:`LogDeferral.hold` would hold it.
-
     def debug(self, event: str, *args: Any, **kw: Any) -> Any:
-        deferral = self._deferral
-        if deferral.holding and "exc_info" not in kw:
-            deferral._held.append((self._log.debug, event, args, kw))
-            return None
         return self._call("debug", event, args, kw)
 
     def info(self, event: str, *args: Any, **kw: Any) -> Any:
-        deferral = self._deferral
-        if deferral.holding and "exc_info" not in kw:
-            deferral._held.append((self._log.info, event, args, kw))
-            return None
         return self._call("info", event, args, kw)
 
     def warning(self, event: str, *args: Any, **kw: Any) -> Any:
-        deferral = self._deferral
-        if deferral.holding and "exc_info" not in kw:
-            deferral._held.append((self._log.warning, event, args, kw))
-            return None
         return self._call("warning", event, args, kw)
 
     def error(self, event: str, *args: Any, **kw: Any) -> Any:

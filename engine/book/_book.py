@@ -278,19 +278,8 @@ class OrderBook:
         verdict = self._verdict(first_id, last_id, prev_last_id)
         if verdict is not None:
             return verdict
-        bid_levels = decode_levels(bids)
-        ask_levels = decode_levels(asks)
-        try:
-            self._apply_side(bid_levels, self._bids, self._bid_keys, 1)
-            self._apply_side(ask_levels, self._asks, self._ask_keys, -1)
-        except BookPriceError:
-            self._synced = False
-            raise
-        self._prune()
-        self._last_update_id = last_id
-        self._tx_time = tx_time
-        self._bridged = True
-        return ApplyResult.APPLIED
+        self._apply_decoded(decode_levels(bids), decode_levels(asks))
+        return self._move_to(last_id, tx_time)
 
     def _verdict(self, first_id: int, last_id: int, prev_last_id: int) -> ApplyResult | None:
         """:meth:`apply_diff`'s update-id checks: what becomes of the diff, None if it
@@ -327,6 +316,10 @@ class OrderBook:
         verdict = self._verdict(first_id, last_id, prev_last_id)
         if verdict is not None:
             return verdict
+        return self._move_to(last_id, tx_time)
+
+    def _move_to(self, last_id: int, tx_time: int) -> ApplyResult:
+        """The book's ids move on to a diff that connects."""
         self._last_update_id = last_id
         self._tx_time = tx_time
         self._bridged = True
@@ -343,9 +336,19 @@ class OrderBook:
         try:
             bid_levels = decode_levels(bids)
             ask_levels = decode_levels(asks)
+        except BookError:
+            self._synced = False
+            raise
+        self._apply_decoded(bid_levels, ask_levels)
+
+    def _apply_decoded(
+        self, bid_levels: list[tuple[str, float]], ask_levels: list[tuple[str, float]]
+    ) -> None:
+        """Decoded levels into the book (left unsynced by a price off its grid)."""
+        try:
             self._apply_side(bid_levels, self._bids, self._bid_keys, 1)
             self._apply_side(ask_levels, self._asks, self._ask_keys, -1)
-        except BookError:
+        except BookPriceError:
             self._synced = False
             raise
         self._prune()

@@ -639,24 +639,11 @@ class SymbolCore:
             time_in_force=spec.time_in_force,
             ts_event=ts,
             ts_init=ts,
-            seq=self._seq + 1,
+            seq=self._next_seq(),
             correlation_id=correlation_id or f"{self.symbol}-{self._orders}",
         )
-        self._seq += 1
         self._live_order = order
-        # :meth:`_send`'s work, without its frame (this is the entry's way to risk).
-        self._commands.append(order)
-        self._records.append(order)
-        self._log.info(
-            "order intent",
-            client_order_id=order.client_order_id,
-            side=side._name_,
-            qty=qty,
-            ref_price=price,
-            purpose=purpose._value_,
-            sizing=self._sizing_basis if purpose is Purpose.ENTRY else "close position",
-            ts_event=ts,
-        )
+        self._send(order, self._sizing_basis if purpose is Purpose.ENTRY else "close position")
 
     def _send(self, order: SubmitOrder, sizing: str) -> None:
         """Hand ``order`` to execution (via risk) and journal and log it."""
@@ -986,17 +973,11 @@ class SymbolCore:
         # ``_value_``, not ``value``: the property costs a descriptor call per use, and
         # this runs between a tick and its order.
         src, dst, qty = source._value_, target._value_, self.position_qty
-        self._seq += 1
+        fields = (src, dst, trigger, qty, ts_event, ts_init, self._next_seq(), correlation_id)
         if self._deferred is not None:
-            self._deferred.append(
-                (src, dst, trigger, qty, ts_event, ts_init, self._seq, correlation_id)
-            )
+            self._deferred.append(fields)
         else:
-            self._records.append(
-                self._position_changed(
-                    src, dst, trigger, qty, ts_event, ts_init, self._seq, correlation_id
-                )
-            )
+            self._records.append(self._position_changed(*fields))
         self.transitions[dst] = self.transitions.get(dst, 0) + 1
         self._log.info(
             "position transition",

@@ -645,8 +645,7 @@ class BinanceVenue:
                     sent_at=now_t,
                 )
                 if mark.ns:
-                    self._record_written(live, mark.ns)
-                    self._log_written(live)
+                    self._on_written(live, mark.ns)
                 else:  # the socket took part of it: :meth:`_send` writes the rest
                     mark.then = functools.partial(self._on_written, live)
                 self._orders[venue_id] = live
@@ -1354,19 +1353,15 @@ class BinanceVenue:
                 for item in batch:
                     nursery.start_soon(self._send, item)
 
-    def _on_written(self, live: _Live) -> None:
+    def _on_written(self, live: _Live, now: int = 0) -> None:
+        """The order's request was written, at ``now`` (0: this call's time)."""
         if live.written_ns:
             return  # a resend: the order's time is its first write
-        self._record_written(live, time.time_ns())
-        self._log_written(live)
-
-    def _record_written(self, live: _Live, now: int) -> None:
+        now = now or time.time_ns()
         live.written_ns = now
-        self.write_latency.record(now - live.order.ts_event, now - live.submitted_ns)
-
-    def _log_written(self, live: _Live) -> None:
-        tick_ns = live.written_ns - live.order.ts_event
-        submit_ns = live.written_ns - live.submitted_ns
+        tick_ns = now - live.order.ts_event
+        submit_ns = now - live.submitted_ns
+        self.write_latency.record(tick_ns, submit_ns)
         self._log.info(
             "order written",
             symbol=live.order.symbol,
