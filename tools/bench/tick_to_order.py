@@ -2,7 +2,7 @@
 
 ``python -m tools.bench tick_to_order [--entries N] [--seconds S] [--speed X]
 [--min-step-ms MS] [--transport lean|httpx] [--no-inline] [--actors] [--slow-strategy]
-[--no-hardware] [--stages] [--log-file]``
+[--no-hardware] [--exchange-cpus auto|any|LIST] [--fifo] [--stages] [--log-file]``
 prints JSON. The exchange is ``python -m engine sim-exchange`` in another process
 playing the bundled BTCUSDT capture at ``--speed``; the engine runs in this process
 exactly as ``python -m engine --mode live`` runs it (:func:`engine._streaming.run_live`:
@@ -46,8 +46,12 @@ round and the read), and ``rx_to_read_us``, the difference. ``rx_stamp`` counts 
 feed's reads and those without a kernel stamp (``fallbacks``: stamped after the
 read). On a TCP stream the kernel's stamp is the read's latest segment's: a
 triggering frame that came in an earlier segment of the same read was readable
-earlier still. Percentiles are exact over every order of the run (p50 / p99 / max,
-us).
+earlier still. ``rx_to_read_split`` says where ``rx_to_read`` went: ``asleep``, the
+event loop was waiting in epoll when the bytes came (``wake_us``, the kernel's stamp
+to epoll's return; ``loop_to_read_us``, the loop's round and the read), or ``busy``, it
+was running the feed's earlier steps or other tasks and the bytes waited for that
+(a trio instrument keeps the loop's last wake-up). Percentiles are exact over every
+order of the run (p50 / p99 / max, us).
 
 ``--stages`` (inline path) splits each entry's tick-to-written time into stages,
 stamped by wrappers around the feed's step, the inline step, the three actors'
@@ -70,6 +74,15 @@ hardware actor pins the event loop, sets the gc thresholds and freezes the start
 heap); ``--no-hardware`` runs it with ``hardware.enabled = false``, as this bench did
 before: CPython's default gc thresholds, no freeze, so that full collections walk
 the whole heap of numba, numpy and the engine during the run.
+
+The exchange process runs on every CPU but the engine's Trio CPU of that plan
+(``--exchange-cpus auto``; ``any`` as before, or a list). Free to run there, the
+exchange, woken by the engine's order on loopback (a synchronous wake-up, which the
+kernel places on the waker's CPU), preempted the engine inside its ``send`` for 2-3 ms
+(its CPU time over the write ~0.2 ms): the p99 of 3.3-3.6 ms in earlier runs, which
+nice 10 did not prevent. A remote exchange never runs on the engine's CPU. Other
+processes of the machine still may: ``--fifo`` runs the Trio thread under
+``SCHED_FIFO`` (``hardware.sched_fifo``), which no ordinary process preempts.
 """
 
 from __future__ import annotations
@@ -96,6 +109,7 @@ from engine._logging import redact_secrets, to_ecs
 from engine._streaming import run_live
 from engine._supervisor import new_journal_path
 from engine.venues.binance import BinanceVenue
+from hardware import CpuListError, HardwareConfig, make_plan, parse_cpulist, read_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data/sample/btcusdt_20240808_180s.gz"
@@ -142,8 +156,16 @@ def _stats(values: list[float]) -> dict[str, float | int] | None:
 
 
 @contextlib.contextmanager
-def _exchange(speed: float, nice: int) -> Iterator[tuple[int, int]]:
-    """A sim-exchange process (at ``nice``); yields its (ws port, rest port)."""
+def _exchange(speed: float, nice: int, cpus: frozenset[int]) -> Iterator[tuple[int, int]]:
+    """A sim-exchange process (at ``nice``, on ``cpus``: empty, wherever the kernel
+    puts it); yields its (ws port, rest port)."""
+
+    def setup() -> None:
+        if nice:
+            os.nice(nice)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     env = dict(os.environ, BENCH_KEY=KEY, BENCH_SECRET=SECRET)
     cmd = [
         sys.executable, "-m", "engine", "sim-exchange", "--data", str(SAMPLE),
@@ -157,7 +179,7 @@ def _exchange(speed: float, nice: int) -> Iterator[tuple[int, int]]:
         cwd=ROOT,
         env=env,
         text=True,
-        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        preexec_fn=setup if nice or cpus else None,
     )
     try:
         assert proc.stdout is not None
@@ -235,15 +257,31 @@ class _Written:
         )
 
 
+class _LoopWake(trio.abc.Instrument):
+    """The event loop's latest wait for I/O: when it returned, and whether it could
+    sleep (a timeout above 0: nothing was runnable)."""
+
+    def __init__(self) -> None:
+        self.woke_ns = 0
+        self.timeout = 0.0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.woke_ns = time.time_ns()
+        self.timeout = timeout
+
+
 class _Reads:
-    """Per feed read, its post-read stamp by its receive stamp (the kernel's, which the
-    feed gives its ticks), and per order its ``ts_event``: the figure from the stamp
-    the feed took before, beside the one from the kernel's."""
+    """Per feed read, its post-read stamp and the loop's latest wake-up by its receive
+    stamp (the kernel's, which the feed gives its ticks), and per order its
+    ``ts_event``: the figure from the stamp the feed took before, beside the one from
+    the kernel's, and where the time between them went (:meth:`split`)."""
 
     def __init__(self) -> None:
         self.read_ns: dict[int, int] = {}
+        self.woke: dict[int, tuple[int, float]] = {}
         self.ts_event: dict[str, int] = {}
         self.conns: dict[int, Any] = {}
+        self.loop = _LoopWake()
 
     def install(self) -> None:
         """Wrap the transport's parse (after both stamps) and the venue's submit."""
@@ -251,9 +289,11 @@ class _Reads:
 
         parse, submit = _Wsproto._parse, BinanceVenue.submit
         read_ns, ts_event, conns = self.read_ns, self.ts_event, self.conns
+        woke, loop = self.woke, self.loop
 
         def parse_(conn: Any, data: Any) -> None:
             read_ns[conn.received_ns] = conn.read_ns
+            woke[conn.received_ns] = (loop.woke_ns, loop.timeout)
             conns[id(conn)] = conn
             parse(conn, data)
 
@@ -268,6 +308,32 @@ class _Reads:
         """The post-read stamp minus the receive stamp of the read stamped ``tick``."""
         read = self.read_ns.get(tick)
         return None if read is None else read - tick
+
+    def split(self, ticks: list[int]) -> dict[str, Any]:
+        """Where the reads stamped ``ticks`` spent their kernel-to-read time: ``asleep``,
+        the loop was waiting in epoll when the bytes came (``wake``: from the kernel's
+        stamp to epoll's return, the wake-up; ``loop_to_read``: from there to the
+        read's return, the loop's round and the read); ``busy``, it was running tasks
+        (the feed's own earlier steps, answer readers, the journal) and the bytes
+        waited for that work to end (``wait``: the whole kernel-to-read time)."""
+        asleep: list[tuple[float, float]] = []
+        busy: list[float] = []
+        for tick in ticks:
+            read, (woke_ns, timeout) = self.read_ns.get(tick), self.woke.get(tick, (0, 0.0))
+            if read is None:
+                continue
+            if timeout > 0 and woke_ns >= tick:
+                asleep.append(((woke_ns - tick) / 1e3, (read - woke_ns) / 1e3))
+            else:
+                busy.append((read - tick) / 1e3)
+        return {
+            "asleep": {
+                "n": len(asleep),
+                "wake_us": _stats([a for a, _ in asleep]),
+                "loop_to_read_us": _stats([b for _, b in asleep]),
+            },
+            "busy": {"n": len(busy), "wait_us": _stats(busy)},
+        }
 
     def counts(self) -> dict[str, int]:
         conns = self.conns.values()
@@ -393,7 +459,26 @@ def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> d
         # The [hardware] section's defaults, as `python -m engine --mode live` runs with
         # them (pinning, gc thresholds and freeze, malloc settings); --no-hardware: none.
         **({"hardware": {"enabled": False}} if args.no_hardware else {}),
+        **({"hardware": {"sched_fifo": True}} if args.fifo and not args.no_hardware else {}),
     }
+
+
+def _exchange_cpus(args: argparse.Namespace, hardware: HardwareConfig) -> frozenset[int]:
+    """The CPUs ``--exchange-cpus`` asks for (empty: any), with the engine's
+    ``[hardware]`` section ``hardware``."""
+    if args.exchange_cpus == "any":
+        return frozenset()
+    if args.exchange_cpus != "auto":
+        try:
+            return frozenset(parse_cpulist(args.exchange_cpus))
+        except CpuListError as exc:
+            raise SystemExit(f"tick_to_order: --exchange-cpus: {exc}") from None
+    allowed = os.sched_getaffinity(0)
+    if not hardware.enabled:
+        return frozenset()
+    plan = make_plan(read_topology(), hardware)
+    rest = frozenset(allowed - set(plan.trio_cpus)) if plan.pin else frozenset()
+    return rest if rest != allowed else frozenset()
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -427,6 +512,15 @@ def run(argv: list[str]) -> dict[str, Any]:
         "order must not preempt the engine mid-write (a remote exchange would not)",
     )
     parser.add_argument(
+        "--exchange-cpus",
+        default="auto",
+        help="the exchange process's CPUs: a list (0,2-3), 'any' (wherever the kernel "
+        "puts it), or 'auto' (default): every CPU but the engine's Trio CPU of the "
+        "[hardware] plan. Woken by the engine's send on loopback, an exchange free to "
+        "run on the engine's CPU preempts it mid-write for 2-3 ms (nice 10 does not "
+        "stop it), a remote exchange never would",
+    )
+    parser.add_argument(
         "--no-inline", action="store_true", help="the sender task writes every order"
     )
     parser.add_argument(
@@ -439,6 +533,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         action="store_true",
         help="hardware.enabled = false: no pinning, default gc thresholds, no gc freeze "
         "(the bench before it ran the [hardware] defaults)",
+    )
+    parser.add_argument(
+        "--fifo",
+        action="store_true",
+        help="hardware.sched_fifo = true: the Trio thread under SCHED_FIFO, so that no "
+        "ordinary process on its CPU (the machine's other work) preempts it",
     )
     parser.add_argument(
         "--stages", action="store_true", help="split each entry's time into stages (inline)"
@@ -456,10 +556,13 @@ def run(argv: list[str]) -> dict[str, Any]:
     stages = _Stages(reads) if args.stages else None
     if stages is not None:
         stages.install()
+    with tempfile.TemporaryDirectory() as tmp:  # the engine's [hardware], ports aside
+        hardware = config_from_dict(_doc(args, 0, 0, Path(tmp)), source="<bench>").hardware
+    exchange_cpus = _exchange_cpus(args, hardware)
     with (
         tempfile.TemporaryDirectory() as tmp,
         contextlib.ExitStack() as files,
-        _exchange(args.speed, args.exchange_nice) as (ws_port, rest_port),
+        _exchange(args.speed, args.exchange_nice, exchange_cpus) as (ws_port, rest_port),
     ):
         doc = _doc(args, ws_port, rest_port, Path(tmp))
         config = config_from_dict(doc, source="<bench>", base_dir=tmp)
@@ -489,15 +592,18 @@ def run(argv: list[str]) -> dict[str, Any]:
             stages, Path(tmp) / "engine.jsonl" if args.log_file else None, entries=args.entries
         )
         log = written.logger(files)
-        trio.run(main)
+        trio.run(main, instruments=[reads.loop])
     events = written.events
     tick = [e["latency_ms"] * 1e3 for e in events]
     submit = [e["submit_ms"] * 1e3 for e in events]
     entries = [e for e in events if e.get("purpose") == "ENTRY"]
     rx_to_read: list[float] = []
     post_read: list[float] = []
+    ticks: list[int] = []
     for e in entries:
         ts_event = reads.ts_event.get(e["client_order_id"])
+        if ts_event is not None:
+            ticks.append(ts_event)
         gap = None if ts_event is None else reads.rx_to_read_ns(ts_event)
         if gap is not None:
             rx_to_read.append(gap / 1e3)
@@ -515,6 +621,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "submit_to_written_us": _stats([e["submit_ms"] * 1e3 for e in entries]),
             "post_read_tick_to_written_us": _stats(post_read),
             "rx_to_read_us": _stats(rx_to_read),
+            "rx_to_read_split": reads.split(ticks),
         },
         "rx_stamp": reads.counts(),
         "wall_s": round(wall["end"] - wall["start"], 1),
@@ -523,6 +630,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "seconds": args.seconds,
             "speed": args.speed,
             "exchange_nice": args.exchange_nice,
+            "exchange_cpus": sorted(exchange_cpus) or "any",
             "min_step_ms": config.feeds.min_step_ms,
             "order_transport": args.transport,
             "write_inline": not args.no_inline,
@@ -533,6 +641,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "risk_max_orders_per_second": config.risk.max_orders_per_second,
             "feed_transport": config.feeds.transport,
             "hardware": config.hardware.enabled,
+            "sched_fifo": config.hardware.sched_fifo,
             "exchange": "python -m engine sim-exchange (another process), bundled BTCUSDT",
         },
     }
