@@ -166,8 +166,13 @@ class RiskActor(RiskCore):
             return
         assert self._portfolio_requests is not None and self._portfolio_answers is not None
         if self._portfolio_due == step:
-            # Wait here, at a fixed step, so the solve time cannot change the results.
-            answer = await self._portfolio_answers.receive()
+            # Wait here, at a fixed step, so the solve time cannot change the results;
+            # only when the answer is not in yet (``receive`` yields even when it is:
+            # on the inline path every other task would run before the step's orders).
+            try:
+                answer = self._portfolio_answers.receive_nowait()
+            except trio.WouldBlock:
+                answer = await self._portfolio_answers.receive()
             self._portfolio_due = None
             self.set_exposure_limits(answer.limits, answer.status)
         if self._portfolio_due is None and step > 0 and step % cfg.every_steps == 0:

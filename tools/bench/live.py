@@ -9,9 +9,13 @@ the execution actor sends them (``submit``; events read by ``on_market``).
 ``latency`` (per order transport, orders one at a time, no rate limit in the way):
 
 - ``written_us``: decision (just before ``venue.submit``) to the signed request
-  handed to the socket (the transport's ``on_written``), p50 / p99;
+  handed to the socket (the transport's ``on_written``), p50 / p99; an order the
+  venue writes inside ``submit`` (lean: an idle connection, nothing queued) counts
+  as one sent by the venue's task does;
 - ``ack_us``: decision to the order's first event (``OrderAccepted``, or a fill or
-  rejection) queued in the venue, p50 / p99. The engine reads it at its next step.
+  rejection) queued in the venue, p50 / p99. The engine reads it at its next step;
+- ``venue_write_latency``: the venue's own :attr:`BinanceVenue.write_latency` over
+  every order sent (warm-up included): its count, and submit-to-written by its stamps.
 
 ``rate_limit`` (a second exchange with small order limits, lean transport): new
 orders and reduce-only closes (1 in 5) offered at ``overload`` times the exchange's
@@ -38,6 +42,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 import trio_websocket
 
 from engine.messages import OrderAccepted, OrderFilled, OrderRejected, Purpose, Side, SubmitOrder
@@ -159,6 +164,17 @@ class _Probe:
                 raise
 
         client.new_order = tracked  # type: ignore[method-assign]
+        finish_new_order = client.finish_new_order
+
+        async def finishing(sent: Any) -> Any:
+            # The reader of an order written inside ``submit`` writes what the socket
+            # did not take there: that last write is the order's too.
+            self._task_order[trio.lowlevel.current_task()] = self._by_venue_id[
+                sent.order.client_order_id
+            ]
+            return await finish_new_order(sent)
+
+        client.finish_new_order = finishing  # type: ignore[method-assign]
 
     def _on_written(self) -> None:
         now = time.perf_counter_ns()
@@ -180,7 +196,15 @@ class _Probe:
         )  # fmt: skip
         self._by_venue_id[venue_client_order_id(SYMBOL, cid, now, self.n)] = cid
         self.submitted[cid] = time.perf_counter_ns()
-        for event in self.venue.submit(order):
+        # The venue writes the order inside ``submit`` when a connection is idle (the
+        # inline write), in this task: its write mark is this order's.
+        task = trio.lowlevel.current_task()
+        self._task_order[task] = cid
+        try:
+            events = self.venue.submit(order)
+        finally:
+            del self._task_order[task]
+        for event in events:
             self._on_event(event)
         return cid
 
@@ -225,14 +249,20 @@ async def _latency(rest_port: int, ws_port: int, transport: str, orders: int, wa
             while cid not in probe.first_event:
                 await trio.lowlevel.checkpoint()
                 probe.poll()
+            if cid not in probe.written:
+                # The user stream can bring the first event before the sending task
+                # is back from its write to call the write mark: let it finish.
+                await trio.testing.wait_all_tasks_blocked()
             if i >= warmup and cid in probe.written:
                 written.append(probe.written[cid] - probe.submitted[cid])
                 acked.append(probe.first_event[cid] - probe.submitted[cid])
         rejected = len(probe.rejected)
+        venue_stats = probe.venue.write_latency.summary()
     return {
         "written_us": _summary(written, 1e-3),
         "ack_us": _summary(acked, 1e-3),
         "rejected": rejected,
+        "venue_write_latency": venue_stats,
     }
 
 
@@ -331,7 +361,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         limits = trio.run(limit_part, ws_port, rest_port)
     return {
         "exchange": "python -m engine sim-exchange (another process, loopback, pace 1)",
-        "path": "BinanceVenue.submit -> sender task -> rate limiter -> signed POST /fapi/v1/order",
+        "path": (
+            "BinanceVenue.submit -> (inline write, or sender task -> rate limiter) "
+            "-> signed POST /fapi/v1/order"
+        ),
         "orders": args.orders,
         "latency": latency,
         "rate_limit": limits,
