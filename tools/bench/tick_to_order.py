@@ -62,7 +62,9 @@ steps and ``BinanceVenue.submit`` (a wrapper costs about a microsecond):
 ``symbol``, ``risk``, ``execution_to_submit`` (execution's step up to the venue's
 ``submit``), ``submit_checks`` (``submit`` up to the venue's own stamp, after its
 filter checks), ``submit_to_written``; each as p50 / p99 / max, us. Each entry's
-tick is its order's ``ts_event``.
+tick is its order's ``ts_event``. ``steps`` times every feed step (what a frame that
+comes during one waits for) and an entry's step after its write; ``rx_to_read_split``
+then names the tasks a ``busy`` read's bytes waited for.
 
 The engine's log lines are dropped as they are made (after structlog's call and the
 first processor) unless ``--log-file``: then they go through the engine's own
@@ -88,6 +90,8 @@ processes of the machine still may: ``--fifo`` runs the Trio thread under
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
 import contextlib
 import logging
 import os
@@ -264,10 +268,35 @@ class _LoopWake(trio.abc.Instrument):
     def __init__(self) -> None:
         self.woke_ns = 0
         self.timeout = 0.0
+        self.ran: list[tuple[int, str]] = []  # (start, name) of each task step: --stages
 
     def after_io_wait(self, timeout: float) -> None:
         self.woke_ns = time.time_ns()
         self.timeout = timeout
+
+    def ran_between(self, start: int, end: int) -> list[str]:
+        """The tasks stepped from ``start`` to ``end`` (ns; ``before_task_step`` kept),
+        the one stepping at ``start`` first."""
+        ran = self.ran
+        i = max(0, bisect.bisect_left(ran, (start, "")) - 1)
+        out: list[str] = []
+        while i < len(ran) and ran[i][0] <= end:
+            out.append(ran[i][1])
+            i += 1
+        return out
+
+
+class _LoopTasks(_LoopWake):
+    """:class:`_LoopWake` keeping every task step too (``--stages``)."""
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.ran.append((time.time_ns(), task.name))
+
+
+def _short(task_name: str) -> str:
+    """A task's name without its module (``engine.feeds._live.LiveFeed._pump``:
+    ``LiveFeed._pump``)."""
+    return ".".join(task_name.split(".")[-2:])
 
 
 class _Reads:
@@ -276,12 +305,12 @@ class _Reads:
     ``ts_event``: the figure from the stamp the feed took before, beside the one from
     the kernel's, and where the time between them went (:meth:`split`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tasks: bool = False) -> None:
         self.read_ns: dict[int, int] = {}
         self.woke: dict[int, tuple[int, float]] = {}
         self.ts_event: dict[str, int] = {}
         self.conns: dict[int, Any] = {}
-        self.loop = _LoopWake()
+        self.loop = _LoopTasks() if tasks else _LoopWake()
 
     def install(self) -> None:
         """Wrap the transport's parse (after both stamps) and the venue's submit."""
@@ -318,6 +347,7 @@ class _Reads:
         waited for that work to end (``wait``: the whole kernel-to-read time)."""
         asleep: list[tuple[float, float]] = []
         busy: list[float] = []
+        busy_with: collections.Counter[str] = collections.Counter()
         for tick in ticks:
             read, (woke_ns, timeout) = self.read_ns.get(tick), self.woke.get(tick, (0, 0.0))
             if read is None:
@@ -326,13 +356,20 @@ class _Reads:
                 asleep.append(((woke_ns - tick) / 1e3, (read - woke_ns) / 1e3))
             else:
                 busy.append((read - tick) / 1e3)
+                # The tasks the bytes waited for (the feed's own: its earlier step).
+                busy_with.update(set(self.loop.ran_between(tick, read)))
         return {
             "asleep": {
                 "n": len(asleep),
                 "wake_us": _stats([a for a, _ in asleep]),
                 "loop_to_read_us": _stats([b for _, b in asleep]),
             },
-            "busy": {"n": len(busy), "wait_us": _stats(busy)},
+            "busy": {
+                "n": len(busy),
+                "wait_us": _stats(busy),
+                # With --stages: per task, in how many of them it ran during the wait.
+                "tasks": {_short(name): n for name, n in busy_with.most_common(8)},
+            },
         }
 
     def counts(self) -> dict[str, int]:
@@ -350,6 +387,10 @@ class _Stages:
         self._reads = reads
         self.step: dict[str, int] = {}
         self.entries: list[dict[str, float]] = []
+        self.steps_us: list[float] = []  # every feed step, start to end
+        self.after_written_us: list[float] = []  # an entry's step, from its write to its end
+        self.written_ns = 0
+        self.step_parts: dict[str, list[float]] = {}  # every step's stages, us
 
     def install(self) -> None:
         """Wrap the stages' methods on their classes (before the engine is built)."""
@@ -367,8 +408,20 @@ class _Stages:
 
         async def send_step_(feed: Any, *, final: bool) -> None:
             step.clear()
-            step["step"] = time.time_ns()
+            step["step"] = start = time.time_ns()
+            entries = len(self.entries)
             await send_step(feed, final=final)
+            end = time.time_ns()
+            self.steps_us.append((end - start) / 1e3)
+            if "inline" in step:
+                inline = step["inline"]
+                parts = {n: step.get(n, 0) for n in ("symbol", "risk", "execution")}
+                parts["rest"] = end - inline - sum(parts.values())  # journal, held lines
+                parts["take_batches"] = inline - start
+                for name, ns in parts.items():
+                    self.step_parts.setdefault(name, []).append(ns / 1e3)
+            if len(self.entries) > entries:  # an entry's step: what followed its write
+                self.after_written_us.append((end - self.written_ns) / 1e3)
 
         async def inline_(inline: Any, *a: Any) -> None:
             step["inline"] = time.time_ns()
@@ -407,6 +460,7 @@ class _Stages:
         submit_ns = event["submit_ms"] * 1e6
         # The venue stamps its submit time (``submit_ms``'s start) after its checks.
         venue_at = tick + event["latency_ms"] * 1e6 - submit_ns
+        self.written_ns = round(tick + event["latency_ms"] * 1e6)
         rx_to_read = self._reads.rx_to_read_ns(tick)
         if rx_to_read is None:
             return
@@ -426,6 +480,16 @@ class _Stages:
     def summary(self) -> dict[str, Any]:
         names = self.entries[0].keys() if self.entries else ()
         return {name: _stats([e[name] for e in self.entries]) for name in names}
+
+    def steps(self) -> dict[str, Any]:
+        """Every feed step's time (what a frame coming during it waits for, at most),
+        and an entry's step's time after its order was written (held log lines, the
+        transitions' records, risk's report, the journal batch)."""
+        return {
+            "all_us": _stats(self.steps_us),
+            "all_stages_us": {name: _stats(v) for name, v in self.step_parts.items()},
+            "entry_after_written_us": _stats(self.after_written_us),
+        }
 
 
 def _doc(args: argparse.Namespace, ws_port: int, rest_port: int, tmp: Path) -> dict[str, Any]:
@@ -551,7 +615,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     args = parser.parse_args(argv)
     os.environ["BENCH_KEY"], os.environ["BENCH_SECRET"] = KEY, SECRET
     BinanceVenue.write_inline = not args.no_inline
-    reads = _Reads()
+    reads = _Reads(tasks=args.stages)
     reads.install()
     stages = _Stages(reads) if args.stages else None
     if stages is not None:
@@ -647,4 +711,5 @@ def run(argv: list[str]) -> dict[str, Any]:
     }
     if stages is not None:
         out["entry_stages_us"] = stages.summary()
+        out["steps"] = stages.steps()
     return out
