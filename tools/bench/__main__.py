@@ -48,6 +48,12 @@ def _cold_path(argv: list[str]) -> Mapping[str, Any]:
     return cold_path.run(argv)
 
 
+def _hot_path(argv: list[str]) -> Mapping[str, Any]:
+    from . import hot_path
+
+    return hot_path.run(argv)
+
+
 def _compiled_order(argv: list[str]) -> Mapping[str, Any]:
     from . import compiled_order
 
@@ -129,6 +135,7 @@ def _sweep(argv: list[str]) -> Mapping[str, Any]:
 BENCHMARKS: Mapping[str, Benchmark] = {
     "cold_path": _cold_path,
     "compiled_order": _compiled_order,
+    "hot_path": _hot_path,
     "entry_step": _entry_step,
     "feed": _feed,
     "feed_step": _feed_step,
