@@ -58,7 +58,7 @@ from engine.feeds._transport import _ANCILLARY, _SO_TIMESTAMPNS, _TIMESPEC
 from hardware import HardwareConfig, make_plan, read_topology
 
 from .compiled_order import _Paths
-from .tick_to_order import _exchange, _exchange_cpus
+from .tick_to_order import _exchange, _exchange_cpus, _stats
 
 STREAM = "/stream?streams=btcusdt@bookTicker"
 QTY = 0.002  # BTC: above the 100 USDT minimum notional at the capture's prices
@@ -71,18 +71,6 @@ VARIANTS = (
     ("compiled", "spin", True),
 )
 DECAY_GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
-
-
-def _stats(values: list[float]) -> dict[str, float | int] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {
-        "n": len(values),
-        "p50": round(statistics.median(ordered), 1),
-        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
-        "max": round(ordered[-1], 1),
-    }
 
 
 def _connect_stream(port: int) -> socket.socket:
