@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 
-import h11
 import numpy as np
 import trio
+from test_tick_to_order import _serve, _Server
 
 from engine.messages import EventKind, Ticks
 from engine.testing import quiet_logger
@@ -68,36 +67,11 @@ async def test_on_market_marks_each_symbol_at_its_last_quote_row() -> None:
 
 
 async def test_a_request_the_socket_took_in_part_is_finished_and_answered(monkeypatch) -> None:
-    requests: list[bytes] = []
-
-    async def handle(stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-            elif isinstance(event, h11.Request):
-                requests.append(bytes(event.target))
-            elif isinstance(event, h11.EndOfMessage):
-                body = b'{"ok": 1}'
-                headers = [("content-length", str(len(body)))]
-                await stream.send_all(conn.send(h11.Response(status_code=200, headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=body)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-                conn.start_next_cycle()
-            else:
-                return
-
+    server = _Server()
     real_write = transport_module.os.write
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            (listener,) = await nursery.start(
-                functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
-            )
-            port = listener.socket.getsockname()[1]
+            port = await _serve(nursery, server)
             transport = LeanTransport(f"http://127.0.0.1:{port}")
             await transport.warm_up()
             marks: list[str] = []
@@ -113,8 +87,8 @@ async def test_a_request_the_socket_took_in_part_is_finished_and_answered(monkey
             assert marks == []  # not written whole yet
             response = await transport.finish(flight)
             assert marks == ["order"]
-            assert response.status == 200 and response.body == b'{"ok": 1}'
-            assert requests == [b"/fapi/v1/order?a=1"]
+            assert response.status == 200 and response.body == b'{"n": 1}'
+            assert [r.target for r in server.requests] == [b"/fapi/v1/order?a=1"]
             # Pooled again: the next request goes inline, whole, on the same connection.
             flight = transport.write_now("POST", "/fapi/v1/order?a=2", None)
             assert flight is not None and not flight.rest

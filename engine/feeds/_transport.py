@@ -133,6 +133,16 @@ async def _open_trio_websocket(url: str) -> AsyncIterator[MessageStream]:
                 await trio.aclose_forcefully(ws._stream)
 
 
+def rx_stamp(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive time (ns, ``time.time_ns``'s clock) in a ``recvmsg``'s
+    control messages, ``SO_TIMESTAMPNS``'s; 0 where there is none."""
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            return int(sec * 1_000_000_000 + nsec)
+    return 0
+
+
 class _RxStampedStream(trio.abc.HalfCloseableStream):
     """A TCP stream whose reads carry the kernel's receive time of their bytes.
 
@@ -171,12 +181,7 @@ class _RxStampedStream(trio.abc.HalfCloseableStream):
             if self.socket.fileno() < 0:
                 raise trio.ClosedResourceError("this socket was already closed") from None
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        ns = 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                sec, nsec = _TIMESPEC.unpack_from(payload)
-                ns = sec * 1_000_000_000 + nsec
-        self.rx_ns = ns
+        self.rx_ns = rx_stamp(ancillary)
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

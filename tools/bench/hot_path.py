@@ -7,8 +7,8 @@ process's CPU as ``tick_to_order`` keeps it (``--exchange-cpus``). This process,
 pinned to the CPU the ``[hardware]`` plan gives the engine's Trio thread (not under
 ``SCHED_FIFO``: a spinning real-time thread starves the kernel's own threads on its
 CPU), is no engine: one loop reads the combined stream's frames off a plain socket
-(the websocket handshake by wsproto, then the frames sliced by hand, as the engine's
-wsproto transport does), decodes each ``bookTicker`` with orjson, and fires
+(the websocket handshake by wsproto, then the frames sliced by the engine's own
+wsproto transport's parser, pings answered), decodes each ``bookTicker`` with orjson, and fires
 on a known message: the first quote at least ``--cooldown-ms`` after the last order
 (about four orders a second, alternating buy and sell at 0.002 BTC). The order is a
 signed ``POST /fapi/v1/order`` on a kept-alive connection, built either in Python
@@ -54,7 +54,7 @@ import orjson
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from engine.feeds._transport import _ANCILLARY, _SO_TIMESTAMPNS, _TIMESPEC
+from engine.feeds._transport import _ANCILLARY, _SO_TIMESTAMPNS, _Wsproto, rx_stamp
 from hardware import HardwareConfig, make_plan, read_topology
 
 from .compiled_order import _Paths
@@ -73,9 +73,9 @@ VARIANTS = (
 DECAY_GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
-def _connect_stream(port: int) -> socket.socket:
+def _connect_stream(port: int) -> tuple[socket.socket, _Wsproto]:
     """A websocket on the exchange's combined stream: handshake done, non-blocking,
-    ``SO_TIMESTAMPNS`` set."""
+    ``SO_TIMESTAMPNS`` set; and the engine's frame parser for what it reads."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ws = WSConnection(ConnectionType.CLIENT)
@@ -89,34 +89,9 @@ def _connect_stream(port: int) -> socket.socket:
             break
     sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     sock.setblocking(False)
-    return sock
-
-
-def _frames(buffer: bytearray) -> list[bytes]:
-    """The complete (unmasked, server) frames' payloads at the front of ``buffer``,
-    taken out of it; text and binary only (pings are left unanswered: the exchange
-    pings every 180 s, longer than a run)."""
-    out: list[bytes] = []
-    at = 0
-    n = len(buffer)
-    while n - at >= 2:
-        opcode, length = buffer[at] & 0x0F, buffer[at + 1] & 0x7F
-        head = 2
-        if length == 126:
-            if n - at < 4:
-                break
-            length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
-        elif length == 127:
-            if n - at < 10:
-                break
-            length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
-        if n - at < head + length:
-            break
-        if opcode in (1, 2):
-            out.append(bytes(buffer[at + head : at + head + length]))
-        at += head + length
-    del buffer[:at]
-    return out
+    # Only its parser is used (``_parse``, then the messages and ping answers it
+    # queued): the loop below reads and writes the socket itself.
+    return sock, _Wsproto(None, ws)  # type: ignore[arg-type]
 
 
 def _decay(paths: _Paths, rounds: int = 30) -> dict[str, dict[str, float]]:
@@ -165,7 +140,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     paths.compiled(0, QTY, 100.0, 100.01, 1, 1)  # compiled before the run
     decay = _decay(paths)
     with _exchange(1.0, args.exchange_nice, _exchange_cpus(args, hardware)) as (ws_port, rest):
-        feed = _connect_stream(ws_port)
+        feed, frames = _connect_stream(ws_port)
         orders = socket.create_connection(("127.0.0.1", rest))
         orders.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         orders.setblocking(False)
@@ -174,16 +149,24 @@ def run(argv: list[str]) -> dict[str, Any]:
         timed: dict[tuple[str, str, bool], dict[str, list[float]]] = {
             v: {"tick_to_written_us": [], "rx_to_read_us": [], "build_us": []} for v in VARIANTS
         }
-        buffer = bytearray()
         answers = bytearray()
         cooldown_ns = int(args.cooldown_ms * 1e6)
         rehearse_ns = int(args.rehearse_us * 1e3)
         last_order = 0
-        last_frame = b""
+        last_frame = ""
         rehearsed = 0
         rehearsals = 0
         spin_reads: list[float] = []  # every read while spinning: kernel stamp to return
         n = 0
+
+        def make_order(build: str, quote: dict[str, Any], n: int) -> Any:
+            """Order ``n``'s request (alternating sides) at ``quote``'s prices."""
+            bid, ask = float(quote["b"]), float(quote["a"])
+            ts_ms = time.time_ns() // 1_000_000
+            if build == "python":
+                return paths.python(n % 2, QTY, bid, ask, n + 1, ts_ms)
+            return paths.out[: paths.compiled(n % 2, QTY, bid, ask, n + 1, ts_ms)]
+
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
             build, wait, rehearse = VARIANTS[n % len(VARIANTS)]
@@ -196,39 +179,27 @@ def run(argv: list[str]) -> dict[str, Any]:
                 if rehearse and last_frame and now - rehearsed > rehearse_ns:
                     # The way a quote goes to an order, but the send.
                     quote = orjson.loads(last_frame)["data"]
-                    bid, ask = float(quote["b"]), float(quote["a"])
-                    ts_ms = time.time_ns() // 1_000_000
-                    if build == "python":
-                        paths.python(n % 2, QTY, bid, ask, n + 1, ts_ms)
-                    else:
-                        paths.compiled(n % 2, QTY, bid, ask, n + 1, ts_ms)
+                    make_order(build, quote, n)
                     rehearsed = now
                     rehearsals += 1
                 continue
             read_ns = time.time_ns()
             if not data:
                 raise RuntimeError("the exchange closed the stream")
-            rx_ns = read_ns
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
-                    rx_ns = sec * 1_000_000_000 + nsec
+            rx_ns = rx_stamp(ancillary) or read_ns
             if wait == "spin":
                 spin_reads.append((read_ns - rx_ns) / 1e3)
-            buffer += data
-            for frame in _frames(buffer):
+            frames._parse(data)
+            for reply in frames._replies:  # pongs
+                feed.sendall(reply)
+            frames._replies.clear()
+            while (frame := frames.get_message_nowait()) is not None:
                 quote = orjson.loads(frame)["data"]
                 last_frame = frame
                 if rx_ns - last_order < cooldown_ns:
                     continue
-                bid, ask = float(quote["b"]), float(quote["a"])
-                side = n % 2
                 started = time.perf_counter_ns()
-                ts_ms = time.time_ns() // 1_000_000
-                if build == "python":
-                    request = paths.python(side, QTY, bid, ask, n + 1, ts_ms)
-                else:
-                    request = paths.out[: paths.compiled(side, QTY, bid, ask, n + 1, ts_ms)]
+                request = make_order(build, quote, n)
                 built = time.perf_counter_ns()
                 orders.send(request)
                 written_ns = time.time_ns()
@@ -237,8 +208,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                 sample["rx_to_read_us"].append((read_ns - rx_ns) / 1e3)
                 sample["build_us"].append((built - started) / 1e3)
                 last_order = rx_ns
-                n += 1
-                break  # one order a read: the rest of it waits for the next turn
+                n += 1  # the read's later quotes fall in the cooldown
             with contextlib.suppress(BlockingIOError):
                 answers += orders.recv(1 << 16)
         feed.close()
